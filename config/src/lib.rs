@@ -1,0 +1,17 @@
+//! corepost-config: Postfix-compatible configuration.
+//!
+//! This crate is corepost's equivalent of Postfix's `mail_params.h`,
+//! `postconf.proto` and `util/dict_*`: it knows every parameter the engine
+//! reads and its built-in default ([`registry`]), parses `main.cf`
+//! ([`maincf`]) and `master.cf` ([`mastercf`]) with Postfix's rules, expands
+//! `$name` references ([`expand`]), splits list values ([`list`]), opens
+//! lookup tables ([`tables`]) and parses restriction lists
+//! ([`restrictions`]). [`Config`] ties them together: the effective value of
+//! any parameter, globally or for one master.cf service.
+//!
+//! Nothing here does network I/O or spawns threads; loading a configuration
+//! reads files once and everything after that is in memory.
+
+pub mod list;
+pub mod tables;
+

@@ -1,0 +1,227 @@
+//! List values: Postfix's "comma and/or whitespace separated" syntax.
+//!
+//! Many parameters (`mydestination`, `mynetworks`, `smtpd_*_restrictions`, every
+//! `*_maps`) hold lists. Postfix splits them on commas and whitespace, and lets
+//! an element contain those characters when it is wrapped in braces:
+//! `{ text with spaces, and commas }` is one element, `text with spaces, and
+//! commas` (the braces and the whitespace just inside them are removed). The
+//! same rule applies inside `inline:{ ... }` tables and `-o { name = value }`
+//! in master.cf, so it lives here once.
+
+use std::fmt;
+
+/// A list value could not be split.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ListError {
+    /// A `{` without its closing `}` (or the reverse).
+    UnbalancedBrace { text: String },
+}
+
+impl fmt::Display for ListError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            ListError::UnbalancedBrace { text } => {
+                write!(f, "unbalanced '{{' or '}}' in list: \"{text}\"")
+            }
+        }
+    }
+}
+
+impl std::error::Error for ListError {}
+
+/// Characters that separate list elements.
+pub fn is_separator(c: char) -> bool {
+    c == ',' || c.is_ascii_whitespace()
+}
+
+/// Split a list value into its elements.
+///
+/// Empty elements (`a,,b`) are dropped, as Postfix does. A `{...}` group is
+/// one element with the braces and surrounding whitespace removed; braces
+/// nest, so `{ a {b} }` is the element `a {b}`. A brace in the middle of an
+/// element (`inline:{a=b}`) does not start a group but must still balance:
+/// the element runs to the matching `}` even across separators, which is what
+/// makes `inline:{ a=b, c=d }` one element.
+pub fn split_list(value: &str) -> Result<Vec<String>, ListError> {
+    let mut out = Vec::new();
+    let mut chars = value.char_indices().peekable();
+    while let Some(&(start, c)) = chars.peek() {
+        if is_separator(c) {
+            chars.next();
+            continue;
+        }
+        if c == '}' {
+            return Err(ListError::UnbalancedBrace {
+                text: value.to_string(),
+            });
+        }
+        if c == '{' {
+            // A braced group: take everything up to the matching brace.
+            chars.next();
+            let mut depth = 1usize;
+            let mut end = None;
+            for (i, ch) in chars.by_ref() {
+                match ch {
+                    '{' => depth += 1,
+                    '}' => {
+                        depth -= 1;
+                        if depth == 0 {
+                            end = Some(i);
+                            break;
+                        }
+                    }
+                    _ => {}
+                }
+            }
+            let end = end.ok_or_else(|| ListError::UnbalancedBrace {
+                text: value.to_string(),
+            })?;
+            let inner = value[start + 1..end].trim();
+            out.push(inner.to_string());
+            continue;
+        }
+        // A plain element; braces inside it must balance and protect separators.
+        let mut depth = 0usize;
+        let mut end = value.len();
+        while let Some(&(i, ch)) = chars.peek() {
+            if depth == 0 && is_separator(ch) {
+                end = i;
+                break;
+            }
+            match ch {
+                '{' => depth += 1,
+                '}' => {
+                    if depth == 0 {
+                        return Err(ListError::UnbalancedBrace {
+                            text: value.to_string(),
+                        });
+                    }
+                    depth -= 1;
+                }
+                _ => {}
+            }
+            chars.next();
+        }
+        if depth != 0 {
+            return Err(ListError::UnbalancedBrace {
+                text: value.to_string(),
+            });
+        }
+        out.push(value[start..end].to_string());
+    }
+    Ok(out)
+}
+
+/// Join elements back into a list value that [`split_list`] splits into the
+/// same elements: elements containing separators or starting with `{` are
+/// wrapped in braces.
+pub fn join_list<S: AsRef<str>>(items: &[S]) -> String {
+    let mut out = String::new();
+    for item in items {
+        let item = item.as_ref();
+        if !out.is_empty() {
+            out.push_str(", ");
+        }
+        let needs_braces = item.is_empty()
+            || item.starts_with('{')
+            || (item.chars().any(is_separator) && !is_self_delimited(item));
+        if needs_braces {
+            out.push_str("{ ");
+            out.push_str(item);
+            out.push_str(" }");
+        } else {
+            out.push_str(item);
+        }
+    }
+    out
+}
+
+/// An element like `inline:{a=b, c=d}` protects its own separators.
+fn is_self_delimited(item: &str) -> bool {
+    let mut depth = 0usize;
+    for ch in item.chars() {
+        match ch {
+            '{' => depth += 1,
+            '}' => depth = depth.saturating_sub(1),
+            c if is_separator(c) && depth == 0 => return false,
+            _ => {}
+        }
+    }
+    true
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn commas_and_whitespace_separate() {
+        assert_eq!(
+            split_list("a, b,c\td\n e,,").unwrap(),
+            vec!["a", "b", "c", "d", "e"]
+        );
+    }
+
+    #[test]
+    fn braces_group() {
+        assert_eq!(
+            split_list("a { b c, d } e").unwrap(),
+            vec!["a", "b c, d", "e"]
+        );
+        assert_eq!(
+            split_list("inline:{ a=b, c=d }, static:x").unwrap(),
+            vec!["inline:{ a=b, c=d }", "static:x"]
+        );
+        assert_eq!(split_list("{ a {b} }").unwrap(), vec!["a {b}"]);
+    }
+
+    #[test]
+    fn unbalanced_is_an_error() {
+        assert!(split_list("a { b").is_err());
+        assert!(split_list("a } b").is_err());
+        assert!(split_list("inline:{a=b").is_err());
+    }
+
+    #[test]
+    fn empty_list() {
+        assert!(split_list("").unwrap().is_empty());
+        assert!(split_list(" , ,\t").unwrap().is_empty());
+    }
+
+    fn element() -> impl Strategy<Value = String> {
+        prop_oneof![
+            "[a-z0-9:/._@-]{1,12}",
+            "[a-z]{1,5}( [a-z]{1,5}){1,3}",
+            "[a-z]{1,5}, [a-z]{1,5}",
+            "inline:\\{ [a-z]=[a-z], [a-z]=[a-z] \\}",
+        ]
+    }
+
+    proptest! {
+        /// Splitting what join produced gives back the same elements, and
+        /// joining again gives the same text (the round trip is stable).
+        #[test]
+        fn join_then_split_is_identity(items in proptest::collection::vec(element(), 0..8)) {
+            let joined = join_list(&items);
+            let split = split_list(&joined).unwrap();
+            prop_assert_eq!(&split, &items);
+            prop_assert_eq!(join_list(&split), joined);
+        }
+
+        /// Any input either splits or reports an error, never panics; an
+        /// input without braces splits into non-empty elements free of
+        /// separators.
+        #[test]
+        fn split_never_panics(s in "[ -~\t\n]{0,64}") {
+            let result = split_list(&s);
+            if !s.contains('{') && !s.contains('}') {
+                let items = result.unwrap();
+                for item in items {
+                    prop_assert!(!item.is_empty());
+                    prop_assert!(!item.contains(is_separator));
+                }
+            }
+        }
+    }
+}
