@@ -12,6 +12,10 @@
 //! Nothing here does network I/O or spawns threads; loading a configuration
 //! reads files once and everything after that is in memory.
 
+pub mod error;
+pub mod expand;
 pub mod list;
+pub mod maincf;
 pub mod tables;
 
+pub use error::{ConfigError, Location};
