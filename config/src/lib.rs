@@ -16,6 +16,7 @@ pub mod error;
 pub mod expand;
 pub mod list;
 pub mod maincf;
+pub mod mastercf;
 pub mod tables;
 
 pub use error::{ConfigError, Location};

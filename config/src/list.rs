@@ -43,6 +43,17 @@ pub fn is_separator(c: char) -> bool {
 /// the element runs to the matching `}` even across separators, which is what
 /// makes `inline:{ a=b, c=d }` one element.
 pub fn split_list(value: &str) -> Result<Vec<String>, ListError> {
+    split_with(value, is_separator)
+}
+
+/// Split on whitespace only, with the same brace grouping: master.cf command
+/// arguments, where a comma belongs to the argument
+/// (`-o smtpd_client_restrictions=permit_sasl_authenticated,reject`).
+pub fn split_args(value: &str) -> Result<Vec<String>, ListError> {
+    split_with(value, |c| c.is_ascii_whitespace())
+}
+
+fn split_with(value: &str, is_separator: fn(char) -> bool) -> Result<Vec<String>, ListError> {
     let mut out = Vec::new();
     let mut chars = value.char_indices().peekable();
     while let Some(&(start, c)) = chars.peek() {
@@ -181,6 +192,14 @@ mod tests {
         assert!(split_list("a { b").is_err());
         assert!(split_list("a } b").is_err());
         assert!(split_list("inline:{a=b").is_err());
+    }
+
+    #[test]
+    fn args_split_on_whitespace_only() {
+        assert_eq!(
+            split_args("smtpd -o a=b,c -o { d = e f }").unwrap(),
+            vec!["smtpd", "-o", "a=b,c", "-o", "d = e f"]
+        );
     }
 
     #[test]
