@@ -36,11 +36,9 @@ pub enum ExpandError {
 impl fmt::Display for ExpandError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
-            ExpandError::Loop { path } => write!(
-                f,
-                "parameter expansion loop: ${}",
-                path.join(" -> $")
-            ),
+            ExpandError::Loop { path } => {
+                write!(f, "parameter expansion loop: ${}", path.join(" -> $"))
+            }
             ExpandError::TooDeep { name } => write!(
                 f,
                 "parameter expansion of ${name} nested more than {MAX_DEPTH} levels deep"
@@ -115,12 +113,11 @@ where
             }
             Some(open @ ('{' | '(')) => {
                 let close = if open == '{' { '}' } else { ')' };
-                let end = matching_close(after, open, close).ok_or_else(|| {
-                    ExpandError::Syntax {
+                let end =
+                    matching_close(after, open, close).ok_or_else(|| ExpandError::Syntax {
                         text: value.to_string(),
                         reason: format!("missing '{close}'"),
-                    }
-                })?;
+                    })?;
                 let inner = &after[1..end];
                 out.push_str(&expand_braced(inner, value, lookup, stack)?);
                 rest = &after[end + 1..];
@@ -200,7 +197,9 @@ where
     if trimmed.starts_with('{') {
         return expand_comparison(trimmed, whole, lookup, stack);
     }
-    let name_end = inner.find(|c: char| !is_name_char(c)).unwrap_or(inner.len());
+    let name_end = inner
+        .find(|c: char| !is_name_char(c))
+        .unwrap_or(inner.len());
     let name = &inner[..name_end];
     if name.is_empty() {
         return Err(syntax("empty parameter name"));
@@ -291,7 +290,8 @@ where
         split_branches(rest).ok_or_else(|| syntax("expected {true-text}:{false-text}"))?;
     let left = expand_in(left, lookup, stack)?;
     let right = expand_in(right, lookup, stack)?;
-    let holds = compare(&left, op, &right).ok_or_else(|| syntax(&format!("bad comparison \"{left}\" {op} \"{right}\"")))?;
+    let holds = compare(&left, op, &right)
+        .ok_or_else(|| syntax(&format!("bad comparison \"{left}\" {op} \"{right}\"")))?;
     expand_in(if holds { when_true } else { when_false }, lookup, stack)
 }
 
@@ -363,7 +363,10 @@ mod tests {
 
     #[test]
     fn plain_forms() {
-        let p = [("myhostname", "mx.example.com"), ("mydomain", "example.com")];
+        let p = [
+            ("myhostname", "mx.example.com"),
+            ("mydomain", "example.com"),
+        ];
         assert_eq!(run("$myhostname", &p).unwrap(), "mx.example.com");
         assert_eq!(run("${myhostname}", &p).unwrap(), "mx.example.com");
         assert_eq!(run("$(myhostname)", &p).unwrap(), "mx.example.com");
@@ -408,7 +411,11 @@ mod tests {
             "host"
         );
         assert_eq!(
-            run("${{$compatibility_level} >=level {3.6} ? {new} : {old}}", &p).unwrap(),
+            run(
+                "${{$compatibility_level} >=level {3.6} ? {new} : {old}}",
+                &p
+            )
+            .unwrap(),
             "new"
         );
         assert_eq!(run("${{a} == {a} ? {t} : {f}}", &p).unwrap(), "t");

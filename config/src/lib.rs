@@ -12,11 +12,19 @@
 //! Nothing here does network I/O or spawns threads; loading a configuration
 //! reads files once and everything after that is in memory.
 
+pub mod config;
+pub mod edit;
 pub mod error;
 pub mod expand;
+pub mod host;
 pub mod list;
 pub mod maincf;
 pub mod mastercf;
+pub mod params;
+pub mod registry;
+pub mod restrictions;
 pub mod tables;
+pub mod value;
 
+pub use config::{BUILTIN_MASTER_CF, Config, ServiceConfig, default_config_dir};
 pub use error::{ConfigError, Location};

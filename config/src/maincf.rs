@@ -61,10 +61,11 @@ impl MainCf {
         };
         for (line, logical) in logical_lines(text, path)? {
             let at = Location::new(path, line);
-            let (name, value) = split_name_value(&logical).map_err(|reason| ConfigError::Syntax {
-                at: at.clone(),
-                message: reason,
-            })?;
+            let (name, value) =
+                split_name_value(&logical).map_err(|reason| ConfigError::Syntax {
+                    at: at.clone(),
+                    message: reason,
+                })?;
             cf.define(name, value, line);
         }
         Ok(cf)
@@ -154,7 +155,10 @@ pub fn split_name_value(line: &str) -> Result<(&str, &str), String> {
     if name.is_empty() {
         return Err(format!("missing attribute name: \"{}\"", line.trim()));
     }
-    if let Some(bad) = name.chars().find(|c| !(c.is_ascii_alphanumeric() || *c == '_')) {
+    if let Some(bad) = name
+        .chars()
+        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
+    {
         return Err(format!(
             "bad character '{bad}' in parameter name \"{name}\" (names are letters, digits and '_')"
         ));
@@ -202,7 +206,10 @@ mod tests {
             "/etc/corepost/main.cf, line 3: missing '=' after attribute name: \"bad line\""
         );
         let err = parse("  leading = x\n").unwrap_err().to_string();
-        assert!(err.contains("line 1: logical line must not start with whitespace"), "{err}");
+        assert!(
+            err.contains("line 1: logical line must not start with whitespace"),
+            "{err}"
+        );
         let err = parse("a-b = c\n").unwrap_err().to_string();
         assert!(err.contains("line 1: bad character '-'"), "{err}");
         let err = parse("= c\n").unwrap_err().to_string();

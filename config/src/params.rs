@@ -1,0 +1,380 @@
+//! The table of every parameter corepost knows (see [`crate::registry`]).
+//!
+//! Grouped as in Postfix's documentation: paths and identity, address
+//! classes and routing, smtpd, the smtp/lmtp client, scheduling, queue
+//! lifetimes, content inspection, notifications, logging, then corepost's
+//! own. Defaults are Postfix 3.6's; every difference says why.
+
+use crate::host;
+use crate::registry::Kind::{self, *};
+use crate::registry::{ParamDef, TransportParamDef};
+
+const fn p(name: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> ParamDef {
+    ParamDef::new(name, kind, default, doc)
+}
+
+const fn c(
+    name: &'static str,
+    kind: Kind,
+    compute: fn(&dyn Fn(&str) -> String) -> String,
+    doc: &'static str,
+) -> ParamDef {
+    ParamDef::computed(name, kind, compute, doc)
+}
+
+/// Every static parameter.
+pub static PARAMS: &[ParamDef] = &[
+    // --- Paths, identity, compatibility -------------------------------------
+    p("compatibility_level", Text, "3.6", "Which Postfix release's defaults apply. corepost implements the 3.6 defaults only; the value is accepted for main.cf compatibility and usable in ${{$compatibility_level} <level {...} ? ...} expressions.")
+        .differs("corepost has no legacy mode: its built-in defaults are Postfix's compatibility_level = 3.6 ones"),
+    c("config_directory", Text, host::config_directory, "Directory holding main.cf and master.cf: the -c option, else $COREPOST_CONFIG_DIR, else /etc/corepost.")
+        .differs("corepost's own configuration lives in /etc/corepost"),
+    c("queue_directory", Text, host::queue_directory, "Root of the spool: one subdirectory per core, the maildrop, the control socket. Built-in: /var/spool/corepost as root, else $XDG_STATE_HOME/corepost, else ./corepost-spool.")
+        .differs("runs without root on built-in defaults, so the spool goes where the user can write"),
+    p("data_directory", Text, "$queue_directory/data", "Directory for corepost's writable caches (e.g. TLS session and address verification caches).")
+        .differs("kept under the queue directory so an unprivileged instance is self-contained"),
+    p("command_directory", Text, "/usr/sbin", "Directory where the administrative commands are installed."),
+    c("mail_owner", Text, host::mail_owner, "Account that owns the spool and that the daemon runs as after binding its ports. Built-in: corepost when started as root, else the invoking user.")
+        .differs("an unprivileged instance keeps running as the user who started it"),
+    p("mail_name", Text, "corepost", "Name of the mail system, used in the SMTP greeting and in bounce messages.")
+        .differs("names the software that actually runs"),
+    p("mail_version", Text, env!("CARGO_PKG_VERSION"), "The corepost release; informational.")
+        .differs("corepost's own version"),
+    p("multi_instance_name", Text, "", "Optional instance name, used as the default syslog_name."),
+    // --- Host and network identity ---------------------------------------------
+    c("myhostname", Text, host::myhostname, "Fully qualified host name of this mail system; the default is the system's host name, with .localdomain appended when it has no dot."),
+    c("mydomain", Text, host::mydomain, "Internet domain of this mail system; the default is $myhostname without its first label, or localdomain."),
+    p("myorigin", Text, "$myhostname", "Domain appended to locally posted mail whose addresses have no domain."),
+    p("mydestination", List, "$myhostname, localhost.$mydomain, localhost", "Domains delivered locally (the local address class)."),
+    c("mynetworks", List, host::mynetworks, "Trusted client networks (permit_mynetworks). The default is computed from mynetworks_style and the addresses in inet_interfaces."),
+    p("mynetworks_style", Text, "host", "How the default mynetworks is computed: host (this host's addresses), subnet (their subnets) or class (their class A/B/C networks)."),
+    p("inet_interfaces", List, "loopback-only", "Addresses the inet services listen on: all, loopback-only, or a list of addresses or host names.")
+        .differs("a fresh install listens on loopback only, never on public interfaces by surprise"),
+    p("inet_protocols", List, "all", "Address families used for listening and delivery: all, ipv4, ipv6."),
+    p("proxy_interfaces", List, "", "Addresses this host receives mail through via a proxy or NAT; they count as local destinations."),
+    p("relay_domains", List, "", "Domains this host relays mail to (the relay address class); empty means none."),
+    p("relayhost", Text, "", "Default next hop for non-local mail: [host]:port, host:port (with MX lookup) or empty for direct delivery."),
+    p("append_dot_mydomain", Bool, "no", "Append .$mydomain to host names without a dot in addresses."),
+    p("append_at_myorigin", Bool, "yes", "Append @$myorigin to addresses without a domain in locally posted mail."),
+    p("recipient_delimiter", Text, "", "Characters that separate a local part from its extension (user+ext); empty disables extensions."),
+    p("owner_request_special", Bool, "yes", "Treat owner-list and list-request addresses specially when sending bounces."),
+    p("parent_domain_matches_subdomains", List, "debug_peer_list,fast_flush_domains,mynetworks,permit_mx_backup_networks,qmqpd_authorized_clients,relay_domains,smtpd_access_maps", "Features in which a domain name also matches its subdomains (otherwise write .domain)."),
+    // --- Local delivery --------------------------------------------------------
+    p("alias_maps", Maps, "hash:/etc/aliases", "Alias tables consulted by the local delivery agent.")
+        .differs("no NIS support, so nis:mail.aliases is not in the default"),
+    p("alias_database", Maps, "hash:/etc/aliases", "Alias tables rebuilt by newaliases."),
+    p("home_mailbox", Text, "", "Mailbox file or maildir (ending in /) relative to the user's home; empty means mail_spool_directory."),
+    p("mail_spool_directory", Text, "/var/mail", "Directory of UNIX-style mailbox files."),
+    p("mailbox_command", Text, "", "External command the local agent delivers mailboxes through (e.g. procmail)."),
+    p("mailbox_transport", Text, "", "Transport that local mailbox delivery is handed to instead of the local agent."),
+    p("fallback_transport", Text, "", "Transport for local recipients not found in the UNIX password database."),
+    p("luser_relay", Text, "", "Address that receives mail for unknown local recipients."),
+    p("mailbox_size_limit", Size, "51200000", "Largest mailbox or maildir file the local agent writes, in bytes; 0 means unlimited."),
+    p("local_recipient_maps", Maps, "proxy:unix:passwd.byname $alias_maps", "Tables of valid local recipients; unknown ones are rejected at RCPT time. Empty disables the check.")
+        .differs("follows alias_maps"),
+    p("local_transport", Text, "local:$myhostname", "Transport and next hop for the local address class."),
+    p("error_notice_recipient", Text, "postmaster", "Recipient of notices about mail system errors."),
+    // --- Address classes and routing ---------------------------------------------
+    p("virtual_transport", Text, "virtual", "Transport for the virtual mailbox address class."),
+    p("relay_transport", Text, "relay", "Transport for the relay address class."),
+    p("default_transport", Text, "smtp", "Transport for the default address class (everything not local, virtual or relay)."),
+    p("transport_maps", Maps, "", "Tables mapping recipient or domain to transport:nexthop, consulted before the class transports."),
+    p("sender_dependent_relayhost_maps", Maps, "", "Tables mapping a sender address or domain to a relayhost that overrides relayhost."),
+    p("sender_dependent_default_transport_maps", Maps, "", "Tables mapping a sender to a transport that overrides default_transport."),
+    p("virtual_maps", Maps, "", "Obsolete name of virtual_alias_maps, kept for old configurations."),
+    p("virtual_alias_domains", List, "$virtual_alias_maps", "Domains whose every address is an alias (the virtual alias class)."),
+    p("virtual_alias_maps", Maps, "$virtual_maps", "Tables rewriting recipient addresses to other addresses, for any domain."),
+    p("virtual_alias_expansion_limit", Int, "1000", "Largest number of addresses one virtual alias may expand to."),
+    p("virtual_alias_recursion_limit", Int, "1000", "Deepest nesting of virtual alias expansion."),
+    p("virtual_mailbox_domains", List, "$virtual_mailbox_maps", "Domains delivered by the virtual mailbox agent (the virtual mailbox class)."),
+    p("virtual_mailbox_maps", Maps, "", "Tables of valid virtual mailbox recipients and their mailbox paths."),
+    p("virtual_mailbox_base", Text, "", "Directory prepended to every path from virtual_mailbox_maps."),
+    p("virtual_uid_maps", Maps, "", "Tables giving the user id the virtual agent writes a mailbox as."),
+    p("virtual_gid_maps", Maps, "", "Tables giving the group id the virtual agent writes a mailbox as."),
+    p("virtual_minimum_uid", Int, "100", "Smallest user id the virtual agent accepts from virtual_uid_maps."),
+    p("virtual_mailbox_limit", Size, "51200000", "Largest mailbox file the virtual agent writes, in bytes; 0 means unlimited."),
+    p("virtual_mailbox_lock", List, "fcntl, dotlock", "How the virtual agent locks mailbox files."),
+    p("relay_recipient_maps", Maps, "", "Tables of valid recipients in relay_domains; unknown ones are rejected at RCPT time. Empty disables the check."),
+    p("canonical_maps", Maps, "", "Tables rewriting sender and recipient addresses in envelope and headers."),
+    p("sender_canonical_maps", Maps, "", "Tables rewriting sender addresses."),
+    p("recipient_canonical_maps", Maps, "", "Tables rewriting recipient addresses."),
+    p("canonical_classes", List, "envelope_sender, envelope_recipient, header_sender, header_recipient", "Which addresses canonical mapping applies to."),
+    p("masquerade_domains", List, "", "Domains whose subdomains are hidden in outgoing addresses."),
+    // --- smtpd: limits and timeouts ------------------------------------------------
+    p("message_size_limit", Size, "10240000", "Largest message accepted, in bytes, envelope included."),
+    p("header_size_limit", Size, "102400", "Largest message header kept, in bytes."),
+    p("line_length_limit", Size, "2048", "Longest line of a message or SMTP command kept in memory; longer lines are split or refused."),
+    p("smtpd_recipient_limit", Int, "1000", "Most recipients one message may have."),
+    p("smtpd_timeout", Time('s'), "${stress?{10}:{300}}s", "How long smtpd waits for a client command or data before disconnecting."),
+    p("smtpd_hard_error_limit", Int, "${stress?{1}:{20}}", "Errors after which smtpd disconnects a client."),
+    p("smtpd_soft_error_limit", Int, "10", "Errors after which smtpd slows down its replies to a client."),
+    p("smtpd_error_sleep_time", Time('s'), "1s", "Delay before replying once the soft error limit is reached."),
+    p("smtpd_junk_command_limit", Int, "${stress?{1}:{100}}", "NOOP, VRFY, ETRN and RSET commands a session may issue before they count as errors."),
+    p("smtpd_client_connection_count_limit", Int, "50", "Simultaneous connections one client address may hold; 0 means unlimited."),
+    p("smtpd_client_connection_rate_limit", Int, "0", "Connections one client may open per time unit; 0 means unlimited."),
+    p("smtpd_client_message_rate_limit", Int, "0", "Messages one client may send per time unit; 0 means unlimited."),
+    p("smtpd_client_recipient_rate_limit", Int, "0", "Recipients one client may send per time unit; 0 means unlimited."),
+    p("smtpd_client_connection_limit_exceptions", List, "", "Obsolete name of smtpd_client_event_limit_exceptions."),
+    p("smtpd_client_event_limit_exceptions", List, "${smtpd_client_connection_limit_exceptions:$mynetworks}", "Clients exempt from the connection and rate limits."),
+    p("smtpd_banner", Text, "$myhostname ESMTP $mail_name", "Text of the 220 greeting after the code.")
+        .differs("follows mail_name"),
+    p("smtpd_helo_required", Bool, "no", "Require HELO or EHLO before MAIL."),
+    p("smtpd_delay_reject", Bool, "yes", "Apply client, HELO and sender restrictions at RCPT time, so rejections can be logged with the recipient."),
+    p("smtpd_starttls_timeout", Time('s'), "${stress?{10}:{300}}s", "How long the TLS handshake after STARTTLS may take."),
+    p("smtpd_policy_service_timeout", Time('s'), "100s", "How long to wait for a policy server's answer."),
+    p("smtpd_peername_lookup", Bool, "yes", "Look up the client's host name from its address (PTR, then forward-confirmed)."),
+    p("smtpd_noop_commands", List, "", "Commands smtpd accepts and ignores."),
+    p("smtpd_discard_ehlo_keywords", List, "", "EHLO keywords not advertised (e.g. pipelining, chunking, silent-discard)."),
+    p("smtpd_authorized_xclient_hosts", List, "", "Clients allowed to use the XCLIENT command."),
+    p("smtpd_upstream_proxy_protocol", Text, "", "Proxy protocol spoken in front of smtpd: empty or haproxy (PROXY v1 and v2)."),
+    p("smtpd_upstream_proxy_timeout", Time('s'), "5s", "How long to wait for the proxy protocol header."),
+    p("smtpd_proxy_filter", Text, "", "host:port of a before-queue content filter smtpd forwards mail through."),
+    p("smtpd_forbid_bare_newline", Text, "normalize", "What to do with a bare LF in SMTP commands or message data: no (accept), normalize (treat as CRLF but never as end of data), yes/reject (reject the message).")
+        .differs("SMTP smuggling defence on by default, as in Postfix 3.9 and later"),
+    p("smtpd_forbid_bare_newline_exclusions", List, "$mynetworks", "Clients exempt from smtpd_forbid_bare_newline."),
+    p("smtpd_forbid_unauth_pipelining", Bool, "no", "Disconnect clients that pipeline commands without being offered PIPELINING."),
+    // --- smtpd: restrictions and reply codes ------------------------------------
+    p("smtpd_client_restrictions", Restrictions, "", "Restrictions on the client's address and host name."),
+    p("smtpd_helo_restrictions", Restrictions, "", "Restrictions on the HELO/EHLO argument."),
+    p("smtpd_sender_restrictions", Restrictions, "", "Restrictions on the MAIL FROM address."),
+    p("smtpd_relay_restrictions", Restrictions, "permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination", "Relay control, evaluated at RCPT before smtpd_recipient_restrictions."),
+    p("smtpd_recipient_restrictions", Restrictions, "", "Spam-blocking restrictions on the RCPT TO address."),
+    p("smtpd_data_restrictions", Restrictions, "", "Restrictions applied at the DATA command."),
+    p("smtpd_end_of_data_restrictions", Restrictions, "", "Restrictions applied after the message content has been received."),
+    p("smtpd_etrn_restrictions", Restrictions, "", "Restrictions on the ETRN command."),
+    p("smtpd_restriction_classes", List, "", "Names of user-defined restriction lists, each a parameter of its own, usable as results of access tables."),
+    p("smtpd_reject_unlisted_recipient", Bool, "yes", "Reject recipients not in their address class's recipient tables even without reject_unlisted_recipient."),
+    p("smtpd_reject_unlisted_sender", Bool, "no", "Reject senders that would be rejected as recipients."),
+    p("strict_rfc821_envelopes", Bool, "no", "Require MAIL FROM and RCPT TO addresses in <> with no comments or phrases."),
+    p("disable_vrfy_command", Bool, "no", "Answer VRFY with 502 instead of 252."),
+    p("allow_untrusted_routing", Bool, "no", "Allow sender-specified routing (user%domain@relay, user@domain@relay) into relay domains."),
+    p("smtputf8_enable", Bool, "yes", "Offer SMTPUTF8 and accept UTF-8 addresses and headers."),
+    p("unknown_local_recipient_reject_code", Int, "550", "Reply code for recipients not in local_recipient_maps."),
+    p("unknown_relay_recipient_reject_code", Int, "550", "Reply code for recipients not in relay_recipient_maps."),
+    p("unknown_virtual_alias_reject_code", Int, "550", "Reply code for unknown recipients in virtual alias domains."),
+    p("unknown_virtual_mailbox_reject_code", Int, "550", "Reply code for unknown recipients in virtual mailbox domains."),
+    p("unknown_client_reject_code", Int, "450", "Reply code of reject_unknown_client_hostname."),
+    p("unknown_hostname_reject_code", Int, "450", "Reply code of reject_unknown_helo_hostname."),
+    p("relay_domains_reject_code", Int, "554", "Reply code for relay access denied."),
+    p("access_map_reject_code", Int, "554", "Reply code when an access table says REJECT."),
+    p("maps_rbl_reject_code", Int, "554", "Reply code when a DNS block list matches."),
+    p("reject_code", Int, "554", "Reply code of the reject restriction."),
+    p("defer_code", Int, "450", "Reply code of the defer restriction."),
+    p("unverified_recipient_reject_code", Int, "450", "Reply code when recipient address verification fails."),
+    p("rbl_reply_maps", Maps, "", "Tables of reply templates per DNS block list."),
+    p("default_rbl_reply", Text, "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}", "Reply template used when a DNS block list matches."),
+    p("smtpd_log_access_permit_actions", List, "", "Restrictions whose PERMIT decisions are logged."),
+    // --- smtpd: TLS and SASL ----------------------------------------------------
+    p("smtpd_sasl_auth_enable", Bool, "no", "Offer SMTP AUTH."),
+    p("smtpd_sasl_security_options", List, "noanonymous", "Which SASL mechanisms are offered in the clear."),
+    p("smtpd_sasl_authenticated_header", Bool, "no", "Record the authenticated user name in the Received header."),
+    p("smtpd_tls_security_level", Text, "", "Server TLS: empty or none (no STARTTLS), may (offer it), encrypt (require it)."),
+    p("smtpd_tls_cert_file", Text, "", "PEM certificate chain for the server."),
+    p("smtpd_tls_key_file", Text, "$smtpd_tls_cert_file", "PEM private key for the server certificate."),
+    p("smtpd_tls_auth_only", Bool, "no", "Offer AUTH only after STARTTLS."),
+    p("smtpd_tls_received_header", Bool, "no", "Record the TLS protocol and cipher in the Received header."),
+    p("smtpd_tls_loglevel", Int, "0", "How much smtpd logs about TLS: 0 none, 1 a summary, 2 and up more."),
+    p("smtpd_tls_protocols", List, ">=TLSv1.2", "TLS versions offered when TLS is optional.")
+        .differs("rustls implements TLS 1.2 and 1.3 only"),
+    p("smtpd_tls_mandatory_protocols", List, ">=TLSv1.2", "TLS versions accepted when TLS is required.")
+        .differs("rustls implements TLS 1.2 and 1.3 only"),
+    // --- SMTP and LMTP client ----------------------------------------------------
+    p("smtp_tls_security_level", Text, "", "Client TLS: empty or none, may (opportunistic STARTTLS), encrypt, verify, secure."),
+    p("smtp_tls_loglevel", Int, "0", "How much the client logs about TLS."),
+    p("smtp_tls_CAfile", Text, "", "PEM file of CA certificates for verifying servers."),
+    p("smtp_tls_CApath", Text, "", "Directory of CA certificates for verifying servers."),
+    p("smtp_tls_policy_maps", Maps, "", "Per-destination TLS policy tables."),
+    p("smtp_tls_protocols", List, ">=TLSv1.2", "TLS versions the client offers.")
+        .differs("rustls implements TLS 1.2 and 1.3 only"),
+    p("smtp_connect_timeout", Time('s'), "30s", "How long the client waits for a TCP connection to complete."),
+    p("smtp_helo_timeout", Time('s'), "300s", "How long the client waits for the greeting and the EHLO reply."),
+    p("smtp_mail_timeout", Time('s'), "300s", "How long the client waits for the MAIL FROM reply."),
+    p("smtp_rcpt_timeout", Time('s'), "300s", "How long the client waits for a RCPT TO reply."),
+    p("smtp_data_init_timeout", Time('s'), "120s", "How long the client waits for the DATA reply."),
+    p("smtp_data_xfer_timeout", Time('s'), "180s", "How long the client waits while sending message content."),
+    p("smtp_data_done_timeout", Time('s'), "600s", "How long the client waits for the reply to the final dot."),
+    p("smtp_quit_timeout", Time('s'), "300s", "How long the client waits for the QUIT reply."),
+    p("smtp_helo_name", Text, "$myhostname", "Host name the client sends in EHLO/HELO."),
+    p("smtp_bind_address", Text, "", "Local IPv4 address for outgoing connections."),
+    p("smtp_bind_address6", Text, "", "Local IPv6 address for outgoing connections."),
+    p("smtp_address_preference", Text, "any", "Preferred address family when a host has both: any, ipv4, ipv6."),
+    p("smtp_mx_address_limit", Int, "5", "Most MX addresses tried per delivery attempt; 0 means unlimited."),
+    p("smtp_mx_session_limit", Int, "2", "Most SMTP sessions per delivery attempt; 0 means unlimited."),
+    p("smtp_skip_5xx_greeting", Bool, "yes", "Try the next MX host when a server greets with 5xx."),
+    p("smtp_sasl_auth_enable", Bool, "no", "Authenticate to servers with SMTP AUTH."),
+    p("smtp_sasl_password_maps", Maps, "", "Tables of user:password per next hop for client authentication."),
+    p("smtp_sasl_security_options", List, "noplaintext, noanonymous", "SASL mechanisms the client may use."),
+    p("smtp_host_lookup", List, "dns", "How the client finds hosts: dns, native (the system resolver), or both."),
+    p("smtp_dns_support_level", Text, "", "DNS features the client uses: empty (as disable_dns_lookups says), disabled, enabled, dnssec."),
+    p("disable_dns_lookups", Bool, "no", "Obsolete switch to use only the system's host lookup; see smtp_dns_support_level."),
+    p("smtp_line_length_limit", Int, "998", "Longest line the client sends; longer lines are folded."),
+    p("smtp_never_send_ehlo", Bool, "no", "Send HELO instead of EHLO."),
+    p("smtp_always_send_ehlo", Bool, "yes", "Send EHLO even when the greeting does not mention ESMTP."),
+    p("smtp_generic_maps", Maps, "", "Tables rewriting addresses in mail that leaves through the smtp client."),
+    p("smtp_connection_cache_on_demand", Bool, "yes", "Keep connections to destinations with a backlog open for reuse."),
+    p("smtp_connection_cache_destinations", List, "", "Destinations whose connections are always cached."),
+    p("smtp_connection_cache_time_limit", Time('s'), "2s", "How long an idle cached connection is kept."),
+    p("smtp_connection_reuse_time_limit", Time('s'), "300s", "How long one connection may be reused for new deliveries."),
+    p("smtp_connection_reuse_count_limit", Int, "0", "How many times one connection may be reused; 0 means unlimited."),
+    p("lmtp_connect_timeout", Time('s'), "0s", "How long the LMTP client waits for a connection; 0 means the system default."),
+    p("lmtp_tls_security_level", Text, "", "LMTP client TLS level."),
+    p("lmtp_lhlo_name", Text, "$myhostname", "Host name the LMTP client sends in LHLO."),
+    // --- Scheduling ----------------------------------------------------------------
+    p("default_destination_concurrency_limit", Int, "20", "Most parallel deliveries to one destination; per transport as <transport>_destination_concurrency_limit."),
+    p("initial_destination_concurrency", Int, "5", "Parallel deliveries to a destination before its concurrency is adjusted by feedback."),
+    p("default_destination_recipient_limit", Int, "50", "Most recipients of one message per delivery (SMTP transaction)."),
+    p("default_destination_rate_delay", Time('s'), "0s", "Pause between deliveries to one destination; 0 disables rate limiting."),
+    p("default_destination_concurrency_failed_cohort_limit", Int, "1", "Failed connections in a row after which a destination is considered dead."),
+    p("default_destination_concurrency_positive_feedback", Text, "1", "How much a success raises a destination's concurrency (a number or 1/concurrency)."),
+    p("default_destination_concurrency_negative_feedback", Text, "1", "How much a failure lowers a destination's concurrency."),
+    p("default_recipient_limit", Int, "20000", "Most in-memory recipients per transport."),
+    p("default_extra_recipient_limit", Int, "1000", "Recipients a transport may hold beyond its limit while a message is read in."),
+    p("default_transport_rate_delay", Time('s'), "0s", "Pause between deliveries through one transport, any destination."),
+    p("default_process_limit", Int, "100", "Default maxproc of master.cf services."),
+    p("default_privs", Text, "nobody", "Account used for deliveries to external files and commands when no other is known."),
+    p("destination_concurrency_feedback_debug", Bool, "no", "Log every concurrency change."),
+    p("local_destination_concurrency_limit", Int, "2", "Most parallel deliveries to one local recipient."),
+    p("local_destination_recipient_limit", Int, "1", "Recipients per local delivery (1: one delivery per user)."),
+    p("command_time_limit", Time('s'), "1000s", "How long a pipe or local command may run."),
+    // --- Queue ------------------------------------------------------------------------
+    p("queue_run_delay", Time('s'), "300s", "How often the deferred queue is scanned."),
+    p("minimal_backoff_time", Time('s'), "300s", "Shortest time a deferred message waits before its next attempt."),
+    p("maximal_backoff_time", Time('s'), "4000s", "Longest time a deferred message waits between attempts."),
+    p("maximal_queue_lifetime", Time('d'), "5d", "How long a message may stay deferred before it is returned; 0 means one attempt."),
+    p("bounce_queue_lifetime", Time('d'), "5d", "maximal_queue_lifetime for bounce messages."),
+    p("delay_warning_time", Time('h'), "0h", "When to warn the sender that a message is delayed; 0 means never."),
+    p("qmgr_message_active_limit", Int, "20000", "Most messages in the active queue."),
+    p("qmgr_message_recipient_limit", Int, "20000", "Most in-memory recipients across the active queue."),
+    p("transport_retry_time", Time('s'), "60s", "How long a failed transport is left alone."),
+    p("in_flow_delay", Time('s'), "1s", "How long smtpd slows a client down when the queue is over its backlog; 0 disables."),
+    // --- Content inspection -------------------------------------------------------------
+    p("content_filter", Text, "", "After-queue content filter: transport:nexthop that receives every message before delivery."),
+    p("receive_override_options", List, "", "Switches that disable address mapping, header/body checks or milters for a service (e.g. no_address_mappings)."),
+    p("header_checks", Maps, "", "Pattern tables applied to each message header."),
+    p("mime_header_checks", Maps, "$header_checks", "Pattern tables applied to MIME headers."),
+    p("nested_header_checks", Maps, "$header_checks", "Pattern tables applied to headers of attached messages."),
+    p("body_checks", Maps, "", "Pattern tables applied to each body line."),
+    p("body_checks_size_limit", Size, "51200", "How much of each body part body_checks inspect, in bytes."),
+    // --- Notifications ------------------------------------------------------------------
+    p("notify_classes", List, "resource, software", "Problems reported to the postmaster: bounce, 2bounce, data, delay, policy, protocol, resource, software."),
+    p("bounce_notice_recipient", Text, "postmaster", "Who gets the postmaster copy of a bounce."),
+    p("2bounce_notice_recipient", Text, "postmaster", "Who gets undeliverable bounces."),
+    p("delay_notice_recipient", Text, "postmaster", "Who gets the postmaster copy of delay warnings."),
+    p("bounce_size_limit", Size, "50000", "How much of the original message a bounce returns, in bytes."),
+    p("bounce_template_file", Text, "", "File of templates for bounce and delay messages."),
+    p("double_bounce_sender", Text, "double-bounce", "Sender of notices to the postmaster; mail to it is discarded."),
+    p("empty_address_recipient", Text, "MAILER-DAEMON", "Where mail to the null address goes."),
+    // --- Logging and commands -------------------------------------------------------------
+    p("maillog_file", Text, "", "File that log lines go to instead of standard error; /dev/stdout also works."),
+    p("maillog_file_prefixes", List, "/var, /dev/stdout", "Allowed prefixes of maillog_file, a guard against writing logs over arbitrary files."),
+    p("syslog_name", Text, "${multi_instance_name?{$multi_instance_name}:{corepost}}", "Program name that log lines are tagged with.")
+        .differs("log lines name corepost"),
+    p("syslog_facility", Text, "mail", "Syslog facility for log lines."),
+    p("debug_peer_list", List, "", "Clients and servers for which logging is raised by debug_peer_level."),
+    p("debug_peer_level", Int, "2", "How much more to log for debug_peer_list."),
+    p("sendmail_path", Text, "/usr/sbin/sendmail", "Path of the sendmail command."),
+    p("mailq_path", Text, "/usr/bin/mailq", "Path of the mailq command."),
+    p("newaliases_path", Text, "/usr/bin/newaliases", "Path of the newaliases command."),
+    // --- corepost's own -----------------------------------------------------------------
+    c("corepost_cores", Int, host::cores, "Number of per-core executors (threads pinned to CPUs), each with its own connections and spool; the default is one per available CPU.")
+        .corepost(),
+    p("corepost_segment_size", Size, "67108864", "Size of each preallocated spool segment file in bytes; a message larger than this gets a segment of its own.")
+        .corepost(),
+    p("corepost_fsync_policy", Text, "always", "When acknowledged mail reaches the disk: always (a 250 means on disk; group commit), interval=<ms> (flush every ms milliseconds; a crash may lose that much), never (benchmarks only; a crash loses mail).")
+        .corepost(),
+    p("corepost_control_socket", Text, "$queue_directory/control", "Unix socket the administrative commands (queue, stop, reload, status) talk to the daemon through.")
+        .corepost(),
+    p("corepost_metrics_address", Text, "", "host:port where Prometheus metrics are served over HTTP; empty disables.")
+        .corepost(),
+    p("corepost_dns_servers", List, "", "Name servers (address or address:port) for mail lookups; empty means those in /etc/resolv.conf. Tests point this at a server on loopback.")
+        .corepost(),
+    p("corepost_log_format", Text, "postfix", "Log line format: postfix (Postfix's text lines) or json.")
+        .corepost(),
+];
+
+/// Per-transport forms of the scheduling parameters (see
+/// [`crate::registry::Registry::with_transports`]).
+pub static PER_TRANSPORT: &[TransportParamDef] = &[
+    t(
+        "destination_concurrency_limit",
+        Int,
+        "default_destination_concurrency_limit",
+        "Most parallel deliveries to one destination",
+    ),
+    t(
+        "initial_destination_concurrency",
+        Int,
+        "initial_destination_concurrency",
+        "Initial parallel deliveries to one destination",
+    ),
+    t(
+        "destination_recipient_limit",
+        Int,
+        "default_destination_recipient_limit",
+        "Most recipients per delivery",
+    ),
+    t(
+        "destination_rate_delay",
+        Time('s'),
+        "default_destination_rate_delay",
+        "Pause between deliveries to one destination",
+    ),
+    t(
+        "destination_concurrency_failed_cohort_limit",
+        Int,
+        "default_destination_concurrency_failed_cohort_limit",
+        "Failed connections in a row before a destination is dead",
+    ),
+    t(
+        "destination_concurrency_positive_feedback",
+        Text,
+        "default_destination_concurrency_positive_feedback",
+        "Concurrency gained per success",
+    ),
+    t(
+        "destination_concurrency_negative_feedback",
+        Text,
+        "default_destination_concurrency_negative_feedback",
+        "Concurrency lost per failure",
+    ),
+    t(
+        "recipient_limit",
+        Int,
+        "default_recipient_limit",
+        "Most in-memory recipients",
+    ),
+    t(
+        "extra_recipient_limit",
+        Int,
+        "default_extra_recipient_limit",
+        "Extra in-memory recipients",
+    ),
+    t(
+        "transport_rate_delay",
+        Time('s'),
+        "default_transport_rate_delay",
+        "Pause between deliveries through the transport",
+    ),
+    TransportParamDef {
+        suffix: "time_limit",
+        kind: Time('s'),
+        fallback: "command_time_limit",
+        only_commands: &["pipe", "spawn"],
+        doc: "How long one command may run",
+    },
+];
+
+const fn t(
+    suffix: &'static str,
+    kind: Kind,
+    fallback: &'static str,
+    doc: &'static str,
+) -> TransportParamDef {
+    TransportParamDef {
+        suffix,
+        kind,
+        fallback,
+        only_commands: &[],
+        doc,
+    }
+}

@@ -1,0 +1,140 @@
+//! Typed parameter values: booleans, integers, times and sizes with
+//! Postfix's syntax, and validation of a value against its [`Kind`].
+
+use crate::registry::Kind;
+use std::time::Duration;
+
+/// `yes` or `no` (any case), as Postfix's `mail_conf_bool`.
+pub fn parse_bool(text: &str) -> Result<bool, String> {
+    match text.trim().to_ascii_lowercase().as_str() {
+        "yes" => Ok(true),
+        "no" => Ok(false),
+        other => Err(format!(
+            "bad boolean value \"{other}\" (expected yes or no)"
+        )),
+    }
+}
+
+/// A whole number (negative values are allowed, e.g. `-1` for "unlimited"
+/// in a few Postfix parameters).
+pub fn parse_int(text: &str) -> Result<i64, String> {
+    text.trim()
+        .parse()
+        .map_err(|_| format!("bad integer value \"{}\"", text.trim()))
+}
+
+/// A byte count: digits only, like Postfix's size parameters.
+pub fn parse_size(text: &str) -> Result<u64, String> {
+    text.trim().parse().map_err(|_| {
+        format!(
+            "bad size value \"{}\" (expected a number of bytes)",
+            text.trim()
+        )
+    })
+}
+
+/// A time: digits with an optional unit `s`, `m`, `h`, `d` or `w`;
+/// `default_unit` applies when there is none (`smtpd_timeout = 300` is
+/// seconds, `maximal_queue_lifetime = 5` is days).
+pub fn parse_time(text: &str, default_unit: char) -> Result<Duration, String> {
+    let t = text.trim();
+    let bad = || {
+        format!("bad time value \"{t}\" (expected a number with an optional unit s, m, h, d or w)")
+    };
+    let split = t.find(|c: char| !c.is_ascii_digit()).unwrap_or(t.len());
+    let (digits, unit) = t.split_at(split);
+    if digits.is_empty() {
+        return Err(bad());
+    }
+    let n: u64 = digits.parse().map_err(|_| bad())?;
+    let unit = match unit {
+        "" => default_unit,
+        u if u.len() == 1 => u.chars().next().unwrap_or(default_unit),
+        _ => return Err(bad()),
+    };
+    let seconds_per = match unit.to_ascii_lowercase() {
+        's' => 1,
+        'm' => 60,
+        'h' => 3600,
+        'd' => 86400,
+        'w' => 7 * 86400,
+        _ => return Err(bad()),
+    };
+    n.checked_mul(seconds_per)
+        .map(Duration::from_secs)
+        .ok_or_else(|| format!("time value \"{t}\" is too large"))
+}
+
+/// Check an expanded value against its kind. Lists, tables and
+/// restrictions are checked elsewhere (they need more than syntax).
+pub fn validate(kind: Kind, value: &str) -> Result<(), String> {
+    match kind {
+        Kind::Bool => parse_bool(value).map(drop),
+        Kind::Int => parse_int(value).map(drop),
+        Kind::Size => parse_size(value).map(drop),
+        Kind::Time(unit) => parse_time(value, unit).map(drop),
+        Kind::List | Kind::Maps | Kind::Restrictions => crate::list::split_list(value)
+            .map(drop)
+            .map_err(|e| e.to_string()),
+        Kind::Text => Ok(()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    #[test]
+    fn booleans() {
+        assert_eq!(parse_bool("yes"), Ok(true));
+        assert_eq!(parse_bool(" No "), Ok(false));
+        assert!(parse_bool("true").is_err());
+    }
+
+    #[test]
+    fn times() {
+        assert_eq!(parse_time("300s", 's'), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_time("300", 's'), Ok(Duration::from_secs(300)));
+        assert_eq!(parse_time("5d", 's'), Ok(Duration::from_secs(5 * 86400)));
+        assert_eq!(parse_time("5", 'd'), Ok(Duration::from_secs(5 * 86400)));
+        assert_eq!(parse_time("2w", 's'), Ok(Duration::from_secs(14 * 86400)));
+        assert_eq!(parse_time("0h", 'h'), Ok(Duration::ZERO));
+        assert_eq!(parse_time("1M", 's'), Ok(Duration::from_secs(60)));
+        for bad in [
+            "",
+            "s",
+            "10x",
+            "10ss",
+            "-1s",
+            "1.5h",
+            "99999999999999999999w",
+        ] {
+            assert!(parse_time(bad, 's').is_err(), "{bad}");
+        }
+    }
+
+    #[test]
+    fn sizes_and_ints() {
+        assert_eq!(parse_size("10240000"), Ok(10240000));
+        assert!(parse_size("10M").is_err());
+        assert_eq!(parse_int("-1"), Ok(-1));
+        assert!(parse_int("ten").is_err());
+    }
+
+    proptest! {
+        #[test]
+        fn time_round_trips(n in 0u64..1_000_000, unit in prop::sample::select(vec!['s', 'm', 'h', 'd', 'w'])) {
+            let d = parse_time(&format!("{n}{unit}"), 's').unwrap();
+            let per = match unit { 's' => 1, 'm' => 60, 'h' => 3600, 'd' => 86400, _ => 604800 };
+            prop_assert_eq!(d.as_secs(), n * per);
+        }
+
+        #[test]
+        fn arbitrary_text_never_panics(s in "\\PC{0,20}") {
+            let _ = parse_time(&s, 's');
+            let _ = parse_size(&s);
+            let _ = parse_bool(&s);
+        }
+    }
+}
