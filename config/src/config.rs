@@ -189,9 +189,10 @@ impl Config {
             }
             self.raw(n)
         };
-        // Expand `${name}` rather than the raw value, so that a value that
-        // refers back to `name` itself is reported as a loop.
-        expand::expand(&format!("${{{name}}}"), &lookup)
+        if self.registry.get(name).is_some_and(|p| p.raw) {
+            return Ok(lookup(name).unwrap_or_default());
+        }
+        expand::expand_named(name, &lookup)
             .map_err(|e| self.value_error(service, name, e.to_string()))
     }
 
@@ -246,7 +247,7 @@ impl Config {
 
     /// Every name referenced by `$name` from any value (main.cf, -o
     /// overrides, built-in defaults), plus restriction class names.
-    fn referenced_names(&self) -> HashSet<String> {
+    pub fn referenced_names(&self) -> HashSet<String> {
         let mut used = HashSet::new();
         let mut values: Vec<String> = self.main.entries.iter().map(|e| e.value.clone()).collect();
         for s in &self.master.services {

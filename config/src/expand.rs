@@ -62,6 +62,18 @@ where
     expand_in(value, lookup, &mut stack)
 }
 
+/// Expand the value of parameter `name` (`lookup(name)`), reporting a value
+/// that refers back to `name` as a loop. Unlike expanding `"${name}"`, this
+/// works for names that cannot appear in a `$` reference (e.g. those with
+/// a '-'). An undefined name expands to empty.
+pub fn expand_named<F>(name: &str, lookup: &F) -> Result<String, ExpandError>
+where
+    F: Fn(&str) -> Option<String> + ?Sized,
+{
+    let mut stack = Vec::new();
+    expand_name(name, lookup, &mut stack)
+}
+
 /// The names `value` refers to (without expanding them), for "is this
 /// user-defined parameter used anywhere?" checks.
 pub fn references(value: &str) -> Vec<String> {

@@ -12,6 +12,7 @@
 //! Nothing here does network I/O or spawns threads; loading a configuration
 //! reads files once and everything after that is in memory.
 
+pub mod check;
 pub mod config;
 pub mod edit;
 pub mod error;

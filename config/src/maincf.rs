@@ -210,8 +210,12 @@ mod tests {
             err.contains("line 1: logical line must not start with whitespace"),
             "{err}"
         );
-        let err = parse("a-b = c\n").unwrap_err().to_string();
-        assert!(err.contains("line 1: bad character '-'"), "{err}");
+        let err = parse("a b = c\n").unwrap_err().to_string();
+        assert!(
+            err.contains("line 1: whitespace in parameter name \"a b\""),
+            "{err}"
+        );
+        assert_eq!(parse("a-b.c = d\n").unwrap().get("a-b.c"), Some("d"));
         let err = parse("= c\n").unwrap_err().to_string();
         assert!(err.contains("missing attribute name"), "{err}");
     }

@@ -46,7 +46,8 @@ pub static PARAMS: &[ParamDef] = &[
     c("mydomain", Text, host::mydomain, "Internet domain of this mail system; the default is $myhostname without its first label, or localdomain."),
     p("myorigin", Text, "$myhostname", "Domain appended to locally posted mail whose addresses have no domain."),
     p("mydestination", List, "$myhostname, localhost.$mydomain, localhost", "Domains delivered locally (the local address class)."),
-    c("mynetworks", List, host::mynetworks, "Trusted client networks (permit_mynetworks). The default is computed from mynetworks_style and the addresses in inet_interfaces."),
+    c("mynetworks", List, host::mynetworks, "Trusted client networks (permit_mynetworks). The default is computed from mynetworks_style and the addresses in inet_interfaces.")
+        .differs("follows inet_interfaces, which is loopback-only by default"),
     p("mynetworks_style", Text, "host", "How the default mynetworks is computed: host (this host's addresses), subnet (their subnets) or class (their class A/B/C networks)."),
     p("inet_interfaces", List, "loopback-only", "Addresses the inet services listen on: all, loopback-only, or a list of addresses or host names.")
         .differs("a fresh install listens on loopback only, never on public interfaces by surprise"),
@@ -115,7 +116,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_client_message_rate_limit", Int, "0", "Messages one client may send per time unit; 0 means unlimited."),
     p("smtpd_client_recipient_rate_limit", Int, "0", "Recipients one client may send per time unit; 0 means unlimited."),
     p("smtpd_client_connection_limit_exceptions", List, "", "Obsolete name of smtpd_client_event_limit_exceptions."),
-    p("smtpd_client_event_limit_exceptions", List, "${smtpd_client_connection_limit_exceptions:$mynetworks}", "Clients exempt from the connection and rate limits."),
+    p("smtpd_client_event_limit_exceptions", List, "${smtpd_client_connection_limit_exceptions:$mynetworks}", "Clients exempt from the connection and rate limits.")
+        .differs("follows mynetworks"),
     p("smtpd_banner", Text, "$myhostname ESMTP $mail_name", "Text of the 220 greeting after the code.")
         .differs("follows mail_name"),
     p("smtpd_helo_required", Bool, "no", "Require HELO or EHLO before MAIL."),
@@ -131,7 +133,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_proxy_filter", Text, "", "host:port of a before-queue content filter smtpd forwards mail through."),
     p("smtpd_forbid_bare_newline", Text, "normalize", "What to do with a bare LF in SMTP commands or message data: no (accept), normalize (treat as CRLF but never as end of data), yes/reject (reject the message).")
         .differs("SMTP smuggling defence on by default, as in Postfix 3.9 and later"),
-    p("smtpd_forbid_bare_newline_exclusions", List, "$mynetworks", "Clients exempt from smtpd_forbid_bare_newline."),
+    p("smtpd_forbid_bare_newline_exclusions", List, "$mynetworks", "Clients exempt from smtpd_forbid_bare_newline.")
+        .differs("follows mynetworks"),
     p("smtpd_forbid_unauth_pipelining", Bool, "no", "Disconnect clients that pipeline commands without being offered PIPELINING."),
     // --- smtpd: restrictions and reply codes ------------------------------------
     p("smtpd_client_restrictions", Restrictions, "", "Restrictions on the client's address and host name."),
@@ -162,7 +165,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("defer_code", Int, "450", "Reply code of the defer restriction."),
     p("unverified_recipient_reject_code", Int, "450", "Reply code when recipient address verification fails."),
     p("rbl_reply_maps", Maps, "", "Tables of reply templates per DNS block list."),
-    p("default_rbl_reply", Text, "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}", "Reply template used when a DNS block list matches."),
+    p("default_rbl_reply", Text, "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}", "Reply template used when a DNS block list matches; $rbl_code, $rbl_class, $rbl_what, $rbl_domain and $rbl_reason are filled in by smtpd.")
+        .raw(),
     p("smtpd_log_access_permit_actions", List, "", "Restrictions whose PERMIT decisions are logged."),
     // --- smtpd: TLS and SASL ----------------------------------------------------
     p("smtpd_sasl_auth_enable", Bool, "no", "Offer SMTP AUTH."),

@@ -78,6 +78,10 @@ pub struct ParamDef {
     pub differs: Option<&'static str>,
     /// true for parameters Postfix does not have (`corepost_*`).
     pub corepost_only: bool,
+    /// true when `$name`s in the value are filled in at run time by the
+    /// program using it (e.g. `$rbl_code` in `default_rbl_reply`), so the
+    /// configuration never expands them.
+    pub raw: bool,
 }
 
 impl ParamDef {
@@ -95,6 +99,7 @@ impl ParamDef {
             doc,
             differs: None,
             corepost_only: false,
+            raw: false,
         }
     }
 
@@ -112,12 +117,19 @@ impl ParamDef {
             doc,
             differs: None,
             corepost_only: false,
+            raw: false,
         }
     }
 
     /// Mark the default as deliberately different from Postfix's.
     pub const fn differs(mut self, reason: &'static str) -> ParamDef {
         self.differs = Some(reason);
+        self
+    }
+
+    /// Mark as expanded at run time only (see [`ParamDef::raw`]).
+    pub const fn raw(mut self) -> ParamDef {
+        self.raw = true;
         self
     }
 
@@ -142,10 +154,10 @@ pub struct TransportParamDef {
 }
 
 /// The delivery agents whose master.cf services get per-transport
-/// parameters.
-pub const DELIVERY_AGENTS: &[&str] = &[
-    "smtp", "lmtp", "local", "virtual", "pipe", "error", "discard", "spawn",
-];
+/// parameters. As in Postfix, `discard` has none: it never queues per
+/// destination.
+pub const DELIVERY_AGENTS: &[&str] =
+    &["smtp", "lmtp", "local", "virtual", "pipe", "error", "spawn"];
 
 /// A parameter as the registry knows it for one configuration: a static
 /// entry or a per-transport one.
@@ -157,6 +169,7 @@ pub struct Param {
     pub doc: Cow<'static, str>,
     pub differs: Option<&'static str>,
     pub corepost_only: bool,
+    pub raw: bool,
 }
 
 impl From<&ParamDef> for Param {
@@ -168,6 +181,7 @@ impl From<&ParamDef> for Param {
             doc: Cow::Borrowed(def.doc),
             differs: def.differs,
             corepost_only: def.corepost_only,
+            raw: def.raw,
         }
     }
 }
@@ -209,6 +223,7 @@ impl Registry {
                     doc: Cow::Owned(format!("{} for the {service} transport.", t.doc)),
                     differs: None,
                     corepost_only: false,
+                    raw: false,
                 });
             }
         }
@@ -271,6 +286,7 @@ mod tests {
             ("local", "local"),
             ("maildrop", "pipe"),
             ("pickup", "pickup"),
+            ("scalemail-backend", "pipe"),
         ]);
         let p = r.get("relay_destination_concurrency_limit").unwrap();
         assert!(
@@ -286,6 +302,7 @@ mod tests {
         assert!(r.contains("maildrop_time_limit"));
         assert!(!r.contains("smtp_time_limit"));
         assert!(!r.contains("pickup_destination_concurrency_limit"));
+        assert!(r.contains("scalemail-backend_time_limit"));
         assert!(!Registry::builtin().contains("relay_destination_concurrency_limit"));
     }
 }

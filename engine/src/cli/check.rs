@@ -1,0 +1,55 @@
+//! `corepost check`: validate the configuration and every table it names.
+//! Prints each problem on its own line and exits non-zero on any error;
+//! warnings alone do not fail the check.
+
+use super::{fatal, warning};
+use clap::Args;
+use corepost_config::check::check;
+use corepost_config::{Config, default_config_dir};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct CheckArgs {
+    /// Configuration directory (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
+    #[arg(short = 'c', value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+pub fn run(args: CheckArgs) -> ExitCode {
+    let dir = args.config_dir.unwrap_or_else(default_config_dir);
+    let config = match Config::load(&dir) {
+        Ok(c) => c,
+        Err(e) => return fatal(e),
+    };
+    if !config.has_main_cf {
+        warning(format!(
+            "{}: no main.cf; using built-in defaults",
+            dir.display()
+        ));
+    }
+    let report = check(&config);
+    for w in &report.warnings {
+        warning(w);
+    }
+    for e in &report.errors {
+        eprintln!("corepost: error: {e}");
+    }
+    if report.is_ok() {
+        println!(
+            "corepost: configuration in {} is valid ({} warning{})",
+            dir.display(),
+            report.warnings.len(),
+            if report.warnings.len() == 1 { "" } else { "s" }
+        );
+        ExitCode::SUCCESS
+    } else {
+        eprintln!(
+            "corepost: configuration in {} has {} error{}",
+            dir.display(),
+            report.errors.len(),
+            if report.errors.len() == 1 { "" } else { "s" }
+        );
+        ExitCode::FAILURE
+    }
+}

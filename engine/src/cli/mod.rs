@@ -1,0 +1,61 @@
+//! The command line: `corepost <subcommand>`, parsed with clap.
+//!
+//! Each subcommand lives in its own module and returns an [`ExitCode`];
+//! messages go to stderr as `corepost: fatal: ...` / `corepost: warning: ...`
+//! (Postfix's `postconf: fatal: ...` form) so operators' log habits carry
+//! over.
+
+use clap::{Parser, Subcommand};
+use std::ffi::OsString;
+use std::process::ExitCode;
+
+mod check;
+mod config;
+
+#[derive(Debug, Parser)]
+#[command(
+    name = "corepost",
+    version,
+    about = "corepost: a thread-per-core mail transfer agent with Postfix's model"
+)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Debug, Subcommand)]
+enum Command {
+    /// Show or edit configuration parameters, like postconf(1).
+    Config(config::ConfigArgs),
+    /// Validate main.cf, master.cf and every table they reference.
+    Check(check::CheckArgs),
+}
+
+/// Run the command line `args` (including argv[0]).
+pub fn main(args: Vec<OsString>) -> ExitCode {
+    let cli = match Cli::try_parse_from(args) {
+        Ok(cli) => cli,
+        Err(e) => {
+            let _ = e.print();
+            return if e.use_stderr() {
+                ExitCode::from(2)
+            } else {
+                ExitCode::SUCCESS
+            };
+        }
+    };
+    match cli.command {
+        Command::Config(args) => config::run(args),
+        Command::Check(args) => check::run(args),
+    }
+}
+
+/// Print `corepost: fatal: {message}` and return the failure exit code.
+pub(crate) fn fatal(message: impl std::fmt::Display) -> ExitCode {
+    eprintln!("corepost: fatal: {message}");
+    ExitCode::FAILURE
+}
+
+pub(crate) fn warning(message: impl std::fmt::Display) {
+    eprintln!("corepost: warning: {message}");
+}

@@ -1,0 +1,8 @@
+//! corepost: a thread-per-core mail transfer agent with Postfix's model.
+//!
+//! This crate holds the engine and the `corepost` command line. Today it
+//! has the configuration commands (`cli/`); the per-core runtime, smtpd,
+//! the queue manager and the delivery agents each get a folder of their
+//! own as they land (see ARCHITECTURE.md).
+
+pub mod cli;
