@@ -277,7 +277,7 @@ impl Config {
     pub fn get_bool(&self, name: &str) -> Result<bool, ConfigError> {
         typed(
             self.get(name)?,
-            |v| value::parse_bool(v),
+            value::parse_bool,
             |m| self.value_error(None, name, m),
         )
     }
@@ -285,7 +285,7 @@ impl Config {
     pub fn get_int(&self, name: &str) -> Result<i64, ConfigError> {
         typed(
             self.get(name)?,
-            |v| value::parse_int(v),
+            value::parse_int,
             |m| self.value_error(None, name, m),
         )
     }
@@ -293,7 +293,7 @@ impl Config {
     pub fn get_size(&self, name: &str) -> Result<u64, ConfigError> {
         typed(
             self.get(name)?,
-            |v| value::parse_size(v),
+            value::parse_size,
             |m| self.value_error(None, name, m),
         )
     }
@@ -367,7 +367,7 @@ impl ServiceConfig<'_> {
     pub fn get_bool(&self, name: &str) -> Result<bool, ConfigError> {
         typed(
             self.get(name)?,
-            |v| value::parse_bool(v),
+            value::parse_bool,
             |m| self.config.value_error(Some(self.service), name, m),
         )
     }
@@ -375,7 +375,7 @@ impl ServiceConfig<'_> {
     pub fn get_int(&self, name: &str) -> Result<i64, ConfigError> {
         typed(
             self.get(name)?,
-            |v| value::parse_int(v),
+            value::parse_int,
             |m| self.config.value_error(Some(self.service), name, m),
         )
     }

@@ -82,14 +82,18 @@ pub fn references(value: &str) -> Vec<String> {
     let mut i = 0;
     while i < bytes.len() {
         if bytes[i] == b'$' && i + 1 < bytes.len() {
+            // '$' is ASCII, so i + 1 is a character boundary.
             let rest = &value[i + 1..];
-            if let Some(open) = rest.chars().next().filter(|c| *c == '{' || *c == '(') {
+            if rest.starts_with('$') {
+                i += 2; // "$$" is a literal dollar
+                continue;
+            }
+            if rest.starts_with(['{', '(']) {
                 let body = &rest[1..];
                 let end = body.find(|c: char| !is_name_char(c)).unwrap_or(body.len());
                 if end > 0 {
                     names.push(body[..end].to_string());
                 }
-                let _ = open;
                 i += 2;
                 continue;
             }
@@ -457,7 +461,7 @@ mod tests {
     #[test]
     fn references_lists_names() {
         assert_eq!(
-            references("$a, ${b}, $(c) ${d?x} $$ $"),
+            references("$a, ${b}, $(c) ${d?x} $$ $ $$e"),
             vec!["a", "b", "c", "d"]
         );
     }

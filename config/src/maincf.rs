@@ -155,13 +155,11 @@ pub fn split_name_value(line: &str) -> Result<(&str, &str), String> {
     if name.is_empty() {
         return Err(format!("missing attribute name: \"{}\"", line.trim()));
     }
-    if let Some(bad) = name
-        .chars()
-        .find(|c| !(c.is_ascii_alphanumeric() || *c == '_'))
-    {
-        return Err(format!(
-            "bad character '{bad}' in parameter name \"{name}\" (names are letters, digits and '_')"
-        ));
+    // Postfix accepts any name without whitespace here (service-specific
+    // names such as `scalemail-backend_time_limit` contain '-'); only
+    // letters, digits and '_' can be referenced as $name, though.
+    if name.contains(char::is_whitespace) {
+        return Err(format!("whitespace in parameter name \"{name}\""));
     }
     Ok((name, value))
 }

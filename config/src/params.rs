@@ -7,7 +7,7 @@
 
 use crate::host;
 use crate::registry::Kind::{self, *};
-use crate::registry::{ParamDef, TransportParamDef};
+use crate::registry::{ComputeDefault, ParamDef, TransportParamDef};
 
 const fn p(name: &'static str, kind: Kind, default: &'static str, doc: &'static str) -> ParamDef {
     ParamDef::new(name, kind, default, doc)
@@ -16,7 +16,7 @@ const fn p(name: &'static str, kind: Kind, default: &'static str, doc: &'static 
 const fn c(
     name: &'static str,
     kind: Kind,
-    compute: fn(&dyn Fn(&str) -> String) -> String,
+    compute: ComputeDefault,
     doc: &'static str,
 ) -> ParamDef {
     ParamDef::computed(name, kind, compute, doc)

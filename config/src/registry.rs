@@ -55,6 +55,10 @@ impl Kind {
     }
 }
 
+/// A computed default: receives the expanded effective value of any other
+/// parameter and returns the default text.
+pub type ComputeDefault = fn(&dyn Fn(&str) -> String) -> String;
+
 /// Where a built-in default comes from.
 #[derive(Debug, Clone)]
 pub enum DefaultValue {
@@ -63,7 +67,7 @@ pub enum DefaultValue {
     /// Computed from the host and from other parameters' effective values
     /// (e.g. `myhostname` from the system's hostname, `mydomain` from
     /// `myhostname`). The function receives a lookup of expanded values.
-    Computed(fn(&dyn Fn(&str) -> String) -> String),
+    Computed(ComputeDefault),
 }
 
 /// One parameter of the static table.
@@ -107,7 +111,7 @@ impl ParamDef {
     pub const fn computed(
         name: &'static str,
         kind: Kind,
-        compute: fn(&dyn Fn(&str) -> String) -> String,
+        compute: ComputeDefault,
         doc: &'static str,
     ) -> ParamDef {
         ParamDef {
