@@ -1,0 +1,378 @@
+//! Group commit: one flush makes every record appended since the last one
+//! durable, and wakes everyone waiting for any of them.
+//!
+//! Each core's spool has one flusher thread. The core appends records into
+//! the mapping and publishes the new end as a log sequence number (LSN:
+//! segment number in the high 32 bits, offset in the low 32). The flusher
+//! syncs everything between the last flushed LSN and the newest appended
+//! one — whatever accumulated while the previous sync ran — then publishes
+//! the flushed LSN and wakes the [`Durable`] futures it covers. The core
+//! never blocks on the disk: the sync runs on the flusher thread, while the
+//! core keeps accepting and appending.
+//!
+//! Policies (`corepost_fsync_policy`): `always` (a 250 waits for the
+//! flush), `interval=<ms>` (flush every ms milliseconds, acknowledge at
+//! once) and `never` (leave it to the kernel; benchmarks only).
+
+use crate::segment::SegmentMap;
+use std::collections::BTreeMap;
+use std::future::Future;
+use std::pin::Pin;
+use std::str::FromStr;
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::task::{Context, Poll, Wake, Waker};
+use std::thread::{self, JoinHandle};
+use std::time::Duration;
+
+/// When acknowledged mail reaches the disk.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlushPolicy {
+    Always,
+    Interval(Duration),
+    Never,
+}
+
+impl FromStr for FlushPolicy {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<FlushPolicy, String> {
+        let s = s.trim();
+        match s {
+            "always" => Ok(FlushPolicy::Always),
+            "never" => Ok(FlushPolicy::Never),
+            _ => {
+                let ms = s
+                    .strip_prefix("interval=")
+                    .and_then(|ms| ms.parse::<u64>().ok())
+                    .filter(|ms| *ms > 0)
+                    .ok_or_else(|| {
+                        format!("bad fsync policy \"{s}\" (expected always, interval=<milliseconds> or never)")
+                    })?;
+                Ok(FlushPolicy::Interval(Duration::from_millis(ms)))
+            }
+        }
+    }
+}
+
+/// How a range is made durable.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum SyncMethod {
+    /// msync(MS_SYNC) of the dirty byte range.
+    #[default]
+    Msync,
+    /// fdatasync of the segment file.
+    Fdatasync,
+}
+
+/// A position in one core's log: segment in the high 32 bits, offset low.
+pub type Lsn = u64;
+
+pub fn lsn(segment: u64, offset: usize) -> Lsn {
+    (segment << 32) | offset as u64
+}
+
+/// State shared by a core and its flusher thread.
+#[derive(Debug)]
+struct Shared {
+    appended: AtomicU64,
+    flushed: AtomicU64,
+    /// Set by the flusher just before it parks.
+    sleeping: AtomicBool,
+    stop: AtomicBool,
+    failed: AtomicBool,
+    waiters: Mutex<Vec<(Lsn, Waker)>>,
+    /// Segments that may hold unflushed bytes, by sequence number.
+    segments: Mutex<BTreeMap<u64, Arc<SegmentMap>>>,
+    error: Mutex<Option<String>>,
+}
+
+fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
+    // A panic while holding one of these locks cannot leave the protected
+    // data inconsistent (pushes and drains only), so poisoning is ignored.
+    m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// The flusher of one core's spool.
+#[derive(Debug)]
+pub struct Flusher {
+    shared: Arc<Shared>,
+    policy: FlushPolicy,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl Flusher {
+    /// Start the flusher; `start` is the LSN already durable.
+    pub fn start(
+        core: u16,
+        policy: FlushPolicy,
+        method: SyncMethod,
+        start: Lsn,
+    ) -> std::io::Result<Flusher> {
+        let shared = Arc::new(Shared {
+            appended: AtomicU64::new(start),
+            flushed: AtomicU64::new(start),
+            sleeping: AtomicBool::new(false),
+            stop: AtomicBool::new(false),
+            failed: AtomicBool::new(false),
+            waiters: Mutex::new(Vec::new()),
+            segments: Mutex::new(BTreeMap::new()),
+            error: Mutex::new(None),
+        });
+        let thread = match policy {
+            FlushPolicy::Never => None,
+            _ => {
+                let shared = Arc::clone(&shared);
+                Some(
+                    thread::Builder::new()
+                        .name(format!("spool-flush-{core}"))
+                        .spawn(move || run(&shared, policy, method))?,
+                )
+            }
+        };
+        Ok(Flusher {
+            shared,
+            policy,
+            thread,
+        })
+    }
+
+    /// A segment the core may append to; it stays known to the flusher
+    /// until everything in it is flushed.
+    pub fn register(&self, segment: &Arc<SegmentMap>) {
+        lock(&self.shared.segments).insert(segment.seq(), Arc::clone(segment));
+    }
+
+    /// Records up to `lsn` are written into the mapping.
+    pub fn appended(&self, lsn: Lsn) {
+        self.shared.appended.store(lsn, Ordering::Release);
+        if self.policy == FlushPolicy::Always && self.shared.sleeping.swap(false, Ordering::AcqRel)
+        {
+            if let Some(t) = &self.thread {
+                t.thread().unpark();
+            }
+        }
+    }
+
+    pub fn flushed(&self) -> Lsn {
+        self.shared.flushed.load(Ordering::Acquire)
+    }
+
+    /// The last flush failed: nothing new can be acknowledged.
+    pub fn error(&self) -> Option<String> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            lock(&self.shared.error).clone()
+        } else {
+            None
+        }
+    }
+
+    /// A future that resolves once `lsn` is durable (at once unless the
+    /// policy is `always`).
+    pub fn durable(&self, lsn: Lsn) -> Durable {
+        Durable {
+            shared: Arc::clone(&self.shared),
+            lsn: if self.policy == FlushPolicy::Always {
+                lsn
+            } else {
+                0
+            },
+        }
+    }
+
+    /// Flush everything appended and stop the thread.
+    pub fn shutdown(&mut self) {
+        self.shared.stop.store(true, Ordering::Release);
+        if let Some(t) = self.thread.take() {
+            t.thread().unpark();
+            let _ = t.join();
+        }
+    }
+}
+
+impl Drop for Flusher {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}
+
+fn run(shared: &Shared, policy: FlushPolicy, method: SyncMethod) {
+    loop {
+        let target = shared.appended.load(Ordering::Acquire);
+        let done = shared.flushed.load(Ordering::Acquire);
+        if target > done && !shared.failed.load(Ordering::Acquire) {
+            match sync_range(shared, done, target, method) {
+                Ok(()) => shared.flushed.store(target, Ordering::Release),
+                Err(e) => {
+                    *lock(&shared.error) = Some(format!("spool flush failed: {e}"));
+                    shared.failed.store(true, Ordering::Release);
+                }
+            }
+            wake(shared);
+            if let FlushPolicy::Interval(every) = policy {
+                thread::park_timeout(every);
+            }
+            continue;
+        }
+        if shared.stop.load(Ordering::Acquire) {
+            return;
+        }
+        shared.sleeping.store(true, Ordering::Release);
+        // Re-check after announcing sleep, so an append that raced with us
+        // either sees `sleeping` (and unparks) or is seen here.
+        if shared.appended.load(Ordering::Acquire) > shared.flushed.load(Ordering::Acquire)
+            || shared.stop.load(Ordering::Acquire)
+        {
+            shared.sleeping.store(false, Ordering::Release);
+            continue;
+        }
+        match policy {
+            FlushPolicy::Interval(every) => thread::park_timeout(every),
+            _ => thread::park_timeout(Duration::from_millis(100)),
+        }
+        shared.sleeping.store(false, Ordering::Release);
+    }
+}
+
+/// Make [from, to) durable, segment by segment.
+fn sync_range(shared: &Shared, from: Lsn, to: Lsn, method: SyncMethod) -> std::io::Result<()> {
+    let (first, last) = (from >> 32, to >> 32);
+    let segments: Vec<Arc<SegmentMap>> = lock(&shared.segments)
+        .range(first..=last)
+        .map(|(_, s)| Arc::clone(s))
+        .collect();
+    for seg in &segments {
+        let start = if seg.seq() == first {
+            (from & 0xffff_ffff) as usize
+        } else {
+            0
+        };
+        let end = if seg.seq() == last {
+            (to & 0xffff_ffff) as usize
+        } else {
+            seg.size()
+        };
+        if end > start {
+            match method {
+                SyncMethod::Msync => seg.msync(start, end - start)?,
+                SyncMethod::Fdatasync => seg.fdatasync()?,
+            }
+        }
+    }
+    // Segments entirely below `to` are flushed for good.
+    lock(&shared.segments).retain(|seq, _| *seq >= last);
+    Ok(())
+}
+
+fn wake(shared: &Shared) {
+    let flushed = shared.flushed.load(Ordering::Acquire);
+    let failed = shared.failed.load(Ordering::Acquire);
+    let ready: Vec<Waker> = {
+        let mut waiters = lock(&shared.waiters);
+        let mut ready = Vec::new();
+        waiters.retain(|(lsn, waker)| {
+            let done = failed || *lsn <= flushed;
+            if done {
+                ready.push(waker.clone());
+            }
+            !done
+        });
+        ready
+    };
+    for w in ready {
+        w.wake();
+    }
+}
+
+/// Resolves once a record is durable, or with the flush error.
+#[derive(Debug)]
+pub struct Durable {
+    shared: Arc<Shared>,
+    lsn: Lsn,
+}
+
+impl Durable {
+    fn check(&self) -> Option<Result<(), String>> {
+        if self.shared.failed.load(Ordering::Acquire) {
+            return Some(Err(lock(&self.shared.error)
+                .clone()
+                .unwrap_or_else(|| "spool flush failed".into())));
+        }
+        (self.shared.flushed.load(Ordering::Acquire) >= self.lsn).then_some(Ok(()))
+    }
+
+    /// Block the calling thread until durable (for tools and tests, not the
+    /// per-core executors).
+    pub fn wait(self) -> Result<(), String> {
+        struct Unpark(thread::Thread);
+        impl Wake for Unpark {
+            fn wake(self: Arc<Self>) {
+                self.0.unpark();
+            }
+        }
+        let waker = Waker::from(Arc::new(Unpark(thread::current())));
+        let mut cx = Context::from_waker(&waker);
+        let mut this = self;
+        loop {
+            if let Poll::Ready(r) = Pin::new(&mut this).poll(&mut cx) {
+                return r;
+            }
+            thread::park_timeout(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Future for Durable {
+    type Output = Result<(), String>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Self::Output> {
+        if let Some(r) = self.check() {
+            return Poll::Ready(r);
+        }
+        lock(&self.shared.waiters).push((self.lsn, cx.waker().clone()));
+        // The flusher may have finished between the check and the push.
+        match self.check() {
+            Some(r) => Poll::Ready(r),
+            None => Poll::Pending,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn policies_parse() {
+        assert_eq!("always".parse(), Ok(FlushPolicy::Always));
+        assert_eq!("never".parse(), Ok(FlushPolicy::Never));
+        assert_eq!(
+            "interval=10".parse(),
+            Ok(FlushPolicy::Interval(Duration::from_millis(10)))
+        );
+        assert!("interval=0".parse::<FlushPolicy>().is_err());
+        assert!("sometimes".parse::<FlushPolicy>().is_err());
+    }
+
+    #[test]
+    fn group_commit_resolves_waiters() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = SegmentMap::create(dir.path(), 0, 1, 1 << 16).unwrap();
+        let mut w = seg.writer(64).unwrap();
+        let flusher =
+            Flusher::start(0, FlushPolicy::Always, SyncMethod::Msync, lsn(1, 64)).unwrap();
+        flusher.register(&seg);
+        let mut waits = Vec::new();
+        for i in 0..10u8 {
+            let (_, end) = w
+                .append(crate::record::RecordType::Admin, &[&[i; 100]])
+                .unwrap();
+            flusher.appended(lsn(1, end));
+            waits.push(flusher.durable(lsn(1, end)));
+        }
+        for d in waits {
+            d.wait().unwrap();
+        }
+        assert!(flusher.flushed() >= lsn(1, w.tail()));
+    }
+}
