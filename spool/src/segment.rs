@@ -279,21 +279,41 @@ impl RecoveringSegment {
                 path.display()
             ));
         }
-        let map = MmapOptions::new()
-            .len(len)
-            .map_raw(&file)
-            .map_err(|e| format!("{}: {e}", path.display()))?;
-        // SAFETY: the mapping is `len` >= SEGMENT_HEADER_LEN bytes long and
-        // not shared with anyone yet.
-        let head = unsafe { std::slice::from_raw_parts(map.as_ptr(), SEGMENT_HEADER_LEN) };
-        let header = SegmentHeader::decode(head).map_err(|e| format!("{}: {e}", path.display()))?;
-        if header.size as usize != len {
+        // Read the header through a plain read first: the file may have been
+        // truncated, and its full size is only known from the header.
+        let mut head = [0u8; SEGMENT_HEADER_LEN];
+        {
+            use std::io::Read;
+            (&file)
+                .read_exact(&mut head)
+                .map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let header =
+            SegmentHeader::decode(&head).map_err(|e| format!("{}: {e}", path.display()))?;
+        let size = usize::try_from(header.size).unwrap_or(usize::MAX);
+        if size < SEGMENT_HEADER_LEN || size % PAGE != 0 || size > (u32::MAX as usize) {
+            return Err(format!(
+                "{}: implausible segment size {}",
+                path.display(),
+                header.size
+            ));
+        }
+        if len > size {
             return Err(format!(
                 "{}: segment header says {} bytes, file has {len}",
                 path.display(),
                 header.size
             ));
         }
+        if len < size {
+            // A truncated file: give it back its zero-filled length; what
+            // was cut off is treated like any torn tail.
+            preallocate(&file, size).map_err(|e| format!("{}: {e}", path.display()))?;
+        }
+        let map = MmapOptions::new()
+            .len(size)
+            .map_raw(&file)
+            .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(RecoveringSegment {
             map: SegmentMap {
                 map,

@@ -1,0 +1,217 @@
+//! The spool's life: appends, outcomes, restarts, reclamation, compaction
+//! and adoption of another core's directory.
+
+mod common;
+
+use common::*;
+use corepost_spool::*;
+
+const SEG: usize = 64 * 1024;
+
+#[test]
+fn messages_survive_restart_with_their_state() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(root.path(), 0, 1, SEG);
+    let a = append(&mut spool, 3, 1000);
+    let b = append(&mut spool, 1, 500);
+    let c = append(&mut spool, 1, 500);
+    spool
+        .record_outcome(&outcome(a, 1, OutcomeKind::Delivered))
+        .unwrap();
+    spool
+        .record_outcome(&outcome(
+            a,
+            0,
+            OutcomeKind::Deferred {
+                next_attempt: 12345,
+            },
+        ))
+        .unwrap();
+    spool
+        .record_outcome(&outcome(b, 0, OutcomeKind::Bounced))
+        .unwrap();
+    let (_, lsn) = spool.admin(c, AdminAction::Hold).unwrap();
+    spool.durable(lsn).wait().unwrap();
+    spool.close().unwrap();
+
+    let (spool, report) = open(root.path(), 0, 1, SEG);
+    assert!(
+        report.skipped.is_empty() && report.truncated.is_empty(),
+        "{report:?}"
+    );
+    assert_eq!(report.messages, 2);
+    let entry = spool.index().get(&a).unwrap();
+    assert_eq!(entry.pending.iter().collect::<Vec<_>>(), vec![0, 2]);
+    assert_eq!(entry.next_attempt, 12345);
+    assert!(spool.index().get(&b).is_none());
+    assert!(spool.index().get(&c).unwrap().held);
+    let stored = spool.read(&a).unwrap().unwrap();
+    assert_eq!(stored.content(), &content_for(a, 1000)[..]);
+    assert_eq!(stored.envelope.recipients.len(), 3);
+    // New ids sort after every recovered one.
+    let mut spool = spool;
+    assert!(spool.new_queue_id() > c);
+}
+
+#[test]
+fn finished_segments_are_deleted_oldest_first() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(root.path(), 0, 1, SEG);
+    let ids: Vec<QueueId> = (0..60).map(|_| append(&mut spool, 1, 4000)).collect();
+    for id in &ids {
+        spool
+            .record_outcome(&outcome(*id, 0, OutcomeKind::Delivered))
+            .unwrap();
+    }
+    let before = spool.segment_count();
+    assert!(before >= 4, "{before} segments");
+    let report = spool.reclaim().unwrap();
+    assert_eq!(report.deleted, before - 1, "all but the active segment go");
+    assert_eq!(spool.segment_count(), 1);
+    let files = std::fs::read_dir(root.path().join("core-0"))
+        .unwrap()
+        .count();
+    assert_eq!(files, 1);
+    spool.close().unwrap();
+    let (spool, _) = open(root.path(), 0, 1, SEG);
+    assert!(spool.index().is_empty());
+}
+
+#[test]
+fn long_deferred_message_is_compacted_out_of_an_old_segment() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(root.path(), 0, 1, SEG);
+    let pinned = append(&mut spool, 2, 3000);
+    spool
+        .record_outcome(&outcome(pinned, 1, OutcomeKind::Delivered))
+        .unwrap();
+    spool
+        .record_outcome(&outcome(
+            pinned,
+            0,
+            OutcomeKind::Deferred { next_attempt: 999 },
+        ))
+        .unwrap();
+    spool.admin(pinned, AdminAction::Hold).unwrap();
+    let others: Vec<QueueId> = (0..40).map(|_| append(&mut spool, 1, 4000)).collect();
+    for id in &others {
+        spool
+            .record_outcome(&outcome(*id, 0, OutcomeKind::Delivered))
+            .unwrap();
+    }
+    let first_segment = spool.index().get(&pinned).unwrap().location.segment;
+    let report = spool.reclaim().unwrap();
+    assert!(report.moved >= 1, "{report:?}");
+    // The copy must be durable before the old segment can go.
+    let lsn_now = {
+        let (_, lsn) = spool.admin(pinned, AdminAction::Hold).unwrap();
+        lsn
+    };
+    spool.durable(lsn_now).wait().unwrap();
+    spool.reclaim().unwrap();
+    assert!(
+        spool.segment(first_segment).is_none(),
+        "old segment deleted"
+    );
+    assert_ne!(
+        spool.index().get(&pinned).unwrap().location.segment,
+        first_segment
+    );
+    spool.close().unwrap();
+
+    let (spool, _) = open(root.path(), 0, 1, SEG);
+    let entry = spool.index().get(&pinned).expect("still queued");
+    assert_eq!(entry.pending.iter().collect::<Vec<_>>(), vec![0]);
+    assert_eq!(entry.next_attempt, 999);
+    assert!(entry.held);
+    let stored = spool.read(&pinned).unwrap().unwrap();
+    assert_eq!(stored.content(), &content_for(pinned, 3000)[..]);
+    assert_eq!(
+        stored.envelope.recipients[1].state,
+        RecipientState::Finished
+    );
+    assert_eq!(spool.index().len(), 1);
+}
+
+#[test]
+fn a_removed_core_is_adopted() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut core1, _) = open(root.path(), 1, 2, SEG);
+    let a = append(&mut core1, 2, 2000);
+    let b = append(&mut core1, 1, 2000);
+    core1
+        .record_outcome(&outcome(a, 0, OutcomeKind::Delivered))
+        .unwrap();
+    let (_, lsn) = core1
+        .record_outcome(&outcome(b, 0, OutcomeKind::Delivered))
+        .unwrap();
+    let c = append(&mut core1, 1, 100);
+    core1.durable(lsn).wait().unwrap();
+    core1.close().unwrap();
+
+    // Now run with one core: core 0 takes over core-1.
+    let (core0, report) = open(root.path(), 0, 1, SEG);
+    assert_eq!(report.adopted, vec![root.path().join("core-1")]);
+    assert!(!root.path().join("core-1").exists());
+    assert_eq!(core0.index().len(), 2);
+    assert_eq!(
+        core0
+            .index()
+            .get(&a)
+            .unwrap()
+            .pending
+            .iter()
+            .collect::<Vec<_>>(),
+        vec![1]
+    );
+    assert!(core0.index().get(&b).is_none());
+    assert_eq!(
+        core0.read(&c).unwrap().unwrap().content(),
+        &content_for(c, 100)[..]
+    );
+    core0.close().unwrap();
+    let (core0, report) = open(root.path(), 0, 1, SEG);
+    assert!(report.adopted.is_empty());
+    assert_eq!(core0.index().len(), 2);
+}
+
+#[test]
+fn a_message_larger_than_a_segment_gets_its_own() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(root.path(), 0, 1, SEG);
+    let small = append(&mut spool, 1, 100);
+    let big = append(&mut spool, 1, 3 * SEG);
+    let after = append(&mut spool, 1, 100);
+    spool.close().unwrap();
+    let (spool, _) = open(root.path(), 0, 1, SEG);
+    for (id, len) in [(small, 100), (big, 3 * SEG), (after, 100)] {
+        assert_eq!(
+            spool.read(&id).unwrap().unwrap().content(),
+            &content_for(id, len)[..]
+        );
+    }
+}
+
+#[test]
+fn readers_on_other_threads_share_the_mapping() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(root.path(), 0, 1, SEG);
+    let id = spool.new_queue_id();
+    let appended = spool
+        .append_message(&envelope(id, 1), &content_for(id, 2000))
+        .unwrap();
+    let segment = appended.segment.clone();
+    let offset = appended.location.offset as usize;
+    let content =
+        std::thread::spawn(move || read_message(&segment, offset).unwrap().content().to_vec())
+            .join()
+            .unwrap();
+    assert_eq!(content, content_for(id, 2000));
+}
+
+#[test]
+fn bad_options_are_refused() {
+    let root = tempfile::tempdir().unwrap();
+    assert!(CoreSpool::open(root.path(), 0, 1, options(1000)).is_err());
+    assert!(CoreSpool::open(root.path(), 2, 2, options(SEG)).is_err());
+}
