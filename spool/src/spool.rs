@@ -201,8 +201,8 @@ impl CoreSpool {
                     .ok_or_else(|| SpoolError::Invalid("segment writer taken".into()))?;
                 (w, lsn(seq, tail))
             }
-            (last, _) => {
-                let seq = last.map_or(1, |(s, _)| s + 1);
+            _ => {
+                let seq = recovered.max_seq + 1;
                 let map = SegmentMap::create(&dir, u32::from(core), seq, options.segment_size)
                     .map_err(io_err(&dir))?;
                 segments.insert(seq, Arc::clone(&map));
@@ -555,6 +555,23 @@ struct Recovered {
     max_id: QueueId,
     /// Where the newest segment can take appends (None if it is sealed).
     active_tail: Option<usize>,
+    /// Highest segment number seen, readable or not.
+    max_seq: u64,
+}
+
+/// Move an unreadable segment out of the way (kept for inspection as
+/// `*.damaged`) and report it.
+fn set_aside(path: &Path, error: &str, report: &mut RecoveryReport) {
+    let aside = path.with_extension("log.damaged");
+    let moved = std::fs::rename(path, &aside).is_ok();
+    report.skipped.push(format!(
+        "unreadable segment {}: {error}",
+        if moved {
+            format!("moved to {}", aside.display())
+        } else {
+            "left in place".to_string()
+        }
+    ));
 }
 
 /// Rebuild the index of one spool directory from its segments alone.
@@ -570,8 +587,10 @@ fn recover_dir(dir: &Path, report: &mut RecoveryReport) -> Result<Recovered, Spo
         index: Index::default(),
         max_id: QueueId::default(),
         active_tail: None,
+        max_seq: 0,
     };
     let newest = files.last().map(|(s, _)| *s);
+    out.max_seq = newest.unwrap_or(0);
     for (seq, path) in files {
         let mut seg = match RecoveringSegment::open(&path) {
             Ok(s) => s,

@@ -26,7 +26,7 @@ pub fn open(
 pub fn content_for(id: QueueId, len: usize) -> Vec<u8> {
     let seed = id.to_string();
     let mut out = format!("Message-ID: <{seed}@test>\r\n\r\n").into_bytes();
-    while out.len() < len {
+    while out.len() < len.max(40) {
         out.extend_from_slice(seed.as_bytes());
         out.extend_from_slice(b"\r\n");
     }
