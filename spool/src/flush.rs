@@ -146,11 +146,11 @@ impl Flusher {
     /// Records up to `lsn` are written into the mapping.
     pub fn appended(&self, lsn: Lsn) {
         self.shared.appended.store(lsn, Ordering::Release);
-        if self.policy == FlushPolicy::Always && self.shared.sleeping.swap(false, Ordering::AcqRel)
+        if self.policy == FlushPolicy::Always
+            && self.shared.sleeping.swap(false, Ordering::AcqRel)
+            && let Some(t) = &self.thread
         {
-            if let Some(t) = &self.thread {
-                t.thread().unpark();
-            }
+            t.thread().unpark();
         }
     }
 

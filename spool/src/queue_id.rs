@@ -142,7 +142,7 @@ impl QueueIdGenerator {
     }
 
     /// The next id for an arrival now.
-    pub fn next(&mut self) -> QueueId {
+    pub fn next_id(&mut self) -> QueueId {
         self.next_at(now_micros())
     }
 }

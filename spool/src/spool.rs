@@ -256,7 +256,7 @@ impl CoreSpool {
 
     /// A fresh queue id for a message this core is receiving.
     pub fn new_queue_id(&mut self) -> QueueId {
-        self.ids.next()
+        self.ids.next_id()
     }
 
     /// Append a message (its envelope carries a queue id from
@@ -408,10 +408,7 @@ impl CoreSpool {
     pub fn reclaim(&mut self) -> Result<ReclaimReport, SpoolError> {
         let mut report = ReclaimReport::default();
         let active = self.writer.segment().seq();
-        loop {
-            let Some((&oldest, map)) = self.segments.iter().next() else {
-                break;
-            };
+        while let Some((&oldest, map)) = self.segments.iter().next() {
             if oldest == active {
                 break;
             }
@@ -595,18 +592,17 @@ fn recover_dir(dir: &Path, report: &mut RecoveryReport) -> Result<Recovered, Spo
         let mut seg = match RecoveringSegment::open(&path) {
             Ok(s) => s,
             Err(e) => {
-                report
-                    .skipped
-                    .push(format!("unreadable segment skipped: {e}"));
+                set_aside(&path, &e, report);
                 continue;
             }
         };
         if seg.header().seq != seq {
-            report.skipped.push(format!(
+            let e = format!(
                 "{}: header names segment {}",
                 path.display(),
                 seg.header().seq
-            ));
+            );
+            set_aside(&path, &e, report);
             continue;
         }
         report.segments += 1;

@@ -18,7 +18,9 @@ const CHILD_ENV: &str = "COREPOST_SPOOL_CRASH_CHILD";
 /// The child: runs only when the parent sets the environment variable.
 #[test]
 fn crash_child() {
-    let Ok(dir) = std::env::var(CHILD_ENV) else { return };
+    let Ok(dir) = std::env::var(CHILD_ENV) else {
+        return;
+    };
     let (mut spool, _) = open(std::path::Path::new(&dir), 0, 1, SEG);
     let mut n = 0usize;
     loop {
@@ -28,7 +30,9 @@ fn crash_child() {
                 n += 1;
                 let id = spool.new_queue_id();
                 let len = 200 + (n * 977 + i * 131) % 6000;
-                let a = spool.append_message(&envelope(id, 1), &content_for(id, len)).unwrap();
+                let a = spool
+                    .append_message(&envelope(id, 1), &content_for(id, len))
+                    .unwrap();
                 (id, a.lsn)
             })
             .collect();
@@ -38,10 +42,12 @@ fn crash_child() {
         }
         // Finish some older messages, so reclamation and outcomes are in
         // the log as well.
-        if n % 64 == 0 {
+        if n.is_multiple_of(64) {
             let due: Vec<QueueId> = spool.index().due(u64::MAX).take(16).collect();
             for id in due {
-                spool.record_outcome(&outcome(id, 0, OutcomeKind::Delivered)).unwrap();
+                spool
+                    .record_outcome(&outcome(id, 0, OutcomeKind::Delivered))
+                    .unwrap();
                 println!("done {id}");
             }
             spool.reclaim().unwrap();
@@ -100,13 +106,26 @@ fn acknowledged_messages_survive_sigkill() {
                 continue;
             }
             let stored = spool.read(id).unwrap();
-            assert!(stored.is_some(), "round {rounds}: acknowledged {id} lost; {report:?}");
+            assert!(
+                stored.is_some(),
+                "round {rounds}: acknowledged {id} lost; {report:?}"
+            );
             let content = stored.unwrap();
             let expected = format!("Message-ID: <{id}@test>\r\n");
-            assert!(content.content().starts_with(expected.as_bytes()), "round {rounds}: {id} content damaged");
+            assert!(
+                content.content().starts_with(expected.as_bytes()),
+                "round {rounds}: {id} content damaged"
+            );
         }
         spool.close().unwrap();
     }
-    assert!(acked.len() > 100, "the child acknowledged only {} messages", acked.len());
-    eprintln!("{rounds} kills, {} acknowledged messages checked", acked.len());
+    assert!(
+        acked.len() > 100,
+        "the child acknowledged only {} messages",
+        acked.len()
+    );
+    eprintln!(
+        "{rounds} kills, {} acknowledged messages checked",
+        acked.len()
+    );
 }

@@ -215,3 +215,26 @@ fn bad_options_are_refused() {
     assert!(CoreSpool::open(root.path(), 0, 1, options(1000)).is_err());
     assert!(CoreSpool::open(root.path(), 2, 2, options(SEG)).is_err());
 }
+
+#[test]
+fn an_unreadable_segment_is_set_aside_and_reported() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(root.path(), 0, 1, SEG);
+    let a = append(&mut spool, 1, 100);
+    spool.close().unwrap();
+    let seg = root.path().join("core-0/seg-0000000000000001.log");
+    let mut bytes = std::fs::read(&seg).unwrap();
+    bytes[3] ^= 0xff; // break the segment magic
+    std::fs::write(&seg, &bytes).unwrap();
+
+    let (mut spool, report) = open(root.path(), 0, 1, SEG);
+    assert_eq!(report.skipped.len(), 1, "{report:?}");
+    assert!(report.skipped[0].contains("not a corepost spool segment"), "{report:?}");
+    assert!(root.path().join("core-0/seg-0000000000000001.log.damaged").exists());
+    assert!(spool.index().get(&a).is_none());
+    let b = append(&mut spool, 1, 100);
+    spool.close().unwrap();
+    let (spool, report) = open(root.path(), 0, 1, SEG);
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert!(spool.index().get(&b).is_some());
+}
