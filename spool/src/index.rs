@@ -2,11 +2,13 @@
 //! where their records are, which recipients are still pending, and when
 //! each message is next due.
 //!
-//! Memory per queued message (64-bit): the map entry (16-byte key + 48-byte
-//! [`IndexEntry`] + hash-table control byte, at up to 87.5% load) is about
-//! 75 bytes, and the schedule entry (24 bytes in a B-tree) about 35 more —
-//! roughly 110 bytes, or ~110 MB for a million deferred messages. Messages
-//! with more than 64 recipients add one bit per recipient on the heap.
+//! Memory per queued message (64-bit): a 16-byte key and a 48-byte
+//! [`IndexEntry`] in a hash map that doubles as it grows, plus a 32-byte
+//! (time, id) entry in the schedule B-tree. Measured with
+//! `cargo run --release -p corepost-spool --example index_memory`: about
+//! 200 bytes per message, so a million deferred messages take ~200 MB.
+//! Messages with more than 64 recipients add one bit per recipient on the
+//! heap.
 //! `index_bytes_per_message` in the tests checks the struct sizes.
 
 use crate::queue_id::QueueId;

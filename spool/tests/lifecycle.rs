@@ -229,8 +229,15 @@ fn an_unreadable_segment_is_set_aside_and_reported() {
 
     let (mut spool, report) = open(root.path(), 0, 1, SEG);
     assert_eq!(report.skipped.len(), 1, "{report:?}");
-    assert!(report.skipped[0].contains("not a corepost spool segment"), "{report:?}");
-    assert!(root.path().join("core-0/seg-0000000000000001.log.damaged").exists());
+    assert!(
+        report.skipped[0].contains("not a corepost spool segment"),
+        "{report:?}"
+    );
+    assert!(
+        root.path()
+            .join("core-0/seg-0000000000000001.log.damaged")
+            .exists()
+    );
     assert!(spool.index().get(&a).is_none());
     let b = append(&mut spool, 1, 100);
     spool.close().unwrap();
