@@ -6,3 +6,4 @@
 //! own as they land (see ARCHITECTURE.md).
 
 pub mod cli;
+pub mod dns;

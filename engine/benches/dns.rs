@@ -1,0 +1,2 @@
+//! DNS resolver benchmarks (filled in below as the resolver lands).
+fn main() {}

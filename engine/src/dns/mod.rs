@@ -1,0 +1,1 @@
+//! DNS stub resolver for the per-core engine (in progress).
