@@ -499,14 +499,7 @@ impl Sink {
                 sink.stats.active.fetch_add(1, Relaxed);
                 let seed = sink.seeds.fetch_add(0x9E37_79B9_7F4A_7C15, Relaxed);
                 let mut session = Session::new(&sink, peer, seed);
-                let result = session.run(Conn::Plain(sock)).await;
-                if result.is_err() {
-                    sink.stats.protocol_errors.fetch_add(1, Relaxed);
-                }
-                if let Ok(mut h) = sink.stats.per_conn.lock() {
-                    h.saturating_record(session.transactions);
-                }
-                sink.stats.active.fetch_sub(1, Relaxed);
+                session.run(Conn::Plain(sock)).await;
                 if permit && let Some(sem) = &sink.sessions {
                     sem.add_permits(1);
                 }
@@ -652,9 +645,26 @@ impl<'a> Session<'a> {
         };
     }
 
-    async fn run(&mut self, conn: Conn) -> io::Result<()> {
+    /// Runs the session, then does the connection's accounting while the connection is still
+    /// open, so a peer that sees the connection close also sees the counters updated.
+    async fn run(&mut self, conn: Conn) {
+        let mut slot = Some(SmtpStream::new(conn, self.cfg().timeout));
+        let result = self.run_on(&mut slot).await;
+        let stats = &self.sink.stats;
+        if result.is_err() {
+            stats.protocol_errors.fetch_add(1, Relaxed);
+        }
+        if let Ok(mut h) = stats.per_conn.lock() {
+            h.saturating_record(self.transactions);
+        }
+        stats.active.fetch_sub(1, Relaxed);
+        drop(slot);
+    }
+
+    async fn run_on(&mut self, slot: &mut Option<SmtpStream<Conn>>) -> io::Result<()> {
         let timeout = self.cfg().timeout;
-        let mut s = SmtpStream::new(conn, timeout);
+        let gone = || io::Error::other("connection gone");
+        let s = slot.as_mut().ok_or_else(gone)?;
         if !self.cfg().faults.delays.greeting.is_zero() {
             tokio::time::sleep(self.cfg().faults.delays.greeting).await;
         }
@@ -664,15 +674,16 @@ impl<'a> Session<'a> {
                 "{} Service not available, too many concurrent connections - try again later",
                 self.cfg().hostname
             );
-            self.reply(&mut s, 421, "4.7.0", &text);
+            self.reply(s, 421, "4.7.0", &text);
             s.flush().await?;
             return Ok(());
         }
         let greeting = format!("{} ESMTP corepost-sink", self.cfg().hostname);
-        self.reply(&mut s, 220, "", &greeting);
+        self.reply(s, 220, "", &greeting);
         s.flush().await?;
         loop {
-            match self.serve_until_tls(&mut s).await? {
+            let s = slot.as_mut().ok_or_else(gone)?;
+            match self.serve_until_tls(s).await? {
                 Next::Close => {
                     s.flush().await?;
                     return Ok(());
@@ -680,8 +691,9 @@ impl<'a> Session<'a> {
                 Next::Continue => {}
                 Next::StartTls => {
                     s.flush().await?;
+                    let old = slot.take().ok_or_else(gone)?;
                     let (Conn::Plain(tcp), Some(acceptor)) =
-                        (s.into_inner(), self.sink.tls.clone())
+                        (old.into_inner(), self.sink.tls.clone())
                     else {
                         return Err(io::Error::other("STARTTLS on a TLS connection"));
                     };
@@ -690,7 +702,7 @@ impl<'a> Session<'a> {
                         .map_err(|_| {
                             io::Error::new(io::ErrorKind::TimedOut, "TLS handshake timed out")
                         })??;
-                    s = SmtpStream::new(Conn::ServerTls(Box::new(tls)), timeout);
+                    *slot = Some(SmtpStream::new(Conn::ServerTls(Box::new(tls)), timeout));
                     self.reset();
                     self.helo = false;
                 }
