@@ -118,14 +118,15 @@ tree_cpu() { # PID: CPU seconds of the process, its reaped children and its live
     echo "$total"
 }
 
-# start_sink KIND LEG: a sink on SINK_PORT that exits after MESSAGES*RCPTS... messages (one per transaction).
+# start_sink KIND LEG [QUIT]: a sink on SINK_PORT; with QUIT=1 it exits after MESSAGES messages.
 start_sink() {
-    local kind=$1 leg=$2
+    local kind=$1 leg=$2 quit=()
+    [[ ${3:-0} == 1 ]] && quit=(-M "$MESSAGES")
     if [[ $kind == corepost ]]; then
-        "$BIN/corepost-sink" "127.0.0.1:$SINK_PORT" 1024 -M "$MESSAGES" --json \
+        "$BIN/corepost-sink" "127.0.0.1:$SINK_PORT" 1024 "${quit[@]}" --json \
             >"$TMP/sink-$leg.out" 2>"$TMP/sink-$leg.err" &
     else
-        smtp-sink -u postfix -M "$MESSAGES" "127.0.0.1:$SINK_PORT" 1024 \
+        smtp-sink -u postfix "${quit[@]}" "127.0.0.1:$SINK_PORT" 1024 \
             >"$TMP/sink-$leg.out" 2>&1 &
     fi
     SINK_PID=$!
@@ -180,7 +181,7 @@ ROWS=()
 record_row() {
     local leg=$1 src=$2 sink=$3 mta_cpu=${4:--}
     local el us sy src_rate src_cpu p50=- p99=-
-    read -r el us sy <"$TMP/source-$leg.time"
+    read -r el us sy < <(tail -n 1 "$TMP/source-$leg.time")
     src_cpu=$(echo "$us + $sy" | bc -l)
     if [[ $src == corepost ]]; then
         src_rate=$(jq -r .msgs_per_sec "$TMP/source-$leg.json")
@@ -194,13 +195,34 @@ record_row() {
     ROWS+=("$leg|$src|$sink|$RATE|$src_rate|$src_cpu|$p50|$p99|$mta_cpu")
 }
 
+# wait_source LEG T0: direct runs end when the source has had every message acknowledged by the
+# sink; then the sink is stopped (corepost-sink prints its summary on SIGTERM). Sets RATE.
+wait_source() {
+    local leg=$1 t0=$2 deadline=$((SECONDS + TIMEOUT))
+    while kill -0 "$SOURCE_PID" 2>/dev/null; do
+        if ((SECONDS > deadline)); then
+            echo "relay-vs-postfix: $leg: timed out after ${TIMEOUT}s" >&2
+            kill "$SOURCE_PID" 2>/dev/null || true
+            break
+        fi
+        sleep 0.01
+    done
+    local t1
+    t1=$(now)
+    wait "$SOURCE_PID" 2>/dev/null || true
+    kill -TERM "$SINK_PID" 2>/dev/null || true
+    wait "$SINK_PID" 2>/dev/null || true
+    RATE=$(echo "$MESSAGES / ($t1 - $t0)" | bc -l)
+    tail -n 1 "$TMP/sink-$leg.out" >"$TMP/sink-$leg.json"
+}
+
 leg_direct() { # LEG SOURCE SINK
     local leg=$1 src=$2 sink=$3
     start_sink "$sink" "$leg"
     local t0
     t0=$(now)
     start_source "$src" "$SINK_PORT" "$leg"
-    wait_sink "$leg" "$t0" || true
+    wait_source "$leg" "$t0"
     record_row "$leg" "$src" "$sink"
 }
 
@@ -249,7 +271,7 @@ EOF
 leg_postfix() {
     local src=$1 sink=$2
     setup_postfix
-    start_sink "$sink" postfix
+    start_sink "$sink" postfix 1
     postfix -c "$POSTFIX_DIR/etc" start >"$TMP/postfix-start.log" 2>&1
     wait_port "$MTA_PORT"
     local master
@@ -290,7 +312,7 @@ EOF
 smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
 EOF
-    start_sink "$sink" corepost
+    start_sink "$sink" corepost 1
     COREPOST_CONFIG_DIR=$dir/etc "$BIN/corepost" -c "$dir/etc" run >"$TMP/corepost.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")

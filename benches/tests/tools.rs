@@ -172,7 +172,10 @@ fn one_connection_per_message_without_reuse_and_helo_fallback() {
     assert_eq!(n(&sum, "messages"), 20);
     assert_eq!(n(&sum, "connections"), 22);
     // The last sessions may still be winding down when the source exits.
-    assert!((19..=22).contains(&n(&sum, "transactions_per_connection.closed")), "{sum}");
+    assert!(
+        (19..=22).contains(&n(&sum, "transactions_per_connection.closed")),
+        "{sum}"
+    );
 }
 
 #[test]
