@@ -7,3 +7,4 @@
 
 pub mod cli;
 pub mod dns;
+pub mod smtpd;

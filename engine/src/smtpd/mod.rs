@@ -1,0 +1,13 @@
+//! smtpd: the ESMTP server that accepts mail into the spool.
+//!
+//! Layered like tokio's mini-redis: [`connection`] owns the socket and its
+//! buffers (lines in, replies out, pipelined groups answered in one write),
+//! [`command`] parses one command line, [`session`] runs the RFC 5321 state
+//! machine and decides each reply, [`data`] reads message content safely.
+//! Policy lives in [`restrictions`] and address classification and routing
+//! in `crate::routing`; [`settings`] is a service's effective configuration.
+
+pub mod address;
+pub mod command;
+pub mod data;
+pub mod reply;
