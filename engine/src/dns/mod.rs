@@ -369,12 +369,31 @@ fn fqdn(input: &str) -> Result<Fqdn, DnsError> {
     if trimmed.contains(|c: char| c.is_whitespace() || c.is_control()) {
         return Err(invalid("whitespace or control character".into()));
     }
-    let mut name = Name::from_utf8(trimmed).map_err(|e| invalid(e.to_string()))?;
+    let parsed = if trimmed.is_ascii() {
+        Name::from_ascii(trimmed)
+    } else {
+        Name::from_utf8(trimmed)
+    };
+    let mut name = parsed.map_err(|e| invalid(e.to_string()))?;
     name.set_fqdn(true);
     let name = name.to_lowercase();
     let text = name.to_ascii();
     let text = text.strip_suffix('.').unwrap_or(&text).to_string();
     Ok(Fqdn { name, text })
+}
+
+/// The cache key of a plain ASCII host name (letters, digits, `-`, `_`, dots) without parsing
+/// it: lower-cased, trailing dot removed — the same text [`fqdn`] produces for such a name.
+/// `None` for anything else (IDNs, escapes, odd syntax), which takes the parsing path. A name
+/// that would not parse can only miss the cache, since only parsed names are ever stored.
+fn fast_key(input: &str) -> Option<String> {
+    let trimmed = input.strip_suffix('.').unwrap_or(input);
+    let plain = !trimmed.is_empty()
+        && trimmed.len() <= 253
+        && trimmed
+            .bytes()
+            .all(|b| b.is_ascii_alphanumeric() || b == b'-' || b == b'_' || b == b'.');
+    plain.then(|| trimmed.to_ascii_lowercase())
 }
 
 fn rtype_str(rtype: RecordType) -> &'static str {
@@ -627,9 +646,19 @@ impl Resolver {
     /// The records of type `rtype` (A, AAAA, MX, PTR or TXT) for `name`, from the cache, from a
     /// query already in flight, or from the name servers.
     pub async fn lookup(&self, name: &str, rtype: RecordType) -> Outcome {
-        let fq = fqdn(name)?;
+        // Hits (the common case) skip parsing the name; misses parse it once.
+        let mut parsed = None;
+        let key_text = match fast_key(name) {
+            Some(text) => text,
+            None => {
+                let fq = fqdn(name)?;
+                let text = fq.text.clone();
+                parsed = Some(fq);
+                text
+            }
+        };
         bump(&self.counters.lookups);
-        let key: Key = (fq.text.clone(), u16::from(rtype));
+        let key: Key = (key_text, u16::from(rtype));
         loop {
             let hit = self.cache.borrow_mut().get(&key, Instant::now());
             if let Some(hit) = hit {
@@ -644,6 +673,11 @@ impl Resolver {
                     Settled::Abandoned => continue,
                 }
             }
+            let fq = match parsed.take() {
+                Some(fq) => fq,
+                None => fqdn(name)?,
+            };
+            debug_assert_eq!(fq.text, key.0, "fast_key and fqdn agree");
             let guard = LeaderGuard::new(&self.inflight, key.clone());
             let (outcome, ttl) = self.resolve(&fq, rtype).await;
             self.cache

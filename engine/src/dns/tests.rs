@@ -770,3 +770,31 @@ fn nexthop_without_dns_uses_the_system_lookup_off_core() {
         assert_eq!(s.total(), 0);
     });
 }
+
+#[test]
+fn underscore_and_idn_names() {
+    let s = TestServer::start().unwrap();
+    s.add_txt("_dmarc.example.test", 300, &["v=DMARC1; p=reject"]);
+    s.add_a("xn--bcher-kva.test", 300, v4(11));
+    on_executor(move || async move {
+        let r = resolver(&s);
+        assert_eq!(
+            r.lookup_txt("_DMARC.example.test").await.unwrap(),
+            vec!["v=DMARC1; p=reject".to_string()]
+        );
+        // A UTF-8 name is looked up in its punycode form, and shares the cache entry.
+        assert_eq!(r.lookup_a("bücher.test").await.unwrap(), vec![v4(11)]);
+        assert_eq!(r.lookup_a("xn--bcher-kva.test").await.unwrap(), vec![v4(11)]);
+        assert_eq!(s.count_all("xn--bcher-kva.test", RecordType::A), 1);
+    });
+}
+
+proptest::proptest! {
+    /// The cache key computed without parsing equals the parsed name's key.
+    #[test]
+    fn fast_key_agrees_with_parsing(name in "[A-Za-z0-9_-]{1,20}(\\.[A-Za-z0-9_-]{1,20}){0,4}\\.?") {
+        if let Ok(fq) = fqdn(&name) {
+            proptest::prop_assert_eq!(fast_key(&name), Some(fq.text));
+        }
+    }
+}
