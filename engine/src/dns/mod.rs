@@ -132,7 +132,8 @@ impl ResolverConfig {
 
     /// From corepost's configuration: `corepost_dns_servers` when set, else the name servers in
     /// `resolv_conf` (normally `/etc/resolv.conf`, read here — call this at start-up, not on a
-    /// core's hot path). resolv.conf's timeout and attempts apply in both cases.
+    /// core's hot path). resolv.conf's timeout and attempts apply in both cases. Pass
+    /// [`resolv_conf::RESOLV_CONF`] for the system's file.
     pub fn from_config(
         config: &Config,
         resolv_conf: &Path,

@@ -30,6 +30,8 @@ pub const DEFAULT_ATTEMPTS: u32 = 2;
 const MAX_ATTEMPTS: u32 = 5;
 /// glibc's `RES_MAXNDOTS` cap on `ndots:`.
 const MAX_NDOTS: u32 = 15;
+/// Where the C library reads its resolver configuration.
+pub const RESOLV_CONF: &str = "/etc/resolv.conf";
 /// The standard DNS port.
 pub const DNS_PORT: u16 = 53;
 

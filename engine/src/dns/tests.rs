@@ -784,7 +784,10 @@ fn underscore_and_idn_names() {
         );
         // A UTF-8 name is looked up in its punycode form, and shares the cache entry.
         assert_eq!(r.lookup_a("bücher.test").await.unwrap(), vec![v4(11)]);
-        assert_eq!(r.lookup_a("xn--bcher-kva.test").await.unwrap(), vec![v4(11)]);
+        assert_eq!(
+            r.lookup_a("xn--bcher-kva.test").await.unwrap(),
+            vec![v4(11)]
+        );
         assert_eq!(s.count_all("xn--bcher-kva.test", RecordType::A), 1);
     });
 }
