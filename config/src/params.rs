@@ -13,12 +13,7 @@ const fn p(name: &'static str, kind: Kind, default: &'static str, doc: &'static 
     ParamDef::new(name, kind, default, doc)
 }
 
-const fn c(
-    name: &'static str,
-    kind: Kind,
-    compute: ComputeDefault,
-    doc: &'static str,
-) -> ParamDef {
+const fn c(name: &'static str, kind: Kind, compute: ComputeDefault, doc: &'static str) -> ParamDef {
     ParamDef::computed(name, kind, compute, doc)
 }
 
@@ -291,6 +286,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("corepost_metrics_address", Text, "", "host:port where Prometheus metrics are served over HTTP; empty disables.")
         .corepost(),
     p("corepost_dns_servers", List, "", "Name servers (address or address:port) for mail lookups; empty means those in /etc/resolv.conf. Tests point this at a server on loopback.")
+        .corepost(),
+    p("corepost_core_backlog_limit", Int, "500000", "Queued messages per core above which smtpd slows new mail down by in_flow_delay and then answers 451 4.3.1, keeping memory and disk bounded when delivery falls behind.")
         .corepost(),
     p("corepost_log_format", Text, "postfix", "Log line format: postfix (Postfix's text lines) or json.")
         .corepost(),

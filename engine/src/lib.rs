@@ -7,4 +7,8 @@
 
 pub mod cli;
 pub mod dns;
+pub mod log;
+pub mod routing;
+pub mod runtime;
 pub mod smtpd;
+pub mod time;

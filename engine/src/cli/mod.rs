@@ -11,6 +11,7 @@ use std::process::ExitCode;
 
 mod check;
 mod config;
+mod daemon;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -29,6 +30,15 @@ enum Command {
     Config(config::ConfigArgs),
     /// Validate main.cf, master.cf and every table they reference.
     Check(check::CheckArgs),
+    /// Run the mail system in the foreground (for systemd and terminals).
+    Run(daemon::DaemonArgs),
+    /// Stop the running mail system: no new connections, open sessions
+    /// finish or get 421, the spool is flushed.
+    Stop(daemon::DaemonArgs),
+    /// Tell whether the mail system is running.
+    Status(daemon::DaemonArgs),
+    /// Re-read the configuration without dropping sessions.
+    Reload(daemon::DaemonArgs),
 }
 
 /// Run the command line `args` (including argv[0]).
@@ -47,6 +57,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     match cli.command {
         Command::Config(args) => config::run(args),
         Command::Check(args) => check::run(args),
+        Command::Run(args) => daemon::run(args),
+        Command::Stop(args) => daemon::stop(args),
+        Command::Status(args) => daemon::status(args),
+        Command::Reload(args) => daemon::reload(args),
     }
 }
 

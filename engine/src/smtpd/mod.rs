@@ -9,5 +9,10 @@
 
 pub mod address;
 pub mod command;
+pub mod connection;
 pub mod data;
+pub mod networks;
 pub mod reply;
+pub mod restrictions;
+pub mod session;
+pub mod settings;

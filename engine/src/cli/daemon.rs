@@ -1,0 +1,105 @@
+//! `corepost run`, `stop`, `status` and `reload`: running the daemon and
+//! talking to it through its pid file (`$queue_directory/corepost.pid`).
+
+use super::fatal;
+use clap::Args;
+use corepost_config::{Config, default_config_dir};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::time::{Duration, Instant};
+
+#[derive(Debug, Args)]
+pub struct DaemonArgs {
+    /// Configuration directory (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
+    #[arg(short = 'c', value_name = "DIR")]
+    config_dir: Option<PathBuf>,
+}
+
+impl DaemonArgs {
+    fn dir(&self) -> PathBuf {
+        self.config_dir.clone().unwrap_or_else(default_config_dir)
+    }
+}
+
+/// `corepost run`: the daemon in the foreground.
+pub fn run(args: DaemonArgs) -> ExitCode {
+    let options = crate::runtime::RunOptions {
+        config_dir: args.dir(),
+    };
+    match crate::runtime::run(&options) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => fatal(e),
+    }
+}
+
+/// The running daemon's pid, if there is one.
+fn running_pid(args: &DaemonArgs) -> Result<Option<i32>, String> {
+    let config = Config::load(&args.dir()).map_err(|e| e.to_string())?;
+    let path = crate::runtime::pid_file(&config)?;
+    let Ok(text) = std::fs::read_to_string(&path) else {
+        return Ok(None);
+    };
+    let Ok(pid) = text.trim().parse::<i32>() else {
+        return Ok(None);
+    };
+    // SAFETY: kill with signal 0 only checks that the process exists.
+    let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
+    Ok(alive.then_some(pid))
+}
+
+fn signal(pid: i32, sig: i32) -> bool {
+    // SAFETY: sending a signal has no memory-safety preconditions.
+    unsafe { libc::kill(pid, sig) == 0 }
+}
+
+/// `corepost status`: exit 0 when running.
+pub fn status(args: DaemonArgs) -> ExitCode {
+    match running_pid(&args) {
+        Ok(Some(pid)) => {
+            println!("corepost: the mail system is running: PID: {pid}");
+            ExitCode::SUCCESS
+        }
+        Ok(None) => {
+            println!("corepost: the mail system is not running");
+            ExitCode::from(1)
+        }
+        Err(e) => fatal(e),
+    }
+}
+
+/// `corepost stop`: SIGTERM, then wait for the daemon to finish.
+pub fn stop(args: DaemonArgs) -> ExitCode {
+    let pid = match running_pid(&args) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => return fatal("the mail system is not running"),
+        Err(e) => return fatal(e),
+    };
+    if !signal(pid, libc::SIGTERM) {
+        return fatal(format!(
+            "cannot signal pid {pid}: {}",
+            std::io::Error::last_os_error()
+        ));
+    }
+    let deadline = Instant::now() + Duration::from_secs(60);
+    while Instant::now() < deadline {
+        if !signal(pid, 0) {
+            println!("corepost: stopped the mail system (PID {pid})");
+            return ExitCode::SUCCESS;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    fatal(format!("pid {pid} is still running after 60 seconds"))
+}
+
+/// `corepost reload`: SIGHUP.
+pub fn reload(args: DaemonArgs) -> ExitCode {
+    match running_pid(&args) {
+        Ok(Some(pid)) if signal(pid, libc::SIGHUP) => {
+            println!("corepost: refreshing the mail system (PID {pid})");
+            ExitCode::SUCCESS
+        }
+        Ok(Some(pid)) => fatal(format!("cannot signal pid {pid}")),
+        Ok(None) => fatal("the mail system is not running"),
+        Err(e) => fatal(e),
+    }
+}

@@ -1,0 +1,182 @@
+//! The connection layer: a socket with a bounded input buffer and an output
+//! buffer.
+//!
+//! Commands are taken line by line from what one read delivered; replies
+//! are queued and written together when no complete command is left in the
+//! input, so a pipelined group is answered in one write. Lines longer than
+//! the limit are discarded as they arrive, never buffered whole.
+
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+use std::io;
+use std::time::Duration;
+
+/// Initial input buffer; grows up to [`MAX_BUFFER`] for DATA.
+const INITIAL_BUFFER: usize = 1024;
+const MAX_BUFFER: usize = 64 * 1024;
+
+/// A line, or why there is none yet.
+#[derive(Debug, PartialEq, Eq)]
+pub enum Line {
+    /// A complete line (without CR LF) — its bytes are in the buffer at the
+    /// returned range until [`Connection::consume`].
+    Complete { len: usize, consumed: usize },
+    /// The line exceeded the limit; it has been discarded.
+    TooLong,
+    /// More input is needed.
+    Incomplete,
+}
+
+/// One client connection.
+pub struct Connection {
+    stream: TcpStream,
+    buf: Vec<u8>,
+    start: usize,
+    end: usize,
+    out: Vec<u8>,
+    /// Discarding the rest of an over-long line.
+    discarding: bool,
+}
+
+impl Connection {
+    pub fn new(stream: TcpStream) -> Connection {
+        Connection {
+            stream,
+            buf: vec![0; INITIAL_BUFFER],
+            start: 0,
+            end: 0,
+            out: Vec::with_capacity(512),
+            discarding: false,
+        }
+    }
+
+    /// Bytes received and not yet consumed.
+    pub fn buffered(&self) -> &[u8] {
+        &self.buf[self.start..self.end]
+    }
+
+    pub fn consume(&mut self, n: usize) {
+        self.start = (self.start + n).min(self.end);
+        if self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+    }
+
+    /// Drop everything buffered (e.g. plaintext pipelined before TLS).
+    pub fn discard_input(&mut self) {
+        self.start = 0;
+        self.end = 0;
+    }
+
+    /// The next line, if complete, limited to `max` bytes.
+    pub fn next_line(&mut self, max: usize) -> Line {
+        let data = &self.buf[self.start..self.end];
+        match data.iter().position(|&b| b == b'\n') {
+            Some(nl) => {
+                if self.discarding {
+                    self.discarding = false;
+                    self.consume(nl + 1);
+                    return Line::TooLong;
+                }
+                let len = if nl > 0 && data[nl - 1] == b'\r' {
+                    nl - 1
+                } else {
+                    nl
+                };
+                if len > max {
+                    self.consume(nl + 1);
+                    return Line::TooLong;
+                }
+                Line::Complete {
+                    len,
+                    consumed: nl + 1,
+                }
+            }
+            None => {
+                if self.discarding || data.len() > max + 2 {
+                    self.discarding = true;
+                    self.discard_input();
+                }
+                Line::Incomplete
+            }
+        }
+    }
+
+    /// Whether a complete line is buffered (a pipelined command waits).
+    pub fn has_line(&self) -> bool {
+        self.buffered().contains(&b'\n')
+    }
+
+    /// Read more input, waiting at most `timeout`. Returns 0 at EOF.
+    pub async fn fill(&mut self, timeout: Duration) -> io::Result<usize> {
+        if self.start > 0 && self.start == self.end {
+            self.start = 0;
+            self.end = 0;
+        }
+        if self.end == self.buf.len() {
+            if self.start > 0 {
+                self.buf.copy_within(self.start..self.end, 0);
+                self.end -= self.start;
+                self.start = 0;
+            } else if self.buf.len() < MAX_BUFFER {
+                let n = (self.buf.len() * 4).min(MAX_BUFFER);
+                self.buf.resize(n, 0);
+            } else {
+                return Err(io::Error::other("input buffer full"));
+            }
+        }
+        let stream = &mut self.stream;
+        let buf = &mut self.buf[self.end..];
+        let n = glommio::timer::timeout(timeout, async { Ok(stream.read(buf).await?) })
+            .await
+            .map_err(io::Error::from)?;
+        self.end += n;
+        Ok(n)
+    }
+
+    /// Queue raw reply bytes.
+    pub fn queue(&mut self, bytes: &[u8]) {
+        self.out.extend_from_slice(bytes);
+    }
+
+    pub fn out(&mut self) -> &mut Vec<u8> {
+        &mut self.out
+    }
+
+    /// Write everything queued, waiting at most `timeout`.
+    pub async fn flush(&mut self, timeout: Duration) -> io::Result<()> {
+        if self.out.is_empty() {
+            return Ok(());
+        }
+        let stream = &mut self.stream;
+        let out = &self.out;
+        glommio::timer::timeout(timeout, async {
+            stream.write_all(out).await?;
+            Ok(())
+        })
+        .await
+        .map_err(io::Error::from)?;
+        self.out.clear();
+        if self.out.capacity() > 64 * 1024 {
+            self.out.shrink_to(512);
+        }
+        Ok(())
+    }
+
+    /// Give back a large DATA buffer once the message is done, so idle
+    /// sessions stay small.
+    pub fn shrink(&mut self) {
+        if self.buf.len() > INITIAL_BUFFER && self.end - self.start <= INITIAL_BUFFER {
+            self.buf.copy_within(self.start..self.end, 0);
+            self.end -= self.start;
+            self.start = 0;
+            self.buf.truncate(INITIAL_BUFFER);
+            self.buf.shrink_to_fit();
+        }
+    }
+
+    pub async fn close(&mut self) {
+        let _ = self.stream.close().await;
+    }
+}

@@ -1,0 +1,1019 @@
+//! One SMTP session: the RFC 5321 state machine, from greeting to QUIT.
+//!
+//! For each command the session decides a reply; before a message is
+//! acknowledged it is classified, validated and routed (every recipient
+//! gets its transport and next hop), appended to this core's spool and made
+//! durable — only then is `250 2.0.0 Ok: queued as <id>` sent.
+
+use super::address::{Mailbox, decode_xtext, parse_mailbox};
+use super::command::{Command, Param, parse_command};
+use super::connection::{Connection, Line};
+use super::data::{BareNewline, DataEnd, DataParser};
+use super::reply::Reply;
+use super::restrictions::{Decision, Facts, Stage};
+use super::settings::SmtpdSettings;
+use crate::routing::{AddressClass, RecipientCheck};
+use crate::runtime::CoreContext;
+use corepost_spool::{
+    BodyType, ClientInfo, Envelope, MailParams, QueueId, Recipient, RecipientState, Ret,
+};
+use std::collections::BTreeMap;
+use std::net::SocketAddr;
+use std::rc::Rc;
+use std::time::Duration;
+
+/// Longest command line accepted (Postfix's line_length_limit default).
+const MAX_COMMAND_LINE: usize = 2048;
+
+/// The envelope under construction.
+#[derive(Debug, Default)]
+struct Transaction {
+    queue_id: Option<QueueId>,
+    sender: String,
+    params: MailParams,
+    recipients: Vec<Recipient>,
+    /// RCPT commands rejected in this transaction.
+    rejected: usize,
+    /// BDAT content so far.
+    chunks: Option<Vec<u8>>,
+    chunks_too_big: bool,
+}
+
+/// Per-verb (accepted, total) counters for the disconnect line.
+#[derive(Debug, Default)]
+struct Counters(BTreeMap<&'static str, (u32, u32)>);
+
+impl Counters {
+    fn count(&mut self, verb: &'static str, ok: bool) {
+        let e = self.0.entry(verb).or_default();
+        e.1 += 1;
+        if ok {
+            e.0 += 1;
+        }
+    }
+
+    /// `ehlo=1 mail=1 rcpt=0/1 data=1 quit=1 commands=4/5`
+    fn summary(&self) -> String {
+        const ORDER: &[&str] = &[
+            "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop",
+            "vrfy", "expn", "help", "quit", "unknown",
+        ];
+        let mut parts = Vec::new();
+        let (mut ok, mut total) = (0, 0);
+        for verb in ORDER {
+            if let Some(&(o, t)) = self.0.get(verb) {
+                ok += o;
+                total += t;
+                parts.push(if o == t {
+                    format!("{verb}={o}")
+                } else {
+                    format!("{verb}={o}/{t}")
+                });
+            }
+        }
+        parts.push(if ok == total {
+            format!("commands={ok}")
+        } else {
+            format!("commands={ok}/{total}")
+        });
+        parts.join(" ")
+    }
+}
+
+enum Flow {
+    Continue,
+    Close,
+}
+
+/// One client session.
+pub struct Session {
+    conn: Connection,
+    core: Rc<CoreContext>,
+    settings: std::sync::Arc<SmtpdSettings>,
+    peer: SocketAddr,
+    client_name: String,
+    helo: Option<String>,
+    esmtp: bool,
+    tx: Option<Transaction>,
+    errors: u32,
+    junk: u32,
+    counters: Counters,
+    last_command: &'static str,
+}
+
+impl Session {
+    pub fn new(
+        conn: Connection,
+        core: Rc<CoreContext>,
+        settings: std::sync::Arc<SmtpdSettings>,
+        peer: SocketAddr,
+    ) -> Session {
+        let addr = crate::smtpd::networks::canonical(peer.ip());
+        Session {
+            conn,
+            core,
+            settings,
+            peer: SocketAddr::new(addr, peer.port()),
+            client_name: "unknown".to_string(),
+            helo: None,
+            esmtp: false,
+            tx: None,
+            errors: 0,
+            junk: 0,
+            counters: Counters::default(),
+            last_command: "CONNECT",
+        }
+    }
+
+    fn log(&self, message: &str) {
+        self.core.log.line(&self.settings.program, message);
+    }
+
+    fn client(&self) -> String {
+        format!("{}[{}]", self.client_name, self.peer.ip())
+    }
+
+    /// Run the session to the end.
+    pub async fn run(mut self) {
+        self.log(&format!("connect from {}", self.client()));
+        let greeting = if self.core.shutdown.is_triggered() {
+            Reply::new(
+                421,
+                "4.3.2",
+                format!(
+                    "{} Service shutting down, closing transmission channel",
+                    self.settings.myhostname
+                ),
+            )
+        } else {
+            Reply::new(220, "", self.settings.banner.clone())
+        };
+        let stop = greeting.code == 421;
+        greeting.write_to(self.conn.out());
+        if self.conn.flush(self.settings.timeout).await.is_ok() && !stop {
+            self.command_loop().await;
+        }
+        self.conn.close().await;
+        self.log(&format!(
+            "disconnect from {} {}",
+            self.client(),
+            self.counters.summary()
+        ));
+    }
+
+    async fn command_loop(&mut self) {
+        loop {
+            match self.conn.next_line(MAX_COMMAND_LINE) {
+                Line::Complete { len, consumed } => {
+                    let line = self.conn.buffered()[..len].to_vec();
+                    self.conn.consume(consumed);
+                    if let Flow::Close = self.handle_line(&line).await {
+                        let _ = self.conn.flush(self.settings.timeout).await;
+                        return;
+                    }
+                }
+                Line::TooLong => {
+                    self.counters.count("unknown", false);
+                    if let Flow::Close = self
+                        .error(Reply::new(500, "5.5.2", "Error: line too long"))
+                        .await
+                    {
+                        let _ = self.conn.flush(self.settings.timeout).await;
+                        return;
+                    }
+                }
+                Line::Incomplete => {
+                    // Nothing more to answer: send the pipelined group's
+                    // replies in one write, then wait for input.
+                    if self.conn.flush(self.settings.timeout).await.is_err() {
+                        self.log(&format!(
+                            "lost connection after {} from {}",
+                            self.last_command,
+                            self.client()
+                        ));
+                        return;
+                    }
+                    if self.core.shutdown.is_triggered() {
+                        self.shutting_down();
+                        let _ = self.conn.flush(self.settings.timeout).await;
+                        return;
+                    }
+                    let read = futures_lite::future::or(
+                        async { Some(self.conn.fill(self.settings.timeout).await) },
+                        async {
+                            self.core.shutdown.wait().await;
+                            None
+                        },
+                    );
+                    match read.await {
+                        None => {
+                            self.shutting_down();
+                            let _ = self.conn.flush(self.settings.timeout).await;
+                            return;
+                        }
+                        Some(Ok(0)) => {
+                            self.log(&format!(
+                                "lost connection after {} from {}",
+                                self.last_command,
+                                self.client()
+                            ));
+                            return;
+                        }
+                        Some(Ok(_)) => {}
+                        Some(Err(e)) if e.kind() == std::io::ErrorKind::TimedOut => {
+                            self.log(&format!(
+                                "timeout after {} from {}",
+                                self.last_command,
+                                self.client()
+                            ));
+                            Reply::new(
+                                421,
+                                "4.4.2",
+                                format!("{} Error: timeout exceeded", self.settings.myhostname),
+                            )
+                            .write_to(self.conn.out());
+                            let _ = self.conn.flush(Duration::from_secs(5)).await;
+                            return;
+                        }
+                        Some(Err(_)) => {
+                            self.log(&format!(
+                                "lost connection after {} from {}",
+                                self.last_command,
+                                self.client()
+                            ));
+                            return;
+                        }
+                    }
+                }
+            }
+        }
+    }
+
+    fn shutting_down(&mut self) {
+        Reply::new(
+            421,
+            "4.3.2",
+            format!(
+                "{} Service shutting down, closing transmission channel",
+                self.settings.myhostname
+            ),
+        )
+        .write_to(self.conn.out());
+    }
+
+    /// Queue a reply.
+    fn reply(&mut self, reply: Reply) {
+        reply.write_to(self.conn.out());
+    }
+
+    /// Queue an error reply, counting it against the error limits.
+    async fn error(&mut self, reply: Reply) -> Flow {
+        self.errors += 1;
+        if self.errors >= self.settings.hard_error_limit {
+            self.log(&format!(
+                "too many errors after {} from {}",
+                self.last_command,
+                self.client()
+            ));
+            self.reply(Reply::new(
+                421,
+                "4.7.0",
+                format!("{} Error: too many errors", self.settings.myhostname),
+            ));
+            return Flow::Close;
+        }
+        if self.errors >= self.settings.soft_error_limit && !self.settings.error_sleep.is_zero() {
+            let _ = self.conn.flush(self.settings.timeout).await;
+            glommio::timer::sleep(self.settings.error_sleep).await;
+        }
+        self.reply(reply);
+        Flow::Continue
+    }
+
+    async fn handle_line(&mut self, line: &[u8]) -> Flow {
+        let command = match parse_command(line) {
+            Ok(c) => c,
+            Err(e) => {
+                self.counters.count(e.verb.unwrap_or("unknown"), false);
+                if let Some(v) = e.verb {
+                    self.last_command = verb_upper(v);
+                }
+                return self.error(e.reply).await;
+            }
+        };
+        let verb = command.verb();
+        self.last_command = verb_upper(verb);
+        let result = match command {
+            Command::Helo(host) => Ok(self.helo(host, false)),
+            Command::Ehlo(host) => Ok(self.helo(host, true)),
+            Command::Mail { path, params } => self.mail(path, params).await,
+            Command::Rcpt { path, params } => self.rcpt(path, params),
+            Command::Data => return self.data().await,
+            Command::Bdat { size, last } => return self.bdat(size, last).await,
+            Command::Rset => {
+                self.tx = None;
+                Ok(Reply::new(250, "2.0.0", "Ok"))
+            }
+            Command::Noop => self.junk(Reply::new(250, "2.0.0", "Ok")),
+            Command::Quit => {
+                self.counters.count("quit", true);
+                self.reply(Reply::new(221, "2.0.0", "Bye"));
+                return Flow::Close;
+            }
+            Command::Vrfy(arg) => {
+                if self.settings.disable_vrfy {
+                    Err(Reply::new(502, "5.5.1", "VRFY command is disabled"))
+                } else {
+                    self.junk(Reply::new(252, "2.0.0", arg))
+                }
+            }
+            Command::Expn(_) => Err(Reply::new(502, "5.5.1", "Error: command not implemented")),
+            Command::Help => Ok(Reply::new(
+                214,
+                "2.0.0",
+                "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY",
+            )),
+            Command::StartTls => Err(Reply::new(502, "5.5.1", "Error: command not implemented")),
+            Command::Auth(_) => Err(Reply::new(
+                503,
+                "5.5.1",
+                "Error: authentication not enabled",
+            )),
+        };
+        match result {
+            Ok(reply) => {
+                self.counters.count(verb, true);
+                self.reply(reply);
+                Flow::Continue
+            }
+            Err(reply) => {
+                self.counters.count(verb, false);
+                self.error(reply).await
+            }
+        }
+    }
+
+    /// NOOP, VRFY and friends beyond smtpd_junk_command_limit count as errors.
+    fn junk(&mut self, reply: Reply) -> Result<Reply, Reply> {
+        self.junk += 1;
+        if self.junk > self.settings.junk_command_limit {
+            self.errors += 1;
+        }
+        Ok(reply)
+    }
+
+    fn helo(&mut self, host: String, esmtp: bool) -> Reply {
+        self.helo = Some(host);
+        self.esmtp = esmtp;
+        self.tx = None;
+        if !esmtp {
+            return Reply::new(250, "", self.settings.myhostname.clone());
+        }
+        let s = &self.settings;
+        let mut lines = vec![s.myhostname.clone()];
+        let mut keywords = vec!["PIPELINING".to_string()];
+        if s.message_size_limit != u64::MAX {
+            keywords.push(format!("SIZE {}", s.message_size_limit));
+        } else {
+            keywords.push("SIZE".to_string());
+        }
+        if !s.disable_vrfy {
+            keywords.push("VRFY".into());
+        }
+        keywords.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"].map(String::from));
+        if s.smtputf8 {
+            keywords.push("SMTPUTF8".into());
+        }
+        keywords.extend(["CHUNKING", "BINARYMIME"].map(String::from));
+        lines.extend(keywords.into_iter().filter(|k| {
+            let word = k.split(' ').next().unwrap_or(k);
+            !s.discard_ehlo.iter().any(|d| d == word)
+        }));
+        Reply::new(250, "", lines.join("\n"))
+    }
+
+    fn facts<'a>(&'a self, recipient: Option<&'a str>, class: Option<AddressClass>) -> Facts<'a> {
+        Facts {
+            client_addr: self.peer.ip(),
+            client_name: &self.client_name,
+            helo: self.helo.as_deref(),
+            sender: self.tx.as_ref().map(|t| t.sender.as_str()),
+            recipient,
+            recipient_class: class,
+            sasl_user: None,
+        }
+    }
+
+    /// Evaluate lists in order; the first reject wins.
+    fn restrict(
+        &self,
+        lists: &[(&str, Stage)],
+        recipient: Option<&str>,
+        class: Option<AddressClass>,
+    ) -> Option<Reply> {
+        let facts = self.facts(recipient, class);
+        let mut warnings = Vec::new();
+        let mut verdict = None;
+        for (list, stage) in lists {
+            if let Decision::Reject(r) =
+                self.settings
+                    .policy
+                    .evaluate(list, *stage, &facts, &mut warnings)
+            {
+                verdict = Some(r);
+                break;
+            }
+        }
+        for w in warnings {
+            self.log(&format!("warning: {w}"));
+        }
+        verdict
+    }
+
+    /// Log a rejection the way Postfix does.
+    fn log_reject(&self, command: &str, reply: &Reply, recipient: Option<&str>) {
+        let id = self
+            .tx
+            .as_ref()
+            .and_then(|t| t.queue_id)
+            .map_or_else(|| "NOQUEUE".to_string(), |id| id.to_string());
+        let mut line = format!(
+            "{id}: reject: {command} from {}: {}",
+            self.client(),
+            reply.summary()
+        );
+        if let Some(tx) = &self.tx {
+            line.push_str(&format!("; from=<{}>", tx.sender));
+        }
+        if let Some(r) = recipient {
+            line.push_str(&format!(" to=<{r}>"));
+        }
+        line.push_str(&format!(
+            " proto={} helo=<{}>",
+            if self.esmtp { "ESMTP" } else { "SMTP" },
+            self.helo.as_deref().unwrap_or("")
+        ));
+        self.log(&line);
+    }
+
+    async fn mail(&mut self, path: String, params: Vec<Param>) -> Result<Reply, Reply> {
+        if self.settings.helo_required && self.helo.is_none() {
+            return Err(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"));
+        }
+        if self.tx.is_some() {
+            return Err(Reply::new(503, "5.5.1", "Error: nested MAIL command"));
+        }
+        let mut mp = MailParams::default();
+        for p in &params {
+            let v = p.value.as_deref();
+            match (p.keyword.as_str(), v) {
+                ("SIZE", Some(v)) => {
+                    let size: u64 = v
+                        .parse()
+                        .map_err(|_| Reply::new(501, "5.5.4", "Bad message size syntax"))?;
+                    if size > self.settings.message_size_limit {
+                        return Err(Reply::new(552, "5.3.4", "Message size exceeds fixed limit"));
+                    }
+                    mp.size = Some(size);
+                }
+                ("BODY", Some(v)) => {
+                    mp.body = match v.to_ascii_uppercase().as_str() {
+                        "7BIT" => BodyType::SevenBit,
+                        "8BITMIME" => BodyType::EightBitMime,
+                        "BINARYMIME" => BodyType::BinaryMime,
+                        _ => {
+                            return Err(Reply::new(
+                                501,
+                                "5.5.4",
+                                "Unsupported BODY parameter value",
+                            ));
+                        }
+                    }
+                }
+                ("SMTPUTF8", None) if self.settings.smtputf8 => mp.smtputf8 = true,
+                ("RET", Some(v)) => {
+                    mp.ret = Some(match v.to_ascii_uppercase().as_str() {
+                        "FULL" => Ret::Full,
+                        "HDRS" => Ret::Headers,
+                        _ => return Err(Reply::new(501, "5.5.4", "Bad RET parameter syntax")),
+                    })
+                }
+                ("ENVID", Some(v)) => {
+                    let id = decode_xtext(v)
+                        .filter(|id| id.len() <= 100)
+                        .ok_or_else(|| Reply::new(501, "5.5.4", "Bad ENVID parameter syntax"))?;
+                    mp.envid = Some(id);
+                }
+                _ => {
+                    return Err(Reply::new(
+                        555,
+                        "5.5.4",
+                        format!("Unsupported option: {}", p.keyword),
+                    ));
+                }
+            }
+        }
+        let sender = if path.is_empty() {
+            String::new()
+        } else {
+            parse_mailbox(&path, mp.smtputf8)?.address()
+        };
+        // Back-pressure: slow down, then refuse, when this core's queue is
+        // over its backlog.
+        if self.core.queued() > self.settings.backlog_limit {
+            if !self.settings.in_flow_delay.is_zero() {
+                let _ = self.conn.flush(self.settings.timeout).await;
+                glommio::timer::sleep(self.settings.in_flow_delay).await;
+            }
+            if self.core.queued() > self.settings.backlog_limit {
+                return Err(Reply::new(451, "4.3.1", "Insufficient system storage"));
+            }
+        }
+        self.tx = Some(Transaction {
+            sender,
+            params: mp,
+            ..Transaction::default()
+        });
+        if !self.settings.delay_reject
+            && let Some(reply) = self.restrict(
+                &[
+                    ("smtpd_client_restrictions", Stage::Client),
+                    ("smtpd_helo_restrictions", Stage::Helo),
+                    ("smtpd_sender_restrictions", Stage::Sender),
+                ],
+                None,
+                None,
+            )
+        {
+            self.log_reject("MAIL", &reply, None);
+            self.tx = None;
+            return Err(reply);
+        }
+        Ok(Reply::new(250, "2.1.0", "Ok"))
+    }
+
+    fn rcpt(&mut self, path: String, params: Vec<Param>) -> Result<Reply, Reply> {
+        let Some(tx) = &self.tx else {
+            return Err(Reply::new(503, "5.5.1", "Error: need MAIL command"));
+        };
+        if tx.recipients.len() >= self.settings.recipient_limit {
+            return Err(Reply::new(452, "4.5.3", "Error: too many recipients"));
+        }
+        let smtputf8 = tx.params.smtputf8;
+        let mut notify = 0u8;
+        let mut orcpt = None;
+        for p in &params {
+            match (p.keyword.as_str(), p.value.as_deref()) {
+                ("NOTIFY", Some(v)) => {
+                    notify = parse_notify(v).ok_or_else(|| {
+                        Reply::new(501, "5.5.4", "Error: Bad NOTIFY parameter syntax")
+                    })?
+                }
+                ("ORCPT", Some(v)) => {
+                    let decoded = decode_xtext(v)
+                        .filter(|o| o.contains(';') && o.len() <= 500)
+                        .ok_or_else(|| {
+                            Reply::new(501, "5.5.4", "Error: Bad ORCPT parameter syntax")
+                        })?;
+                    orcpt = Some(decoded);
+                }
+                _ => {
+                    return Err(Reply::new(
+                        555,
+                        "5.5.4",
+                        format!("Unsupported option: {}", p.keyword),
+                    ));
+                }
+            }
+        }
+        // A bare "postmaster" is this host's postmaster (RFC 5321 §4.5.1).
+        let mailbox = if path.eq_ignore_ascii_case("postmaster") {
+            Mailbox {
+                local: "postmaster".into(),
+                domain: self.settings.myhostname.to_ascii_lowercase(),
+            }
+        } else {
+            parse_mailbox(&path, smtputf8)?
+        };
+        let address = mailbox.address();
+        let router = &self.settings.router;
+        let lookup_failure = |e: corepost_config::tables::TableError| {
+            Reply::new(
+                451,
+                "4.3.0",
+                format!("<{address}>: Temporary lookup failure ({e})"),
+            )
+        };
+        let class = router.classify(&mailbox.domain).map_err(lookup_failure)?;
+        let lists = [
+            ("smtpd_client_restrictions", Stage::Client),
+            ("smtpd_helo_restrictions", Stage::Helo),
+            ("smtpd_sender_restrictions", Stage::Sender),
+            ("smtpd_relay_restrictions", Stage::Relay),
+            ("smtpd_recipient_restrictions", Stage::Recipient),
+        ];
+        let lists = if self.settings.delay_reject {
+            &lists[..]
+        } else {
+            &lists[3..]
+        };
+        if let Some(reply) = self.restrict(lists, Some(&address), Some(class)) {
+            self.log_reject("RCPT", &reply, Some(&address));
+            if let Some(tx) = &mut self.tx {
+                tx.rejected += 1;
+            }
+            return Err(reply);
+        }
+        if self.settings.reject_unlisted_recipient
+            && let RecipientCheck::Unknown { code, table } = router
+                .check_recipient(&address, class)
+                .map_err(lookup_failure)?
+        {
+            let reply = Reply::new(
+                code,
+                if code >= 500 { "5.1.1" } else { "4.1.1" },
+                format!("<{address}>: Recipient address rejected: User unknown in {table}"),
+            );
+            self.log_reject("RCPT", &reply, Some(&address));
+            if let Some(tx) = &mut self.tx {
+                tx.rejected += 1;
+            }
+            return Err(reply);
+        }
+        let route = router.route(&address, class).map_err(lookup_failure)?;
+        let first = self.tx.as_ref().is_some_and(|t| t.queue_id.is_none());
+        if first {
+            let id = self.core.new_queue_id();
+            if let Some(tx) = &mut self.tx {
+                tx.queue_id = Some(id);
+            }
+            self.log(&format!("{id}: client={}", self.client()));
+        }
+        if let Some(tx) = &mut self.tx {
+            tx.recipients.push(Recipient {
+                address,
+                orcpt,
+                notify,
+                transport: route.transport,
+                nexthop: route.nexthop,
+                state: RecipientState::Pending,
+            });
+        }
+        Ok(Reply::new(250, "2.1.5", "Ok"))
+    }
+
+    /// Why DATA/BDAT cannot start, if it cannot.
+    fn content_refusal(&self, bdat: bool) -> Option<Reply> {
+        match &self.tx {
+            None => Some(Reply::new(503, "5.5.1", "Error: need RCPT command")),
+            Some(tx) if tx.recipients.is_empty() && tx.rejected > 0 => {
+                Some(Reply::new(554, "5.5.1", "Error: no valid recipients"))
+            }
+            Some(tx) if tx.recipients.is_empty() => {
+                Some(Reply::new(503, "5.5.1", "Error: need RCPT command"))
+            }
+            Some(tx) if !bdat && tx.params.body == BodyType::BinaryMime => Some(Reply::new(
+                503,
+                "5.5.1",
+                "Error: BDAT is required with BODY=BINARYMIME",
+            )),
+            Some(tx) if !bdat && tx.chunks.is_some() => {
+                Some(Reply::new(503, "5.5.1", "Error: DATA after BDAT"))
+            }
+            _ => None,
+        }
+    }
+
+    async fn data(&mut self) -> Flow {
+        if let Some(reply) = self.content_refusal(false) {
+            self.counters.count("data", false);
+            return self.error(reply).await;
+        }
+        if let Some(reply) = self.restrict(&[("smtpd_data_restrictions", Stage::Data)], None, None)
+        {
+            self.log_reject("DATA", &reply, None);
+            self.counters.count("data", false);
+            return self.error(reply).await;
+        }
+        self.reply(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
+        if self.conn.flush(self.settings.timeout).await.is_err() {
+            return Flow::Close;
+        }
+        let mode = if self.settings.bare_newline != BareNewline::Allow
+            && self
+                .settings
+                .bare_newline_exclusions
+                .contains(self.peer.ip())
+        {
+            BareNewline::Allow
+        } else {
+            self.settings.bare_newline
+        };
+        let mut parser = DataParser::new(
+            mode,
+            self.settings.message_size_limit,
+            Vec::with_capacity(8192),
+        );
+        let end = loop {
+            let (used, end) = parser.feed(self.conn.buffered());
+            self.conn.consume(used);
+            if let Some(end) = end {
+                break end;
+            }
+            match self.conn.fill(self.settings.timeout).await {
+                Ok(0) | Err(_) => {
+                    self.log(&format!(
+                        "lost connection after DATA ({} bytes) from {}",
+                        parser.into_body().len(),
+                        self.client()
+                    ));
+                    self.tx = None;
+                    return Flow::Close;
+                }
+                Ok(_) => {}
+            }
+        };
+        let reject_bare = parser.rejects_bare_newline();
+        let body = parser.into_body();
+        self.conn.shrink();
+        self.finish_message(end, body, reject_bare, "data").await
+    }
+
+    async fn bdat(&mut self, size: u64, last: bool) -> Flow {
+        // The chunk is read whatever happens, to stay in sync.
+        let refusal = self.content_refusal(true);
+        let limit = self.settings.message_size_limit;
+        let mut remaining = size;
+        let mut chunk = Vec::new();
+        let keep = refusal.is_none()
+            && !self.tx.as_ref().is_some_and(|t| t.chunks_too_big)
+            && self
+                .tx
+                .as_ref()
+                .and_then(|t| t.chunks.as_ref())
+                .map_or(0, |c| c.len() as u64)
+                .saturating_add(size)
+                <= limit;
+        while remaining > 0 {
+            if self.conn.buffered().is_empty() {
+                match self.conn.fill(self.settings.timeout).await {
+                    Ok(0) | Err(_) => {
+                        self.log(&format!(
+                            "lost connection after BDAT from {}",
+                            self.client()
+                        ));
+                        self.tx = None;
+                        return Flow::Close;
+                    }
+                    Ok(_) => {}
+                }
+            }
+            let take = (remaining as usize).min(self.conn.buffered().len());
+            if keep {
+                chunk.extend_from_slice(&self.conn.buffered()[..take]);
+            }
+            self.conn.consume(take);
+            remaining -= take as u64;
+        }
+        if let Some(reply) = refusal {
+            self.counters.count("bdat", false);
+            return self.error(reply).await;
+        }
+        let Some(tx) = self.tx.as_mut() else {
+            return Flow::Continue;
+        };
+        let chunks = tx.chunks.get_or_insert_with(Vec::new);
+        if keep {
+            chunks.extend_from_slice(&chunk);
+        } else {
+            tx.chunks_too_big = true;
+        }
+        if !last {
+            self.counters.count("bdat", true);
+            self.reply(Reply::new(250, "2.0.0", format!("Ok: {size} bytes")));
+            return Flow::Continue;
+        }
+        let too_big = tx.chunks_too_big;
+        let body = tx.chunks.take().unwrap_or_default();
+        let end = DataEnd {
+            size: body.len() as u64,
+            too_big,
+            bare_newline: false,
+        };
+        self.conn.shrink();
+        self.finish_message(end, body, false, "bdat").await
+    }
+
+    /// Content received: check it, queue it, answer.
+    async fn finish_message(
+        &mut self,
+        end: DataEnd,
+        body: Vec<u8>,
+        reject_bare: bool,
+        verb: &'static str,
+    ) -> Flow {
+        let Some(tx) = self.tx.take() else {
+            return Flow::Continue;
+        };
+        let Some(queue_id) = tx.queue_id else {
+            return Flow::Continue;
+        };
+        if end.too_big {
+            self.counters.count(verb, false);
+            let reply = Reply::new(552, "5.3.4", "Error: message file too big");
+            self.log(&format!(
+                "{queue_id}: reject: {} from {}: {}; from=<{}> proto=ESMTP helo=<{}>",
+                verb.to_uppercase(),
+                self.client(),
+                reply.summary(),
+                tx.sender,
+                self.helo.as_deref().unwrap_or("")
+            ));
+            return self.error(reply).await;
+        }
+        if end.bare_newline && reject_bare {
+            self.counters.count(verb, false);
+            let reply = Reply::new(550, "5.5.2", "Error: bare <CR> or <LF> received");
+            self.log(&format!(
+                "{queue_id}: reject: {} from {}: {}; from=<{}> proto=ESMTP helo=<{}>",
+                verb.to_uppercase(),
+                self.client(),
+                reply.summary(),
+                tx.sender,
+                self.helo.as_deref().unwrap_or("")
+            ));
+            return self.error(reply).await;
+        }
+        let protocol = if self.esmtp { "ESMTP" } else { "SMTP" };
+        let mut content = received_header(
+            &self.settings,
+            self.helo.as_deref(),
+            &self.client_name,
+            self.peer,
+            protocol,
+            queue_id,
+            &tx.recipients,
+        );
+        content.extend_from_slice(&body);
+        let nrcpt = tx.recipients.len();
+        let envelope = Envelope {
+            queue_id,
+            arrival: corepost_spool::queue_id::now_micros(),
+            sender: tx.sender.clone(),
+            params: tx.params,
+            client: ClientInfo {
+                name: self.client_name.clone(),
+                addr: self.peer.ip().to_string(),
+                port: self.peer.port(),
+                helo: self.helo.clone().unwrap_or_default(),
+                protocol: protocol.to_string(),
+                sasl_username: None,
+                tls: None,
+            },
+            recipients: tx.recipients,
+            next_attempt: 0,
+            held: false,
+        };
+        if let Some(mid) = message_id(&body) {
+            self.log(&format!("{queue_id}: message-id={mid}"));
+        }
+        match self.core.queue(&envelope, &content).await {
+            Ok(()) => {
+                self.log(&format!(
+                    "{queue_id}: from=<{}>, size={}, nrcpt={nrcpt} (queue active)",
+                    envelope.sender,
+                    content.len()
+                ));
+                self.counters.count(verb, true);
+                self.reply(Reply::new(
+                    250,
+                    "2.0.0",
+                    format!("Ok: queued as {queue_id}"),
+                ));
+                Flow::Continue
+            }
+            Err(e) => {
+                self.log(&format!("warning: {queue_id}: queue file write error: {e}"));
+                self.counters.count(verb, false);
+                self.error(Reply::new(451, "4.3.0", "Error: queue file write error"))
+                    .await
+            }
+        }
+    }
+}
+
+fn verb_upper(verb: &'static str) -> &'static str {
+    match verb {
+        "helo" => "HELO",
+        "ehlo" => "EHLO",
+        "mail" => "MAIL",
+        "rcpt" => "RCPT",
+        "data" => "DATA",
+        "bdat" => "BDAT",
+        "rset" => "RSET",
+        "noop" => "NOOP",
+        "quit" => "QUIT",
+        "vrfy" => "VRFY",
+        "expn" => "EXPN",
+        "help" => "HELP",
+        "starttls" => "STARTTLS",
+        "auth" => "AUTH",
+        _ => "UNKNOWN",
+    }
+}
+
+fn parse_notify(v: &str) -> Option<u8> {
+    use corepost_spool::record::notify;
+    let mut bits = 0;
+    for word in v.split(',') {
+        bits |= match word.to_ascii_uppercase().as_str() {
+            "NEVER" => notify::NEVER,
+            "SUCCESS" => notify::SUCCESS,
+            "FAILURE" => notify::FAILURE,
+            "DELAY" => notify::DELAY,
+            _ => return None,
+        };
+    }
+    if bits & notify::NEVER != 0 && bits != notify::NEVER {
+        return None;
+    }
+    Some(bits)
+}
+
+/// The RFC 5321 §4.4 trace header corepost prepends.
+fn received_header(
+    s: &SmtpdSettings,
+    helo: Option<&str>,
+    client_name: &str,
+    peer: SocketAddr,
+    protocol: &str,
+    id: QueueId,
+    recipients: &[Recipient],
+) -> Vec<u8> {
+    let addr = match peer.ip() {
+        std::net::IpAddr::V6(a) => format!("IPv6:{a}"),
+        a => a.to_string(),
+    };
+    let mut h = format!(
+        "Received: from {} ({} [{}])\r\n\tby {} ({}) with {} id {}",
+        helo.unwrap_or("unknown"),
+        client_name,
+        addr,
+        s.myhostname,
+        s.mail_name,
+        protocol,
+        id
+    );
+    if let [only] = recipients {
+        h.push_str(&format!("\r\n\tfor <{}>", only.address));
+    }
+    h.push_str(&format!("; {}\r\n", crate::time::rfc5322_now()));
+    h.into_bytes()
+}
+
+/// The Message-ID header's value, if the header section has one.
+fn message_id(body: &[u8]) -> Option<String> {
+    let headers_end = body
+        .windows(4)
+        .position(|w| w == b"\r\n\r\n")
+        .unwrap_or(body.len().min(64 * 1024));
+    let headers = std::str::from_utf8(&body[..headers_end.min(body.len())]).ok()?;
+    for line in headers.split("\r\n") {
+        if let Some((name, value)) = line.split_once(':')
+            && name.eq_ignore_ascii_case("message-id")
+        {
+            let v = value.trim();
+            return (!v.is_empty()).then(|| v.chars().take(200).collect());
+        }
+    }
+    None
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn counters_summary() {
+        let mut c = Counters::default();
+        c.count("ehlo", true);
+        c.count("mail", true);
+        c.count("rcpt", false);
+        c.count("rcpt", true);
+        c.count("quit", true);
+        assert_eq!(c.summary(), "ehlo=1 mail=1 rcpt=1/2 quit=1 commands=4/5");
+    }
+
+    #[test]
+    fn notify_and_message_id() {
+        assert_eq!(parse_notify("SUCCESS,FAILURE"), Some(6));
+        assert_eq!(parse_notify("NEVER"), Some(1));
+        assert_eq!(parse_notify("NEVER,DELAY"), None);
+        assert_eq!(parse_notify("SOMETIMES"), None);
+        assert_eq!(
+            message_id(b"Subject: x\r\nMessage-ID: <a@b>\r\n\r\nbody"),
+            Some("<a@b>".into())
+        );
+        assert_eq!(message_id(b"Subject: x\r\n\r\nMessage-ID: <a@b>\r\n"), None);
+    }
+}

@@ -1,0 +1,101 @@
+//! [`SmtpdSettings`]: one smtpd service's effective configuration (main.cf
+//! with its master.cf `-o` overrides), resolved once at start and at reload
+//! and shared read-only by every core.
+
+use super::data::BareNewline;
+use super::networks::NetworkList;
+use super::restrictions::Policy;
+use crate::routing::Router;
+use corepost_config::ServiceConfig;
+use std::time::Duration;
+
+/// Everything a session needs to know about its service.
+#[derive(Debug, Clone)]
+pub struct SmtpdSettings {
+    /// master.cf service name, e.g. `smtp` or `submission`.
+    pub service: String,
+    /// Program name in log lines, e.g. `corepost/smtpd` or
+    /// `corepost/submission/smtpd`.
+    pub program: String,
+    pub myhostname: String,
+    pub mail_name: String,
+    pub banner: String,
+    pub message_size_limit: u64,
+    pub recipient_limit: usize,
+    pub timeout: Duration,
+    pub hard_error_limit: u32,
+    pub soft_error_limit: u32,
+    pub error_sleep: Duration,
+    pub junk_command_limit: u32,
+    pub helo_required: bool,
+    pub delay_reject: bool,
+    pub reject_unlisted_recipient: bool,
+    pub disable_vrfy: bool,
+    pub smtputf8: bool,
+    pub strict_rfc821: bool,
+    pub discard_ehlo: Vec<String>,
+    pub bare_newline: BareNewline,
+    pub bare_newline_exclusions: NetworkList,
+    pub in_flow_delay: Duration,
+    pub backlog_limit: usize,
+    pub router: Router,
+    pub policy: Policy,
+}
+
+impl SmtpdSettings {
+    /// Resolve a service's settings; errors name the parameter.
+    pub fn from_service(s: &ServiceConfig<'_>) -> Result<SmtpdSettings, String> {
+        let get = |n: &str| s.get(n);
+        let text = |n: &str| s.get(n).map_err(|e| e.to_string());
+        let int = |n: &str| s.get_int(n).map_err(|e| e.to_string());
+        let boolean = |n: &str| s.get_bool(n).map_err(|e| e.to_string());
+        let time = |n: &str| s.get_time(n).map_err(|e| e.to_string());
+        let nonneg = |n: &str| -> Result<u64, String> {
+            u64::try_from(int(n)?).map_err(|_| format!("parameter {n}: must not be negative"))
+        };
+        let syslog_name = text("syslog_name")?;
+        let mynetworks =
+            NetworkList::parse(&text("mynetworks")?).map_err(|e| format!("mynetworks: {e}"))?;
+        let size = text("message_size_limit")?;
+        let message_size_limit = match size.trim().parse::<u64>() {
+            Ok(0) => u64::MAX,
+            Ok(n) => n,
+            Err(_) => return Err(format!("parameter message_size_limit: bad size \"{size}\"")),
+        };
+        Ok(SmtpdSettings {
+            service: s.service.name.clone(),
+            program: format!("{syslog_name}/smtpd"),
+            myhostname: text("myhostname")?,
+            mail_name: text("mail_name")?,
+            banner: text("smtpd_banner")?,
+            message_size_limit,
+            recipient_limit: nonneg("smtpd_recipient_limit")? as usize,
+            timeout: time("smtpd_timeout")?,
+            hard_error_limit: nonneg("smtpd_hard_error_limit")? as u32,
+            soft_error_limit: nonneg("smtpd_soft_error_limit")? as u32,
+            error_sleep: time("smtpd_error_sleep_time")?,
+            junk_command_limit: nonneg("smtpd_junk_command_limit")? as u32,
+            helo_required: boolean("smtpd_helo_required")?,
+            delay_reject: boolean("smtpd_delay_reject")?,
+            reject_unlisted_recipient: boolean("smtpd_reject_unlisted_recipient")?,
+            disable_vrfy: boolean("disable_vrfy_command")?,
+            smtputf8: boolean("smtputf8_enable")?,
+            strict_rfc821: boolean("strict_rfc821_envelopes")?,
+            discard_ehlo: s
+                .get_list("smtpd_discard_ehlo_keywords")
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|k| k.to_ascii_uppercase())
+                .collect(),
+            bare_newline: BareNewline::parse(&text("smtpd_forbid_bare_newline")?)?,
+            bare_newline_exclusions: NetworkList::parse(&text(
+                "smtpd_forbid_bare_newline_exclusions",
+            )?)
+            .map_err(|e| format!("smtpd_forbid_bare_newline_exclusions: {e}"))?,
+            in_flow_delay: time("in_flow_delay")?,
+            backlog_limit: nonneg("corepost_core_backlog_limit")? as usize,
+            router: Router::from_params(&get)?,
+            policy: Policy::from_params(&get, mynetworks)?,
+        })
+    }
+}

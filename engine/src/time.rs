@@ -1,0 +1,108 @@
+//! Local-time formatting for log lines (`Nov 24 07:30:00`) and RFC 5322
+//! dates (`Tue, 24 Nov 2026 07:30:00 +0000 (UTC)`), via the C library's
+//! time zone handling.
+
+use std::time::{SystemTime, UNIX_EPOCH};
+
+const DAYS: [&str; 7] = ["Sun", "Mon", "Tue", "Wed", "Thu", "Fri", "Sat"];
+const MONTHS: [&str; 12] = [
+    "Jan", "Feb", "Mar", "Apr", "May", "Jun", "Jul", "Aug", "Sep", "Oct", "Nov", "Dec",
+];
+
+struct Local {
+    tm: libc::tm,
+    zone: String,
+}
+
+fn local(secs: i64) -> Option<Local> {
+    let t: libc::time_t = secs as libc::time_t;
+    // SAFETY: an all-zero tm is a valid value of this plain C struct; it is
+    // overwritten by localtime_r before being read.
+    let mut tm: libc::tm = unsafe { std::mem::zeroed() };
+    // SAFETY: both pointers refer to live, properly aligned values for the
+    // duration of the call; localtime_r is the thread-safe variant.
+    let r = unsafe { libc::localtime_r(&t, &mut tm) };
+    if r.is_null() {
+        return None;
+    }
+    let zone = if tm.tm_zone.is_null() {
+        String::new()
+    } else {
+        // SAFETY: tm_zone, when set by localtime_r, points to a
+        // NUL-terminated string in the C library's static time zone data.
+        unsafe { std::ffi::CStr::from_ptr(tm.tm_zone) }
+            .to_string_lossy()
+            .into_owned()
+    };
+    Some(Local { tm, zone })
+}
+
+fn now_secs() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs() as i64)
+        .unwrap_or(0)
+}
+
+fn name<'a>(table: &'a [&'a str], i: i32) -> &'a str {
+    usize::try_from(i)
+        .ok()
+        .and_then(|i| table.get(i))
+        .copied()
+        .unwrap_or("???")
+}
+
+/// `Nov 24 07:30:00`, the syslog-style stamp of Postfix's log lines.
+pub fn log_stamp() -> String {
+    match local(now_secs()) {
+        Some(l) => format!(
+            "{} {:>2} {:02}:{:02}:{:02}",
+            name(&MONTHS, l.tm.tm_mon),
+            l.tm.tm_mday,
+            l.tm.tm_hour,
+            l.tm.tm_min,
+            l.tm.tm_sec
+        ),
+        None => String::from("??? ?? ??:??:??"),
+    }
+}
+
+/// RFC 5322 date-time for `secs` since the epoch.
+pub fn rfc5322(secs: i64) -> String {
+    match local(secs) {
+        Some(l) => {
+            let off = l.tm.tm_gmtoff / 60;
+            let sign = if off < 0 { '-' } else { '+' };
+            format!(
+                "{}, {} {} {} {:02}:{:02}:{:02} {}{:02}{:02} ({})",
+                name(&DAYS, l.tm.tm_wday),
+                l.tm.tm_mday,
+                name(&MONTHS, l.tm.tm_mon),
+                l.tm.tm_year + 1900,
+                l.tm.tm_hour,
+                l.tm.tm_min,
+                l.tm.tm_sec,
+                sign,
+                off.abs() / 60,
+                off.abs() % 60,
+                l.zone
+            )
+        }
+        None => String::from("Thu, 1 Jan 1970 00:00:00 +0000"),
+    }
+}
+
+/// RFC 5322 date-time now.
+pub fn rfc5322_now() -> String {
+    rfc5322(now_secs())
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn formats() {
+        let d = super::rfc5322(0);
+        assert!(d.contains("1970") || d.contains("1969"), "{d}");
+        assert_eq!(super::log_stamp().len(), 15);
+    }
+}
