@@ -33,7 +33,10 @@ fn non_default_listing_shows_main_cf_settings_sorted() {
     let mut sorted = names.clone();
     sorted.sort();
     assert_eq!(names, sorted);
-    assert!(listing.contains(&("mynetworks".into(), "127.0.0.0/8, [::1]/128, 192.0.2.0/24".into())));
+    assert!(listing.contains(&(
+        "mynetworks".into(),
+        "127.0.0.0/8, [::1]/128, 192.0.2.0/24".into()
+    )));
     assert!(listing.contains(&("myorigin".into(), "$mydomain".into())));
     // Defaults are not listed; the used user-defined parameter is.
     assert!(!names.contains(&"smtpd_timeout"));
@@ -45,7 +48,10 @@ fn non_default_listing_shows_main_cf_settings_sorted() {
 #[test]
 fn named_expanded_and_value_only() {
     let dir = relay_copy();
-    let out = run_in(dir.path(), &["-x", "myorigin", "mydestination", "smtpd_timeout"]);
+    let out = run_in(
+        dir.path(),
+        &["-x", "myorigin", "mydestination", "smtpd_timeout"],
+    );
     assert_eq!(
         stdout(&out),
         "myorigin = example.net\nmydestination = relay1.example.net, localhost.example.net, localhost\nsmtpd_timeout = 300s\n"
@@ -59,7 +65,15 @@ fn named_expanded_and_value_only() {
 #[test]
 fn defaults_ignore_main_cf() {
     let dir = relay_copy();
-    let out = run_in(dir.path(), &["-d", "message_size_limit", "myorigin", "relay_destination_concurrency_limit"]);
+    let out = run_in(
+        dir.path(),
+        &[
+            "-d",
+            "message_size_limit",
+            "myorigin",
+            "relay_destination_concurrency_limit",
+        ],
+    );
     assert_eq!(
         stdout(&out),
         "message_size_limit = 10240000\nmyorigin = $myhostname\nrelay_destination_concurrency_limit = $default_destination_concurrency_limit\n"
@@ -92,7 +106,12 @@ fn edit_keeps_comments_and_order() {
     let before = fs::read_to_string(dir.path().join("main.cf")).unwrap();
     let out = run_in(
         dir.path(),
-        &["-e", "message_size_limit = 0", "relayhost=[smarthost.example.net]:587", "smtpd_helo_required = yes"],
+        &[
+            "-e",
+            "message_size_limit = 0",
+            "relayhost=[smarthost.example.net]:587",
+            "smtpd_helo_required = yes",
+        ],
     );
     assert!(out.status.success(), "{}", stderr(&out));
     let after = fs::read_to_string(dir.path().join("main.cf")).unwrap();
@@ -103,7 +122,15 @@ fn edit_keeps_comments_and_order() {
     let pos = |text: &str, needle: &str| text.find(needle).unwrap();
     assert!(pos(&after, "message_size_limit = 0") < pos(&after, "maximal_queue_lifetime"));
     assert!(after.ends_with("smtpd_helo_required = yes\n"));
-    let out = run_in(dir.path(), &["-x", "relayhost", "message_size_limit", "smtpd_helo_required"]);
+    let out = run_in(
+        dir.path(),
+        &[
+            "-x",
+            "relayhost",
+            "message_size_limit",
+            "smtpd_helo_required",
+        ],
+    );
     assert_eq!(
         stdout(&out),
         "relayhost = [smarthost.example.net]:587\nmessage_size_limit = 0\nsmtpd_helo_required = yes\n"
@@ -141,8 +168,13 @@ fn master_entries() {
     assert_eq!(lines.len(), 2);
     assert!(lines[0].starts_with("submission inet  n       -       n       -       -       smtpd"));
     assert!(lines[0].contains("-o smtpd_tls_security_level=encrypt"));
-    assert!(lines[0].contains("-o { smtpd_recipient_restrictions = permit_sasl_authenticated, reject }"));
-    assert!(lines[1].ends_with("pipe flags=DRhu user=vmail argv=/usr/bin/maildrop -f ${sender} -d ${recipient}"));
+    assert!(
+        lines[0]
+            .contains("-o { smtpd_recipient_restrictions = permit_sasl_authenticated, reject }")
+    );
+    assert!(lines[1].ends_with(
+        "pipe flags=DRhu user=vmail argv=/usr/bin/maildrop -f ${sender} -d ${recipient}"
+    ));
     let out = run_in(dir.path(), &["-M", "nosuch"]);
     assert!(!out.status.success());
     assert!(stderr(&out).contains("no such service: nosuch"));
@@ -156,7 +188,10 @@ fn builtin_defaults_without_any_configuration() {
     assert_eq!(stdout(&out), "");
     let out = run_in(dir.path(), &["-M"]);
     assert!(stdout(&out).starts_with("2525       inet"));
-    let out = run_in(dir.path(), &["-x", "inet_interfaces", "smtpd_relay_restrictions"]);
+    let out = run_in(
+        dir.path(),
+        &["-x", "inet_interfaces", "smtpd_relay_restrictions"],
+    );
     assert_eq!(
         stdout(&out),
         "inet_interfaces = loopback-only\nsmtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination\n"
@@ -216,17 +251,61 @@ fn check_accepts_the_relay_fixture() {
 #[test]
 fn check_reports_what_is_wrong() {
     let cases: &[(&str, &str, &str)] = &[
-        ("main.cf", "maximal_queue_lifetime = 5 days\n", "parameter maximal_queue_lifetime: bad time value \"5 days\""),
-        ("main.cf", "smtpd_helo_required = maybe\n", "bad boolean value \"maybe\""),
-        ("main.cf", "message_size_limit = 10M\n", "bad size value \"10M\""),
-        ("main.cf", "myorigin = $mydomain_alias\nmydomain_alias = ${myorigin}\n", "parameter expansion loop"),
-        ("main.cf", "smtpd_sender_restrictions = reject_unknwon_sender_domain\n", "unknown restriction \"reject_unknwon_sender_domain\""),
-        ("main.cf", "smtpd_client_restrictions = check_client_access\n", "needs an argument"),
-        ("main.cf", "virtual_alias_maps = texthash:$config_directory/missing\n", "cannot read"),
-        ("main.cf", "transport_maps = btdb:/etc/x\n", "unsupported lookup table type \"btdb\""),
-        ("client_access.cidr", "10.0.0.1/8 REJECT\n", "client_access.cidr, line 4: "),
-        ("header_checks", "/(?<=x)y/ REJECT\n", "header_checks, line 3: "),
-        ("master.cf", "2587 inet n - n - - smtpd -o smtpd_recipient_limit=lots\n", "service 2587/inet: parameter smtpd_recipient_limit: bad integer value"),
+        (
+            "main.cf",
+            "maximal_queue_lifetime = 5 days\n",
+            "parameter maximal_queue_lifetime: bad time value \"5 days\"",
+        ),
+        (
+            "main.cf",
+            "smtpd_helo_required = maybe\n",
+            "bad boolean value \"maybe\"",
+        ),
+        (
+            "main.cf",
+            "message_size_limit = 10M\n",
+            "bad size value \"10M\"",
+        ),
+        (
+            "main.cf",
+            "myorigin = $mydomain_alias\nmydomain_alias = ${myorigin}\n",
+            "parameter expansion loop",
+        ),
+        (
+            "main.cf",
+            "smtpd_sender_restrictions = reject_unknwon_sender_domain\n",
+            "unknown restriction \"reject_unknwon_sender_domain\"",
+        ),
+        (
+            "main.cf",
+            "smtpd_client_restrictions = check_client_access\n",
+            "needs an argument",
+        ),
+        (
+            "main.cf",
+            "virtual_alias_maps = texthash:$config_directory/missing\n",
+            "cannot read",
+        ),
+        (
+            "main.cf",
+            "transport_maps = btdb:/etc/x\n",
+            "unsupported lookup table type \"btdb\"",
+        ),
+        (
+            "client_access.cidr",
+            "10.0.0.1/8 REJECT\n",
+            "client_access.cidr, line 4: ",
+        ),
+        (
+            "header_checks",
+            "/(?<=x)y/ REJECT\n",
+            "header_checks, line 3: ",
+        ),
+        (
+            "master.cf",
+            "2587 inet n - n - - smtpd -o smtpd_recipient_limit=lots\n",
+            "service 2587/inet: parameter smtpd_recipient_limit: bad integer value",
+        ),
     ];
     for (file, addition, expected) in cases {
         let dir = relay_copy();
@@ -236,7 +315,14 @@ fn check_reports_what_is_wrong() {
         fs::write(&path, text).unwrap();
         let out = corepost(&["check", "-c", dir.path().to_str().unwrap()]);
         let err = stderr(&out);
-        assert_eq!(out.status.code(), Some(1), "{file} + {addition:?} passed: {err}");
-        assert!(err.contains(expected), "{file} + {addition:?}: expected {expected:?} in:\n{err}");
+        assert_eq!(
+            out.status.code(),
+            Some(1),
+            "{file} + {addition:?} passed: {err}"
+        );
+        assert!(
+            err.contains(expected),
+            "{file} + {addition:?}: expected {expected:?} in:\n{err}"
+        );
     }
 }

@@ -275,27 +275,21 @@ impl Config {
     // Typed global accessors; each validates with the parameter's syntax.
 
     pub fn get_bool(&self, name: &str) -> Result<bool, ConfigError> {
-        typed(
-            self.get(name)?,
-            value::parse_bool,
-            |m| self.value_error(None, name, m),
-        )
+        typed(self.get(name)?, value::parse_bool, |m| {
+            self.value_error(None, name, m)
+        })
     }
 
     pub fn get_int(&self, name: &str) -> Result<i64, ConfigError> {
-        typed(
-            self.get(name)?,
-            value::parse_int,
-            |m| self.value_error(None, name, m),
-        )
+        typed(self.get(name)?, value::parse_int, |m| {
+            self.value_error(None, name, m)
+        })
     }
 
     pub fn get_size(&self, name: &str) -> Result<u64, ConfigError> {
-        typed(
-            self.get(name)?,
-            value::parse_size,
-            |m| self.value_error(None, name, m),
-        )
+        typed(self.get(name)?, value::parse_size, |m| {
+            self.value_error(None, name, m)
+        })
     }
 
     pub fn get_time(&self, name: &str) -> Result<Duration, ConfigError> {
@@ -365,19 +359,15 @@ impl ServiceConfig<'_> {
     }
 
     pub fn get_bool(&self, name: &str) -> Result<bool, ConfigError> {
-        typed(
-            self.get(name)?,
-            value::parse_bool,
-            |m| self.config.value_error(Some(self.service), name, m),
-        )
+        typed(self.get(name)?, value::parse_bool, |m| {
+            self.config.value_error(Some(self.service), name, m)
+        })
     }
 
     pub fn get_int(&self, name: &str) -> Result<i64, ConfigError> {
-        typed(
-            self.get(name)?,
-            value::parse_int,
-            |m| self.config.value_error(Some(self.service), name, m),
-        )
+        typed(self.get(name)?, value::parse_int, |m| {
+            self.config.value_error(Some(self.service), name, m)
+        })
     }
 
     pub fn get_time(&self, name: &str) -> Result<Duration, ConfigError> {
