@@ -42,3 +42,219 @@ pub fn parse_listing(text: &str) -> Vec<(String, String)> {
         })
         .collect()
 }
+
+/// A running `corepost run` on an ephemeral loopback port with its own
+/// configuration directory and spool; stopped (SIGTERM, then SIGKILL) when
+/// dropped.
+pub struct Daemon {
+    pub dir: tempfile::TempDir,
+    pub port: u16,
+    pub child: Option<std::process::Child>,
+}
+
+/// A free TCP port on 127.0.0.1 (bound and released; the daemon binds it
+/// right after).
+pub fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0")
+        .expect("bind")
+        .local_addr()
+        .expect("addr")
+        .port()
+}
+
+impl Daemon {
+    /// Write main.cf (`extra` appended to the test defaults) and a master.cf
+    /// with one smtpd service on a free port, then start.
+    pub fn start(extra: &str) -> Daemon {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let port = free_port();
+        let main = format!(
+            "myhostname = mx.test.example\nqueue_directory = {}/spool\nmail_owner = root\ncorepost_cores = 2\nalias_maps =\nalias_database =\nlocal_recipient_maps = inline:{{ alice=1, postmaster=1 }}\nmaillog_file = {}/maillog\nmaillog_file_prefixes = /\n{extra}\n",
+            dir.path().display(),
+            dir.path().display()
+        );
+        std::fs::write(dir.path().join("main.cf"), main).expect("main.cf");
+        std::fs::write(
+            dir.path().join("master.cf"),
+            format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
+        )
+        .expect("master.cf");
+        let mut d = Daemon { dir, port, child: None };
+        d.spawn();
+        d
+    }
+
+    pub fn config_dir(&self) -> String {
+        self.dir.path().display().to_string()
+    }
+
+    pub fn spool_dir(&self) -> PathBuf {
+        self.dir.path().join("spool")
+    }
+
+    /// Start (again) and wait until the port answers.
+    pub fn spawn(&mut self) {
+        let child = Command::new(corepost_bin())
+            .args(["run", "-c", &self.config_dir()])
+            .env_remove("COREPOST_CONFIG_DIR")
+            .stdin(std::process::Stdio::null())
+            .spawn()
+            .expect("start corepost run");
+        self.child = Some(child);
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+        while std::time::Instant::now() < deadline {
+            if self.log().contains("daemon started")
+                && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
+            {
+                return;
+            }
+            if let Some(Ok(Some(status))) = self.child.as_mut().map(|c| c.try_wait()) {
+                panic!("corepost run exited with {status}; log:\n{}", self.log());
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        panic!("corepost run did not start; log:\n{}", self.log());
+    }
+
+    pub fn pid(&self) -> u32 {
+        self.child.as_ref().map_or(0, |c| c.id())
+    }
+
+    pub fn log(&self) -> String {
+        std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
+    }
+
+    /// SIGTERM and wait; returns the exit status.
+    pub fn stop(&mut self) -> Option<std::process::ExitStatus> {
+        let mut child = self.child.take()?;
+        // SAFETY: sending a signal to our own child process.
+        unsafe { libc::kill(child.id() as i32, libc::SIGTERM) };
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        while std::time::Instant::now() < deadline {
+            if let Ok(Some(status)) = child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+        let _ = child.kill();
+        child.wait().ok()
+    }
+
+    /// SIGKILL, as a crash.
+    pub fn kill(&mut self) {
+        if let Some(mut child) = self.child.take() {
+            let _ = child.kill();
+            let _ = child.wait();
+        }
+    }
+
+    /// Resident memory of the daemon, bytes.
+    pub fn rss(&self) -> u64 {
+        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        status
+            .lines()
+            .find_map(|l| l.strip_prefix("VmRSS:"))
+            .and_then(|v| v.trim().trim_end_matches("kB").trim().parse::<u64>().ok())
+            .unwrap_or(0)
+            * 1024
+    }
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// A raw SMTP client for protocol tests.
+pub struct Raw {
+    pub stream: std::net::TcpStream,
+    buf: Vec<u8>,
+}
+
+impl Raw {
+    pub fn connect(port: u16) -> Raw {
+        Raw::connect_from(port, "127.0.0.1")
+    }
+
+    /// Connect from a chosen loopback source address (e.g. 127.0.0.2,
+    /// which is not in the default mynetworks).
+    pub fn connect_from(port: u16, source: &str) -> Raw {
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        let src: std::net::SocketAddr = format!("{source}:0").parse().expect("source");
+        socket.bind(&src.into()).expect("bind source");
+        let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("dst");
+        socket.connect(&dst.into()).expect("connect");
+        let stream: std::net::TcpStream = socket.into();
+        stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
+        let mut raw = Raw { stream, buf: Vec::new() };
+        let greeting = raw.reply();
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        raw
+    }
+
+    pub fn send(&mut self, data: &[u8]) {
+        use std::io::Write;
+        self.stream.write_all(data).expect("write");
+    }
+
+    /// One complete (possibly multi-line) reply.
+    pub fn reply(&mut self) -> String {
+        use std::io::Read;
+        loop {
+            if let Some(end) = complete_reply(&self.buf) {
+                let r: Vec<u8> = self.buf.drain(..end).collect();
+                return String::from_utf8_lossy(&r).into_owned();
+            }
+            let mut chunk = [0u8; 65536];
+            match self.stream.read(&mut chunk) {
+                Ok(0) | Err(_) => {
+                    let r: Vec<u8> = self.buf.drain(..).collect();
+                    return String::from_utf8_lossy(&r).into_owned();
+                }
+                Ok(n) => self.buf.extend_from_slice(&chunk[..n]),
+            }
+        }
+    }
+
+    /// Send a command line and return the reply.
+    pub fn cmd(&mut self, line: &str) -> String {
+        self.send(format!("{line}\r\n").as_bytes());
+        self.reply()
+    }
+}
+
+fn complete_reply(buf: &[u8]) -> Option<usize> {
+    let mut at = 0;
+    while let Some(nl) = buf[at..].iter().position(|&b| b == b'\n') {
+        let line = &buf[at..at + nl + 1];
+        at += nl + 1;
+        if line.len() >= 4 && line[3] == b' ' {
+            return Some(at);
+        }
+        if line.len() < 4 {
+            return Some(at);
+        }
+    }
+    None
+}
+
+/// Every queued message in a stopped daemon's spool: (queue id, envelope, content).
+pub fn queued_messages(spool: &Path) -> Vec<(corepost_spool::QueueId, corepost_spool::Envelope, Vec<u8>)> {
+    let mut out = Vec::new();
+    let cores = std::fs::read_dir(spool)
+        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("core-")).count())
+        .unwrap_or(0) as u16;
+    for core in 0..cores {
+        let (s, _) = corepost_spool::CoreSpool::open(spool, core, cores, corepost_spool::SpoolOptions::default())
+            .expect("open spool");
+        let ids: Vec<_> = s.index().iter().map(|(id, _)| *id).collect();
+        for id in ids {
+            let m = s.read(&id).expect("read").expect("queued");
+            out.push((id, m.envelope.clone(), m.content().to_vec()));
+        }
+        s.close().expect("close");
+    }
+    out.sort_by_key(|m| m.0);
+    out
+}

@@ -32,19 +32,29 @@ pub fn run(args: DaemonArgs) -> ExitCode {
     }
 }
 
-/// The running daemon's pid, if there is one.
+/// The running daemon's pid, if there is one. The daemon holds an
+/// exclusive lock on its pid file for as long as it runs, so "running"
+/// means "the lock is held" — a stale pid file, or a pid reused by another
+/// process, is never mistaken for the daemon.
 fn running_pid(args: &DaemonArgs) -> Result<Option<i32>, String> {
     let config = Config::load(&args.dir()).map_err(|e| e.to_string())?;
     let path = crate::runtime::pid_file(&config)?;
-    let Ok(text) = std::fs::read_to_string(&path) else {
+    if !lock_held(&path) {
         return Ok(None);
+    }
+    let text = std::fs::read_to_string(&path).unwrap_or_default();
+    Ok(text.trim().parse::<i32>().ok().filter(|p| *p > 0))
+}
+
+/// Whether some process holds the pid file's lock.
+fn lock_held(path: &std::path::Path) -> bool {
+    use std::os::fd::AsRawFd;
+    let Ok(file) = std::fs::File::open(path) else {
+        return false;
     };
-    let Ok(pid) = text.trim().parse::<i32>() else {
-        return Ok(None);
-    };
-    // SAFETY: kill with signal 0 only checks that the process exists.
-    let alive = pid > 0 && unsafe { libc::kill(pid, 0) } == 0;
-    Ok(alive.then_some(pid))
+    // SAFETY: flock acts only on the descriptor `file` owns; our shared
+    // lock (if we get it) is released when `file` is closed.
+    unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
 }
 
 fn signal(pid: i32, sig: i32) -> bool {
@@ -81,8 +91,15 @@ pub fn stop(args: DaemonArgs) -> ExitCode {
         ));
     }
     let deadline = Instant::now() + Duration::from_secs(60);
+    let config = match Config::load(&args.dir()) {
+        Ok(c) => c,
+        Err(e) => return fatal(e),
+    };
+    let Ok(path) = crate::runtime::pid_file(&config) else {
+        return fatal("no queue_directory");
+    };
     while Instant::now() < deadline {
-        if !signal(pid, 0) {
+        if !lock_held(&path) {
             println!("corepost: stopped the mail system (PID {pid})");
             return ExitCode::SUCCESS;
         }

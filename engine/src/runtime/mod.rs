@@ -112,6 +112,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     std::fs::create_dir_all(&queue_dir)
         .map_err(|e| format!("queue_directory {}: {e}", queue_dir.display()))?;
     let pid = PidLock::acquire(&pid_file(&config)?)?;
+    raise_file_limit();
     let cores = config
         .get_int("corepost_cores")
         .map_err(|e| e.to_string())?;
@@ -402,6 +403,20 @@ async fn accept_loop(
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+/// Raise the open-file limit to its hard maximum: every connection is a
+/// descriptor, and the usual soft limit of 1024 would cap the server far
+/// below what it can hold.
+fn raise_file_limit() {
+    // SAFETY: getrlimit/setrlimit read and write the `rlimit` value we own.
+    unsafe {
+        let mut lim = libc::rlimit { rlim_cur: 0, rlim_max: 0 };
+        if libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) == 0 && lim.rlim_cur < lim.rlim_max {
+            lim.rlim_cur = lim.rlim_max;
+            libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
+        }
+    }
 }
 
 /// Block the signals the main thread handles, before any other thread

@@ -295,9 +295,7 @@ impl Session {
             Ok(c) => c,
             Err(e) => {
                 self.counters.count(e.verb.unwrap_or("unknown"), false);
-                if let Some(v) = e.verb {
-                    self.last_command = verb_upper(v);
-                }
+                self.last_command = e.verb.map_or("UNKNOWN", verb_upper);
                 return self.error(e.reply).await;
             }
         };
