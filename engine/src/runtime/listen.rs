@@ -153,15 +153,23 @@ pub fn drop_privileges(
     if unsafe { libc::geteuid() } != 0 {
         return Ok(());
     }
-    let owner = config.get("mail_owner").map_err(|e| e.to_string())?;
+    let mut owner = config.get("mail_owner").map_err(|e| e.to_string())?;
     let table =
         corepost_config::tables::open_table("unix:passwd.byname").map_err(|e| e.to_string())?;
-    let entry = table
-        .lookup(&owner)
-        .map_err(|e| e.to_string())?
-        .ok_or_else(|| {
-            format!("mail_owner {owner}: no such user (create the account or set mail_owner)")
-        })?;
+    let mut entry = table.lookup(&owner).map_err(|e| e.to_string())?;
+    if entry.is_none() && config.main.get("mail_owner").is_none() {
+        // The built-in default account does not exist on this host (a fresh
+        // install): still never keep running as root.
+        log.line(
+            program,
+            &format!("warning: mail_owner {owner}: no such user; running as nobody (create the account or set mail_owner)"),
+        );
+        owner = "nobody".to_string();
+        entry = table.lookup(&owner).map_err(|e| e.to_string())?;
+    }
+    let entry = entry.ok_or_else(|| {
+        format!("mail_owner {owner}: no such user (create the account or set mail_owner)")
+    })?;
     let fields: Vec<&str> = entry.split(':').collect();
     let (uid, gid): (u32, u32) = match (
         fields.get(2).and_then(|u| u.parse().ok()),
