@@ -23,6 +23,8 @@
 #   --postfix-tools   drive the load with Postfix's smtp-source and smtp-sink instead of ours
 #   --no-reuse        one connection per message (default: -d, connections reused)
 #   --pairings        run the four source/sink pairings instead of the relay comparison
+#   --accept          acceptance only: source -> MTA, whose transports discard (Postfix) or which
+#                     only queues (corepost); measures smtpd + durable queueing
 #   --timeout SECS    give up on a leg after this long (default 300)
 #   --keep            keep the temporary directory (logs, configs, JSON reports)
 #   --no-build        use the release binaries already in target/release
@@ -52,6 +54,7 @@ while (($#)); do
         --postfix-tools) TOOLS=postfix; shift ;;
         --no-reuse) REUSE=0; shift ;;
         --pairings) MODE=pairings; shift ;;
+        --accept) MODE=accept; shift ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --no-build) BUILD=0; shift ;;
@@ -289,10 +292,14 @@ leg_postfix() {
     record_row postfix "$src" "$sink" "$(echo "($cpu1 - $cpu0) / $HZ" | bc -l)"
 }
 
+# Set to 1 when corepost delivers (the queue manager and SMTP client); until then it accepts
+# and queues but never reaches the sink, and the relay leg would only time out.
+COREPOST_DELIVERS=0
+
 leg_corepost() {
     local src=$1 sink=$2
-    if ! "$BIN/corepost" run --help >/dev/null 2>&1; then
-        echo "corepost leg skipped: corepost run is not implemented yet"
+    if ((!COREPOST_DELIVERS)); then
+        echo "corepost leg skipped: corepost accepts and queues but does not deliver yet (see --accept)"
         return 0
     fi
     local dir=$TMP/corepost
@@ -313,7 +320,7 @@ smtp      unix  -       -       n       -       -       smtp
 relay     unix  -       -       n       -       -       smtp
 EOF
     start_sink "$sink" corepost 1
-    COREPOST_CONFIG_DIR=$dir/etc "$BIN/corepost" -c "$dir/etc" run >"$TMP/corepost.log" 2>&1 &
+    "$BIN/corepost" run -c "$dir/etc" >"$TMP/corepost.log" 2>&1 &
     local pid=$!
     PIDS+=("$pid")
     wait_port "$MTA_PORT"
@@ -327,6 +334,73 @@ EOF
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     record_row corepost "$src" "$sink" "$(echo "($cpu1 - $cpu0) / $HZ" | bc -l)"
+}
+
+# wait_accept LEG T0: acceptance legs end when the source has had every message acknowledged
+# by the MTA. Sets RATE.
+wait_accept() {
+    local leg=$1 t0=$2 deadline=$((SECONDS + TIMEOUT))
+    while kill -0 "$SOURCE_PID" 2>/dev/null; do
+        if ((SECONDS > deadline)); then
+            echo "relay-vs-postfix: $leg: timed out after ${TIMEOUT}s" >&2
+            kill "$SOURCE_PID" 2>/dev/null || true
+            break
+        fi
+        sleep 0.01
+    done
+    local t1
+    t1=$(now)
+    wait "$SOURCE_PID" 2>/dev/null || true
+    RATE=$(echo "$MESSAGES / ($t1 - $t0)" | bc -l)
+}
+
+leg_accept_corepost() {
+    local src=$1 dir=$TMP/corepost-accept
+    mkdir -p "$dir/etc"
+    cat >"$dir/etc/main.cf" <<EOF
+queue_directory = $dir/queue
+myhostname = mx.bench.test
+mydestination =
+inet_interfaces = 127.0.0.1
+mynetworks = 127.0.0.0/8
+corepost_fsync_policy = always
+maillog_file = $dir/maillog
+maillog_file_prefixes = $TMP
+EOF
+    echo "127.0.0.1:$MTA_PORT inet n - n - - smtpd" >"$dir/etc/master.cf"
+    "$BIN/corepost" run -c "$dir/etc" >"$TMP/corepost-accept.log" 2>&1 &
+    local pid=$!
+    PIDS+=("$pid")
+    wait_port "$MTA_PORT"
+    local cpu0 t0 cpu1
+    cpu0=$(tree_cpu "$pid")
+    t0=$(now)
+    start_source "$src" "$MTA_PORT" corepost
+    wait_accept corepost "$t0"
+    cpu1=$(tree_cpu "$pid")
+    kill "$pid" 2>/dev/null || true
+    wait "$pid" 2>/dev/null || true
+    record_row corepost "$src" none "$(echo "($cpu1 - $cpu0) / $HZ" | bc -l)"
+}
+
+leg_accept_postfix() {
+    local src=$1
+    setup_postfix
+    # Deliver nothing: every transport discards, as corepost's queue-only run does.
+    printf 'default_transport = discard\nrelay_transport = discard\n' >>"$POSTFIX_DIR/etc/main.cf"
+    postfix -c "$POSTFIX_DIR/etc" start >"$TMP/postfix-start.log" 2>&1
+    wait_port "$MTA_PORT"
+    local master cpu0 t0 cpu1
+    master=$(tr -d ' ' <"$POSTFIX_DIR/queue/pid/master.pid")
+    PIDS+=("$master")
+    cpu0=$(tree_cpu "$master")
+    t0=$(now)
+    start_source "$src" "$MTA_PORT" postfix
+    wait_accept postfix "$t0"
+    cpu1=$(tree_cpu "$master")
+    postfix -c "$POSTFIX_DIR/etc" stop >/dev/null 2>&1 || true
+    POSTFIX_DIR=""
+    record_row postfix "$src" none "$(echo "($cpu1 - $cpu0) / $HZ" | bc -l)"
 }
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(postconf -h mail_version 2>/dev/null | sed 's/^/Postfix /')"
@@ -348,6 +422,29 @@ if [[ $MODE == pairings ]]; then
         printf '| %s | %s | %.0f | %.0f | %.2f | %.1f |\n' "$(name "$src" source)" "$(name "$sink" sink)" \
             "$rate" "$src_rate" "$src_cpu" "$(echo "$src_cpu * 1000000 / $MESSAGES" | bc -l)"
     done
+    exit 0
+fi
+
+if [[ $MODE == accept ]]; then
+    leg_accept_corepost "$TOOLS"
+    leg_accept_postfix "$TOOLS"
+    echo
+    echo "| MTA | accepted msg/s | source p50 ms | source p99 ms | MTA CPU s | MTA CPU ms/msg |"
+    echo "|---|---|---|---|---|---|"
+    declare -A ACC
+    for row in "${ROWS[@]}"; do
+        IFS='|' read -r leg src _ rate _ _ _ _ mta_cpu <<<"$row"
+        ACC[$leg]=$rate
+        p50=- p99=-
+        if [[ $src == corepost ]]; then
+            p50=$(jq -r '.latency_us.transaction.p50 / 1000' "$TMP/source-$leg.json")
+            p99=$(jq -r '.latency_us.transaction.p99 / 1000' "$TMP/source-$leg.json")
+        fi
+        printf '| %s | %.0f | %s | %s | %.2f | %.3f |\n' "$leg" "$rate" "$p50" "$p99" "$mta_cpu" \
+            "$(echo "$mta_cpu * 1000 / $MESSAGES" | bc -l)"
+    done
+    echo
+    printf 'corepost/Postfix: %.2f\n' "$(echo "${ACC[corepost]} / ${ACC[postfix]}" | bc -l)"
     exit 0
 fi
 
