@@ -8,10 +8,17 @@ use std::process::Command;
 use support::*;
 
 fn python(script: &str) -> (bool, String) {
-    let out = Command::new("python3").args(["-c", script]).output().expect("python3");
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3");
     (
         out.status.success(),
-        format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr)),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
     )
 }
 
@@ -54,14 +61,29 @@ print('ok')
     assert_eq!(
         routes,
         vec![
-            ("alice@mx.test.example".into(), "local".into(), "mx.test.example".into()),
-            ("bob@relay.example".into(), "relay".into(), "relay.example".into()),
-            ("carol@gmail.example".into(), "smtp".into(), "gmail.example".into()),
+            (
+                "alice@mx.test.example".into(),
+                "local".into(),
+                "mx.test.example".into()
+            ),
+            (
+                "bob@relay.example".into(),
+                "relay".into(),
+                "relay.example".into()
+            ),
+            (
+                "carol@gmail.example".into(),
+                "smtp".into(),
+                "gmail.example".into()
+            ),
         ]
     );
     let text = String::from_utf8_lossy(content);
     assert!(text.starts_with(&format!("Received: from client.example (unknown [127.0.0.1])\r\n\tby mx.test.example (corepost) with ESMTP id {id}")), "{text}");
-    assert!(text.contains("\r\n\r\nHello.\r\n.leading dot\r\n"), "dot-unstuffed: {text}");
+    assert!(
+        text.contains("\r\n\r\nHello.\r\n.leading dot\r\n"),
+        "dot-unstuffed: {text}"
+    );
     assert!(log.contains(&format!("{id}: client=unknown[127.0.0.1]")));
 }
 
@@ -72,10 +94,24 @@ fn swaks_delivers() {
     }
     let d = Daemon::start("");
     let out = Command::new("swaks")
-        .args(["--server", &format!("127.0.0.1:{}", d.port), "--from", "a@example.org", "--to", "alice@mx.test.example", "--pipeline", "--silent", "1"])
+        .args([
+            "--server",
+            &format!("127.0.0.1:{}", d.port),
+            "--from",
+            "a@example.org",
+            "--to",
+            "alice@mx.test.example",
+            "--pipeline",
+            "--silent",
+            "1",
+        ])
         .output()
         .expect("swaks");
-    let text = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+    let text = format!(
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
     assert!(out.status.success(), "{text}");
     assert!(d.log().contains("nrcpt=1 (queue active)"), "{}", d.log());
 }
@@ -100,7 +136,10 @@ fn bdat_chunks() {
     let mut d = Daemon::start("");
     let mut c = Raw::connect(d.port);
     c.cmd("EHLO x");
-    assert!(c.cmd("MAIL FROM:<a@example.org> BODY=BINARYMIME").starts_with("250"));
+    assert!(
+        c.cmd("MAIL FROM:<a@example.org> BODY=BINARYMIME")
+            .starts_with("250")
+    );
     assert!(c.cmd("RCPT TO:<alice@mx.test.example>").starts_with("250"));
     c.send(b"BDAT 20\r\nSubject: b\r\n\r\n.\r\n\r\n.");
     assert_eq!(c.reply(), "250 2.0.0 Ok: 20 bytes\r\n");
@@ -119,7 +158,11 @@ fn bdat_chunks() {
     d.stop();
     let q = queued_messages(&d.spool_dir());
     assert_eq!(q.len(), 1);
-    assert!(q[0].2.ends_with(b"Subject: b\r\n\r\n.\r\n\r\n.end\r\n\r\n"), "{:?}", String::from_utf8_lossy(&q[0].2));
+    assert!(
+        q[0].2.ends_with(b"Subject: b\r\n\r\n.\r\n\r\n.end\r\n\r\n"),
+        "{:?}",
+        String::from_utf8_lossy(&q[0].2)
+    );
     assert_eq!(q[0].1.params.body, corepost_spool::BodyType::BinaryMime);
 }
 
@@ -153,20 +196,35 @@ fn error_replies_keep_the_session_going() {
     let d = Daemon::start("smtpd_recipient_limit = 2\nmessage_size_limit = 2000\n");
     let mut c = Raw::connect(d.port);
     assert!(c.cmd("FROB").starts_with("502 5.5.2"));
-    assert!(c.cmd("RCPT TO:<alice@mx.test.example>").starts_with("503 5.5.1 Error: need MAIL command"));
+    assert!(
+        c.cmd("RCPT TO:<alice@mx.test.example>")
+            .starts_with("503 5.5.1 Error: need MAIL command")
+    );
     assert!(c.cmd("DATA").starts_with("503 5.5.1"));
     assert!(c.cmd("MAIL FROM:alice").starts_with("501 5.1.3"));
-    assert!(c.cmd("MAIL FROM:<a@example.org> FROB=1").starts_with("555 5.5.4"));
-    assert!(c.cmd("MAIL FROM:<a@example.org> SIZE=5000").starts_with("552 5.3.4"));
+    assert!(
+        c.cmd("MAIL FROM:<a@example.org> FROB=1")
+            .starts_with("555 5.5.4")
+    );
+    assert!(
+        c.cmd("MAIL FROM:<a@example.org> SIZE=5000")
+            .starts_with("552 5.3.4")
+    );
     assert!(c.cmd("HELO").starts_with("501 5.5.4"));
     let long = format!("NOOP {}", "x".repeat(5000));
     assert!(c.cmd(&long).starts_with("500 5.5.2 Error: line too long"));
     assert!(c.cmd("EHLO x").starts_with("250"));
     assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
-    assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("503 5.5.1 Error: nested MAIL command"));
+    assert!(
+        c.cmd("MAIL FROM:<a@example.org>")
+            .starts_with("503 5.5.1 Error: nested MAIL command")
+    );
     assert!(c.cmd("RCPT TO:<alice@mx.test.example> NOTIFY=SUCCESS,FAILURE ORCPT=rfc822;alice+2Bx@mx.test.example").starts_with("250"));
     assert!(c.cmd("RCPT TO:<postmaster>").starts_with("250"));
-    assert!(c.cmd("RCPT TO:<alice@mx.test.example>").starts_with("452 4.5.3 Error: too many recipients"));
+    assert!(
+        c.cmd("RCPT TO:<alice@mx.test.example>")
+            .starts_with("452 4.5.3 Error: too many recipients")
+    );
     assert!(c.cmd("DATA").starts_with("354"));
     c.send(format!("Subject: big\r\n\r\n{}\r\n.\r\n", "y".repeat(3000)).as_bytes());
     assert!(c.reply().starts_with("552 5.3.4"));
@@ -180,10 +238,17 @@ fn hard_error_limit_disconnects() {
     let mut c = Raw::connect(d.port);
     assert!(c.cmd("BAD1").starts_with("502"));
     assert!(c.cmd("BAD2").starts_with("502"));
-    assert!(c.cmd("BAD3").starts_with("421 4.7.0 mx.test.example Error: too many errors"));
+    assert!(
+        c.cmd("BAD3")
+            .starts_with("421 4.7.0 mx.test.example Error: too many errors")
+    );
     assert_eq!(c.reply(), "", "connection closed");
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(d.log().contains("too many errors after UNKNOWN"), "{}", d.log());
+    assert!(
+        d.log().contains("too many errors after UNKNOWN"),
+        "{}",
+        d.log()
+    );
 }
 
 #[test]
@@ -191,10 +256,18 @@ fn idle_session_times_out() {
     let d = Daemon::start("smtpd_timeout = 1s\n");
     let mut c = Raw::connect(d.port);
     let started = std::time::Instant::now();
-    assert!(c.reply().starts_with("421 4.4.2 mx.test.example Error: timeout exceeded"));
+    assert!(
+        c.reply()
+            .starts_with("421 4.4.2 mx.test.example Error: timeout exceeded")
+    );
     assert!(started.elapsed() < std::time::Duration::from_secs(10));
     std::thread::sleep(std::time::Duration::from_millis(100));
-    assert!(d.log().contains("timeout after CONNECT from unknown[127.0.0.1]"), "{}", d.log());
+    assert!(
+        d.log()
+            .contains("timeout after CONNECT from unknown[127.0.0.1]"),
+        "{}",
+        d.log()
+    );
 }
 
 #[test]
@@ -204,14 +277,29 @@ fn default_configuration_is_not_an_open_relay() {
     // is outside the default mynetworks.
     let mut outsider = Raw::connect_from(d.port, "127.0.0.2");
     outsider.cmd("EHLO outsider.example");
-    assert!(outsider.cmd("MAIL FROM:<spammer@example.org>").starts_with("250"));
-    assert_eq!(outsider.cmd("RCPT TO:<victim@foreign.example>"), "454 4.7.1 <victim@foreign.example>: Relay access denied\r\n");
+    assert!(
+        outsider
+            .cmd("MAIL FROM:<spammer@example.org>")
+            .starts_with("250")
+    );
+    assert_eq!(
+        outsider.cmd("RCPT TO:<victim@foreign.example>"),
+        "454 4.7.1 <victim@foreign.example>: Relay access denied\r\n"
+    );
     // Mail for this host is still accepted from anyone.
-    assert!(outsider.cmd("RCPT TO:<alice@mx.test.example>").starts_with("250"));
+    assert!(
+        outsider
+            .cmd("RCPT TO:<alice@mx.test.example>")
+            .starts_with("250")
+    );
     let mut insider = Raw::connect(d.port);
     insider.cmd("EHLO insider.example");
     insider.cmd("MAIL FROM:<a@example.org>");
-    assert!(insider.cmd("RCPT TO:<victim@foreign.example>").starts_with("250"));
+    assert!(
+        insider
+            .cmd("RCPT TO:<victim@foreign.example>")
+            .starts_with("250")
+    );
     std::thread::sleep(std::time::Duration::from_millis(100));
     assert!(d.log().contains("NOQUEUE: reject: RCPT from unknown[127.0.0.2]: 454 4.7.1 <victim@foreign.example>: Relay access denied; from=<spammer@example.org> to=<victim@foreign.example> proto=ESMTP helo=<outsider.example>"), "{}", d.log());
 }
@@ -220,11 +308,15 @@ fn default_configuration_is_not_an_open_relay() {
 fn reject_unauth_destination_gives_554() {
     // Postfix's relay restrictions run first; an operator who wants a hard
     // 554 instead of the default's 454 says reject_unauth_destination there.
-    let d = Daemon::start("smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n");
+    let d =
+        Daemon::start("smtpd_relay_restrictions = permit_mynetworks, reject_unauth_destination\n");
     let mut c = Raw::connect_from(d.port, "127.0.0.2");
     c.cmd("EHLO x");
     c.cmd("MAIL FROM:<a@example.org>");
-    assert_eq!(c.cmd("RCPT TO:<v@foreign.example>"), "554 5.7.1 <v@foreign.example>: Relay access denied\r\n");
+    assert_eq!(
+        c.cmd("RCPT TO:<v@foreign.example>"),
+        "554 5.7.1 <v@foreign.example>: Relay access denied\r\n"
+    );
 }
 
 /// Each smuggling sequence stays inside one message: exactly one message is
@@ -247,7 +339,10 @@ fn smuggling_sequences_do_not_split_messages() {
         c.send(&body);
         let r = c.reply();
         assert!(r.starts_with("250 2.0.0 Ok: queued as"), "{seq:?}: {r}");
-        assert!(c.cmd("NOOP").starts_with("250 2.0.0 Ok"), "{seq:?}: the session is in sync");
+        assert!(
+            c.cmd("NOOP").starts_with("250 2.0.0 Ok"),
+            "{seq:?}: the session is in sync"
+        );
     }
     c.cmd("QUIT");
     d.stop();
@@ -257,22 +352,35 @@ fn smuggling_sequences_do_not_split_messages() {
         assert_eq!(env.sender, "a@example.org");
         assert_eq!(env.recipients.len(), 1);
         let text = String::from_utf8_lossy(content);
-        assert!(text.contains("MAIL FROM:<evil@example.org>"), "smuggled text is content: {text}");
-        assert!(!content.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'), "normalised: no bare LF");
-        assert!(!content.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n'), "normalised: no bare CR");
+        assert!(
+            text.contains("MAIL FROM:<evil@example.org>"),
+            "smuggled text is content: {text}"
+        );
+        assert!(
+            !content.windows(2).any(|w| w[1] == b'\n' && w[0] != b'\r'),
+            "normalised: no bare LF"
+        );
+        assert!(
+            !content.windows(2).any(|w| w[0] == b'\r' && w[1] != b'\n'),
+            "normalised: no bare CR"
+        );
     }
 }
 
 #[test]
 fn bare_newlines_are_rejected_when_configured() {
-    let d = Daemon::start("smtpd_forbid_bare_newline = yes\nsmtpd_forbid_bare_newline_exclusions =\n");
+    let d =
+        Daemon::start("smtpd_forbid_bare_newline = yes\nsmtpd_forbid_bare_newline_exclusions =\n");
     let mut c = Raw::connect(d.port);
     c.cmd("EHLO x");
     c.cmd("MAIL FROM:<a@example.org>");
     c.cmd("RCPT TO:<alice@mx.test.example>");
     c.cmd("DATA");
     c.send(b"Subject: x\r\n\r\nline\n.\nmore\r\n.\r\n");
-    assert!(c.reply().starts_with("550 5.5.2 Error: bare <CR> or <LF> received"));
+    assert!(
+        c.reply()
+            .starts_with("550 5.5.2 Error: bare <CR> or <LF> received")
+    );
     assert!(c.cmd("NOOP").starts_with("250"));
 }
 
@@ -294,7 +402,9 @@ fn oversized_message_is_refused_with_flat_memory() {
     assert!(c.reply().starts_with("552 5.3.4"));
     let after = d.rss();
     let growth = after.saturating_sub(before);
-    eprintln!("RSS before {before} after {after} growth {growth} bytes for a 40 MiB message against a 10 MiB limit");
+    eprintln!(
+        "RSS before {before} after {after} growth {growth} bytes for a 40 MiB message against a 10 MiB limit"
+    );
     assert!(growth < 24 << 20, "memory grew by {growth} bytes");
 }
 
@@ -310,13 +420,20 @@ fn acknowledged_messages_survive_sigkill() {
         c.cmd("DATA");
         c.send(format!("Subject: {i}\r\n\r\nmessage {i}\r\n.\r\n").as_bytes());
         let r = c.reply();
-        let id = r.trim().strip_prefix("250 2.0.0 Ok: queued as ").expect("queued").to_string();
+        let id = r
+            .trim()
+            .strip_prefix("250 2.0.0 Ok: queued as ")
+            .expect("queued")
+            .to_string();
         acked.push(id);
     }
     d.kill();
     d.spawn();
     d.stop();
-    let q: Vec<String> = queued_messages(&d.spool_dir()).into_iter().map(|m| m.0.to_string()).collect();
+    let q: Vec<String> = queued_messages(&d.spool_dir())
+        .into_iter()
+        .map(|m| m.0.to_string())
+        .collect();
     for id in &acked {
         assert!(q.contains(id), "{id} lost after SIGKILL");
     }
@@ -332,9 +449,15 @@ fn stop_status_and_reload() {
     let mut old = Raw::connect(d.port);
     old.cmd("EHLO x");
     let main = d.dir.path().join("main.cf");
-    let text = std::fs::read_to_string(&main).unwrap().replace("ESMTP first", "ESMTP second");
+    let text = std::fs::read_to_string(&main)
+        .unwrap()
+        .replace("ESMTP first", "ESMTP second");
     std::fs::write(&main, text).unwrap();
-    assert!(corepost(&["reload", "-c", &d.config_dir()]).status.success());
+    assert!(
+        corepost(&["reload", "-c", &d.config_dir()])
+            .status
+            .success()
+    );
     std::thread::sleep(std::time::Duration::from_millis(600));
     let mut new = std::net::TcpStream::connect(("127.0.0.1", d.port)).unwrap();
     let mut buf = [0u8; 256];
@@ -363,7 +486,8 @@ fn many_idle_connections() {
     }
     // Every connection gets its greeting.
     for s in &mut conns {
-        s.set_read_timeout(Some(std::time::Duration::from_secs(20))).unwrap();
+        s.set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .unwrap();
         let mut buf = [0u8; 128];
         let k = std::io::Read::read(s, &mut buf).unwrap();
         assert!(buf[..k].starts_with(b"220 "));

@@ -79,7 +79,11 @@ impl Daemon {
             format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
         )
         .expect("master.cf");
-        let mut d = Daemon { dir, port, child: None };
+        let mut d = Daemon {
+            dir,
+            port,
+            child: None,
+        };
         d.spawn();
         d
     }
@@ -150,7 +154,8 @@ impl Daemon {
 
     /// Resident memory of the daemon, bytes.
     pub fn rss(&self) -> u64 {
-        let status = std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
+        let status =
+            std::fs::read_to_string(format!("/proc/{}/status", self.pid())).unwrap_or_default();
         status
             .lines()
             .find_map(|l| l.strip_prefix("VmRSS:"))
@@ -180,14 +185,20 @@ impl Raw {
     /// Connect from a chosen loopback source address (e.g. 127.0.0.2,
     /// which is not in the default mynetworks).
     pub fn connect_from(port: u16, source: &str) -> Raw {
-        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None).expect("socket");
+        let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
+            .expect("socket");
         let src: std::net::SocketAddr = format!("{source}:0").parse().expect("source");
         socket.bind(&src.into()).expect("bind source");
         let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("dst");
         socket.connect(&dst.into()).expect("connect");
         let stream: std::net::TcpStream = socket.into();
-        stream.set_read_timeout(Some(std::time::Duration::from_secs(20))).expect("timeout");
-        let mut raw = Raw { stream, buf: Vec::new() };
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        let mut raw = Raw {
+            stream,
+            buf: Vec::new(),
+        };
         let greeting = raw.reply();
         assert!(greeting.starts_with("220 "), "{greeting}");
         raw
@@ -240,14 +251,25 @@ fn complete_reply(buf: &[u8]) -> Option<usize> {
 }
 
 /// Every queued message in a stopped daemon's spool: (queue id, envelope, content).
-pub fn queued_messages(spool: &Path) -> Vec<(corepost_spool::QueueId, corepost_spool::Envelope, Vec<u8>)> {
+pub fn queued_messages(
+    spool: &Path,
+) -> Vec<(corepost_spool::QueueId, corepost_spool::Envelope, Vec<u8>)> {
     let mut out = Vec::new();
     let cores = std::fs::read_dir(spool)
-        .map(|d| d.filter_map(|e| e.ok()).filter(|e| e.file_name().to_string_lossy().starts_with("core-")).count())
+        .map(|d| {
+            d.filter_map(|e| e.ok())
+                .filter(|e| e.file_name().to_string_lossy().starts_with("core-"))
+                .count()
+        })
         .unwrap_or(0) as u16;
     for core in 0..cores {
-        let (s, _) = corepost_spool::CoreSpool::open(spool, core, cores, corepost_spool::SpoolOptions::default())
-            .expect("open spool");
+        let (s, _) = corepost_spool::CoreSpool::open(
+            spool,
+            core,
+            cores,
+            corepost_spool::SpoolOptions::default(),
+        )
+        .expect("open spool");
         let ids: Vec<_> = s.index().iter().map(|(id, _)| *id).collect();
         for id in ids {
             let m = s.read(&id).expect("read").expect("queued");

@@ -316,7 +316,7 @@ async fn core_main(
             *settings.borrow_mut() = lock(&shared.settings).clone();
         }
         ticks += 1;
-        if ticks % 10 == 0
+        if ticks.is_multiple_of(10)
             && let Err(e) = ctx.spool.borrow_mut().reclaim()
         {
             ctx.log.line(

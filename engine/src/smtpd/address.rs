@@ -56,11 +56,11 @@ pub fn parse_mailbox(path: &str, allow_utf8: bool) -> Result<Mailbox, Reply> {
         return Err(Reply::new(501, "5.1.3", "Local part too long"));
     }
     if local.starts_with('"') {
-        check_quoted(local).map_err(|e| bad(e))?;
+        check_quoted(local).map_err(&bad)?;
     } else {
-        check_dot_atom(local).map_err(|e| bad(e))?;
+        check_dot_atom(local).map_err(&bad)?;
     }
-    let domain = parse_domain(domain).map_err(|e| bad(e))?;
+    let domain = parse_domain(domain).map_err(bad)?;
     Ok(Mailbox {
         local: local.to_string(),
         domain,
