@@ -546,7 +546,7 @@ mod tests {
     #[test]
     fn access_tables_and_classes() {
         let p = policy(
-            "smtpd_restriction_classes = strict\nstrict = reject\nsmtpd_recipient_restrictions = check_recipient_access inline:{ vip@example.com=OK, spam.example=REJECT go away, slow.example=450 try later, strict.example=strict, warn.example=WARN noted }, permit\n",
+            "smtpd_restriction_classes = strict\nstrict = reject\nsmtpd_recipient_restrictions = check_recipient_access inline:{ vip@example.com=OK, { spam.example=REJECT go away }, { slow.example=450 try later }, strict.example=strict, { warn.example=WARN noted } }, permit\n",
         );
         let mut w = Vec::new();
         let run = |rcpt: &str, w: &mut Vec<String>| {
