@@ -497,3 +497,64 @@ fn many_idle_connections() {
     eprintln!("{n} idle connections: RSS {before} -> {after}, {per} bytes per connection");
     assert!(per < 64 * 1024, "{per} bytes per idle connection");
 }
+
+#[test]
+fn backlog_limit_slows_then_refuses() {
+    let d =
+        Daemon::start("corepost_cores = 1\ncorepost_core_backlog_limit = 1\nin_flow_delay = 1s\n");
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO x");
+    for _ in 0..2 {
+        assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+        c.cmd("RCPT TO:<alice@mx.test.example>");
+        c.cmd("DATA");
+        c.send(b"Subject: q\r\n\r\nx\r\n.\r\n");
+        assert!(c.reply().starts_with("250 2.0.0 Ok: queued as"));
+    }
+    // Two queued on the only core, over the limit of one: the next MAIL
+    // waits in_flow_delay, then gets 451.
+    let t = std::time::Instant::now();
+    assert_eq!(
+        c.cmd("MAIL FROM:<a@example.org>"),
+        "451 4.3.1 Insufficient system storage\r\n"
+    );
+    assert!(t.elapsed() >= std::time::Duration::from_millis(900));
+    assert!(c.cmd("NOOP").starts_with("250"));
+}
+
+#[test]
+fn root_drops_to_mail_owner() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("not root: privilege drop not exercised");
+        return;
+    }
+    let mut d = Daemon::start("mail_owner = nobody\n");
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let uid_line = status
+        .lines()
+        .find(|l| l.starts_with("Uid:"))
+        .unwrap()
+        .to_string();
+    let nobody = corepost_config::tables::open_table("unix:passwd.byname")
+        .unwrap()
+        .lookup("nobody")
+        .unwrap()
+        .unwrap();
+    let uid = nobody.split(':').nth(2).unwrap().to_string();
+    assert!(
+        uid_line.split_whitespace().skip(1).all(|u| u == uid),
+        "{uid_line}"
+    );
+    // It still queues mail as that user.
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO x");
+    c.cmd("MAIL FROM:<a@example.org>");
+    c.cmd("RCPT TO:<alice@mx.test.example>");
+    c.cmd("DATA");
+    c.send(b"Subject: q\r\n\r\nx\r\n.\r\n");
+    assert!(c.reply().starts_with("250 2.0.0 Ok: queued as"));
+    c.cmd("QUIT");
+    assert!(d.stop().unwrap().success());
+    assert_eq!(queued_messages(&d.spool_dir()).len(), 1);
+}
