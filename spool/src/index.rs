@@ -249,6 +249,21 @@ impl Index {
         u.bytes += u64::from(entry.location.len);
     }
 
+    /// Move a message's next attempt in memory only (nothing is logged):
+    /// the queue manager leases a message it is delivering so that it is
+    /// not picked again meanwhile. A crash forgets the lease, which is what
+    /// we want: the message is due again after recovery.
+    pub fn lease(&mut self, id: &QueueId, until: u64) {
+        let Some(entry) = self.entries.get_mut(id) else {
+            return;
+        };
+        if !entry.held {
+            self.schedule.remove(&(entry.next_attempt, *id));
+            self.schedule.insert((until, *id));
+        }
+        entry.next_attempt = until;
+    }
+
     pub fn apply_outcome(&mut self, o: &Outcome) -> Applied {
         let Some(entry) = self.entries.get_mut(&o.queue_id) else {
             return Applied::Unknown;
@@ -375,6 +390,9 @@ mod tests {
             at: 1,
         });
         assert_eq!(index.earliest_due(), Some(0));
+        index.lease(&id, 77);
+        assert_eq!(index.earliest_due(), Some(77));
+        index.lease(&id, 0);
         index.relocate(&id, loc(7));
         assert_eq!(index.usage(1), SegmentUsage::default());
         assert_eq!(index.usage(7).messages, 1);

@@ -336,6 +336,12 @@ impl CoreSpool {
         Ok((self.index.apply_admin(&record), lsn(seq, end)))
     }
 
+    /// Lease a message to the queue manager until `until` (µs), in memory
+    /// only; see [`Index::lease`].
+    pub fn lease(&mut self, id: &QueueId, until: u64) {
+        self.index.lease(id, until);
+    }
+
     /// Resolves when everything up to `lsn` is durable.
     pub fn durable(&self, lsn: Lsn) -> Durable {
         self.flusher.durable(lsn)
