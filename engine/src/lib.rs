@@ -5,7 +5,9 @@
 //! the queue manager and the delivery agents each get a folder of their
 //! own as they land (see ARCHITECTURE.md).
 
+pub mod bounce;
 pub mod cli;
+pub mod delivery;
 pub mod dns;
 pub mod log;
 pub mod routing;

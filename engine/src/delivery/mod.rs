@@ -1,0 +1,13 @@
+//! Delivery agents: the code that hands a queued message to its next hop.
+//!
+//! The queue manager (`qmgr/`) decides *what* to deliver *where* and *when*; the modules here
+//! know *how* to talk to the other side. Each agent is a library the queue manager drives on its
+//! core's executor — not a separate process as in Postfix — so a delivery costs no IPC and the
+//! connections it opens stay on the core that owns the destination.
+//!
+//! - [`smtp`]: the SMTP client protocol (connection set-up, STARTTLS, pipelined transactions).
+//! - [`testsink`]: test support — a scripted SMTP server on loopback for the client's tests and
+//!   the queue manager's end-to-end tests.
+
+pub mod smtp;
+pub mod testsink;

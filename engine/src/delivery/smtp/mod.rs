@@ -1,0 +1,904 @@
+//! The SMTP client protocol: one connection to one server, and mail transactions over it.
+//!
+//! The queue manager owns the policy (which host, how many connections, when to give up, what a
+//! reply means for each recipient's fate); this module owns the dialogue. [`SmtpConnection::connect`]
+//! does TCP, the greeting, EHLO (HELO as fallback) and STARTTLS; [`SmtpConnection::deliver`] runs
+//! one transaction; the same connection is reused for more transactions to the same destination.
+//!
+//! It is the hot path, so:
+//! - with PIPELINING, MAIL, every RCPT and DATA (or BDAT with the body) go out in **one write**
+//!   and the replies are read in order, so a transaction costs two round trips (envelope + body);
+//! - the body is dot-stuffed into a reused buffer and written in large chunks, never per line;
+//! - a failed transaction does not cost a round trip for RSET: the RSET is put in front of the
+//!   next pipelined envelope (or sent by [`SmtpConnection::reset`] when the caller asks).
+//!
+//! Every wait is bounded by the stage's timeout from [`ClientSettings`], and the server's replies
+//! are parsed as hostile input ([`reply`]).
+//!
+//! After any [`SessionError`] from [`SmtpConnection::deliver`] the caller should not start
+//! another transaction on the connection except after an `Unsupported` error or a `Reply` error
+//! (both leave the dialogue in step; [`SmtpConnection::reset`] tells whether it is still usable);
+//! [`SmtpConnection::quit`] is always safe.
+
+pub mod capabilities;
+pub mod encode;
+pub mod reply;
+pub mod tls;
+
+#[cfg(test)]
+mod tests;
+
+use std::fmt;
+use std::io;
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use corepost_spool::{BodyType, MailParams, Recipient};
+use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use glommio::net::TcpStream;
+
+pub use capabilities::Capabilities;
+use encode::MailOptions;
+pub use reply::ServerReply;
+use tls::Stream;
+
+/// `smtp_tls_security_level`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum TlsLevel {
+    /// `""` or `none`: never STARTTLS.
+    None,
+    /// `may`: STARTTLS when offered, else plaintext.
+    May,
+    /// `encrypt` (and, for now, `verify`/`secure`, see [`tls`]): TLS or no delivery.
+    Encrypt,
+}
+
+impl TlsLevel {
+    pub fn parse(value: &str) -> Result<TlsLevel, String> {
+        match value.trim().to_ascii_lowercase().as_str() {
+            "" | "none" => Ok(TlsLevel::None),
+            "may" => Ok(TlsLevel::May),
+            // Certificates are not verified yet: see the tls module.
+            "encrypt" | "verify" | "secure" | "dane" | "dane-only" | "fingerprint" => {
+                Ok(TlsLevel::Encrypt)
+            }
+            other => Err(format!("unknown TLS security level \"{other}\"")),
+        }
+    }
+}
+
+/// One transport's effective client settings.
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub helo_name: String,
+    pub connect_timeout: Duration,
+    /// Greeting, EHLO/HELO, STARTTLS and the TLS handshake.
+    pub helo_timeout: Duration,
+    /// MAIL FROM, and RSET.
+    pub mail_timeout: Duration,
+    pub rcpt_timeout: Duration,
+    pub data_init_timeout: Duration,
+    /// Each write of the message body.
+    pub data_xfer_timeout: Duration,
+    /// The reply to the end of data (or to BDAT LAST).
+    pub data_done_timeout: Duration,
+    pub quit_timeout: Duration,
+    pub tls: TlsLevel,
+    /// Reserved for the LMTP client; must be false for now.
+    pub lmtp: bool,
+}
+
+impl ClientSettings {
+    /// Resolve the settings from a parameter getter. `get` is expected to be the transport's view
+    /// of the configuration (main.cf with its master.cf `-o` overrides); `transport` only names it
+    /// in error messages. Errors name the parameter.
+    pub fn from_params(
+        get: &dyn Fn(&str) -> Result<String, corepost_config::ConfigError>,
+        transport: &str,
+    ) -> Result<ClientSettings, String> {
+        let text = |name: &str| get(name).map_err(|e| format!("transport {transport}: {e}"));
+        let time = |name: &str| -> Result<Duration, String> {
+            let value = text(name)?;
+            corepost_config::value::parse_time(&value, 's')
+                .map_err(|e| format!("transport {transport}: parameter {name}: {e}"))
+        };
+        let tls = TlsLevel::parse(&text("smtp_tls_security_level")?).map_err(|e| {
+            format!("transport {transport}: parameter smtp_tls_security_level: {e}")
+        })?;
+        Ok(ClientSettings {
+            helo_name: text("smtp_helo_name")?.trim().to_string(),
+            connect_timeout: time("smtp_connect_timeout")?,
+            helo_timeout: time("smtp_helo_timeout")?,
+            mail_timeout: time("smtp_mail_timeout")?,
+            rcpt_timeout: time("smtp_rcpt_timeout")?,
+            data_init_timeout: time("smtp_data_init_timeout")?,
+            data_xfer_timeout: time("smtp_data_xfer_timeout")?,
+            data_done_timeout: time("smtp_data_done_timeout")?,
+            quit_timeout: time("smtp_quit_timeout")?,
+            tls,
+            lmtp: false,
+        })
+    }
+}
+
+/// One transaction to run.
+#[derive(Debug, Clone, Copy)]
+pub struct Outbound<'a> {
+    /// The envelope sender; `""` is the null sender.
+    pub sender: &'a str,
+    pub params: &'a MailParams,
+    pub recipients: &'a [&'a Recipient],
+    /// The content as stored: CRLF lines, possibly bare LF.
+    pub content: &'a [u8],
+}
+
+/// The server's reply to one RCPT TO.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RecipientResult {
+    /// 2xx: the recipient's fate is the data reply's.
+    Accepted(ServerReply),
+    /// 4xx or 5xx.
+    Rejected(ServerReply),
+}
+
+impl RecipientResult {
+    pub fn reply(&self) -> &ServerReply {
+        match self {
+            RecipientResult::Accepted(r) | RecipientResult::Rejected(r) => r,
+        }
+    }
+}
+
+/// What became of one transaction.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TransactionResult {
+    /// One per [`Outbound::recipients`], in order.
+    pub recipients: Vec<RecipientResult>,
+    /// The reply to the end of data (or BDAT LAST); it applies to every accepted recipient. `None`
+    /// when no recipient was accepted: then no message was sent, and an RSET is owed (sent in
+    /// front of the next transaction, or by [`SmtpConnection::reset`]).
+    pub data: Option<ServerReply>,
+}
+
+/// Why the session (or the transaction) ended without per-recipient results.
+#[derive(Debug, Clone)]
+pub enum SessionError {
+    Connect {
+        addr: SocketAddr,
+        reason: String,
+        host: String,
+    },
+    /// A 4xx/5xx (or otherwise not 2xx) greeting.
+    Greeting(ServerReply),
+    /// A 4xx/5xx to EHLO/HELO/STARTTLS/MAIL/DATA/RSET that ends the transaction. `peer` is
+    /// `host[addr]`.
+    Reply {
+        stage: &'static str,
+        reply: ServerReply,
+        peer: String,
+    },
+    Timeout {
+        stage: &'static str,
+        peer: String,
+    },
+    Lost {
+        stage: &'static str,
+        reason: String,
+        peer: String,
+    },
+    Tls(String),
+    Protocol(String),
+    /// The message needs something the server lacks (SMTPUTF8, BINARYMIME, a size under the
+    /// advertised limit): permanent for every recipient, with this status.
+    Unsupported {
+        status: &'static str,
+        text: String,
+    },
+}
+
+/// What the client was doing at `stage`, in Postfix's words.
+fn doing(stage: &str) -> String {
+    match stage {
+        "greeting" => "receiving the initial server greeting".into(),
+        "EHLO" | "HELO" => format!("performing the {stage} handshake"),
+        "TLS handshake" => "performing the TLS handshake".into(),
+        "message body" => "sending message body".into(),
+        "end of DATA" => "sending end of data -- message may be sent more than once".into(),
+        _ => format!("sending {stage}"),
+    }
+}
+
+impl SessionError {
+    /// Whether every recipient should bounce (5xx greeting or reply, unsupported feature) rather
+    /// than be deferred.
+    pub fn is_permanent(&self) -> bool {
+        match self {
+            SessionError::Greeting(reply) | SessionError::Reply { reply, .. } => reply.code >= 500,
+            SessionError::Unsupported { .. } => true,
+            _ => false,
+        }
+    }
+
+    /// The enhanced status code to record: the server's, or one for the kind of failure.
+    pub fn status(&self) -> String {
+        match self {
+            SessionError::Greeting(reply) | SessionError::Reply { reply, .. } => reply.status(),
+            SessionError::Unsupported { status, .. } => status.to_string(),
+            SessionError::Tls(_) => "4.7.5".into(),
+            SessionError::Protocol(_) => "4.5.0".into(),
+            SessionError::Connect { .. } => "4.4.1".into(),
+            SessionError::Timeout { .. } | SessionError::Lost { .. } => "4.4.2".into(),
+        }
+    }
+
+    /// Postfix-style text for log lines and DSNs.
+    pub fn dsn(&self) -> String {
+        match self {
+            SessionError::Connect { addr, reason, host } => {
+                format!("connect to {host}[{}]:{}: {reason}", addr.ip(), addr.port())
+            }
+            SessionError::Greeting(reply) => format!("server refused to talk to me: {reply}"),
+            SessionError::Reply { stage, reply, peer } => {
+                format!("host {peer} said: {reply} (in reply to {stage} command)")
+            }
+            SessionError::Timeout { stage, peer } => {
+                format!("conversation with {peer} timed out while {}", doing(stage))
+            }
+            SessionError::Lost { stage, peer, .. } => {
+                format!("lost connection with {peer} while {}", doing(stage))
+            }
+            SessionError::Tls(text) | SessionError::Protocol(text) => text.clone(),
+            SessionError::Unsupported { text, .. } => text.clone(),
+        }
+    }
+}
+
+impl fmt::Display for SessionError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(&self.dsn())?;
+        if let SessionError::Lost { reason, .. } = self {
+            write!(f, " ({reason})")?;
+        }
+        Ok(())
+    }
+}
+
+impl std::error::Error for SessionError {}
+
+/// `strerror`-like text for a connect failure, as Postfix logs it.
+fn io_reason(e: &io::Error) -> String {
+    match e.kind() {
+        io::ErrorKind::ConnectionRefused => "Connection refused".into(),
+        io::ErrorKind::TimedOut => "Connection timed out".into(),
+        io::ErrorKind::HostUnreachable => "No route to host".into(),
+        io::ErrorKind::NetworkUnreachable => "Network is unreachable".into(),
+        io::ErrorKind::ConnectionReset => "Connection reset by peer".into(),
+        _ => e.to_string(),
+    }
+}
+
+/// The read buffer starts this large and grows only for huge multi-line replies.
+const READ_BUFFER: usize = 4096;
+/// The most buffered reply bytes: a maximal reply (64 lines of 8 KiB) and then some.
+const MAX_READ_BUFFER: usize = (reply::MAX_LINE + 2) * reply::MAX_LINES + READ_BUFFER;
+/// Body bytes buffered before a write; also the output buffer kept between transactions.
+const WRITE_CHUNK: usize = 128 * 1024;
+
+/// One open SMTP session.
+pub struct SmtpConnection {
+    stream: Stream,
+    rbuf: Vec<u8>,
+    rstart: usize,
+    rend: usize,
+    out: Vec<u8>,
+    host: String,
+    addr: SocketAddr,
+    peer: String,
+    settings: ClientSettings,
+    caps: Capabilities,
+    tls: Option<String>,
+    transactions: u32,
+    created: Instant,
+    /// An RSET is owed before the next MAIL FROM.
+    needs_reset: bool,
+    /// The dialogue is out of step (I/O error, timeout, garbage): only closing is left.
+    broken: bool,
+}
+
+impl SmtpConnection {
+    /// Open a session: TCP, greeting, EHLO (HELO on a 5xx), STARTTLS as `settings.tls` says
+    /// (with EHLO again over TLS).
+    pub async fn connect(
+        addr: SocketAddr,
+        host: &str,
+        settings: &ClientSettings,
+    ) -> Result<SmtpConnection, SessionError> {
+        let connect_timeout = settings.connect_timeout.max(Duration::from_millis(1));
+        let stream = TcpStream::connect_timeout(addr, connect_timeout)
+            .await
+            .map_err(|e| SessionError::Connect {
+                addr,
+                reason: io_reason(&io::Error::from(e)),
+                host: host.to_string(),
+            })?;
+        // Commands go out in batches already; do not let Nagle hold back the last one.
+        let _ = stream.set_nodelay(true);
+        let mut conn = SmtpConnection {
+            stream: Stream::Plain(stream),
+            rbuf: vec![0; READ_BUFFER],
+            rstart: 0,
+            rend: 0,
+            out: Vec::with_capacity(1024),
+            host: host.to_string(),
+            addr,
+            peer: format!("{host}[{}]", addr.ip()),
+            settings: settings.clone(),
+            caps: Capabilities::default(),
+            tls: None,
+            transactions: 0,
+            created: Instant::now(),
+            needs_reset: false,
+            broken: false,
+        };
+        let greeting = conn.read_reply("greeting", settings.helo_timeout).await?;
+        if greeting.code / 100 != 2 {
+            return Err(SessionError::Greeting(greeting));
+        }
+        conn.hello().await?;
+        if settings.tls != TlsLevel::None {
+            if conn.caps.starttls {
+                conn.starttls().await?;
+            } else if settings.tls == TlsLevel::Encrypt {
+                return Err(SessionError::Tls(format!(
+                    "TLS is required, but was not offered by host {}",
+                    conn.peer
+                )));
+            }
+        }
+        Ok(conn)
+    }
+
+    /// EHLO, or HELO when EHLO gets a 5xx; sets the capabilities.
+    async fn hello(&mut self) -> Result<(), SessionError> {
+        let timeout = self.settings.helo_timeout;
+        self.out.clear();
+        self.out.extend_from_slice(b"EHLO ");
+        self.out
+            .extend_from_slice(self.settings.helo_name.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        self.send("EHLO", timeout).await?;
+        let (reply, raw) = self.read_reply_raw("EHLO", timeout).await?;
+        if reply.code / 100 == 2 {
+            self.caps = Capabilities::from_ehlo(&self.rbuf[raw]);
+            return Ok(());
+        }
+        if reply.code < 500 {
+            return Err(self.reply_error("EHLO", reply));
+        }
+        self.out.clear();
+        self.out.extend_from_slice(b"HELO ");
+        self.out
+            .extend_from_slice(self.settings.helo_name.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        self.send("HELO", timeout).await?;
+        let reply = self.read_reply("HELO", timeout).await?;
+        if reply.code / 100 != 2 {
+            return Err(self.reply_error("HELO", reply));
+        }
+        self.caps = Capabilities::default();
+        Ok(())
+    }
+
+    /// STARTTLS, the handshake, and EHLO again. A refused STARTTLS is an error only with
+    /// `encrypt`; with `may` the session goes on in plaintext.
+    async fn starttls(&mut self) -> Result<(), SessionError> {
+        let timeout = self.settings.helo_timeout;
+        self.out.clear();
+        self.out.extend_from_slice(b"STARTTLS\r\n");
+        self.send("STARTTLS", timeout).await?;
+        let reply = self.read_reply("STARTTLS", timeout).await?;
+        if reply.code / 100 != 2 {
+            if self.settings.tls == TlsLevel::Encrypt {
+                return Err(self.reply_error("STARTTLS", reply));
+            }
+            return Ok(());
+        }
+        // Whatever the server sent after its 220 came in plaintext and may be an injection
+        // (CVE-2011-0411 style): drop it.
+        self.rstart = 0;
+        self.rend = 0;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            self.broken = true;
+            return Err(SessionError::Protocol("STARTTLS on a TLS session".into()));
+        };
+        let connector = futures_rustls::TlsConnector::from(tls::client_config());
+        let name = tls::server_name(&self.host, self.addr);
+        let handshake = glommio::timer::timeout(timeout, async {
+            connector
+                .connect(name, tcp)
+                .await
+                .map_err(glommio::GlommioError::from)
+        })
+        .await;
+        let stream = match handshake {
+            Ok(s) => s,
+            Err(e) => {
+                self.broken = true;
+                let e = io::Error::from(e);
+                if e.kind() == io::ErrorKind::TimedOut {
+                    return Err(SessionError::Timeout {
+                        stage: "TLS handshake",
+                        peer: self.peer.clone(),
+                    });
+                }
+                return Err(SessionError::Tls(format!(
+                    "Cannot start TLS: handshake failure with {}: {e}",
+                    self.peer
+                )));
+            }
+        };
+        self.tls = Some(tls::describe(stream.get_ref().1));
+        self.stream = Stream::Tls(Box::new(stream));
+        self.hello().await
+    }
+
+    /// Run one transaction; see the module docs and [`TransactionResult`].
+    pub async fn deliver(&mut self, tx: &Outbound<'_>) -> Result<TransactionResult, SessionError> {
+        if self.broken {
+            return Err(SessionError::Protocol(format!(
+                "connection to {} is not usable after an earlier error",
+                self.peer
+            )));
+        }
+        if tx.recipients.is_empty() {
+            return Ok(TransactionResult {
+                recipients: Vec::new(),
+                data: None,
+            });
+        }
+        let opts = self.mail_options(tx)?;
+        let use_bdat = opts.body == Some(BodyType::BinaryMime);
+        let s = self.settings.clone();
+        let mut results = Vec::with_capacity(tx.recipients.len());
+        let data_init;
+
+        self.out.clear();
+        if self.caps.pipelining {
+            let owed_reset = self.needs_reset;
+            if owed_reset {
+                self.out.extend_from_slice(b"RSET\r\n");
+            }
+            encode::push_mail_from(&mut self.out, tx.sender, tx.params, &opts);
+            for rcpt in tx.recipients {
+                encode::push_rcpt_to(&mut self.out, rcpt, opts.dsn);
+            }
+            if use_bdat {
+                self.push_bdat_header(tx.content.len());
+                if tx.content.len() <= WRITE_CHUNK {
+                    self.out.extend_from_slice(tx.content);
+                }
+            } else {
+                self.out.extend_from_slice(b"DATA\r\n");
+            }
+            self.send("MAIL FROM", s.mail_timeout).await?;
+            if use_bdat && tx.content.len() > WRITE_CHUNK {
+                self.write_direct(tx.content, "message body", s.data_xfer_timeout)
+                    .await?;
+            }
+            if owed_reset {
+                let reply = self.read_reply("RSET", s.mail_timeout).await?;
+                if reply.code / 100 != 2 {
+                    self.broken = true;
+                    return Err(self.reply_error("RSET", reply));
+                }
+                self.needs_reset = false;
+            }
+            let mail = self.read_reply("MAIL FROM", s.mail_timeout).await?;
+            for _ in tx.recipients {
+                let reply = self.read_reply("RCPT TO", s.rcpt_timeout).await?;
+                results.push(recipient_result(reply));
+            }
+            let (stage, timeout) = if use_bdat {
+                ("BDAT", s.data_done_timeout)
+            } else {
+                ("DATA", s.data_init_timeout)
+            };
+            data_init = self.read_reply(stage, timeout).await?;
+            if mail.code / 100 != 2 {
+                self.needs_reset = true;
+                return Err(self.reply_error("MAIL FROM", mail));
+            }
+        } else {
+            if self.needs_reset {
+                self.reset().await?;
+            }
+            encode::push_mail_from(&mut self.out, tx.sender, tx.params, &opts);
+            self.send("MAIL FROM", s.mail_timeout).await?;
+            let mail = self.read_reply("MAIL FROM", s.mail_timeout).await?;
+            if mail.code / 100 != 2 {
+                self.needs_reset = true;
+                return Err(self.reply_error("MAIL FROM", mail));
+            }
+            for rcpt in tx.recipients {
+                encode::push_rcpt_to(&mut self.out, rcpt, opts.dsn);
+                self.send("RCPT TO", s.rcpt_timeout).await?;
+                let reply = self.read_reply("RCPT TO", s.rcpt_timeout).await?;
+                results.push(recipient_result(reply));
+            }
+            if !results
+                .iter()
+                .any(|r| matches!(r, RecipientResult::Accepted(_)))
+            {
+                self.needs_reset = true;
+                return Ok(TransactionResult {
+                    recipients: results,
+                    data: None,
+                });
+            }
+            if use_bdat {
+                self.push_bdat_header(tx.content.len());
+                self.send("BDAT", s.data_xfer_timeout).await?;
+                self.write_direct(tx.content, "message body", s.data_xfer_timeout)
+                    .await?;
+                data_init = self.read_reply("BDAT", s.data_done_timeout).await?;
+            } else {
+                self.out.extend_from_slice(b"DATA\r\n");
+                self.send("DATA", s.data_init_timeout).await?;
+                data_init = self.read_reply("DATA", s.data_init_timeout).await?;
+            }
+        }
+
+        let accepted = results
+            .iter()
+            .any(|r| matches!(r, RecipientResult::Accepted(_)));
+        if use_bdat {
+            // BDAT LAST's reply is the end-of-data reply.
+            if !accepted {
+                self.needs_reset = true;
+                return Ok(TransactionResult {
+                    recipients: results,
+                    data: None,
+                });
+            }
+            self.transactions += 1;
+            self.needs_reset = data_init.code / 100 != 2;
+            return Ok(TransactionResult {
+                recipients: results,
+                data: Some(data_init),
+            });
+        }
+        if data_init.code != 354 {
+            self.needs_reset = true;
+            if !accepted {
+                return Ok(TransactionResult {
+                    recipients: results,
+                    data: None,
+                });
+            }
+            return Err(self.reply_error("DATA", data_init));
+        }
+        if !accepted {
+            // A server that says 354 with no recipient: end the empty message and forget it.
+            self.out.extend_from_slice(b".\r\n");
+            self.send("end of DATA", s.data_done_timeout).await?;
+            self.read_reply("end of DATA", s.data_done_timeout).await?;
+            self.needs_reset = true;
+            return Ok(TransactionResult {
+                recipients: results,
+                data: None,
+            });
+        }
+        self.send_body(tx.content).await?;
+        let done = self.read_reply("end of DATA", s.data_done_timeout).await?;
+        self.transactions += 1;
+        self.needs_reset = done.code / 100 != 2;
+        Ok(TransactionResult {
+            recipients: results,
+            data: Some(done),
+        })
+    }
+
+    /// Decide the MAIL FROM parameters, or refuse the message for this server.
+    fn mail_options(&self, tx: &Outbound<'_>) -> Result<MailOptions, SessionError> {
+        let caps = &self.caps;
+        let size = tx.content.len() as u64;
+        if let Some(limit) = caps.size_limit
+            && size > limit
+        {
+            return Err(SessionError::Unsupported {
+                status: "5.3.4",
+                text: format!(
+                    "message size {size} exceeds size limit {limit} of server {}",
+                    self.peer
+                ),
+            });
+        }
+        let body = match tx.params.body {
+            BodyType::BinaryMime if caps.chunking && caps.binarymime => Some(BodyType::BinaryMime),
+            BodyType::BinaryMime => {
+                return Err(SessionError::Unsupported {
+                    status: "5.6.3",
+                    text: format!(
+                        "message has binary content, but host {} does not support BINARYMIME",
+                        self.peer
+                    ),
+                });
+            }
+            BodyType::EightBitMime if caps.eightbitmime => Some(BodyType::EightBitMime),
+            _ => None,
+        };
+        let needs_utf8 =
+            !tx.sender.is_ascii() || tx.recipients.iter().any(|r| !r.address.is_ascii());
+        if needs_utf8 && !caps.smtputf8 {
+            return Err(SessionError::Unsupported {
+                status: "5.6.7",
+                text: format!(
+                    "SMTPUTF8 is required, but was not offered by host {}",
+                    self.peer
+                ),
+            });
+        }
+        Ok(MailOptions {
+            size: caps.size.then_some(size),
+            body,
+            smtputf8: caps.smtputf8 && (needs_utf8 || tx.params.smtputf8),
+            dsn: caps.dsn,
+        })
+    }
+
+    fn push_bdat_header(&mut self, len: usize) {
+        self.out.extend_from_slice(b"BDAT ");
+        self.out.extend_from_slice(len.to_string().as_bytes());
+        self.out.extend_from_slice(b" LAST\r\n");
+    }
+
+    /// The DATA body: dot-stuffed and CRLF-normalised into the output buffer, written whenever
+    /// the buffer holds [`WRITE_CHUNK`] bytes, then the final dot.
+    async fn send_body(&mut self, content: &[u8]) -> Result<(), SessionError> {
+        let timeout = self.settings.data_xfer_timeout;
+        let mut at_line_start = true;
+        for piece in content.chunks(WRITE_CHUNK) {
+            encode::push_dot_stuffed(&mut self.out, piece, &mut at_line_start);
+            if self.out.len() >= WRITE_CHUNK {
+                self.send("message body", timeout).await?;
+            }
+        }
+        encode::push_end_of_data(&mut self.out, at_line_start);
+        self.send("end of DATA", timeout).await
+    }
+
+    /// RSET, to bring the session back to a clean state after a failed transaction.
+    pub async fn reset(&mut self) -> Result<(), SessionError> {
+        if self.broken {
+            return Err(SessionError::Protocol(format!(
+                "connection to {} is not usable after an earlier error",
+                self.peer
+            )));
+        }
+        let timeout = self.settings.mail_timeout;
+        self.out.clear();
+        self.out.extend_from_slice(b"RSET\r\n");
+        self.send("RSET", timeout).await?;
+        let reply = self.read_reply("RSET", timeout).await?;
+        if reply.code / 100 != 2 {
+            self.broken = true;
+            return Err(self.reply_error("RSET", reply));
+        }
+        self.needs_reset = false;
+        Ok(())
+    }
+
+    /// QUIT and close. Waits at most `quit_timeout` for the reply, ignores every error.
+    pub async fn quit(mut self) {
+        let timeout = self.settings.quit_timeout;
+        if !self.broken {
+            self.out.clear();
+            self.out.extend_from_slice(b"QUIT\r\n");
+            if self.send("QUIT", timeout).await.is_ok() {
+                let _ = self.read_reply("QUIT", timeout).await;
+            }
+        }
+        let stream = &mut self.stream;
+        let _ = glommio::timer::timeout(timeout.max(Duration::from_millis(1)), async {
+            stream.close().await?;
+            Ok(())
+        })
+        .await;
+    }
+
+    pub fn host(&self) -> &str {
+        &self.host
+    }
+
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// `host[addr]:port`, for log lines (`relay=`).
+    pub fn relay(&self) -> String {
+        format!("{}[{}]:{}", self.host, self.addr.ip(), self.addr.port())
+    }
+
+    /// `TLSv1.3 with cipher ...` once STARTTLS succeeded.
+    pub fn tls(&self) -> Option<String> {
+        self.tls.clone()
+    }
+
+    /// Transactions that reached the end of data on this connection.
+    pub fn transactions(&self) -> u32 {
+        self.transactions
+    }
+
+    pub fn age(&self) -> Duration {
+        self.created.elapsed()
+    }
+
+    /// What the server advertised (after STARTTLS: in the EHLO over TLS).
+    pub fn capabilities(&self) -> &Capabilities {
+        &self.caps
+    }
+
+    /// False once the dialogue is out of step; only [`SmtpConnection::quit`] is left then.
+    pub fn is_usable(&self) -> bool {
+        !self.broken
+    }
+
+    fn reply_error(&self, stage: &'static str, reply: ServerReply) -> SessionError {
+        SessionError::Reply {
+            stage,
+            reply,
+            peer: self.peer.clone(),
+        }
+    }
+
+    fn io_error(&mut self, stage: &'static str, e: io::Error) -> SessionError {
+        self.broken = true;
+        if e.kind() == io::ErrorKind::TimedOut {
+            SessionError::Timeout {
+                stage,
+                peer: self.peer.clone(),
+            }
+        } else {
+            SessionError::Lost {
+                stage,
+                reason: e.to_string(),
+                peer: self.peer.clone(),
+            }
+        }
+    }
+
+    /// Write and clear the output buffer.
+    async fn send(&mut self, stage: &'static str, timeout: Duration) -> Result<(), SessionError> {
+        let result = {
+            let stream = &mut self.stream;
+            let out = &self.out;
+            glommio::timer::timeout(timeout.max(Duration::from_millis(1)), async {
+                stream.write_all(out).await?;
+                stream.flush().await?;
+                Ok(())
+            })
+            .await
+        };
+        if let Err(e) = result {
+            return Err(self.io_error(stage, io::Error::from(e)));
+        }
+        self.out.clear();
+        if self.out.capacity() > 2 * WRITE_CHUNK {
+            self.out.shrink_to(WRITE_CHUNK);
+        }
+        Ok(())
+    }
+
+    /// Write bytes that are not in the output buffer (a large BDAT body, straight from the
+    /// caller's slice).
+    async fn write_direct(
+        &mut self,
+        bytes: &[u8],
+        stage: &'static str,
+        timeout: Duration,
+    ) -> Result<(), SessionError> {
+        let result = {
+            let stream = &mut self.stream;
+            glommio::timer::timeout(timeout.max(Duration::from_millis(1)), async {
+                stream.write_all(bytes).await?;
+                stream.flush().await?;
+                Ok(())
+            })
+            .await
+        };
+        result.map_err(|e| self.io_error(stage, io::Error::from(e)))
+    }
+
+    async fn read_reply(
+        &mut self,
+        stage: &'static str,
+        timeout: Duration,
+    ) -> Result<ServerReply, SessionError> {
+        Ok(self.read_reply_raw(stage, timeout).await?.0)
+    }
+
+    /// The next reply, and where its raw bytes are in `rbuf` (valid until the next read).
+    async fn read_reply_raw(
+        &mut self,
+        stage: &'static str,
+        timeout: Duration,
+    ) -> Result<(ServerReply, std::ops::Range<usize>), SessionError> {
+        let deadline = Instant::now() + timeout;
+        loop {
+            match reply::parse_reply(&self.rbuf[self.rstart..self.rend]) {
+                Ok(Some((reply, used))) => {
+                    let raw = self.rstart..self.rstart + used;
+                    self.rstart += used;
+                    if self.rstart == self.rend {
+                        self.rstart = 0;
+                        self.rend = 0;
+                    }
+                    return Ok((reply, raw));
+                }
+                Ok(None) => {}
+                Err(e) => {
+                    self.broken = true;
+                    return Err(SessionError::Protocol(format!(
+                        "host {} sent a bad reply while {}: {e}",
+                        self.peer,
+                        doing(stage)
+                    )));
+                }
+            }
+            self.fill(stage, deadline).await?;
+        }
+    }
+
+    /// Read more bytes into `rbuf`, making room first.
+    async fn fill(&mut self, stage: &'static str, deadline: Instant) -> Result<(), SessionError> {
+        if self.rend == self.rbuf.len() {
+            if self.rstart > 0 {
+                self.rbuf.copy_within(self.rstart..self.rend, 0);
+                self.rend -= self.rstart;
+                self.rstart = 0;
+            } else if self.rbuf.len() < MAX_READ_BUFFER {
+                let n = (self.rbuf.len() * 4).min(MAX_READ_BUFFER);
+                self.rbuf.resize(n, 0);
+            } else {
+                // parse_reply bounds lines and replies below this size; unreachable in practice.
+                self.broken = true;
+                return Err(SessionError::Protocol(format!(
+                    "reply from {} too large",
+                    self.peer
+                )));
+            }
+        }
+        let remaining = deadline.saturating_duration_since(Instant::now());
+        if remaining.is_zero() {
+            self.broken = true;
+            return Err(SessionError::Timeout {
+                stage,
+                peer: self.peer.clone(),
+            });
+        }
+        let result = {
+            let stream = &mut self.stream;
+            let buf = &mut self.rbuf[self.rend..];
+            glommio::timer::timeout(remaining, async { Ok(stream.read(buf).await?) }).await
+        };
+        match result {
+            Ok(0) => Err(self.io_error(
+                stage,
+                io::Error::new(io::ErrorKind::UnexpectedEof, "connection closed by server"),
+            )),
+            Ok(n) => {
+                self.rend += n;
+                Ok(())
+            }
+            Err(e) => Err(self.io_error(stage, io::Error::from(e))),
+        }
+    }
+}
+
+fn recipient_result(reply: ServerReply) -> RecipientResult {
+    if reply.code / 100 == 2 {
+        RecipientResult::Accepted(reply)
+    } else {
+        RecipientResult::Rejected(reply)
+    }
+}

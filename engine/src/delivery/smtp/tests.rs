@@ -1,0 +1,979 @@
+//! The client against the scripted [`TestSink`](crate::delivery::testsink::TestSink) on loopback,
+//! each test on its own glommio executor with short timeouts.
+
+use std::future::Future;
+use std::time::Duration;
+
+use corepost_spool::{BodyType, MailParams, Recipient};
+
+use super::*;
+use crate::delivery::testsink::{SinkScript, TestSink};
+
+fn on_executor<F, Fut>(f: F)
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: Future<Output = ()> + 'static,
+{
+    glommio::LocalExecutorBuilder::default()
+        .spawn(f)
+        .expect("glommio executor")
+        .join()
+        .expect("test task");
+}
+
+fn settings(tls: TlsLevel) -> ClientSettings {
+    let t = Duration::from_secs(5);
+    ClientSettings {
+        helo_name: "client.test".into(),
+        connect_timeout: t,
+        helo_timeout: t,
+        mail_timeout: t,
+        rcpt_timeout: t,
+        data_init_timeout: t,
+        data_xfer_timeout: t,
+        data_done_timeout: t,
+        quit_timeout: Duration::from_secs(1),
+        tls,
+        lmtp: false,
+    }
+}
+
+fn rcpt(address: &str) -> Recipient {
+    Recipient {
+        address: address.into(),
+        ..Recipient::default()
+    }
+}
+
+/// Run one transaction from `sender` to `to` with `content` and `params`.
+async fn send(
+    conn: &mut SmtpConnection,
+    params: &MailParams,
+    to: &[&str],
+    content: &[u8],
+) -> Result<TransactionResult, SessionError> {
+    let recipients: Vec<Recipient> = to.iter().map(|a| rcpt(a)).collect();
+    let refs: Vec<&Recipient> = recipients.iter().collect();
+    conn.deliver(&Outbound {
+        sender: "sender@example.com",
+        params,
+        recipients: &refs,
+        content,
+    })
+    .await
+}
+
+fn accepted(r: &TransactionResult) -> Vec<bool> {
+    r.recipients
+        .iter()
+        .map(|r| matches!(r, RecipientResult::Accepted(_)))
+        .collect()
+}
+
+const MESSAGE: &[u8] = b"Subject: test\r\n\r\nhello\r\n";
+
+#[test]
+fn pipelined_happy_path_in_one_write() {
+    let sink = TestSink::start(SinkScript {
+        size: Some(0),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::May))
+            .await
+            .unwrap();
+        assert!(conn.capabilities().pipelining);
+        assert_eq!(
+            conn.relay(),
+            format!("sink.test[127.0.0.1]:{}", addr.port())
+        );
+        let r = send(&mut conn, &MailParams::default(), &["a@x", "b@x"], MESSAGE)
+            .await
+            .unwrap();
+        assert_eq!(accepted(&r), [true, true]);
+        let data = r.data.unwrap();
+        assert_eq!((data.code, data.enhanced.as_deref()), (250, Some("2.0.0")));
+        assert_eq!(conn.transactions(), 1);
+        assert!(conn.tls().is_none());
+        conn.quit().await;
+    });
+    let got = sink.received();
+    assert_eq!(got.messages.len(), 1);
+    let m = &got.messages[0];
+    assert_eq!(
+        m.mail_from,
+        format!("MAIL FROM:<sender@example.com> SIZE={}", MESSAGE.len())
+    );
+    assert_eq!(m.rcpt_to, ["RCPT TO:<a@x>", "RCPT TO:<b@x>"]);
+    assert_eq!(m.content, MESSAGE);
+    // MAIL, both RCPTs and DATA arrived in one read.
+    let batch: Vec<_> = got
+        .commands
+        .iter()
+        .filter(|c| c.line.starts_with("MAIL") || c.line.starts_with("RCPT") || c.line == "DATA")
+        .collect();
+    assert_eq!(batch.len(), 4);
+    assert!(batch.iter().all(|c| c.read == batch[0].read), "{batch:?}");
+    assert_eq!(got.lines(0).last(), Some(&"QUIT"));
+}
+
+#[test]
+fn without_pipelining_one_command_at_a_time() {
+    let sink = TestSink::start(SinkScript {
+        pipelining: false,
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let r = send(&mut conn, &MailParams::default(), &["a@x", "b@x"], MESSAGE)
+            .await
+            .unwrap();
+        assert_eq!(accepted(&r), [true, true]);
+        assert_eq!(r.data.unwrap().code, 250);
+        conn.quit().await;
+    });
+    let got = sink.received();
+    assert_eq!(
+        got.lines(0),
+        [
+            "EHLO client.test",
+            "MAIL FROM:<sender@example.com>",
+            "RCPT TO:<a@x>",
+            "RCPT TO:<b@x>",
+            "DATA",
+            "QUIT"
+        ]
+    );
+    let reads: Vec<usize> = got.commands.iter().map(|c| c.read).collect();
+    assert!(reads.windows(2).all(|w| w[0] < w[1]), "{reads:?}");
+    assert_eq!(got.messages[0].content, MESSAGE);
+}
+
+#[test]
+fn dot_stuffing_and_bare_lf_on_the_wire() {
+    let sink = TestSink::start(SinkScript::default()).unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let content = b"Subject: dots\n\n.leading dot\r\n..two\nno final newline";
+        let r = send(&mut conn, &MailParams::default(), &["a@x"], content)
+            .await
+            .unwrap();
+        assert_eq!(r.data.unwrap().code, 250);
+        conn.quit().await;
+    });
+    let m = &sink.received().messages[0];
+    assert_eq!(
+        m.wire,
+        b"Subject: dots\r\n\r\n..leading dot\r\n...two\r\nno final newline\r\n"
+    );
+    assert_eq!(
+        m.content,
+        b"Subject: dots\r\n\r\n.leading dot\r\n..two\r\nno final newline\r\n"
+    );
+}
+
+#[test]
+fn large_message_is_written_in_chunks() {
+    let sink = TestSink::start(SinkScript::default()).unwrap();
+    let addr = sink.addr();
+    let line = b".0123456789abcdefghijklmnopqrstuvwxyz0123456789abcdefghijklmnopqrstuvwxyz\r\n";
+    let content: Vec<u8> = line
+        .iter()
+        .copied()
+        .cycle()
+        .take(line.len() * 20_000)
+        .collect();
+    let expected = content.clone();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let r = send(&mut conn, &MailParams::default(), &["a@x"], &content)
+            .await
+            .unwrap();
+        assert_eq!(r.data.unwrap().code, 250);
+        conn.quit().await;
+    });
+    assert_eq!(sink.received().messages[0].content, expected);
+}
+
+#[test]
+fn bdat_for_binarymime_and_params() {
+    let sink = TestSink::start(SinkScript {
+        chunking: true,
+        binarymime: true,
+        dsn: true,
+        size: Some(1_000_000),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let params = MailParams {
+            body: BodyType::BinaryMime,
+            ret: Some(corepost_spool::Ret::Full),
+            envid: Some("env id".into()),
+            ..MailParams::default()
+        };
+        let content = b"Subject: bin\r\n\r\n.raw\nbytes\0\xff";
+        let r = send(&mut conn, &params, &["a@x"], content).await.unwrap();
+        assert_eq!(accepted(&r), [true]);
+        assert_eq!(r.data.unwrap().code, 250);
+        // A BINARYMIME message to a server without BINARYMIME: refused before sending.
+        conn.caps.binarymime = false;
+        let e = send(&mut conn, &params, &["a@x"], content)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SessionError::Unsupported {
+                    status: "5.6.3",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.is_permanent());
+        conn.quit().await;
+    });
+    let got = sink.received();
+    let m = &got.messages[0];
+    assert_eq!(m.content, b"Subject: bin\r\n\r\n.raw\nbytes\0\xff");
+    assert!(m.mail_from.contains(" BODY=BINARYMIME"), "{}", m.mail_from);
+    assert!(
+        m.mail_from.contains(" RET=FULL ENVID=env+20id"),
+        "{}",
+        m.mail_from
+    );
+    assert!(
+        got.lines(0).iter().any(|l| l.starts_with("BDAT 28 LAST")),
+        "{:?}",
+        got.lines(0)
+    );
+    assert!(!got.lines(0).contains(&"DATA"));
+}
+
+#[test]
+fn dsn_parameters_only_when_advertised() {
+    let script = SinkScript {
+        dsn: true,
+        ..SinkScript::default()
+    };
+    let sink = TestSink::start(script).unwrap();
+    let plain = TestSink::start(SinkScript::default()).unwrap();
+    let (a1, a2) = (sink.addr(), plain.addr());
+    on_executor(move || async move {
+        let params = MailParams {
+            ret: Some(corepost_spool::Ret::Headers),
+            envid: Some("e1".into()),
+            ..MailParams::default()
+        };
+        let r = Recipient {
+            address: "a@x".into(),
+            notify: corepost_spool::record::notify::FAILURE,
+            orcpt: Some("rfc822;a@x".into()),
+            ..Recipient::default()
+        };
+        for addr in [a1, a2] {
+            let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+                .await
+                .unwrap();
+            let out = Outbound {
+                sender: "",
+                params: &params,
+                recipients: &[&r],
+                content: MESSAGE,
+            };
+            assert_eq!(conn.deliver(&out).await.unwrap().data.unwrap().code, 250);
+            conn.quit().await;
+        }
+    });
+    let m = &sink.received().messages[0];
+    assert_eq!(m.mail_from, "MAIL FROM:<> RET=HDRS ENVID=e1");
+    assert_eq!(m.rcpt_to, ["RCPT TO:<a@x> NOTIFY=FAILURE ORCPT=rfc822;a@x"]);
+    let m = &plain.received().messages[0];
+    assert_eq!(m.mail_from, "MAIL FROM:<>");
+    assert_eq!(m.rcpt_to, ["RCPT TO:<a@x>"]);
+}
+
+#[test]
+fn partial_rejection_delivers_the_rest() {
+    let mut script = SinkScript::default();
+    script
+        .rcpt_replies
+        .insert("bad@x".into(), "550 5.1.1 <bad@x>: User unknown".into());
+    script
+        .rcpt_replies
+        .insert("later@x".into(), "450 4.2.0 <later@x>: try later".into());
+    let sink = TestSink::start(script).unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let r = send(
+            &mut conn,
+            &MailParams::default(),
+            &["bad@x", "good@x", "later@x"],
+            MESSAGE,
+        )
+        .await
+        .unwrap();
+        assert_eq!(accepted(&r), [false, true, false]);
+        assert_eq!(
+            r.recipients[0].reply().to_string(),
+            "550 5.1.1 <bad@x>: User unknown"
+        );
+        assert_eq!(r.recipients[2].reply().code, 450);
+        assert_eq!(r.data.unwrap().code, 250);
+        conn.quit().await;
+    });
+    assert_eq!(sink.received().messages[0].rcpt_to, ["RCPT TO:<good@x>"]);
+}
+
+#[test]
+fn all_recipients_rejected_then_reuse_with_rset() {
+    let mut script = SinkScript::default();
+    script
+        .rcpt_replies
+        .insert("bad@x".into(), "550 5.1.1 User unknown".into());
+    let sink = TestSink::start(script).unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let r = send(&mut conn, &MailParams::default(), &["bad@x"], MESSAGE)
+            .await
+            .unwrap();
+        assert_eq!(accepted(&r), [false]);
+        assert_eq!(r.data, None);
+        assert_eq!(conn.transactions(), 0);
+        // The owed RSET goes in front of the next transaction, on the same connection.
+        let r = send(&mut conn, &MailParams::default(), &["good@x"], MESSAGE)
+            .await
+            .unwrap();
+        assert_eq!(r.data.unwrap().code, 250);
+        let r = send(&mut conn, &MailParams::default(), &["good2@x"], MESSAGE)
+            .await
+            .unwrap();
+        assert_eq!(r.data.unwrap().code, 250);
+        assert_eq!(conn.transactions(), 2);
+        conn.quit().await;
+    });
+    let got = sink.received();
+    assert_eq!(got.connections, 1);
+    assert_eq!(got.messages.len(), 2);
+    let lines = got.lines(0);
+    let rset = lines.iter().position(|l| *l == "RSET").expect("RSET sent");
+    assert_eq!(lines[rset + 1], "MAIL FROM:<sender@example.com>");
+    assert_eq!(
+        lines.iter().filter(|l| **l == "RSET").count(),
+        1,
+        "{lines:?}"
+    );
+}
+
+#[test]
+fn all_rejected_without_pipelining_and_explicit_reset() {
+    let mut script = SinkScript {
+        pipelining: false,
+        ..SinkScript::default()
+    };
+    script
+        .rcpt_replies
+        .insert("bad@x".into(), "550 5.1.1 User unknown".into());
+    let sink = TestSink::start(script).unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let r = send(&mut conn, &MailParams::default(), &["bad@x"], MESSAGE)
+            .await
+            .unwrap();
+        assert_eq!(r.data, None);
+        conn.reset().await.unwrap();
+        let r = send(&mut conn, &MailParams::default(), &["ok@x"], MESSAGE)
+            .await
+            .unwrap();
+        assert_eq!(r.data.unwrap().code, 250);
+        conn.quit().await;
+    });
+    let lines = sink.received().lines(0).join("|");
+    assert!(lines.contains("RCPT TO:<bad@x>|RSET|MAIL FROM"), "{lines}");
+    assert!(!lines.contains("DATA|RSET"));
+}
+
+#[test]
+fn greeting_rejections() {
+    let perm = TestSink::start(SinkScript {
+        greeting: "554 5.7.1 go away".into(),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let temp = TestSink::start(SinkScript {
+        greeting: "421 4.3.2 busy".into(),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let (a1, a2) = (perm.addr(), temp.addr());
+    on_executor(move || async move {
+        let Err(e) = SmtpConnection::connect(a1, "sink.test", &settings(TlsLevel::None)).await
+        else {
+            panic!("connected")
+        };
+        assert!(matches!(&e, SessionError::Greeting(r) if r.code == 554));
+        assert!(e.is_permanent());
+        assert_eq!(e.status(), "5.7.1");
+        let Err(e) = SmtpConnection::connect(a2, "sink.test", &settings(TlsLevel::None)).await
+        else {
+            panic!("connected")
+        };
+        assert!(matches!(&e, SessionError::Greeting(r) if r.code == 421));
+        assert!(!e.is_permanent());
+    });
+}
+
+#[test]
+fn ehlo_rejected_falls_back_to_helo() {
+    let sink = TestSink::start(SinkScript {
+        ehlo_reply: Some("502 5.5.2 what".into()),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn =
+            SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::Encrypt.min_may()))
+                .await
+                .unwrap();
+        assert!(!conn.capabilities().esmtp);
+        let r = send(
+            &mut conn,
+            &MailParams {
+                body: BodyType::EightBitMime,
+                ..MailParams::default()
+            },
+            &["a@x"],
+            MESSAGE,
+        )
+        .await
+        .unwrap();
+        assert_eq!(r.data.unwrap().code, 250);
+        conn.quit().await;
+    });
+    let got = sink.received();
+    assert_eq!(
+        &got.lines(0)[..3],
+        [
+            "EHLO client.test",
+            "HELO client.test",
+            "MAIL FROM:<sender@example.com>"
+        ]
+    );
+}
+
+impl TlsLevel {
+    /// `may`, whatever the level (helps tests read as "TLS if offered").
+    fn min_may(self) -> TlsLevel {
+        TlsLevel::May
+    }
+}
+
+#[test]
+fn mail_from_rejected() {
+    let sink = TestSink::start(SinkScript {
+        mail_reply: Some("550 5.7.1 sender refused".into()),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let e = send(&mut conn, &MailParams::default(), &["a@x"], MESSAGE)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SessionError::Reply { stage: "MAIL FROM", reply, .. } if reply.code == 550),
+            "{e:?}"
+        );
+        assert!(e.is_permanent());
+        assert_eq!(
+            e.dsn(),
+            "host sink.test[127.0.0.1] said: 550 5.7.1 sender refused (in reply to MAIL FROM command)"
+        );
+        // The dialogue is still in step: RSET works and QUIT is clean.
+        assert!(conn.is_usable());
+        conn.reset().await.unwrap();
+        conn.quit().await;
+    });
+}
+
+#[test]
+fn data_rejected_at_init_and_at_end() {
+    let sink = TestSink::start(SinkScript {
+        data_reply: Some("451 4.3.0 no data now".into()),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let end = TestSink::start(SinkScript {
+        end_reply: Some("554 5.7.1 spam".into()),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let (a1, a2) = (sink.addr(), end.addr());
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(a1, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let e = send(&mut conn, &MailParams::default(), &["a@x"], MESSAGE)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SessionError::Reply { stage: "DATA", reply, .. } if reply.code == 451),
+            "{e:?}"
+        );
+        assert!(!e.is_permanent());
+        conn.quit().await;
+
+        let mut conn = SmtpConnection::connect(a2, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let r = send(&mut conn, &MailParams::default(), &["a@x", "b@x"], MESSAGE)
+            .await
+            .unwrap();
+        assert_eq!(accepted(&r), [true, true]);
+        assert_eq!(r.data.unwrap().to_string(), "554 5.7.1 spam");
+        // Reusable afterwards.
+        conn.reset().await.unwrap();
+        conn.quit().await;
+    });
+}
+
+#[test]
+fn size_over_the_advertised_limit() {
+    let sink = TestSink::start(SinkScript {
+        size: Some(10),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let e = send(&mut conn, &MailParams::default(), &["a@x"], MESSAGE)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SessionError::Unsupported {
+                    status: "5.3.4",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.is_permanent());
+        // Nothing was sent; the connection is still good.
+        let r = send(&mut conn, &MailParams::default(), &["a@x"], b"tiny\r\n")
+            .await
+            .unwrap();
+        assert_eq!(r.data.unwrap().code, 250);
+        conn.quit().await;
+    });
+    assert!(
+        !sink
+            .received()
+            .lines(0)
+            .contains(&"MAIL FROM:<sender@example.com> SIZE=24")
+    );
+}
+
+#[test]
+fn smtputf8_needed_but_not_offered() {
+    let sink = TestSink::start(SinkScript::default()).unwrap();
+    let utf8 = TestSink::start(SinkScript {
+        smtputf8: true,
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let (a1, a2) = (sink.addr(), utf8.addr());
+    on_executor(move || async move {
+        let params = MailParams {
+            smtputf8: true,
+            ..MailParams::default()
+        };
+        let mut conn = SmtpConnection::connect(a1, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let e = send(&mut conn, &params, &["jos\u{e9}@x"], MESSAGE)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SessionError::Unsupported {
+                    status: "5.6.7",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // ASCII envelope: delivered without SMTPUTF8.
+        let r = send(&mut conn, &params, &["jose@x"], MESSAGE)
+            .await
+            .unwrap();
+        assert_eq!(r.data.unwrap().code, 250);
+        conn.quit().await;
+        let mut conn = SmtpConnection::connect(a2, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let r = send(&mut conn, &params, &["jos\u{e9}@x"], MESSAGE)
+            .await
+            .unwrap();
+        assert_eq!(r.data.unwrap().code, 250);
+        conn.quit().await;
+    });
+    assert_eq!(
+        sink.received().messages[0].mail_from,
+        "MAIL FROM:<sender@example.com>"
+    );
+    let m = &utf8.received().messages[0];
+    assert!(m.mail_from.ends_with(" SMTPUTF8"), "{}", m.mail_from);
+    assert_eq!(m.rcpt_to, ["RCPT TO:<jos\u{e9}@x>"]);
+}
+
+#[test]
+fn starttls_upgrade_discards_injected_bytes() {
+    let sink = TestSink::start(SinkScript {
+        starttls: true,
+        starttls_inject: Some("250 injected\r\n".into()),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "localhost", &settings(TlsLevel::May))
+            .await
+            .unwrap();
+        let tls = conn.tls().expect("TLS");
+        assert!(tls.starts_with("TLSv1.3 with cipher TLS13_"), "{tls}");
+        assert!(!conn.capabilities().starttls);
+        let r = send(&mut conn, &MailParams::default(), &["a@x"], MESSAGE)
+            .await
+            .unwrap();
+        assert_eq!(r.data.unwrap().code, 250);
+        conn.quit().await;
+    });
+    let got = sink.received();
+    assert!(got.messages[0].tls);
+    let lines = got.lines(0);
+    assert_eq!(
+        &lines[..3],
+        ["EHLO client.test", "STARTTLS", "EHLO client.test"]
+    );
+    assert!(
+        got.commands
+            .iter()
+            .filter(|c| c.line.starts_with("MAIL"))
+            .all(|c| c.tls)
+    );
+}
+
+#[test]
+fn tls_levels_when_starttls_is_missing_or_refused() {
+    let plain = TestSink::start(SinkScript::default()).unwrap();
+    let refused = TestSink::start(SinkScript {
+        starttls: true,
+        starttls_reply: Some("454 4.7.0 TLS not available".into()),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let (a1, a2) = (plain.addr(), refused.addr());
+    on_executor(move || async move {
+        let Err(e) = SmtpConnection::connect(a1, "sink.test", &settings(TlsLevel::Encrypt)).await
+        else {
+            panic!("connected without TLS")
+        };
+        assert_eq!(
+            e.dsn(),
+            "TLS is required, but was not offered by host sink.test[127.0.0.1]"
+        );
+        assert!(!e.is_permanent());
+        // may: plaintext when refused.
+        let conn = SmtpConnection::connect(a2, "sink.test", &settings(TlsLevel::May))
+            .await
+            .unwrap();
+        assert!(conn.tls().is_none());
+        conn.quit().await;
+        let Err(e) = SmtpConnection::connect(a2, "sink.test", &settings(TlsLevel::Encrypt)).await
+        else {
+            panic!("connected without TLS")
+        };
+        assert!(
+            matches!(
+                e,
+                SessionError::Reply {
+                    stage: "STARTTLS",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        // none: STARTTLS is never sent.
+        let conn = SmtpConnection::connect(a2, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        conn.quit().await;
+    });
+    assert!(!refused.received().lines(3).contains(&"STARTTLS"));
+}
+
+#[test]
+fn connect_refused_and_timeouts() {
+    // A port nobody listens on: bind, note the port, close.
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap();
+    let greeting = TestSink::start(SinkScript {
+        stall_on: Some("CONNECT".into()),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let rcpt = TestSink::start(SinkScript {
+        stall_on: Some("RCPT".into()),
+        pipelining: false,
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let end = TestSink::start(SinkScript {
+        stall_on: Some(".".into()),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let (a1, a2, a3) = (greeting.addr(), rcpt.addr(), end.addr());
+    on_executor(move || async move {
+        let mut s = settings(TlsLevel::None);
+        let short = Duration::from_millis(200);
+        (s.helo_timeout, s.rcpt_timeout, s.data_done_timeout) = (short, short, short);
+        let Err(e) = SmtpConnection::connect(closed, "nowhere.test", &s).await else {
+            panic!()
+        };
+        assert_eq!(
+            e.dsn(),
+            format!(
+                "connect to nowhere.test[127.0.0.1]:{}: Connection refused",
+                closed.port()
+            )
+        );
+
+        let started = Instant::now();
+        let Err(e) = SmtpConnection::connect(a1, "sink.test", &s).await else {
+            panic!()
+        };
+        assert!(
+            matches!(
+                e,
+                SessionError::Timeout {
+                    stage: "greeting",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert_eq!(
+            e.dsn(),
+            "conversation with sink.test[127.0.0.1] timed out while receiving the initial server greeting"
+        );
+        assert!(started.elapsed() < Duration::from_secs(2));
+
+        let mut conn = SmtpConnection::connect(a2, "sink.test", &s).await.unwrap();
+        let e = send(&mut conn, &MailParams::default(), &["a@x"], MESSAGE)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SessionError::Timeout {
+                    stage: "RCPT TO",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(!conn.is_usable());
+        assert!(
+            conn.deliver(&Outbound {
+                sender: "",
+                params: &MailParams::default(),
+                recipients: &[&rcpt_of("a@x")],
+                content: MESSAGE
+            })
+            .await
+            .is_err()
+        );
+        conn.quit().await;
+
+        let mut conn = SmtpConnection::connect(a3, "sink.test", &s).await.unwrap();
+        let e = send(&mut conn, &MailParams::default(), &["a@x"], MESSAGE)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SessionError::Timeout {
+                    stage: "end of DATA",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        assert!(e.dsn().ends_with("message may be sent more than once"));
+        conn.quit().await;
+    });
+}
+
+fn rcpt_of(a: &str) -> Recipient {
+    rcpt(a)
+}
+
+#[test]
+fn server_closing_mid_transaction() {
+    let at_rcpt = TestSink::start(SinkScript {
+        close_on: Some("RCPT".into()),
+        pipelining: false,
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let at_data = TestSink::start(SinkScript {
+        close_on: Some("DATA".into()),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let at_dot = TestSink::start(SinkScript {
+        close_on: Some(".".into()),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let at_connect = TestSink::start(SinkScript {
+        close_on: Some("CONNECT".into()),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let addrs = [
+        at_rcpt.addr(),
+        at_data.addr(),
+        at_dot.addr(),
+        at_connect.addr(),
+    ];
+    on_executor(move || async move {
+        let s = settings(TlsLevel::None);
+        for (addr, stage) in addrs[..3].iter().zip(["RCPT TO", "DATA", "end of DATA"]) {
+            let mut conn = SmtpConnection::connect(*addr, "sink.test", &s)
+                .await
+                .unwrap();
+            let e = send(&mut conn, &MailParams::default(), &["a@x"], MESSAGE)
+                .await
+                .unwrap_err();
+            // The sink answers MAIL and RCPT before it sees DATA, so the loss shows at DATA.
+            assert!(
+                matches!(&e, SessionError::Lost { stage: st, .. } if *st == stage),
+                "{e:?}"
+            );
+            assert!(
+                e.dsn()
+                    .starts_with("lost connection with sink.test[127.0.0.1] while sending")
+            );
+            assert!(!e.is_permanent());
+            conn.quit().await;
+        }
+        let Err(e) = SmtpConnection::connect(addrs[3], "sink.test", &s).await else {
+            panic!()
+        };
+        assert!(
+            matches!(
+                e,
+                SessionError::Lost {
+                    stage: "greeting",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+    });
+}
+
+#[test]
+fn several_transactions_on_one_connection() {
+    let sink = TestSink::start(SinkScript::default()).unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        for i in 0..20 {
+            let to = format!("u{i}@x");
+            let r = send(&mut conn, &MailParams::default(), &[&to], MESSAGE)
+                .await
+                .unwrap();
+            assert_eq!(r.data.unwrap().code, 250);
+        }
+        assert_eq!(conn.transactions(), 20);
+        assert!(conn.age() < Duration::from_secs(10));
+        conn.quit().await;
+    });
+    let got = sink.received();
+    assert_eq!((got.connections, got.messages.len()), (1, 20));
+}
+
+#[test]
+fn settings_from_params() {
+    let get = |name: &str| -> Result<String, corepost_config::ConfigError> {
+        Ok(match name {
+            "smtp_helo_name" => "mx.example.com".into(),
+            "smtp_tls_security_level" => "encrypt".into(),
+            "smtp_connect_timeout" => "30s".into(),
+            "smtp_data_done_timeout" => "10m".into(),
+            _ => "300".into(),
+        })
+    };
+    let s = ClientSettings::from_params(&get, "smtp").unwrap();
+    assert_eq!(s.helo_name, "mx.example.com");
+    assert_eq!(s.tls, TlsLevel::Encrypt);
+    assert_eq!(s.connect_timeout, Duration::from_secs(30));
+    assert_eq!(s.data_done_timeout, Duration::from_secs(600));
+    assert_eq!(s.rcpt_timeout, Duration::from_secs(300));
+    assert!(!s.lmtp);
+    let bad = |name: &str| -> Result<String, corepost_config::ConfigError> {
+        Ok(if name == "smtp_rcpt_timeout" {
+            "soon".into()
+        } else {
+            "".into()
+        })
+    };
+    let e = ClientSettings::from_params(&bad, "relay").unwrap_err();
+    assert!(e.contains("relay"), "{e}");
+    assert_eq!(TlsLevel::parse("").unwrap(), TlsLevel::None);
+    assert_eq!(TlsLevel::parse("MAY").unwrap(), TlsLevel::May);
+    assert_eq!(TlsLevel::parse("verify").unwrap(), TlsLevel::Encrypt);
+    assert!(TlsLevel::parse("bogus").is_err());
+}
