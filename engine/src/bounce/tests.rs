@@ -1,0 +1,1 @@
+//! Tests for the notices: see the module doc of `bounce`.
