@@ -5,6 +5,7 @@
 //! the queue manager and the delivery agents each get a folder of their
 //! own as they land (see ARCHITECTURE.md).
 
+pub mod bounce;
 pub mod cli;
 pub mod delivery;
 pub mod dns;
