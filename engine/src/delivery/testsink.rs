@@ -58,6 +58,9 @@ pub struct SinkScript {
     /// Close the connection without a reply on receiving this command verb (`"MAIL"`, `"RCPT"`,
     /// `"DATA"`, `"."` for end of data, ...), or before the greeting with `"CONNECT"`.
     pub close_on: Option<String>,
+    /// Close the connection right after replying to this command verb (a server that says 421
+    /// and hangs up).
+    pub hangup_after: Option<String>,
     /// Stop answering (hold the connection for [`SinkScript::stall_time`]) on this verb, or
     /// before the greeting with `"CONNECT"`.
     pub stall_on: Option<String>,
@@ -84,6 +87,7 @@ impl Default for SinkScript {
             data_reply: None,
             end_reply: None,
             close_on: None,
+            hangup_after: None,
             stall_on: None,
             stall_time: Duration::from_secs(3),
         }
@@ -563,6 +567,9 @@ impl Session {
                     return Ok(());
                 }
                 _ => self.reply("502 5.5.2 Error: command not recognized")?,
+            }
+            if script.hangup_after.as_deref() == Some(verb.as_str()) {
+                return Err(End::Close);
             }
         }
         Ok(())

@@ -494,8 +494,17 @@ impl SmtpConnection {
                 self.needs_reset = false;
             }
             let mail = self.read_reply("MAIL FROM", s.mail_timeout).await?;
+            // The first reply that ends the session (a refused MAIL, a 421): if the server then
+            // hangs up, that reply is what to report, not the lost connection.
+            let mut fatal = (mail.code / 100 != 2).then(|| ("MAIL FROM", mail.clone()));
             for _ in tx.recipients {
-                let reply = self.read_reply("RCPT TO", s.rcpt_timeout).await?;
+                let reply = match self.read_reply("RCPT TO", s.rcpt_timeout).await {
+                    Ok(r) => r,
+                    Err(e) => return Err(self.prefer_reply(fatal, e)),
+                };
+                if reply.code == 421 && fatal.is_none() {
+                    fatal = Some(("RCPT TO", reply.clone()));
+                }
                 results.push(recipient_result(reply));
             }
             let (stage, timeout) = if use_bdat {
@@ -503,10 +512,17 @@ impl SmtpConnection {
             } else {
                 ("DATA", s.data_init_timeout)
             };
-            data_init = self.read_reply(stage, timeout).await?;
-            if mail.code / 100 != 2 {
+            data_init = match self.read_reply(stage, timeout).await {
+                Ok(r) => r,
+                Err(e) => return Err(self.prefer_reply(fatal, e)),
+            };
+            if let Some((stage, reply)) = fatal {
+                if data_init.code == 354 && !use_bdat {
+                    // A server that let DATA through anyway: end the empty message.
+                    self.abort_data().await?;
+                }
                 self.needs_reset = true;
-                return Err(self.reply_error("MAIL FROM", mail));
+                return Err(self.reply_error(stage, reply));
             }
         } else {
             if self.needs_reset {
@@ -523,6 +539,9 @@ impl SmtpConnection {
                 encode::push_rcpt_to(&mut self.out, rcpt, opts.dsn);
                 self.send("RCPT TO", s.rcpt_timeout).await?;
                 let reply = self.read_reply("RCPT TO", s.rcpt_timeout).await?;
+                if reply.code == 421 {
+                    return Err(self.reply_error("RCPT TO", reply));
+                }
                 results.push(recipient_result(reply));
             }
             if !results
@@ -579,9 +598,7 @@ impl SmtpConnection {
         }
         if !accepted {
             // A server that says 354 with no recipient: end the empty message and forget it.
-            self.out.extend_from_slice(b".\r\n");
-            self.send("end of DATA", s.data_done_timeout).await?;
-            self.read_reply("end of DATA", s.data_done_timeout).await?;
+            self.abort_data().await?;
             self.needs_reset = true;
             return Ok(TransactionResult {
                 recipients: results,
@@ -644,6 +661,29 @@ impl SmtpConnection {
             smtputf8: caps.smtputf8 && (needs_utf8 || tx.params.smtputf8),
             dsn: caps.dsn,
         })
+    }
+
+    /// After a 354 that should not have come: send an empty body's final dot and read (and
+    /// ignore) the reply, so the dialogue stays in step.
+    async fn abort_data(&mut self) -> Result<(), SessionError> {
+        let timeout = self.settings.data_done_timeout;
+        self.out.extend_from_slice(b".\r\n");
+        self.send("end of DATA", timeout).await?;
+        self.read_reply("end of DATA", timeout).await?;
+        Ok(())
+    }
+
+    /// When the server hung up after a reply that ended the session anyway, report the reply.
+    fn prefer_reply(
+        &mut self,
+        fatal: Option<(&'static str, ServerReply)>,
+        e: SessionError,
+    ) -> SessionError {
+        self.broken = true;
+        match fatal {
+            Some((stage, reply)) => self.reply_error(stage, reply),
+            None => e,
+        }
     }
 
     fn push_bdat_header(&mut self, len: usize) {
@@ -743,7 +783,11 @@ impl SmtpConnection {
         !self.broken
     }
 
-    fn reply_error(&self, stage: &'static str, reply: ServerReply) -> SessionError {
+    /// A reply that ends the transaction. A 421 means the server is closing the connection.
+    fn reply_error(&mut self, stage: &'static str, reply: ServerReply) -> SessionError {
+        if reply.code == 421 {
+            self.broken = true;
+        }
         SessionError::Reply {
             stage,
             reply,

@@ -457,10 +457,9 @@ fn ehlo_rejected_falls_back_to_helo() {
     .unwrap();
     let addr = sink.addr();
     on_executor(move || async move {
-        let mut conn =
-            SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::Encrypt.min_may()))
-                .await
-                .unwrap();
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::May))
+            .await
+            .unwrap();
         assert!(!conn.capabilities().esmtp);
         let r = send(
             &mut conn,
@@ -485,13 +484,6 @@ fn ehlo_rejected_falls_back_to_helo() {
             "MAIL FROM:<sender@example.com>"
         ]
     );
-}
-
-impl TlsLevel {
-    /// `may`, whatever the level (helps tests read as "TLS if offered").
-    fn min_may(self) -> TlsLevel {
-        TlsLevel::May
-    }
 }
 
 #[test]
@@ -759,7 +751,7 @@ fn connect_refused_and_timeouts() {
         ..SinkScript::default()
     })
     .unwrap();
-    let rcpt = TestSink::start(SinkScript {
+    let at_rcpt = TestSink::start(SinkScript {
         stall_on: Some("RCPT".into()),
         pipelining: false,
         ..SinkScript::default()
@@ -770,7 +762,7 @@ fn connect_refused_and_timeouts() {
         ..SinkScript::default()
     })
     .unwrap();
-    let (a1, a2, a3) = (greeting.addr(), rcpt.addr(), end.addr());
+    let (a1, a2, a3) = (greeting.addr(), at_rcpt.addr(), end.addr());
     on_executor(move || async move {
         let mut s = settings(TlsLevel::None);
         let short = Duration::from_millis(200);
@@ -825,7 +817,7 @@ fn connect_refused_and_timeouts() {
             conn.deliver(&Outbound {
                 sender: "",
                 params: &MailParams::default(),
-                recipients: &[&rcpt_of("a@x")],
+                recipients: &[&rcpt("a@x")],
                 content: MESSAGE
             })
             .await
@@ -850,10 +842,6 @@ fn connect_refused_and_timeouts() {
         assert!(e.dsn().ends_with("message may be sent more than once"));
         conn.quit().await;
     });
-}
-
-fn rcpt_of(a: &str) -> Recipient {
-    rcpt(a)
 }
 
 #[test]
@@ -976,4 +964,136 @@ fn settings_from_params() {
     assert_eq!(TlsLevel::parse("MAY").unwrap(), TlsLevel::May);
     assert_eq!(TlsLevel::parse("verify").unwrap(), TlsLevel::Encrypt);
     assert!(TlsLevel::parse("bogus").is_err());
+}
+
+#[test]
+fn malformed_replies_are_protocol_errors() {
+    let garbage = TestSink::start(SinkScript {
+        greeting: "hello there".into(),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let long = TestSink::start(SinkScript {
+        greeting: format!("220 {}", "x".repeat(20_000)),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let (a1, a2) = (garbage.addr(), long.addr());
+    on_executor(move || async move {
+        for addr in [a1, a2] {
+            let Err(e) =
+                SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None)).await
+            else {
+                panic!()
+            };
+            assert!(
+                matches!(&e, SessionError::Protocol(t) if t.contains("bad reply")),
+                "{e:?}"
+            );
+            assert!(!e.is_permanent());
+        }
+    });
+}
+
+#[test]
+fn multi_line_rejection_and_421_hangup() {
+    let mut script = SinkScript::default();
+    script.rcpt_replies.insert(
+        "bad@x".into(),
+        "550-5.1.1 No such user\n550-5.1.1 here\n550 5.1.1 at all".into(),
+    );
+    script
+        .rcpt_replies
+        .insert("busy@x".into(), "421 4.3.2 shutting down".into());
+    script.hangup_after = Some("RCPT".into());
+    let sink = TestSink::start(script.clone()).unwrap();
+    let mail = TestSink::start(SinkScript {
+        mail_reply: Some("421 4.7.0 too many connections".into()),
+        hangup_after: Some("MAIL".into()),
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let (a1, a2) = (sink.addr(), mail.addr());
+    on_executor(move || async move {
+        // The sink hangs up after the first RCPT reply: a multi-line 550.
+        let mut conn = SmtpConnection::connect(a1, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let e = send(
+            &mut conn,
+            &MailParams::default(),
+            &["bad@x", "ok@x"],
+            MESSAGE,
+        )
+        .await
+        .unwrap_err();
+        assert!(
+            matches!(
+                e,
+                SessionError::Lost {
+                    stage: "RCPT TO",
+                    ..
+                }
+            ),
+            "{e:?}"
+        );
+        conn.quit().await;
+        // Pipelined MAIL answered with 421 and a hang-up: the 421 is what is reported.
+        let mut conn = SmtpConnection::connect(a2, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let e = send(&mut conn, &MailParams::default(), &["a@x"], MESSAGE)
+            .await
+            .unwrap_err();
+        assert!(
+            matches!(&e, SessionError::Reply { stage: "MAIL FROM", reply, .. } if reply.code == 421),
+            "{e:?}"
+        );
+        assert!(!e.is_permanent());
+        assert!(!conn.is_usable());
+        conn.quit().await;
+    });
+    // Without the hang-up the multi-line reply comes through whole.
+    let sink = TestSink::start(SinkScript {
+        hangup_after: None,
+        ..script
+    })
+    .unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let r = send(
+            &mut conn,
+            &MailParams::default(),
+            &["bad@x", "ok@x", "busy@x"],
+            MESSAGE,
+        )
+        .await;
+        let e = r.unwrap_err();
+        // 421 to a RCPT: the server is going away; the session ends with that reply.
+        assert!(
+            matches!(&e, SessionError::Reply { stage: "RCPT TO", reply, .. } if reply.code == 421),
+            "{e:?}"
+        );
+        conn.quit().await;
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        let r = send(
+            &mut conn,
+            &MailParams::default(),
+            &["bad@x", "ok@x"],
+            MESSAGE,
+        )
+        .await
+        .unwrap();
+        assert_eq!(
+            r.recipients[0].reply().to_string(),
+            "550 5.1.1 No such user here at all"
+        );
+        assert_eq!(r.data.unwrap().code, 250);
+        conn.quit().await;
+    });
 }
