@@ -10,6 +10,7 @@ pub mod cli;
 pub mod delivery;
 pub mod dns;
 pub mod log;
+pub mod qmgr;
 pub mod routing;
 pub mod runtime;
 pub mod smtpd;

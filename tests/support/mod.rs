@@ -76,7 +76,9 @@ impl Daemon {
         std::fs::write(dir.path().join("main.cf"), main).expect("main.cf");
         std::fs::write(
             dir.path().join("master.cf"),
-            format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
+            format!(
+                "127.0.0.1:{port} inet n - n - - smtpd\nsmtp unix - - n - - smtp\nrelay unix - - n - - smtp\nlocal unix - n n - - local\nerror unix - - n - - error\ndiscard unix - - n - - discard\n"
+            ),
         )
         .expect("master.cf");
         let mut d = Daemon {
@@ -279,4 +281,133 @@ pub fn queued_messages(
     }
     out.sort_by_key(|m| m.0);
     out
+}
+
+/// What the test sink received.
+#[derive(Debug, Default, Clone)]
+pub struct SinkLog {
+    pub connections: usize,
+    /// One entry per completed transaction: (sender, recipients, content).
+    pub messages: Vec<(String, Vec<String>, Vec<u8>)>,
+}
+
+/// A small SMTP sink on 127.0.0.1 for end-to-end delivery tests: accepts
+/// everything except recipients whose local part starts with `tempfail`
+/// (450) or `permfail` (550); records every transaction.
+pub struct Sink {
+    pub port: u16,
+    pub log: std::sync::Arc<std::sync::Mutex<SinkLog>>,
+}
+
+impl Sink {
+    pub fn start() -> Sink {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        let port = listener.local_addr().expect("addr").port();
+        let log = std::sync::Arc::new(std::sync::Mutex::new(SinkLog::default()));
+        let shared = std::sync::Arc::clone(&log);
+        std::thread::spawn(move || {
+            for stream in listener.incoming().flatten() {
+                let log = std::sync::Arc::clone(&shared);
+                std::thread::spawn(move || sink_session(stream, log));
+            }
+        });
+        Sink { port, log }
+    }
+
+    pub fn snapshot(&self) -> SinkLog {
+        self.log.lock().map(|l| l.clone()).unwrap_or_default()
+    }
+
+    /// Wait until `n` messages arrived (or the deadline passes).
+    pub fn wait_for(&self, n: usize, secs: u64) -> SinkLog {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+        loop {
+            let s = self.snapshot();
+            if s.messages.len() >= n || std::time::Instant::now() > deadline {
+                return s;
+            }
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        }
+    }
+}
+
+fn sink_session(stream: std::net::TcpStream, log: std::sync::Arc<std::sync::Mutex<SinkLog>>) {
+    use std::io::{BufRead, BufReader, Write};
+    if let Ok(mut l) = log.lock() {
+        l.connections += 1;
+    }
+    let mut w = stream.try_clone().expect("clone");
+    let mut r = BufReader::new(stream);
+    let _ = w.write_all(b"220 sink.test ESMTP\r\n");
+    let (mut from, mut rcpts) = (String::new(), Vec::<String>::new());
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let cmd = line.trim_end().to_string();
+        let upper = cmd.to_ascii_uppercase();
+        let reply: String = if upper.starts_with("EHLO") {
+            "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n".into()
+        } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
+            "250 ok\r\n".into()
+        } else if upper.starts_with("MAIL FROM:") {
+            from = cmd[10..]
+                .split('>')
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('<')
+                .to_string();
+            rcpts.clear();
+            "250 2.1.0 ok\r\n".into()
+        } else if upper.starts_with("RCPT TO:") {
+            let a = cmd[8..]
+                .split('>')
+                .next()
+                .unwrap_or("")
+                .trim_start_matches('<')
+                .to_string();
+            if a.starts_with("tempfail") {
+                "450 4.2.0 try again later\r\n".into()
+            } else if a.starts_with("permfail") {
+                "550 5.1.1 no such user\r\n".into()
+            } else {
+                rcpts.push(a);
+                "250 2.1.5 ok\r\n".into()
+            }
+        } else if upper == "DATA" {
+            if rcpts.is_empty() {
+                "554 5.5.1 no valid recipients\r\n".into()
+            } else {
+                let _ = w.write_all(b"354 go ahead\r\n");
+                let mut content = Vec::new();
+                loop {
+                    let mut l = Vec::new();
+                    if r.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
+                        return;
+                    }
+                    if l == b".\r\n" {
+                        break;
+                    }
+                    let body: &[u8] = if l.starts_with(b"..") { &l[1..] } else { &l };
+                    content.extend_from_slice(body);
+                }
+                if let Ok(mut lg) = log.lock() {
+                    lg.messages.push((from.clone(), rcpts.clone(), content));
+                }
+                "250 2.0.0 queued\r\n".into()
+            }
+        } else if upper.starts_with("RSET") {
+            rcpts.clear();
+            "250 ok\r\n".into()
+        } else if upper.starts_with("QUIT") {
+            let _ = w.write_all(b"221 bye\r\n");
+            return;
+        } else {
+            "502 5.5.2 unknown\r\n".into()
+        };
+        // Pipelining: answer only when no more input is buffered.
+        let _ = w.write_all(reply.as_bytes());
+    }
 }

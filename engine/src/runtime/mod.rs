@@ -34,7 +34,9 @@ pub struct CoreContext {
     pub id: u16,
     pub log: Log,
     pub shutdown: Shutdown,
-    spool: RefCell<CoreSpool>,
+    pub(crate) spool: RefCell<CoreSpool>,
+    /// Notified whenever a message is queued, to wake the queue manager.
+    pub new_mail: crate::qmgr::Signal,
     /// Sessions running on this core.
     pub sessions: Cell<usize>,
 }
@@ -58,7 +60,9 @@ impl CoreContext {
                 .map_err(|e| e.to_string())?;
             spool.durable(appended.lsn)
         };
-        durable.await
+        durable.await?;
+        self.new_mail.notify();
+        Ok(())
     }
 }
 
@@ -69,6 +73,8 @@ struct Shared {
     generation: AtomicU64,
     /// Current settings per smtpd service, in listener order.
     settings: Mutex<Vec<Arc<SmtpdSettings>>>,
+    /// Current queue manager settings.
+    qmgr: Mutex<Arc<crate::qmgr::QmgrSettings>>,
     /// Cores whose executor has finished.
     exited: std::sync::atomic::AtomicUsize,
 }
@@ -127,6 +133,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
         })?;
     let spool_options = spool_options(&config)?;
     let services = smtpd_settings(&config)?;
+    let qmgr_settings = Arc::new(crate::qmgr::QmgrSettings::from_config(&config)?);
     let plan = listen::plan(&config)?;
     if plan.is_empty() {
         return Err("master.cf has no smtpd inet service: nothing to listen on".into());
@@ -142,6 +149,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
         stop: AtomicBool::new(false),
         generation: AtomicU64::new(0),
         settings: Mutex::new(services),
+        qmgr: Mutex::new(qmgr_settings),
         exited: std::sync::atomic::AtomicUsize::new(0),
     });
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
@@ -296,8 +304,11 @@ async fn core_main(
         shutdown: Shutdown::default(),
         spool: RefCell::new(spool),
         sessions: Cell::new(0),
+        new_mail: crate::qmgr::Signal::default(),
     });
     let settings = Rc::new(RefCell::new(lock(&shared.settings).clone()));
+    let qmgr = crate::qmgr::Qmgr::new(Rc::clone(&ctx), Arc::clone(&lock(&shared.qmgr)));
+    let qmgr_task = glommio::spawn_local(Rc::clone(&qmgr).run());
     let mut accept_tasks = Vec::new();
     for bound in listeners {
         let ctx = Rc::clone(&ctx);
@@ -314,6 +325,7 @@ async fn core_main(
         if g != generation {
             generation = g;
             *settings.borrow_mut() = lock(&shared.settings).clone();
+            *qmgr.settings.borrow_mut() = Arc::clone(&lock(&shared.qmgr));
         }
         ticks += 1;
         if ticks.is_multiple_of(10)
@@ -326,9 +338,11 @@ async fn core_main(
         }
     }
     ctx.shutdown.trigger();
+    ctx.new_mail.notify();
     for t in accept_tasks {
         t.await;
     }
+    qmgr_task.await;
     // Sessions answer 421 at their next command; give those mid-message a
     // moment to finish.
     for _ in 0..100 {
@@ -338,6 +352,14 @@ async fn core_main(
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
     drop(settings);
+    // Delivery workers finish their current transaction; give them a moment.
+    for _ in 0..100 {
+        if Rc::strong_count(&qmgr) == 1 {
+            break;
+        }
+        glommio::timer::sleep(Duration::from_millis(50)).await;
+    }
+    drop(qmgr);
     match Rc::try_unwrap(ctx) {
         Ok(ctx) => {
             if let Err(e) = ctx.spool.into_inner().close() {

@@ -1,0 +1,266 @@
+//! The queue manager: turns queued messages into delivery attempts and
+//! their outcomes into completion records.
+//!
+//! Every core runs one [`Qmgr`] over its own spool. It picks messages that
+//! are due (new ones at once, deferred ones at their next attempt), leases
+//! them so they are not picked twice, and splits each message's pending
+//! recipients into jobs per destination — transport plus next hop. Each
+//! destination has a ready queue and up to
+//! `<transport>_destination_concurrency_limit` workers; a worker resolves
+//! the next hop, opens one connection and delivers job after job over it
+//! (up to `<transport>_destination_recipient_limit` recipients of a message
+//! per transaction), keeping it open for `smtp_connection_cache_time_limit`
+//! in case more mail for the destination arrives. Each recipient's outcome
+//! is appended to the spool: delivered, deferred (next attempt after an
+//! exponential backoff between `minimal_backoff_time` and
+//! `maximal_backoff_time`), or bounced; a message past
+//! `maximal_queue_lifetime` expires instead of being deferred again.
+//!
+//! Stage 1 (see ARCHITECTURE.md): a core delivers the messages it accepted
+//! itself; destinations are not yet owned by one core across the process,
+//! so concurrency limits apply per core.
+
+pub mod deliver;
+pub mod settings;
+pub mod signal;
+
+use crate::runtime::CoreContext;
+use corepost_spool::{QueueId, SegmentMap};
+pub use settings::{QmgrSettings, TransportKind, TransportSettings};
+pub use signal::Signal;
+use std::cell::{Cell, RefCell};
+use std::collections::{HashMap, VecDeque};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// How long a picked message is leased before it could be picked again if
+/// its jobs were somehow lost (they are not; this is a backstop).
+const LEASE: Duration = Duration::from_secs(3600);
+/// Most messages picked per scheduling pass, so one pass never starves the
+/// core's sessions.
+const PICK_BATCH: usize = 2048;
+
+/// Transport and next hop.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub struct DestKey {
+    pub transport: String,
+    pub nexthop: String,
+}
+
+/// Some recipients of one message for one destination.
+#[derive(Debug, Clone)]
+pub struct Job {
+    pub id: QueueId,
+    pub recipients: Vec<u32>,
+    pub segment: Arc<SegmentMap>,
+    pub offset: usize,
+    /// When the queue manager picked the message.
+    pub picked: Instant,
+}
+
+/// One destination's ready queue and workers.
+#[derive(Debug)]
+pub struct DestQueue {
+    pub key: DestKey,
+    pub jobs: RefCell<VecDeque<Job>>,
+    pub workers: Cell<usize>,
+    /// Wakes idle workers when jobs arrive.
+    pub arrivals: Signal,
+}
+
+/// One core's queue manager.
+pub struct Qmgr {
+    pub ctx: Rc<CoreContext>,
+    pub settings: RefCell<Arc<QmgrSettings>>,
+    pub resolver: crate::dns::Resolver,
+    dests: RefCell<HashMap<DestKey, Rc<DestQueue>>>,
+    /// Messages with jobs outstanding, and how many.
+    active: RefCell<HashMap<QueueId, usize>>,
+}
+
+impl Qmgr {
+    pub fn new(ctx: Rc<CoreContext>, settings: Arc<QmgrSettings>) -> Rc<Qmgr> {
+        let resolver = crate::dns::Resolver::new(settings.resolver.clone());
+        Rc::new(Qmgr {
+            ctx,
+            settings: RefCell::new(settings),
+            resolver,
+            dests: RefCell::new(HashMap::new()),
+            active: RefCell::new(HashMap::new()),
+        })
+    }
+
+    /// The scheduling loop: runs until the core shuts down.
+    pub async fn run(self: Rc<Self>) {
+        loop {
+            if self.ctx.shutdown.is_triggered() {
+                return;
+            }
+            let next = self.pass();
+            // Sleep until something is queued or the next message is due.
+            let sleep = next.map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1)));
+            let wait = self.ctx.new_mail.wait();
+            futures_lite::future::or(wait, glommio::timer::sleep(sleep)).await;
+        }
+    }
+
+    /// One scheduling pass; returns how long until the next message is due.
+    fn pass(self: &Rc<Self>) -> Option<Duration> {
+        let now = corepost_spool::queue_id::now_micros();
+        let due: Vec<QueueId> = {
+            let spool = self.ctx.spool.borrow();
+            let active = self.active.borrow();
+            spool
+                .index()
+                .due(now)
+                .filter(|id| !active.contains_key(id))
+                .take(PICK_BATCH)
+                .collect()
+        };
+        for id in due {
+            self.pick(id, now);
+        }
+        let spool = self.ctx.spool.borrow();
+        spool
+            .index()
+            .earliest_due()
+            .map(|t| Duration::from_micros(t.saturating_sub(now)))
+    }
+
+    /// Lease a message and queue a job per destination of its pending
+    /// recipients.
+    fn pick(self: &Rc<Self>, id: QueueId, now: u64) {
+        let (entry, segment) = {
+            let spool = self.ctx.spool.borrow();
+            let Some(entry) = spool.index().get(&id).cloned() else {
+                return;
+            };
+            let Some(segment) = spool.segment(entry.location.segment).cloned() else {
+                return;
+            };
+            (entry, segment)
+        };
+        let stored = match corepost_spool::read_message(&segment, entry.location.offset as usize) {
+            Ok(m) => m,
+            Err(e) => {
+                self.ctx.log.line(
+                    "corepost/qmgr",
+                    &format!("warning: {id}: cannot read queue record: {e}"),
+                );
+                return;
+            }
+        };
+        self.ctx
+            .spool
+            .borrow_mut()
+            .lease(&id, now + LEASE.as_micros() as u64);
+        let mut by_dest: HashMap<DestKey, Vec<u32>> = HashMap::new();
+        for i in entry.pending.iter() {
+            let Some(r) = stored.envelope.recipients.get(i as usize) else {
+                continue;
+            };
+            by_dest
+                .entry(DestKey {
+                    transport: r.transport.clone(),
+                    nexthop: r.nexthop.clone(),
+                })
+                .or_default()
+                .push(i);
+        }
+        let settings = Arc::clone(&self.settings.borrow());
+        let mut jobs = 0;
+        for (key, recipients) in by_dest {
+            let limit = settings
+                .transports
+                .get(&key.transport)
+                .map_or(50, |t| t.recipient_limit);
+            for chunk in recipients.chunks(limit) {
+                jobs += 1;
+                self.enqueue(
+                    key.clone(),
+                    Job {
+                        id,
+                        recipients: chunk.to_vec(),
+                        segment: Arc::clone(&segment),
+                        offset: entry.location.offset as usize,
+                        picked: Instant::now(),
+                    },
+                );
+            }
+        }
+        if jobs > 0 {
+            self.active.borrow_mut().insert(id, jobs);
+        }
+    }
+
+    fn enqueue(self: &Rc<Self>, key: DestKey, job: Job) {
+        let dest = Rc::clone(
+            self.dests
+                .borrow_mut()
+                .entry(key.clone())
+                .or_insert_with(|| {
+                    Rc::new(DestQueue {
+                        key: key.clone(),
+                        jobs: RefCell::new(VecDeque::new()),
+                        workers: Cell::new(0),
+                        arrivals: Signal::default(),
+                    })
+                }),
+        );
+        dest.jobs.borrow_mut().push_back(job);
+        dest.arrivals.notify();
+        let limit = self
+            .settings
+            .borrow()
+            .transports
+            .get(&key.transport)
+            .map_or(1, |t| t.concurrency);
+        let queued = dest.jobs.borrow().len();
+        if dest.workers.get() < limit && queued > dest.workers.get().saturating_sub(1) * 4 {
+            dest.workers.set(dest.workers.get() + 1);
+            let qmgr = Rc::clone(self);
+            glommio::spawn_local(async move {
+                deliver::worker(Rc::clone(&qmgr), Rc::clone(&dest)).await;
+                dest.workers.set(dest.workers.get() - 1);
+                // Jobs that arrived as the last worker was leaving.
+                if dest.workers.get() == 0 && !dest.jobs.borrow().is_empty() {
+                    if let Some(job) = dest.jobs.borrow_mut().pop_front() {
+                        qmgr.enqueue(dest.key.clone(), job);
+                    }
+                }
+            })
+            .detach();
+        }
+    }
+
+    /// A job is finished (every recipient has an outcome).
+    pub fn job_done(&self, id: QueueId) {
+        let mut active = self.active.borrow_mut();
+        if let Some(n) = active.get_mut(&id) {
+            *n -= 1;
+            if *n == 0 {
+                active.remove(&id);
+            }
+        }
+    }
+
+    /// The next attempt after a deferral, given the message's age.
+    pub fn backoff(&self, arrival: u64, now: u64) -> u64 {
+        let s = self.settings.borrow();
+        let age = Duration::from_micros(now.saturating_sub(arrival));
+        let delay = age.clamp(s.minimal_backoff, s.maximal_backoff.max(s.minimal_backoff));
+        now + delay.as_micros() as u64
+    }
+
+    /// Whether a message this old has reached its queue lifetime.
+    pub fn expired(&self, arrival: u64, null_sender: bool, now: u64) -> bool {
+        let s = self.settings.borrow();
+        let lifetime = if null_sender {
+            s.bounce_queue_lifetime
+        } else {
+            s.maximal_queue_lifetime
+        };
+        Duration::from_micros(now.saturating_sub(arrival)) >= lifetime
+    }
+}

@@ -1,0 +1,119 @@
+//! [`QmgrSettings`]: what the queue manager needs from the configuration —
+//! retry and lifetime limits, and per transport its kind, concurrency and
+//! recipient limits and SMTP client settings. Built on the main thread at
+//! start and at reload, shared read-only by the cores.
+
+use crate::delivery::smtp::ClientSettings;
+use crate::dns::{NexthopOptions, ResolverConfig};
+use corepost_config::Config;
+use corepost_config::mastercf::ServiceType;
+use std::collections::HashMap;
+use std::time::Duration;
+
+/// What delivers mail for a transport (master.cf's command).
+#[derive(Debug, Clone)]
+pub enum TransportKind {
+    Smtp(ClientSettings),
+    Discard,
+    Error,
+    /// A delivery agent corepost does not have yet: mail is deferred, never
+    /// lost.
+    NotImplemented(String),
+}
+
+#[derive(Debug, Clone)]
+pub struct TransportSettings {
+    pub kind: TransportKind,
+    pub concurrency: usize,
+    pub recipient_limit: usize,
+}
+
+#[derive(Debug, Clone)]
+pub struct QmgrSettings {
+    pub minimal_backoff: Duration,
+    pub maximal_backoff: Duration,
+    pub maximal_queue_lifetime: Duration,
+    pub bounce_queue_lifetime: Duration,
+    pub cache_time_limit: Duration,
+    pub reuse_time_limit: Duration,
+    pub transports: HashMap<String, TransportSettings>,
+    pub nexthop: NexthopOptions,
+    pub resolver: ResolverConfig,
+}
+
+fn transport_int(
+    config: &Config,
+    transport: &str,
+    suffix: &str,
+    fallback: &str,
+) -> Result<i64, String> {
+    let name = format!("{transport}_{suffix}");
+    if config.registry.contains(&name) {
+        config.get_int(&name).map_err(|e| e.to_string())
+    } else {
+        config.get_int(fallback).map_err(|e| e.to_string())
+    }
+}
+
+impl QmgrSettings {
+    pub fn from_config(config: &Config) -> Result<QmgrSettings, String> {
+        let time = |n: &str| config.get_time(n).map_err(|e| e.to_string());
+        let mut transports = HashMap::new();
+        for s in config
+            .master
+            .services
+            .iter()
+            .filter(|s| s.kind == ServiceType::Unix)
+        {
+            let kind = match s.command.as_str() {
+                "smtp" => {
+                    let view = config.service(&s.id()).ok_or("service vanished")?;
+                    let get = |n: &str| view.get(n);
+                    TransportKind::Smtp(ClientSettings::from_params(&get, &s.name)?)
+                }
+                "discard" => TransportKind::Discard,
+                "error" => TransportKind::Error,
+                "lmtp" | "local" | "virtual" | "pipe" => {
+                    TransportKind::NotImplemented(s.command.clone())
+                }
+                _ => continue,
+            };
+            let concurrency = transport_int(
+                config,
+                &s.name,
+                "destination_concurrency_limit",
+                "default_destination_concurrency_limit",
+            )?;
+            let recipients = transport_int(
+                config,
+                &s.name,
+                "destination_recipient_limit",
+                "default_destination_recipient_limit",
+            )?;
+            transports.insert(
+                s.name.clone(),
+                TransportSettings {
+                    kind,
+                    concurrency: usize::try_from(concurrency).unwrap_or(1).max(1),
+                    recipient_limit: usize::try_from(recipients).unwrap_or(1).max(1),
+                },
+            );
+        }
+        let resolver = ResolverConfig::from_config(
+            config,
+            std::path::Path::new(crate::dns::resolv_conf::RESOLV_CONF),
+        )
+        .unwrap_or_else(|_| ResolverConfig::with_servers(Vec::new()));
+        Ok(QmgrSettings {
+            minimal_backoff: time("minimal_backoff_time")?,
+            maximal_backoff: time("maximal_backoff_time")?,
+            maximal_queue_lifetime: time("maximal_queue_lifetime")?,
+            bounce_queue_lifetime: time("bounce_queue_lifetime")?,
+            cache_time_limit: time("smtp_connection_cache_time_limit")?,
+            reuse_time_limit: time("smtp_connection_reuse_time_limit")?,
+            transports,
+            nexthop: NexthopOptions::from_config(config, 25).map_err(|e| e.to_string())?,
+            resolver,
+        })
+    }
+}

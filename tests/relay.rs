@@ -1,0 +1,164 @@
+//! Relaying end to end: `corepost run` accepts mail and its queue manager
+//! delivers it over SMTP to a sink on loopback (next hop `[127.0.0.1]:port`,
+//! no DNS).
+
+mod support;
+
+use support::*;
+
+fn relay_daemon(sink: &Sink, extra: &str) -> Daemon {
+    Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{}\nminimal_backoff_time = 1s\nmaximal_backoff_time = 2s\n{extra}",
+        sink.port
+    ))
+}
+
+fn send(port: u16, sender: &str, rcpts: &[&str], body: &str) -> String {
+    let mut c = Raw::connect(port);
+    c.cmd("EHLO client.test");
+    assert!(c.cmd(&format!("MAIL FROM:<{sender}>")).starts_with("250"));
+    for r in rcpts {
+        let reply = c.cmd(&format!("RCPT TO:<{r}>"));
+        assert!(reply.starts_with("250"), "{r}: {reply}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(format!("{body}\r\n.\r\n").as_bytes());
+    let r = c.reply();
+    c.cmd("QUIT");
+    r.trim()
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .expect("queued")
+        .to_string()
+}
+
+#[test]
+fn relays_to_the_sink_and_removes_the_message() {
+    let sink = Sink::start();
+    let mut d = relay_daemon(&sink, "");
+    let id = send(
+        d.port,
+        "a@example.org",
+        &["x@remote.example", "y@remote.example"],
+        "Subject: relay\r\n\r\n..dot line\r\nbody",
+    );
+    let got = sink.wait_for(1, 20);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    let (from, rcpts, content) = &got.messages[0];
+    assert_eq!(from, "a@example.org");
+    assert_eq!(
+        rcpts,
+        &vec![
+            "x@remote.example".to_string(),
+            "y@remote.example".to_string()
+        ]
+    );
+    let text = String::from_utf8_lossy(content);
+    assert!(text.contains("Received: from client.test"), "{text}");
+    assert!(
+        text.contains("\r\n.dot line\r\nbody\r\n"),
+        "dot-stuffed on the wire and unstuffed by the sink: {text}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    let log = d.log();
+    assert!(
+        log.contains(&format!("{id}: to=<x@remote.example>, relay=")),
+        "{log}"
+    );
+    assert!(log.contains("status=sent (250 2.0.0 queued)"), "{log}");
+    assert!(log.contains(&format!("{id}: removed")), "{log}");
+    d.stop();
+    assert!(
+        queued_messages(&d.spool_dir()).is_empty(),
+        "delivered mail is no longer queued"
+    );
+}
+
+#[test]
+fn batching_and_connection_reuse() {
+    let sink = Sink::start();
+    let d = relay_daemon(&sink, "corepost_cores = 1\n");
+    let rcpts: Vec<String> = (0..50).map(|i| format!("user{i}@bulk.example")).collect();
+    let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
+    send(d.port, "a@example.org", &refs, "Subject: bulk\r\n\r\nhi");
+    for i in 0..20 {
+        send(
+            d.port,
+            "a@example.org",
+            &["z@bulk.example"],
+            &format!("Subject: {i}\r\n\r\nhi"),
+        );
+    }
+    let got = sink.wait_for(21, 30);
+    assert_eq!(got.messages.len(), 21, "{}", d.log());
+    assert!(
+        got.messages.iter().any(|m| m.1.len() == 50),
+        "50 recipients in one transaction"
+    );
+    assert!(
+        got.connections < 21,
+        "{} connections for 21 messages",
+        got.connections
+    );
+}
+
+#[test]
+fn temporary_failure_is_retried_and_permanent_one_bounced() {
+    let sink = Sink::start();
+    let mut d = relay_daemon(&sink, "");
+    let id = send(
+        d.port,
+        "a@example.org",
+        &[
+            "ok@remote.example",
+            "tempfail@remote.example",
+            "permfail@remote.example",
+        ],
+        "Subject: mixed\r\n\r\nhi",
+    );
+    let got = sink.wait_for(1, 20);
+    assert_eq!(got.messages[0].1, vec!["ok@remote.example".to_string()]);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let log = d.log();
+    assert!(
+        log.contains(&format!("{id}: to=<tempfail@remote.example>"))
+            && log.contains("status=deferred"),
+        "{log}"
+    );
+    assert!(
+        log.contains("to=<permfail@remote.example>") && log.contains("dsn=5.1.1, status=bounced"),
+        "{log}"
+    );
+    // The deferred recipient is retried after the backoff (1-2 s here).
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    let log = d.log();
+    assert!(
+        log.matches("to=<tempfail@remote.example>").count() >= 2,
+        "retried: {log}"
+    );
+    d.stop();
+    let q = queued_messages(&d.spool_dir());
+    assert_eq!(q.len(), 1, "still queued for the deferred recipient");
+}
+
+#[test]
+fn unreachable_next_hop_defers() {
+    let port = free_port();
+    let mut d = Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{port}\nminimal_backoff_time = 60s\n"
+    ));
+    let id = send(
+        d.port,
+        "a@example.org",
+        &["x@remote.example"],
+        "Subject: x\r\n\r\nhi",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    let log = d.log();
+    assert!(
+        log.contains(&format!("{id}: to=<x@remote.example>, relay=none"))
+            && log.contains("status=deferred (connect to"),
+        "{log}"
+    );
+    d.stop();
+    assert_eq!(queued_messages(&d.spool_dir()).len(), 1);
+}
