@@ -96,7 +96,9 @@ impl BounceSettings {
     }
 
     fn has_class(&self, class: &str) -> bool {
-        self.notify_classes.iter().any(|c| c.eq_ignore_ascii_case(class))
+        self.notify_classes
+            .iter()
+            .any(|c| c.eq_ignore_ascii_case(class))
     }
 
     /// The envelope sender of postmaster notices: `double_bounce_sender`,
@@ -162,7 +164,9 @@ pub struct Notice {
 pub enum BounceOutcome {
     Notice(Notice),
     /// Nothing to send, and why (for the log).
-    Nothing { reason: &'static str },
+    Nothing {
+        reason: &'static str,
+    },
 }
 
 /// Who a notice is for, which decides its wording and what it returns.
@@ -391,7 +395,11 @@ fn compose(c: &Compose<'_, '_, '_, '_>) -> Notice {
     }
 
     let mut content = Vec::with_capacity(
-        head.len() + parts.iter().map(|p| p.headers.len() + p.body.len() + 80).sum::<usize>(),
+        head.len()
+            + parts
+                .iter()
+                .map(|p| p.headers.len() + p.body.len() + 80)
+                .sum::<usize>(),
     );
     content.extend_from_slice(head.as_bytes());
     content.extend_from_slice(b"\r\nThis is a MIME-encapsulated message.\r\n");
@@ -421,12 +429,16 @@ fn human_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
     if c.kind == ReportKind::Delay && c.audience == Audience::Sender {
         body.push_str("####################################################################\r\n");
         body.push_str("# THIS IS A WARNING ONLY.  YOU DO NOT NEED TO RESEND YOUR MESSAGE. #\r\n");
-        body.push_str("####################################################################\r\n\r\n");
+        body.push_str(
+            "####################################################################\r\n\r\n",
+        );
     }
-    para(&mut body, &format!("This is the {name} mail system at host {host}."));
-    let queued_for = describe_duration(
-        seconds(c.now_micros).saturating_sub(seconds(c.envelope.arrival)),
+    para(
+        &mut body,
+        &format!("This is the {name} mail system at host {host}."),
     );
+    let queued_for =
+        describe_duration(seconds(c.now_micros).saturating_sub(seconds(c.envelope.arrival)));
     let sender = text::clean(&c.envelope.sender, MAX_SHORT);
     match (c.audience, c.kind) {
         (Audience::Sender, ReportKind::Failure) => {
@@ -485,7 +497,9 @@ fn human_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
             );
         }
     }
-    body.push_str(&format!("                   The {name} mail system\r\n\r\n"));
+    body.push_str(&format!(
+        "                   The {name} mail system\r\n\r\n"
+    ));
     for f in c.reported {
         let address = text::clean(&f.recipient.address, MAX_SHORT);
         let diagnostic = text::clean(&f.diagnostic, MAX_DIAGNOSTIC);
@@ -540,7 +554,10 @@ fn status_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
         "X-Corepost-Queue-ID",
         &c.envelope.queue_id.to_string(),
     ));
-    body.push_str(&text::field("X-Corepost-Sender", &address(&c.envelope.sender)));
+    body.push_str(&text::field(
+        "X-Corepost-Sender",
+        &address(&c.envelope.sender),
+    ));
     if let Some(envid) = &c.envelope.params.envid {
         body.push_str(&text::field(
             "Original-Envelope-Id",
@@ -580,8 +597,8 @@ fn status_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
         }
         let diagnostic = text::clean_ascii(&f.diagnostic, MAX_DIAGNOSTIC);
         if !diagnostic.is_empty() {
-            let looks_smtp = diagnostic.len() >= 3
-                && diagnostic.as_bytes()[..3].iter().all(u8::is_ascii_digit);
+            let looks_smtp =
+                diagnostic.len() >= 3 && diagnostic.as_bytes()[..3].iter().all(u8::is_ascii_digit);
             let diagnostic_type = if looks_smtp { "smtp" } else { "X-Corepost" };
             body.push_str(&text::field(
                 "Diagnostic-Code",
@@ -651,7 +668,8 @@ fn original_part(c: &Compose<'_, '_, '_, '_>) -> Part {
         ReportKind::Failure => description.to_string(),
         ReportKind::Delay => description.replace("Undelivered", "Delayed"),
     };
-    let mut headers = format!("Content-Description: {description}\r\nContent-Type: {content_type}\r\n");
+    let mut headers =
+        format!("Content-Description: {description}\r\nContent-Type: {content_type}\r\n");
     if text::has_8bit(&body) {
         headers.push_str("Content-Transfer-Encoding: 8bit\r\n");
     }
@@ -667,8 +685,7 @@ fn status_code(status: &str, kind: ReportKind) -> String {
     let number_ok = |p: Option<&str>| {
         p.is_some_and(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
     };
-    if class_ok && number_ok(pieces.next()) && number_ok(pieces.next()) && pieces.next().is_none()
-    {
+    if class_ok && number_ok(pieces.next()) && number_ok(pieces.next()) && pieces.next().is_none() {
         status.to_string()
     } else {
         match kind {
@@ -691,9 +708,9 @@ fn choose_boundary(c: &Compose<'_, '_, '_, '_>, host: &str, parts: &[Part]) -> S
     let base = format!("{}.{}/{host}", c.envelope.queue_id, c.now_micros);
     let occurs = |candidate: &str| {
         let finder = memchr::memmem::Finder::new(candidate.as_bytes());
-        parts.iter().any(|p| {
-            finder.find(p.headers.as_bytes()).is_some() || finder.find(&p.body).is_some()
-        })
+        parts
+            .iter()
+            .any(|p| finder.find(p.headers.as_bytes()).is_some() || finder.find(&p.body).is_some())
     };
     let mut candidate = base.clone();
     let mut counter: u64 = 0;

@@ -197,7 +197,10 @@ mod tests {
         }
         assert!(f.ends_with("\r\n"));
         let unfolded = f.replace("\r\n ", " ");
-        assert_eq!(unfolded.trim_end(), format!("Diagnostic-Code: smtp; {}", long.trim()));
+        assert_eq!(
+            unfolded.trim_end(),
+            format!("Diagnostic-Code: smtp; {}", long.trim())
+        );
 
         let giant = "x".repeat(5000);
         let f = field("Diagnostic-Code", &giant);
@@ -214,7 +217,10 @@ mod tests {
 
     #[test]
     fn header_section_and_truncation() {
-        assert_eq!(header_section(b"A: 1\r\nB: 2\r\n\r\nbody\r\n"), b"A: 1\r\nB: 2\r\n");
+        assert_eq!(
+            header_section(b"A: 1\r\nB: 2\r\n\r\nbody\r\n"),
+            b"A: 1\r\nB: 2\r\n"
+        );
         assert_eq!(header_section(b"A: 1\r\n"), b"A: 1\r\n");
         assert_eq!(header_section(b"\r\nbody"), b"");
         assert_eq!(truncate_at_line(b"A: 1\r\nB: 2\r\n", 9), b"A: 1\r\n");
