@@ -458,7 +458,7 @@ impl SmtpConnection {
         }
         let opts = self.mail_options(tx)?;
         let use_bdat = opts.body == Some(BodyType::BinaryMime);
-        let s = self.settings.clone();
+        let s = Timeouts::of(&self.settings);
         let mut results = Vec::with_capacity(tx.recipients.len());
         let data_init;
 
@@ -935,6 +935,29 @@ impl SmtpConnection {
                 Ok(())
             }
             Err(e) => Err(self.io_error(stage, io::Error::from(e))),
+        }
+    }
+}
+
+/// The per-stage timeouts of a transaction, copied out of the settings (no clone of the strings
+/// on the hot path).
+#[derive(Clone, Copy)]
+struct Timeouts {
+    mail_timeout: Duration,
+    rcpt_timeout: Duration,
+    data_init_timeout: Duration,
+    data_xfer_timeout: Duration,
+    data_done_timeout: Duration,
+}
+
+impl Timeouts {
+    fn of(s: &ClientSettings) -> Timeouts {
+        Timeouts {
+            mail_timeout: s.mail_timeout,
+            rcpt_timeout: s.rcpt_timeout,
+            data_init_timeout: s.data_init_timeout,
+            data_xfer_timeout: s.data_xfer_timeout,
+            data_done_timeout: s.data_done_timeout,
         }
     }
 }
