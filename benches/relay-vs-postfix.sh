@@ -294,7 +294,7 @@ leg_postfix() {
 
 # Set to 1 when corepost delivers (the queue manager and SMTP client); until then it accepts
 # and queues but never reaches the sink, and the relay leg would only time out.
-COREPOST_DELIVERS=0
+COREPOST_DELIVERS=1
 
 leg_corepost() {
     local src=$1 sink=$2

@@ -217,7 +217,7 @@ impl Qmgr {
             .get(&key.transport)
             .map_or(1, |t| t.concurrency);
         let queued = dest.jobs.borrow().len();
-        if dest.workers.get() < limit && queued > dest.workers.get().saturating_sub(1) * 4 {
+        if dest.workers.get() < limit && queued > 0 {
             dest.workers.set(dest.workers.get() + 1);
             let qmgr = Rc::clone(self);
             glommio::spawn_local(async move {
