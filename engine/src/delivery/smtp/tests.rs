@@ -1097,3 +1097,58 @@ fn multi_line_rejection_and_421_hangup() {
         conn.quit().await;
     });
 }
+
+#[test]
+fn large_bodies_over_tls_without_pipelining() {
+    let sink = TestSink::start(SinkScript {
+        pipelining: false,
+        starttls: true,
+        chunking: true,
+        binarymime: true,
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let addr = sink.addr();
+    let binary: Vec<u8> = (0..300_000u32).map(|i| (i % 251) as u8).collect();
+    let text: Vec<u8> = b"line of text\n.dot line\r\n"
+        .iter()
+        .copied()
+        .cycle()
+        .take(300_000)
+        .collect();
+    let (b2, t2) = (binary.clone(), text.clone());
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect(addr, "localhost", &settings(TlsLevel::Encrypt))
+            .await
+            .unwrap();
+        assert!(conn.tls().is_some());
+        let binary_params = MailParams {
+            body: BodyType::BinaryMime,
+            ..MailParams::default()
+        };
+        let r = send(&mut conn, &binary_params, &["a@x"], &b2)
+            .await
+            .unwrap();
+        assert_eq!(r.data.unwrap().code, 250);
+        let r = send(&mut conn, &MailParams::default(), &["b@x"], &t2)
+            .await
+            .unwrap();
+        assert_eq!(r.data.unwrap().code, 250);
+        assert_eq!(conn.transactions(), 2);
+        conn.quit().await;
+    });
+    let got = sink.received();
+    assert_eq!(got.messages.len(), 2);
+    assert!(got.messages.iter().all(|m| m.tls));
+    assert_eq!(got.messages[0].content, binary);
+    let expected: Vec<u8> = text
+        .split_inclusive(|&b| b == b'\n')
+        .flat_map(|l| {
+            let l = l.strip_suffix(b"\n").unwrap_or(l);
+            let l = l.strip_suffix(b"\r").unwrap_or(l);
+            l.iter().copied().chain(*b"\r\n")
+        })
+        .collect();
+    assert_eq!(got.messages[1].content, expected);
+    assert!(got.lines(0).contains(&"BDAT 300000 LAST"));
+}
