@@ -162,3 +162,79 @@ fn unreachable_next_hop_defers() {
     d.stop();
     assert_eq!(queued_messages(&d.spool_dir()).len(), 1);
 }
+
+#[test]
+fn permanent_failure_sends_a_dsn_and_bounces_are_never_bounced() {
+    let sink = Sink::start();
+    let d = relay_daemon(&sink, "");
+    let id = send(
+        d.port,
+        "sender@example.org",
+        &["permfail@remote.example"],
+        "Subject: doomed\r\nMessage-ID: <doomed@example.org>\r\n\r\nhi",
+    );
+    let got = sink.wait_for(1, 20);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    let (from, rcpts, content) = &got.messages[0];
+    assert_eq!(from, "", "notices have the null sender");
+    assert_eq!(rcpts, &vec!["sender@example.org".to_string()]);
+    let script = r#"
+import email, sys
+msg = email.message_from_bytes(sys.stdin.buffer.read())
+assert msg.get_content_type() == 'multipart/report', msg.get_content_type()
+assert msg.get_param('report-type') == 'delivery-status'
+assert msg['Auto-Submitted'].startswith('auto-replied')
+parts = msg.get_payload()
+status = parts[1].get_payload()
+fields = {}
+for block in status:
+    for k, v in block.items():
+        fields.setdefault(k, v)
+assert fields['Action'] == 'failed', fields
+assert fields['Status'] == '5.1.1', fields
+assert 'permfail@remote.example' in fields['Final-Recipient'], fields
+assert parts[2].get_content_type() in ('message/rfc822', 'text/rfc822-headers'), parts[2].get_content_type()
+print('ok')
+"#;
+    let mut child = std::process::Command::new("python3")
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("python3");
+    std::io::Write::write_all(child.stdin.as_mut().unwrap(), content).unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(
+        out.status.success(),
+        "{}{}",
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    assert!(
+        d.log()
+            .contains(&format!("{id}: sender non-delivery notification:")),
+        "{}",
+        d.log()
+    );
+
+    // A message from the null sender that fails is not bounced again.
+    let bounce_id = send(
+        d.port,
+        "",
+        &["permfail@remote.example"],
+        "Subject: a bounce\r\n\r\nhi",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(800));
+    assert_eq!(
+        sink.snapshot().messages.len(),
+        1,
+        "no notice about a notice"
+    );
+    assert!(
+        d.log()
+            .contains(&format!("{bounce_id}: no notification sent")),
+        "{}",
+        d.log()
+    );
+}

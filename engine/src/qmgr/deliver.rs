@@ -104,26 +104,36 @@ fn drain(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, result: impl Fn(&Job) -> Result1
         let r = result(&job);
         if let Ok(stored) = corepost_spool::read_message(&job.segment, job.offset) {
             let program = format!("corepost/{}", dest.key.transport);
-            for &i in &job.recipients {
-                record(
-                    qmgr,
-                    &job,
-                    &stored,
-                    i,
-                    &Result1 {
-                        kind: clone_kind(&r.kind),
-                        dsn: r.dsn.clone(),
-                        text: r.text.clone(),
-                    },
-                    relay,
-                    &program,
-                    Duration::ZERO,
-                    Duration::ZERO,
-                );
-            }
+            finish(
+                qmgr,
+                &job,
+                &stored,
+                same_for_all(&job, &r),
+                relay,
+                &program,
+                Duration::ZERO,
+                Duration::ZERO,
+            );
         }
         qmgr.job_done(job.id);
     }
+}
+
+/// The same result for every recipient of a job.
+fn same_for_all(job: &Job, r: &Result1) -> Vec<(u32, Result1)> {
+    job.recipients
+        .iter()
+        .map(|&i| {
+            (
+                i,
+                Result1 {
+                    kind: clone_kind(&r.kind),
+                    dsn: r.dsn.clone(),
+                    text: r.text.clone(),
+                },
+            )
+        })
+        .collect()
 }
 
 fn clone_kind(k: &Kind) -> Kind {
@@ -254,6 +264,7 @@ async fn smtp_worker(
         let relay = conn.relay();
         match result {
             Ok(tx) => {
+                let mut results = Vec::with_capacity(job.recipients.len());
                 for (slot, &i) in job.recipients.iter().enumerate() {
                     let r = match tx.recipients.get(slot) {
                         Some(RecipientResult::Accepted(_)) => match &tx.data {
@@ -273,8 +284,9 @@ async fn smtp_worker(
                             text: "no reply for this recipient".into(),
                         },
                     };
-                    record(qmgr, &job, &stored, i, &r, &relay, &program, setup, xfer);
+                    results.push((i, r));
                 }
+                finish(qmgr, &job, &stored, results, &relay, &program, setup, xfer);
                 qmgr.job_done(job.id);
                 let all_ok = tx.data.as_ref().is_some_and(|d| d.code < 400);
                 if !all_ok && conn.reset().await.is_err() {
@@ -292,23 +304,16 @@ async fn smtp_worker(
                     dsn: session_dsn(&e),
                     text: e.dsn(),
                 };
-                for &i in &job.recipients {
-                    record(
-                        qmgr,
-                        &job,
-                        &stored,
-                        i,
-                        &Result1 {
-                            kind: clone_kind(&r.kind),
-                            dsn: r.dsn.clone(),
-                            text: r.text.clone(),
-                        },
-                        &relay,
-                        &program,
-                        setup,
-                        xfer,
-                    );
-                }
+                finish(
+                    qmgr,
+                    &job,
+                    &stored,
+                    same_for_all(&job, &r),
+                    &relay,
+                    &program,
+                    setup,
+                    xfer,
+                );
                 qmgr.job_done(job.id);
                 if matches!(e, SessionError::Unsupported { .. }) {
                     if conn.reset().await.is_ok() {
@@ -372,79 +377,231 @@ fn from_reply(reply: &ServerReply, conn: &SmtpConnection, stage: &str) -> Result
     Result1 { kind, dsn, text }
 }
 
-/// Append the outcome and log it.
+/// A recipient's result turned into what is recorded: the outcome kind,
+/// status, text and log status word.
+struct Final {
+    recipient: u32,
+    kind: OutcomeKind,
+    dsn: String,
+    text: String,
+    status: &'static str,
+}
+
+fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u64) -> Final {
+    let env = &stored.envelope;
+    match r.kind {
+        Kind::Sent => Final {
+            recipient: i,
+            kind: OutcomeKind::Delivered,
+            dsn: r.dsn.clone(),
+            text: r.text.clone(),
+            status: "sent",
+        },
+        Kind::Bounced => Final {
+            recipient: i,
+            kind: OutcomeKind::Bounced,
+            dsn: r.dsn.clone(),
+            text: r.text.clone(),
+            status: "bounced",
+        },
+        Kind::Deferred if qmgr.expired(env.arrival, env.sender.is_empty(), now) => Final {
+            recipient: i,
+            kind: OutcomeKind::Expired,
+            dsn: format!("5{}", r.dsn.get(1..).unwrap_or(".4.7")),
+            text: format!(
+                "message expired after being queued too long; last error: {}",
+                r.text
+            ),
+            status: "expired",
+        },
+        Kind::Deferred => Final {
+            recipient: i,
+            kind: OutcomeKind::Deferred {
+                next_attempt: qmgr.backoff(env.arrival, now),
+            },
+            dsn: r.dsn.clone(),
+            text: r.text.clone(),
+            status: "deferred",
+        },
+    }
+}
+
+/// Record one job's results: first the notice for recipients that failed
+/// for good (so it is in the log before the outcomes that cause it), then
+/// each outcome, with its log line.
 #[allow(clippy::too_many_arguments)]
-fn record(
+fn finish(
     qmgr: &Rc<Qmgr>,
     job: &Job,
     stored: &StoredMessage,
-    i: u32,
-    r: &Result1,
+    results: Vec<(u32, Result1)>,
     relay: &str,
     program: &str,
     setup: Duration,
     xfer: Duration,
 ) {
     let now = corepost_spool::queue_id::now_micros();
+    let finals: Vec<Final> = results
+        .iter()
+        .map(|(i, r)| finalize(qmgr, stored, *i, r, now))
+        .collect();
+    let failed: Vec<&Final> = finals
+        .iter()
+        .filter(|f| matches!(f.kind, OutcomeKind::Bounced | OutcomeKind::Expired))
+        .collect();
+    if !failed.is_empty() {
+        bounce(qmgr, job.id, stored, &failed, relay, now, program);
+    }
     let env = &stored.envelope;
-    let mut r_kind = clone_kind(&r.kind);
-    let mut text = r.text.clone();
-    let mut dsn = r.dsn.clone();
-    let kind = match r.kind {
-        Kind::Sent => OutcomeKind::Delivered,
-        Kind::Bounced => OutcomeKind::Bounced,
-        Kind::Deferred if qmgr.expired(env.arrival, env.sender.is_empty(), now) => {
-            r_kind = Kind::Bounced;
-            text = format!("message expired after being queued too long; last error: {text}");
-            dsn = format!("5{}", dsn.get(1..).unwrap_or(".4.7"));
-            OutcomeKind::Expired
+    for f in finals {
+        let address = env
+            .recipients
+            .get(f.recipient as usize)
+            .map_or("", |r| r.address.as_str());
+        let outcome = Outcome {
+            queue_id: job.id,
+            recipient: f.recipient,
+            kind: f.kind,
+            at: now,
+            dsn: f.dsn.clone(),
+            reply: f.text.clone(),
+            relay: relay.to_string(),
+        };
+        let applied = qmgr.ctx.spool.borrow_mut().record_outcome(&outcome);
+        let total = Duration::from_micros(now.saturating_sub(env.arrival));
+        let in_qmgr = job.picked.elapsed();
+        qmgr.ctx.log.line(program, &format!(
+            "{}: to=<{address}>, relay={relay}, delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}, dsn={}, status={} ({})",
+            job.id,
+            total.as_secs_f64(),
+            total.saturating_sub(in_qmgr).as_secs_f64(),
+            in_qmgr.saturating_sub(setup + xfer).as_secs_f64(),
+            setup.as_secs_f64(),
+            xfer.as_secs_f64(),
+            f.dsn,
+            f.status,
+            f.text
+        ));
+        match applied {
+            Ok((Applied::Finished, _)) => log_removed(qmgr, job.id),
+            Ok(_) => {}
+            Err(e) => qmgr.ctx.log.line(
+                program,
+                &format!("warning: {}: cannot record the outcome: {e}", job.id),
+            ),
         }
-        Kind::Deferred => OutcomeKind::Deferred {
-            next_attempt: qmgr.backoff(env.arrival, now),
+    }
+}
+
+/// Queue a delivery status notification for recipients that failed for good.
+fn bounce(
+    qmgr: &Rc<Qmgr>,
+    id: QueueId,
+    stored: &StoredMessage,
+    failed: &[&Final],
+    relay: &str,
+    now: u64,
+    program: &str,
+) {
+    let settings = std::sync::Arc::clone(&qmgr.settings.borrow());
+    let env = &stored.envelope;
+    let remote = relay
+        .split('[')
+        .next()
+        .filter(|h| !h.is_empty() && *h != "none")
+        .map(str::to_string);
+    let reports: Vec<crate::bounce::FailedRecipient<'_>> = failed
+        .iter()
+        .filter_map(|f| {
+            Some(crate::bounce::FailedRecipient {
+                recipient: env.recipients.get(f.recipient as usize)?,
+                status: f.dsn.clone(),
+                diagnostic: f.text.clone(),
+                remote_mta: remote.clone(),
+                action: None,
+                will_retry_until: None,
+            })
+        })
+        .collect();
+    let notice_id = qmgr.ctx.new_queue_id();
+    let notice = match crate::bounce::build_report(
+        &settings.bounce,
+        crate::bounce::ReportKind::Failure,
+        env,
+        stored.content(),
+        &reports,
+        now,
+        notice_id,
+    ) {
+        crate::bounce::BounceOutcome::Notice(n) => n,
+        crate::bounce::BounceOutcome::Nothing { reason } => {
+            qmgr.ctx
+                .log
+                .line(program, &format!("{id}: no notification sent: {reason}"));
+            return;
+        }
+    };
+    let route = {
+        let (_, domain) = crate::routing::split_address(&notice.recipient);
+        settings
+            .router
+            .classify(domain)
+            .and_then(|class| settings.router.route(&notice.recipient, class))
+    };
+    let route = match route {
+        Ok(r) => r,
+        Err(e) => {
+            qmgr.ctx.log.line(
+                program,
+                &format!(
+                    "warning: {id}: cannot route the notification to <{}>: {e}",
+                    notice.recipient
+                ),
+            );
+            return;
+        }
+    };
+    let envelope = corepost_spool::Envelope {
+        queue_id: notice_id,
+        arrival: now,
+        sender: notice.sender.clone(),
+        params: corepost_spool::MailParams::default(),
+        client: corepost_spool::ClientInfo {
+            name: "localhost".into(),
+            addr: "127.0.0.1".into(),
+            port: 0,
+            helo: String::new(),
+            protocol: "bounce".into(),
+            sasl_username: None,
+            tls: None,
         },
+        recipients: vec![corepost_spool::Recipient {
+            address: notice.recipient.clone(),
+            orcpt: None,
+            notify: 0,
+            transport: route.transport,
+            nexthop: route.nexthop,
+            state: corepost_spool::RecipientState::Pending,
+        }],
+        next_attempt: 0,
+        held: false,
     };
-    let address = env
-        .recipients
-        .get(i as usize)
-        .map_or("", |r| r.address.as_str());
-    let outcome = Outcome {
-        queue_id: job.id,
-        recipient: i,
-        kind,
-        at: now,
-        dsn: dsn.clone(),
-        reply: text.clone(),
-        relay: relay.to_string(),
-    };
-    let applied = qmgr.ctx.spool.borrow_mut().record_outcome(&outcome);
-    let total = Duration::from_micros(now.saturating_sub(env.arrival));
-    let before = total.saturating_sub(job.picked.elapsed());
-    let status = match r_kind {
-        Kind::Sent => "sent",
-        Kind::Deferred => "deferred",
-        Kind::Bounced => {
-            if matches!(outcome.kind, OutcomeKind::Expired) {
-                "expired"
-            } else {
-                "bounced"
-            }
+    match qmgr
+        .ctx
+        .spool
+        .borrow_mut()
+        .append_message(&envelope, &notice.content)
+    {
+        Ok(_) => {
+            qmgr.ctx.log.line(
+                "corepost/bounce",
+                &format!("{id}: sender non-delivery notification: {notice_id}"),
+            );
+            qmgr.ctx.new_mail.notify();
         }
-    };
-    qmgr.ctx.log.line(program, &format!(
-        "{}: to=<{address}>, relay={relay}, delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}, dsn={dsn}, status={status} ({text})",
-        job.id,
-        total.as_secs_f64(),
-        before.as_secs_f64(),
-        job.picked.elapsed().saturating_sub(setup + xfer).as_secs_f64(),
-        setup.as_secs_f64(),
-        xfer.as_secs_f64(),
-    ));
-    match applied {
-        Ok((Applied::Finished, _)) => log_removed(qmgr, job.id),
-        Ok(_) => {}
         Err(e) => qmgr.ctx.log.line(
-            program,
-            &format!("warning: {}: cannot record the outcome: {e}", job.id),
+            "corepost/bounce",
+            &format!("warning: {id}: cannot queue the notification: {e}"),
         ),
     }
 }

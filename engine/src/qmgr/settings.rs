@@ -39,6 +39,9 @@ pub struct QmgrSettings {
     pub transports: HashMap<String, TransportSettings>,
     pub nexthop: NexthopOptions,
     pub resolver: ResolverConfig,
+    /// Routes notices (bounces) like smtpd routes mail.
+    pub router: crate::routing::Router,
+    pub bounce: crate::bounce::BounceSettings,
 }
 
 fn transport_int(
@@ -114,6 +117,8 @@ impl QmgrSettings {
             transports,
             nexthop: NexthopOptions::from_config(config, 25).map_err(|e| e.to_string())?,
             resolver,
+            router: crate::routing::Router::from_params(&|n| config.get(n))?,
+            bounce: crate::bounce::BounceSettings::from_params(&|n| config.get(n))?,
         })
     }
 }
