@@ -238,3 +238,68 @@ print('ok')
         d.log()
     );
 }
+
+/// SIGKILL while relaying: after a restart every message that got a 250
+/// reaches the sink; duplicates are counted (allowed only for messages in
+/// flight at the kill).
+#[test]
+fn acknowledged_mail_is_delivered_after_sigkill() {
+    let sink = Sink::start();
+    let mut d = relay_daemon(&sink, "");
+    let port = d.port;
+    let sender = std::thread::spawn(move || {
+        let mut acked = Vec::new();
+        let mut c = Raw::connect(port);
+        c.cmd("EHLO load.test");
+        for i in 0..400 {
+            if !c.cmd("MAIL FROM:<a@example.org>").starts_with("250") {
+                break;
+            }
+            c.cmd("RCPT TO:<x@remote.example>");
+            c.cmd("DATA");
+            c.send(format!("Subject: n{i}\r\nX-Seq: {i}\r\n\r\nbody {i}\r\n.\r\n").as_bytes());
+            let r = c.reply();
+            if r.starts_with("250 2.0.0 Ok: queued as") {
+                acked.push(i);
+            } else {
+                break;
+            }
+        }
+        acked
+    });
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    d.kill();
+    let acked = sender.join().unwrap();
+    assert!(!acked.is_empty());
+    d.spawn();
+    let want = acked.len();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    let mut missing;
+    loop {
+        let got = sink.snapshot();
+        let seen: std::collections::HashSet<usize> = got
+            .messages
+            .iter()
+            .filter_map(|m| {
+                let t = String::from_utf8_lossy(&m.2).into_owned();
+                t.split("X-Seq: ")
+                    .nth(1)?
+                    .split("\r\n")
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        missing = acked.iter().filter(|i| !seen.contains(i)).count();
+        if missing == 0 || std::time::Instant::now() > deadline {
+            let duplicates = got.messages.len().saturating_sub(seen.len());
+            eprintln!(
+                "{want} acknowledged before the kill; {} delivered; {duplicates} duplicates",
+                seen.len()
+            );
+            break;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    assert_eq!(missing, 0, "acknowledged messages lost: {}", d.log());
+}
