@@ -538,7 +538,10 @@ fn status_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
     let global = !c.envelope.sender.is_ascii()
         || c.reported.iter().any(|f| {
             !f.recipient.address.is_ascii()
-                || f.recipient.orcpt.as_deref().is_some_and(|o| !o.is_ascii())
+                || f.recipient
+                    .orcpt
+                    .as_deref()
+                    .is_some_and(|o| !original_recipient(o).is_ascii())
         });
     let address = |a: &str| {
         let a = text::clean(a, MAX_SHORT);
@@ -558,11 +561,16 @@ fn status_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
         "X-Corepost-Sender",
         &address(&c.envelope.sender),
     ));
-    if let Some(envid) = &c.envelope.params.envid {
-        body.push_str(&text::field(
-            "Original-Envelope-Id",
-            &text::clean_ascii(envid, MAX_SHORT),
-        ));
+    // ENVID arrives as xtext (RFC 3461 §4.4) and is reported decoded.
+    let envid = c
+        .envelope
+        .params
+        .envid
+        .as_deref()
+        .map(|envid| text::clean_ascii(&decode_xtext(envid), MAX_SHORT))
+        .unwrap_or_default();
+    if !envid.is_empty() {
+        body.push_str(&text::field("Original-Envelope-Id", &envid));
     }
     body.push_str(&text::field(
         "Arrival-Date",
@@ -574,14 +582,11 @@ fn status_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
             "Final-Recipient",
             &address(&f.recipient.address),
         ));
-        if let Some(orcpt) = &f.recipient.orcpt {
-            let orcpt = text::clean(orcpt, MAX_SHORT);
-            // ORCPT is "addr-type;xtext"; show it as "addr-type; xtext".
-            let shown = match orcpt.split_once(';') {
-                Some((kind, addr)) => format!("{}; {}", kind.trim(), addr.trim()),
-                None => format!("rfc822; {orcpt}"),
-            };
-            body.push_str(&text::field("Original-Recipient", &shown));
+        if let Some(orcpt) = f.recipient.orcpt.as_deref() {
+            body.push_str(&text::field(
+                "Original-Recipient",
+                &original_recipient(orcpt),
+            ));
         }
         let action = f.action.unwrap_or(match c.kind {
             ReportKind::Failure => "failed",
@@ -632,12 +637,23 @@ fn status_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
 
 /// Part 3: the original message, or its header section.
 fn original_part(c: &Compose<'_, '_, '_, '_>) -> Part {
-    let original = text::to_crlf(c.original);
     let limit = c.settings.bounce_size_limit;
     let headers_only = c.kind == ReportKind::Delay
         || c.audience == Audience::PostmasterCopy
         || c.envelope.params.ret == Some(Ret::Headers) && c.audience == Audience::Sender
-        || original.len() > limit;
+        || c.original.len() > limit;
+    // Only the part that can be returned is normalised: for headers-only
+    // returns, whole lines up to the first line end past the limit (so a
+    // large original is not copied just to be cut down).
+    let returnable = if headers_only {
+        let from = limit.min(c.original.len());
+        let cut =
+            memchr::memchr(b'\n', &c.original[from..]).map_or(c.original.len(), |at| from + at + 1);
+        &c.original[..cut]
+    } else {
+        c.original
+    };
+    let original = text::to_crlf(returnable);
     let header_section = text::header_section(&original);
     let utf8_headers = c.envelope.params.smtputf8 || text::has_8bit(header_section);
     let (description, content_type, mut body) = if headers_only {
@@ -674,6 +690,50 @@ fn original_part(c: &Compose<'_, '_, '_, '_>) -> Part {
         headers.push_str("Content-Transfer-Encoding: 8bit\r\n");
     }
     Part { headers, body }
+}
+
+/// The `Original-Recipient:` value for an RFC 3461 ORCPT as received
+/// (`addr-type;xtext`): `addr-type; address`, with the xtext `+HH`
+/// escapes of `rfc822` addresses decoded (RFC 3464 §2.3.1) and the result
+/// cleaned.
+fn original_recipient(orcpt: &str) -> String {
+    let (kind, address) = match orcpt.split_once(';') {
+        Some((kind, address)) => (text::clean(kind, 40), address),
+        None => ("rfc822".to_string(), orcpt),
+    };
+    let address = if kind.eq_ignore_ascii_case("rfc822") {
+        decode_xtext(address)
+    } else {
+        address.to_string()
+    };
+    format!("{kind}; {}", text::clean(&address, MAX_SHORT))
+}
+
+/// RFC 3461 xtext: `+HH` is the byte HH. Malformed escapes are kept as
+/// they are; bytes that do not form UTF-8 become U+FFFD.
+fn decode_xtext(xtext: &str) -> String {
+    let bytes = xtext.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let escaped = (bytes[i] == b'+')
+            .then(|| bytes.get(i + 1..i + 3))
+            .flatten()
+            .filter(|hex| hex.iter().all(u8::is_ascii_hexdigit))
+            .and_then(|hex| std::str::from_utf8(hex).ok())
+            .and_then(|hex| u8::from_str_radix(hex, 16).ok());
+        match escaped {
+            Some(byte) => {
+                out.push(byte);
+                i += 3;
+            }
+            None => {
+                out.push(bytes[i]);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// `status` if it is a well-formed enhanced status code (RFC 3463,

@@ -204,14 +204,14 @@ fn delivery_status_fields() {
     let mut r = recipient("bob@example.net", notify::FAILURE);
     r.orcpt = Some("rfc822;Bob@Example.NET".into());
     let mut env = envelope("alice@example.org");
-    env.params.envid = Some("QQ314159".into());
+    env.params.envid = Some("QQ+2B314159".into());
     let n = notice(report(ReportKind::Failure, &env, ORIGINAL, &[failed(&r)]));
     let p = parse(&n.content);
     let ds = text(&p.parts[1].1);
     let (per_message, per_recipient) = ds.split_once("\r\n\r\n").expect("two blocks");
     assert!(per_message.starts_with("Reporting-MTA: dns; mx.example.com\r\n"));
     assert!(per_message.contains(&format!("X-Corepost-Queue-ID: {}\r\n", queue_id())));
-    assert!(per_message.contains("Original-Envelope-Id: QQ314159\r\n"));
+    assert!(per_message.contains("Original-Envelope-Id: QQ+314159\r\n"));
     assert!(per_message.contains("Arrival-Date: "));
     for expected in [
         "Final-Recipient: rfc822; bob@example.net\r\n",
@@ -774,6 +774,47 @@ fn settings_from_the_parameter_registry() {
     assert_eq!(s.bounce_notice_recipient, "postmaster");
     assert_eq!(s.twobounce_notice_recipient, "postmaster");
     assert_eq!(s.delay_notice_recipient, "postmaster");
+}
+
+#[test]
+fn orcpt_xtext_is_decoded() {
+    assert_eq!(
+        original_recipient("rfc822;bob+2Bext@example.net"),
+        "rfc822; bob+ext@example.net"
+    );
+    assert_eq!(original_recipient("RFC822;a+3Db@x"), "RFC822; a=b@x");
+    assert_eq!(
+        original_recipient("rfc822;a+0D+0AX-Evil:+20y@x"),
+        "rfc822; a X-Evil: y@x"
+    );
+    assert_eq!(
+        original_recipient("rfc822;a++1+zz+@x"),
+        "rfc822; a++1+zz+@x"
+    );
+    assert_eq!(original_recipient("rfc822;j+C3+B6ran@x"), "rfc822; jöran@x");
+    assert_eq!(
+        original_recipient("utf-8;j\\x{F6}ran@x"),
+        "utf-8; j\\x{F6}ran@x"
+    );
+    assert_eq!(original_recipient("bare@x"), "rfc822; bare@x");
+    assert_eq!(original_recipient("rfc822;a+FF@x"), "rfc822; a\u{FFFD}@x");
+}
+
+#[test]
+fn headers_only_returns_do_not_depend_on_the_body_size() {
+    let r = recipient("bob@example.net", 0);
+    let mut big = ORIGINAL.to_vec();
+    big.extend(std::iter::repeat_n(b"0123456789\n".as_slice(), 100_000).flatten());
+    let n = notice(report(
+        ReportKind::Failure,
+        &envelope("a@example.org"),
+        &big,
+        &[failed(&r)],
+    ));
+    let p = parse(&n.content);
+    assert!(p.parts[2].0.contains("text/rfc822-headers"));
+    assert_eq!(p.parts[2].1, text::header_section(ORIGINAL));
+    assert!(n.content.len() < 4000);
 }
 
 #[test]
