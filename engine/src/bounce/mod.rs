@@ -378,7 +378,8 @@ fn compose(c: &Compose<'_, '_, '_, '_>) -> Notice {
             match (c.audience, c.kind) {
                 (Audience::Sender, ReportKind::Failure) => "bounce",
                 (Audience::Sender, ReportKind::Delay) => "delay",
-                (Audience::DoubleBounce, _) => "2bounce",
+                (Audience::DoubleBounce, ReportKind::Failure) => "2bounce",
+                (Audience::DoubleBounce, ReportKind::Delay) => "2bounce-delay",
                 (Audience::PostmasterCopy, ReportKind::Failure) => "bounce-copy",
                 (Audience::PostmasterCopy, ReportKind::Delay) => "delay-copy",
             }
@@ -468,13 +469,25 @@ fn human_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
                 ),
             );
         }
-        (Audience::DoubleBounce, _) => {
+        (Audience::DoubleBounce, ReportKind::Failure) => {
             para(
                 &mut body,
                 "A delivery status notification (a message with the null \
                  sender) could not be delivered. Notifications are never \
                  returned, so this copy goes to the postmaster. The \
                  undeliverable notification is attached.",
+            );
+        }
+        (Audience::DoubleBounce, ReportKind::Delay) => {
+            para(
+                &mut body,
+                &format!(
+                    "A delivery status notification (a message with the null \
+                     sender) has been waiting in the queue for {queued_for}. \
+                     Notifications are never returned, so this warning goes \
+                     to the postmaster. The header section of the \
+                     notification is attached."
+                ),
             );
         }
         (Audience::PostmasterCopy, ReportKind::Failure) => {
@@ -594,11 +607,13 @@ fn status_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
         });
         body.push_str(&text::field("Action", &text::clean_ascii(action, 40)));
         body.push_str(&text::field("Status", &status_code(&f.status, c.kind)));
-        if let Some(mta) = &f.remote_mta {
-            body.push_str(&text::field(
-                "Remote-MTA",
-                &format!("dns; {}", text::clean_ascii(mta, 255)),
-            ));
+        let remote_mta = f
+            .remote_mta
+            .as_deref()
+            .map(|mta| text::clean_ascii(mta, 255))
+            .unwrap_or_default();
+        if !remote_mta.is_empty() {
+            body.push_str(&text::field("Remote-MTA", &format!("dns; {remote_mta}")));
         }
         let diagnostic = text::clean_ascii(&f.diagnostic, MAX_DIAGNOSTIC);
         if !diagnostic.is_empty() {

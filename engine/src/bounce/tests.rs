@@ -328,6 +328,23 @@ fn null_sender_goes_to_2bounce_recipient_when_asked() {
     );
     assert!(text(&p.parts[1].1).contains("Final-Recipient: rfc822; bob@example.net"));
     assert!(p.parts[2].0.contains("message/rfc822"));
+
+    let n = notice(build_report(
+        &s,
+        ReportKind::Delay,
+        &envelope(""),
+        ORIGINAL,
+        &[delayed(&r)],
+        NOW,
+        queue_id(),
+    ));
+    assert_eq!(n.recipient, "hostmaster@example.com");
+    let p = parse(&n.content);
+    assert!(
+        p.head
+            .contains("Subject: Postmaster Warning: Delayed Mail\r\n")
+    );
+    assert!(p.parts[2].0.contains("text/rfc822-headers"));
 }
 
 #[test]
@@ -860,6 +877,7 @@ mod structure {
             status in any_text(),
             original in proptest::collection::vec(any::<u8>(), 0..400),
             delay in any::<bool>(),
+            copy in any::<bool>(),
             notify_bits in 0u8..16,
             now in any::<u64>(),
             limit in 0usize..600,
@@ -880,7 +898,13 @@ mod structure {
             s.bounce_size_limit = limit;
             s.notify_classes.push("2bounce".into());
             let kind = if delay { ReportKind::Delay } else { ReportKind::Failure };
-            if let BounceOutcome::Notice(n) = build_report(&s, kind, &env, &original, &[f], now, queue_id()) {
+            let outcome = if copy {
+                s.notify_classes.extend(["bounce".to_string(), "delay".to_string()]);
+                postmaster_copy(&s, kind, &env, &original, &[f], now, queue_id())
+            } else {
+                build_report(&s, kind, &env, &original, &[f], now, queue_id())
+            };
+            if let BounceOutcome::Notice(n) = outcome {
                 assert_crlf_only(&n.content);
                 prop_assert!(!n.recipient.contains(['\r', '\n']));
                 let p = parse(&n.content);
