@@ -778,8 +778,10 @@ fn choose_boundary(c: &Compose<'_, '_, '_, '_>, host: &str, parts: &[Part]) -> S
     let host: String = host
         .chars()
         .filter(|ch| ch.is_ascii_alphanumeric() || "'()+_,-./:=?".contains(*ch))
-        .take(30)
+        .take(24)
         .collect();
+    // 16 (queue id) + 1 + 20 (µs) + 1 + 24 = 62, leaving room for a
+    // counter within RFC 2046's 70 characters.
     let base = format!("{}.{}/{host}", c.envelope.queue_id, c.now_micros);
     let occurs = |candidate: &str| {
         let finder = memchr::memmem::Finder::new(candidate.as_bytes());

@@ -908,6 +908,7 @@ mod structure {
                 assert_crlf_only(&n.content);
                 prop_assert!(!n.recipient.contains(['\r', '\n']));
                 let p = parse(&n.content);
+                prop_assert!(p.boundary.len() <= 70);
                 let boundary = p.boundary.as_bytes();
                 // Outside the returned original, no line is overlong and
                 // nothing mentions the boundary.
