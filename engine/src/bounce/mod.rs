@@ -213,7 +213,7 @@ pub fn build_report(
             };
         }
         let reported: Vec<&FailedRecipient<'_>> = failed.iter().collect();
-        return BounceOutcome::Notice(compose(&Compose {
+        return compose(&Compose {
             settings,
             kind,
             audience: Audience::DoubleBounce,
@@ -223,7 +223,7 @@ pub fn build_report(
             reported: &reported,
             now_micros,
             queue_id,
-        }));
+        });
     }
     let reported: Vec<&FailedRecipient<'_>> = failed
         .iter()
@@ -234,7 +234,7 @@ pub fn build_report(
             reason: "no recipient asked for this notification",
         };
     }
-    BounceOutcome::Notice(compose(&Compose {
+    compose(&Compose {
         settings,
         kind,
         audience: Audience::Sender,
@@ -244,7 +244,7 @@ pub fn build_report(
         reported: &reported,
         now_micros,
         queue_id,
-    }))
+    })
 }
 
 /// The postmaster's copy of a notice (`notify_classes` `bounce` for
@@ -283,7 +283,7 @@ pub fn postmaster_copy(
         };
     }
     let reported: Vec<&FailedRecipient<'_>> = failed.iter().collect();
-    BounceOutcome::Notice(compose(&Compose {
+    compose(&Compose {
         settings,
         kind,
         audience: Audience::PostmasterCopy,
@@ -293,7 +293,7 @@ pub fn postmaster_copy(
         reported: &reported,
         now_micros,
         queue_id,
-    }))
+    })
 }
 
 /// RFC 3461 §4.1: whether a recipient with these NOTIFY bits gets a
@@ -334,10 +334,15 @@ struct Part {
     body: Vec<u8>,
 }
 
-fn compose(c: &Compose<'_, '_, '_, '_>) -> Notice {
+fn compose(c: &Compose<'_, '_, '_, '_>) -> BounceOutcome {
     let settings = c.settings;
     let host = text::clean_ascii(&settings.myhostname, 255);
     let to = text::clean(c.to, MAX_SHORT);
+    if to.is_empty() {
+        return BounceOutcome::Nothing {
+            reason: "no notice recipient",
+        };
+    }
     let sender = match c.audience {
         Audience::Sender => String::new(),
         Audience::DoubleBounce | Audience::PostmasterCopy => settings.double_bounce_address(),
@@ -412,11 +417,11 @@ fn compose(c: &Compose<'_, '_, '_, '_>) -> Notice {
     }
     content.extend_from_slice(format!("\r\n--{boundary}--\r\n").as_bytes());
 
-    Notice {
+    BounceOutcome::Notice(Notice {
         sender,
         recipient: to,
         content,
-    }
+    })
 }
 
 /// Part 1: the explanation for people.

@@ -348,6 +348,39 @@ fn null_sender_goes_to_2bounce_recipient_when_asked() {
 }
 
 #[test]
+fn nothing_without_a_notice_recipient() {
+    let r = recipient("bob@example.net", 0);
+    let mut s = settings();
+    s.notify_classes.push("2bounce".into());
+    s.twobounce_notice_recipient = " \r\n".into();
+    assert!(matches!(
+        build_report(
+            &s,
+            ReportKind::Failure,
+            &envelope(""),
+            ORIGINAL,
+            &[failed(&r)],
+            NOW,
+            queue_id()
+        ),
+        BounceOutcome::Nothing {
+            reason: "no notice recipient"
+        }
+    ));
+    assert!(matches!(
+        report(
+            ReportKind::Failure,
+            &envelope("\r\n"),
+            ORIGINAL,
+            &[failed(&r)]
+        ),
+        BounceOutcome::Nothing {
+            reason: "no notice recipient"
+        }
+    ));
+}
+
+#[test]
 fn double_bounce_sender_is_never_reported() {
     let r = recipient("postmaster@example.net", 0);
     let mut s = settings();
