@@ -221,6 +221,7 @@ async fn smtp_worker(
             if conn.age() >= settings.reuse_time_limit || qmgr.ctx.shutdown.is_triggered() {
                 break;
             }
+            dest.idle.set(dest.idle.get() + 1);
             let arrived = futures_lite::future::or(
                 async {
                     dest.arrivals.wait().await;
@@ -232,6 +233,7 @@ async fn smtp_worker(
                 },
             )
             .await;
+            dest.idle.set(dest.idle.get() - 1);
             if arrived && !dest.jobs.borrow().is_empty() {
                 continue;
             }
@@ -301,7 +303,7 @@ async fn smtp_worker(
                     } else {
                         Kind::Deferred
                     },
-                    dsn: session_dsn(&e),
+                    dsn: e.status(),
                     text: e.dsn(),
                 };
                 finish(
@@ -315,10 +317,10 @@ async fn smtp_worker(
                     xfer,
                 );
                 qmgr.job_done(job.id);
-                if matches!(e, SessionError::Unsupported { .. }) {
-                    if conn.reset().await.is_ok() {
-                        continue;
-                    }
+                // A refused MAIL or DATA (not 421) or a message the server
+                // cannot take leaves the connection usable for the next job.
+                if conn.is_usable() && conn.reset().await.is_ok() {
+                    continue;
                 }
                 // The connection is gone; other jobs go to a fresh worker.
                 requeue_rest(qmgr, dest);
@@ -333,25 +335,6 @@ async fn smtp_worker(
 fn requeue_rest(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>) {
     if let Some(job) = dest.jobs.borrow_mut().pop_front() {
         qmgr.enqueue(dest.key.clone(), job);
-    }
-}
-
-fn session_dsn(e: &SessionError) -> String {
-    let s = e.dsn();
-    // Prefer the enhanced code the server gave.
-    if let SessionError::Reply { reply, .. } | SessionError::Greeting(reply) = e
-        && let Some(x) = &reply.enhanced
-    {
-        return x.clone();
-    }
-    if let SessionError::Unsupported { status, .. } = e {
-        return status.to_string();
-    }
-    let _ = s;
-    if e.is_permanent() {
-        "5.0.0".into()
-    } else {
-        "4.4.2".into()
     }
 }
 

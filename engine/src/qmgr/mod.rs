@@ -65,6 +65,8 @@ pub struct DestQueue {
     pub key: DestKey,
     pub jobs: RefCell<VecDeque<Job>>,
     pub workers: Cell<usize>,
+    /// Workers holding an idle connection, waiting for jobs.
+    pub idle: Cell<usize>,
     /// Wakes idle workers when jobs arrive.
     pub arrivals: Signal,
 }
@@ -204,6 +206,7 @@ impl Qmgr {
                         key: key.clone(),
                         jobs: RefCell::new(VecDeque::new()),
                         workers: Cell::new(0),
+                        idle: Cell::new(0),
                         arrivals: Signal::default(),
                     })
                 }),
@@ -217,17 +220,21 @@ impl Qmgr {
             .get(&key.transport)
             .map_or(1, |t| t.concurrency);
         let queued = dest.jobs.borrow().len();
-        if dest.workers.get() < limit && queued > 0 {
+        // A new connection only when the idle ones cannot take the queue.
+        if dest.workers.get() < limit && queued > dest.idle.get() {
             dest.workers.set(dest.workers.get() + 1);
             let qmgr = Rc::clone(self);
             glommio::spawn_local(async move {
                 deliver::worker(Rc::clone(&qmgr), Rc::clone(&dest)).await;
                 dest.workers.set(dest.workers.get() - 1);
                 // Jobs that arrived as the last worker was leaving.
-                if dest.workers.get() == 0 && !dest.jobs.borrow().is_empty() {
-                    if let Some(job) = dest.jobs.borrow_mut().pop_front() {
-                        qmgr.enqueue(dest.key.clone(), job);
-                    }
+                let leftover = if dest.workers.get() == 0 {
+                    dest.jobs.borrow_mut().pop_front()
+                } else {
+                    None
+                };
+                if let Some(job) = leftover {
+                    qmgr.enqueue(dest.key.clone(), job);
                 }
             })
             .detach();
