@@ -303,3 +303,78 @@ fn acknowledged_mail_is_delivered_after_sigkill() {
     }
     assert_eq!(missing, 0, "acknowledged messages lost: {}", d.log());
 }
+
+#[test]
+fn mx_preference_and_fallback_through_test_dns() {
+    let sink = Sink::start();
+    let dns = corepost::dns::testserver::TestServer::start().expect("test dns");
+    // The preferred MX has no server (nothing listens on 127.0.0.2 at
+    // that port): corepost must fall back to the second.
+    dns.add_mx("example.test", 60, 10, "mx1.example.test");
+    dns.add_mx("example.test", 60, 20, "mx2.example.test");
+    dns.add_a("mx1.example.test", 60, "127.0.0.2".parse().unwrap());
+    dns.add_a("mx2.example.test", 60, "127.0.0.1".parse().unwrap());
+    let d = Daemon::start(&format!(
+        "corepost_dns_servers = {}\ntransport_maps = inline:{{ example.test=smtp:example.test:{} }}\n",
+        dns.addr(),
+        sink.port
+    ));
+    let id = send(
+        d.port,
+        "a@example.org",
+        &["user@example.test"],
+        "Subject: mx\r\n\r\nhi",
+    );
+    let got = sink.wait_for(1, 20);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "{id}: to=<user@example.test>, relay=mx2.example.test[127.0.0.1]:{}",
+            sink.port
+        )),
+        "{log}"
+    );
+    assert!(dns.count_all("example.test", hickory_proto::rr::RecordType::MX) >= 1);
+}
+
+#[test]
+fn starttls_to_a_tls_capable_server() {
+    use corepost::delivery::testsink::{SinkScript, TestSink};
+    let sink = TestSink::start(SinkScript {
+        starttls: true,
+        ..SinkScript::default()
+    })
+    .expect("sink");
+    let d = Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = encrypt\n",
+        sink.addr().port()
+    ));
+    send(
+        d.port,
+        "a@example.org",
+        &["x@remote.example"],
+        "Subject: tls\r\n\r\nhi",
+    );
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
+    while sink.received().messages.is_empty() && std::time::Instant::now() < deadline {
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let received = sink.received();
+    assert_eq!(received.messages.len(), 1, "{}", d.log());
+    assert!(
+        received
+            .commands
+            .iter()
+            .any(|c| c.tls && c.line.to_ascii_uppercase().starts_with("MAIL FROM")),
+        "MAIL FROM was sent inside TLS"
+    );
+    assert!(
+        !received
+            .commands
+            .iter()
+            .any(|c| !c.tls && c.line.to_ascii_uppercase().starts_with("MAIL FROM")),
+        "nothing sent in plaintext with smtp_tls_security_level = encrypt"
+    );
+}
