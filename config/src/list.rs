@@ -123,6 +123,58 @@ fn split_with(value: &str, is_separator: fn(char) -> bool) -> Result<Vec<String>
     Ok(out)
 }
 
+/// Most `/file` includes nested inside each other in one match list.
+pub const MAX_INCLUDE_DEPTH: usize = 8;
+
+/// One element of a Postfix match list (`mynetworks`, `mydestination`,
+/// `relay_domains`, ...), with `/file/name` elements already replaced by
+/// the words of that file (`#` comments stripped), recursively.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MatchElement {
+    /// Written with a leading `!`: a match means "not in the list".
+    pub negated: bool,
+    pub pattern: String,
+}
+
+/// Split a match list, inlining `/file` elements (a `!` before a file
+/// negates each of its elements).
+pub fn match_list_elements(value: &str) -> Result<Vec<MatchElement>, String> {
+    let mut out = Vec::new();
+    add_match_elements(value, false, 0, &mut out)?;
+    Ok(out)
+}
+
+fn add_match_elements(
+    value: &str,
+    negate: bool,
+    depth: usize,
+    out: &mut Vec<MatchElement>,
+) -> Result<(), String> {
+    for word in split_list(value).map_err(|e| e.to_string())? {
+        let (negated, word) = match word.strip_prefix('!') {
+            Some(w) => (!negate, w.to_string()),
+            None => (negate, word),
+        };
+        if word.starts_with('/') {
+            if depth >= MAX_INCLUDE_DEPTH {
+                return Err(format!("{word}: files nested too deeply"));
+            }
+            let text = std::fs::read_to_string(&word).map_err(|e| format!("{word}: {e}"))?;
+            let words: Vec<&str> = text
+                .lines()
+                .map(|l| l.split('#').next().unwrap_or(""))
+                .collect();
+            add_match_elements(&words.join(" "), negated, depth + 1, out)?;
+            continue;
+        }
+        out.push(MatchElement {
+            negated,
+            pattern: word,
+        });
+    }
+    Ok(())
+}
+
 /// Join elements back into a list value that [`split_list`] splits into the
 /// same elements: elements containing separators or starting with `{` are
 /// wrapped in braces.
@@ -199,6 +251,35 @@ mod tests {
         assert_eq!(
             split_args("smtpd -o a=b,c -o { d = e f }").unwrap(),
             vec!["smtpd", "-o", "a=b,c", "-o", "d = e f"]
+        );
+    }
+
+    #[test]
+    fn match_lists_inline_files() {
+        let dir = tempfile::tempdir().unwrap();
+        let file = dir.path().join("nets");
+        std::fs::write(&file, "# trusted\n10.0.0.0/8 !10.1.0.0/16\n").unwrap();
+        let loop_file = dir.path().join("loop");
+        std::fs::write(&loop_file, loop_file.display().to_string()).unwrap();
+        let got = match_list_elements(&format!("a, !{}, b", file.display())).unwrap();
+        let flat: Vec<(bool, &str)> = got
+            .iter()
+            .map(|e| (e.negated, e.pattern.as_str()))
+            .collect();
+        assert_eq!(
+            flat,
+            vec![
+                (false, "a"),
+                (true, "10.0.0.0/8"),
+                (false, "10.1.0.0/16"),
+                (false, "b")
+            ]
+        );
+        assert!(match_list_elements("/no/such/file").is_err());
+        assert!(
+            match_list_elements(&loop_file.display().to_string())
+                .unwrap_err()
+                .contains("nested too deeply")
         );
     }
 

@@ -10,7 +10,7 @@
 //! * `type:name` — a lookup table keyed by the domain (and its parents);
 //! * `/file/name` — a file whose words are more elements.
 
-use corepost_config::list::split_list;
+use corepost_config::list::match_list_elements;
 use corepost_config::tables::{TableError, TableList, keys::domain_keys};
 
 #[derive(Debug, Clone)]
@@ -33,38 +33,12 @@ pub struct DomainList {
     parent_matches: bool,
 }
 
-/// Most files nested inside each other in one list (a loop guard).
-const MAX_FILE_DEPTH: usize = 8;
-
 impl DomainList {
     /// Parse an expanded list value.
     pub fn parse(value: &str, parent_matches: bool) -> Result<DomainList, String> {
-        let mut list = DomainList {
-            elements: Vec::new(),
-            parent_matches,
-        };
-        list.add(value, 0)?;
-        Ok(list)
-    }
-
-    fn add(&mut self, value: &str, depth: usize) -> Result<(), String> {
-        for word in split_list(value).map_err(|e| e.to_string())? {
-            let (negated, word) = match word.strip_prefix('!') {
-                Some(w) => (true, w.to_string()),
-                None => (false, word),
-            };
-            if word.starts_with('/') {
-                if depth >= MAX_FILE_DEPTH {
-                    return Err(format!("{word}: files nested too deeply"));
-                }
-                let text = std::fs::read_to_string(&word).map_err(|e| format!("{word}: {e}"))?;
-                let words: Vec<&str> = text
-                    .lines()
-                    .map(|l| l.split('#').next().unwrap_or(""))
-                    .collect();
-                self.add(&words.join(" "), depth + 1)?;
-                continue;
-            }
+        let mut elements = Vec::new();
+        for e in match_list_elements(value)? {
+            let word = e.pattern;
             let pattern = if word.contains(':') && !word.starts_with('[') {
                 Pattern::Table(TableList::open(&word).map_err(|e| e.to_string())?)
             } else if let Some(parent) = word.strip_prefix('.') {
@@ -72,9 +46,15 @@ impl DomainList {
             } else {
                 Pattern::Domain(word.to_ascii_lowercase())
             };
-            self.elements.push(Element { negated, pattern });
+            elements.push(Element {
+                negated: e.negated,
+                pattern,
+            });
         }
-        Ok(())
+        Ok(DomainList {
+            elements,
+            parent_matches,
+        })
     }
 
     /// Add a literal domain (e.g. an interface address `[127.0.0.1]`).

@@ -3,7 +3,7 @@
 //! Postfix's syntax (`127.0.0.0/8`, `[::1]/128`, `192.0.2.7`), `!`
 //! negation, `type:table` lookups of the client address, `/file` includes.
 
-use corepost_config::list::split_list;
+use corepost_config::list::match_list_elements;
 use corepost_config::tables::TableList;
 use std::net::IpAddr;
 
@@ -22,28 +22,8 @@ pub struct NetworkList {
 impl NetworkList {
     pub fn parse(value: &str) -> Result<NetworkList, String> {
         let mut list = NetworkList::default();
-        list.add(value, 0)?;
-        Ok(list)
-    }
-
-    fn add(&mut self, value: &str, depth: usize) -> Result<(), String> {
-        for word in split_list(value).map_err(|e| e.to_string())? {
-            let (negated, word) = match word.strip_prefix('!') {
-                Some(w) => (true, w.to_string()),
-                None => (false, word),
-            };
-            if word.starts_with('/') {
-                if depth > 8 {
-                    return Err(format!("{word}: files nested too deeply"));
-                }
-                let text = std::fs::read_to_string(&word).map_err(|e| format!("{word}: {e}"))?;
-                let words: Vec<&str> = text
-                    .lines()
-                    .map(|l| l.split('#').next().unwrap_or(""))
-                    .collect();
-                self.add(&words.join(" "), depth + 1)?;
-                continue;
-            }
+        for e in match_list_elements(value)? {
+            let word = e.pattern;
             let pattern = match parse_net(&word) {
                 Some((addr, prefix)) => Pattern::Net { addr, prefix },
                 None if word.contains(':')
@@ -54,9 +34,9 @@ impl NetworkList {
                 }
                 None => return Err(format!("bad network \"{word}\"")),
             };
-            self.elements.push((negated, pattern));
+            list.elements.push((e.negated, pattern));
         }
-        Ok(())
+        Ok(list)
     }
 
     /// Whether `addr` is in the list. A table lookup failure counts as no
