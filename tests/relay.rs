@@ -378,3 +378,61 @@ fn starttls_to_a_tls_capable_server() {
         "nothing sent in plaintext with smtp_tls_security_level = encrypt"
     );
 }
+
+#[test]
+fn destination_rate_delay_is_honoured() {
+    let sink = Sink::start();
+    let d = relay_daemon(
+        &sink,
+        "corepost_cores = 1\nsmtp_destination_rate_delay = 1s\n",
+    );
+    let started = std::time::Instant::now();
+    for i in 0..3 {
+        send(
+            d.port,
+            "a@example.org",
+            &["x@remote.example"],
+            &format!("Subject: r{i}\r\n\r\nhi"),
+        );
+    }
+    let got = sink.wait_for(3, 20);
+    assert_eq!(got.messages.len(), 3, "{}", d.log());
+    let elapsed = started.elapsed();
+    assert!(
+        elapsed >= std::time::Duration::from_millis(1900),
+        "3 deliveries in {elapsed:?} despite a 1 s rate delay"
+    );
+    assert_eq!(
+        got.connections, 1,
+        "one connection per destination with a rate delay"
+    );
+}
+
+#[test]
+fn dead_destination_is_suspended() {
+    let port = free_port();
+    let d = Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{port}\ncorepost_cores = 1\nminimal_backoff_time = 60s\n"
+    ));
+    send(
+        d.port,
+        "a@example.org",
+        &["x@remote.example"],
+        "Subject: 1\r\n\r\nhi",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let id = send(
+        d.port,
+        "a@example.org",
+        &["y@remote.example"],
+        "Subject: 2\r\n\r\nhi",
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let log = d.log();
+    assert!(
+        log.lines()
+            .any(|l| l.contains(&format!("{id}: to=<y@remote.example>"))
+                && l.contains("status=deferred (delivery temporarily suspended: connect to")),
+        "{log}"
+    );
+}

@@ -95,6 +95,21 @@ pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
     }
 }
 
+/// Defer every queued job of a destination marked dead.
+pub fn suspend(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, why: &str) {
+    let text = format!("delivery temporarily suspended: {why}");
+    drain(
+        qmgr,
+        dest,
+        |_| Result1 {
+            kind: Kind::Deferred,
+            dsn: "4.4.1".into(),
+            text: text.clone(),
+        },
+        "none",
+    );
+}
+
 /// Give every queued job the same result without connecting anywhere.
 fn drain(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, result: impl Fn(&Job) -> Result1, relay: &str) {
     loop {
@@ -200,6 +215,13 @@ async fn smtp_worker(
         }
     }
     let Some(mut conn) = conn else {
+        if let Some(e) = &last_error {
+            // Every address failed: leave the destination alone for a while.
+            let pause = settings
+                .minimal_backoff
+                .min(std::time::Duration::from_secs(60));
+            *dest.dead.borrow_mut() = Some((Instant::now() + pause, e.dsn()));
+        }
         let e = last_error.map_or_else(|| "no address to connect to".to_string(), |e| e.dsn());
         drain(
             qmgr,
@@ -260,6 +282,19 @@ async fn smtp_worker(
             recipients: &recipients,
             content: stored.content(),
         };
+        let rate_delay = settings
+            .transports
+            .get(&dest.key.transport)
+            .map_or(Duration::ZERO, |t| t.rate_delay);
+        if !rate_delay.is_zero()
+            && let Some(last) = dest.last_delivery.get()
+        {
+            let wait = rate_delay.saturating_sub(last.elapsed());
+            if !wait.is_zero() {
+                glommio::timer::sleep(wait).await;
+            }
+        }
+        dest.last_delivery.set(Some(Instant::now()));
         let t = Instant::now();
         let result = conn.deliver(&outbound).await;
         let xfer = t.elapsed();

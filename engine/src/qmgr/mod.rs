@@ -67,6 +67,11 @@ pub struct DestQueue {
     pub workers: Cell<usize>,
     /// Workers holding an idle connection, waiting for jobs.
     pub idle: Cell<usize>,
+    /// When the last delivery to this destination started (rate delay).
+    pub last_delivery: Cell<Option<Instant>>,
+    /// Until when the destination is considered dead, and why: its mail
+    /// is deferred without connecting.
+    pub dead: RefCell<Option<(Instant, String)>>,
     /// Wakes idle workers when jobs arrive.
     pub arrivals: Signal,
 }
@@ -207,18 +212,33 @@ impl Qmgr {
                         jobs: RefCell::new(VecDeque::new()),
                         workers: Cell::new(0),
                         idle: Cell::new(0),
+                        last_delivery: Cell::new(None),
+                        dead: RefCell::new(None),
                         arrivals: Signal::default(),
                     })
                 }),
         );
         dest.jobs.borrow_mut().push_back(job);
         dest.arrivals.notify();
-        let limit = self
+        let (limit, rate_delay) = self
             .settings
             .borrow()
             .transports
             .get(&key.transport)
-            .map_or(1, |t| t.concurrency);
+            .map_or((1, Duration::ZERO), |t| (t.concurrency, t.rate_delay));
+        // With a rate delay, one connection per destination.
+        let limit = if rate_delay.is_zero() { limit } else { 1 };
+        let dead = dest
+            .dead
+            .borrow()
+            .as_ref()
+            .filter(|(until, _)| *until > Instant::now())
+            .map(|(_, why)| why.clone());
+        if let Some(why) = dead {
+            // Temporarily suspended: defer without connecting.
+            deliver::suspend(self, &dest, &why);
+            return;
+        }
         let queued = dest.jobs.borrow().len();
         // A new connection only when the idle ones cannot take the queue.
         if dest.workers.get() < limit && queued > dest.idle.get() {

@@ -26,6 +26,10 @@ pub struct TransportSettings {
     pub kind: TransportKind,
     pub concurrency: usize,
     pub recipient_limit: usize,
+    /// `<transport>_destination_rate_delay`: pause between deliveries to
+    /// one destination; when set, one connection per destination (as
+    /// Postfix).
+    pub rate_delay: Duration,
 }
 
 #[derive(Debug, Clone)]
@@ -42,6 +46,21 @@ pub struct QmgrSettings {
     /// Routes notices (bounces) like smtpd routes mail.
     pub router: crate::routing::Router,
     pub bounce: crate::bounce::BounceSettings,
+}
+
+fn transport_time(
+    config: &Config,
+    transport: &str,
+    suffix: &str,
+    fallback: &str,
+) -> Result<Duration, String> {
+    let name = format!("{transport}_{suffix}");
+    let name = if config.registry.contains(&name) {
+        name
+    } else {
+        fallback.to_string()
+    };
+    config.get_time(&name).map_err(|e| e.to_string())
 }
 
 fn transport_int(
@@ -93,12 +112,19 @@ impl QmgrSettings {
                 "destination_recipient_limit",
                 "default_destination_recipient_limit",
             )?;
+            let rate_delay = transport_time(
+                config,
+                &s.name,
+                "destination_rate_delay",
+                "default_destination_rate_delay",
+            )?;
             transports.insert(
                 s.name.clone(),
                 TransportSettings {
                     kind,
                     concurrency: usize::try_from(concurrency).unwrap_or(1).max(1),
                     recipient_limit: usize::try_from(recipients).unwrap_or(1).max(1),
+                    rate_delay,
                 },
             );
         }
