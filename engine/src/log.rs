@@ -2,12 +2,26 @@
 //! `Nov 24 07:30:00 mx corepost/smtpd[1234]: connect from unknown[192.0.2.1]`.
 //!
 //! Lines go to standard error, or to `maillog_file` (opened for appending;
-//! its path must start with one of `maillog_file_prefixes`). Each line is
-//! one `write` call, so lines from different cores never interleave.
+//! its path must start with one of `maillog_file_prefixes`). On the cores,
+//! lines are collected in a per-thread buffer and written every few
+//! milliseconds (the runtime calls [`Log::flush`]) or when the buffer
+//! fills — a relay writes several lines per message, and one write(2) per
+//! line would be a noticeable part of its CPU. Every write holds whole
+//! lines, so lines from different cores never interleave. Elsewhere (the
+//! main thread, tools) each line is written at once.
 
+use std::cell::{Cell, RefCell};
 use std::fs::{File, OpenOptions};
 use std::io::Write;
 use std::sync::Arc;
+
+/// Write the per-thread buffer once it holds this much.
+const BUFFER_LIMIT: usize = 32 * 1024;
+
+thread_local! {
+    static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
+    static BUFFERED: Cell<bool> = const { Cell::new(false) };
+}
 
 /// Where log lines go; shared by all cores.
 #[derive(Debug, Clone)]
@@ -82,9 +96,37 @@ impl Log {
             }
         }
         line.push('\n');
+        if !BUFFERED.with(Cell::get) {
+            self.write(line.as_bytes());
+            return;
+        }
+        let full = BUFFER.with(|b| {
+            let mut b = b.borrow_mut();
+            b.extend_from_slice(line.as_bytes());
+            b.len() >= BUFFER_LIMIT
+        });
+        if full {
+            self.flush();
+        }
+    }
+
+    /// Collect this thread's lines until [`Log::flush`] (the cores do).
+    pub fn buffer_this_thread(&self) {
+        BUFFERED.with(|b| b.set(true));
+    }
+
+    /// Write what this thread has collected.
+    pub fn flush(&self) {
+        let data = BUFFER.with(|b| std::mem::take(&mut *b.borrow_mut()));
+        if !data.is_empty() {
+            self.write(&data);
+        }
+    }
+
+    fn write(&self, data: &[u8]) {
         let _ = match &*self.sink {
-            Sink::Stderr => std::io::stderr().lock().write_all(line.as_bytes()),
-            Sink::File(f) => (&*f).write_all(line.as_bytes()),
+            Sink::Stderr => std::io::stderr().lock().write_all(data),
+            Sink::File(f) => (&*f).write_all(data),
         };
     }
 }

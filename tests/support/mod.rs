@@ -126,7 +126,10 @@ impl Daemon {
         self.child.as_ref().map_or(0, |c| c.id())
     }
 
+    /// The maillog so far. The cores write their log lines every 10 ms, so
+    /// wait a little longer than that first.
     pub fn log(&self) -> String {
+        std::thread::sleep(std::time::Duration::from_millis(40));
         std::fs::read_to_string(self.dir.path().join("maillog")).unwrap_or_default()
     }
 

@@ -270,6 +270,16 @@ async fn core_main(
     ready: std::sync::mpsc::Sender<Result<(), String>>,
 ) {
     let _exit = ExitGuard(Arc::clone(&shared));
+    log.buffer_this_thread();
+    let final_log = log.clone();
+    let flusher_log = log.clone();
+    glommio::spawn_local(async move {
+        loop {
+            glommio::timer::sleep(Duration::from_millis(10)).await;
+            flusher_log.flush();
+        }
+    })
+    .detach();
     let spool = match CoreSpool::open(&queue_dir, core, cores, spool_options) {
         Ok((spool, report)) => {
             let master = "corepost/spool";
@@ -374,6 +384,7 @@ async fn core_main(
             &format!("warning: core {core}: sessions still open at exit"),
         ),
     }
+    final_log.flush();
 }
 
 async fn accept_loop(
