@@ -235,6 +235,8 @@ async fn smtp_worker(
         );
         return;
     };
+    // Reachable again.
+    *dest.dead.borrow_mut() = None;
     let setup = started.elapsed();
     loop {
         let job = dest.jobs.borrow_mut().pop_front();

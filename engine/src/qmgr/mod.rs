@@ -255,6 +255,13 @@ impl Qmgr {
                 };
                 if let Some(job) = leftover {
                     qmgr.enqueue(dest.key.clone(), job);
+                } else if dest.workers.get() == 0
+                    && dest.jobs.borrow().is_empty()
+                    && dest.dead.borrow().is_none()
+                {
+                    // Forget idle destinations, so memory follows the
+                    // destinations with mail, not every one ever seen.
+                    qmgr.dests.borrow_mut().remove(&dest.key);
                 }
             })
             .detach();
