@@ -76,7 +76,10 @@ fn relays_to_the_sink_and_removes_the_message() {
 #[test]
 fn batching_and_connection_reuse() {
     let sink = Sink::start();
-    let d = relay_daemon(&sink, "corepost_cores = 1\n");
+    let d = relay_daemon(
+        &sink,
+        "corepost_cores = 1\nsmtp_destination_concurrency_limit = 2\n",
+    );
     let rcpts: Vec<String> = (0..50).map(|i| format!("user{i}@bulk.example")).collect();
     let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
     send(d.port, "a@example.org", &refs, "Subject: bulk\r\n\r\nhi");
@@ -94,8 +97,9 @@ fn batching_and_connection_reuse() {
         got.messages.iter().any(|m| m.1.len() == 50),
         "50 recipients in one transaction"
     );
+    // At most two connections at a time, each reused for many messages.
     assert!(
-        got.connections < 21,
+        got.connections <= 4,
         "{} connections for 21 messages",
         got.connections
     );
@@ -434,5 +438,43 @@ fn dead_destination_is_suspended() {
             .any(|l| l.contains(&format!("{id}: to=<y@remote.example>"))
                 && l.contains("status=deferred (delivery temporarily suspended: connect to")),
         "{log}"
+    );
+}
+
+/// With two cores, every destination is delivered by one owner core: mail
+/// accepted on either core reaches the sink, over that core's connections.
+#[test]
+fn destinations_are_owned_by_one_core() {
+    let sink = Sink::start();
+    let d = relay_daemon(
+        &sink,
+        "corepost_cores = 2\nsmtp_destination_concurrency_limit = 1\nsmtp_connection_cache_time_limit = 10s\n",
+    );
+    let port = d.port;
+    let senders: Vec<_> = (0..8)
+        .map(|t| {
+            std::thread::spawn(move || {
+                for i in 0..5 {
+                    send(
+                        port,
+                        "a@example.org",
+                        &["x@remote.example"],
+                        &format!("Subject: {t}-{i}\r\n\r\nhi"),
+                    );
+                }
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let got = sink.wait_for(40, 30);
+    assert_eq!(got.messages.len(), 40, "{}", d.log());
+    // One owner core, at most 2 connections at a time; a few more over the
+    // run as idle ones expire is fine, one per message is not.
+    assert!(
+        got.connections <= 8,
+        "{} connections for 40 messages",
+        got.connections
     );
 }

@@ -5,7 +5,7 @@
 
 use super::{DestQueue, Job, Qmgr, TransportKind};
 use crate::delivery::smtp::{Outbound, RecipientResult, ServerReply, SessionError, SmtpConnection};
-use corepost_spool::{Applied, Outcome, OutcomeKind, QueueId, StoredMessage};
+use corepost_spool::{Outcome, OutcomeKind, QueueId, StoredMessage};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
@@ -129,8 +129,9 @@ fn drain(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, result: impl Fn(&Job) -> Result1
                 Duration::ZERO,
                 Duration::ZERO,
             );
+        } else {
+            qmgr.complete(&job, Vec::new(), None);
         }
-        qmgr.job_done(job.id);
     }
 }
 
@@ -269,7 +270,7 @@ async fn smtp_worker(
                 qmgr.ctx
                     .log
                     .line(&program, &format!("warning: {}: {e}", job.id));
-                qmgr.job_done(job.id);
+                qmgr.complete(&job, Vec::new(), None);
                 continue;
             }
         };
@@ -326,7 +327,6 @@ async fn smtp_worker(
                     results.push((i, r));
                 }
                 finish(qmgr, &job, &stored, results, &relay, &program, setup, xfer);
-                qmgr.job_done(job.id);
                 let all_ok = tx.data.as_ref().is_some_and(|d| d.code < 400);
                 if !all_ok && conn.reset().await.is_err() {
                     requeue_rest(qmgr, dest);
@@ -353,7 +353,6 @@ async fn smtp_worker(
                     setup,
                     xfer,
                 );
-                qmgr.job_done(job.id);
                 // A refused MAIL or DATA (not 421) or a message the server
                 // cannot take leaves the connection usable for the next job.
                 if conn.is_usable() && conn.reset().await.is_ok() {
@@ -469,25 +468,18 @@ fn finish(
         .iter()
         .filter(|f| matches!(f.kind, OutcomeKind::Bounced | OutcomeKind::Expired))
         .collect();
-    if !failed.is_empty() {
-        bounce(qmgr, job.id, stored, &failed, relay, now, program);
-    }
+    let notice = if failed.is_empty() {
+        None
+    } else {
+        bounce(qmgr, job.id, stored, &failed, relay, now, program)
+    };
     let env = &stored.envelope;
+    let mut outcomes = Vec::with_capacity(finals.len());
     for f in finals {
         let address = env
             .recipients
             .get(f.recipient as usize)
             .map_or("", |r| r.address.as_str());
-        let outcome = Outcome {
-            queue_id: job.id,
-            recipient: f.recipient,
-            kind: f.kind,
-            at: now,
-            dsn: f.dsn.clone(),
-            reply: f.text.clone(),
-            relay: relay.to_string(),
-        };
-        let applied = qmgr.ctx.spool.borrow_mut().record_outcome(&outcome);
         let total = Duration::from_micros(now.saturating_sub(env.arrival));
         let in_qmgr = job.picked.elapsed();
         qmgr.ctx.log.line(program, &format!(
@@ -502,15 +494,17 @@ fn finish(
             f.status,
             f.text
         ));
-        match applied {
-            Ok((Applied::Finished, _)) => log_removed(qmgr, job.id),
-            Ok(_) => {}
-            Err(e) => qmgr.ctx.log.line(
-                program,
-                &format!("warning: {}: cannot record the outcome: {e}", job.id),
-            ),
-        }
+        outcomes.push(Outcome {
+            queue_id: job.id,
+            recipient: f.recipient,
+            kind: f.kind,
+            at: now,
+            dsn: f.dsn,
+            reply: f.text,
+            relay: relay.to_string(),
+        });
     }
+    qmgr.complete(job, outcomes, notice);
 }
 
 /// Queue a delivery status notification for recipients that failed for good.
@@ -522,7 +516,7 @@ fn bounce(
     relay: &str,
     now: u64,
     program: &str,
-) {
+) -> Option<corepost_spool::Lsn> {
     let settings = std::sync::Arc::clone(&qmgr.settings.borrow());
     let env = &stored.envelope;
     let remote = relay
@@ -558,7 +552,7 @@ fn bounce(
             qmgr.ctx
                 .log
                 .line(program, &format!("{id}: no notification sent: {reason}"));
-            return;
+            return None;
         }
     };
     let route = {
@@ -578,7 +572,7 @@ fn bounce(
                     notice.recipient
                 ),
             );
-            return;
+            return None;
         }
     };
     let envelope = corepost_spool::Envelope {
@@ -612,22 +606,20 @@ fn bounce(
         .borrow_mut()
         .append_message(&envelope, &notice.content)
     {
-        Ok(_) => {
+        Ok(appended) => {
             qmgr.ctx.log.line(
                 "corepost/bounce",
                 &format!("{id}: sender non-delivery notification: {notice_id}"),
             );
             qmgr.ctx.new_mail.notify();
+            Some(appended.lsn)
         }
-        Err(e) => qmgr.ctx.log.line(
-            "corepost/bounce",
-            &format!("warning: {id}: cannot queue the notification: {e}"),
-        ),
+        Err(e) => {
+            qmgr.ctx.log.line(
+                "corepost/bounce",
+                &format!("warning: {id}: cannot queue the notification: {e}"),
+            );
+            None
+        }
     }
-}
-
-fn log_removed(qmgr: &Rc<Qmgr>, id: QueueId) {
-    qmgr.ctx
-        .log
-        .line("corepost/qmgr", &format!("{id}: removed"));
 }

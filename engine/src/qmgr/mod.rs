@@ -25,7 +25,7 @@ pub mod settings;
 pub mod signal;
 
 use crate::runtime::CoreContext;
-use corepost_spool::{QueueId, SegmentMap};
+use corepost_spool::{Applied, Lsn, Outcome, QueueId, SegmentMap};
 pub use settings::{QmgrSettings, TransportKind, TransportSettings};
 pub use signal::Signal;
 use std::cell::{Cell, RefCell};
@@ -57,6 +57,41 @@ pub struct Job {
     pub offset: usize,
     /// When the queue manager picked the message.
     pub picked: Instant,
+    /// The mesh peer whose spool holds the message (where its outcomes
+    /// are recorded).
+    pub origin: usize,
+}
+
+/// What cores send each other.
+#[derive(Debug)]
+pub enum CoreMsg {
+    /// Jobs for destinations the receiving core owns.
+    Jobs(Vec<(DestKey, Job)>),
+    /// A job is finished: the outcomes to record in the receiver's spool.
+    Done { id: QueueId, outcomes: Vec<Outcome> },
+}
+
+/// This core's end of the cross-core mesh.
+pub struct Mesh {
+    pub senders: glommio::channels::channel_mesh::Senders<CoreMsg>,
+    pub peer: usize,
+    pub peers: usize,
+}
+
+/// The core that owns a destination: a stable hash (FNV-1a) of transport
+/// and next hop, so every core agrees without talking.
+pub fn owner_of(key: &DestKey, peers: usize) -> usize {
+    let mut h: u64 = 0xcbf2_9ce4_8422_2325;
+    for b in key
+        .transport
+        .bytes()
+        .chain([0u8])
+        .chain(key.nexthop.to_ascii_lowercase().bytes())
+    {
+        h ^= u64::from(b);
+        h = h.wrapping_mul(0x0100_0000_01b3);
+    }
+    (h % peers.max(1) as u64) as usize
 }
 
 /// One destination's ready queue and workers.
@@ -84,10 +119,12 @@ pub struct Qmgr {
     dests: RefCell<HashMap<DestKey, Rc<DestQueue>>>,
     /// Messages with jobs outstanding, and how many.
     active: RefCell<HashMap<QueueId, usize>>,
+    /// Links to the other cores (None with one core).
+    pub mesh: Option<Mesh>,
 }
 
 impl Qmgr {
-    pub fn new(ctx: Rc<CoreContext>, settings: Arc<QmgrSettings>) -> Rc<Qmgr> {
+    pub fn new(ctx: Rc<CoreContext>, settings: Arc<QmgrSettings>, mesh: Option<Mesh>) -> Rc<Qmgr> {
         let resolver = crate::dns::Resolver::new(settings.resolver.clone());
         Rc::new(Qmgr {
             ctx,
@@ -95,6 +132,7 @@ impl Qmgr {
             resolver,
             dests: RefCell::new(HashMap::new()),
             active: RefCell::new(HashMap::new()),
+            mesh,
         })
     }
 
@@ -176,6 +214,8 @@ impl Qmgr {
                 .push(i);
         }
         let settings = Arc::clone(&self.settings.borrow());
+        let me = self.peer();
+        let mut remote: HashMap<usize, Vec<(DestKey, Job)>> = HashMap::new();
         let mut jobs = 0;
         for (key, recipients) in by_dest {
             let limit = settings
@@ -184,17 +224,27 @@ impl Qmgr {
                 .map_or(50, |t| t.recipient_limit);
             for chunk in recipients.chunks(limit) {
                 jobs += 1;
-                self.enqueue(
-                    key.clone(),
-                    Job {
-                        id,
-                        recipients: chunk.to_vec(),
-                        segment: Arc::clone(&segment),
-                        offset: entry.location.offset as usize,
-                        picked: Instant::now(),
-                    },
-                );
+                let job = Job {
+                    id,
+                    recipients: chunk.to_vec(),
+                    segment: Arc::clone(&segment),
+                    offset: entry.location.offset as usize,
+                    picked: Instant::now(),
+                    origin: me,
+                };
+                match &self.mesh {
+                    Some(mesh) if owner_of(&key, mesh.peers) != me => {
+                        remote
+                            .entry(owner_of(&key, mesh.peers))
+                            .or_default()
+                            .push((key.clone(), job));
+                    }
+                    _ => self.enqueue(key.clone(), job),
+                }
             }
+        }
+        for (peer, batch) in remote {
+            self.send(peer, CoreMsg::Jobs(batch));
         }
         if jobs > 0 {
             self.active.borrow_mut().insert(id, jobs);
@@ -268,6 +318,90 @@ impl Qmgr {
         }
     }
 
+    /// This core's mesh peer id (0 without a mesh).
+    pub fn peer(&self) -> usize {
+        self.mesh.as_ref().map_or(0, |m| m.peer)
+    }
+
+    /// Send a message to another core, in the background (bounded
+    /// channels: a busy peer slows the sender down).
+    pub fn send(self: &Rc<Self>, peer: usize, msg: CoreMsg) {
+        let qmgr = Rc::clone(self);
+        glommio::spawn_local(async move {
+            if let Some(mesh) = &qmgr.mesh
+                && mesh.senders.send_to(peer, msg).await.is_err()
+            {
+                qmgr.ctx.log.line(
+                    "corepost/qmgr",
+                    &format!("warning: cannot reach core peer {peer}"),
+                );
+            }
+        })
+        .detach();
+    }
+
+    /// A job is finished: record its outcomes where its message lives.
+    /// `notice` is the LSN of a bounce notice this core queued for it; the
+    /// outcomes are sent to another core only once the notice is durable,
+    /// so the notice can never be lost while the outcome is kept.
+    pub fn complete(self: &Rc<Self>, job: &Job, outcomes: Vec<Outcome>, notice: Option<Lsn>) {
+        if job.origin == self.peer() {
+            self.record(job.id, outcomes);
+            return;
+        }
+        let qmgr = Rc::clone(self);
+        let (id, origin) = (job.id, job.origin);
+        glommio::spawn_local(async move {
+            if let Some(lsn) = notice {
+                let durable = qmgr.ctx.spool.borrow().durable(lsn);
+                let _ = durable.await;
+            }
+            qmgr.send(origin, CoreMsg::Done { id, outcomes });
+        })
+        .detach();
+    }
+
+    /// Append outcomes to this core's spool and finish the job.
+    pub fn record(&self, id: QueueId, outcomes: Vec<Outcome>) {
+        for o in &outcomes {
+            match self.ctx.spool.borrow_mut().record_outcome(o) {
+                Ok((Applied::Finished, _)) => self
+                    .ctx
+                    .log
+                    .line("corepost/qmgr", &format!("{id}: removed")),
+                Ok(_) => {}
+                Err(e) => self.ctx.log.line(
+                    "corepost/qmgr",
+                    &format!("warning: {id}: cannot record the outcome: {e}"),
+                ),
+            }
+        }
+        self.job_done(id);
+    }
+
+    /// Handle messages from other cores until shutdown.
+    pub async fn receive(
+        self: Rc<Self>,
+        from: glommio::channels::shared_channel::ConnectedReceiver<CoreMsg>,
+    ) {
+        loop {
+            let msg = futures_lite::future::or(async { from.recv().await }, async {
+                self.ctx.shutdown.wait().await;
+                None
+            })
+            .await;
+            match msg {
+                None => return,
+                Some(CoreMsg::Jobs(jobs)) => {
+                    for (key, job) in jobs {
+                        self.enqueue(key, job);
+                    }
+                }
+                Some(CoreMsg::Done { id, outcomes }) => self.record(id, outcomes),
+            }
+        }
+    }
+
     /// A job is finished (every recipient has an outcome).
     pub fn job_done(&self, id: QueueId) {
         let mut active = self.active.borrow_mut();
@@ -296,5 +430,28 @@ impl Qmgr {
             s.maximal_queue_lifetime
         };
         Duration::from_micros(now.saturating_sub(arrival)) >= lifetime
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn owner_is_stable_and_spread() {
+        let key = |n: &str| DestKey {
+            transport: "smtp".into(),
+            nexthop: n.into(),
+        };
+        assert_eq!(
+            owner_of(&key("Example.COM"), 4),
+            owner_of(&key("example.com"), 4)
+        );
+        assert_eq!(owner_of(&key("example.com"), 1), 0);
+        let mut seen = [0usize; 4];
+        for i in 0..1000 {
+            seen[owner_of(&key(&format!("d{i}.example")), 4)] += 1;
+        }
+        assert!(seen.iter().all(|&n| n > 150), "{seen:?}");
     }
 }

@@ -155,7 +155,14 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let mesh = (cores > 1).then(|| {
+        glommio::channels::channel_mesh::MeshBuilder::<crate::qmgr::CoreMsg, _>::full(
+            usize::from(cores),
+            1024,
+        )
+    });
     for (core, listeners) in per_core.into_iter().enumerate() {
+        let mesh = mesh.clone();
         let core = core as u16;
         let shared = Arc::clone(&shared);
         let log = log.clone();
@@ -175,6 +182,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
                         queue_dir,
                         spool_options,
                         ready,
+                        mesh,
                     )
                     .await
                 })
@@ -268,6 +276,12 @@ async fn core_main(
     queue_dir: PathBuf,
     spool_options: SpoolOptions,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
+    mesh: Option<
+        glommio::channels::channel_mesh::MeshBuilder<
+            crate::qmgr::CoreMsg,
+            glommio::channels::channel_mesh::Full,
+        >,
+    >,
 ) {
     let _exit = ExitGuard(Arc::clone(&shared));
     log.buffer_this_thread();
@@ -317,7 +331,34 @@ async fn core_main(
         new_mail: crate::qmgr::Signal::default(),
     });
     let settings = Rc::new(RefCell::new(lock(&shared.settings).clone()));
-    let qmgr = crate::qmgr::Qmgr::new(Rc::clone(&ctx), Arc::clone(&lock(&shared.qmgr)));
+    // Cores exchange delivery jobs and outcomes over a full mesh of
+    // bounded channels; every core must join it.
+    let (mesh, receivers) = match mesh {
+        Some(builder) => match builder.join().await {
+            Ok((senders, mut receivers)) => {
+                let peer = senders.peer_id();
+                let peers = usize::from(cores);
+                (
+                    Some(crate::qmgr::Mesh {
+                        senders,
+                        peer,
+                        peers,
+                    }),
+                    receivers.streams(),
+                )
+            }
+            Err(e) => {
+                let _ = ready.send(Err(format!("core {core}: cannot join the core mesh: {e}")));
+                return;
+            }
+        },
+        None => (None, Vec::new()),
+    };
+    let qmgr = crate::qmgr::Qmgr::new(Rc::clone(&ctx), Arc::clone(&lock(&shared.qmgr)), mesh);
+    let mut receive_tasks = Vec::new();
+    for (_, rx) in receivers {
+        receive_tasks.push(glommio::spawn_local(Rc::clone(&qmgr).receive(rx)));
+    }
     let qmgr_task = glommio::spawn_local(Rc::clone(&qmgr).run());
     let mut accept_tasks = Vec::new();
     for bound in listeners {
@@ -353,6 +394,9 @@ async fn core_main(
         t.await;
     }
     qmgr_task.await;
+    for t in receive_tasks {
+        t.await;
+    }
     // Sessions answer 421 at their next command; give those mid-message a
     // moment to finish.
     for _ in 0..100 {
