@@ -16,9 +16,14 @@
 //! `maximal_backoff_time`), or bounced; a message past
 //! `maximal_queue_lifetime` expires instead of being deferred again.
 //!
-//! Stage 1 (see ARCHITECTURE.md): a core delivers the messages it accepted
-//! itself; destinations are not yet owned by one core across the process,
-//! so concurrency limits apply per core.
+//! Every destination is owned by one core, chosen by a stable hash of
+//! transport and next hop ([`owner_of`]): the core that picks a message
+//! sends jobs for destinations it does not own to their owner over a
+//! bounded glommio channel mesh ([`CoreMsg::Jobs`]); the owner reads the
+//! content through the shared mapping (`Job` carries the segment `Arc`),
+//! delivers, and sends the outcomes back ([`CoreMsg::Done`]) to be appended
+//! to the spool that holds the message. So per-destination limits and the
+//! connection cache are process-wide, as in Postfix.
 
 pub mod deliver;
 pub mod settings;
