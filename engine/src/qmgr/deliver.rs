@@ -216,6 +216,8 @@ async fn smtp_worker(
         }
     }
     let Some(mut conn) = conn else {
+        // Negative feedback: one connection fewer for this destination.
+        dest.window.set(dest.window.get().saturating_sub(1).max(1));
         if let Some(e) = &last_error {
             // Every address failed: leave the destination alone for a while.
             let pause = settings
@@ -304,6 +306,14 @@ async fn smtp_worker(
         let relay = conn.relay();
         match result {
             Ok(tx) => {
+                if tx.data.as_ref().is_some_and(|d| d.code < 400) {
+                    // Positive feedback: the destination may get one more connection.
+                    let max = settings
+                        .transports
+                        .get(&dest.key.transport)
+                        .map_or(1, |t| t.concurrency);
+                    dest.window.set((dest.window.get() + 1).min(max));
+                }
                 let mut results = Vec::with_capacity(job.recipients.len());
                 for (slot, &i) in job.recipients.iter().enumerate() {
                     let r = match tx.recipients.get(slot) {

@@ -107,6 +107,9 @@ pub struct DestQueue {
     pub workers: Cell<usize>,
     /// Workers holding an idle connection, waiting for jobs.
     pub idle: Cell<usize>,
+    /// Connections currently allowed (concurrency feedback); 0 = not set
+    /// yet, start at the transport's initial concurrency.
+    pub window: Cell<usize>,
     /// When the last delivery to this destination started (rate delay).
     pub last_delivery: Cell<Option<Instant>>,
     /// Until when the destination is considered dead, and why: its mail
@@ -267,6 +270,7 @@ impl Qmgr {
                         jobs: RefCell::new(VecDeque::new()),
                         workers: Cell::new(0),
                         idle: Cell::new(0),
+                        window: Cell::new(0),
                         last_delivery: Cell::new(None),
                         dead: RefCell::new(None),
                         arrivals: Signal::default(),
@@ -275,14 +279,20 @@ impl Qmgr {
         );
         dest.jobs.borrow_mut().push_back(job);
         dest.arrivals.notify();
-        let (limit, rate_delay) = self
+        let (limit, initial, rate_delay) = self
             .settings
             .borrow()
             .transports
             .get(&key.transport)
-            .map_or((1, Duration::ZERO), |t| (t.concurrency, t.rate_delay));
+            .map_or((1, 1, Duration::ZERO), |t| {
+                (t.concurrency, t.initial_concurrency, t.rate_delay)
+            });
         // With a rate delay, one connection per destination.
         let limit = if rate_delay.is_zero() { limit } else { 1 };
+        if dest.window.get() == 0 {
+            dest.window.set(initial.min(limit));
+        }
+        let limit = dest.window.get().clamp(1, limit);
         let dead = dest
             .dead
             .borrow()

@@ -25,6 +25,11 @@ pub enum TransportKind {
 pub struct TransportSettings {
     pub kind: TransportKind,
     pub concurrency: usize,
+    /// `<transport>_initial_destination_concurrency`: connections a
+    /// destination starts with; each successful delivery allows one more,
+    /// up to `concurrency`, each failed connection one fewer (Postfix's
+    /// concurrency feedback, simplified).
+    pub initial_concurrency: usize,
     pub recipient_limit: usize,
     /// `<transport>_destination_rate_delay`: pause between deliveries to
     /// one destination; when set, one connection per destination (as
@@ -106,6 +111,12 @@ impl QmgrSettings {
                 "destination_concurrency_limit",
                 "default_destination_concurrency_limit",
             )?;
+            let initial = transport_int(
+                config,
+                &s.name,
+                "initial_destination_concurrency",
+                "initial_destination_concurrency",
+            )?;
             let recipients = transport_int(
                 config,
                 &s.name,
@@ -123,6 +134,7 @@ impl QmgrSettings {
                 TransportSettings {
                     kind,
                     concurrency: usize::try_from(concurrency).unwrap_or(1).max(1),
+                    initial_concurrency: usize::try_from(initial).unwrap_or(1).max(1),
                     recipient_limit: usize::try_from(recipients).unwrap_or(1).max(1),
                     rate_delay,
                 },
