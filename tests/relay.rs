@@ -478,3 +478,27 @@ fn destinations_are_owned_by_one_core() {
         got.connections
     );
 }
+
+#[test]
+fn connection_reuse_count_limit() {
+    let sink = Sink::start();
+    let d = relay_daemon(
+        &sink,
+        "corepost_cores = 1\nsmtp_destination_concurrency_limit = 1\nsmtp_connection_reuse_count_limit = 2\nsmtp_connection_cache_time_limit = 10s\n",
+    );
+    for i in 0..6 {
+        send(
+            d.port,
+            "a@example.org",
+            &["x@remote.example"],
+            &format!("Subject: {i}\r\n\r\nhi"),
+        );
+    }
+    let got = sink.wait_for(6, 20);
+    assert_eq!(got.messages.len(), 6, "{}", d.log());
+    assert!(
+        got.connections >= 3,
+        "{} connections for 6 messages at 2 per connection",
+        got.connections
+    );
+}

@@ -242,6 +242,11 @@ async fn smtp_worker(
     *dest.dead.borrow_mut() = None;
     let setup = started.elapsed();
     loop {
+        if settings.reuse_count_limit > 0 && conn.transactions() >= settings.reuse_count_limit {
+            // Used enough: the next jobs go over a fresh connection.
+            requeue_rest(qmgr, dest);
+            break;
+        }
         let job = dest.jobs.borrow_mut().pop_front();
         let Some(job) = job else {
             // Keep the connection for more mail to this destination.
@@ -379,7 +384,9 @@ async fn smtp_worker(
 
 /// Hand the remaining jobs to a new worker.
 fn requeue_rest(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>) {
-    if let Some(job) = dest.jobs.borrow_mut().pop_front() {
+    // Take the job out before enqueue borrows the queue again.
+    let job = dest.jobs.borrow_mut().pop_front();
+    if let Some(job) = job {
         qmgr.enqueue(dest.key.clone(), job);
     }
 }

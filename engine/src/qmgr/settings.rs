@@ -45,6 +45,8 @@ pub struct QmgrSettings {
     pub bounce_queue_lifetime: Duration,
     pub cache_time_limit: Duration,
     pub reuse_time_limit: Duration,
+    /// `smtp_connection_reuse_count_limit`: transactions per connection (0 = no limit).
+    pub reuse_count_limit: u32,
     pub transports: HashMap<String, TransportSettings>,
     pub nexthop: NexthopOptions,
     pub resolver: ResolverConfig,
@@ -152,6 +154,12 @@ impl QmgrSettings {
             bounce_queue_lifetime: time("bounce_queue_lifetime")?,
             cache_time_limit: time("smtp_connection_cache_time_limit")?,
             reuse_time_limit: time("smtp_connection_reuse_time_limit")?,
+            reuse_count_limit: u32::try_from(
+                config
+                    .get_int("smtp_connection_reuse_count_limit")
+                    .map_err(|e| e.to_string())?,
+            )
+            .unwrap_or(0),
             transports,
             nexthop: NexthopOptions::from_config(config, 25).map_err(|e| e.to_string())?,
             resolver,
