@@ -502,3 +502,37 @@ fn connection_reuse_count_limit() {
         got.connections
     );
 }
+
+#[test]
+fn destination_policy_rate_is_honoured() {
+    let sink = Sink::start();
+    let d = relay_daemon(
+        &sink,
+        &format!(
+            "corepost_destination_policy_maps = inline:{{ {{ [127.0.0.1]:{}=concurrency=3 rate=4/s }} }}\n",
+            sink.port
+        ),
+    );
+    let started = std::time::Instant::now();
+    for i in 0..9 {
+        send(
+            d.port,
+            "a@example.org",
+            &["x@remote.example"],
+            &format!("Subject: p{i}\r\n\r\nhi"),
+        );
+    }
+    let got = sink.wait_for(9, 20);
+    assert_eq!(got.messages.len(), 9, "{}", d.log());
+    let elapsed = started.elapsed();
+    // 9 messages at 4/s: the last starts at least 2 s after the first.
+    assert!(
+        elapsed >= std::time::Duration::from_millis(1900),
+        "{elapsed:?}"
+    );
+    assert!(
+        got.connections <= 3,
+        "{} connections with concurrency=3",
+        got.connections
+    );
+}

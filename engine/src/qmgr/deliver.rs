@@ -199,7 +199,11 @@ async fn smtp_worker(
     // Connect: the first address that answers with a usable greeting.
     let mut conn = None;
     let mut last_error = None;
+    let connection_interval = dest.policy.as_ref().and_then(|p| p.connection_interval);
     for d in addrs.iter() {
+        if let Some(interval) = connection_interval {
+            pace(&dest.next_connect, interval).await;
+        }
         match SmtpConnection::connect(d.addr, &d.host, client).await {
             Ok(c) => {
                 conn = Some(c);
@@ -292,19 +296,19 @@ async fn smtp_worker(
             recipients: &recipients,
             content: stored.content(),
         };
+        // Message pacing: the transport's rate delay or the destination
+        // policy's rate, whichever is slower; slots are reserved, so it
+        // holds across all of the destination's connections.
         let rate_delay = settings
             .transports
             .get(&dest.key.transport)
             .map_or(Duration::ZERO, |t| t.rate_delay);
-        if !rate_delay.is_zero()
-            && let Some(last) = dest.last_delivery.get()
-        {
-            let wait = rate_delay.saturating_sub(last.elapsed());
-            if !wait.is_zero() {
-                glommio::timer::sleep(wait).await;
-            }
-        }
-        dest.last_delivery.set(Some(Instant::now()));
+        let interval = dest
+            .policy
+            .as_ref()
+            .and_then(|p| p.message_interval)
+            .map_or(rate_delay, |i| i.max(rate_delay));
+        pace(&dest.next_delivery, interval).await;
         let t = Instant::now();
         let result = conn.deliver(&outbound).await;
         let xfer = t.elapsed();
@@ -380,6 +384,19 @@ async fn smtp_worker(
         }
     }
     conn.quit().await;
+}
+
+/// Wait for the next free slot of a paced event and reserve the one after.
+async fn pace(next: &std::cell::Cell<Option<Instant>>, interval: Duration) {
+    if interval.is_zero() {
+        return;
+    }
+    let now = Instant::now();
+    let slot = next.get().map_or(now, |n| n.max(now));
+    next.set(Some(slot + interval));
+    if slot > now {
+        glommio::timer::sleep(slot - now).await;
+    }
 }
 
 /// Hand the remaining jobs to a new worker.

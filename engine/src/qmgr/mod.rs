@@ -26,6 +26,7 @@
 //! connection cache are process-wide, as in Postfix.
 
 pub mod deliver;
+pub mod policy;
 pub mod settings;
 pub mod signal;
 
@@ -110,8 +111,11 @@ pub struct DestQueue {
     /// Connections currently allowed (concurrency feedback); 0 = not set
     /// yet, start at the transport's initial concurrency.
     pub window: Cell<usize>,
-    /// When the last delivery to this destination started (rate delay).
-    pub last_delivery: Cell<Option<Instant>>,
+    /// The earliest start of the next delivery / new connection (pacing).
+    pub next_delivery: Cell<Option<Instant>>,
+    pub next_connect: Cell<Option<Instant>>,
+    /// `corepost_destination_policy_maps` entry, looked up once.
+    pub policy: Option<policy::Policy>,
     /// Until when the destination is considered dead, and why: its mail
     /// is deferred without connecting.
     pub dead: RefCell<Option<(Instant, String)>>,
@@ -271,7 +275,9 @@ impl Qmgr {
                         workers: Cell::new(0),
                         idle: Cell::new(0),
                         window: Cell::new(0),
-                        last_delivery: Cell::new(None),
+                        next_delivery: Cell::new(None),
+                        next_connect: Cell::new(None),
+                        policy: self.policy_of(&key),
                         dead: RefCell::new(None),
                         arrivals: Signal::default(),
                     })
@@ -292,6 +298,11 @@ impl Qmgr {
         if dest.window.get() == 0 {
             dest.window.set(initial.min(limit));
         }
+        let limit = dest
+            .policy
+            .as_ref()
+            .and_then(|p| p.concurrency)
+            .unwrap_or(limit);
         let limit = dest.window.get().clamp(1, limit);
         let dead = dest
             .dead
@@ -330,6 +341,24 @@ impl Qmgr {
                 }
             })
             .detach();
+        }
+    }
+
+    /// The destination's policy entry, if the table has one.
+    fn policy_of(&self, key: &DestKey) -> Option<policy::Policy> {
+        let settings = Arc::clone(&self.settings.borrow());
+        match policy::lookup(&settings.policy_maps, &key.transport, &key.nexthop) {
+            Ok(p) => p,
+            Err(e) => {
+                self.ctx.log.line(
+                    "corepost/qmgr",
+                    &format!(
+                        "warning: corepost_destination_policy_maps: {}:{}: {e}",
+                        key.transport, key.nexthop
+                    ),
+                );
+                None
+            }
         }
     }
 

@@ -53,6 +53,7 @@ pub struct QmgrSettings {
     /// Routes notices (bounces) like smtpd routes mail.
     pub router: crate::routing::Router,
     pub bounce: crate::bounce::BounceSettings,
+    pub policy_maps: corepost_config::tables::TableList,
 }
 
 fn transport_time(
@@ -165,6 +166,12 @@ impl QmgrSettings {
             resolver,
             router: crate::routing::Router::from_params(&|n| config.get(n))?,
             bounce: crate::bounce::BounceSettings::from_params(&|n| config.get(n))?,
+            policy_maps: corepost_config::tables::TableList::open(
+                &config
+                    .get("corepost_destination_policy_maps")
+                    .map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| format!("corepost_destination_policy_maps: {e}"))?,
         })
     }
 }
