@@ -536,3 +536,33 @@ fn destination_policy_rate_is_honoured() {
         got.connections
     );
 }
+
+#[test]
+fn delay_warning_is_sent_once() {
+    let sink = Sink::start();
+    let d = relay_daemon(&sink, "delay_warning_time = 1s\n");
+    let id = send(
+        d.port,
+        "sender@example.org",
+        &["tempfail@remote.example"],
+        "Subject: slow\r\n\r\nhi",
+    );
+    // First attempt at once (no warning: too young), retries every 1-2 s.
+    let got = sink.wait_for(1, 20);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    let (from, rcpts, content) = &got.messages[0];
+    assert_eq!(from, "");
+    assert_eq!(rcpts, &vec!["sender@example.org".to_string()]);
+    let text = String::from_utf8_lossy(content);
+    assert!(text.contains("Action: delayed"), "{text}");
+    assert!(text.contains("tempfail@remote.example"), "{text}");
+    assert!(
+        d.log()
+            .contains(&format!("{id}: sender delay notification:")),
+        "{}",
+        d.log()
+    );
+    // Further retries do not warn again.
+    std::thread::sleep(std::time::Duration::from_secs(3));
+    assert_eq!(sink.snapshot().messages.len(), 1, "one warning only");
+}

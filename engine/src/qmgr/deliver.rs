@@ -551,7 +551,6 @@ fn bounce(
     now: u64,
     program: &str,
 ) -> Option<corepost_spool::Lsn> {
-    let settings = std::sync::Arc::clone(&qmgr.settings.borrow());
     let env = &stored.envelope;
     let remote = relay
         .split('[')
@@ -571,13 +570,37 @@ fn bounce(
             })
         })
         .collect();
+    queue_report(
+        qmgr,
+        crate::bounce::ReportKind::Failure,
+        id,
+        stored,
+        &reports,
+        now,
+        program,
+    )
+}
+
+/// Build a notice about `reports` of message `id` and append it to this
+/// core's spool; returns its LSN.
+pub(crate) fn queue_report(
+    qmgr: &Qmgr,
+    kind: crate::bounce::ReportKind,
+    id: QueueId,
+    stored: &StoredMessage,
+    reports: &[crate::bounce::FailedRecipient<'_>],
+    now: u64,
+    program: &str,
+) -> Option<corepost_spool::Lsn> {
+    let settings = std::sync::Arc::clone(&qmgr.settings.borrow());
+    let env = &stored.envelope;
     let notice_id = qmgr.ctx.new_queue_id();
     let notice = match crate::bounce::build_report(
         &settings.bounce,
-        crate::bounce::ReportKind::Failure,
+        kind,
         env,
         stored.content(),
-        &reports,
+        reports,
         now,
         notice_id,
     ) {
@@ -643,7 +666,14 @@ fn bounce(
         Ok(appended) => {
             qmgr.ctx.log.line(
                 "corepost/bounce",
-                &format!("{id}: sender non-delivery notification: {notice_id}"),
+                &format!(
+                    "{id}: sender {} notification: {notice_id}",
+                    if kind == crate::bounce::ReportKind::Delay {
+                        "delay"
+                    } else {
+                        "non-delivery"
+                    }
+                ),
             );
             qmgr.ctx.new_mail.notify();
             Some(appended.lsn)

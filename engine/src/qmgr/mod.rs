@@ -133,6 +133,8 @@ pub struct Qmgr {
     active: RefCell<HashMap<QueueId, usize>>,
     /// Links to the other cores (None with one core).
     pub mesh: Option<Mesh>,
+    /// Messages the sender was warned about (`delay_warning_time`).
+    warned: RefCell<std::collections::HashSet<QueueId>>,
 }
 
 impl Qmgr {
@@ -145,6 +147,7 @@ impl Qmgr {
             dests: RefCell::new(HashMap::new()),
             active: RefCell::new(HashMap::new()),
             mesh,
+            warned: RefCell::new(std::collections::HashSet::new()),
         })
     }
 
@@ -407,12 +410,15 @@ impl Qmgr {
 
     /// Append outcomes to this core's spool and finish the job.
     pub fn record(&self, id: QueueId, outcomes: Vec<Outcome>) {
+        self.maybe_warn(id, &outcomes);
         for o in &outcomes {
             match self.ctx.spool.borrow_mut().record_outcome(o) {
-                Ok((Applied::Finished, _)) => self
-                    .ctx
-                    .log
-                    .line("corepost/qmgr", &format!("{id}: removed")),
+                Ok((Applied::Finished, _)) => {
+                    self.warned.borrow_mut().remove(&id);
+                    self.ctx
+                        .log
+                        .line("corepost/qmgr", &format!("{id}: removed"));
+                }
                 Ok(_) => {}
                 Err(e) => self.ctx.log.line(
                     "corepost/qmgr",
@@ -421,6 +427,56 @@ impl Qmgr {
             }
         }
         self.job_done(id);
+    }
+
+    /// `delay_warning_time`: the first time recipients of a message that
+    /// old are deferred, tell the sender (once per message while this
+    /// process runs; a restart may warn again).
+    fn maybe_warn(&self, id: QueueId, outcomes: &[Outcome]) {
+        let after = self.settings.borrow().delay_warning;
+        if after.is_zero() || self.warned.borrow().contains(&id) {
+            return;
+        }
+        let deferred: Vec<&Outcome> = outcomes
+            .iter()
+            .filter(|o| matches!(o.kind, corepost_spool::OutcomeKind::Deferred { .. }))
+            .collect();
+        if deferred.is_empty()
+            || Duration::from_micros(
+                corepost_spool::queue_id::now_micros().saturating_sub(id.micros()),
+            ) < after
+        {
+            return;
+        }
+        let Ok(Some(stored)) = self.ctx.spool.borrow().read(&id) else {
+            return;
+        };
+        let lifetime = self.settings.borrow().maximal_queue_lifetime;
+        let until = stored.envelope.arrival + lifetime.as_micros() as u64;
+        let reports: Vec<crate::bounce::FailedRecipient<'_>> = deferred
+            .iter()
+            .filter_map(|o| {
+                Some(crate::bounce::FailedRecipient {
+                    recipient: stored.envelope.recipients.get(o.recipient as usize)?,
+                    status: o.dsn.clone(),
+                    diagnostic: o.reply.clone(),
+                    remote_mta: None,
+                    action: None,
+                    will_retry_until: Some(until),
+                })
+            })
+            .collect();
+        self.warned.borrow_mut().insert(id);
+        let now = corepost_spool::queue_id::now_micros();
+        deliver::queue_report(
+            self,
+            crate::bounce::ReportKind::Delay,
+            id,
+            &stored,
+            &reports,
+            now,
+            "corepost/qmgr",
+        );
     }
 
     /// Handle messages from other cores until shutdown.

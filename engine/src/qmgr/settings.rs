@@ -43,6 +43,8 @@ pub struct QmgrSettings {
     pub maximal_backoff: Duration,
     pub maximal_queue_lifetime: Duration,
     pub bounce_queue_lifetime: Duration,
+    /// `delay_warning_time` (zero: never warn).
+    pub delay_warning: Duration,
     pub cache_time_limit: Duration,
     pub reuse_time_limit: Duration,
     /// `smtp_connection_reuse_count_limit`: transactions per connection (0 = no limit).
@@ -153,6 +155,7 @@ impl QmgrSettings {
             maximal_backoff: time("maximal_backoff_time")?,
             maximal_queue_lifetime: time("maximal_queue_lifetime")?,
             bounce_queue_lifetime: time("bounce_queue_lifetime")?,
+            delay_warning: time("delay_warning_time")?,
             cache_time_limit: time("smtp_connection_cache_time_limit")?,
             reuse_time_limit: time("smtp_connection_reuse_time_limit")?,
             reuse_count_limit: u32::try_from(
