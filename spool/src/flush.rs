@@ -366,6 +366,7 @@ mod tests {
         for i in 0..10u8 {
             let (_, end) = w
                 .append(crate::record::RecordType::Admin, &[&[i; 100]])
+                .unwrap()
                 .unwrap();
             flusher.appended(lsn(1, end));
             waits.push(flusher.durable(lsn(1, end)));

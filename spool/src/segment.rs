@@ -147,6 +147,7 @@ impl SegmentMap {
         Some(SegmentWriter {
             map: Arc::clone(self),
             tail,
+            scratch: Vec::with_capacity(8192),
         })
     }
 }
@@ -156,6 +157,8 @@ impl SegmentMap {
 pub struct SegmentWriter {
     map: Arc<SegmentMap>,
     tail: usize,
+    /// One record, assembled for its single write.
+    scratch: Vec<u8>,
 }
 
 impl SegmentWriter {
@@ -177,23 +180,39 @@ impl SegmentWriter {
 
     /// Append one record made of `parts`; returns its (offset, end), or
     /// `None` when it does not fit.
-    pub fn append(&mut self, kind: RecordType, parts: &[&[u8]]) -> Option<(usize, usize)> {
+    pub fn append(
+        &mut self,
+        kind: RecordType,
+        parts: &[&[u8]],
+    ) -> io::Result<Option<(usize, usize)>> {
         let len: usize = parts.iter().map(|p| p.len()).sum();
         if !self.fits(len) {
-            return None;
+            return Ok(None);
         }
-        Some(self.write_record(kind, parts, len))
+        self.write_record(kind, parts, len).map(Some)
     }
 
     /// Write the seal record; nothing can be appended afterwards.
-    pub fn seal(&mut self) {
+    pub fn seal(&mut self) -> io::Result<()> {
         if self.tail + FRAME_HEADER_LEN <= self.map.size() {
-            self.write_record(RecordType::Seal, &[], 0);
+            self.write_record(RecordType::Seal, &[], 0)?;
         }
         self.tail = self.map.size();
+        Ok(())
     }
 
-    fn write_record(&mut self, kind: RecordType, parts: &[&[u8]], len: usize) -> (usize, usize) {
+    /// Records are written with one pwrite(2) into the file (the page
+    /// cache), not through the mapping: writing through a shared mapping
+    /// makes every flush write-protect the dirty pages again (page faults
+    /// and TLB shoot-downs on every core), which cost more than the copy.
+    /// Readers still read through the mapping; the page cache is shared.
+    fn write_record(
+        &mut self,
+        kind: RecordType,
+        parts: &[&[u8]],
+        len: usize,
+    ) -> io::Result<(usize, usize)> {
+        use std::os::unix::fs::FileExt;
         let payload_len =
             u32::try_from(len).expect("record fits a segment, so its length fits u32");
         let crc = frame::frame_crc(self.map.header.salt, kind, payload_len, parts);
@@ -201,28 +220,22 @@ impl SegmentWriter {
         let start = self.tail;
         let end = start + frame::record_len(len);
         assert!(end <= self.map.size() && start >= self.map.published());
-        let mut at = start;
-        for part in std::iter::once(&header[..]).chain(parts.iter().copied()) {
-            // SAFETY: [at, at + part.len()) lies within [start, end), which is
-            // inside the mapping (asserted above) and at or above the
-            // published offset: no reader may look there (reads stop below
-            // `published`), and this is the segment's only writer
-            // (`writer_taken`), so the write aliases nothing. `part` is a
-            // separate allocation, so the copy does not overlap.
-            unsafe {
-                std::ptr::copy_nonoverlapping(
-                    part.as_ptr(),
-                    self.map.map.as_mut_ptr().add(at),
-                    part.len(),
-                );
-            }
-            at += part.len();
+        self.scratch.clear();
+        self.scratch.extend_from_slice(&header);
+        for part in parts {
+            self.scratch.extend_from_slice(part);
         }
         // Padding bytes up to `end` are zero: fresh segments are zero-filled
         // and recovery zeroes everything past the last valid record.
+        // The range is at or above `published`, so no reader looks at it,
+        // and this is the segment's only writer (`writer_taken`).
+        self.map.file.write_all_at(&self.scratch, start as u64)?;
+        if self.scratch.capacity() > 1 << 20 {
+            self.scratch = Vec::new();
+        }
         self.tail = end;
         self.map.published.store(end, Ordering::Release);
-        (start, end)
+        Ok((start, end))
     }
 }
 
@@ -500,8 +513,11 @@ mod tests {
         let seg = SegmentMap::create(dir.path(), 0, 1, 8192).unwrap();
         let mut w = seg.writer(SEGMENT_HEADER_LEN).unwrap();
         assert!(seg.writer(SEGMENT_HEADER_LEN).is_none(), "one writer only");
-        let (a, a_end) = w.append(RecordType::Admin, &[b"first"]).unwrap();
-        let (b, _) = w.append(RecordType::Admin, &[b"sec", b"ond"]).unwrap();
+        let (a, a_end) = w.append(RecordType::Admin, &[b"first"]).unwrap().unwrap();
+        let (b, _) = w
+            .append(RecordType::Admin, &[b"sec", b"ond"])
+            .unwrap()
+            .unwrap();
         assert_eq!(seg.read(a + FRAME_HEADER_LEN, 5), Some(&b"first"[..]));
         assert_eq!(
             seg.read(a_end, 100),
@@ -545,10 +561,11 @@ mod tests {
             .map(|i| {
                 w.append(RecordType::Admin, &[format!("record {i}").as_bytes()])
                     .unwrap()
+                    .unwrap()
                     .0
             })
             .collect();
-        w.seal();
+        w.seal().unwrap();
         let path = seg.path().to_path_buf();
         drop((w, seg));
         let mut raw = std::fs::read(&path).unwrap();

@@ -377,9 +377,11 @@ impl CoreSpool {
             self.roll(len)?;
         }
         let seq = self.writer.segment().seq();
+        let path = self.writer.segment().path().to_path_buf();
         let (offset, end) = self
             .writer
             .append(kind, parts)
+            .map_err(io_err(&path))?
             .ok_or_else(|| SpoolError::Invalid("record does not fit a fresh segment".into()))?;
         self.flusher.appended(lsn(seq, end));
         Ok((seq, offset, end))
@@ -399,7 +401,8 @@ impl CoreSpool {
         let writer = map
             .writer(SEGMENT_HEADER_LEN)
             .ok_or_else(|| SpoolError::Invalid("segment writer taken".into()))?;
-        self.writer.seal();
+        let old_path = self.writer.segment().path().to_path_buf();
+        self.writer.seal().map_err(io_err(&old_path))?;
         let old = self.writer.segment().seq();
         let sealed_end = self.writer.tail();
         self.flusher.appended(lsn(old, sealed_end));
@@ -655,8 +658,8 @@ fn recover_dir(dir: &Path, report: &mut RecoveryReport) -> Result<Recovered, Spo
             } else if let Some(mut w) = map.writer(end.tail) {
                 // An older segment left unsealed by a crash: seal it so the
                 // next recovery need not scan its empty space.
-                w.seal();
-                map.msync(0, map.size()).map_err(io_err(&path))?;
+                w.seal().map_err(io_err(&path))?;
+                map.fdatasync().map_err(io_err(&path))?;
             }
         }
         out.segments.insert(seq, map);
