@@ -201,22 +201,10 @@ record_row() {
 # wait_source LEG T0: direct runs end when the source has had every message acknowledged by the
 # sink; then the sink is stopped (corepost-sink prints its summary on SIGTERM). Sets RATE.
 wait_source() {
-    local leg=$1 t0=$2 deadline=$((SECONDS + TIMEOUT))
-    while kill -0 "$SOURCE_PID" 2>/dev/null; do
-        if ((SECONDS > deadline)); then
-            echo "relay-vs-postfix: $leg: timed out after ${TIMEOUT}s" >&2
-            kill "$SOURCE_PID" 2>/dev/null || true
-            break
-        fi
-        sleep 0.01
-    done
-    local t1
-    t1=$(now)
-    wait "$SOURCE_PID" 2>/dev/null || true
+    wait_accept "$1" "$2"
     kill -TERM "$SINK_PID" 2>/dev/null || true
     wait "$SINK_PID" 2>/dev/null || true
-    RATE=$(echo "$MESSAGES / ($t1 - $t0)" | bc -l)
-    tail -n 1 "$TMP/sink-$leg.out" >"$TMP/sink-$leg.json"
+    tail -n 1 "$TMP/sink-$1.out" >"$TMP/sink-$1.json"
 }
 
 leg_direct() { # LEG SOURCE SINK

@@ -462,14 +462,7 @@ impl CoreSpool {
             .get(id)
             .cloned()
             .ok_or_else(|| SpoolError::Invalid(format!("{id}: not queued")))?;
-        let mut envelope = stored.envelope.clone();
-        for (i, r) in envelope.recipients.iter_mut().enumerate() {
-            if !entry.pending.contains(i as u32) && !r.state.is_final() {
-                r.state = RecipientState::Finished;
-            }
-        }
-        envelope.next_attempt = entry.next_attempt;
-        envelope.held = entry.held;
+        let envelope = with_current_state(&stored.envelope, &entry);
         let appended = self.append_envelope(RecordType::Moved, &envelope, stored.content())?;
         Ok(appended.lsn)
     }
@@ -510,14 +503,7 @@ impl CoreSpool {
                     continue;
                 };
                 let stored = read_message(seg, entry.location.offset as usize)?;
-                let mut envelope = stored.envelope.clone();
-                for (i, r) in envelope.recipients.iter_mut().enumerate() {
-                    if !entry.pending.contains(i as u32) && !r.state.is_final() {
-                        r.state = RecipientState::Finished;
-                    }
-                }
-                envelope.next_attempt = entry.next_attempt;
-                envelope.held = entry.held;
+                let envelope = with_current_state(&stored.envelope, entry);
                 last = Some(
                     self.append_envelope(RecordType::Moved, &envelope, stored.content())?
                         .lsn,
@@ -546,6 +532,21 @@ impl CoreSpool {
             None => Ok(()),
         }
     }
+}
+
+/// The envelope a `Moved` record carries: the original with the index's
+/// state folded in — recipients no longer pending marked finished, the
+/// next attempt and the hold flag.
+fn with_current_state(original: &Envelope, entry: &crate::index::IndexEntry) -> Envelope {
+    let mut envelope = original.clone();
+    for (i, r) in envelope.recipients.iter_mut().enumerate() {
+        if !entry.pending.contains(i as u32) && !r.state.is_final() {
+            r.state = RecipientState::Finished;
+        }
+    }
+    envelope.next_attempt = entry.next_attempt;
+    envelope.held = entry.held;
+    envelope
 }
 
 /// What one [`CoreSpool::reclaim`] did.

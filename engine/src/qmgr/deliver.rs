@@ -10,12 +10,14 @@ use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// What happened to one recipient.
+#[derive(Clone)]
 struct Result1 {
     kind: Kind,
     dsn: String,
     text: String,
 }
 
+#[derive(Clone, Copy)]
 enum Kind {
     Sent,
     Deferred,
@@ -137,27 +139,7 @@ fn drain(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, result: impl Fn(&Job) -> Result1
 
 /// The same result for every recipient of a job.
 fn same_for_all(job: &Job, r: &Result1) -> Vec<(u32, Result1)> {
-    job.recipients
-        .iter()
-        .map(|&i| {
-            (
-                i,
-                Result1 {
-                    kind: clone_kind(&r.kind),
-                    dsn: r.dsn.clone(),
-                    text: r.text.clone(),
-                },
-            )
-        })
-        .collect()
-}
-
-fn clone_kind(k: &Kind) -> Kind {
-    match k {
-        Kind::Sent => Kind::Sent,
-        Kind::Deferred => Kind::Deferred,
-        Kind::Bounced => Kind::Bounced,
-    }
+    job.recipients.iter().map(|&i| (i, r.clone())).collect()
 }
 
 async fn smtp_worker(
@@ -187,7 +169,7 @@ async fn smtp_worker(
                 qmgr,
                 dest,
                 |_| Result1 {
-                    kind: clone_kind(&kind),
+                    kind: kind,
                     dsn: dsn.clone(),
                     text: text.clone(),
                 },
