@@ -169,7 +169,7 @@ async fn smtp_worker(
                 qmgr,
                 dest,
                 |_| Result1 {
-                    kind: kind,
+                    kind,
                     dsn: dsn.clone(),
                     text: text.clone(),
                 },
