@@ -45,6 +45,10 @@ fn crash_child() {
         if n.is_multiple_of(64) {
             let due: Vec<QueueId> = spool.index().due(u64::MAX).take(16).collect();
             for id in due {
+                // Announced before the outcome is written: a kill between
+                // the write and the "done" line must not make the parent
+                // expect a message that was, in fact, finished.
+                println!("finishing {id}");
                 spool
                     .record_outcome(&outcome(id, 0, OutcomeKind::Delivered))
                     .unwrap();
@@ -92,7 +96,10 @@ fn acknowledged_messages_survive_sigkill() {
         child.kill().unwrap(); // SIGKILL
         child.wait().unwrap();
         for line in reader.join().unwrap() {
-            if let Some(id) = line.strip_prefix("done ") {
+            if let Some(id) = line
+                .strip_prefix("done ")
+                .or_else(|| line.strip_prefix("finishing "))
+            {
                 if let Ok(id) = id.parse() {
                     finished.insert(id);
                 }
