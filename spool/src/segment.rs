@@ -64,6 +64,46 @@ impl SegmentMap {
             .create_new(true)
             .open(&path)?;
         preallocate(&file, size)?;
+        Self::finish_create(dir, path, file, core, seq, size)
+    }
+
+    /// Turn a spare (a complete, synced, zero-filled file of exactly `size`
+    /// bytes, see [`crate::spare`]) into segment `seq`: rename it into place,
+    /// write the header and make both durable. Fails, leaving the spare
+    /// where it was, if it has the wrong size or the segment already exists.
+    pub fn create_from_spare(
+        dir: &Path,
+        spare: &Path,
+        core: u32,
+        seq: u64,
+        size: usize,
+    ) -> io::Result<Arc<SegmentMap>> {
+        let size = size.div_ceil(PAGE) * PAGE;
+        assert!(size >= SEGMENT_HEADER_LEN + 2 * FRAME_HEADER_LEN);
+        let len = std::fs::metadata(spare)?.len();
+        if len != size as u64 {
+            return Err(io::Error::other(format!(
+                "{}: spare has {len} bytes, a segment needs {size}",
+                spare.display()
+            )));
+        }
+        let path = dir.join(segment_file_name(seq));
+        rename_noreplace(spare, &path)?;
+        let file = OpenOptions::new().read(true).write(true).open(&path)?;
+        Self::finish_create(dir, path, file, core, seq, size)
+    }
+
+    /// Map a new segment file of `size` bytes, write its header and make
+    /// the file and its directory entry durable.
+    fn finish_create(
+        dir: &Path,
+        path: PathBuf,
+        file: File,
+        core: u32,
+        seq: u64,
+        size: usize,
+    ) -> io::Result<Arc<SegmentMap>> {
+        use std::os::unix::fs::FileExt;
         let map = MmapOptions::new().len(size).map_raw(&file)?;
         let header = SegmentHeader {
             version: frame::FORMAT_VERSION,
@@ -73,14 +113,9 @@ impl SegmentMap {
             created: crate::queue_id::now_micros(),
             salt: random_u64(),
         };
-        let bytes = header.encode();
-        // SAFETY: the mapping is `size` bytes long and nobody else can see
-        // it yet (it was created above and is not shared), so writing the
-        // first SEGMENT_HEADER_LEN (< size) bytes is in bounds and unaliased.
-        unsafe {
-            std::ptr::copy_nonoverlapping(bytes.as_ptr(), map.as_mut_ptr(), bytes.len());
-        }
-        map.flush_range(0, SEGMENT_HEADER_LEN)?;
+        // Written like every record, with pwrite: nobody can see the file
+        // yet, and the page cache is what the mapping shows.
+        file.write_all_at(&header.encode(), 0)?;
         file.sync_all()?;
         sync_dir(dir)?;
         Ok(Arc::new(SegmentMap {
@@ -483,6 +518,35 @@ fn preallocate(file: &File, size: usize) -> io::Result<()> {
         return Err(io::Error::from_raw_os_error(rc));
     }
     Ok(())
+}
+
+/// Rename `from` to `to`, failing if `to` exists (never overwrite a
+/// segment).
+fn rename_noreplace(from: &Path, to: &Path) -> io::Result<()> {
+    use std::ffi::CString;
+    use std::os::unix::ffi::OsStrExt;
+    let c = |p: &Path| {
+        CString::new(p.as_os_str().as_bytes())
+            .map_err(|_| io::Error::other(format!("{}: NUL in path", p.display())))
+    };
+    let (from, to) = (c(from)?, c(to)?);
+    // SAFETY: both arguments are valid NUL-terminated strings that outlive
+    // the call; AT_FDCWD makes them relative to the working directory as
+    // rename(2) would.
+    let rc = unsafe {
+        libc::renameat2(
+            libc::AT_FDCWD,
+            from.as_ptr(),
+            libc::AT_FDCWD,
+            to.as_ptr(),
+            libc::RENAME_NOREPLACE,
+        )
+    };
+    if rc == 0 {
+        Ok(())
+    } else {
+        Err(io::Error::last_os_error())
+    }
 }
 
 /// fsync a directory, making new or removed entries durable.

@@ -22,8 +22,10 @@ use crate::index::{Applied, Index, Location};
 use crate::queue_id::{QueueId, QueueIdGenerator, now_micros};
 use crate::record::{Admin, AdminAction, Envelope, Outcome, RecipientState, RecordType};
 use crate::segment::{
-    RecoveringSegment, ScanEvent, SegmentMap, SegmentWriter, parse_segment_file_name, sync_dir,
+    PAGE, RecoveringSegment, ScanEvent, SegmentMap, SegmentWriter, parse_segment_file_name,
+    sync_dir,
 };
+use crate::spare::SparePreparer;
 use std::collections::BTreeMap;
 use std::io;
 use std::path::{Path, PathBuf};
@@ -165,6 +167,11 @@ pub struct CoreSpool {
     /// Oldest segments emptied by compaction, deletable once the flusher
     /// passes the LSN of the last copy made out of them.
     awaiting_flush: BTreeMap<u64, Lsn>,
+    /// Zero-filled segment files made ahead of need (see [`crate::spare`]).
+    spares: SparePreparer,
+    spare_errors: Vec<String>,
+    /// A spare was asked for since the active segment was started.
+    spare_requested: bool,
 }
 
 impl CoreSpool {
@@ -188,6 +195,8 @@ impl CoreSpool {
         let dir = root.join(format!("core-{core}"));
         std::fs::create_dir_all(&dir).map_err(io_err(&dir))?;
         let mut report = RecoveryReport::default();
+        let spares = SparePreparer::start(&dir, core, options.segment_size.div_ceil(PAGE) * PAGE)
+            .map_err(io_err(&dir))?;
         let recovered = recover_dir(&dir, &mut report)?;
         let mut segments = recovered.segments;
         let last = segments
@@ -226,6 +235,9 @@ impl CoreSpool {
             flusher,
             scratch: Encoder::with_capacity(4096),
             awaiting_flush: BTreeMap::new(),
+            spares,
+            spare_errors: Vec::new(),
+            spare_requested: false,
         };
         spool.adopt(root, cores, &mut report)?;
         report.messages = spool.index.len();
@@ -384,6 +396,10 @@ impl CoreSpool {
             .map_err(io_err(&path))?
             .ok_or_else(|| SpoolError::Invalid("record does not fit a fresh segment".into()))?;
         self.flusher.appended(lsn(seq, end));
+        if !self.spare_requested && end > self.writer.segment().size() / 2 {
+            self.spares.request();
+            self.spare_requested = true;
+        }
         Ok((seq, offset, end))
     }
 
@@ -395,8 +411,7 @@ impl CoreSpool {
             .options
             .segment_size
             .max(SEGMENT_HEADER_LEN + record_len(need) + FRAME_HEADER_LEN);
-        let map = SegmentMap::create(&self.dir, u32::from(self.core), seq, size)
-            .map_err(io_err(&self.dir))?;
+        let map = self.create_segment(seq, size)?;
         self.flusher.register(&map);
         let writer = map
             .writer(SEGMENT_HEADER_LEN)
@@ -408,7 +423,38 @@ impl CoreSpool {
         self.flusher.appended(lsn(old, sealed_end));
         self.segments.insert(seq, map);
         self.writer = writer;
+        self.spare_requested = false;
         Ok(())
+    }
+
+    /// A new segment: from the spare if one of the right size is ready,
+    /// else preallocated here.
+    fn create_segment(&mut self, seq: u64, size: usize) -> Result<Arc<SegmentMap>, SpoolError> {
+        let core = u32::from(self.core);
+        if size.div_ceil(PAGE) * PAGE == self.spares.size()
+            && let Some(spare) = self.spares.take()
+        {
+            match SegmentMap::create_from_spare(&self.dir, &spare, core, seq, size) {
+                Ok(map) => return Ok(map),
+                Err(e) => {
+                    // Not fatal: the inline path below still works; the
+                    // reason is kept for the engine's log.
+                    self.spare_errors.push(format!("{}: {e}", spare.display()));
+                    let _ = std::fs::remove_file(&spare);
+                }
+            }
+        }
+        SegmentMap::create(&self.dir, core, seq, size).map_err(io_err(&self.dir))
+    }
+
+    /// Problems preparing spare segments since the last call (each
+    /// reported once). They cost speed, not data: segments are then
+    /// preallocated inline.
+    pub fn take_spare_errors(&mut self) -> Vec<String> {
+        if let Some(e) = self.spares.take_error() {
+            self.spare_errors.push(e);
+        }
+        std::mem::take(&mut self.spare_errors)
     }
 
     /// Delete segments nobody needs (oldest first) and compact the oldest

@@ -52,7 +52,11 @@ proptest! {
 
         // Damage one segment.
         let dir = root.path().join("core-0");
-        let mut files: Vec<_> = std::fs::read_dir(&dir).unwrap().map(|e| e.unwrap().path()).collect();
+        let mut files: Vec<_> = std::fs::read_dir(&dir)
+            .unwrap()
+            .map(|e| e.unwrap().path())
+            .filter(|p| p.file_name().unwrap().to_str().unwrap().starts_with("seg-"))
+            .collect();
         files.sort();
         let path = files[victim % files.len()].clone();
         let seq = u64::from_str_radix(&path.file_name().unwrap().to_str().unwrap()[4..20], 16).unwrap();

@@ -379,13 +379,20 @@ async fn core_main(
             *qmgr.settings.borrow_mut() = Arc::clone(&lock(&shared.qmgr));
         }
         ticks += 1;
-        if ticks.is_multiple_of(10)
-            && let Err(e) = ctx.spool.borrow_mut().reclaim()
-        {
-            ctx.log.line(
-                "corepost/spool",
-                &format!("warning: core {core}: reclaim: {e}"),
-            );
+        if ticks.is_multiple_of(10) {
+            let mut spool = ctx.spool.borrow_mut();
+            if let Err(e) = spool.reclaim() {
+                ctx.log.line(
+                    "corepost/spool",
+                    &format!("warning: core {core}: reclaim: {e}"),
+                );
+            }
+            for e in spool.take_spare_errors() {
+                ctx.log.line(
+                    "corepost/spool",
+                    &format!("warning: core {core}: spare segment: {e}"),
+                );
+            }
         }
     }
     ctx.shutdown.trigger();
