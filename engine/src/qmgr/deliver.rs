@@ -239,20 +239,34 @@ async fn smtp_worker(
             if conn.age() >= settings.reuse_time_limit || qmgr.ctx.shutdown.is_triggered() {
                 break;
             }
+            // One arrival wakes one idle connection (`notify_one`); a wake
+            // that finds the queue already emptied by a busy connection
+            // waits on, so the cache time limit alone decides when an idle
+            // connection closes.
             dest.idle.set(dest.idle.get() + 1);
-            let arrived = futures_lite::future::or(
-                async {
-                    dest.arrivals.wait().await;
-                    true
-                },
-                async {
-                    glommio::timer::sleep(settings.cache_time_limit).await;
-                    false
-                },
-            )
-            .await;
+            let until = Instant::now() + settings.cache_time_limit;
+            let mut timer = std::pin::pin!(glommio::timer::sleep(settings.cache_time_limit));
+            let job_waiting = loop {
+                let arrived = futures_lite::future::or(
+                    async {
+                        dest.arrivals.wait().await;
+                        true
+                    },
+                    async {
+                        (&mut timer).await;
+                        false
+                    },
+                )
+                .await;
+                if !dest.jobs.borrow().is_empty() {
+                    break true;
+                }
+                if !arrived || Instant::now() >= until || qmgr.ctx.shutdown.is_triggered() {
+                    break false;
+                }
+            };
             dest.idle.set(dest.idle.get() - 1);
-            if arrived && !dest.jobs.borrow().is_empty() {
+            if job_waiting {
                 continue;
             }
             break;

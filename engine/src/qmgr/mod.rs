@@ -287,7 +287,7 @@ impl Qmgr {
                 }),
         );
         dest.jobs.borrow_mut().push_back(job);
-        dest.arrivals.notify();
+        dest.arrivals.notify_one();
         let (limit, initial, rate_delay) = self
             .settings
             .borrow()
