@@ -194,6 +194,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_data_done_timeout", Time('s'), "600s", "How long the client waits for the reply to the final dot."),
     p("smtp_quit_timeout", Time('s'), "300s", "How long the client waits for the QUIT reply."),
     p("smtp_helo_name", Text, "$myhostname", "Host name the client sends in EHLO/HELO."),
+    p("smtp_discard_ehlo_keywords", List, "", "EHLO keywords of the server the client ignores (e.g. pipelining, chunking, starttls; silent-discard: do not log)."),
     p("smtp_bind_address", Text, "", "Local IPv4 address for outgoing connections."),
     p("smtp_bind_address6", Text, "", "Local IPv6 address for outgoing connections."),
     p("smtp_address_preference", Text, "any", "Preferred address family when a host has both: any, ipv4, ipv6."),

@@ -86,6 +86,7 @@ fn bench_loopback(c: &mut Criterion) {
         data_done_timeout: t,
         quit_timeout: t,
         tls: TlsLevel::None,
+        discard_ehlo_keywords: Vec::new(),
         lmtp: false,
     };
     let body: Vec<u8> = b"Subject: bench\r\n\r\n"

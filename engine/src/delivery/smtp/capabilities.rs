@@ -69,6 +69,28 @@ impl Capabilities {
         }
         caps
     }
+
+    /// Forget the extensions named in `smtp_discard_ehlo_keywords` (lower
+    /// case), as if the server had not announced them.
+    pub fn discard(&mut self, keywords: &[String]) {
+        for k in keywords {
+            match k.as_str() {
+                "pipelining" => self.pipelining = false,
+                "size" => {
+                    self.size = false;
+                    self.size_limit = None;
+                }
+                "8bitmime" => self.eightbitmime = false,
+                "smtputf8" => self.smtputf8 = false,
+                "dsn" => self.dsn = false,
+                "chunking" => self.chunking = false,
+                "binarymime" => self.binarymime = false,
+                "starttls" => self.starttls = false,
+                "enhancedstatuscodes" => self.enhanced_status_codes = false,
+                _ => {}
+            }
+        }
+    }
 }
 
 #[cfg(test)]
@@ -95,5 +117,15 @@ mod tests {
         assert_eq!(c.size_limit, None);
         // The greeting line is not a keyword.
         assert!(!Capabilities::from_ehlo(b"250 PIPELINING\r\n").pipelining);
+    }
+
+    #[test]
+    fn discarded_keywords_are_forgotten() {
+        let reply = b"250-mx.example.com\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 SIZE 100\r\n";
+        let mut caps = Capabilities::from_ehlo(reply);
+        assert!(caps.chunking && caps.pipelining && caps.size_limit == Some(100));
+        caps.discard(&["chunking".into(), "size".into(), "silent-discard".into()]);
+        assert!(!caps.chunking && !caps.size && caps.size_limit.is_none());
+        assert!(caps.pipelining);
     }
 }

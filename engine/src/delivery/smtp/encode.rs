@@ -130,6 +130,12 @@ pub fn push_dot_stuffed(out: &mut Vec<u8>, content: &[u8], at_line_start: &mut b
     }
 }
 
+/// Whether every line of `content` ends in CRLF (a last line without any
+/// ending is fine): content that BDAT can carry as it is.
+pub fn is_canonical(content: &[u8]) -> bool {
+    memchr::memchr_iter(b'\n', content).all(|lf| lf > 0 && content[lf - 1] == b'\r')
+}
+
 /// Ends a DATA body: CRLF if the content did not end with one, then `.` CRLF.
 pub fn push_end_of_data(out: &mut Vec<u8>, at_line_start: bool) {
     if !at_line_start {
@@ -140,6 +146,15 @@ pub fn push_end_of_data(out: &mut Vec<u8>, at_line_start: bool) {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn canonical_content_has_crlf_everywhere() {
+        assert!(is_canonical(b"a\r\nb\r\n"));
+        assert!(is_canonical(b"a\r\nno ending"));
+        assert!(is_canonical(b""));
+        assert!(!is_canonical(b"a\nb\r\n"));
+        assert!(!is_canonical(b"\n"));
+    }
     use super::*;
     use proptest::prelude::*;
 

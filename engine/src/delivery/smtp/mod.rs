@@ -84,6 +84,8 @@ pub struct ClientSettings {
     pub data_done_timeout: Duration,
     pub quit_timeout: Duration,
     pub tls: TlsLevel,
+    /// `smtp_discard_ehlo_keywords`, lower case.
+    pub discard_ehlo_keywords: Vec<String>,
     /// Reserved for the LMTP client; must be false for now.
     pub lmtp: bool,
 }
@@ -116,6 +118,15 @@ impl ClientSettings {
             data_done_timeout: time("smtp_data_done_timeout")?,
             quit_timeout: time("smtp_quit_timeout")?,
             tls,
+            discard_ehlo_keywords: corepost_config::list::split_list(&text(
+                "smtp_discard_ehlo_keywords",
+            )?)
+            .map_err(|e| {
+                format!("transport {transport}: parameter smtp_discard_ehlo_keywords: {e}")
+            })?
+            .into_iter()
+            .map(|k| k.to_ascii_lowercase())
+            .collect(),
             lmtp: false,
         })
     }
@@ -370,6 +381,7 @@ impl SmtpConnection {
         let (reply, raw) = self.read_reply_raw("EHLO", timeout).await?;
         if reply.code / 100 == 2 {
             self.caps = Capabilities::from_ehlo(&self.rbuf[raw]);
+            self.caps.discard(&self.settings.discard_ehlo_keywords);
             return Ok(());
         }
         if reply.code < 500 {
@@ -457,7 +469,14 @@ impl SmtpConnection {
             });
         }
         let opts = self.mail_options(tx)?;
-        let use_bdat = opts.body == Some(BodyType::BinaryMime);
+        // BDAT whenever the server offers CHUNKING with PIPELINING: MAIL,
+        // the RCPTs and the whole message then go out in one write and come
+        // back in one round trip, where DATA needs a second one for its 354
+        // (`smtp_discard_ehlo_keywords = chunking` turns this off).
+        // Content with a bare LF goes by DATA, whose encoding repairs line
+        // endings.
+        let use_bdat = opts.body == Some(BodyType::BinaryMime)
+            || (self.caps.chunking && self.caps.pipelining && encode::is_canonical(tx.content));
         let s = Timeouts::of(&self.settings);
         let mut results = Vec::with_capacity(tx.recipients.len());
         let data_init;

@@ -34,6 +34,7 @@ fn settings(tls: TlsLevel) -> ClientSettings {
         data_done_timeout: t,
         quit_timeout: Duration::from_secs(1),
         tls,
+        discard_ehlo_keywords: Vec::new(),
         lmtp: false,
     }
 }
@@ -204,6 +205,84 @@ fn large_message_is_written_in_chunks() {
         conn.quit().await;
     });
     assert_eq!(sink.received().messages[0].content, expected);
+}
+
+#[test]
+fn chunking_with_pipelining_sends_everything_in_one_write() {
+    let sink = TestSink::start(SinkScript {
+        chunking: true,
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let addr = sink.addr();
+    on_executor(move || async move {
+        let mut settings = settings(TlsLevel::None);
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings)
+            .await
+            .unwrap();
+        // Canonical content goes by BDAT, dots unstuffed.
+        let r = send(
+            &mut conn,
+            &MailParams::default(),
+            &["a@x", "b@x"],
+            b"S: 1\r\n\r\n.dot\r\n",
+        )
+        .await
+        .unwrap();
+        assert_eq!(accepted(&r), [true, true]);
+        // A bare LF: DATA, whose encoding repairs it.
+        send(
+            &mut conn,
+            &MailParams::default(),
+            &["a@x"],
+            b"S: 2\r\n\r\nbare\nlf\r\n",
+        )
+        .await
+        .unwrap();
+        conn.quit().await;
+        // smtp_discard_ehlo_keywords = chunking: DATA.
+        settings.discard_ehlo_keywords = vec!["chunking".into()];
+        let mut conn = SmtpConnection::connect(addr, "sink.test", &settings)
+            .await
+            .unwrap();
+        send(
+            &mut conn,
+            &MailParams::default(),
+            &["a@x"],
+            b"S: 3\r\n\r\nx\r\n",
+        )
+        .await
+        .unwrap();
+        conn.quit().await;
+    });
+    let got = sink.received();
+    let first = got.lines(0);
+    let bdat = got
+        .commands
+        .iter()
+        .find(|c| c.line.starts_with("BDAT"))
+        .expect("BDAT sent");
+    let mail = got
+        .commands
+        .iter()
+        .find(|c| c.line.starts_with("MAIL FROM"))
+        .unwrap();
+    assert_eq!(
+        bdat.read, mail.read,
+        "MAIL, RCPT and BDAT in one write: {first:?}"
+    );
+    assert_eq!(got.messages[0].content, b"S: 1\r\n\r\n.dot\r\n");
+    assert_eq!(
+        got.messages[1].content, b"S: 2\r\n\r\nbare\r\nlf\r\n",
+        "{first:?}"
+    );
+    assert!(
+        first.iter().filter(|l| l.starts_with("BDAT")).count() == 1,
+        "{first:?}"
+    );
+    assert!(first.contains(&"DATA"), "{first:?}");
+    assert!(got.lines(1).contains(&"DATA"), "{:?}", got.lines(1));
+    assert!(!got.lines(1).iter().any(|l| l.starts_with("BDAT")));
 }
 
 #[test]
