@@ -14,6 +14,9 @@ use std::time::Duration;
 /// Initial input buffer; grows up to [`MAX_BUFFER`] for DATA.
 const INITIAL_BUFFER: usize = 1024;
 const MAX_BUFFER: usize = 64 * 1024;
+/// Input buffer while message content streams in: a typical message then
+/// arrives in one or two reads instead of one per kilobyte.
+const BULK_BUFFER: usize = 16 * 1024;
 
 /// A line, or why there is none yet.
 #[derive(Debug, PartialEq, Eq)]
@@ -162,6 +165,14 @@ impl Connection {
             self.out.shrink_to(512);
         }
         Ok(())
+    }
+
+    /// Message content is next: read it in large pieces. [`Self::shrink`]
+    /// gives the memory back afterwards.
+    pub fn expect_bulk(&mut self) {
+        if self.buf.len() < BULK_BUFFER {
+            self.buf.resize(BULK_BUFFER, 0);
+        }
     }
 
     /// Give back a large DATA buffer once the message is done, so idle

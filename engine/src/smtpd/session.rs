@@ -712,6 +712,7 @@ impl Session {
             self.settings.message_size_limit,
             Vec::with_capacity(8192),
         );
+        self.conn.expect_bulk();
         let end = loop {
             let (used, end) = parser.feed(self.conn.buffered());
             self.conn.consume(used);
@@ -752,6 +753,7 @@ impl Session {
                 .map_or(0, |c| c.len() as u64)
                 .saturating_add(size)
                 <= limit;
+        self.conn.expect_bulk();
         while remaining > 0 {
             if self.conn.buffered().is_empty() {
                 match self.conn.fill(self.settings.timeout).await {
