@@ -418,13 +418,23 @@ fn dead_destination_is_suspended() {
     let d = Daemon::start(&format!(
         "relayhost = [127.0.0.1]:{port}\ncorepost_cores = 1\nminimal_backoff_time = 60s\n"
     ));
-    send(
-        d.port,
-        "a@example.org",
-        &["x@remote.example"],
-        "Subject: 1\r\n\r\nhi",
+    // Postfix's feedback: each failed connection shrinks the window
+    // (5 -> 4 -> 3 -> 2) and adds 1/window of a failed cohort; the third
+    // completes one cohort (1/4 + 1/3 + 1/2), and the destination is dead.
+    for i in 0..3 {
+        send(
+            d.port,
+            "a@example.org",
+            &[&format!("x{i}@remote.example")],
+            "Subject: 1\r\n\r\nhi",
+        );
+        std::thread::sleep(std::time::Duration::from_millis(300));
+    }
+    let log = d.log();
+    assert!(
+        !log.contains("delivery temporarily suspended"),
+        "suspended before a whole cohort failed: {log}"
     );
-    std::thread::sleep(std::time::Duration::from_millis(500));
     let id = send(
         d.port,
         "a@example.org",

@@ -202,10 +202,18 @@ async fn smtp_worker(
         }
     }
     let Some(mut conn) = conn else {
-        // Negative feedback: one connection fewer for this destination.
-        dest.window.set(dest.window.get().saturating_sub(1).max(1));
-        if let Some(e) = &last_error {
-            // Every address failed: leave the destination alone for a while.
+        // Negative feedback; enough failed cohorts and the destination is
+        // left alone for a while.
+        let verdict = match (
+            dest.window.borrow_mut().as_mut(),
+            settings.transports.get(&dest.key.transport),
+        ) {
+            (Some(w), Some(t)) => w.failure(&t.feedback),
+            _ => super::window::AfterFailure::Alive,
+        };
+        if verdict == super::window::AfterFailure::Dead
+            && let Some(e) = &last_error
+        {
             let pause = settings
                 .minimal_backoff
                 .min(std::time::Duration::from_secs(60));
@@ -311,13 +319,18 @@ async fn smtp_worker(
         let relay = conn.relay();
         match result {
             Ok(tx) => {
-                if tx.data.as_ref().is_some_and(|d| d.code < 400) {
-                    // Positive feedback: the destination may get one more connection.
-                    let max = settings
-                        .transports
-                        .get(&dest.key.transport)
-                        .map_or(1, |t| t.concurrency);
-                    dest.window.set((dest.window.get() + 1).min(max));
+                // Positive feedback: the delivery completed without a
+                // connection or handshake failure, whatever the replies.
+                if let (Some(w), Some(t)) = (
+                    dest.window.borrow_mut().as_mut(),
+                    settings.transports.get(&dest.key.transport),
+                ) {
+                    w.success(
+                        &t.feedback,
+                        dest.workers.get(),
+                        t.initial_concurrency,
+                        t.concurrency,
+                    );
                 }
                 let mut results = Vec::with_capacity(job.recipients.len());
                 for (slot, &i) in job.recipients.iter().enumerate() {

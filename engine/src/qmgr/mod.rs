@@ -29,6 +29,7 @@ pub mod deliver;
 pub mod policy;
 pub mod settings;
 pub mod signal;
+pub mod window;
 
 use crate::runtime::CoreContext;
 use corepost_spool::{Applied, Lsn, Outcome, QueueId, SegmentMap};
@@ -108,9 +109,9 @@ pub struct DestQueue {
     pub workers: Cell<usize>,
     /// Workers holding an idle connection, waiting for jobs.
     pub idle: Cell<usize>,
-    /// Connections currently allowed (concurrency feedback); 0 = not set
-    /// yet, start at the transport's initial concurrency.
-    pub window: Cell<usize>,
+    /// Connections currently allowed (Postfix's concurrency feedback);
+    /// `None` until the first job sets it from the transport's settings.
+    pub window: RefCell<Option<window::ConcurrencyWindow>>,
     /// The earliest start of the next delivery / new connection (pacing).
     pub next_delivery: Cell<Option<Instant>>,
     pub next_connect: Cell<Option<Instant>>,
@@ -277,7 +278,7 @@ impl Qmgr {
                         jobs: RefCell::new(VecDeque::new()),
                         workers: Cell::new(0),
                         idle: Cell::new(0),
-                        window: Cell::new(0),
+                        window: RefCell::new(None),
                         next_delivery: Cell::new(None),
                         next_connect: Cell::new(None),
                         policy: self.policy_of(&key),
@@ -298,15 +299,17 @@ impl Qmgr {
             });
         // With a rate delay, one connection per destination.
         let limit = if rate_delay.is_zero() { limit } else { 1 };
-        if dest.window.get() == 0 {
-            dest.window.set(initial.min(limit));
-        }
+        let window = dest
+            .window
+            .borrow_mut()
+            .get_or_insert_with(|| window::ConcurrencyWindow::new(initial, limit))
+            .get();
         let limit = dest
             .policy
             .as_ref()
             .and_then(|p| p.concurrency)
             .unwrap_or(limit);
-        let limit = dest.window.get().clamp(1, limit);
+        let limit = window.clamp(1, limit);
         let dead = dest
             .dead
             .borrow()
@@ -337,9 +340,17 @@ impl Qmgr {
                 } else if dest.workers.get() == 0
                     && dest.jobs.borrow().is_empty()
                     && dest.dead.borrow().is_none()
+                    && !dest
+                        .window
+                        .borrow()
+                        .as_ref()
+                        .is_some_and(|w| w.has_failures())
                 {
                     // Forget idle destinations, so memory follows the
-                    // destinations with mail, not every one ever seen.
+                    // destinations with mail, not every one ever seen. One
+                    // with failures since its last success is kept: its
+                    // deferred mail comes back, and the feedback must add
+                    // up across attempts to find it dead.
                     qmgr.dests.borrow_mut().remove(&dest.key);
                 }
             })

@@ -26,10 +26,11 @@ pub struct TransportSettings {
     pub kind: TransportKind,
     pub concurrency: usize,
     /// `<transport>_initial_destination_concurrency`: connections a
-    /// destination starts with; each successful delivery allows one more,
-    /// up to `concurrency`, each failed connection one fewer (Postfix's
-    /// concurrency feedback, simplified).
+    /// destination starts with before feedback moves the window.
     pub initial_concurrency: usize,
+    /// `<transport>_destination_concurrency_{positive,negative}_feedback`
+    /// and `_failed_cohort_limit` (see [`super::window`]).
+    pub feedback: super::window::FeedbackSettings,
     pub recipient_limit: usize,
     /// `<transport>_destination_rate_delay`: pause between deliveries to
     /// one destination; when set, one connection per destination (as
@@ -87,6 +88,38 @@ fn transport_int(
     }
 }
 
+fn transport_text(config: &Config, transport: &str, suffix: &str) -> Result<String, String> {
+    let name = format!("{transport}_{suffix}");
+    let name = if config.registry.contains(&name) {
+        name
+    } else {
+        format!("default_{suffix}")
+    };
+    config.get(&name).map_err(|e| e.to_string())
+}
+
+fn transport_feedback(
+    config: &Config,
+    transport: &str,
+) -> Result<super::window::FeedbackSettings, String> {
+    use super::window::{Feedback, FeedbackSettings};
+    let feedback = |suffix: &str| {
+        Feedback::parse(&transport_text(config, transport, suffix)?)
+            .map_err(|e| format!("transport {transport}: {suffix}: {e}"))
+    };
+    let cohorts = transport_int(
+        config,
+        transport,
+        "destination_concurrency_failed_cohort_limit",
+        "default_destination_concurrency_failed_cohort_limit",
+    )?;
+    Ok(FeedbackSettings {
+        positive: feedback("destination_concurrency_positive_feedback")?,
+        negative: feedback("destination_concurrency_negative_feedback")?,
+        failed_cohort_limit: u32::try_from(cohorts).unwrap_or(0),
+    })
+}
+
 impl QmgrSettings {
     pub fn from_config(config: &Config) -> Result<QmgrSettings, String> {
         let time = |n: &str| config.get_time(n).map_err(|e| e.to_string());
@@ -140,6 +173,7 @@ impl QmgrSettings {
                     kind,
                     concurrency: usize::try_from(concurrency).unwrap_or(1).max(1),
                     initial_concurrency: usize::try_from(initial).unwrap_or(1).max(1),
+                    feedback: transport_feedback(config, &s.name)?,
                     recipient_limit: usize::try_from(recipients).unwrap_or(1).max(1),
                     rate_delay,
                 },
