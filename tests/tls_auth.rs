@@ -392,6 +392,8 @@ code, msg = s.auth('PLAIN', s.auth_plain)
 assert code == 235 and msg == b'2.7.0 Authentication successful', (code, msg)
 code, msg = s.docmd('AUTH PLAIN AGFsaWNlAHNlY3JldA==')
 assert code == 503 and b'already authenticated' in msg, (code, msg)
+code, msg = s.docmd('MAIL FROM:<alice@example.org> AUTH=<>')
+assert code == 250, (code, msg)
 s.quit()
 s = session()
 s.user, s.password = 'bob@example.org', 'hunter2'
@@ -716,4 +718,30 @@ print('ok')
     let queued = queued_messages(&d.spool_dir());
     assert_eq!(queued.len(), 1);
     assert_eq!(queued[0].1.client.sasl_username.as_deref(), Some("alice"));
+}
+
+#[test]
+fn dovecot_unreachable_is_a_temporary_failure() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let mut d = Daemon::start(&format!(
+        "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}/missing\n",
+        dir.path().display()
+    ));
+    let mut raw = Raw::connect(d.port);
+    let ehlo = raw.cmd("EHLO client.example");
+    assert!(!ehlo.contains("AUTH"), "{ehlo}");
+    assert_eq!(
+        raw.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA=="),
+        "454 4.7.0 Temporary authentication failure\r\n"
+    );
+    raw.cmd("QUIT");
+    d.stop();
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "warning: SASL: Connect to {}/missing failed",
+            dir.path().display()
+        )),
+        "{log}"
+    );
 }

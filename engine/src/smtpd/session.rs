@@ -506,6 +506,8 @@ impl Session {
                     }
                 }
                 ("SMTPUTF8", None) if self.settings.smtputf8 => mp.smtputf8 = true,
+                // RFC 4954 §5: accepted (and not passed on) when AUTH is on.
+                ("AUTH", Some(_)) if self.settings.sasl.enabled => {}
                 ("RET", Some(v)) => {
                     mp.ret = Some(match v.to_ascii_uppercase().as_str() {
                         "FULL" => Ret::Full,

@@ -155,11 +155,17 @@ impl Session {
         }
     }
 
+    /// Whether AUTH may be used now (enabled, and under TLS if required).
+    fn auth_allowed(&self) -> bool {
+        let s = &self.settings.sasl;
+        s.enabled && (!s.tls_only || self.conn.tls().is_some())
+    }
+
     /// The mechanisms this session may use now.
     fn mechanisms(&self) -> Vec<String> {
         let s = &self.settings.sasl;
         let tls = self.conn.tls().is_some();
-        if !s.enabled || (s.tls_only && !tls) {
+        if !self.auth_allowed() {
             return Vec::new();
         }
         let options = if tls { s.tls_options } else { s.options };
@@ -186,12 +192,10 @@ impl Session {
     /// With Dovecot, connect (once per session) to learn the mechanisms
     /// before they are advertised.
     pub(super) async fn prepare_auth(&mut self) {
-        let s = &self.settings.sasl;
-        let Backend::Dovecot(address) = &s.backend else {
+        let Backend::Dovecot(address) = &self.settings.sasl.backend else {
             return;
         };
-        if !s.enabled || self.secure.dovecot.is_some() || (s.tls_only && self.conn.tls().is_none())
-        {
+        if !self.auth_allowed() || self.secure.dovecot.is_some() {
             return;
         }
         let address = address.clone();
@@ -202,6 +206,19 @@ impl Session {
     }
 
     pub(super) async fn auth(&mut self, arg: &str) -> Flow {
+        // (Re)connect to Dovecot if EHLO did not or the last exchange broke.
+        self.prepare_auth().await;
+        if self.auth_allowed()
+            && matches!(self.settings.sasl.backend, Backend::Dovecot(_))
+            && self.secure.dovecot.is_none()
+        {
+            return self
+                .refuse(
+                    "auth",
+                    Reply::new(454, "4.7.0", "Temporary authentication failure"),
+                )
+                .await;
+        }
         let mechanisms = self.mechanisms();
         if mechanisms.is_empty() {
             return self
@@ -249,14 +266,14 @@ impl Session {
         let exchange = if mechanisms.contains(&mechanism) {
             self.exchange(&mechanism).await
         } else {
-            None
-        };
-        let outcome = match exchange {
-            None => Outcome::Done(Step::Failure {
+            Err(Step::Failure {
                 reason: "Invalid authentication mechanism".into(),
                 user: None,
-            }),
-            Some(mut exchange) => {
+            })
+        };
+        let outcome = match exchange {
+            Err(step) => Outcome::Done(step),
+            Ok(mut exchange) => {
                 let outcome = self.run_exchange(&mut exchange, initial).await;
                 if let Exchange::Dovecot(d) = exchange {
                     self.secure.dovecot = d.into_client();
@@ -267,20 +284,26 @@ impl Session {
         self.finish_auth(mechanism, outcome).await
     }
 
-    async fn exchange(&mut self, mechanism: &str) -> Option<Exchange> {
+    /// The exchange for an offered mechanism, or the step that ends the
+    /// command at once.
+    async fn exchange(&mut self, mechanism: &str) -> Result<Exchange, Step> {
         let settings = Arc::clone(&self.settings);
         match &settings.sasl.backend {
-            Backend::PasswordFile(file) => {
-                Local::new(mechanism, Arc::clone(file)).map(Exchange::Local)
-            }
+            Backend::PasswordFile(file) => Local::new(mechanism, Arc::clone(file))
+                .map(Exchange::Local)
+                .ok_or_else(|| Step::Failure {
+                    reason: "Invalid authentication mechanism".into(),
+                    user: None,
+                }),
             Backend::Dovecot(address) => {
                 let client = match self.secure.dovecot.take() {
                     Some(c) => c,
                     None => match dovecot::Client::connect(address).await {
                         Ok(c) => c,
                         Err(e) => {
-                            self.log(&format!("warning: SASL: Connect to {address} failed: {e}"));
-                            return None;
+                            return Err(Step::TempFailure(format!(
+                                "SASL: Connect to {address} failed: {e}"
+                            )));
                         }
                     },
                 };
@@ -294,7 +317,7 @@ impl Session {
                     remote: self.peer,
                     secured: self.conn.tls().is_some(),
                 };
-                Some(Exchange::Dovecot(Box::new(dovecot::Exchange::new(
+                Ok(Exchange::Dovecot(Box::new(dovecot::Exchange::new(
                     client, request,
                 ))))
             }
