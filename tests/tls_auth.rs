@@ -668,7 +668,7 @@ fn dovecot_auth_protocol() {
     let socket = dir.path().join("auth");
     let seen = dovecot_stub(&socket);
     let mut d = Daemon::start(&format!(
-        "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}\nsmtpd_relay_restrictions = permit_sasl_authenticated, reject\nrelayhost = [127.0.0.1]:9\n",
+        "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}\nsmtpd_relay_restrictions = permit_sasl_authenticated, reject\nrelayhost = [127.0.0.1]:9\nsmtpd_sasl_exceptions_networks = 127.0.0.1\n",
         socket.display()
     ));
     let (ok, out) = python(&format!(
@@ -686,8 +686,10 @@ code, msg = s.docmd(base64.b64encode(b'\0alice\0secret').decode())
 assert code == 235, (code, msg)
 s.sendmail('alice@example.org', ['x@foreign.example'], 'Subject: d\r\n\r\nx\r\n')
 s.quit()
+# Not advertised to smtpd_sasl_exceptions_networks, but usable.
 s = smtplib.SMTP('127.0.0.1', {port})
 s.ehlo('c.example')
+assert not s.has_extn('auth'), s.esmtp_features
 s.user, s.password = 'alice', 'secret'
 code, msg = s.auth('LOGIN', s.auth_login, initial_response_ok=False)
 assert code == 235, (code, msg)

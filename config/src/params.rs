@@ -184,6 +184,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_sasl_path", Text, "smtpd", "Where the SASL server is: for dovecot a Unix socket (relative to the queue directory, e.g. private/auth) or inet:host:port."),
     p("smtpd_sasl_service", Text, "smtp", "Service name passed to the SASL server."),
     p("smtpd_sasl_tls_security_options", List, "$smtpd_sasl_security_options", "Which SASL mechanisms are offered over TLS."),
+    p("smtpd_sasl_exceptions_networks", List, "", "Clients to which smtpd does not advertise AUTH in its EHLO reply (they may still use it)."),
     p("smtpd_sender_login_maps", Maps, "", "Tables of the SASL login names that own each MAIL FROM address, for the *_sender_login_mismatch restrictions."),
     // --- SMTP and LMTP client ----------------------------------------------------
     p("smtp_tls_security_level", Text, "", "Client TLS: empty or none, may (opportunistic STARTTLS), encrypt, verify, secure."),

@@ -6,8 +6,9 @@
 //! The certificate files are read when a service's settings are resolved —
 //! at start and at every reload (SIGHUP) — so a renewed certificate is used
 //! by new sessions after `corepost reload`; running sessions keep the one
-//! they started with. Only TLS 1.2 and 1.3 exist in rustls, which is what
-//! Postfix's `smtpd_tls_protocols = >=TLSv1.2` asks for anyway.
+//! they started with. Only TLS 1.2 and 1.3 exist in rustls;
+//! `smtpd_tls_protocols` (`smtpd_tls_mandatory_protocols` at level
+//! `encrypt`) can narrow that to one of them.
 //!
 //! `smtpd_tls_chain_files` (each file a key followed by its certificate
 //! chain) takes precedence over `smtpd_tls_cert_file`/`smtpd_tls_key_file`,
@@ -89,7 +90,14 @@ impl ServerTls {
                     .map(|f| load_pair(f, f))
                     .collect::<Result<_, _>>()?
             };
-            Some(server_config(keys)?)
+            let protocols_param = if level == Level::Encrypt {
+                "smtpd_tls_mandatory_protocols"
+            } else {
+                "smtpd_tls_protocols"
+            };
+            let versions = protocols(&get(protocols_param)?)
+                .map_err(|e| format!("parameter {protocols_param}: {e}"))?;
+            Some(server_config(keys, versions)?)
         } else {
             None
         };
@@ -157,10 +165,63 @@ impl ResolvesServerCert for Keys {
     }
 }
 
-fn server_config(keys: Vec<Arc<CertifiedKey>>) -> Result<Arc<ServerConfig>, String> {
+/// Which of TLS 1.2 and 1.3 a Postfix protocol list allows:
+/// `>=TLSv1.2`, `<=TLSv1.2`, `!TLSv1.2`, or names of protocols to allow
+/// (`TLSv1.3`). Older protocols named in it do not matter: rustls has none.
+fn protocols(list: &str) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+    const ORDER: [&str; 6] = ["sslv2", "sslv3", "tlsv1", "tlsv1.1", "tlsv1.2", "tlsv1.3"];
+    let rank = |name: &str| {
+        ORDER
+            .iter()
+            .position(|p| p.eq_ignore_ascii_case(name))
+            .ok_or_else(|| format!("unknown protocol \"{name}\""))
+    };
+    let (mut allow12, mut allow13) = (true, true);
+    let mut named: Option<(bool, bool)> = None;
+    for word in corepost_config::list::split_list(list).unwrap_or_default() {
+        if let Some(v) = word.strip_prefix(">=") {
+            let r = rank(v)?;
+            allow12 &= r <= 4;
+            allow13 &= r <= 5;
+        } else if let Some(v) = word.strip_prefix("<=") {
+            let r = rank(v)?;
+            allow12 &= r >= 4;
+            allow13 &= r >= 5;
+        } else if let Some(v) = word.strip_prefix('!') {
+            let r = rank(v)?;
+            allow12 &= r != 4;
+            allow13 &= r != 5;
+        } else {
+            let r = rank(&word)?;
+            let n = named.get_or_insert((false, false));
+            n.0 |= r == 4;
+            n.1 |= r == 5;
+        }
+    }
+    if let Some((n12, n13)) = named {
+        allow12 &= n12;
+        allow13 &= n13;
+    }
+    let mut v = Vec::new();
+    if allow13 {
+        v.push(&rustls::version::TLS13);
+    }
+    if allow12 {
+        v.push(&rustls::version::TLS12);
+    }
+    if v.is_empty() {
+        return Err(format!("\"{list}\" leaves neither TLSv1.2 nor TLSv1.3"));
+    }
+    Ok(v)
+}
+
+fn server_config(
+    keys: Vec<Arc<CertifiedKey>>,
+    versions: Vec<&'static rustls::SupportedProtocolVersion>,
+) -> Result<Arc<ServerConfig>, String> {
     let config =
         ServerConfig::builder_with_provider(Arc::new(rustls::crypto::ring::default_provider()))
-            .with_protocol_versions(&[&rustls::version::TLS13, &rustls::version::TLS12])
+            .with_protocol_versions(&versions)
             .map_err(|e| format!("TLS configuration: {e}"))?
             .with_no_client_auth()
             .with_cert_resolver(Arc::new(Keys(keys)));
@@ -301,6 +362,29 @@ mod tests {
                 .map(|(_, v)| v.to_string())
                 .unwrap_or_default())
         }
+    }
+
+    #[test]
+    fn protocol_lists() {
+        let names = |l: &str| {
+            protocols(l).map(|v| {
+                v.iter()
+                    .map(|p| format!("{:?}", p.version))
+                    .collect::<Vec<_>>()
+            })
+        };
+        assert_eq!(names(">=TLSv1.2").unwrap(), ["TLSv1_3", "TLSv1_2"]);
+        assert_eq!(names(">=TLSv1").unwrap(), ["TLSv1_3", "TLSv1_2"]);
+        assert_eq!(names("").unwrap(), ["TLSv1_3", "TLSv1_2"]);
+        assert_eq!(names(">=TLSv1.3").unwrap(), ["TLSv1_3"]);
+        assert_eq!(
+            names("!SSLv2, !SSLv3, !TLSv1, !TLSv1.1, !TLSv1.2").unwrap(),
+            ["TLSv1_3"]
+        );
+        assert_eq!(names("<=TLSv1.2").unwrap(), ["TLSv1_2"]);
+        assert_eq!(names("TLSv1.2").unwrap(), ["TLSv1_2"]);
+        assert!(names("!TLSv1.2, !TLSv1.3").is_err());
+        assert!(names(">=TLSv9").is_err());
     }
 
     #[test]

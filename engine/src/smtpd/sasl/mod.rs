@@ -18,6 +18,7 @@ pub mod login_maps;
 pub mod mechanisms;
 pub mod password_file;
 
+use super::networks::NetworkList;
 use password_file::PasswordFile;
 use std::sync::Arc;
 
@@ -104,6 +105,8 @@ pub struct SaslSettings {
     pub failure_limit: u32,
     /// `smtpd_sasl_authenticated_header`.
     pub authenticated_header: bool,
+    /// `smtpd_sasl_exceptions_networks`: AUTH not advertised to them.
+    pub exceptions: NetworkList,
 }
 
 impl SaslSettings {
@@ -150,6 +153,8 @@ impl SaslSettings {
                 .parse()
                 .map_err(|_| "parameter corepost_smtpd_sasl_failure_limit: not a number")?,
             authenticated_header: boolean("smtpd_sasl_authenticated_header")?,
+            exceptions: NetworkList::parse(&get("smtpd_sasl_exceptions_networks")?)
+                .map_err(|e| format!("smtpd_sasl_exceptions_networks: {e}"))?,
         })
     }
 }

@@ -150,7 +150,7 @@ impl Session {
             keywords.push("STARTTLS".into());
         }
         let mechanisms = self.mechanisms();
-        if !mechanisms.is_empty() {
+        if !mechanisms.is_empty() && !self.settings.sasl.exceptions.contains(self.peer.ip()) {
             keywords.push(format!("AUTH {}", mechanisms.join(" ")));
         }
     }
