@@ -747,3 +747,60 @@ fn dovecot_unreachable_is_a_temporary_failure() {
         "{log}"
     );
 }
+
+#[test]
+fn missing_certificate_is_reported_and_tls_fails_safe() {
+    let dir = tempfile::tempdir().expect("tempdir");
+    let missing = format!("{}/missing.pem", dir.path().display());
+    std::fs::write(
+        dir.path().join("main.cf"),
+        format!(
+            "queue_directory = {0}/spool\nalias_maps =\nalias_database =\nsmtpd_tls_security_level = may\nsmtpd_tls_cert_file = {missing}\n",
+            dir.path().display()
+        ),
+    )
+    .expect("main.cf");
+    let out = corepost(&["check", "-c", &dir.path().display().to_string()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let err = stderr(&out);
+    assert!(
+        err.contains(&format!(
+            "TLS is not available: cannot read TLS file {missing}"
+        )),
+        "{err}"
+    );
+
+    // Running, as Postfix does: STARTTLS is offered but answers 454, the
+    // encrypt level refuses mail, a wrapper-mode connection is dropped.
+    let (mut d, ports) = Daemon::start_with_services(
+        &format!("smtpd_tls_security_level = encrypt\nsmtpd_tls_cert_file = {missing}\n"),
+        &["inet n - n - - smtpd -o smtpd_tls_wrappermode=yes"],
+    );
+    let mut raw = Raw::connect(d.port);
+    assert!(raw.cmd("EHLO c.example").contains("STARTTLS"));
+    assert_eq!(
+        raw.cmd("STARTTLS"),
+        "454 4.7.0 TLS not available due to local problem\r\n"
+    );
+    assert!(
+        raw.cmd("MAIL FROM:<a@example.org>")
+            .starts_with("530 5.7.0")
+    );
+    let mut wrapped = std::net::TcpStream::connect(("127.0.0.1", ports[0])).expect("connect");
+    wrapped
+        .set_read_timeout(Some(std::time::Duration::from_secs(5)))
+        .expect("timeout");
+    let mut buf = [0u8; 64];
+    let n = std::io::Read::read(&mut wrapped, &mut buf).unwrap_or(0);
+    assert_eq!(n, 0, "{:?}", String::from_utf8_lossy(&buf[..n]));
+    d.stop();
+    let log = d.log();
+    assert!(
+        log.contains("warning: cannot start TLS for unknown[127.0.0.1]: cannot read TLS file"),
+        "{log}"
+    );
+    assert!(
+        log.contains("warning: Wrapper-mode request dropped from unknown[127.0.0.1]"),
+        "{log}"
+    );
+}

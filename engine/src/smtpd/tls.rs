@@ -6,7 +6,8 @@
 //! The certificate files are read when a service's settings are resolved —
 //! at start and at every reload (SIGHUP) — so a renewed certificate is used
 //! by new sessions after `corepost reload`; running sessions keep the one
-//! they started with. Only TLS 1.2 and 1.3 exist in rustls;
+//! they started with. A certificate that cannot be loaded does not stop
+//! the service (Postfix's behaviour): see [`ServerTls::problem`]. Only TLS 1.2 and 1.3 exist in rustls;
 //! `smtpd_tls_protocols` (`smtpd_tls_mandatory_protocols` at level
 //! `encrypt`) can narrow that to one of them.
 //!
@@ -57,8 +58,13 @@ pub struct ServerTls {
     pub level: Level,
     /// TLS from the first byte (smtps/submissions).
     pub wrappermode: bool,
-    /// `None` when TLS is off.
+    /// `None` when TLS is off or could not be set up.
     pub config: Option<Arc<ServerConfig>>,
+    /// Why TLS is wanted but not available (unreadable certificate, ...).
+    /// As in Postfix this does not stop the service: STARTTLS answers 454,
+    /// `encrypt` refuses mail, wrapper-mode connections are dropped, and
+    /// each says why in the log.
+    pub problem: Option<String>,
     pub loglevel: i64,
     pub received_header: bool,
     pub handshake_timeout: std::time::Duration,
@@ -67,45 +73,27 @@ pub struct ServerTls {
 impl ServerTls {
     /// Whether STARTTLS is advertised on a session that is not yet TLS.
     pub fn offers_starttls(&self) -> bool {
-        self.level != Level::None && !self.wrappermode && self.config.is_some()
+        self.level != Level::None && !self.wrappermode
     }
 
     /// Build from the parameters; `get` reads one (already expanded).
     pub fn from_params(get: &dyn Fn(&str) -> Result<String, String>) -> Result<ServerTls, String> {
         let level = Level::parse(&get("smtpd_tls_security_level")?)?;
         let wrappermode = parse_bool(&get("smtpd_tls_wrappermode")?);
-        let config = if level != Level::None || wrappermode {
-            let chains = corepost_config::list::split_list(&get("smtpd_tls_chain_files")?)
-                .unwrap_or_default();
-            let keys = if chains.is_empty() {
-                let cert = get("smtpd_tls_cert_file")?;
-                let key = get("smtpd_tls_key_file")?;
-                if cert.trim().is_empty() {
-                    return Err("smtpd_tls_security_level or smtpd_tls_wrappermode asks for TLS, but neither smtpd_tls_cert_file nor smtpd_tls_chain_files is set".into());
-                }
-                vec![load_pair(cert.trim(), key.trim())?]
-            } else {
-                chains
-                    .iter()
-                    .map(|f| load_pair(f, f))
-                    .collect::<Result<_, _>>()?
-            };
-            let protocols_param = if level == Level::Encrypt {
-                "smtpd_tls_mandatory_protocols"
-            } else {
-                "smtpd_tls_protocols"
-            };
-            let versions = protocols(&get(protocols_param)?)
-                .map_err(|e| format!("parameter {protocols_param}: {e}"))?;
-            Some(server_config(keys, versions)?)
+        let (config, problem) = if level != Level::None || wrappermode {
+            match load(get, level) {
+                Ok(c) => (Some(c), None),
+                Err(e) => (None, Some(e)),
+            }
         } else {
-            None
+            (None, None)
         };
         let loglevel = get("smtpd_tls_loglevel")?.trim().parse().unwrap_or(0);
         Ok(ServerTls {
             level,
             wrappermode,
             config,
+            problem,
             loglevel,
             received_header: parse_bool(&get("smtpd_tls_received_header")?),
             handshake_timeout: corepost_config::value::parse_time(
@@ -115,6 +103,37 @@ impl ServerTls {
             .unwrap_or(std::time::Duration::from_secs(300)),
         })
     }
+}
+
+/// The rustls configuration from the certificate, key and protocol
+/// parameters.
+fn load(
+    get: &dyn Fn(&str) -> Result<String, String>,
+    level: Level,
+) -> Result<Arc<ServerConfig>, String> {
+    let chains =
+        corepost_config::list::split_list(&get("smtpd_tls_chain_files")?).unwrap_or_default();
+    let keys = if chains.is_empty() {
+        let cert = get("smtpd_tls_cert_file")?;
+        let key = get("smtpd_tls_key_file")?;
+        if cert.trim().is_empty() {
+            return Err("no server certificate: neither smtpd_tls_cert_file nor smtpd_tls_chain_files is set".into());
+        }
+        vec![load_pair(cert.trim(), key.trim())?]
+    } else {
+        chains
+            .iter()
+            .map(|f| load_pair(f, f))
+            .collect::<Result<_, _>>()?
+    };
+    let protocols_param = if level == Level::Encrypt {
+        "smtpd_tls_mandatory_protocols"
+    } else {
+        "smtpd_tls_protocols"
+    };
+    let versions = protocols(&get(protocols_param)?)
+        .map_err(|e| format!("parameter {protocols_param}: {e}"))?;
+    server_config(keys, versions)
 }
 
 fn parse_bool(v: &str) -> bool {
@@ -414,13 +433,15 @@ mod tests {
             ("smtpd_tls_chain_files", chain.as_str()),
         ];
         let tls = ServerTls::from_params(&params(&with_chain)).unwrap();
-        assert!(tls.config.is_some() && !tls.offers_starttls());
+        assert!(tls.config.is_some() && !tls.offers_starttls() && tls.problem.is_none());
         // Missing files and a key that does not match are named.
         let missing = [
             ("smtpd_tls_security_level", "encrypt"),
             ("smtpd_tls_cert_file", "/nonexistent/cert.pem"),
         ];
-        let e = ServerTls::from_params(&params(&missing)).unwrap_err();
+        let tls = ServerTls::from_params(&params(&missing)).unwrap();
+        assert!(tls.config.is_none() && tls.offers_starttls());
+        let e = tls.problem.unwrap();
         assert!(e.contains("/nonexistent/cert.pem"), "{e}");
         let other = tempfile::tempdir().unwrap();
         let (_, other_key) = pem_files(other.path());
@@ -429,7 +450,10 @@ mod tests {
             ("smtpd_tls_cert_file", cert.as_str()),
             ("smtpd_tls_key_file", other_key.as_str()),
         ];
-        let e = ServerTls::from_params(&params(&mismatch)).unwrap_err();
+        let e = ServerTls::from_params(&params(&mismatch))
+            .unwrap()
+            .problem
+            .unwrap();
         assert!(e.contains("does not match"), "{e}");
         let none = [("smtpd_tls_security_level", "none")];
         assert!(

@@ -49,6 +49,12 @@ impl Session {
     /// before the greeting.
     pub(super) async fn wrapper_handshake(&mut self) -> bool {
         let Some(config) = self.settings.tls.config.clone() else {
+            self.log(&format!(
+                "warning: Wrapper-mode request dropped from {} for service {}. TLS context initialization failed: {}",
+                self.client(),
+                self.settings.service,
+                self.settings.tls.problem.as_deref().unwrap_or("no certificate")
+            ));
             return false;
         };
         self.handshake(config).await
@@ -114,6 +120,15 @@ impl Session {
                 .await;
         }
         let Some(config) = self.settings.tls.config.clone() else {
+            self.log(&format!(
+                "warning: cannot start TLS for {}: {}",
+                self.client(),
+                self.settings
+                    .tls
+                    .problem
+                    .as_deref()
+                    .unwrap_or("no certificate")
+            ));
             return self
                 .refuse(
                     "starttls",
