@@ -573,93 +573,110 @@ fn passwd_command_adds_lists_and_removes_users() {
 
 /// A stub of Dovecot's auth server (the client protocol on a Unix socket):
 /// PLAIN and LOGIN for alice/secret; records every AUTH line.
-fn dovecot_stub(path: &std::path::Path) -> std::sync::Arc<std::sync::Mutex<Vec<String>>> {
+type Seen = std::sync::Arc<std::sync::Mutex<Vec<String>>>;
+
+fn dovecot_stub(path: &std::path::Path) -> Seen {
     let listener = std::os::unix::net::UnixListener::bind(path).expect("bind stub");
-    let seen = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+    let seen = Seen::default();
     let shared = seen.clone();
     std::thread::spawn(move || {
         for conn in listener.incoming().flatten() {
             let seen = shared.clone();
-            std::thread::spawn(move || {
-                let mut w = conn.try_clone().expect("clone");
-                let mut r = BufReader::new(conn);
-                let _ = w.write_all(b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\nMECH\tANONYMOUS\tanonymous\nMECH\tSECRETMECH\tprivate\nSPID\t1\nCUID\t1\nCOOKIE\t00\nDONE\n");
-                let b64 = |s: &str| {
-                    use base64::Engine;
-                    base64::engine::general_purpose::STANDARD
-                        .decode(s)
-                        .unwrap_or_default()
-                };
-                let enc = |s: &[u8]| {
-                    use base64::Engine;
-                    base64::engine::general_purpose::STANDARD.encode(s)
-                };
-                let mut login_user: Option<String> = None;
-                let mut line = String::new();
-                loop {
-                    line.clear();
-                    if r.read_line(&mut line).unwrap_or(0) == 0 {
-                        return;
-                    }
-                    let l = line.trim_end().to_string();
-                    let f: Vec<&str> = l.split('\t').collect();
-                    let verdict = |user: &str, pass: &str, id: &str| {
-                        if user == "alice" && pass == "secret" {
-                            format!("OK\t{id}\tuser=alice\n")
-                        } else {
-                            format!("FAIL\t{id}\tuser={user}\n")
-                        }
-                    };
-                    let reply = match f[0] {
-                        "AUTH" => {
-                            seen.lock().unwrap().push(l.clone());
-                            let id = f[1];
-                            let resp = f.iter().find_map(|x| x.strip_prefix("resp="));
-                            match (f[2], resp) {
-                                ("PLAIN", None) => format!("CONT\t{id}\t\n"),
-                                ("PLAIN", Some(r)) => {
-                                    let d = b64(r);
-                                    let p: Vec<&[u8]> = d.split(|&b| b == 0).collect();
-                                    let s = |i: usize| {
-                                        String::from_utf8_lossy(p.get(i).copied().unwrap_or(b""))
-                                            .into_owned()
-                                    };
-                                    verdict(&s(1), &s(2), id)
-                                }
-                                ("LOGIN", None) => format!("CONT\t{id}\t{}\n", enc(b"Username:")),
-                                ("LOGIN", Some(r)) => {
-                                    login_user =
-                                        Some(String::from_utf8_lossy(&b64(r)).into_owned());
-                                    format!("CONT\t{id}\t{}\n", enc(b"Password:"))
-                                }
-                                _ => format!("FAIL\t{id}\treason=unsupported\n"),
-                            }
-                        }
-                        "CONT" => {
-                            let id = f[1];
-                            let d = b64(f.get(2).copied().unwrap_or(""));
-                            if d.contains(&0) {
-                                let p: Vec<&[u8]> = d.split(|&b| b == 0).collect();
-                                let s = |i: usize| {
-                                    String::from_utf8_lossy(p.get(i).copied().unwrap_or(b""))
-                                        .into_owned()
-                                };
-                                verdict(&s(1), &s(2), id)
-                            } else if let Some(u) = login_user.take() {
-                                verdict(&u, &String::from_utf8_lossy(&d), id)
-                            } else {
-                                login_user = Some(String::from_utf8_lossy(&d).into_owned());
-                                format!("CONT\t{id}\t{}\n", enc(b"Password:"))
-                            }
-                        }
-                        _ => continue,
-                    };
-                    let _ = w.write_all(reply.as_bytes());
-                }
-            });
+            let w = conn.try_clone().expect("clone");
+            std::thread::spawn(move || dovecot_session(conn, w, seen));
         }
     });
     seen
+}
+
+/// The same stub on a TCP port (`smtpd_sasl_path = inet:127.0.0.1:port`).
+fn dovecot_stub_inet() -> (u16, Seen) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind stub");
+    let port = listener.local_addr().expect("addr").port();
+    let seen = Seen::default();
+    let shared = seen.clone();
+    std::thread::spawn(move || {
+        for conn in listener.incoming().flatten() {
+            let seen = shared.clone();
+            let w = conn.try_clone().expect("clone");
+            std::thread::spawn(move || dovecot_session(conn, w, seen));
+        }
+    });
+    (port, seen)
+}
+
+fn dovecot_session(conn: impl std::io::Read, mut w: impl Write, seen: Seen) {
+    let mut r = BufReader::new(conn);
+    let _ = w.write_all(b"VERSION\t1\t2\nMECH\tPLAIN\tplaintext\nMECH\tLOGIN\tplaintext\nMECH\tANONYMOUS\tanonymous\nMECH\tSECRETMECH\tprivate\nSPID\t1\nCUID\t1\nCOOKIE\t00\nDONE\n");
+    let b64 = |s: &str| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD
+            .decode(s)
+            .unwrap_or_default()
+    };
+    let enc = |s: &[u8]| {
+        use base64::Engine;
+        base64::engine::general_purpose::STANDARD.encode(s)
+    };
+    let mut login_user: Option<String> = None;
+    let mut line = String::new();
+    loop {
+        line.clear();
+        if r.read_line(&mut line).unwrap_or(0) == 0 {
+            return;
+        }
+        let l = line.trim_end().to_string();
+        let f: Vec<&str> = l.split('\t').collect();
+        let verdict = |user: &str, pass: &str, id: &str| {
+            if user == "alice" && pass == "secret" {
+                format!("OK\t{id}\tuser=alice\n")
+            } else {
+                format!("FAIL\t{id}\tuser={user}\n")
+            }
+        };
+        let reply = match f[0] {
+            "AUTH" => {
+                seen.lock().unwrap().push(l.clone());
+                let id = f[1];
+                let resp = f.iter().find_map(|x| x.strip_prefix("resp="));
+                match (f[2], resp) {
+                    ("PLAIN", None) => format!("CONT\t{id}\t\n"),
+                    ("PLAIN", Some(r)) => {
+                        let d = b64(r);
+                        let p: Vec<&[u8]> = d.split(|&b| b == 0).collect();
+                        let s = |i: usize| {
+                            String::from_utf8_lossy(p.get(i).copied().unwrap_or(b"")).into_owned()
+                        };
+                        verdict(&s(1), &s(2), id)
+                    }
+                    ("LOGIN", None) => format!("CONT\t{id}\t{}\n", enc(b"Username:")),
+                    ("LOGIN", Some(r)) => {
+                        login_user = Some(String::from_utf8_lossy(&b64(r)).into_owned());
+                        format!("CONT\t{id}\t{}\n", enc(b"Password:"))
+                    }
+                    _ => format!("FAIL\t{id}\treason=unsupported\n"),
+                }
+            }
+            "CONT" => {
+                let id = f[1];
+                let d = b64(f.get(2).copied().unwrap_or(""));
+                if d.contains(&0) {
+                    let p: Vec<&[u8]> = d.split(|&b| b == 0).collect();
+                    let s = |i: usize| {
+                        String::from_utf8_lossy(p.get(i).copied().unwrap_or(b"")).into_owned()
+                    };
+                    verdict(&s(1), &s(2), id)
+                } else if let Some(u) = login_user.take() {
+                    verdict(&u, &String::from_utf8_lossy(&d), id)
+                } else {
+                    login_user = Some(String::from_utf8_lossy(&d).into_owned());
+                    format!("CONT\t{id}\t{}\n", enc(b"Password:"))
+                }
+            }
+            _ => continue,
+        };
+        let _ = w.write_all(reply.as_bytes());
+    }
 }
 
 #[test]
@@ -802,5 +819,28 @@ fn missing_certificate_is_reported_and_tls_fails_safe() {
     assert!(
         log.contains("warning: Wrapper-mode request dropped from unknown[127.0.0.1]"),
         "{log}"
+    );
+}
+
+#[test]
+fn dovecot_auth_over_inet() {
+    let (stub, seen) = dovecot_stub_inet();
+    let d = Daemon::start(&format!(
+        "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:127.0.0.1:{stub}\nsmtpd_sasl_service = submission\n"
+    ));
+    let mut raw = Raw::connect(d.port);
+    assert!(
+        raw.cmd("EHLO c.example")
+            .contains("250-AUTH PLAIN LOGIN\r\n")
+    );
+    assert_eq!(
+        raw.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA=="),
+        "235 2.7.0 Authentication successful\r\n"
+    );
+    raw.cmd("QUIT");
+    let seen = seen.lock().unwrap().clone();
+    assert!(
+        seen.iter().any(|l| l.contains("\tservice=submission\t")),
+        "{seen:?}"
     );
 }

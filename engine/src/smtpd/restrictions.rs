@@ -358,6 +358,12 @@ impl Policy {
             return Decision::Dunno;
         };
         let maps = &self.sender_login_maps;
+        if maps.is_empty() {
+            warnings.push(format!(
+                "restriction `{name}' ignored: no $smtpd_sender_login_maps"
+            ));
+            return Decision::Dunno;
+        }
         match check(kind, maps, sender, f.sasl_user, &self.recipient_delimiter) {
             Ok(Some(reply)) => Decision::Reject(reply),
             Ok(None) => Decision::Dunno,
