@@ -844,3 +844,117 @@ fn dovecot_auth_over_inet() {
         "{seen:?}"
     );
 }
+
+/// A real Dovecot (dovecot-core, installed by .ci/run) in a temporary
+/// directory, with a passwd-file of SHA512-CRYPT hashes; stopped on drop.
+struct Dovecot {
+    child: std::process::Child,
+    dir: tempfile::TempDir,
+}
+
+impl Dovecot {
+    fn start(users: &[(&str, &str)]) -> Dovecot {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let p = dir.path().display().to_string();
+        let mut passwd = String::new();
+        for (user, password) in users {
+            let out = Command::new("openssl")
+                .args(["passwd", "-6", password])
+                .output()
+                .expect("openssl passwd");
+            passwd.push_str(&format!("{user}:{{SHA512-CRYPT}}{}", stdout(&out)));
+        }
+        std::fs::write(dir.path().join("users"), passwd).expect("users");
+        std::fs::create_dir_all(dir.path().join("run")).expect("run");
+        std::fs::create_dir_all(dir.path().join("state")).expect("state");
+        std::fs::write(
+            dir.path().join("dovecot.conf"),
+            format!(
+                "base_dir = {p}/run\nstate_dir = {p}/state\nlog_path = {p}/dovecot.log\nprotocols =\nssl = no\ndisable_plaintext_auth = no\nauth_failure_delay = 0\nauth_mechanisms = plain login\npassdb {{\n  driver = passwd-file\n  args = {p}/users\n}}\nuserdb {{\n  driver = static\n  args = uid=65534 gid=65534 home=/tmp\n}}\nservice auth {{\n  unix_listener {p}/auth {{\n    mode = 0666\n  }}\n}}\nservice anvil {{\n  chroot =\n}}\n"
+            ),
+        )
+        .expect("dovecot.conf");
+        let program = if std::path::Path::new("/usr/sbin/dovecot").exists() {
+            "/usr/sbin/dovecot"
+        } else {
+            "dovecot"
+        };
+        let child = Command::new(program)
+            .args(["-F", "-c", &format!("{p}/dovecot.conf")])
+            .stdin(Stdio::null())
+            .spawn()
+            .expect("dovecot (apt-get install dovecot-core; .ci/run does)");
+        let socket = dir.path().join("auth");
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+        while std::os::unix::net::UnixStream::connect(&socket).is_err() {
+            assert!(
+                std::time::Instant::now() < deadline,
+                "dovecot did not start: {}",
+                std::fs::read_to_string(dir.path().join("dovecot.log")).unwrap_or_default()
+            );
+            std::thread::sleep(std::time::Duration::from_millis(50));
+        }
+        Dovecot { child, dir }
+    }
+
+    fn socket(&self) -> String {
+        self.dir.path().join("auth").display().to_string()
+    }
+}
+
+impl Drop for Dovecot {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child (dovecot's master stops its children).
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn real_dovecot_auth_server() {
+    let dovecot = Dovecot::start(&[("alice", "secret"), ("bob@example.org", "hunter2")]);
+    let mut d = Daemon::start(&format!(
+        "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}\nsmtpd_relay_restrictions = permit_sasl_authenticated, reject\nrelayhost = [127.0.0.1]:9\n",
+        dovecot.socket()
+    ));
+    let (ok, out) = python(&format!(
+        r#"import smtplib, base64
+s = smtplib.SMTP('127.0.0.1', {port}, source_address=('127.0.0.2', 0))
+s.ehlo('client.example')
+assert s.esmtp_features['auth'].split() == ['PLAIN', 'LOGIN'], s.esmtp_features
+s.user, s.password = 'bob@example.org', 'hunter2'
+code, msg = s.auth('LOGIN', s.auth_login, initial_response_ok=False)
+assert code == 235, (code, msg)
+s.sendmail('bob@example.org', ['x@foreign.example'], 'Subject: d\r\n\r\nx\r\n')
+s.quit()
+s = smtplib.SMTP('127.0.0.1', {port}, source_address=('127.0.0.2', 0))
+s.login('alice', 'secret')
+s.quit()
+# Last, as Dovecot delays later attempts from an address that failed.
+s = smtplib.SMTP('127.0.0.1', {port}, source_address=('127.0.0.2', 0))
+s.ehlo('client.example')
+code, msg = s.docmd('AUTH PLAIN ' + base64.b64encode(b'\0alice\0wrong').decode())
+assert code == 535, (code, msg)
+s.quit()
+print('ok')
+"#,
+        port = d.port
+    ));
+    assert!(ok, "{out}");
+    d.stop();
+    let log = d.log();
+    assert!(
+        log.contains("warning: unknown[127.0.0.2]: SASL PLAIN authentication failed:"),
+        "{log}"
+    );
+    assert!(
+        log.contains("sasl_method=LOGIN, sasl_username=bob@example.org"),
+        "{log}"
+    );
+    let queued = queued_messages(&d.spool_dir());
+    assert_eq!(queued.len(), 1);
+    assert_eq!(
+        queued[0].1.client.sasl_username.as_deref(),
+        Some("bob@example.org")
+    );
+}
