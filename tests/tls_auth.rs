@@ -430,15 +430,19 @@ print('ok')
 #[test]
 fn submission_relays_only_with_auth_and_port_25_is_no_open_relay() {
     let (mut d, submission, _certs, cert) = submission_pair(
-        "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = yes\nsmtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination\n",
+        "smtpd_sasl_auth_enable = yes\nsmtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, reject_unauth_destination\n",
     );
     let (ok, out) = python(&format!(
         r#"CERT = {cert:?}
 {PY_CTX}
 def connect(port, login=None):
     s = smtplib.SMTP('127.0.0.1', port, source_address=('127.0.0.2', 0))
+    s.ehlo('client.example')
+    # smtpd_tls_auth_only defaults to yes: no AUTH before STARTTLS.
+    assert not s.has_extn('auth'), (port, s.esmtp_features)
     s.starttls(context=ctx)
     s.ehlo('client.example')
+    assert s.has_extn('auth'), (port, s.esmtp_features)
     if login:
         s.login(*login)
     s.mail('alice@example.org')
@@ -685,7 +689,7 @@ fn dovecot_auth_protocol() {
     let socket = dir.path().join("auth");
     let seen = dovecot_stub(&socket);
     let mut d = Daemon::start(&format!(
-        "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}\nsmtpd_relay_restrictions = permit_sasl_authenticated, reject\nrelayhost = [127.0.0.1]:9\nsmtpd_sasl_exceptions_networks = 127.0.0.1\n",
+        "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}\nsmtpd_relay_restrictions = permit_sasl_authenticated, reject\nrelayhost = [127.0.0.1]:9\nsmtpd_sasl_exceptions_networks = 127.0.0.1\n",
         socket.display()
     ));
     let (ok, out) = python(&format!(
@@ -743,7 +747,7 @@ print('ok')
 fn dovecot_unreachable_is_a_temporary_failure() {
     let dir = tempfile::tempdir().expect("tempdir");
     let mut d = Daemon::start(&format!(
-        "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}/missing\n",
+        "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}/missing\n",
         dir.path().display()
     ));
     let mut raw = Raw::connect(d.port);
@@ -826,7 +830,7 @@ fn missing_certificate_is_reported_and_tls_fails_safe() {
 fn dovecot_auth_over_inet() {
     let (stub, seen) = dovecot_stub_inet();
     let d = Daemon::start(&format!(
-        "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:127.0.0.1:{stub}\nsmtpd_sasl_service = submission\n"
+        "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = inet:127.0.0.1:{stub}\nsmtpd_sasl_service = submission\n"
     ));
     let mut raw = Raw::connect(d.port);
     assert!(
@@ -914,7 +918,7 @@ impl Drop for Dovecot {
 fn real_dovecot_auth_server() {
     let dovecot = Dovecot::start(&[("alice", "secret"), ("bob@example.org", "hunter2")]);
     let mut d = Daemon::start(&format!(
-        "smtpd_sasl_auth_enable = yes\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}\nsmtpd_relay_restrictions = permit_sasl_authenticated, reject\nrelayhost = [127.0.0.1]:9\n",
+        "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\nsmtpd_sasl_type = dovecot\nsmtpd_sasl_path = {}\nsmtpd_relay_restrictions = permit_sasl_authenticated, reject\nrelayhost = [127.0.0.1]:9\n",
         dovecot.socket()
     ));
     let (ok, out) = python(&format!(

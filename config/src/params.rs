@@ -170,7 +170,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_tls_security_level", Text, "", "Server TLS: empty or none (no STARTTLS), may (offer it), encrypt (require it)."),
     p("smtpd_tls_cert_file", Text, "", "PEM certificate chain for the server."),
     p("smtpd_tls_key_file", Text, "$smtpd_tls_cert_file", "PEM private key for the server certificate."),
-    p("smtpd_tls_auth_only", Bool, "no", "Offer AUTH only after STARTTLS."),
+    p("smtpd_tls_auth_only", Bool, "yes", "Offer AUTH only after STARTTLS (or on a wrapper-mode connection).")
+        .differs("passwords are never invited over a plaintext connection unless the operator says so"),
     p("smtpd_tls_received_header", Bool, "no", "Record the TLS protocol and cipher in the Received header."),
     p("smtpd_tls_loglevel", Int, "0", "How much smtpd logs about TLS: 0 none, 1 a summary, 2 and up more."),
     p("smtpd_tls_protocols", List, ">=TLSv1.2", "TLS versions offered when TLS is optional.")
