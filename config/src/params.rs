@@ -170,13 +170,23 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_tls_security_level", Text, "", "Server TLS: empty or none (no STARTTLS), may (offer it), encrypt (require it)."),
     p("smtpd_tls_cert_file", Text, "", "PEM certificate chain for the server."),
     p("smtpd_tls_key_file", Text, "$smtpd_tls_cert_file", "PEM private key for the server certificate."),
-    p("smtpd_tls_auth_only", Bool, "no", "Offer AUTH only after STARTTLS."),
+    p("smtpd_tls_auth_only", Bool, "yes", "Offer AUTH only after STARTTLS (or on a wrapper-mode connection).")
+        .differs("passwords are never invited over a plaintext connection unless the operator says so"),
     p("smtpd_tls_received_header", Bool, "no", "Record the TLS protocol and cipher in the Received header."),
     p("smtpd_tls_loglevel", Int, "0", "How much smtpd logs about TLS: 0 none, 1 a summary, 2 and up more."),
     p("smtpd_tls_protocols", List, ">=TLSv1.2", "TLS versions offered when TLS is optional.")
         .differs("rustls implements TLS 1.2 and 1.3 only"),
     p("smtpd_tls_mandatory_protocols", List, ">=TLSv1.2", "TLS versions accepted when TLS is required.")
         .differs("rustls implements TLS 1.2 and 1.3 only"),
+    p("smtpd_tls_chain_files", List, "", "PEM files with the server's private key and certificate chain(s), each file the key followed by its chain; takes precedence over smtpd_tls_cert_file and smtpd_tls_key_file."),
+    p("smtpd_tls_wrappermode", Bool, "no", "Run TLS from the first byte (implicit TLS, the smtps/submissions service on port 465) instead of offering STARTTLS."),
+    p("smtpd_sasl_type", Text, "corepost", "SASL implementation for SMTP AUTH: corepost (the password file corepost_sasl_password_file) or dovecot (Dovecot's auth server at smtpd_sasl_path).")
+        .differs("corepost has no Cyrus SASL; its own password file takes that place"),
+    p("smtpd_sasl_path", Text, "smtpd", "Where the SASL server is: for dovecot a Unix socket (relative to the queue directory, e.g. private/auth) or inet:host:port."),
+    p("smtpd_sasl_service", Text, "smtp", "Service name passed to the SASL server."),
+    p("smtpd_sasl_tls_security_options", List, "$smtpd_sasl_security_options", "Which SASL mechanisms are offered over TLS."),
+    p("smtpd_sasl_exceptions_networks", List, "", "Clients to which smtpd does not advertise AUTH in its EHLO reply (they may still use it)."),
+    p("smtpd_sender_login_maps", Maps, "", "Tables of the SASL login names that own each MAIL FROM address, for the *_sender_login_mismatch restrictions."),
     // --- SMTP and LMTP client ----------------------------------------------------
     p("smtp_tls_security_level", Text, "", "Client TLS: empty or none, may (opportunistic STARTTLS), encrypt, verify, secure."),
     p("smtp_tls_loglevel", Int, "0", "How much the client logs about TLS."),
@@ -293,6 +303,10 @@ pub static PARAMS: &[ParamDef] = &[
     p("corepost_destination_policy_maps", Maps, "", "Per-destination delivery policy, looked up by next hop (e.g. gmail.com, [10.0.0.1]:25), then transport:nexthop, then the parent domains' .domain forms: space-separated settings concurrency=N (connections), rate=N/s|m|h (messages), connection_rate=N/s|m|h (new connections). What Postfix lacks and ESPs ask for.")
         .corepost(),
     p("corepost_log_format", Text, "postfix", "Log line format: postfix (Postfix's text lines) or json.")
+        .corepost(),
+    p("corepost_sasl_password_file", Text, "$config_directory/sasl_users", "Password file of smtpd_sasl_type = corepost: lines of user:hash (argon2 or SHA-512-crypt), managed with corepost passwd; re-read when it changes.")
+        .corepost(),
+    p("corepost_smtpd_sasl_failure_limit", Int, "3", "Failed AUTH attempts after which smtpd disconnects the client (421 4.7.0); 0 means only smtpd_hard_error_limit applies.")
         .corepost(),
 ];
 

@@ -66,6 +66,24 @@ impl Daemon {
     /// Write main.cf (`extra` appended to the test defaults) and a master.cf
     /// with one smtpd service on a free port, then start.
     pub fn start(extra: &str) -> Daemon {
+        Daemon::start_with_services(extra, &[]).0
+    }
+
+    /// Like [`Daemon::start`], plus one more smtpd service per entry of
+    /// `services` on its own free port: each entry is the master.cf line
+    /// after the service name, e.g. `inet n - n - - smtpd -o
+    /// smtpd_tls_wrappermode=yes`. Returns the daemon and those ports.
+    pub fn start_with_services(extra: &str, services: &[&str]) -> (Daemon, Vec<u16>) {
+        let ports: Vec<u16> = services.iter().map(|_| free_port()).collect();
+        let lines: String = services
+            .iter()
+            .zip(&ports)
+            .map(|(s, p)| format!("127.0.0.1:{p} {s}\n"))
+            .collect();
+        (Daemon::start_inner(extra, &lines), ports)
+    }
+
+    fn start_inner(extra: &str, extra_master: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let main = format!(
@@ -77,7 +95,7 @@ impl Daemon {
         std::fs::write(
             dir.path().join("master.cf"),
             format!(
-                "127.0.0.1:{port} inet n - n - - smtpd\nsmtp unix - - n - - smtp\nrelay unix - - n - - smtp\nlocal unix - n n - - local\nerror unix - - n - - error\ndiscard unix - - n - - discard\n"
+                "127.0.0.1:{port} inet n - n - - smtpd\n{extra_master}smtp unix - - n - - smtp\nrelay unix - - n - - smtp\nlocal unix - n n - - local\nerror unix - - n - - error\ndiscard unix - - n - - discard\n"
             ),
         )
         .expect("master.cf");

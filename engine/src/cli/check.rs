@@ -28,7 +28,29 @@ pub fn run(args: CheckArgs) -> ExitCode {
             dir.display()
         ));
     }
-    let report = check(&config);
+    let mut report = check(&config);
+    // What only the engine can check: each smtpd service's settings as
+    // `corepost run` resolves them (TLS certificates, SASL back end, ...).
+    if report.is_ok() {
+        for service in config
+            .services()
+            .filter(|s| crate::runtime::listen::is_smtpd_inet(s.service))
+        {
+            match crate::smtpd::settings::SmtpdSettings::from_service(&service) {
+                Ok(settings) => {
+                    if let Some(p) = &settings.tls.problem {
+                        report.warnings.push(format!(
+                            "service {}: TLS is not available: {p}",
+                            service.service.id()
+                        ));
+                    }
+                }
+                Err(e) => report
+                    .errors
+                    .push(format!("service {}: {e}", service.service.id())),
+            }
+        }
+    }
     for w in &report.warnings {
         warning(w);
     }

@@ -12,6 +12,7 @@ use std::process::ExitCode;
 mod check;
 mod config;
 mod daemon;
+mod passwd;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +40,8 @@ enum Command {
     Status(daemon::DaemonArgs),
     /// Re-read the configuration without dropping sessions.
     Reload(daemon::DaemonArgs),
+    /// Manage SMTP AUTH users (the corepost_sasl_password_file).
+    Passwd(passwd::PasswdArgs),
 }
 
 /// Run the command line `args` (including argv[0]).
@@ -61,6 +64,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Command::Stop(args) => daemon::stop(args),
         Command::Status(args) => daemon::status(args),
         Command::Reload(args) => daemon::reload(args),
+        Command::Passwd(args) => passwd::run(args),
     }
 }
 

@@ -5,10 +5,16 @@
 //! are queued and written together when no complete command is left in the
 //! input, so a pipelined group is answered in one write. Lines longer than
 //! the limit are discarded as they arrive, never buffered whole.
+//!
+//! The stream is plain TCP until [`Connection::start_tls`] swaps it for TLS
+//! over the same socket (STARTTLS, or at once for wrapper mode); input
+//! buffered before the swap is dropped, never read as if it were encrypted.
 
+use super::tls::Stream;
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
 use glommio::net::TcpStream;
 use std::io;
+use std::sync::Arc;
 use std::time::Duration;
 
 /// Initial input buffer; grows up to [`MAX_BUFFER`] for DATA.
@@ -32,7 +38,7 @@ pub enum Line {
 
 /// One client connection.
 pub struct Connection {
-    stream: TcpStream,
+    stream: Stream,
     buf: Vec<u8>,
     start: usize,
     end: usize,
@@ -44,7 +50,7 @@ pub struct Connection {
 impl Connection {
     pub fn new(stream: TcpStream) -> Connection {
         Connection {
-            stream,
+            stream: Stream::Plain(stream),
             buf: vec![0; INITIAL_BUFFER],
             start: 0,
             end: 0,
@@ -160,6 +166,12 @@ impl Connection {
         })
         .await
         .map_err(io::Error::from)?;
+        if let Stream::Tls(s) = &mut self.stream {
+            // rustls may hold the tail of a record until flushed.
+            glommio::timer::timeout(timeout, async { Ok(s.flush().await?) })
+                .await
+                .map_err(io::Error::from)?;
+        }
         self.out.clear();
         if self.out.capacity() > 64 * 1024 {
             self.out.shrink_to(512);
@@ -185,6 +197,39 @@ impl Connection {
             self.buf.truncate(INITIAL_BUFFER);
             self.buf.shrink_to_fit();
         }
+    }
+
+    /// Switch to TLS (server side): everything buffered so far is dropped
+    /// — after STARTTLS it is plaintext the client pipelined, which must
+    /// never be taken as sent under TLS (CVE-2011-0411) — then the
+    /// handshake runs, within `timeout`. After a failure the connection is
+    /// unusable.
+    pub async fn start_tls(
+        &mut self,
+        config: Arc<rustls::ServerConfig>,
+        timeout: Duration,
+    ) -> io::Result<()> {
+        self.discard_input();
+        self.discarding = false;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            return Err(io::Error::other("TLS already active"));
+        };
+        let acceptor = futures_rustls::TlsAcceptor::from(config);
+        let tls = glommio::timer::timeout(timeout, async { Ok(acceptor.accept(tcp).await?) })
+            .await
+            .map_err(io::Error::from)?;
+        self.stream = Stream::Tls(Box::new(tls));
+        Ok(())
+    }
+
+    /// Our end of the connection.
+    pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
+        self.stream.local_addr()
+    }
+
+    /// The TLS session, once TLS is active.
+    pub fn tls(&self) -> Option<&rustls::ServerConnection> {
+        self.stream.tls()
     }
 
     pub async fn close(&mut self) {

@@ -14,5 +14,7 @@ pub mod data;
 pub mod networks;
 pub mod reply;
 pub mod restrictions;
+pub mod sasl;
 pub mod session;
 pub mod settings;
+pub mod tls;

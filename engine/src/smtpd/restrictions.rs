@@ -75,6 +75,8 @@ pub struct Policy {
     parent_access: bool,
     recipient_delimiter: String,
     codes: Codes,
+    /// `smtpd_sender_login_maps` (the `*_sender_login_mismatch` checks).
+    sender_login_maps: TableList,
 }
 
 #[derive(Debug, Clone, Default)]
@@ -140,6 +142,8 @@ impl Policy {
             mynetworks,
             parent_access: parent.iter().any(|p| p == "smtpd_access_maps"),
             recipient_delimiter: s("recipient_delimiter")?,
+            sender_login_maps: TableList::open(&s("smtpd_sender_login_maps")?)
+                .map_err(|e| format!("smtpd_sender_login_maps: {e}"))?,
             codes: Codes {
                 reject: code("reject_code")?,
                 defer: code("defer_code")?,
@@ -334,12 +338,38 @@ impl Policy {
                 }
                 None => Decision::Dunno,
             },
+            name if super::sasl::login_maps::Check::from_name(name).is_some() => {
+                self.login_mismatch(name, f, warnings)
+            }
             name if self.lists.contains_key(name) && !LISTS.contains(&name) => {
                 self.evaluate_depth(name, stage, f, warnings, depth + 1)
             }
             other => {
                 warnings.push(format!("restriction {other} is not implemented in this release; replying with a temporary error"));
                 Decision::Reject(config_error())
+            }
+        }
+    }
+
+    /// The `*_sender_login_mismatch` restrictions (see `sasl::login_maps`).
+    fn login_mismatch(&self, name: &str, f: &Facts<'_>, warnings: &mut Vec<String>) -> Decision {
+        use super::sasl::login_maps::{Check, check};
+        let (Some(kind), Some(sender)) = (Check::from_name(name), f.sender) else {
+            return Decision::Dunno;
+        };
+        let maps = &self.sender_login_maps;
+        if maps.is_empty() {
+            warnings.push(format!(
+                "restriction `{name}' ignored: no $smtpd_sender_login_maps"
+            ));
+            return Decision::Dunno;
+        }
+        match check(kind, maps, sender, f.sasl_user, &self.recipient_delimiter) {
+            Ok(Some(reply)) => Decision::Reject(reply),
+            Ok(None) => Decision::Dunno,
+            Err(e) => {
+                warnings.push(e);
+                Decision::Reject(Reply::new(451, "4.3.0", "Temporary lookup failure"))
             }
         }
     }

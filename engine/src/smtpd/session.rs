@@ -22,6 +22,8 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+mod tls_auth;
+
 /// Longest command line accepted (Postfix's line_length_limit default).
 const MAX_COMMAND_LINE: usize = 2048;
 
@@ -99,6 +101,8 @@ pub struct Session {
     junk: u32,
     counters: Counters,
     last_command: &'static str,
+    /// TLS and AUTH state (see `session/tls_auth.rs`).
+    secure: tls_auth::SecureState,
 }
 
 impl Session {
@@ -122,6 +126,7 @@ impl Session {
             junk: 0,
             counters: Counters::default(),
             last_command: "CONNECT",
+            secure: tls_auth::SecureState::default(),
         }
     }
 
@@ -136,6 +141,15 @@ impl Session {
     /// Run the session to the end.
     pub async fn run(mut self) {
         self.log(&format!("connect from {}", self.client()));
+        if self.settings.tls.wrappermode && !self.wrapper_handshake().await {
+            self.conn.close().await;
+            self.log(&format!(
+                "disconnect from {} {}",
+                self.client(),
+                self.counters.summary()
+            ));
+            return;
+        }
         let greeting = if self.core.shutdown.is_triggered() {
             Reply::new(
                 421,
@@ -303,7 +317,10 @@ impl Session {
         self.last_command = verb_upper(verb);
         let result = match command {
             Command::Helo(host) => Ok(self.helo(host, false)),
-            Command::Ehlo(host) => Ok(self.helo(host, true)),
+            Command::Ehlo(host) => {
+                self.prepare_auth().await;
+                Ok(self.helo(host, true))
+            }
             Command::Mail { path, params } => self.mail(path, params).await,
             Command::Rcpt { path, params } => self.rcpt(path, params),
             Command::Data => return self.data().await,
@@ -331,12 +348,8 @@ impl Session {
                 "2.0.0",
                 "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY",
             )),
-            Command::StartTls => Err(Reply::new(502, "5.5.1", "Error: command not implemented")),
-            Command::Auth(_) => Err(Reply::new(
-                503,
-                "5.5.1",
-                "Error: authentication not enabled",
-            )),
+            Command::StartTls => return self.starttls().await,
+            Command::Auth(arg) => return self.auth(&arg).await,
         };
         match result {
             Ok(reply) => {
@@ -378,6 +391,7 @@ impl Session {
         if !s.disable_vrfy {
             keywords.push("VRFY".into());
         }
+        self.advertise(&mut keywords);
         keywords.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"].map(String::from));
         if s.smtputf8 {
             keywords.push("SMTPUTF8".into());
@@ -398,7 +412,7 @@ impl Session {
             sender: self.tx.as_ref().map(|t| t.sender.as_str()),
             recipient,
             recipient_class: class,
-            sasl_user: None,
+            sasl_user: self.secure.sasl.as_ref().map(|a| a.username.as_str()),
         }
     }
 
@@ -461,6 +475,9 @@ impl Session {
         if self.tx.is_some() {
             return Err(Reply::new(503, "5.5.1", "Error: nested MAIL command"));
         }
+        if let Some(reply) = self.tls_required() {
+            return Err(reply);
+        }
         let mut mp = MailParams::default();
         for p in &params {
             let v = p.value.as_deref();
@@ -489,6 +506,8 @@ impl Session {
                     }
                 }
                 ("SMTPUTF8", None) if self.settings.smtputf8 => mp.smtputf8 = true,
+                // RFC 4954 §5: accepted (and not passed on) when AUTH is on.
+                ("AUTH", Some(_)) if self.settings.sasl.enabled => {}
                 ("RET", Some(v)) => {
                     mp.ret = Some(match v.to_ascii_uppercase().as_str() {
                         "FULL" => Ret::Full,
@@ -645,7 +664,11 @@ impl Session {
             if let Some(tx) = &mut self.tx {
                 tx.queue_id = Some(id);
             }
-            self.log(&format!("{id}: client={}", self.client()));
+            self.log(&format!(
+                "{id}: client={}{}",
+                self.client(),
+                self.sasl_log()
+            ));
         }
         if let Some(tx) = &mut self.tx {
             tx.recipients.push(Recipient {
@@ -844,15 +867,16 @@ impl Session {
             ));
             return self.error(reply).await;
         }
-        let protocol = if self.esmtp { "ESMTP" } else { "SMTP" };
+        let protocol = self.protocol();
         let mut content = received_header(
             &self.settings,
             self.helo.as_deref(),
             &self.client_name,
             self.peer,
-            protocol,
+            &protocol,
             queue_id,
             &tx.recipients,
+            &self.received_extra(),
         );
         content.extend_from_slice(&body);
         let nrcpt = tx.recipients.len();
@@ -866,9 +890,9 @@ impl Session {
                 addr: self.peer.ip().to_string(),
                 port: self.peer.port(),
                 helo: self.helo.clone().unwrap_or_default(),
-                protocol: protocol.to_string(),
-                sasl_username: None,
-                tls: None,
+                protocol,
+                sasl_username: self.secure.sasl.as_ref().map(|a| a.username.clone()),
+                tls: self.secure.tls.clone(),
             },
             recipients: tx.recipients,
             next_attempt: 0,
@@ -940,7 +964,9 @@ fn parse_notify(v: &str) -> Option<u8> {
     Some(bits)
 }
 
-/// The RFC 5321 §4.4 trace header corepost prepends.
+/// The RFC 5321 §4.4 trace header corepost prepends; `extra` holds the TLS
+/// and AUTH comment lines.
+#[allow(clippy::too_many_arguments)]
 fn received_header(
     s: &SmtpdSettings,
     helo: Option<&str>,
@@ -949,13 +975,14 @@ fn received_header(
     protocol: &str,
     id: QueueId,
     recipients: &[Recipient],
+    extra: &str,
 ) -> Vec<u8> {
     let addr = match peer.ip() {
         std::net::IpAddr::V6(a) => format!("IPv6:{a}"),
         a => a.to_string(),
     };
     let mut h = format!(
-        "Received: from {} ({} [{}])\r\n\tby {} ({}) with {} id {}",
+        "Received: from {} ({} [{}])\r\n{extra}\tby {} ({}) with {} id {}",
         helo.unwrap_or("unknown"),
         client_name,
         addr,

@@ -5,6 +5,8 @@
 use super::data::BareNewline;
 use super::networks::NetworkList;
 use super::restrictions::Policy;
+use super::sasl::SaslSettings;
+use super::tls::ServerTls;
 use crate::routing::Router;
 use corepost_config::ServiceConfig;
 use std::time::Duration;
@@ -40,6 +42,10 @@ pub struct SmtpdSettings {
     pub backlog_limit: usize,
     pub router: Router,
     pub policy: Policy,
+    /// STARTTLS / wrapper mode, with the certificate loaded.
+    pub tls: ServerTls,
+    /// SMTP AUTH.
+    pub sasl: SaslSettings,
 }
 
 impl SmtpdSettings {
@@ -56,6 +62,8 @@ impl SmtpdSettings {
         let syslog_name = text("syslog_name")?;
         let mynetworks =
             NetworkList::parse(&text("mynetworks")?).map_err(|e| format!("mynetworks: {e}"))?;
+        let tls = ServerTls::from_params(&text)?;
+        let sasl = SaslSettings::from_params(&text, tls.level == super::tls::Level::Encrypt)?;
         let size = text("message_size_limit")?;
         let message_size_limit = match size.trim().parse::<u64>() {
             Ok(0) => u64::MAX,
@@ -96,6 +104,8 @@ impl SmtpdSettings {
             backlog_limit: nonneg("corepost_core_backlog_limit")? as usize,
             router: Router::from_params(&get)?,
             policy: Policy::from_params(&get, mynetworks)?,
+            tls,
+            sasl,
         })
     }
 }
