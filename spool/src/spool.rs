@@ -211,9 +211,16 @@ impl CoreSpool {
                 (w, lsn(seq, tail))
             }
             _ => {
+                // A stop-gap segment: the spool moves onto zero-filled
+                // spares as soon as the first one is ready.
                 let seq = recovered.max_seq + 1;
-                let map = SegmentMap::create(&dir, u32::from(core), seq, options.segment_size)
-                    .map_err(io_err(&dir))?;
+                let map = SegmentMap::create(
+                    &dir,
+                    u32::from(core),
+                    seq,
+                    stopgap_size(options.segment_size),
+                )
+                .map_err(io_err(&dir))?;
                 segments.insert(seq, Arc::clone(&map));
                 let w = map
                     .writer(SEGMENT_HEADER_LEN)
@@ -407,11 +414,10 @@ impl CoreSpool {
     /// of `need` payload bytes if that is larger than the usual size.
     fn roll(&mut self, need: usize) -> Result<(), SpoolError> {
         let seq = self.writer.segment().seq() + 1;
-        let size = self
-            .options
-            .segment_size
-            .max(SEGMENT_HEADER_LEN + record_len(need) + FRAME_HEADER_LEN);
-        let map = self.create_segment(seq, size)?;
+        let map = self.create_segment(
+            seq,
+            SEGMENT_HEADER_LEN + record_len(need) + FRAME_HEADER_LEN,
+        )?;
         self.flusher.register(&map);
         let writer = map
             .writer(SEGMENT_HEADER_LEN)
@@ -427,14 +433,19 @@ impl CoreSpool {
         Ok(())
     }
 
-    /// A new segment: from the spare if one of the right size is ready,
-    /// else preallocated here.
-    fn create_segment(&mut self, seq: u64, size: usize) -> Result<Arc<SegmentMap>, SpoolError> {
+    /// A new segment with room for at least `need` bytes: the spare (of
+    /// the usual size) if one is ready; else, while it is being prepared,
+    /// a small preallocated stop-gap, so that the log spends little time in
+    /// slower fallocated space; a record larger than the usual size gets a
+    /// segment of its own.
+    fn create_segment(&mut self, seq: u64, need: usize) -> Result<Arc<SegmentMap>, SpoolError> {
         let core = u32::from(self.core);
-        if size.div_ceil(PAGE) * PAGE == self.spares.size()
-            && let Some(spare) = self.spares.take()
-        {
-            match SegmentMap::create_from_spare(&self.dir, &spare, core, seq, size) {
+        let usual = self.spares.size();
+        if need > usual {
+            return SegmentMap::create(&self.dir, core, seq, need).map_err(io_err(&self.dir));
+        }
+        if let Some(spare) = self.spares.take() {
+            match SegmentMap::create_from_spare(&self.dir, &spare, core, seq, usual) {
                 Ok(map) => return Ok(map),
                 Err(e) => {
                     // Not fatal: the inline path below still works; the
@@ -444,6 +455,8 @@ impl CoreSpool {
                 }
             }
         }
+        self.spares.request();
+        let size = stopgap_size(self.options.segment_size).max(need);
         SegmentMap::create(&self.dir, core, seq, size).map_err(io_err(&self.dir))
     }
 
@@ -578,6 +591,12 @@ impl CoreSpool {
             None => Ok(()),
         }
     }
+}
+
+/// The size of a stop-gap segment (a fresh spool's first, or one made while
+/// no spare is ready): a sixteenth of the usual size, at least the minimum.
+fn stopgap_size(segment_size: usize) -> usize {
+    (segment_size / 16).max(MIN_SEGMENT_SIZE).div_ceil(PAGE) * PAGE
 }
 
 /// The envelope a `Moved` record carries: the original with the index's
