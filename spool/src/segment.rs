@@ -10,6 +10,12 @@
 //!
 //! Before a segment is shared, recovery owns it as a [`RecoveringSegment`],
 //! which may read every byte and zero a torn tail.
+//!
+//! The mapping is read-only: every write (records, the header, zeroing a
+//! torn tail) goes through the file with pwrite(2). Besides making stray
+//! writes through the mapping impossible, this keeps writeback cheap: a
+//! read-only mapping has no writable page-table entries for the kernel to
+//! write-protect (and shoot down in other cores' TLBs) at every flush.
 
 use crate::frame::{
     self, FRAME_HEADER_LEN, FrameCheck, RECORD_MAGIC, SEGMENT_HEADER_LEN, SegmentHeader,
@@ -104,7 +110,7 @@ impl SegmentMap {
         size: usize,
     ) -> io::Result<Arc<SegmentMap>> {
         use std::os::unix::fs::FileExt;
-        let map = MmapOptions::new().len(size).map_raw(&file)?;
+        let map = MmapOptions::new().len(size).map_raw_read_only(&file)?;
         let header = SegmentHeader {
             version: frame::FORMAT_VERSION,
             core,
@@ -360,7 +366,7 @@ impl RecoveringSegment {
         }
         let map = MmapOptions::new()
             .len(size)
-            .map_raw(&file)
+            .map_raw_read_only(&file)
             .map_err(|e| format!("{}: {e}", path.display()))?;
         Ok(RecoveringSegment {
             map: SegmentMap {
@@ -467,12 +473,16 @@ impl RecoveringSegment {
         if start >= end {
             return Ok(());
         }
-        // SAFETY: [start, end) is within the mapping (clamped above) and the
-        // segment is exclusively ours (`&mut self`, not yet shared).
-        unsafe {
-            std::ptr::write_bytes(self.map.map.as_mut_ptr().add(start), 0, end - start);
+        use std::os::unix::fs::FileExt;
+        // Through the file, like every write: the mapping is read-only.
+        let zeros = vec![0u8; (end - start).min(1 << 20)];
+        let mut at = start;
+        while at < end {
+            let n = (end - at).min(zeros.len());
+            self.map.file.write_all_at(&zeros[..n], at as u64)?;
+            at += n;
         }
-        self.map.msync(start, end - start)
+        self.map.file.sync_data()
     }
 
     /// Share the segment; records up to `tail` become readable.
