@@ -23,6 +23,7 @@ pub mod index;
 pub mod queue_id;
 pub mod record;
 pub mod segment;
+pub mod snapshot;
 mod spool;
 
 pub use flush::{Durable, FlushPolicy, Lsn, SyncMethod};

@@ -66,6 +66,12 @@ impl Daemon {
     /// Write main.cf (`extra` appended to the test defaults) and a master.cf
     /// with one smtpd service on a free port, then start.
     pub fn start(extra: &str) -> Daemon {
+        Daemon::start_with_services(extra, "")
+    }
+
+    /// As [`Daemon::start`], with `services` (master.cf lines, e.g. a
+    /// `pickup` entry) appended to master.cf.
+    pub fn start_with_services(extra: &str, services: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let main = format!(
@@ -77,7 +83,7 @@ impl Daemon {
         std::fs::write(
             dir.path().join("master.cf"),
             format!(
-                "127.0.0.1:{port} inet n - n - - smtpd\nsmtp unix - - n - - smtp\nrelay unix - - n - - smtp\nlocal unix - n n - - local\nerror unix - - n - - error\ndiscard unix - - n - - discard\n"
+                "127.0.0.1:{port} inet n - n - - smtpd\nsmtp unix - - n - - smtp\nrelay unix - - n - - smtp\nlocal unix - n n - - local\nerror unix - - n - - error\ndiscard unix - - n - - discard\n{services}"
             ),
         )
         .expect("master.cf");
@@ -304,7 +310,13 @@ pub struct Sink {
 
 impl Sink {
     pub fn start() -> Sink {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        Sink::start_on(0)
+    }
+
+    /// A sink on a chosen port (e.g. one a daemon was already told to relay
+    /// to, to bring a "down" destination back).
+    pub fn start_on(port: u16) -> Sink {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind sink");
         let port = listener.local_addr().expect("addr").port();
         let log = std::sync::Arc::new(std::sync::Mutex::new(SinkLog::default()));
         let shared = std::sync::Arc::clone(&log);

@@ -12,6 +12,8 @@ use std::process::ExitCode;
 mod check;
 mod config;
 mod daemon;
+mod queue;
+mod sendmail;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,10 +41,34 @@ enum Command {
     Status(daemon::DaemonArgs),
     /// Re-read the configuration without dropping sessions.
     Reload(daemon::DaemonArgs),
+    /// Inspect and steer the queue: list, show, flush, delete, hold,
+    /// release, requeue, shape (postqueue, postsuper, qshape).
+    Queue(queue::QueueArgs),
+    /// Submit mail like sendmail(1): the message on standard input.
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 /// Run the command line `args` (including argv[0]).
 pub fn main(args: Vec<OsString>) -> ExitCode {
+    // The classic names, through links to the binary.
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let rest: Vec<OsString> = args.iter().skip(1).cloned().collect();
+    match name.as_str() {
+        "sendmail" => return sendmail::main(rest),
+        "mailq" => {
+            return sendmail::main([OsString::from("-bp")].into_iter().chain(rest).collect());
+        }
+        "newaliases" => return newaliases(rest),
+        _ => {}
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -61,7 +87,20 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Command::Stop(args) => daemon::stop(args),
         Command::Status(args) => daemon::status(args),
         Command::Reload(args) => daemon::reload(args),
+        Command::Queue(args) => queue::run(args),
+        Command::Sendmail { args } => sendmail::main(args),
     }
+}
+
+/// `newaliases` and `sendmail -bi`: the `corepost aliases` subcommand of
+/// the local delivery agent.
+pub(crate) fn newaliases(args: Vec<OsString>) -> ExitCode {
+    main(
+        [OsString::from("corepost"), OsString::from("aliases")]
+            .into_iter()
+            .chain(args)
+            .collect(),
+    )
 }
 
 /// Print `corepost: fatal: {message}` and return the failure exit code.

@@ -347,6 +347,25 @@ impl Qmgr {
         }
     }
 
+    /// Whether a message has deliveries in progress (mailq's `*`).
+    pub fn is_active(&self, id: &QueueId) -> bool {
+        self.active.borrow().contains_key(id)
+    }
+
+    /// Forget that destinations were found dead (all, or those whose next
+    /// hop is `nexthop`), so a flush connects again at once.
+    pub fn revive(&self, nexthop: Option<&str>) {
+        for (key, dest) in self.dests.borrow().iter() {
+            let host = key.nexthop.trim_start_matches('[');
+            let host = host.split([']', ':']).next().unwrap_or(host);
+            if nexthop.is_none_or(|n| {
+                n.eq_ignore_ascii_case(host) || n.eq_ignore_ascii_case(&key.nexthop)
+            }) {
+                dest.dead.borrow_mut().take();
+            }
+        }
+    }
+
     /// The destination's policy entry, if the table has one.
     fn policy_of(&self, key: &DestKey) -> Option<policy::Policy> {
         let settings = Arc::clone(&self.settings.borrow());

@@ -117,6 +117,8 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     let queue_dir = PathBuf::from(config.get("queue_directory").map_err(|e| e.to_string())?);
     std::fs::create_dir_all(&queue_dir)
         .map_err(|e| format!("queue_directory {}: {e}", queue_dir.display()))?;
+    crate::pickup::maildrop::prepare(&queue_dir)
+        .map_err(|e| format!("maildrop in {}: {e}", queue_dir.display()))?;
     let pid = PidLock::acquire(&pid_file(&config)?)?;
     raise_file_limit();
     let cores = config
@@ -134,6 +136,8 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     let spool_options = spool_options(&config)?;
     let services = smtpd_settings(&config)?;
     let qmgr_settings = Arc::new(crate::qmgr::QmgrSettings::from_config(&config)?);
+    let pickup = crate::pickup::PickupSettings::from_config(&config)?.map(Arc::new);
+    let control_socket = crate::control::socket_path(&config)?;
     let plan = listen::plan(&config)?;
     if plan.is_empty() {
         return Err("master.cf has no smtpd inet service: nothing to listen on".into());
@@ -144,6 +148,9 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
         per_core.push(listen::bind_all(&plan)?);
     }
     listen::drop_privileges(&config, &queue_dir, &log, &master)?;
+    // Again as the owner: a chown may have cleared the set-group-id bit.
+    crate::pickup::maildrop::prepare(&queue_dir)
+        .map_err(|e| format!("maildrop in {}: {e}", queue_dir.display()))?;
     block_signals();
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
@@ -161,7 +168,9 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             1024,
         )
     });
-    for (core, listeners) in per_core.into_iter().enumerate() {
+    let (control_tx, control_rx): (Vec<_>, Vec<_>) = (0..cores).map(|_| flume::unbounded()).unzip();
+    for ((core, listeners), control_rx) in per_core.into_iter().enumerate().zip(control_rx) {
+        let pickup = pickup.clone();
         let mesh = mesh.clone();
         let core = core as u16;
         let shared = Arc::clone(&shared);
@@ -183,6 +192,8 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
                         spool_options,
                         ready,
                         mesh,
+                        control_rx,
+                        pickup,
                     )
                     .await
                 })
@@ -204,6 +215,22 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
         }
     }
     let addresses: Vec<String> = plan.iter().map(|p| p.address.to_string()).collect();
+    let control = match crate::control::ControlServer::start(
+        &control_socket,
+        control_tx,
+        crate::control::DaemonInfo {
+            started: std::time::Instant::now(),
+            cores,
+            listeners: addresses.clone(),
+            pickup: pickup.is_some(),
+        },
+    ) {
+        Ok(c) => c,
+        Err(e) => {
+            shared.stop.store(true, Ordering::Release);
+            return Err(e);
+        }
+    };
     log.line(
         &master,
         &format!(
@@ -215,6 +242,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
         ),
     );
     signal_loop(&shared, options, &log, &master);
+    drop(control);
     for h in handles {
         let _ = h.join();
     }
@@ -282,6 +310,8 @@ async fn core_main(
             glommio::channels::channel_mesh::Full,
         >,
     >,
+    control_rx: flume::Receiver<crate::control::core::CoreRequest>,
+    pickup: Option<Arc<crate::pickup::PickupSettings>>,
 ) {
     let _exit = ExitGuard(Arc::clone(&shared));
     log.buffer_this_thread();
@@ -315,6 +345,9 @@ async fn core_main(
                     ),
                 );
             }
+            // The queue is readable by the mail system only.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(spool.dir(), std::fs::Permissions::from_mode(0o700));
             spool
         }
         Err(e) => {
@@ -360,6 +393,14 @@ async fn core_main(
         receive_tasks.push(glommio::spawn_local(Rc::clone(&qmgr).receive(rx)));
     }
     let qmgr_task = glommio::spawn_local(Rc::clone(&qmgr).run());
+    let control_task = glommio::spawn_local(crate::control::core::serve(
+        Rc::clone(&ctx),
+        Rc::clone(&qmgr),
+        control_rx,
+    ));
+    let pickup_task = pickup
+        .filter(|_| core == 0)
+        .map(|p| glommio::spawn_local(crate::pickup::run(Rc::clone(&ctx), p)));
     let mut accept_tasks = Vec::new();
     for bound in listeners {
         let ctx = Rc::clone(&ctx);
@@ -394,6 +435,10 @@ async fn core_main(
         t.await;
     }
     qmgr_task.await;
+    control_task.await;
+    if let Some(t) = pickup_task {
+        t.await;
+    }
     for t in receive_tasks {
         t.await;
     }

@@ -1,0 +1,3 @@
+//! Queue administration end to end (placeholder replaced below).
+
+mod support;
