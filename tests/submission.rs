@@ -98,7 +98,10 @@ fn sendmail_t_delivers_to_every_header_recipient_and_strips_bcc() {
     );
     let t = text(&content);
     assert!(!t.to_ascii_lowercase().contains("bcc"), "Bcc removed: {t}");
-    assert!(!t.contains("d@remote.example"), "Bcc address not in the content: {t}");
+    assert!(
+        !t.contains("d@remote.example"),
+        "Bcc address not in the content: {t}"
+    );
     assert!(
         t.starts_with("Received: by mx.test.example (corepost, from userid 0)\r\n\tid "),
         "{t}"

@@ -106,6 +106,8 @@ impl Daemon {
 
     /// Start (again) and wait until the port answers.
     pub fn spawn(&mut self) {
+        // A restart: wait for this run's "daemon started", not the last one's.
+        let runs = self.log().matches("daemon started").count();
         let child = Command::new(corepost_bin())
             .args(["run", "-c", &self.config_dir()])
             .env_remove("COREPOST_CONFIG_DIR")
@@ -115,7 +117,7 @@ impl Daemon {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
-            if self.log().contains("daemon started")
+            if self.log().matches("daemon started").count() > runs
                 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
                 return;

@@ -231,14 +231,25 @@ impl Qmgr {
         let settings = Arc::clone(&self.settings.borrow());
         let me = self.peer();
         let mut remote: HashMap<usize, Vec<(DestKey, Job)>> = HashMap::new();
-        let mut jobs = 0;
-        for (key, recipients) in by_dest {
-            let limit = settings
+        let limit_of = |transport: &str| {
+            settings
                 .transports
-                .get(&key.transport)
-                .map_or(50, |t| t.recipient_limit);
+                .get(transport)
+                .map_or(50, |t| t.recipient_limit)
+                .max(1)
+        };
+        // Counted before any job is handed out: a job for a suspended
+        // destination finishes (and calls `job_done`) inside `enqueue`.
+        let jobs: usize = by_dest
+            .iter()
+            .map(|(key, r)| r.len().div_ceil(limit_of(&key.transport)))
+            .sum();
+        if jobs > 0 {
+            self.active.borrow_mut().insert(id, jobs);
+        }
+        for (key, recipients) in by_dest {
+            let limit = limit_of(&key.transport);
             for chunk in recipients.chunks(limit) {
-                jobs += 1;
                 let job = Job {
                     id,
                     recipients: chunk.to_vec(),
@@ -260,9 +271,6 @@ impl Qmgr {
         }
         for (peer, batch) in remote {
             self.send(peer, CoreMsg::Jobs(batch));
-        }
-        if jobs > 0 {
-            self.active.borrow_mut().insert(id, jobs);
         }
     }
 
