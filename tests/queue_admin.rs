@@ -237,3 +237,31 @@ fn flush_delivers_deferred_mail_as_soon_as_the_sink_is_back() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(ok(&queue(&d, &["list"])), "Mail queue is empty\n");
 }
+
+#[test]
+fn requeue_routes_deferred_mail_again_with_the_current_configuration() {
+    let dead = free_port();
+    let d = daemon(dead);
+    let old = send(d.port, &["r@remote.example"], "requeue me");
+    wait_log(&d, "status=deferred", 20);
+    // The operator points the relay somewhere that works, reloads, and
+    // requeues: the message is routed again under a new queue id.
+    let sink = Sink::start();
+    let main = d.dir.path().join("main.cf");
+    let text = std::fs::read_to_string(&main).unwrap().replace(
+        &format!("[127.0.0.1]:{dead}"),
+        &format!("[127.0.0.1]:{}", sink.port),
+    );
+    std::fs::write(&main, text).unwrap();
+    ok(&corepost(&["reload", "-c", &d.config_dir()]));
+    wait_log(&d, "reload --", 10);
+    let out = ok(&queue(&d, &["requeue", "ALL"]));
+    assert!(out.contains("Requeued: 1 message"), "{out}");
+    let got = sink.wait_for(1, 10);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    assert_eq!(got.messages[0].1, vec!["r@remote.example".to_string()]);
+    let log = d.log();
+    assert!(log.contains(&format!("{old}: requeued as ")), "{log}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ok(&queue(&d, &["list"])), "Mail queue is empty\n");
+}

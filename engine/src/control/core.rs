@@ -4,9 +4,11 @@
 
 use super::format::QueueItem;
 use crate::qmgr::Qmgr;
+use crate::routing::Router;
 use crate::runtime::CoreContext;
 use corepost_spool::{AdminAction, Applied, QueueId};
 use std::rc::Rc;
+use std::sync::Arc;
 
 /// What the control server asks a core.
 #[derive(Debug, Clone)]
@@ -49,6 +51,17 @@ pub enum CoreAnswer {
     Error(String),
 }
 
+/// The routing requeued mail is resolved with: main.cf's, replaced on
+/// reload.
+pub type SharedRouter = Arc<std::sync::Mutex<Arc<Router>>>;
+
+/// A core's end of the control channel, and the routing it uses to
+/// re-resolve requeued mail.
+pub struct Endpoint {
+    pub requests: flume::Receiver<CoreRequest>,
+    pub router: SharedRouter,
+}
+
 /// A request with the channel for its answer.
 pub struct CoreRequest {
     pub command: CoreCommand,
@@ -56,7 +69,8 @@ pub struct CoreRequest {
 }
 
 /// Serve control requests on this core until shutdown.
-pub async fn serve(ctx: Rc<CoreContext>, qmgr: Rc<Qmgr>, requests: flume::Receiver<CoreRequest>) {
+pub async fn serve(ctx: Rc<CoreContext>, qmgr: Rc<Qmgr>, endpoint: Endpoint) {
+    let Endpoint { requests, router } = endpoint;
     loop {
         let next = futures_lite::future::or(async { requests.recv_async().await.ok() }, async {
             ctx.shutdown.wait().await;
@@ -66,13 +80,27 @@ pub async fn serve(ctx: Rc<CoreContext>, qmgr: Rc<Qmgr>, requests: flume::Receiv
         let Some(request) = next else {
             return;
         };
-        let answer = handle(&ctx, &qmgr, request.command).await;
+        let current = Arc::clone(&router.lock().unwrap_or_else(|p| p.into_inner()));
+        let answer = handle(&ctx, &qmgr, &current, request.command).await;
         let _ = request.reply.send(answer);
     }
 }
 
-async fn handle(ctx: &Rc<CoreContext>, qmgr: &Rc<Qmgr>, command: CoreCommand) -> CoreAnswer {
+async fn handle(
+    ctx: &Rc<CoreContext>,
+    qmgr: &Rc<Qmgr>,
+    router: &Router,
+    command: CoreCommand,
+) -> CoreAnswer {
     match command {
+        CoreCommand::Admin {
+            action: AdminAction::Requeue,
+            ids,
+            deferred_only,
+        } => match requeue(ctx, qmgr, router, ids, deferred_only).await {
+            Ok(done) => CoreAnswer::Done(done),
+            Err(e) => CoreAnswer::Error(e),
+        },
         CoreCommand::List => CoreAnswer::List(list(ctx, qmgr)),
         CoreCommand::Show(id) => CoreAnswer::Show(show(ctx, id)),
         CoreCommand::Admin {
@@ -129,6 +157,117 @@ fn is_deferred(entry: &corepost_spool::IndexEntry, active: bool, now: u64) -> bo
     !entry.held && !active && entry.next_attempt > now
 }
 
+/// The messages on this core an action names.
+fn targets(
+    ctx: &CoreContext,
+    qmgr: &Qmgr,
+    ids: Option<Vec<QueueId>>,
+    deferred_only: bool,
+    now: u64,
+) -> Vec<QueueId> {
+    let spool = ctx.spool.borrow();
+    let index = spool.index();
+    let candidates: Vec<QueueId> = match ids {
+        Some(ids) => ids
+            .into_iter()
+            .filter(|id| index.get(id).is_some())
+            .collect(),
+        None => index.iter().map(|(id, _)| *id).collect(),
+    };
+    candidates
+        .into_iter()
+        .filter(|id| {
+            !deferred_only
+                || index
+                    .get(id)
+                    .is_some_and(|e| is_deferred(e, qmgr.is_active(id), now))
+        })
+        .collect()
+}
+
+/// Requeue (Postfix's `postsuper -r`): the pending recipients of each
+/// message are routed again with the current configuration and the
+/// message is queued anew under a new id, due now; the old copy is
+/// deleted in the same group commit (a crash in between may deliver
+/// twice, never lose). Messages being delivered right now are left alone:
+/// their outcome would come back for a message that no longer exists
+/// while the new copy is delivered again.
+async fn requeue(
+    ctx: &Rc<CoreContext>,
+    qmgr: &Rc<Qmgr>,
+    router: &Router,
+    ids: Option<Vec<QueueId>>,
+    deferred_only: bool,
+) -> Result<Vec<QueueId>, String> {
+    let now = corepost_spool::queue_id::now_micros();
+    let mut done = Vec::new();
+    let mut last = None;
+    let mut renamed = Vec::new();
+    for id in targets(ctx, qmgr, ids, deferred_only, now) {
+        if qmgr.is_active(&id) {
+            continue;
+        }
+        let (mut envelope, content, pending) = {
+            let spool = ctx.spool.borrow();
+            let Some(entry) = spool.index().get(&id) else {
+                continue;
+            };
+            let Ok(Some(stored)) = spool.read(&id) else {
+                continue;
+            };
+            let pending: Vec<u32> = entry.pending.iter().collect();
+            (stored.envelope.clone(), stored.content().to_vec(), pending)
+        };
+        let mut recipients = Vec::new();
+        for i in pending {
+            let Some(mut r) = envelope.recipients.get(i as usize).cloned() else {
+                continue;
+            };
+            let domain = r
+                .address
+                .rsplit_once('@')
+                .map_or("", |(_, d)| d)
+                .to_ascii_lowercase();
+            let route = router
+                .classify(&domain)
+                .and_then(|class| router.route(&r.address, class))
+                .map_err(|e| format!("{id}: <{}>: lookup failure: {e}", r.address))?;
+            r.transport = route.transport;
+            r.nexthop = route.nexthop;
+            r.state = corepost_spool::RecipientState::Pending;
+            recipients.push(r);
+        }
+        if recipients.is_empty() {
+            continue;
+        }
+        let new_id = ctx.new_queue_id();
+        envelope.queue_id = new_id;
+        envelope.recipients = recipients;
+        envelope.next_attempt = 0;
+        envelope.held = false;
+        let mut spool = ctx.spool.borrow_mut();
+        spool
+            .append_message(&envelope, &content)
+            .map_err(|e| format!("{id}: {e}"))?;
+        let (_, lsn) = spool
+            .admin(id, AdminAction::Delete)
+            .map_err(|e| format!("{id}: {e}"))?;
+        last = Some(lsn);
+        done.push(id);
+        renamed.push((id, new_id));
+    }
+    if let Some(lsn) = last {
+        let durable = ctx.spool.borrow().durable(lsn);
+        durable.await?;
+        for (old, new) in renamed {
+            ctx.log
+                .line("corepost/postsuper", &format!("{old}: requeued as {new}"));
+        }
+        ctx.new_mail.notify();
+    }
+    Ok(done)
+}
+
 async fn admin(
     ctx: &Rc<CoreContext>,
     qmgr: &Rc<Qmgr>,
@@ -137,26 +276,7 @@ async fn admin(
     deferred_only: bool,
 ) -> Result<Vec<QueueId>, String> {
     let now = corepost_spool::queue_id::now_micros();
-    let targets: Vec<QueueId> = {
-        let spool = ctx.spool.borrow();
-        let index = spool.index();
-        let candidates: Vec<QueueId> = match ids {
-            Some(ids) => ids
-                .into_iter()
-                .filter(|id| index.get(id).is_some())
-                .collect(),
-            None => index.iter().map(|(id, _)| *id).collect(),
-        };
-        candidates
-            .into_iter()
-            .filter(|id| {
-                !deferred_only
-                    || index
-                        .get(id)
-                        .is_some_and(|e| is_deferred(e, qmgr.is_active(id), now))
-            })
-            .collect()
-    };
+    let targets = targets(ctx, qmgr, ids, deferred_only, now);
     let mut done = Vec::new();
     let mut last = None;
     for id in targets {

@@ -138,6 +138,10 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     let qmgr_settings = Arc::new(crate::qmgr::QmgrSettings::from_config(&config)?);
     let pickup = crate::pickup::PickupSettings::from_config(&config)?.map(Arc::new);
     let control_socket = crate::control::socket_path(&config)?;
+    // Requeued mail is routed again with main.cf's settings.
+    let router: crate::control::core::SharedRouter = Arc::new(Mutex::new(Arc::new(
+        crate::routing::Router::from_params(&|n| config.get(n))?,
+    )));
     let plan = listen::plan(&config)?;
     if plan.is_empty() {
         return Err("master.cf has no smtpd inet service: nothing to listen on".into());
@@ -171,6 +175,10 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     let (control_tx, control_rx): (Vec<_>, Vec<_>) = (0..cores).map(|_| flume::unbounded()).unzip();
     for ((core, listeners), control_rx) in per_core.into_iter().enumerate().zip(control_rx) {
         let pickup = pickup.clone();
+        let control = crate::control::core::Endpoint {
+            requests: control_rx,
+            router: Arc::clone(&router),
+        };
         let mesh = mesh.clone();
         let core = core as u16;
         let shared = Arc::clone(&shared);
@@ -192,7 +200,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
                         spool_options,
                         ready,
                         mesh,
-                        control_rx,
+                        control,
                         pickup,
                     )
                     .await
@@ -241,7 +249,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             addresses.join(" ")
         ),
     );
-    signal_loop(&shared, options, &log, &master);
+    signal_loop(&shared, options, &log, &master, &router);
     drop(control);
     for h in handles {
         let _ = h.join();
@@ -310,7 +318,7 @@ async fn core_main(
             glommio::channels::channel_mesh::Full,
         >,
     >,
-    control_rx: flume::Receiver<crate::control::core::CoreRequest>,
+    control: crate::control::core::Endpoint,
     pickup: Option<Arc<crate::pickup::PickupSettings>>,
 ) {
     let _exit = ExitGuard(Arc::clone(&shared));
@@ -396,7 +404,7 @@ async fn core_main(
     let control_task = glommio::spawn_local(crate::control::core::serve(
         Rc::clone(&ctx),
         Rc::clone(&qmgr),
-        control_rx,
+        control,
     ));
     let pickup_task = pickup
         .filter(|_| core == 0)
@@ -580,7 +588,13 @@ fn wait_signal(timeout: Duration) -> Option<i32> {
     }
 }
 
-fn signal_loop(shared: &Arc<Shared>, options: &RunOptions, log: &Log, master: &str) {
+fn signal_loop(
+    shared: &Arc<Shared>,
+    options: &RunOptions,
+    log: &Log,
+    master: &str,
+    router: &crate::control::core::SharedRouter,
+) {
     loop {
         if shared.exited.load(Ordering::Acquire) > 0 {
             log.line(
@@ -596,6 +610,9 @@ fn signal_loop(shared: &Arc<Shared>, options: &RunOptions, log: &Log, master: &s
                         let old = lock(&shared.settings).len();
                         if settings.len() != old {
                             log.line(master, "warning: the set of smtpd services changed; restart to open or close listeners");
+                        }
+                        if let Ok(r) = crate::routing::Router::from_params(&|n| config.get(n)) {
+                            *lock(router) = Arc::new(r);
                         }
                         if settings.len() >= old {
                             *lock(&shared.settings) = settings;
