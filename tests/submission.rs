@@ -350,3 +350,28 @@ fn an_unprivileged_user_can_submit_but_cannot_read_the_queue() {
     let mode = std::fs::metadata(&socket).unwrap().permissions().mode() & 0o777;
     assert_eq!(mode, 0o600);
 }
+
+#[test]
+fn sendmail_bs_speaks_smtp_on_stdin_and_stdout() {
+    let sink = Sink::start();
+    let d = daemon(sink.port, "");
+    let out = sendmail(
+        &d,
+        &["-bs"],
+        "EHLO me\r\nMAIL FROM:<bs@example.org>\r\nRCPT TO:<one@remote.example>\r\nRCPT TO:<two@remote.example>\r\nDATA\r\nSubject: bs\r\n\r\n..dotted\r\n.\r\nQUIT\r\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let replies = stdout(&out);
+    assert!(
+        replies.starts_with("220 mx.test.example ESMTP corepost\r\n"),
+        "{replies}"
+    );
+    assert!(replies.contains("354 "), "{replies}");
+    assert!(replies.contains("250 2.0.0 Ok: queued\r\n"), "{replies}");
+    assert!(replies.ends_with("221 2.0.0 Bye\r\n"), "{replies}");
+    let got = sink.wait_for(1, 20);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    assert_eq!(got.messages[0].0, "bs@example.org");
+    assert_eq!(got.messages[0].1.len(), 2);
+    assert!(text(&got.messages[0].2).ends_with("\r\n\r\n.dotted\r\n"));
+}

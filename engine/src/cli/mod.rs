@@ -14,6 +14,7 @@ mod config;
 mod daemon;
 mod queue;
 mod sendmail;
+mod sendmail_bs;
 
 #[derive(Debug, Parser)]
 #[command(

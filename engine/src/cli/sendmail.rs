@@ -230,6 +230,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         None | Some("m") => {}
         Some("p") => return super::queue::main_with(vec!["list".into(), "-c".into(), dir_arg]),
         Some("i") => return super::newaliases(vec!["-c".into(), dir_arg.into()]),
+        Some("s") => return super::sendmail_bs::run(&dir),
         Some(m) => return fail(EX_USAGE, format!("unsupported: -b{m}")),
     }
     let config = match Config::load(&dir) {
@@ -272,28 +273,39 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     deposit(&config, &submission, o.verbose)
 }
 
-/// Leave a submission in the maildrop of `config`'s queue directory.
-pub fn deposit(config: &Config, submission: &Submission, verbose: bool) -> ExitCode {
-    let queue_dir = match config.get("queue_directory") {
-        Ok(q) => PathBuf::from(q),
-        Err(e) => return fail(EX_CONFIG, e),
-    };
+/// Why a submission could not be left in the maildrop: exit code and text.
+type DepositError = (u8, String);
+
+fn try_deposit(config: &Config, submission: &Submission) -> Result<PathBuf, DepositError> {
+    let queue_dir = PathBuf::from(
+        config
+            .get("queue_directory")
+            .map_err(|e| (EX_CONFIG, e.to_string()))?,
+    );
     let dir = maildrop::dir(&queue_dir);
     if !dir.is_dir() {
         // First use before the daemon ever ran: make it if we may.
-        if let Err(e) =
-            std::fs::create_dir_all(&queue_dir).and_then(|()| maildrop::prepare(&queue_dir))
-        {
-            return fail(
-                EX_UNAVAILABLE,
-                format!("cannot create the maildrop {}: {e}", dir.display()),
-            );
-        }
+        std::fs::create_dir_all(&queue_dir)
+            .and_then(|()| maildrop::prepare(&queue_dir))
+            .map_err(|e| {
+                (
+                    EX_UNAVAILABLE,
+                    format!("cannot create the maildrop {}: {e}", dir.display()),
+                )
+            })?;
     }
-    if let Err(e) = submission.encode() {
-        return fail(EX_DATAERR, e);
-    }
-    match maildrop::deposit(&dir, submission) {
+    submission.encode().map_err(|e| (EX_DATAERR, e))?;
+    maildrop::deposit(&dir, submission).map_err(|e| {
+        (
+            EX_TEMPFAIL,
+            format!("cannot write to the maildrop {}: {e}", dir.display()),
+        )
+    })
+}
+
+/// Leave a submission in the maildrop of `config`'s queue directory.
+pub fn deposit(config: &Config, submission: &Submission, verbose: bool) -> ExitCode {
+    match try_deposit(config, submission) {
         Ok(path) => {
             if verbose {
                 eprintln!(
@@ -303,11 +315,15 @@ pub fn deposit(config: &Config, submission: &Submission, verbose: bool) -> ExitC
             }
             ExitCode::SUCCESS
         }
-        Err(e) => fail(
-            EX_TEMPFAIL,
-            format!("cannot write to the maildrop {}: {e}", dir.display()),
-        ),
+        Err((code, e)) => fail(code, e),
     }
+}
+
+/// As [`deposit`], for `-bs`: the error as text.
+pub fn deposit_quiet(config: &Config, submission: &Submission) -> Result<(), String> {
+    try_deposit(config, submission)
+        .map(|_| ())
+        .map_err(|(_, e)| e)
 }
 
 #[cfg(test)]

@@ -233,10 +233,14 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             pickup: pickup.is_some(),
         },
     ) {
-        Ok(c) => c,
+        Ok(c) => Some(c),
         Err(e) => {
-            shared.stop.store(true, Ordering::Release);
-            return Err(e);
+            // Mail still flows; only administration is unavailable.
+            log.line(
+                &master,
+                &format!("warning: {e}; queue administration is unavailable"),
+            );
+            None
         }
     };
     log.line(
