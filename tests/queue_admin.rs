@@ -265,3 +265,22 @@ fn requeue_routes_deferred_mail_again_with_the_current_configuration() {
     std::thread::sleep(Duration::from_millis(300));
     assert_eq!(ok(&queue(&d, &["list"])), "Mail queue is empty\n");
 }
+
+#[test]
+fn flush_of_one_domain_leaves_the_rest_waiting() {
+    let port = free_port();
+    let d = daemon(port);
+    let one = send(d.port, &["a@one.example"], "one");
+    let two = send(d.port, &["b@two.example"], "two");
+    let log = wait_log(&d, &format!("{two}: to=<b@two.example>"), 20);
+    assert!(log.contains(&format!("{one}: to=<a@one.example>")), "{log}");
+    let sink = Sink::start_on(port);
+    let out = ok(&queue(&d, &["flush", "two.example"]));
+    assert!(out.contains("flushed 1 deferred message"), "{out}");
+    let got = sink.wait_for(1, 10);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    assert_eq!(got.messages[0].1, vec!["b@two.example".to_string()]);
+    std::thread::sleep(Duration::from_millis(500));
+    let list = ok(&queue(&d, &["list"]));
+    assert!(list.contains(&one) && !list.contains(&two), "{list}");
+}

@@ -344,7 +344,9 @@ fn flush(ctx: &CoreContext, qmgr: &Qmgr, domain: Option<&str>) -> Vec<QueueId> {
     for id in &targets {
         ctx.spool.borrow_mut().lease(id, now);
     }
-    qmgr.revive(domain.as_deref());
+    // The flushed mail may go through any destination (a relayhost, say):
+    // forget every dead mark so it is tried at once.
+    qmgr.revive(None);
     ctx.new_mail.notify();
     targets
 }
