@@ -284,3 +284,25 @@ fn flush_of_one_domain_leaves_the_rest_waiting() {
     let list = ok(&queue(&d, &["list"]));
     assert!(list.contains(&one) && !list.contains(&two), "{list}");
 }
+
+#[test]
+fn delete_all_deferred_spares_held_mail() {
+    let port = free_port();
+    let d = daemon(port);
+    let held = send(d.port, &["h@remote.example"], "held");
+    let deferred = send(d.port, &["d@remote.example"], "deferred");
+    let log = wait_log(&d, &format!("{deferred}: to=<d@remote.example>"), 20);
+    assert!(
+        log.contains(&format!("{held}: to=<h@remote.example>")),
+        "{log}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    ok(&queue(&d, &["hold", &held]));
+    let out = ok(&queue(&d, &["delete", "ALL", "deferred"]));
+    assert!(out.contains("Deleted: 1 message"), "{out}");
+    let list = ok(&queue(&d, &["list"]));
+    assert!(
+        list.contains(&format!("{held}!")) && !list.contains(&deferred),
+        "{list}"
+    );
+}

@@ -109,12 +109,21 @@ impl ControlServer {
             .map_err(|e| format!("control socket: {e}"))?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
+        let cores = Arc::new(cores);
+        let info = Arc::new(info);
         let thread = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
                 while !flag.load(Ordering::Acquire) {
                     match listener.accept() {
-                        Ok((stream, _)) => serve(stream, &cores, &info),
+                        // One thread per request, so a client that never
+                        // sends its line cannot hold up the others.
+                        Ok((stream, _)) => {
+                            let (cores, info) = (Arc::clone(&cores), Arc::clone(&info));
+                            let _ = std::thread::Builder::new()
+                                .name("control-request".into())
+                                .spawn(move || serve(stream, &cores, &info));
+                        }
                         Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                             std::thread::sleep(Duration::from_millis(20));
                         }
@@ -325,6 +334,38 @@ fn execute(
             ))
         }
         _ => Err(format!("unknown request: {verb}")),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn request_words() {
+        let id = QueueId::from_parts(1_700_000_000_000_000, 1, 2);
+        let text = id.to_string();
+        assert_eq!(
+            parse_ids(&[text.as_str()]).unwrap(),
+            (Some(vec![id]), false)
+        );
+        assert_eq!(parse_ids(&["ALL", "deferred"]).unwrap(), (None, true));
+        assert!(parse_ids(&[]).is_err());
+        assert!(parse_ids(&["deferred"]).is_err());
+        assert!(parse_ids(&["nonsense"]).is_err());
+        let info = DaemonInfo {
+            started: Instant::now(),
+            cores: 1,
+            listeners: vec![],
+            pickup: false,
+        };
+        assert!(execute("", &[], &info).is_err());
+        assert!(execute("frobnicate", &[], &info).is_err());
+        assert!(execute("show", &[], &info).is_err());
+        assert_eq!(
+            execute("list", &[], &info).unwrap(),
+            "Mail queue is empty\n"
+        );
     }
 }
 
