@@ -150,18 +150,27 @@ fn parse_notify(value: &str) -> Result<u8, String> {
     Ok(bits)
 }
 
-/// The invoking user's login name.
-fn login_name() -> String {
+/// The invoking user's login name and full name (the GECOS field's first
+/// part).
+fn invoking_user() -> (String, Option<String>) {
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
-    passwd_name(uid).unwrap_or_else(|| format!("uid{uid}"))
+    passwd_entry(uid).unwrap_or_else(|| (format!("uid{uid}"), None))
 }
 
-fn passwd_name(uid: u32) -> Option<String> {
+fn passwd_entry(uid: u32) -> Option<(String, Option<String>)> {
     let text = std::fs::read_to_string("/etc/passwd").ok()?;
     text.lines().find_map(|l| {
         let f: Vec<&str> = l.split(':').collect();
-        (f.get(2)?.parse::<u32>().ok()? == uid).then(|| f[0].to_string())
+        (f.get(2)?.parse::<u32>().ok()? == uid).then(|| {
+            let gecos = f
+                .get(4)
+                .and_then(|g| g.split(',').next())
+                .map(str::trim)
+                .filter(|g| !g.is_empty())
+                .map(String::from);
+            (f[0].to_string(), gecos)
+        })
     })
 }
 
@@ -177,7 +186,15 @@ fn read_message(input: &mut dyn Read, ignore_dots: bool, limit: u64) -> Result<V
         return Err("message file too big".into());
     }
     let mut out = Vec::with_capacity(raw.len() + raw.len() / 32);
-    for line in raw.split_inclusive(|&b| b == b'\n') {
+    // A leading mbox "From " line is not part of the message.
+    let skip = if raw.starts_with(b"From ") {
+        raw.iter()
+            .position(|&b| b == b'\n')
+            .map_or(raw.len(), |p| p + 1)
+    } else {
+        0
+    };
+    for line in raw[skip..].split_inclusive(|&b| b == b'\n') {
         let bare = line
             .strip_suffix(b"\n")
             .map(|l| l.strip_suffix(b"\r").unwrap_or(l))
@@ -261,9 +278,17 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             },
         );
     }
+    // Postfix's order for the full name: -F, $NAME, the password file
+    // (the latter only for the user's own address).
+    let (login, gecos) = invoking_user();
+    let fullname = o
+        .fullname
+        .clone()
+        .or_else(|| std::env::var("NAME").ok().filter(|n| !n.is_empty()))
+        .or(if o.sender.is_none() { gecos } else { None });
     let submission = Submission {
-        sender: o.sender.clone().unwrap_or_else(login_name),
-        fullname: o.fullname.clone(),
+        sender: o.sender.clone().unwrap_or(login),
+        fullname,
         ret: o.ret,
         envid: o.envid.clone(),
         notify: o.notify,
@@ -371,6 +396,13 @@ mod tests {
         .unwrap();
         assert_eq!(m, b"Subject: x\r\n\r\nline\r\n.\r\nafter\r\n");
         assert!(read_message(&mut &[b'x'; 100][..], true, 10).is_err());
+        let m = read_message(
+            &mut &b"From alice Mon Jan 1\nSubject: y\n\nFrom here\n"[..],
+            true,
+            1000,
+        )
+        .unwrap();
+        assert_eq!(m, b"Subject: y\r\n\r\nFrom here\r\n");
     }
 
     #[test]
