@@ -7,9 +7,11 @@
 
 pub mod bounce;
 pub mod cli;
+pub mod control;
 pub mod delivery;
 pub mod dns;
 pub mod log;
+pub mod pickup;
 pub mod qmgr;
 pub mod routing;
 pub mod runtime;

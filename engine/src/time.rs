@@ -67,6 +67,22 @@ pub fn log_stamp() -> String {
     }
 }
 
+/// `Tue Nov 24 11:41:58`, the arrival-time column of mailq.
+pub fn mailq_stamp(secs: i64) -> String {
+    match local(secs) {
+        Some(l) => format!(
+            "{} {} {:>2} {:02}:{:02}:{:02}",
+            name(&DAYS, l.tm.tm_wday),
+            name(&MONTHS, l.tm.tm_mon),
+            l.tm.tm_mday,
+            l.tm.tm_hour,
+            l.tm.tm_min,
+            l.tm.tm_sec
+        ),
+        None => String::from("??? ??? ?? ??:??:??"),
+    }
+}
+
 /// RFC 5322 date-time for `secs` since the epoch.
 pub fn rfc5322(secs: i64) -> String {
     match local(secs) {

@@ -24,6 +24,7 @@ pub mod queue_id;
 pub mod record;
 pub mod segment;
 pub mod spare;
+pub mod snapshot;
 mod spool;
 
 pub use flush::{Durable, FlushPolicy, Lsn, SyncMethod};

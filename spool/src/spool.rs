@@ -273,6 +273,11 @@ impl CoreSpool {
         self.segments.get(&seq)
     }
 
+    /// Every segment on disk, oldest first.
+    pub fn segments(&self) -> impl Iterator<Item = &Arc<SegmentMap>> {
+        self.segments.values()
+    }
+
     /// A fresh queue id for a message this core is receiving.
     pub fn new_queue_id(&mut self) -> QueueId {
         self.ids.next_id()

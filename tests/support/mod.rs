@@ -83,6 +83,12 @@ impl Daemon {
         (Daemon::start_inner(extra, &lines), ports)
     }
 
+    /// As [`Daemon::start`], with `lines` (whole master.cf lines, e.g. a
+    /// `pickup` entry) appended to master.cf.
+    pub fn start_with_master_lines(extra: &str, lines: &str) -> Daemon {
+        Daemon::start_inner(extra, lines)
+    }
+
     fn start_inner(extra: &str, extra_master: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
@@ -118,6 +124,8 @@ impl Daemon {
 
     /// Start (again) and wait until the port answers.
     pub fn spawn(&mut self) {
+        // A restart: wait for this run's "daemon started", not the last one's.
+        let runs = self.log().matches("daemon started").count();
         let child = Command::new(corepost_bin())
             .args(["run", "-c", &self.config_dir()])
             .env_remove("COREPOST_CONFIG_DIR")
@@ -127,7 +135,7 @@ impl Daemon {
         self.child = Some(child);
         let deadline = std::time::Instant::now() + std::time::Duration::from_secs(20);
         while std::time::Instant::now() < deadline {
-            if self.log().contains("daemon started")
+            if self.log().matches("daemon started").count() > runs
                 && std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok()
             {
                 return;
@@ -322,7 +330,13 @@ pub struct Sink {
 
 impl Sink {
     pub fn start() -> Sink {
-        let listener = std::net::TcpListener::bind("127.0.0.1:0").expect("bind sink");
+        Sink::start_on(0)
+    }
+
+    /// A sink on a chosen port (e.g. one a daemon was already told to relay
+    /// to, to bring a "down" destination back).
+    pub fn start_on(port: u16) -> Sink {
+        let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind sink");
         let port = listener.local_addr().expect("addr").port();
         let log = std::sync::Arc::new(std::sync::Mutex::new(SinkLog::default()));
         let shared = std::sync::Arc::clone(&log);

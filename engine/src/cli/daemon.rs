@@ -67,6 +67,15 @@ pub fn status(args: DaemonArgs) -> ExitCode {
     match running_pid(&args) {
         Ok(Some(pid)) => {
             println!("corepost: the mail system is running: PID: {pid}");
+            // Uptime, cores, queue and spool sizes, listeners.
+            let details = Config::load(&args.dir())
+                .map_err(|e| e.to_string())
+                .and_then(|c| crate::control::socket_path(&c))
+                .and_then(|p| crate::control::request(&p, "status").map_err(|e| format!("{e:?}")));
+            match details {
+                Ok(text) => print!("{text}"),
+                Err(e) => super::warning(format!("control socket: {e}")),
+            }
             ExitCode::SUCCESS
         }
         Ok(None) => {

@@ -13,6 +13,9 @@ mod check;
 mod config;
 mod daemon;
 mod passwd;
+mod queue;
+mod sendmail;
+mod sendmail_bs;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -42,10 +45,34 @@ enum Command {
     Reload(daemon::DaemonArgs),
     /// Manage SMTP AUTH users (the corepost_sasl_password_file).
     Passwd(passwd::PasswdArgs),
+    /// Inspect and steer the queue: list, show, flush, delete, hold,
+    /// release, requeue, shape (postqueue, postsuper, qshape).
+    Queue(queue::QueueArgs),
+    /// Submit mail like sendmail(1): the message on standard input.
+    #[command(disable_help_flag = true)]
+    Sendmail {
+        #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
+        args: Vec<OsString>,
+    },
 }
 
 /// Run the command line `args` (including argv[0]).
 pub fn main(args: Vec<OsString>) -> ExitCode {
+    // The classic names, through links to the binary.
+    let name = args
+        .first()
+        .and_then(|a| std::path::Path::new(a).file_name())
+        .map(|n| n.to_string_lossy().into_owned())
+        .unwrap_or_default();
+    let rest: Vec<OsString> = args.iter().skip(1).cloned().collect();
+    match name.as_str() {
+        "sendmail" => return sendmail::main(rest),
+        "mailq" => {
+            return sendmail::main([OsString::from("-bp")].into_iter().chain(rest).collect());
+        }
+        "newaliases" => return newaliases(rest),
+        _ => {}
+    }
     let cli = match Cli::try_parse_from(args) {
         Ok(cli) => cli,
         Err(e) => {
@@ -65,7 +92,20 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Command::Status(args) => daemon::status(args),
         Command::Reload(args) => daemon::reload(args),
         Command::Passwd(args) => passwd::run(args),
+        Command::Queue(args) => queue::run(args),
+        Command::Sendmail { args } => sendmail::main(args),
     }
+}
+
+/// `newaliases` and `sendmail -bi`: the `corepost aliases` subcommand of
+/// the local delivery agent.
+pub(crate) fn newaliases(args: Vec<OsString>) -> ExitCode {
+    main(
+        [OsString::from("corepost"), OsString::from("aliases")]
+            .into_iter()
+            .chain(args)
+            .collect(),
+    )
 }
 
 /// Print `corepost: fatal: {message}` and return the failure exit code.

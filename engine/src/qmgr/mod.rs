@@ -232,14 +232,25 @@ impl Qmgr {
         let settings = Arc::clone(&self.settings.borrow());
         let me = self.peer();
         let mut remote: HashMap<usize, Vec<(DestKey, Job)>> = HashMap::new();
-        let mut jobs = 0;
-        for (key, recipients) in by_dest {
-            let limit = settings
+        let limit_of = |transport: &str| {
+            settings
                 .transports
-                .get(&key.transport)
-                .map_or(50, |t| t.recipient_limit);
+                .get(transport)
+                .map_or(50, |t| t.recipient_limit)
+                .max(1)
+        };
+        // Counted before any job is handed out: a job for a suspended
+        // destination finishes (and calls `job_done`) inside `enqueue`.
+        let jobs: usize = by_dest
+            .iter()
+            .map(|(key, r)| r.len().div_ceil(limit_of(&key.transport)))
+            .sum();
+        if jobs > 0 {
+            self.active.borrow_mut().insert(id, jobs);
+        }
+        for (key, recipients) in by_dest {
+            let limit = limit_of(&key.transport);
             for chunk in recipients.chunks(limit) {
-                jobs += 1;
                 let job = Job {
                     id,
                     recipients: chunk.to_vec(),
@@ -261,9 +272,6 @@ impl Qmgr {
         }
         for (peer, batch) in remote {
             self.send(peer, CoreMsg::Jobs(batch));
-        }
-        if jobs > 0 {
-            self.active.borrow_mut().insert(id, jobs);
         }
     }
 
@@ -355,6 +363,25 @@ impl Qmgr {
                 }
             })
             .detach();
+        }
+    }
+
+    /// Whether a message has deliveries in progress (mailq's `*`).
+    pub fn is_active(&self, id: &QueueId) -> bool {
+        self.active.borrow().contains_key(id)
+    }
+
+    /// Forget that destinations were found dead (all, or those whose next
+    /// hop is `nexthop`), so a flush connects again at once.
+    pub fn revive(&self, nexthop: Option<&str>) {
+        for (key, dest) in self.dests.borrow().iter() {
+            let host = key.nexthop.trim_start_matches('[');
+            let host = host.split([']', ':']).next().unwrap_or(host);
+            if nexthop.is_none_or(|n| {
+                n.eq_ignore_ascii_case(host) || n.eq_ignore_ascii_case(&key.nexthop)
+            }) {
+                dest.dead.borrow_mut().take();
+            }
         }
     }
 

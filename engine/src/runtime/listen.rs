@@ -204,7 +204,9 @@ pub fn drop_privileges(
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
-    if path.is_dir() {
+    // Maildrop files belong to the users who submitted them (pickup
+    // reports their uid); only the directory changes hands.
+    if path.is_dir() && path.file_name() != Some(std::ffi::OsStr::new("maildrop")) {
         for entry in std::fs::read_dir(path)? {
             chown_tree(&entry?.path(), uid, gid)?;
         }

@@ -117,6 +117,8 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     let queue_dir = PathBuf::from(config.get("queue_directory").map_err(|e| e.to_string())?);
     std::fs::create_dir_all(&queue_dir)
         .map_err(|e| format!("queue_directory {}: {e}", queue_dir.display()))?;
+    crate::pickup::maildrop::prepare(&queue_dir)
+        .map_err(|e| format!("maildrop in {}: {e}", queue_dir.display()))?;
     let pid = PidLock::acquire(&pid_file(&config)?)?;
     raise_file_limit();
     let cores = config
@@ -134,6 +136,12 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     let spool_options = spool_options(&config)?;
     let services = smtpd_settings(&config)?;
     let qmgr_settings = Arc::new(crate::qmgr::QmgrSettings::from_config(&config)?);
+    let pickup = crate::pickup::PickupSettings::from_config(&config)?.map(Arc::new);
+    let control_socket = crate::control::socket_path(&config)?;
+    // Requeued mail is routed again with main.cf's settings.
+    let router: crate::control::core::SharedRouter = Arc::new(Mutex::new(Arc::new(
+        crate::routing::Router::from_params(&|n| config.get(n))?,
+    )));
     let plan = listen::plan(&config)?;
     if plan.is_empty() {
         return Err("master.cf has no smtpd inet service: nothing to listen on".into());
@@ -144,6 +152,9 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
         per_core.push(listen::bind_all(&plan)?);
     }
     listen::drop_privileges(&config, &queue_dir, &log, &master)?;
+    // Again as the owner: a chown may have cleared the set-group-id bit.
+    crate::pickup::maildrop::prepare(&queue_dir)
+        .map_err(|e| format!("maildrop in {}: {e}", queue_dir.display()))?;
     block_signals();
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
@@ -161,7 +172,13 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             1024,
         )
     });
-    for (core, listeners) in per_core.into_iter().enumerate() {
+    let (control_tx, control_rx): (Vec<_>, Vec<_>) = (0..cores).map(|_| flume::unbounded()).unzip();
+    for ((core, listeners), control_rx) in per_core.into_iter().enumerate().zip(control_rx) {
+        let pickup = pickup.clone();
+        let control = crate::control::core::Endpoint {
+            requests: control_rx,
+            router: Arc::clone(&router),
+        };
         let mesh = mesh.clone();
         let core = core as u16;
         let shared = Arc::clone(&shared);
@@ -183,6 +200,8 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
                         spool_options,
                         ready,
                         mesh,
+                        control,
+                        pickup,
                     )
                     .await
                 })
@@ -204,6 +223,26 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
         }
     }
     let addresses: Vec<String> = plan.iter().map(|p| p.address.to_string()).collect();
+    let control = match crate::control::ControlServer::start(
+        &control_socket,
+        control_tx,
+        crate::control::DaemonInfo {
+            started: std::time::Instant::now(),
+            cores,
+            listeners: addresses.clone(),
+            pickup: pickup.is_some(),
+        },
+    ) {
+        Ok(c) => Some(c),
+        Err(e) => {
+            // Mail still flows; only administration is unavailable.
+            log.line(
+                &master,
+                &format!("warning: {e}; queue administration is unavailable"),
+            );
+            None
+        }
+    };
     log.line(
         &master,
         &format!(
@@ -214,7 +253,8 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             addresses.join(" ")
         ),
     );
-    signal_loop(&shared, options, &log, &master);
+    signal_loop(&shared, options, &log, &master, &router);
+    drop(control);
     for h in handles {
         let _ = h.join();
     }
@@ -282,6 +322,8 @@ async fn core_main(
             glommio::channels::channel_mesh::Full,
         >,
     >,
+    control: crate::control::core::Endpoint,
+    pickup: Option<Arc<crate::pickup::PickupSettings>>,
 ) {
     let _exit = ExitGuard(Arc::clone(&shared));
     log.buffer_this_thread();
@@ -315,6 +357,9 @@ async fn core_main(
                     ),
                 );
             }
+            // The queue is readable by the mail system only.
+            use std::os::unix::fs::PermissionsExt;
+            let _ = std::fs::set_permissions(spool.dir(), std::fs::Permissions::from_mode(0o700));
             spool
         }
         Err(e) => {
@@ -360,6 +405,14 @@ async fn core_main(
         receive_tasks.push(glommio::spawn_local(Rc::clone(&qmgr).receive(rx)));
     }
     let qmgr_task = glommio::spawn_local(Rc::clone(&qmgr).run());
+    let control_task = glommio::spawn_local(crate::control::core::serve(
+        Rc::clone(&ctx),
+        Rc::clone(&qmgr),
+        control,
+    ));
+    let pickup_task = pickup
+        .filter(|_| core == 0)
+        .map(|p| glommio::spawn_local(crate::pickup::run(Rc::clone(&ctx), p)));
     let mut accept_tasks = Vec::new();
     for bound in listeners {
         let ctx = Rc::clone(&ctx);
@@ -401,6 +454,10 @@ async fn core_main(
         t.await;
     }
     qmgr_task.await;
+    control_task.await;
+    if let Some(t) = pickup_task {
+        t.await;
+    }
     for t in receive_tasks {
         t.await;
     }
@@ -542,7 +599,13 @@ fn wait_signal(timeout: Duration) -> Option<i32> {
     }
 }
 
-fn signal_loop(shared: &Arc<Shared>, options: &RunOptions, log: &Log, master: &str) {
+fn signal_loop(
+    shared: &Arc<Shared>,
+    options: &RunOptions,
+    log: &Log,
+    master: &str,
+    router: &crate::control::core::SharedRouter,
+) {
     loop {
         if shared.exited.load(Ordering::Acquire) > 0 {
             log.line(
@@ -558,6 +621,9 @@ fn signal_loop(shared: &Arc<Shared>, options: &RunOptions, log: &Log, master: &s
                         let old = lock(&shared.settings).len();
                         if settings.len() != old {
                             log.line(master, "warning: the set of smtpd services changed; restart to open or close listeners");
+                        }
+                        if let Ok(r) = crate::routing::Router::from_params(&|n| config.get(n)) {
+                            *lock(router) = Arc::new(r);
                         }
                         if settings.len() >= old {
                             *lock(&shared.settings) = settings;

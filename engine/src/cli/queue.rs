@@ -1,0 +1,143 @@
+//! `corepost queue` — postqueue, postsuper and qshape in one command, and
+//! `mailq` (the binary invoked by that name, or `sendmail -bp`).
+//!
+//! Every action goes through the running daemon's control socket; `list`,
+//! `show` and `shape` also work on a stopped daemon by reading the spool
+//! read-only (`corepost_spool::snapshot`).
+
+use super::fatal;
+use crate::control::{self, ClientError, format};
+use clap::{Args, Parser, Subcommand};
+use corepost_config::{Config, default_config_dir};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Debug, Args)]
+pub struct QueueArgs {
+    /// Configuration directory (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
+    #[arg(short = 'c', value_name = "DIR", global = true)]
+    config_dir: Option<PathBuf>,
+    #[command(subcommand)]
+    action: Action,
+}
+
+#[derive(Debug, Subcommand)]
+enum Action {
+    /// List the queue in mailq format (`*` active, `!` on hold).
+    List,
+    /// Show a message's envelope and content.
+    Show { id: String },
+    /// Retry deferred mail now, or only mail for one destination domain.
+    Flush { domain: Option<String> },
+    /// Delete messages for good: IDs, or ALL, optionally only `deferred` ones.
+    Delete {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Put messages on hold: IDs or ALL.
+    Hold {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Release held messages: IDs or ALL.
+    Release {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Make messages due for delivery now: IDs or ALL.
+    Requeue {
+        #[arg(required = true)]
+        ids: Vec<String>,
+    },
+    /// Recipients per destination domain by message age (qshape).
+    Shape,
+}
+
+#[derive(Debug, Parser)]
+#[command(name = "corepost queue")]
+struct Standalone {
+    #[command(flatten)]
+    args: QueueArgs,
+}
+
+/// Run `queue` with these arguments (for `mailq` and `sendmail -bp/-q`).
+pub fn main_with(args: Vec<String>) -> ExitCode {
+    let mut argv = vec!["corepost queue".to_string()];
+    // Postfix-style `-c DIR` after the action is accepted too.
+    argv.extend(args);
+    match Standalone::try_parse_from(argv) {
+        Ok(s) => run(s.args),
+        Err(e) => {
+            let _ = e.print();
+            ExitCode::from(64)
+        }
+    }
+}
+
+/// `corepost queue ...`.
+pub fn run(args: QueueArgs) -> ExitCode {
+    let dir = args.config_dir.clone().unwrap_or_else(default_config_dir);
+    let config = match Config::load(&dir) {
+        Ok(c) => c,
+        Err(e) => return fatal(e),
+    };
+    let socket = match control::socket_path(&config) {
+        Ok(p) => p,
+        Err(e) => return fatal(e),
+    };
+    let line = match &args.action {
+        Action::List => "list".to_string(),
+        Action::Show { id } => format!("show {id}"),
+        Action::Flush { domain } => format!("flush {}", domain.as_deref().unwrap_or("")),
+        Action::Delete { ids } => format!("delete {}", ids.join(" ")),
+        Action::Hold { ids } => format!("hold {}", ids.join(" ")),
+        Action::Release { ids } => format!("release {}", ids.join(" ")),
+        Action::Requeue { ids } => format!("requeue {}", ids.join(" ")),
+        Action::Shape => "shape".to_string(),
+    };
+    match control::request(&socket, line.trim()) {
+        Ok(out) => {
+            print!("{out}");
+            ExitCode::SUCCESS
+        }
+        Err(ClientError::Refused(e)) => fatal(e),
+        Err(ClientError::Io(e)) => fatal(e),
+        Err(ClientError::NotRunning) => offline(&config, &args.action),
+    }
+}
+
+/// The daemon is down: read the spool where that is safe.
+fn offline(config: &Config, action: &Action) -> ExitCode {
+    let queue_dir = match config.get("queue_directory") {
+        Ok(q) => PathBuf::from(q),
+        Err(e) => return fatal(e),
+    };
+    let now = corepost_spool::queue_id::now_micros();
+    match action {
+        Action::List | Action::Shape => match control::offline_items(&queue_dir) {
+            Ok(items) => {
+                if matches!(action, Action::List) {
+                    print!("{}", format::mailq(&items));
+                } else {
+                    print!("{}", format::shape(&items, now));
+                }
+                ExitCode::SUCCESS
+            }
+            Err(e) => fatal(e),
+        },
+        Action::Show { id } => {
+            let Ok(qid) = id.parse() else {
+                return fatal(format!("bad queue id: {id}"));
+            };
+            match control::offline_show(&queue_dir, qid) {
+                Ok(Some(text)) => {
+                    print!("{text}");
+                    ExitCode::SUCCESS
+                }
+                Ok(None) => fatal(format!("{id}: no such message in the queue")),
+                Err(e) => fatal(e),
+            }
+        }
+        _ => fatal("the mail system is not running; this action needs it"),
+    }
+}

@@ -1,0 +1,226 @@
+//! What the queue commands print: Postfix's `postqueue -p` (mailq) list,
+//! `postcat`-style message display, and `qshape`'s table — the same text
+//! whether it comes from the running daemon or from a stopped spool.
+
+use corepost_spool::QueueId;
+use std::collections::BTreeMap;
+use std::fmt::Write;
+
+/// One queued message as the listing shows it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct QueueItem {
+    pub id: QueueId,
+    /// Microseconds since the epoch.
+    pub arrival: u64,
+    pub size: u64,
+    pub sender: String,
+    pub held: bool,
+    /// Being delivered right now.
+    pub active: bool,
+    /// Pending recipients: address and last deferral reason.
+    pub recipients: Vec<(String, Option<String>)>,
+}
+
+/// Width of the queue id column (corepost's ids are 16 characters).
+const ID_WIDTH: usize = 16;
+
+/// The mailq listing.
+pub fn mailq(items: &[QueueItem]) -> String {
+    if items.is_empty() {
+        return "Mail queue is empty\n".to_string();
+    }
+    let mut out = String::new();
+    let _ = writeln!(
+        out,
+        "{:<w$}  --Size-- ----Arrival Time---- -Sender/Recipient-------",
+        "-Queue ID-",
+        w = ID_WIDTH
+    );
+    // Recipients line up under the sender.
+    let indent = ID_WIDTH + 1 + 9 + 1 + 19 + 2;
+    let mut bytes = 0u64;
+    for item in items {
+        bytes += item.size;
+        let flag = if item.held {
+            '!'
+        } else if item.active {
+            '*'
+        } else {
+            ' '
+        };
+        let sender = if item.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &item.sender
+        };
+        let _ = writeln!(
+            out,
+            "{:<w$}{flag} {:>8} {}  {sender}",
+            item.id.to_string(),
+            item.size,
+            crate::time::mailq_stamp((item.arrival / 1_000_000) as i64),
+            w = ID_WIDTH
+        );
+        let mut last_reason: Option<&str> = None;
+        for (rcpt, reason) in &item.recipients {
+            if let Some(r) = reason.as_deref()
+                && last_reason != Some(r)
+            {
+                let _ = writeln!(out, "({})", one_line(r));
+                last_reason = Some(r);
+            }
+            let _ = writeln!(out, "{:indent$}{rcpt}", "");
+        }
+        out.push('\n');
+    }
+    let n = items.len();
+    let _ = writeln!(
+        out,
+        "-- {} Kbytes in {n} Request{}.",
+        bytes.div_ceil(1024),
+        if n == 1 { "" } else { "s" }
+    );
+    out
+}
+
+fn one_line(s: &str) -> String {
+    s.split_whitespace().collect::<Vec<_>>().join(" ")
+}
+
+/// Age buckets of qshape: T (total), 5, 10, 20, 40, 80, 160, 320, 640,
+/// 1280, 1280+ minutes.
+const BUCKETS: [u64; 9] = [5, 10, 20, 40, 80, 160, 320, 640, 1280];
+
+/// qshape: recipients per destination domain by message age.
+pub fn shape(items: &[QueueItem], now_micros: u64) -> String {
+    let mut rows: BTreeMap<String, [u64; 11]> = BTreeMap::new();
+    let mut total = [0u64; 11];
+    for item in items {
+        let minutes = now_micros.saturating_sub(item.arrival) / 60_000_000;
+        let bucket = BUCKETS
+            .iter()
+            .position(|&b| minutes < b)
+            .unwrap_or(BUCKETS.len())
+            + 1;
+        for (rcpt, _) in &item.recipients {
+            let domain = rcpt.rsplit_once('@').map_or("", |(_, d)| d).to_string();
+            let row = rows.entry(domain).or_insert([0; 11]);
+            row[0] += 1;
+            row[bucket] += 1;
+            total[0] += 1;
+            total[bucket] += 1;
+        }
+    }
+    let mut out = String::new();
+    let _ = write!(out, "{:>30} {:>6}", "", "T");
+    for b in BUCKETS {
+        let _ = write!(out, " {b:>5}");
+    }
+    let _ = writeln!(out, " {:>5}+", BUCKETS[BUCKETS.len() - 1]);
+    let mut line = |name: &str, counts: &[u64; 11]| {
+        let _ = write!(out, "{name:>30} {:>6}", counts[0]);
+        for c in &counts[1..] {
+            let _ = write!(out, " {c:>5}");
+        }
+        out.push('\n');
+    };
+    line("TOTAL", &total);
+    let mut sorted: Vec<(&String, &[u64; 11])> = rows.iter().collect();
+    sorted.sort_by(|a, b| b.1[0].cmp(&a.1[0]).then(a.0.cmp(b.0)));
+    for (domain, counts) in sorted {
+        line(domain, counts);
+    }
+    out
+}
+
+/// `queue show`: the envelope, then the content.
+pub fn show(
+    envelope: &corepost_spool::Envelope,
+    pending: &[u32],
+    held: bool,
+    content: &[u8],
+) -> String {
+    let mut out = String::new();
+    let _ = writeln!(out, "*** ENVELOPE RECORDS {} ***", envelope.queue_id);
+    let _ = writeln!(out, "message_size: {}", content.len());
+    let _ = writeln!(
+        out,
+        "message_arrival_time: {}",
+        crate::time::rfc5322((envelope.arrival / 1_000_000) as i64)
+    );
+    let _ = writeln!(
+        out,
+        "named_attribute: client_name={} client_address={} protocol={}",
+        envelope.client.name, envelope.client.addr, envelope.client.protocol
+    );
+    let _ = writeln!(out, "sender: {}", envelope.sender);
+    if held {
+        let _ = writeln!(out, "status: on hold");
+    }
+    for (i, r) in envelope.recipients.iter().enumerate() {
+        let state = if pending.contains(&(i as u32)) {
+            "pending"
+        } else {
+            "done"
+        };
+        let _ = writeln!(
+            out,
+            "recipient: {} ({state}, {}:{})",
+            r.address, r.transport, r.nexthop
+        );
+    }
+    let _ = writeln!(out, "*** MESSAGE CONTENTS {} ***", envelope.queue_id);
+    out.push_str(&String::from_utf8_lossy(content).replace("\r\n", "\n"));
+    if !out.ends_with('\n') {
+        out.push('\n');
+    }
+    let _ = writeln!(out, "*** HEADER EXTRACTED {} ***", envelope.queue_id);
+    let _ = writeln!(out, "*** MESSAGE FILE END {} ***", envelope.queue_id);
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mailq_format() {
+        let id = QueueId::from_parts(1_700_000_000_000_000, 0, 1);
+        let items = vec![QueueItem {
+            id,
+            arrival: 1_700_000_000_000_000,
+            size: 2000,
+            sender: String::new(),
+            held: true,
+            active: false,
+            recipients: vec![
+                ("a@x".into(), Some("connect to x: refused".into())),
+                ("b@x".into(), Some("connect to x: refused".into())),
+            ],
+        }];
+        let text = mailq(&items);
+        let lines: Vec<&str> = text.lines().collect();
+        assert!(lines[1].starts_with(&format!("{id}!     2000 ")), "{text}");
+        assert!(lines[1].ends_with("  MAILER-DAEMON"), "{text}");
+        assert_eq!(lines[2], "(connect to x: refused)");
+        assert_eq!(lines[3].trim(), "a@x");
+        assert_eq!(lines[4].trim(), "b@x");
+        assert_eq!(
+            lines[3].find('a'),
+            lines[1].find("MAILER"),
+            "recipients line up under the sender: {text}"
+        );
+        assert_eq!(lines.last(), Some(&"-- 2 Kbytes in 1 Request."));
+        assert_eq!(mailq(&[]), "Mail queue is empty\n");
+        let s = shape(&items, 1_700_000_000_000_000 + 7 * 60_000_000);
+        assert!(
+            s.lines()
+                .nth(1)
+                .unwrap()
+                .trim()
+                .starts_with("TOTAL      2     0     2"),
+            "{s}"
+        );
+        assert!(s.contains("x      2"), "{s}");
+    }
+}

@@ -1,0 +1,553 @@
+//! The pickup service: moves local submissions from the maildrop
+//! (`sendmail` writes them there, see [`maildrop`]) into the spool.
+//!
+//! It runs on core 0 when master.cf has a `pickup` service. Every pass
+//! reads up to [`BATCH`] files, turns each into a queued message — the
+//! sender and recipients qualified with `@$myorigin` (and `.$mydomain`
+//! under `append_dot_mydomain`), each recipient classified and routed by
+//! the same [`Router`] smtpd uses, a `Received:` line prepended, `From:`,
+//! `Date:` and `Message-Id:` added when missing, `Bcc:` removed — appends
+//! them all to core 0's spool, waits for one group commit to make them
+//! durable, and only then removes the files. A crash in between at worst
+//! queues a submission twice, never loses one. A file that is not a valid
+//! submission is moved to `$queue_directory/corrupt` with a warning, never
+//! deleted.
+//!
+//! Files are opened with `O_NOFOLLOW` and must be plain files with one
+//! link, so a local user cannot make pickup read a file they could not.
+
+pub mod headers;
+pub mod maildrop;
+
+use crate::routing::Router;
+use crate::runtime::CoreContext;
+use corepost_config::Config;
+use corepost_spool::{BodyType, ClientInfo, Envelope, MailParams, QueueId, Recipient};
+use std::collections::HashMap;
+use std::os::unix::fs::{MetadataExt, OpenOptionsExt};
+use std::path::{Path, PathBuf};
+use std::rc::Rc;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+/// Most files ingested per pass (one group commit).
+pub const BATCH: usize = 256;
+/// How often the maildrop is scanned when idle.
+const POLL: Duration = Duration::from_millis(200);
+/// How long a file that hit a temporary error is left alone.
+const RETRY: Duration = Duration::from_secs(30);
+
+/// The pickup service's effective settings.
+#[derive(Debug, Clone)]
+pub struct PickupSettings {
+    pub program: String,
+    pub queue_dir: PathBuf,
+    pub myhostname: String,
+    pub mail_name: String,
+    pub myorigin: String,
+    pub mydomain: String,
+    pub append_at_myorigin: bool,
+    pub append_dot_mydomain: bool,
+    pub message_size_limit: u64,
+    pub router: Router,
+}
+
+impl PickupSettings {
+    /// Settings of master.cf's `pickup` service (with its `-o`
+    /// overrides); `None` when there is no such service.
+    pub fn from_config(config: &Config) -> Result<Option<PickupSettings>, String> {
+        let Some(s) = config.services().find(|s| s.service.command == "pickup") else {
+            return Ok(None);
+        };
+        let text = |n: &str| s.get(n).map_err(|e| e.to_string());
+        let boolean = |n: &str| s.get_bool(n).map_err(|e| e.to_string());
+        let size = text("message_size_limit")?;
+        let message_size_limit = match size.trim().parse::<u64>() {
+            Ok(0) => u64::MAX,
+            Ok(n) => n,
+            Err(_) => return Err(format!("parameter message_size_limit: bad size \"{size}\"")),
+        };
+        Ok(Some(PickupSettings {
+            program: format!("{}/pickup", text("syslog_name")?),
+            queue_dir: PathBuf::from(text("queue_directory")?),
+            myhostname: text("myhostname")?,
+            mail_name: text("mail_name")?,
+            myorigin: text("myorigin")?.to_ascii_lowercase(),
+            mydomain: text("mydomain")?.to_ascii_lowercase(),
+            append_at_myorigin: boolean("append_at_myorigin")?,
+            append_dot_mydomain: boolean("append_dot_mydomain")?,
+            message_size_limit,
+            router: Router::from_params(&|n| s.get(n))?,
+        }))
+    }
+
+    /// Postfix's local address rewriting: `user` → `user@$myorigin`,
+    /// `user@host` → `user@host.$mydomain` (append_dot_mydomain).
+    pub fn qualify(&self, address: &str) -> String {
+        let a = address.trim();
+        let a = a
+            .strip_prefix('<')
+            .and_then(|x| x.strip_suffix('>'))
+            .unwrap_or(a);
+        if a.is_empty() {
+            return String::new();
+        }
+        match a.rfind('@') {
+            None if self.append_at_myorigin => format!("{a}@{}", self.myorigin),
+            None => a.to_string(),
+            Some(i) => {
+                let domain = &a[i + 1..];
+                if self.append_dot_mydomain
+                    && !domain.contains('.')
+                    && !domain.starts_with('[')
+                    && !domain.is_empty()
+                {
+                    format!("{a}.{}", self.mydomain)
+                } else {
+                    a.to_string()
+                }
+            }
+        }
+    }
+}
+
+/// Why a submission could not be queued.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The file is not a usable submission: set it aside.
+    Malformed(String),
+    /// Try again later (a lookup table failed).
+    Temporary(String),
+}
+
+/// A submission ready to append.
+#[derive(Debug)]
+pub struct Prepared {
+    pub envelope: Envelope,
+    pub content: Vec<u8>,
+    pub message_id: String,
+}
+
+/// Turn a submission from user `uid` into the envelope and content to
+/// queue as `queue_id`.
+pub fn prepare(
+    s: &PickupSettings,
+    sub: &maildrop::Submission,
+    uid: u32,
+    queue_id: QueueId,
+    now_micros: u64,
+) -> Result<Prepared, Refusal> {
+    let malformed = |why: String| Refusal::Malformed(why);
+    let sender = if sub.sender.is_empty() || sub.sender == "<>" {
+        String::new()
+    } else {
+        let q = s.qualify(&sub.sender);
+        crate::smtpd::address::parse_mailbox(&q, true)
+            .map_err(|r| malformed(format!("sender <{q}>: {}", r.summary())))?
+            .address()
+    };
+    let mut recipients = Vec::new();
+    for r in &sub.recipients {
+        let q = s.qualify(r);
+        let mailbox = crate::smtpd::address::parse_mailbox(&q, true)
+            .map_err(|e| malformed(format!("recipient <{q}>: {}", e.summary())))?;
+        let address = mailbox.address();
+        let lookup = |e: corepost_config::tables::TableError| {
+            Refusal::Temporary(format!("<{address}>: lookup failure: {e}"))
+        };
+        let class = s.router.classify(&mailbox.domain).map_err(lookup)?;
+        let route = s.router.route(&address, class).map_err(lookup)?;
+        recipients.push(Recipient {
+            address,
+            orcpt: None,
+            notify: sub.notify,
+            transport: route.transport,
+            nexthop: route.nexthop,
+            state: corepost_spool::RecipientState::Pending,
+        });
+    }
+    if recipients.is_empty() {
+        return Err(malformed("no recipients".into()));
+    }
+    let mut parsed = headers::parse(&sub.content);
+    parsed.remove("bcc");
+    let mut extra = Vec::new();
+    if !parsed.has("from") {
+        let from = if sender.is_empty() {
+            "MAILER-DAEMON".to_string()
+        } else {
+            match sub.fullname.as_deref().filter(|f| !f.trim().is_empty()) {
+                Some(name) => format!("{} <{sender}>", display_name(name)),
+                None => sender.clone(),
+            }
+        };
+        extra.push(format!("From: {from}\r\n"));
+    }
+    if !parsed.has("date") {
+        extra.push(format!("Date: {}\r\n", crate::time::rfc5322_now()));
+    }
+    let message_id = match parsed
+        .fields
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case("message-id"))
+    {
+        Some(f) => f.value().trim().to_string(),
+        None => {
+            let id = format!("<{now_micros}.{queue_id}@{}>", s.myhostname);
+            extra.push(format!("Message-Id: {id}\r\n"));
+            id
+        }
+    };
+    let mut content = format!(
+        "Received: by {} ({}, from userid {uid})\r\n\tid {queue_id}; {}\r\n",
+        s.myhostname,
+        s.mail_name,
+        crate::time::rfc5322_now()
+    )
+    .into_bytes();
+    content.extend_from_slice(&parsed.assemble(&extra));
+    if content.len() as u64 > s.message_size_limit {
+        return Err(malformed(format!(
+            "message of {} bytes exceeds message_size_limit",
+            content.len()
+        )));
+    }
+    let eight_bit = !content.is_ascii();
+    let smtputf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.address.is_ascii());
+    let envelope = Envelope {
+        queue_id,
+        arrival: now_micros,
+        sender,
+        params: MailParams {
+            size: Some(content.len() as u64),
+            body: if eight_bit {
+                BodyType::EightBitMime
+            } else {
+                BodyType::SevenBit
+            },
+            smtputf8,
+            ret: sub.ret,
+            envid: sub.envid.clone(),
+        },
+        client: ClientInfo {
+            name: "localhost".into(),
+            addr: "127.0.0.1".into(),
+            port: 0,
+            helo: String::new(),
+            protocol: "local".into(),
+            sasl_username: None,
+            tls: None,
+        },
+        recipients,
+        next_attempt: 0,
+        held: false,
+    };
+    Ok(Prepared {
+        envelope,
+        content,
+        message_id,
+    })
+}
+
+/// A display name, quoted when it has RFC 5322 specials.
+fn display_name(name: &str) -> String {
+    if name.chars().any(|c| "()<>[]:;@\\,.\"".contains(c)) {
+        format!("\"{}\"", name.replace('\\', "\\\\").replace('"', "\\\""))
+    } else {
+        name.to_string()
+    }
+}
+
+/// The pickup loop on one core, until shutdown.
+pub async fn run(ctx: Rc<CoreContext>, settings: Arc<PickupSettings>) {
+    let mut retry_after: HashMap<String, Instant> = HashMap::new();
+    loop {
+        if ctx.shutdown.is_triggered() {
+            return;
+        }
+        let taken = pass(&ctx, &settings, &mut retry_after).await;
+        if taken < BATCH {
+            futures_lite::future::or(ctx.shutdown.wait(), glommio::timer::sleep(POLL)).await;
+        }
+    }
+}
+
+/// Read one maildrop file, refusing links and anything but a plain file.
+fn read_file(path: &Path, limit: u64) -> Result<(Vec<u8>, u32), Refusal> {
+    use std::io::Read;
+    let file = std::fs::OpenOptions::new()
+        .read(true)
+        .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+        .open(path)
+        .map_err(|e| Refusal::Malformed(format!("cannot open: {e}")))?;
+    let meta = file
+        .metadata()
+        .map_err(|e| Refusal::Malformed(format!("cannot stat: {e}")))?;
+    if !meta.file_type().is_file() || meta.nlink() != 1 {
+        return Err(Refusal::Malformed(
+            "not a plain file with a single link".into(),
+        ));
+    }
+    // Room for the submission's own header lines.
+    let cap = limit.saturating_add(1 << 20);
+    let mut bytes = Vec::new();
+    file.take(cap)
+        .read_to_end(&mut bytes)
+        .map_err(|e| Refusal::Temporary(format!("read error: {e}")))?;
+    if bytes.len() as u64 >= cap {
+        return Err(Refusal::Malformed("file exceeds message_size_limit".into()));
+    }
+    Ok((bytes, meta.uid()))
+}
+
+/// Move a bad file out of the maildrop.
+fn set_aside(ctx: &CoreContext, s: &PickupSettings, path: &Path, name: &str, why: &str) {
+    let target = maildrop::corrupt_dir(&s.queue_dir).join(name);
+    let outcome = match std::fs::rename(path, &target) {
+        Ok(()) => format!("moved to {}", target.display()),
+        Err(e) => format!("cannot move it to {}: {e}", target.display()),
+    };
+    ctx.log.line(
+        &s.program,
+        &format!("warning: maildrop/{name}: malformed submission: {why}; {outcome}"),
+    );
+}
+
+/// One pass over the maildrop; returns how many files it looked at.
+async fn pass(
+    ctx: &Rc<CoreContext>,
+    s: &PickupSettings,
+    retry_after: &mut HashMap<String, Instant>,
+) -> usize {
+    let dir = maildrop::dir(&s.queue_dir);
+    let Ok(entries) = std::fs::read_dir(&dir) else {
+        return 0;
+    };
+    let now = Instant::now();
+    retry_after.retain(|_, t| *t > now);
+    let names: Vec<String> = entries
+        .filter_map(Result::ok)
+        .filter_map(|e| e.file_name().into_string().ok())
+        .filter(|n| !n.starts_with('.') && !retry_after.contains_key(n))
+        .take(BATCH)
+        .collect();
+    let mut queued: Vec<(PathBuf, QueueId, Envelope, usize)> = Vec::new();
+    let mut last_lsn = None;
+    for name in &names {
+        let path = dir.join(name);
+        let (bytes, uid) = match read_file(&path, s.message_size_limit) {
+            Ok(x) => x,
+            Err(Refusal::Malformed(why)) => {
+                set_aside(ctx, s, &path, name, &why);
+                continue;
+            }
+            Err(Refusal::Temporary(why)) => {
+                ctx.log
+                    .line(&s.program, &format!("warning: maildrop/{name}: {why}"));
+                retry_after.insert(name.clone(), now + RETRY);
+                continue;
+            }
+        };
+        let sub = match maildrop::Submission::decode(&bytes) {
+            Ok(sub) => sub,
+            Err(why) => {
+                set_aside(ctx, s, &path, name, &why);
+                continue;
+            }
+        };
+        let id = ctx.new_queue_id();
+        let prepared = match prepare(s, &sub, uid, id, corepost_spool::queue_id::now_micros()) {
+            Ok(p) => p,
+            Err(Refusal::Malformed(why)) => {
+                set_aside(ctx, s, &path, name, &why);
+                continue;
+            }
+            Err(Refusal::Temporary(why)) => {
+                ctx.log.line(
+                    &s.program,
+                    &format!("warning: maildrop/{name}: {why}; will try again"),
+                );
+                retry_after.insert(name.clone(), now + RETRY);
+                continue;
+            }
+        };
+        let appended = ctx
+            .spool
+            .borrow_mut()
+            .append_message(&prepared.envelope, &prepared.content);
+        match appended {
+            Ok(a) => {
+                ctx.log.line(
+                    &s.program,
+                    &format!("{id}: uid={uid} from=<{}>", sub.sender),
+                );
+                ctx.log.line(
+                    "corepost/cleanup",
+                    &format!("{id}: message-id={}", prepared.message_id),
+                );
+                last_lsn = Some(a.lsn);
+                let size = prepared.content.len();
+                queued.push((path, id, prepared.envelope, size));
+            }
+            Err(e) => {
+                ctx.log.line(
+                    &s.program,
+                    &format!("warning: maildrop/{name}: queue file write error: {e}"),
+                );
+                retry_after.insert(name.clone(), now + RETRY);
+            }
+        }
+    }
+    if let Some(lsn) = last_lsn {
+        let durable = ctx.spool.borrow().durable(lsn);
+        if let Err(e) = durable.await {
+            // Not durable: keep every file, so nothing is lost; the spool
+            // refuses further appends after a failed flush anyway.
+            ctx.log.line(
+                &s.program,
+                &format!("warning: queue file write error: {e}; submissions kept in the maildrop"),
+            );
+            return names.len();
+        }
+        for (path, id, envelope, size) in &queued {
+            if let Err(e) = std::fs::remove_file(path) {
+                ctx.log.line(
+                    &s.program,
+                    &format!("warning: {id}: remove {}: {e}", path.display()),
+                );
+            }
+            ctx.log.line(
+                "corepost/qmgr",
+                &format!(
+                    "{id}: from=<{}>, size={size}, nrcpt={} (queue active)",
+                    envelope.sender,
+                    envelope.recipients.len()
+                ),
+            );
+        }
+        if !queued.is_empty() {
+            let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());
+            ctx.new_mail.notify();
+        }
+    }
+    names.len()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn settings(extra: &str) -> PickupSettings {
+        let dir = tempfile::tempdir().unwrap();
+        let main = format!(
+            "myhostname = mx.example.com\nmydomain = example.com\nrelayhost = [127.0.0.1]:2526\n{extra}"
+        );
+        let config = Config::from_parts(
+            dir.path(),
+            Some(&main),
+            Some("pickup unix n - n 60 1 pickup\n"),
+        )
+        .unwrap();
+        PickupSettings::from_config(&config).unwrap().unwrap()
+    }
+
+    fn submission(content: &[u8]) -> maildrop::Submission {
+        maildrop::Submission {
+            sender: "alice".into(),
+            fullname: Some("Alice Q. Example".into()),
+            recipients: vec!["bob".into(), "carol@remote.example".into()],
+            content: content.to_vec(),
+            ..Default::default()
+        }
+    }
+
+    #[test]
+    fn qualifies_routes_and_adds_headers() {
+        let s = settings("");
+        let id = QueueId::from_parts(1_700_000_000_000_000, 0, 1);
+        let p = prepare(
+            &s,
+            &submission(b"Subject: hi\r\nBcc: secret@x.example\r\n\r\nbody\r\n"),
+            1000,
+            id,
+            5,
+        )
+        .unwrap();
+        assert_eq!(p.envelope.sender, "alice@mx.example.com");
+        let r: Vec<(&str, &str, &str)> = p
+            .envelope
+            .recipients
+            .iter()
+            .map(|r| (r.address.as_str(), r.transport.as_str(), r.nexthop.as_str()))
+            .collect();
+        assert_eq!(
+            r,
+            vec![
+                ("bob@mx.example.com", "local", "mx.example.com"),
+                ("carol@remote.example", "smtp", "[127.0.0.1]:2526")
+            ]
+        );
+        let text = String::from_utf8(p.content).unwrap();
+        assert!(
+            text.starts_with(&format!(
+                "Received: by mx.example.com (corepost, from userid 1000)\r\n\tid {id}; "
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("Bcc"), "{text}");
+        assert!(
+            text.contains("\r\nFrom: \"Alice Q. Example\" <alice@mx.example.com>\r\n"),
+            "{text}"
+        );
+        assert!(text.contains("\r\nDate: "), "{text}");
+        assert!(
+            text.contains(&format!(
+                "\r\nMessage-Id: <5.{id}@mx.example.com>\r\n\r\nbody\r\n"
+            )),
+            "{text}"
+        );
+        assert_eq!(p.envelope.client.protocol, "local");
+    }
+
+    #[test]
+    fn keeps_existing_headers_and_appends_dot_mydomain() {
+        let s = settings("append_dot_mydomain = yes\nmyorigin = $mydomain\n");
+        let id = QueueId::from_parts(1_700_000_000_000_000, 0, 2);
+        let mut sub = submission(b"From: x@y.example\r\nDate: Mon, 1 Jan 2024 00:00:00 +0000\r\nMessage-ID: <m@y>\r\n\r\nb");
+        sub.recipients = vec!["dave@host".into()];
+        let p = prepare(&s, &sub, 0, id, 5).unwrap();
+        assert_eq!(p.envelope.sender, "alice@example.com");
+        assert_eq!(p.envelope.recipients[0].address, "dave@host.example.com");
+        assert_eq!(p.message_id, "<m@y>");
+        let text = String::from_utf8(p.content).unwrap();
+        assert_eq!(text.matches("From:").count(), 1);
+        assert_eq!(text.matches("Date:").count(), 1);
+        assert!(!text.contains("Message-Id"));
+    }
+
+    #[test]
+    fn refuses_bad_addresses_and_empty_recipient_lists() {
+        let s = settings("");
+        let id = QueueId::from_parts(1_700_000_000_000_000, 0, 3);
+        let mut sub = submission(b"x");
+        sub.recipients = vec!["bad address@@x".into()];
+        assert!(matches!(
+            prepare(&s, &sub, 0, id, 1),
+            Err(Refusal::Malformed(_))
+        ));
+        sub.recipients.clear();
+        assert!(matches!(
+            prepare(&s, &sub, 0, id, 1),
+            Err(Refusal::Malformed(_))
+        ));
+        sub.recipients = vec!["ok@x.example".into()];
+        sub.sender = String::new();
+        let p = prepare(&s, &sub, 0, id, 1).unwrap();
+        assert_eq!(p.envelope.sender, "");
+        assert!(
+            String::from_utf8(p.content)
+                .unwrap()
+                .contains("From: MAILER-DAEMON\r\n")
+        );
+    }
+}

@@ -1,0 +1,308 @@
+//! Queue administration end to end: `mailq`, `corepost queue
+//! list/show/shape/hold/release/delete/flush`, `sendmail -q` and `corepost
+//! status` against a running daemon through its control socket, and
+//! list/show/shape on a stopped daemon's spool.
+
+mod support;
+
+use std::process::Command;
+use std::time::{Duration, Instant};
+use support::*;
+
+/// A daemon relaying to 127.0.0.1:`port`, with retries far apart so that
+/// only a flush or a release brings deferred mail out early.
+fn daemon(port: u16) -> Daemon {
+    Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{port}\nminimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n"
+    ))
+}
+
+fn send(port: u16, rcpts: &[&str], subject: &str) -> String {
+    let mut c = Raw::connect(port);
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<sender@example.org>").starts_with("250"));
+    for r in rcpts {
+        assert!(c.cmd(&format!("RCPT TO:<{r}>")).starts_with("250"));
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(format!("Subject: {subject}\r\n\r\nbody\r\n.\r\n").as_bytes());
+    let r = c.reply();
+    c.cmd("QUIT");
+    r.trim()
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .expect("queued")
+        .to_string()
+}
+
+fn queue(d: &Daemon, args: &[&str]) -> std::process::Output {
+    let dir = d.config_dir();
+    let mut all = vec!["queue", "-c", &dir];
+    all.extend_from_slice(args);
+    corepost(&all)
+}
+
+/// Run the binary under another name (mailq, sendmail) through a link.
+fn as_named(d: &Daemon, name: &str, args: &[&str]) -> std::process::Output {
+    let link = d.dir.path().join(name);
+    if !link.exists() {
+        std::os::unix::fs::symlink(corepost_bin(), &link).expect("symlink");
+    }
+    Command::new(link)
+        .args(["-C", &d.config_dir()])
+        .args(args)
+        .env_remove("COREPOST_CONFIG_DIR")
+        .output()
+        .expect("run")
+}
+
+fn wait_log(d: &Daemon, needle: &str, secs: u64) -> String {
+    let deadline = Instant::now() + Duration::from_secs(secs);
+    loop {
+        let log = d.log();
+        if log.contains(needle) || Instant::now() > deadline {
+            return log;
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+fn ok(o: &std::process::Output) -> String {
+    assert!(o.status.success(), "{}{}", stdout(o), stderr(o));
+    stdout(o)
+}
+
+#[test]
+fn mailq_lists_deferred_mail_with_its_reason_running_or_stopped() {
+    let sink = Sink::start();
+    let mut d = daemon(sink.port);
+    let id = send(
+        d.port,
+        &["tempfail@remote.example", "tempfail2@remote.example"],
+        "deferred",
+    );
+    let log = wait_log(&d, "status=deferred", 20);
+    assert!(log.contains("status=deferred"), "{log}");
+    std::thread::sleep(Duration::from_millis(300));
+    let list = ok(&as_named(&d, "mailq", &[]));
+    let lines: Vec<&str> = list.lines().collect();
+    assert!(lines[0].starts_with("-Queue ID-"), "{list}");
+    let head = lines
+        .iter()
+        .find(|l| l.starts_with(&id))
+        .unwrap_or_else(|| panic!("{id} listed: {list}"));
+    assert!(head.ends_with("  sender@example.org"), "{list}");
+    assert!(
+        list.contains("(host 127.0.0.1[127.0.0.1] said: 450 4.2.0 try again later"),
+        "the deferral reason: {list}"
+    );
+    // Recipients line up under the sender column.
+    let column = head.find("sender@example.org").expect("sender column");
+    assert!(
+        list.contains(&format!(
+            "\n{}tempfail@remote.example\n",
+            " ".repeat(column)
+        )),
+        "{list}"
+    );
+    assert!(list.contains("tempfail2@remote.example"), "{list}");
+    assert!(list.trim_end().ends_with("Kbytes in 1 Request."), "{list}");
+    // sendmail -bp is mailq.
+    assert_eq!(ok(&as_named(&d, "sendmail", &["-bp"])), list);
+    let shape = ok(&queue(&d, &["shape"]));
+    assert!(shape.contains("TOTAL      2     2"), "{shape}");
+    assert!(shape.contains("remote.example      2     2"), "{shape}");
+    let show = ok(&queue(&d, &["show", &id]));
+    assert!(show.contains("sender: sender@example.org"), "{show}");
+    assert!(
+        show.contains("recipient: tempfail@remote.example (pending, smtp:"),
+        "{show}"
+    );
+    assert!(show.contains("Subject: deferred"), "{show}");
+    let status = ok(&corepost(&["status", "-c", &d.config_dir()]));
+    assert!(status.contains("the mail system is running"), "{status}");
+    assert!(
+        status.contains("queue: 1 messages (0 active, 1 deferred, 0 held)"),
+        "{status}"
+    );
+    assert!(status.contains("cores: 2"), "{status}");
+    assert!(
+        status.contains(&format!("listeners: 127.0.0.1:{}", d.port)),
+        "{status}"
+    );
+    // Stopped: the same listing, read from the spool.
+    d.stop();
+    let offline = ok(&queue(&d, &["list"]));
+    assert_eq!(offline, list, "the stopped spool lists the same");
+    assert!(ok(&queue(&d, &["show", &id])).contains("Subject: deferred"));
+    assert!(ok(&queue(&d, &["shape"])).contains("remote.example"));
+    let refused = queue(&d, &["hold", &id]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("not running"),
+        "{}",
+        stderr(&refused)
+    );
+}
+
+#[test]
+fn hold_keeps_a_message_from_delivery_until_release() {
+    let port = free_port();
+    let d = daemon(port);
+    let id = send(d.port, &["x@remote.example"], "held");
+    wait_log(&d, "status=deferred", 20);
+    let out = ok(&queue(&d, &["hold", &id]));
+    assert!(out.contains("Placed on hold: 1 message"), "{out}");
+    let list = ok(&queue(&d, &["list"]));
+    assert!(list.contains(&format!("{id}!")), "{list}");
+    let sink = Sink::start_on(port);
+    ok(&queue(&d, &["flush"]));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(
+        sink.snapshot().messages.len(),
+        0,
+        "held mail is not delivered"
+    );
+    let out = ok(&queue(&d, &["release", &id]));
+    assert!(out.contains("Released from hold: 1 message"), "{out}");
+    let got = sink.wait_for(1, 10);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    let log = d.log();
+    assert!(log.contains(&format!("{id}: placed on hold")), "{log}");
+    assert!(log.contains(&format!("{id}: released from hold")), "{log}");
+}
+
+#[test]
+fn delete_removes_a_message_for_good() {
+    let port = free_port();
+    let mut d = daemon(port);
+    let keep = send(d.port, &["keep@remote.example"], "keep");
+    let gone = send(d.port, &["gone@remote.example"], "gone");
+    wait_log(&d, "status=deferred", 20);
+    let out = ok(&queue(&d, &["delete", &gone]));
+    assert!(out.contains("Deleted: 1 message"), "{out}");
+    assert!(d.log().contains(&format!("{gone}: removed")));
+    let list = ok(&queue(&d, &["list"]));
+    assert!(!list.contains(&gone) && list.contains(&keep), "{list}");
+    // Also after a restart, and when the destination is back.
+    d.stop();
+    let sink = Sink::start_on(port);
+    d.spawn();
+    ok(&queue(&d, &["flush"]));
+    let got = sink.wait_for(1, 10);
+    std::thread::sleep(Duration::from_millis(500));
+    let got_all = sink.snapshot();
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    assert_eq!(
+        got_all.messages.len(),
+        1,
+        "only the kept message: {:?}",
+        got_all.messages
+    );
+    assert_eq!(
+        got_all.messages[0].1,
+        vec!["keep@remote.example".to_string()]
+    );
+    // ALL deletes everything left; unknown ids count nothing.
+    let _ = send(d.port, &["later@nowhere.invalid"], "later");
+    let out = ok(&queue(&d, &["delete", "ALL"]));
+    assert!(out.contains("Deleted: "), "{out}");
+    let bad = queue(&d, &["delete", "not-an-id"]);
+    assert!(!bad.status.success());
+}
+
+#[test]
+fn flush_delivers_deferred_mail_as_soon_as_the_sink_is_back() {
+    let port = free_port();
+    let d = daemon(port);
+    let a = send(d.port, &["a@remote.example"], "flush one");
+    let b = send(d.port, &["b@remote.example"], "flush two");
+    let log = wait_log(&d, &format!("{b}: to=<b@remote.example>"), 20);
+    assert!(
+        log.contains(&format!("{a}: to=<a@remote.example>")),
+        "{log}"
+    );
+    let sink = Sink::start_on(port);
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(
+        sink.snapshot().messages.len(),
+        0,
+        "retries are an hour away"
+    );
+    let started = Instant::now();
+    // `sendmail -q` is a flush.
+    ok(&as_named(&d, "sendmail", &["-q"]));
+    let got = sink.wait_for(2, 10);
+    assert_eq!(got.messages.len(), 2, "{}", d.log());
+    assert!(started.elapsed() < Duration::from_secs(5));
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ok(&queue(&d, &["list"])), "Mail queue is empty\n");
+}
+
+#[test]
+fn requeue_routes_deferred_mail_again_with_the_current_configuration() {
+    let dead = free_port();
+    let d = daemon(dead);
+    let old = send(d.port, &["r@remote.example"], "requeue me");
+    wait_log(&d, "status=deferred", 20);
+    // The operator points the relay somewhere that works, reloads, and
+    // requeues: the message is routed again under a new queue id.
+    let sink = Sink::start();
+    let main = d.dir.path().join("main.cf");
+    let text = std::fs::read_to_string(&main).unwrap().replace(
+        &format!("[127.0.0.1]:{dead}"),
+        &format!("[127.0.0.1]:{}", sink.port),
+    );
+    std::fs::write(&main, text).unwrap();
+    ok(&corepost(&["reload", "-c", &d.config_dir()]));
+    wait_log(&d, "reload --", 10);
+    let out = ok(&queue(&d, &["requeue", "ALL"]));
+    assert!(out.contains("Requeued: 1 message"), "{out}");
+    let got = sink.wait_for(1, 10);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    assert_eq!(got.messages[0].1, vec!["r@remote.example".to_string()]);
+    let log = d.log();
+    assert!(log.contains(&format!("{old}: requeued as ")), "{log}");
+    std::thread::sleep(Duration::from_millis(300));
+    assert_eq!(ok(&queue(&d, &["list"])), "Mail queue is empty\n");
+}
+
+#[test]
+fn flush_of_one_domain_leaves_the_rest_waiting() {
+    let port = free_port();
+    let d = daemon(port);
+    let one = send(d.port, &["a@one.example"], "one");
+    let two = send(d.port, &["b@two.example"], "two");
+    let log = wait_log(&d, &format!("{two}: to=<b@two.example>"), 20);
+    assert!(log.contains(&format!("{one}: to=<a@one.example>")), "{log}");
+    let sink = Sink::start_on(port);
+    let out = ok(&queue(&d, &["flush", "two.example"]));
+    assert!(out.contains("flushed 1 deferred message"), "{out}");
+    let got = sink.wait_for(1, 10);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    assert_eq!(got.messages[0].1, vec!["b@two.example".to_string()]);
+    std::thread::sleep(Duration::from_millis(500));
+    let list = ok(&queue(&d, &["list"]));
+    assert!(list.contains(&one) && !list.contains(&two), "{list}");
+}
+
+#[test]
+fn delete_all_deferred_spares_held_mail() {
+    let port = free_port();
+    let d = daemon(port);
+    let held = send(d.port, &["h@remote.example"], "held");
+    let deferred = send(d.port, &["d@remote.example"], "deferred");
+    let log = wait_log(&d, &format!("{deferred}: to=<d@remote.example>"), 20);
+    assert!(
+        log.contains(&format!("{held}: to=<h@remote.example>")),
+        "{log}"
+    );
+    std::thread::sleep(Duration::from_millis(200));
+    ok(&queue(&d, &["hold", &held]));
+    let out = ok(&queue(&d, &["delete", "ALL", "deferred"]));
+    assert!(out.contains("Deleted: 1 message"), "{out}");
+    let list = ok(&queue(&d, &["list"]));
+    assert!(
+        list.contains(&format!("{held}!")) && !list.contains(&deferred),
+        "{list}"
+    );
+}
