@@ -40,6 +40,8 @@ pub struct SmtpdSettings {
     pub backlog_limit: usize,
     pub router: Router,
     pub policy: Policy,
+    /// Per-client connection and rate limits (anvil).
+    pub limits: super::anvil::Limits,
 }
 
 impl SmtpdSettings {
@@ -96,6 +98,7 @@ impl SmtpdSettings {
             backlog_limit: nonneg("corepost_core_backlog_limit")? as usize,
             router: Router::from_params(&get)?,
             policy: Policy::from_params(&get, mynetworks)?,
+            limits: super::anvil::Limits::from_params(&get)?,
         })
     }
 }
