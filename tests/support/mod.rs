@@ -190,6 +190,14 @@ impl Raw {
     /// Connect from a chosen loopback source address (e.g. 127.0.0.2,
     /// which is not in the default mynetworks).
     pub fn connect_from(port: u16, source: &str) -> Raw {
+        let (raw, greeting) = Raw::open_from(port, source);
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        raw
+    }
+
+    /// Connect from a chosen loopback source address and return the
+    /// greeting, whatever it is (421 limits, 554 client rejections).
+    pub fn open_from(port: u16, source: &str) -> (Raw, String) {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("socket");
         let src: std::net::SocketAddr = format!("{source}:0").parse().expect("source");
@@ -205,8 +213,7 @@ impl Raw {
             buf: Vec::new(),
         };
         let greeting = raw.reply();
-        assert!(greeting.starts_with("220 "), "{greeting}");
-        raw
+        (raw, greeting)
     }
 
     pub fn send(&mut self, data: &[u8]) {

@@ -315,3 +315,31 @@ mod tests {
         assert_eq!(find_end(b"action=OK\n"), None);
     }
 }
+
+#[cfg(test)]
+mod parse_tests {
+    use super::*;
+
+    #[test]
+    fn brace_attributes() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = corepost_config::Config::from_parts(
+            dir.path(),
+            Some("slow = check_policy_service { inet:127.0.0.1:9, timeout=1s, default_action=DUNNO }\nsmtpd_restriction_classes = slow\n"),
+            None,
+        )
+        .unwrap();
+        let list = corepost_config::restrictions::parse_restrictions(
+            &config.get("slow").unwrap(),
+            &["slow".to_string()],
+        )
+        .unwrap();
+        let arg = list[0].argument.clone().unwrap();
+        let p =
+            PolicyServices::from_params(&|n| config.get(n), std::slice::from_ref(&arg)).unwrap();
+        let ep = &p.endpoints[&arg];
+        assert_eq!(ep.timeout, Duration::from_secs(1), "{arg:?}");
+        assert_eq!(ep.default_action, "DUNNO");
+        assert_eq!(ep.target, Target::Inet("127.0.0.1:9".into()));
+    }
+}

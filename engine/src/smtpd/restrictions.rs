@@ -562,7 +562,7 @@ impl Policy {
                     &f.client_addr.to_string(),
                     self.parent_access,
                 );
-                self.access(c, &keys, stage, f, out, depth).await
+                self.access(c, &keys, Stage::Client, f, out, depth).await
             }
             "check_reverse_client_hostname_access" => {
                 let keys = client_keys(
@@ -570,12 +570,12 @@ impl Policy {
                     &f.client_addr.to_string(),
                     self.parent_access,
                 );
-                self.access(c, &keys, stage, f, out, depth).await
+                self.access(c, &keys, Stage::Client, f, out, depth).await
             }
             "check_helo_access" => match f.helo {
                 Some(h) => {
                     let keys = domain_keys(h, self.parent_access);
-                    self.access(c, &keys, stage, f, out, depth).await
+                    self.access(c, &keys, Stage::Helo, f, out, depth).await
                 }
                 None => Decision::Dunno,
             },
@@ -586,13 +586,18 @@ impl Policy {
                     } else {
                         access_keys(s, self.parent_access, &self.recipient_delimiter)
                     };
-                    self.access(c, &keys, stage, f, out, depth).await
+                    self.access(c, &keys, Stage::Sender, f, out, depth).await
                 }
                 None => Decision::Dunno,
             },
             "check_recipient_access" => match f.recipient {
                 Some(rc) => {
                     let keys = access_keys(rc, self.parent_access, &self.recipient_delimiter);
+                    let stage = if stage == Stage::Relay {
+                        stage
+                    } else {
+                        Stage::Recipient
+                    };
                     self.access(c, &keys, stage, f, out, depth).await
                 }
                 None => Decision::Dunno,
