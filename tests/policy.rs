@@ -376,17 +376,17 @@ fn client_name_lookup_and_unknown_checks() {
     assert!(log.contains("connect from unknown[127.0.0.2]"), "{log}");
 }
 
+/// The requests a policy stub read, each a list of (name, value).
+type Requests = Arc<Mutex<Vec<Vec<(String, String)>>>>;
+
 /// A policy server speaking Postfix's protocol: answers by recipient local
 /// part (`reject...`, `defer...`, `silent...` never answers), records every
 /// request it read.
 struct PolicyStub {
-    requests: Arc<Mutex<Vec<Vec<(String, String)>>>>,
+    requests: Requests,
 }
 
-fn serve_policy<S: std::io::Read + Write>(
-    stream: S,
-    requests: Arc<Mutex<Vec<Vec<(String, String)>>>>,
-) {
+fn serve_policy<S: std::io::Read + Write>(stream: S, requests: Requests) {
     let mut reader = BufReader::new(stream);
     loop {
         let mut attrs = Vec::new();
