@@ -617,3 +617,25 @@ fn message_and_recipient_rate_limits() {
         "{log}"
     );
 }
+
+#[test]
+fn unlisted_sender_in_a_local_domain_is_refused() {
+    let d = Daemon::start("smtpd_sender_restrictions = reject_unlisted_sender\n");
+    let mut ghost = session(&d, "127.0.0.1", "client.example", "ghost@mx.test.example");
+    assert_eq!(
+        ghost.cmd("RCPT TO:<alice@mx.test.example>"),
+        "550 5.1.0 <ghost@mx.test.example>: Sender address rejected: User unknown in local recipient table\r\n"
+    );
+    let mut alice = session(&d, "127.0.0.1", "client.example", "alice@mx.test.example");
+    assert!(
+        alice
+            .cmd("RCPT TO:<postmaster@mx.test.example>")
+            .starts_with("250")
+    );
+    let mut foreign = session(&d, "127.0.0.1", "client.example", "ghost@example.org");
+    assert!(
+        foreign
+            .cmd("RCPT TO:<postmaster@mx.test.example>")
+            .starts_with("250")
+    );
+}

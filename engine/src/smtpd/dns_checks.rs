@@ -560,6 +560,87 @@ mod tests {
         );
     }
 
+    fn on_executor<F, Fut>(f: F)
+    where
+        F: FnOnce() -> Fut + Send + 'static,
+        Fut: std::future::Future<Output = ()> + 'static,
+    {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(f)
+            .expect("glommio executor")
+            .join()
+            .expect("test task");
+    }
+
+    fn quick(server: std::net::SocketAddr) -> ResolverConfig {
+        let mut c = ResolverConfig::with_servers(vec![server]);
+        c.timeout = std::time::Duration::from_millis(200);
+        c.attempts = 1;
+        c.failure_ttl = std::time::Duration::ZERO;
+        c
+    }
+
+    #[test]
+    fn timeouts_are_temporary_never_permanent() {
+        use crate::dns::testserver::{Behaviour, TestServer};
+        use crate::smtpd::restrictions::tests::policy;
+        let server = TestServer::start().unwrap();
+        server.set_default_behaviour(Behaviour::Drop);
+        let config = quick(server.addr());
+        on_executor(move || async move {
+            let checks = DnsChecks::for_tests(config.clone());
+            let ip: IpAddr = "192.0.2.7".parse().unwrap();
+            assert_eq!(
+                checks.client_names(ip).await,
+                ClientNames::unknown(NameStatus::TempFail)
+            );
+            let mut p = policy(
+                "smtpd_client_restrictions = reject_rbl_client bl.test, reject_unknown_client_hostname\nsmtpd_sender_restrictions = reject_unknown_sender_domain\nsmtpd_helo_restrictions = reject_unknown_helo_hostname\n",
+            );
+            p.dns = DnsChecks::for_tests(config);
+            let mut f = Facts::client(ip);
+            f.client_name_status = NameStatus::TempFail;
+            f.helo = Some("helo.example");
+            f.sender = Some("a@sender.example");
+            for (list, stage, want) in [
+                (
+                    "smtpd_client_restrictions",
+                    Stage::Client,
+                    "450 4.7.1 <unknown[192.0.2.7]>: Client host rejected: Unable to look up bl.test: DNS lookup failure, try again later",
+                ),
+                (
+                    "smtpd_helo_restrictions",
+                    Stage::Helo,
+                    "450 4.7.1 <helo.example>: Helo command rejected: Host not found",
+                ),
+                (
+                    "smtpd_sender_restrictions",
+                    Stage::Sender,
+                    "450 4.1.8 <a@sender.example>: Sender address rejected: Domain not found",
+                ),
+            ] {
+                let mut out = Outcome::default();
+                let r = p.check(&[(list, stage)], &f, &mut out).await;
+                let got = r.map(|r| r.summary()).unwrap_or_default();
+                if list == "smtpd_client_restrictions" {
+                    // The DNSBL's 4xx is pending (defer_if_permit); the
+                    // unknown client name's 450 rejects first.
+                    assert_eq!(
+                        got,
+                        "450 4.7.25 Client host rejected: cannot find your hostname, [192.0.2.7]"
+                    );
+                    let mut only_rbl = Facts::client(ip);
+                    only_rbl.client_name_status = NameStatus::Ok;
+                    let mut out = Outcome::default();
+                    let r = p.check(&[(list, stage)], &only_rbl, &mut out).await;
+                    assert_eq!(r.map(|r| r.summary()).unwrap_or_default(), want);
+                } else {
+                    assert_eq!(got, want);
+                }
+            }
+        });
+    }
+
     #[test]
     fn reply_text() {
         let r = parse_reply(

@@ -98,6 +98,11 @@ pub struct Facts<'a> {
     pub instance: &'a str,
     pub recipient_count: usize,
     pub size: u64,
+    /// The sender is in a local or virtual domain but not in its class's
+    /// recipient table: (reply code, table name). See [`unlisted`].
+    pub sender_unlisted: Option<(u16, &'static str)>,
+    /// The same for the recipient.
+    pub recipient_unlisted: Option<(u16, &'static str)>,
 }
 
 impl<'a> Facts<'a> {
@@ -122,6 +127,8 @@ impl<'a> Facts<'a> {
             instance: "",
             recipient_count: 0,
             size: 0,
+            sender_unlisted: None,
+            recipient_unlisted: None,
         }
     }
 }
@@ -236,6 +243,7 @@ pub struct Policy {
     recipient_delimiter: String,
     null_sender_key: String,
     allow_untrusted_routing: bool,
+    reject_unlisted_sender: bool,
     codes: Codes,
     pub(crate) dns: DnsChecks,
     pub(crate) policy_services: PolicyServices,
@@ -327,6 +335,7 @@ impl Policy {
             recipient_delimiter: s("recipient_delimiter")?,
             null_sender_key: s("smtpd_null_access_lookup_key")?,
             allow_untrusted_routing: s("allow_untrusted_routing")?.trim() == "yes",
+            reject_unlisted_sender: s("smtpd_reject_unlisted_sender")?.trim() == "yes",
             codes: Codes {
                 reject: code("reject_code")?,
                 defer: code("defer_code")?,
@@ -370,6 +379,14 @@ impl Policy {
         for (list, stage) in lists {
             if let Decision::Reject(r) = self.evaluate(list, *stage, facts, out).await {
                 return Some(r);
+            }
+            // smtpd_reject_unlisted_sender: as if the sender list ended
+            // with reject_unlisted_sender.
+            if *stage == Stage::Sender
+                && self.reject_unlisted_sender
+                && let Some(reply) = unlisted_reply(facts, true)
+            {
+                return Some(reply);
             }
         }
         out.defer_if_permit.take()
@@ -514,10 +531,12 @@ impl Policy {
                 Some(rc) if !fqdn_address(rc) => self.non_fqdn(rc, "Recipient address"),
                 _ => Decision::Dunno,
             },
-            // smtpd checks unlisted recipients itself
-            // (smtpd_reject_unlisted_recipient, after the restrictions);
-            // an explicit reject_unlisted_* is answered there too.
-            "reject_unlisted_recipient" | "reject_unlisted_sender" => Decision::Dunno,
+            "reject_unlisted_sender" => {
+                unlisted_reply(f, true).map_or(Decision::Dunno, Decision::Reject)
+            }
+            "reject_unlisted_recipient" => {
+                unlisted_reply(f, false).map_or(Decision::Dunno, Decision::Reject)
+            }
             "sleep" => Decision::Dunno, // accepted; corepost does not stall the core
             "reject_unknown_client_hostname" => self.unknown_client(f, f.client_name_status, ""),
             "reject_unknown_reverse_client_hostname" => {
@@ -983,6 +1002,44 @@ fn unquote(local: &str) -> String {
     out
 }
 
+/// Whether `address` is in a local or virtual domain but unknown to its
+/// class's recipient table (`reject_unlisted_{sender,recipient}`): the
+/// reply code and table name. Lookup trouble counts as listed here; the
+/// recipient check after the restrictions reports it.
+pub fn unlisted(router: &Router, address: &str) -> Option<(u16, &'static str)> {
+    let (_, domain) = crate::routing::split_address(address);
+    let class = router.classify(&domain.to_ascii_lowercase()).ok()?;
+    match router.check_recipient(address, class).ok()? {
+        crate::routing::RecipientCheck::Unknown { code, table } => Some((code, table)),
+        crate::routing::RecipientCheck::Known => None,
+    }
+}
+
+fn unlisted_reply(f: &Facts<'_>, sender: bool) -> Option<Reply> {
+    let (address, found, class, dsn) = if sender {
+        (f.sender?, f.sender_unlisted?, "Sender address", "5.1.0")
+    } else {
+        (
+            f.recipient?,
+            f.recipient_unlisted?,
+            "Recipient address",
+            "5.1.1",
+        )
+    };
+    let (code, table) = found;
+    Some(Reply::new(
+        code,
+        if code >= 500 {
+            dsn
+        } else if sender {
+            "4.1.0"
+        } else {
+            "4.1.1"
+        },
+        format!("<{address}>: {class} rejected: User unknown in {table}"),
+    ))
+}
+
 fn permit_if(yes: bool) -> Decision {
     if yes {
         Decision::Permit
@@ -1082,4 +1139,4 @@ fn valid_hostname(h: &str) -> bool {
 }
 
 #[cfg(test)]
-mod tests;
+pub(crate) mod tests;

@@ -89,6 +89,7 @@ struct RcptFacts {
     /// The class of its effective destination (see `restrictions::relay_class`).
     class: AddressClass,
     routed: bool,
+    unlisted: Option<(u16, &'static str)>,
 }
 
 enum Flow {
@@ -497,6 +498,10 @@ impl Session {
             instance: "",
             recipient_count: tx.map_or(0, |t| t.recipients.len()),
             size: tx.and_then(|t| t.params.size).unwrap_or(0),
+            sender_unlisted: tx
+                .filter(|t| !t.sender.is_empty())
+                .and_then(|t| super::restrictions::unlisted(&self.settings.router, &t.sender)),
+            recipient_unlisted: recipient.and_then(|r| r.unlisted),
         }
     }
 
@@ -740,6 +745,7 @@ impl Session {
             address: address.clone(),
             class: relay_class,
             routed,
+            unlisted: super::restrictions::unlisted(router, &address),
         };
         let lists = [
             ("smtpd_client_restrictions", Stage::Client),

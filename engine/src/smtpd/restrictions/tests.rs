@@ -3,7 +3,7 @@
 use super::*;
 use corepost_config::Config;
 
-pub(super) fn policy(main_cf: &str) -> Policy {
+pub(crate) fn policy(main_cf: &str) -> Policy {
     let dir = tempfile::tempdir().unwrap();
     let config = Config::from_parts(dir.path(), Some(main_cf), None).unwrap();
     let nets = NetworkList::parse(&config.get("mynetworks").unwrap()).unwrap();
@@ -141,6 +141,11 @@ fn generic_restrictions_and_texts() {
     assert_eq!(
         summary(run(&p, "smtpd_data_restrictions", Stage::Data, &f).0),
         "554 5.7.1 <DATA>: Data command rejected: Access denied"
+    );
+    let eod = policy("smtpd_end_of_data_restrictions = reject\n");
+    assert_eq!(
+        summary(run(&eod, "smtpd_end_of_data_restrictions", Stage::EndOfData, &f).0),
+        "554 5.7.1 <END-OF-MESSAGE>: End-of-data rejected: Access denied"
     );
     let codes = policy(
         "reject_code = 550\ndefer_code = 451\nsmtpd_client_restrictions = reject\nsmtpd_helo_restrictions = defer\n",
@@ -507,4 +512,50 @@ fn unimplemented_restrictions_fail_closed() {
     let (d, out) = run(&p, "smtpd_client_restrictions", Stage::Client, &f);
     assert_eq!(summary(d), "451 4.3.5 Server configuration error");
     assert!(out.warnings[0].contains("check_sasl_access is not implemented"));
+}
+
+#[test]
+fn unlisted_sender_and_recipient() {
+    let p = policy(
+        "smtpd_sender_restrictions = reject_unlisted_sender\nsmtpd_recipient_restrictions = reject_unlisted_recipient\n",
+    );
+    let mut f = facts("192.0.2.9", "nobody@mx.example", AddressClass::Local);
+    f.sender = Some("ghost@mx.example");
+    f.sender_unlisted = Some((550, "local recipient table"));
+    f.recipient_unlisted = Some((550, "local recipient table"));
+    assert_eq!(
+        summary(run(&p, "smtpd_sender_restrictions", Stage::Sender, &f).0),
+        "550 5.1.0 <ghost@mx.example>: Sender address rejected: User unknown in local recipient table"
+    );
+    assert_eq!(
+        summary(run(&p, "smtpd_recipient_restrictions", Stage::Recipient, &f).0),
+        "550 5.1.1 <nobody@mx.example>: Recipient address rejected: User unknown in local recipient table"
+    );
+    f.sender_unlisted = None;
+    assert_eq!(
+        run(&p, "smtpd_sender_restrictions", Stage::Sender, &f).0,
+        Decision::Dunno
+    );
+    let global = policy("smtpd_reject_unlisted_sender = yes\n");
+    f.sender_unlisted = Some((550, "local recipient table"));
+    assert!(
+        check(&global, &f)
+            .0
+            .unwrap()
+            .starts_with("550 5.1.0 <ghost@mx.example>")
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_parts(
+        dir.path(),
+        Some("myhostname = mx.example\nlocal_recipient_maps = inline:{ alice=1 }\n"),
+        None,
+    )
+    .unwrap();
+    let router = Router::from_params(&|n| config.get(n)).unwrap();
+    assert_eq!(unlisted(&router, "alice@mx.example"), None);
+    assert_eq!(
+        unlisted(&router, "ghost@mx.example"),
+        Some((550, "local recipient table"))
+    );
+    assert_eq!(unlisted(&router, "ghost@foreign.example"), None);
 }
