@@ -537,7 +537,16 @@ impl Policy {
             "reject_unlisted_recipient" => {
                 unlisted_reply(f, false).map_or(Decision::Dunno, Decision::Reject)
             }
-            "sleep" => Decision::Dunno, // accepted; corepost does not stall the core
+            "sleep" => {
+                // An async pause: this session waits, the core does not.
+                let secs = r
+                    .argument
+                    .as_deref()
+                    .and_then(|a| a.parse().ok())
+                    .unwrap_or(0);
+                glommio::timer::sleep(std::time::Duration::from_secs(secs)).await;
+                Decision::Dunno
+            }
             "reject_unknown_client_hostname" => self.unknown_client(f, f.client_name_status, ""),
             "reject_unknown_reverse_client_hostname" => {
                 self.unknown_client(f, f.reverse_name_status, "reverse ")

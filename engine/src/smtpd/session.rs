@@ -520,7 +520,9 @@ impl Session {
             .and_then(|t| t.queue_id)
             .map(|id| id.to_string())
             .unwrap_or_default();
-        let instance = format!("{:x}.{}", self.peer.port(), self.counters.0.len());
+        // Stable for one transaction: the session's port and its MAIL count.
+        let mails = self.counters.0.get("mail").map_or(0, |c| c.1);
+        let instance = format!("{:x}.{:x}", self.peer.port(), mails);
         let verdict = {
             let mut facts = self.facts(recipient, command);
             facts.queue_id = &queue_id;
