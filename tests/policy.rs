@@ -384,6 +384,7 @@ type Requests = Arc<Mutex<Vec<Vec<(String, String)>>>>;
 /// request it read.
 struct PolicyStub {
     requests: Requests,
+    connections: Arc<std::sync::atomic::AtomicUsize>,
 }
 
 fn serve_policy<S: std::io::Read + Write>(stream: S, requests: Requests) {
@@ -437,27 +438,40 @@ impl PolicyStub {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let port = listener.local_addr().unwrap().port();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let shared = Arc::clone(&requests);
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (shared, count) = (Arc::clone(&requests), Arc::clone(&connections));
         std::thread::spawn(move || {
             for s in listener.incoming().flatten() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let r = Arc::clone(&shared);
                 std::thread::spawn(move || serve_policy(s, r));
             }
         });
-        (PolicyStub { requests }, port)
+        (
+            PolicyStub {
+                requests,
+                connections,
+            },
+            port,
+        )
     }
 
     fn unix(path: &std::path::Path) -> PolicyStub {
         let listener = std::os::unix::net::UnixListener::bind(path).unwrap();
         let requests = Arc::new(Mutex::new(Vec::new()));
-        let shared = Arc::clone(&requests);
+        let connections = Arc::new(std::sync::atomic::AtomicUsize::new(0));
+        let (shared, count) = (Arc::clone(&requests), Arc::clone(&connections));
         std::thread::spawn(move || {
             for s in listener.incoming().flatten() {
+                count.fetch_add(1, std::sync::atomic::Ordering::SeqCst);
                 let r = Arc::clone(&shared);
                 std::thread::spawn(move || serve_policy(s, r));
             }
         });
-        PolicyStub { requests }
+        PolicyStub {
+            requests,
+            connections,
+        }
     }
 }
 
@@ -637,5 +651,30 @@ fn unlisted_sender_in_a_local_domain_is_refused() {
         foreign
             .cmd("RCPT TO:<postmaster@mx.test.example>")
             .starts_with("250")
+    );
+}
+
+#[test]
+fn policy_connections_are_reused_up_to_the_request_limit() {
+    let (stub, port) = PolicyStub::tcp();
+    let (limited, limited_port) = PolicyStub::tcp();
+    let d = Daemon::start(&format!(
+        "smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:{port}, check_policy_service {{ inet:127.0.0.1:{limited_port}, request_limit=1 }}\n"
+    ));
+    let mut c = session(&d, "127.0.0.1", "client.example", "a@example.org");
+    for _ in 0..4 {
+        assert!(c.cmd("RCPT TO:<alice@mx.test.example>").starts_with("250"));
+    }
+    assert_eq!(stub.requests.lock().unwrap().len(), 4);
+    assert_eq!(
+        stub.connections.load(std::sync::atomic::Ordering::SeqCst),
+        1
+    );
+    assert_eq!(limited.requests.lock().unwrap().len(), 4);
+    assert_eq!(
+        limited
+            .connections
+            .load(std::sync::atomic::Ordering::SeqCst),
+        4
     );
 }

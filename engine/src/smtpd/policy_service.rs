@@ -16,15 +16,17 @@
 //! `check_policy_service { inet:127.0.0.1:9998, timeout=10s,
 //! default_action=DUNNO, policy_context=submission }`.
 //!
-//! Each request opens a new connection (closed after the answer): simple
-//! and always correct, at the cost of one connect per request; Postfix's
-//! connection reuse (`smtpd_policy_service_max_idle`, `_max_ttl`,
-//! `_request_limit`) is not implemented yet.
+//! Connections are reused as Postfix does: each core keeps its idle
+//! connections per endpoint (a thread-local pool), closes them after
+//! `smtpd_policy_service_max_idle` idle or `_max_ttl` in use, and after
+//! `_request_limit` requests (0: no limit). A reused connection that fails
+//! is dropped and the request is sent again over a fresh one.
 
 use super::restrictions::{Facts, Outcome};
 use futures_lite::{AsyncReadExt, AsyncWriteExt};
+use std::cell::RefCell;
 use std::collections::HashMap;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// Most bytes accepted in one policy server answer.
 const MAX_RESPONSE: usize = 16 * 1024;
@@ -38,9 +40,58 @@ pub struct Endpoint {
     pub retry_delay: Duration,
     pub default_action: String,
     pub policy_context: String,
+    pub max_idle: Duration,
+    pub max_ttl: Duration,
+    pub request_limit: u32,
 }
 
-#[derive(Debug, Clone, PartialEq, Eq)]
+/// An open connection to a policy server.
+enum Stream {
+    Tcp(glommio::net::TcpStream),
+    Unix(glommio::net::UnixStream),
+}
+
+struct Pooled {
+    stream: Stream,
+    opened: Instant,
+    idle_since: Instant,
+    requests: u32,
+}
+
+thread_local! {
+    /// This core's idle policy connections, by endpoint.
+    static POOL: RefCell<HashMap<Target, Vec<Pooled>>> = RefCell::new(HashMap::new());
+}
+
+fn take_idle(ep: &Endpoint, now: Instant) -> Option<Pooled> {
+    POOL.with(|pool| {
+        let mut pool = pool.borrow_mut();
+        let list = pool.get_mut(&ep.target)?;
+        list.retain(|c| {
+            now.duration_since(c.idle_since) < ep.max_idle
+                && now.duration_since(c.opened) < ep.max_ttl
+        });
+        list.pop()
+    })
+}
+
+fn put_idle(ep: &Endpoint, mut c: Pooled) {
+    let now = Instant::now();
+    if (ep.request_limit > 0 && c.requests >= ep.request_limit)
+        || now.duration_since(c.opened) >= ep.max_ttl
+    {
+        return;
+    }
+    c.idle_since = now;
+    POOL.with(|pool| {
+        pool.borrow_mut()
+            .entry(ep.target.clone())
+            .or_default()
+            .push(c)
+    });
+}
+
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub enum Target {
     Inet(String),
     Unix(std::path::PathBuf),
@@ -75,6 +126,12 @@ impl PolicyServices {
                 retry_delay: time("retry_delay", &s("smtpd_policy_service_retry_delay")?)?,
                 default_action: s("smtpd_policy_service_default_action")?,
                 policy_context: s("smtpd_policy_service_policy_context")?,
+                max_idle: time("max_idle", &s("smtpd_policy_service_max_idle")?)?,
+                max_ttl: time("max_ttl", &s("smtpd_policy_service_max_ttl")?)?,
+                request_limit: s("smtpd_policy_service_request_limit")?
+                    .trim()
+                    .parse()
+                    .map_err(|_| "smtpd_policy_service_request_limit: not a number".to_string())?,
             };
             let inner = arg
                 .trim()
@@ -103,7 +160,13 @@ impl PolicyServices {
                     }
                     "default_action" => ep.default_action = v.to_string(),
                     "policy_context" => ep.policy_context = v.to_string(),
-                    "max_idle" | "max_ttl" | "request_limit" => {}
+                    "max_idle" => ep.max_idle = time(k, v)?,
+                    "max_ttl" => ep.max_ttl = time(k, v)?,
+                    "request_limit" => {
+                        ep.request_limit = v
+                            .parse()
+                            .map_err(|_| format!("check_policy_service request_limit: \"{v}\""))?
+                    }
                     _ => {
                         return Err(format!(
                             "check_policy_service {arg}: unknown attribute \"{k}\""
@@ -208,29 +271,61 @@ pub fn request(f: &Facts<'_>, context: &str) -> String {
     s
 }
 
-/// One exchange within the endpoint's timeout.
+/// One exchange within the endpoint's timeout: over an idle connection if
+/// there is one (and once more over a fresh one if that fails).
 async fn ask(ep: &Endpoint, request: &str) -> Result<String, String> {
-    let work = async {
-        match &ep.target {
-            Target::Inet(hostport) => {
-                let mut stream = glommio::net::TcpStream::connect(hostport.as_str())
-                    .await
-                    .map_err(|e| format!("connect: {e}"))?;
-                exchange(&mut stream, request).await
-            }
-            Target::Unix(path) => {
-                let mut stream = glommio::net::UnixStream::connect(path)
-                    .await
-                    .map_err(|e| format!("connect: {e}"))?;
-                exchange(&mut stream, request).await
-            }
+    if let Some(mut c) = take_idle(ep, Instant::now()) {
+        if let Ok(action) = within(ep.timeout, exchange_on(&mut c.stream, request)).await {
+            c.requests += 1;
+            put_idle(ep, c);
+            return Ok(action);
         }
-    };
+    }
+    within(ep.timeout, async {
+        let mut stream = match &ep.target {
+            Target::Inet(hostport) => Stream::Tcp(
+                glommio::net::TcpStream::connect(hostport.as_str())
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?,
+            ),
+            Target::Unix(path) => Stream::Unix(
+                glommio::net::UnixStream::connect(path)
+                    .await
+                    .map_err(|e| format!("connect: {e}"))?,
+            ),
+        };
+        let action = exchange_on(&mut stream, request).await?;
+        let now = Instant::now();
+        put_idle(
+            ep,
+            Pooled {
+                stream,
+                opened: now,
+                idle_since: now,
+                requests: 1,
+            },
+        );
+        Ok(action)
+    })
+    .await
+}
+
+async fn within<T>(
+    limit: Duration,
+    work: impl std::future::Future<Output = Result<T, String>>,
+) -> Result<T, String> {
     let timeout = async {
-        glommio::timer::sleep(ep.timeout).await;
+        glommio::timer::sleep(limit).await;
         Err("timeout".to_string())
     };
     futures_lite::future::or(work, timeout).await
+}
+
+async fn exchange_on(stream: &mut Stream, request: &str) -> Result<String, String> {
+    match stream {
+        Stream::Tcp(s) => exchange(s, request).await,
+        Stream::Unix(s) => exchange(s, request).await,
+    }
 }
 
 async fn exchange<S>(stream: &mut S, request: &str) -> Result<String, String>
