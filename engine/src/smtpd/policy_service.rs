@@ -274,12 +274,12 @@ pub fn request(f: &Facts<'_>, context: &str) -> String {
 /// One exchange within the endpoint's timeout: over an idle connection if
 /// there is one (and once more over a fresh one if that fails).
 async fn ask(ep: &Endpoint, request: &str) -> Result<String, String> {
-    if let Some(mut c) = take_idle(ep, Instant::now()) {
-        if let Ok(action) = within(ep.timeout, exchange_on(&mut c.stream, request)).await {
-            c.requests += 1;
-            put_idle(ep, c);
-            return Ok(action);
-        }
+    if let Some(mut c) = take_idle(ep, Instant::now())
+        && let Ok(action) = within(ep.timeout, exchange_on(&mut c.stream, request)).await
+    {
+        c.requests += 1;
+        put_idle(ep, c);
+        return Ok(action);
     }
     within(ep.timeout, async {
         let mut stream = match &ep.target {
