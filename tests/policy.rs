@@ -678,3 +678,32 @@ fn policy_connections_are_reused_up_to_the_request_limit() {
         4
     );
 }
+
+#[test]
+fn mx_and_a_access_checks() {
+    let dns = dns_server();
+    dns.add_mx("bad-sender.test", 60, 10, "mx.bogus.test");
+    dns.add_a("mx.bogus.test", 60, Ipv4Addr::new(10, 1, 2, 3));
+    dns.add_mx("good-sender.test", 60, 10, "mx.good.test");
+    dns.add_a("mx.good.test", 60, Ipv4Addr::new(192, 0, 2, 25));
+    dns.add_a("helo.bogus.test", 60, Ipv4Addr::new(10, 9, 9, 9));
+    let d = Daemon::start(&format!(
+        "{PATIENT}corepost_dns_servers = {}\nsmtpd_sender_restrictions = check_sender_mx_access inline:{{ {{ 10=REJECT MX in a private network }} }}\nsmtpd_helo_restrictions = check_helo_a_access inline:{{ {{ 10.9=REJECT private HELO address }} }}\n",
+        dns.addr()
+    ));
+    let mut bad = session(&d, "127.0.0.1", "client.example", "a@bad-sender.test");
+    assert_eq!(
+        bad.cmd("RCPT TO:<alice@mx.test.example>"),
+        "554 5.7.1 <a@bad-sender.test>: Sender address rejected: MX in a private network\r\n"
+    );
+    let mut good = session(&d, "127.0.0.1", "client.example", "a@good-sender.test");
+    assert!(
+        good.cmd("RCPT TO:<alice@mx.test.example>")
+            .starts_with("250")
+    );
+    let mut helo = session(&d, "127.0.0.1", "helo.bogus.test", "a@good-sender.test");
+    assert_eq!(
+        helo.cmd("RCPT TO:<alice@mx.test.example>"),
+        "554 5.7.1 <helo.bogus.test>: Helo command rejected: private HELO address\r\n"
+    );
+}

@@ -169,6 +169,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("non_fqdn_reject_code", Int, "504", "Reply code of the reject_non_fqdn_* restrictions."),
     p("unknown_address_reject_code", Int, "450", "Reply code of reject_unknown_sender_domain and reject_unknown_recipient_domain."),
     p("smtpd_null_access_lookup_key", Text, "<>", "The key under which check_sender_access looks up the null sender."),
+    p("multi_recipient_bounce_reject_code", Int, "550", "Reply code of reject_multi_recipient_bounce."),
     p("maps_rbl_reject_code", Int, "554", "Reply code when a DNS block list matches."),
     p("reject_code", Int, "554", "Reply code of the reject restriction."),
     p("defer_code", Int, "450", "Reply code of the defer restriction."),

@@ -373,6 +373,40 @@ impl DnsChecks {
         }
     }
 
+    /// The hosts behind a name for `check_*_a_access` (the name itself)
+    /// and `check_*_mx_access` (its MX hosts, or itself without MX), each
+    /// with its addresses. `Err` is a temporary DNS failure; a name that
+    /// does not exist has no hosts.
+    pub async fn servers(
+        &self,
+        name: &str,
+        mx: bool,
+    ) -> Result<Vec<(String, Vec<IpAddr>)>, DnsError> {
+        let Some(resolver) = self.resolver() else {
+            return Ok(Vec::new());
+        };
+        let hosts = if mx {
+            match resolver.lookup_mx(name).await {
+                Ok(crate::dns::MxResult::Hosts(h)) => h.into_iter().map(|h| h.exchange).collect(),
+                Ok(crate::dns::MxResult::Implicit) => vec![name.to_string()],
+                Err(e) if !e.is_permanent() => return Err(e),
+                Err(_) => return Ok(Vec::new()),
+            }
+        } else {
+            vec![name.to_string()]
+        };
+        let mut out = Vec::with_capacity(hosts.len());
+        for host in hosts {
+            let addrs = match resolver.lookup_ip(&host).await {
+                Ok(a) => a,
+                Err(e) if !e.is_permanent() && !mx => return Err(e),
+                Err(_) => Vec::new(),
+            };
+            out.push((host, addrs));
+        }
+        Ok(out)
+    }
+
     /// The reply for a DNS list hit: `rbl_reply_maps`, else `default_rbl_reply`.
     fn rbl_reply(&self, arg: &str, v: &RblVars<'_>, out: &mut Outcome) -> Reply {
         let template = self

@@ -261,6 +261,7 @@ struct Codes {
     unknown_client: u16,
     unknown_hostname: u16,
     unknown_address: u16,
+    multi_recipient_bounce: u16,
 }
 
 /// The stage names of the lists, in evaluation order.
@@ -347,6 +348,7 @@ impl Policy {
                 unknown_client: code("unknown_client_reject_code")?,
                 unknown_hostname: code("unknown_hostname_reject_code")?,
                 unknown_address: code("unknown_address_reject_code")?,
+                multi_recipient_bounce: code("multi_recipient_bounce_reject_code")?,
             },
             dns: DnsChecks::from_params(get)?,
             policy_services,
@@ -630,6 +632,29 @@ impl Policy {
                 }
                 None => Decision::Dunno,
             },
+            "reject_multi_recipient_bounce" => {
+                // At RCPT: a null sender with a recipient already accepted;
+                // at DATA: more than one recipient.
+                let others = if stage == Stage::Data { 1 } else { 0 };
+                if f.sender == Some("") && f.recipient_count > others {
+                    let code = self.codes.multi_recipient_bounce;
+                    Decision::Reject(Reply::new(
+                        code,
+                        status_for(code, "5.5.3"),
+                        "<>: Sender address rejected: Multi-recipient bounce",
+                    ))
+                } else {
+                    Decision::Dunno
+                }
+            }
+            "check_client_a_access"
+            | "check_client_mx_access"
+            | "check_helo_a_access"
+            | "check_helo_mx_access"
+            | "check_sender_a_access"
+            | "check_sender_mx_access"
+            | "check_recipient_a_access"
+            | "check_recipient_mx_access" => self.server_access(c, stage, f, out, depth).await,
             "reject_sender_login_mismatch"
             | "reject_authenticated_sender_login_mismatch"
             | "reject_unauthenticated_sender_login_mismatch"
@@ -656,6 +681,76 @@ impl Policy {
                 Decision::Reject(config_error())
             }
         }
+    }
+
+    /// `check_{client,helo,sender,recipient}_{a,mx}_access`: the access
+    /// table applied to the host names (MX) and addresses behind a name
+    /// (Postfix's check_server_access). A temporary DNS failure gives
+    /// nothing here (as in Postfix), with a warning.
+    async fn server_access(
+        &self,
+        c: &Compiled,
+        stage: Stage,
+        f: &Facts<'_>,
+        out: &mut Outcome,
+        depth: usize,
+    ) -> Decision {
+        let name = c.restriction.name.as_str();
+        let mx = name.ends_with("_mx_access");
+        let domain_of = |a: &str| a.rsplit_once('@').map_or("", |(_, d)| d).to_string();
+        let (target, stage) = if name.starts_with("check_client") {
+            (f.client_name.to_string(), Stage::Client)
+        } else if name.starts_with("check_helo") {
+            (f.helo.unwrap_or_default().to_string(), Stage::Helo)
+        } else if name.starts_with("check_sender") {
+            (domain_of(f.sender.unwrap_or_default()), Stage::Sender)
+        } else {
+            let s = if stage == Stage::Relay {
+                stage
+            } else {
+                Stage::Recipient
+            };
+            (domain_of(f.recipient.unwrap_or_default()), s)
+        };
+        let target = target.trim_end_matches('.').to_ascii_lowercase();
+        if target.is_empty() || target == "unknown" {
+            return Decision::Dunno;
+        }
+        if let Some(literal) = target.strip_prefix('[').and_then(|t| t.strip_suffix(']')) {
+            if !mx {
+                return Decision::Dunno;
+            }
+            let ip = literal.trim_start_matches("ipv6:");
+            let keys = client_keys("", ip, self.parent_access);
+            return self.access(c, &keys, stage, f, out, depth).await;
+        }
+        let servers = match self.dns.servers(&target, mx).await {
+            Ok(s) => s,
+            Err(e) => {
+                out.warnings.push(format!(
+                    "Unable to look up {} host for {target}: {e}",
+                    if mx { "MX" } else { "A" }
+                ));
+                return Decision::Dunno;
+            }
+        };
+        for (host, addrs) in servers {
+            if mx {
+                let keys = domain_keys(&host, self.parent_access);
+                match self.access(c, &keys, stage, f, out, depth).await {
+                    Decision::Dunno => {}
+                    other => return other,
+                }
+            }
+            for addr in addrs {
+                let keys = client_keys("", &addr.to_string(), self.parent_access);
+                match self.access(c, &keys, stage, f, out, depth).await {
+                    Decision::Dunno => {}
+                    other => return other,
+                }
+            }
+        }
+        Decision::Dunno
     }
 
     fn non_fqdn(&self, address: &str, class: &str) -> Decision {

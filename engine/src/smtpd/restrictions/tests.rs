@@ -559,3 +559,34 @@ fn unlisted_sender_and_recipient() {
     );
     assert_eq!(unlisted(&router, "ghost@foreign.example"), None);
 }
+
+#[test]
+fn multi_recipient_bounce() {
+    let p = policy(
+        "smtpd_recipient_restrictions = reject_multi_recipient_bounce\nsmtpd_data_restrictions = reject_multi_recipient_bounce\n",
+    );
+    let mut f = facts("192.0.2.9", "x@y.example", AddressClass::Local);
+    f.sender = Some("");
+    assert_eq!(
+        run(&p, "smtpd_recipient_restrictions", Stage::Recipient, &f).0,
+        Decision::Dunno
+    );
+    f.recipient_count = 1;
+    assert_eq!(
+        summary(run(&p, "smtpd_recipient_restrictions", Stage::Recipient, &f).0),
+        "550 5.5.3 <>: Sender address rejected: Multi-recipient bounce"
+    );
+    assert_eq!(
+        run(&p, "smtpd_data_restrictions", Stage::Data, &f).0,
+        Decision::Dunno
+    );
+    f.recipient_count = 2;
+    assert!(
+        summary(run(&p, "smtpd_data_restrictions", Stage::Data, &f).0).starts_with("550 5.5.3")
+    );
+    f.sender = Some("a@example.org");
+    assert_eq!(
+        run(&p, "smtpd_data_restrictions", Stage::Data, &f).0,
+        Decision::Dunno
+    );
+}
