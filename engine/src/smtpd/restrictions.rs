@@ -244,6 +244,7 @@ pub struct Policy {
     null_sender_key: String,
     allow_untrusted_routing: bool,
     reject_unlisted_sender: bool,
+    needs_unlisted: (bool, bool),
     codes: Codes,
     pub(crate) dns: DnsChecks,
     pub(crate) policy_services: PolicyServices,
@@ -328,6 +329,16 @@ impl Policy {
                 .ok_or_else(|| format!("{n}: not a reply code"))
         };
         let policy_services = PolicyServices::from_params(get, &lists_services(&lists))?;
+        let reject_unlisted_sender = s("smtpd_reject_unlisted_sender")?.trim() == "yes";
+        // Access tables and policy servers can answer with any restriction.
+        let all = || lists.values().flatten();
+        let dynamic =
+            all().any(|c| c.table.is_some() || c.restriction.name == "check_policy_service");
+        let uses = |name: &str| all().any(|c| c.restriction.name == name);
+        let needs_unlisted = (
+            reject_unlisted_sender || dynamic || uses("reject_unlisted_sender"),
+            dynamic || uses("reject_unlisted_recipient"),
+        );
         Ok(Policy {
             lists,
             classes,
@@ -336,7 +347,8 @@ impl Policy {
             recipient_delimiter: s("recipient_delimiter")?,
             null_sender_key: s("smtpd_null_access_lookup_key")?,
             allow_untrusted_routing: s("allow_untrusted_routing")?.trim() == "yes",
-            reject_unlisted_sender: s("smtpd_reject_unlisted_sender")?.trim() == "yes",
+            reject_unlisted_sender,
+            needs_unlisted,
             codes: Codes {
                 reject: code("reject_code")?,
                 defer: code("defer_code")?,
@@ -362,6 +374,13 @@ impl Policy {
     /// Whether a list has any restriction in it.
     pub fn is_empty(&self, list: &str) -> bool {
         self.lists.get(list).is_none_or(Vec::is_empty)
+    }
+
+    /// Whether any list (or `smtpd_reject_unlisted_sender`) may need
+    /// [`Facts::sender_unlisted`] / [`Facts::recipient_unlisted`]; the
+    /// session skips those lookups otherwise.
+    pub fn needs_unlisted(&self) -> (bool, bool) {
+        self.needs_unlisted
     }
 
     /// Whether relaying restrictions may treat `user%domain@relay`-style

@@ -499,7 +499,7 @@ impl Session {
             recipient_count: tx.map_or(0, |t| t.recipients.len()),
             size: tx.and_then(|t| t.params.size).unwrap_or(0),
             sender_unlisted: tx
-                .filter(|t| !t.sender.is_empty())
+                .filter(|t| !t.sender.is_empty() && self.settings.policy.needs_unlisted().0)
                 .and_then(|t| super::restrictions::unlisted(&self.settings.router, &t.sender)),
             recipient_unlisted: recipient.and_then(|r| r.unlisted),
         }
@@ -747,7 +747,11 @@ impl Session {
             address: address.clone(),
             class: relay_class,
             routed,
-            unlisted: super::restrictions::unlisted(router, &address),
+            unlisted: if settings.policy.needs_unlisted().1 {
+                super::restrictions::unlisted(router, &address)
+            } else {
+                None
+            },
         };
         let lists = [
             ("smtpd_client_restrictions", Stage::Client),
