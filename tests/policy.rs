@@ -707,3 +707,36 @@ fn mx_and_a_access_checks() {
         "554 5.7.1 <helo.bogus.test>: Helo command rejected: private HELO address\r\n"
     );
 }
+
+#[test]
+fn dns_allow_lists_and_rhsbl_on_names() {
+    let dns = dns_server();
+    dns.add_a("1.0.0.127.wl.test", 60, Ipv4Addr::new(127, 0, 0, 2));
+    dns.add_ptr("127.0.0.3".parse().unwrap(), 60, "host.spammy.test");
+    dns.add_a("host.spammy.test", 60, Ipv4Addr::new(127, 0, 0, 3));
+    dns.add_a("host.spammy.test.rhs.test", 60, Ipv4Addr::new(127, 0, 0, 2));
+    dns.add_a("bad.helo.test.rhs.test", 60, Ipv4Addr::new(127, 0, 0, 2));
+    let d = Daemon::start(&format!(
+        "{PATIENT}corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\nmynetworks = 127.0.0.1/32\nsmtpd_client_restrictions = permit_dnswl_client wl.test, reject_rhsbl_client rhs.test, reject_rhsbl_helo rhs.test\n",
+        dns.addr()
+    ));
+    // Allow-listed: passes even with a listed HELO name.
+    let mut wl = session(&d, "127.0.0.1", "bad.helo.test", "a@example.org");
+    assert!(wl.cmd("RCPT TO:<alice@mx.test.example>").starts_with("250"));
+    let mut helo = session(&d, "127.0.0.2", "bad.helo.test", "a@example.org");
+    assert_eq!(
+        helo.cmd("RCPT TO:<alice@mx.test.example>"),
+        "554 5.7.1 Service unavailable; Helo command [bad.helo.test] blocked using rhs.test\r\n"
+    );
+    let mut named = session(&d, "127.0.0.3", "client.example", "a@example.org");
+    assert_eq!(
+        named.cmd("RCPT TO:<alice@mx.test.example>"),
+        "554 5.7.1 Service unavailable; Client host [host.spammy.test] blocked using rhs.test\r\n"
+    );
+    let mut clean = session(&d, "127.0.0.2", "client.example", "a@example.org");
+    assert!(
+        clean
+            .cmd("RCPT TO:<alice@mx.test.example>")
+            .starts_with("250")
+    );
+}
