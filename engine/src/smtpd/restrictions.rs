@@ -20,8 +20,8 @@
 //! FILTER, PREPEND) are collected in [`Actions`] and applied when the
 //! message is queued ([`Actions::apply`]).
 //!
-//! Access-table results are in [`access`], relay resolution and the
-//! unlisted-address checks in [`relay`]. DNS-based restrictions live in
+//! Access-table results are in `restrictions/access.rs`, relay resolution and the
+//! unlisted-address checks in `restrictions/relay.rs`. DNS-based restrictions live in
 //! [`super::dns_checks`], the policy
 //! delegation protocol in [`super::policy_service`]; both are awaited on
 //! the core's executor and never block it. The restrictions that belong to
