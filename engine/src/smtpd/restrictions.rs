@@ -14,7 +14,7 @@
 //! (see [`Policy::check`]); `defer_if_reject` turns a later 5xx into 4xx.
 //!
 //! Access tables (`check_*_access`) return Postfix's actions: OK, PERMIT,
-//! REJECT/DEFER/DEFER_IF_* [text], 4NN/5NN text, DUNNO, WARN, HOLD,
+//! REJECT/DEFER/DEFER_IF_* (with optional text), 4NN/5NN text, DUNNO, WARN, HOLD,
 //! DISCARD, REDIRECT, FILTER, PREPEND, or a restriction list (or class
 //! name). Actions that change the message (HOLD, DISCARD, REDIRECT,
 //! FILTER, PREPEND) are collected in [`Actions`] and applied when the
