@@ -675,6 +675,15 @@ mod tests {
         });
     }
 
+    proptest::proptest! {
+        #[test]
+        fn filters_and_reply_templates_never_panic(text in "[ -~]{0,60}", a in proptest::prelude::any::<u32>()) {
+            let _ = filter_matches(&text, std::net::Ipv4Addr::from(a));
+            let r = parse_reply(&text, 554);
+            proptest::prop_assert!((400..600).contains(&r.code));
+        }
+    }
+
     #[test]
     fn reply_text() {
         let r = parse_reply(

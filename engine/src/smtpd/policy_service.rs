@@ -414,6 +414,18 @@ mod tests {
 #[cfg(test)]
 mod parse_tests {
     use super::*;
+    use proptest::prelude::*;
+
+    proptest! {
+        #[test]
+        fn any_response_bytes_are_safe(bytes in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let _ = find_end(&bytes);
+            if let Ok(action) = parse_response(&bytes) {
+                prop_assert!(!action.is_empty());
+                prop_assert!(!action.contains('\n'));
+            }
+        }
+    }
 
     #[test]
     fn brace_attributes() {
