@@ -241,6 +241,7 @@ mynetworks = 127.0.0.0/8
 relayhost = [127.0.0.1]:$SINK_PORT
 smtp_dns_support_level = disabled
 smtpd_peername_lookup = no
+smtpd_peername_lookup = no
 smtp_tls_security_level = none
 smtpd_tls_security_level = none
 maillog_file = $POSTFIX_DIR/maillog
@@ -300,6 +301,7 @@ inet_interfaces = 127.0.0.1
 mynetworks = 127.0.0.0/8
 relayhost = [127.0.0.1]:$SINK_PORT
 smtp_dns_support_level = disabled
+smtpd_peername_lookup = no
 corepost_fsync_policy = always
 EOF
     cat >"$dir/etc/master.cf" <<EOF
@@ -351,6 +353,7 @@ myhostname = mx.bench.test
 mydestination =
 inet_interfaces = 127.0.0.1
 mynetworks = 127.0.0.0/8
+smtpd_peername_lookup = no
 corepost_fsync_policy = always
 maillog_file = $dir/maillog
 maillog_file_prefixes = $TMP

@@ -93,7 +93,7 @@ impl Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let main = format!(
-            "myhostname = mx.test.example\nqueue_directory = {}/spool\nmail_owner = root\ncorepost_cores = 2\nalias_maps =\nalias_database =\nlocal_recipient_maps = inline:{{ alice=1, postmaster=1 }}\nmaillog_file = {}/maillog\nmaillog_file_prefixes = /\n{extra}\n",
+            "myhostname = mx.test.example\nqueue_directory = {}/spool\nmail_owner = root\ncorepost_cores = 2\nalias_maps =\nalias_database =\nlocal_recipient_maps = inline:{{ alice=1, postmaster=1 }}\nmaillog_file = {}/maillog\nmaillog_file_prefixes = /\nsmtpd_peername_lookup = no\n{extra}\n",
             dir.path().display(),
             dir.path().display()
         );
@@ -216,6 +216,14 @@ impl Raw {
     /// Connect from a chosen loopback source address (e.g. 127.0.0.2,
     /// which is not in the default mynetworks).
     pub fn connect_from(port: u16, source: &str) -> Raw {
+        let (raw, greeting) = Raw::open_from(port, source);
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        raw
+    }
+
+    /// Connect from a chosen loopback source address and return the
+    /// greeting, whatever it is (421 limits, 554 client rejections).
+    pub fn open_from(port: u16, source: &str) -> (Raw, String) {
         let socket = socket2::Socket::new(socket2::Domain::IPV4, socket2::Type::STREAM, None)
             .expect("socket");
         let src: std::net::SocketAddr = format!("{source}:0").parse().expect("source");
@@ -231,8 +239,7 @@ impl Raw {
             buf: Vec::new(),
         };
         let greeting = raw.reply();
-        assert!(greeting.starts_with("220 "), "{greeting}");
-        raw
+        (raw, greeting)
     }
 
     pub fn send(&mut self, data: &[u8]) {

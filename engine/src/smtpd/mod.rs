@@ -8,10 +8,13 @@
 //! in `crate::routing`; [`settings`] is a service's effective configuration.
 
 pub mod address;
+pub mod anvil;
 pub mod command;
 pub mod connection;
 pub mod data;
+pub mod dns_checks;
 pub mod networks;
+pub mod policy_service;
 pub mod reply;
 pub mod restrictions;
 pub mod sasl;

@@ -22,6 +22,17 @@ impl Reply {
         }
     }
 
+    /// A reply whose enhanced status code is only known at run time (from an
+    /// access table or a policy server): the code is written as the start
+    /// of the text, which gives the same wire form and log summary.
+    pub fn with_status(code: u16, status: &str, text: impl Into<String>) -> Reply {
+        Reply {
+            code,
+            status: "",
+            text: format!("{status} {}", text.into()),
+        }
+    }
+
     /// Append the wire form to `out`. Lines of a multi-line text become
     /// continuation lines.
     pub fn write_to(&self, out: &mut Vec<u8>) {

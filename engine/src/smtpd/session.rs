@@ -6,11 +6,12 @@
 //! durable — only then is `250 2.0.0 Ok: queued as <id>` sent.
 
 use super::address::{Mailbox, decode_xtext, parse_mailbox};
+use super::anvil;
 use super::command::{Command, Param, parse_command};
 use super::connection::{Connection, Line};
 use super::data::{BareNewline, DataEnd, DataParser};
 use super::reply::Reply;
-use super::restrictions::{Decision, Facts, Stage};
+use super::restrictions::{Actions, Facts, NameStatus, Outcome, Stage};
 use super::settings::SmtpdSettings;
 use crate::routing::{AddressClass, RecipientCheck};
 use crate::runtime::CoreContext;
@@ -38,6 +39,8 @@ struct Transaction {
     rejected: usize,
     /// BDAT content so far.
     chunks: Option<Vec<u8>>,
+    /// HOLD, DISCARD, FILTER, REDIRECT, PREPEND from access tables.
+    actions: Actions,
     chunks_too_big: bool,
 }
 
@@ -82,6 +85,15 @@ impl Counters {
     }
 }
 
+/// The recipient as the restrictions see it.
+struct RcptFacts {
+    address: String,
+    /// The class of its effective destination (see `restrictions::relay_class`).
+    class: AddressClass,
+    routed: bool,
+    unlisted: Option<(u16, &'static str)>,
+}
+
 enum Flow {
     Continue,
     Close,
@@ -94,6 +106,14 @@ pub struct Session {
     settings: std::sync::Arc<SmtpdSettings>,
     peer: SocketAddr,
     client_name: String,
+    reverse_client_name: String,
+    name_status: NameStatus,
+    reverse_name_status: NameStatus,
+    /// With smtpd_delay_reject = no: the client restrictions' rejection at
+    /// connect; every later command but QUIT gets 503.
+    access_denied: Option<Reply>,
+    /// Counts this connection in the per-client limits while it lives.
+    _anvil: Option<anvil::Registration>,
     helo: Option<String>,
     esmtp: bool,
     tx: Option<Transaction>,
@@ -119,6 +139,11 @@ impl Session {
             settings,
             peer: SocketAddr::new(addr, peer.port()),
             client_name: "unknown".to_string(),
+            reverse_client_name: "unknown".to_string(),
+            name_status: NameStatus::NotFound,
+            reverse_name_status: NameStatus::NotFound,
+            access_denied: None,
+            _anvil: None,
             helo: None,
             esmtp: false,
             tx: None,
@@ -140,7 +165,20 @@ impl Session {
 
     /// Run the session to the end.
     pub async fn run(mut self) {
+        let names = self.settings.policy.dns.client_names(self.peer.ip()).await;
+        self.client_name = names.name;
+        self.name_status = names.name_status;
+        self.reverse_client_name = names.reverse_name;
+        self.reverse_name_status = names.reverse_status;
         self.log(&format!("connect from {}", self.client()));
+        let (registration, exceeded) = anvil::connect(
+            &self.settings.limits,
+            &self.settings.service,
+            self.peer.ip(),
+            &self.client(),
+            &self.settings.myhostname,
+        );
+        self._anvil = Some(registration);
         if self.settings.tls.wrappermode && !self.wrapper_handshake().await {
             self.conn.close().await;
             self.log(&format!(
@@ -150,7 +188,10 @@ impl Session {
             ));
             return;
         }
-        let greeting = if self.core.shutdown.is_triggered() {
+        let mut greeting = if let Some(x) = exceeded {
+            self.log(&format!("warning: {}", x.warning));
+            x.reply
+        } else if self.core.shutdown.is_triggered() {
             Reply::new(
                 421,
                 "4.3.2",
@@ -162,6 +203,20 @@ impl Session {
         } else {
             Reply::new(220, "", self.settings.banner.clone())
         };
+        if greeting.code == 220
+            && !self.settings.delay_reject
+            && let Some(reply) = self
+                .restrict(
+                    &[("smtpd_client_restrictions", Stage::Client)],
+                    None,
+                    "CONNECT",
+                )
+                .await
+        {
+            self.log_reject("CONNECT", &reply, None);
+            self.access_denied = Some(reply.clone());
+            greeting = reply;
+        }
         let stop = greeting.code == 421;
         greeting.write_to(self.conn.out());
         if self.conn.flush(self.settings.timeout).await.is_ok() && !stop {
@@ -315,14 +370,23 @@ impl Session {
         };
         let verb = command.verb();
         self.last_command = verb_upper(verb);
+        if self.access_denied.is_some() && !matches!(command, Command::Quit) {
+            self.counters.count(verb, false);
+            let reply = Reply::new(
+                503,
+                "5.7.0",
+                format!("Error: access denied for {}", self.client()),
+            );
+            return self.error(reply).await;
+        }
         let result = match command {
-            Command::Helo(host) => Ok(self.helo(host, false)),
+            Command::Helo(host) => self.helo_checked(host, false).await,
             Command::Ehlo(host) => {
                 self.prepare_auth().await;
-                Ok(self.helo(host, true))
+                self.helo_checked(host, true).await
             }
             Command::Mail { path, params } => self.mail(path, params).await,
-            Command::Rcpt { path, params } => self.rcpt(path, params),
+            Command::Rcpt { path, params } => self.rcpt(path, params).await,
             Command::Data => return self.data().await,
             Command::Bdat { size, last } => return self.bdat(size, last).await,
             Command::Rset => {
@@ -404,58 +468,112 @@ impl Session {
         Reply::new(250, "", lines.join("\n"))
     }
 
-    fn facts<'a>(&'a self, recipient: Option<&'a str>, class: Option<AddressClass>) -> Facts<'a> {
+    /// HELO/EHLO, with smtpd_helo_restrictions at once when
+    /// smtpd_delay_reject = no.
+    async fn helo_checked(&mut self, host: String, esmtp: bool) -> Result<Reply, Reply> {
+        if !self.settings.delay_reject {
+            let previous = self.helo.replace(host.clone());
+            let was_esmtp = std::mem::replace(&mut self.esmtp, esmtp);
+            let verdict = self
+                .restrict(
+                    &[("smtpd_helo_restrictions", Stage::Helo)],
+                    None,
+                    if esmtp { "EHLO" } else { "HELO" },
+                )
+                .await;
+            if let Some(reply) = verdict {
+                self.log_reject(if esmtp { "EHLO" } else { "HELO" }, &reply, None);
+                self.helo = previous;
+                self.esmtp = was_esmtp;
+                return Err(reply);
+            }
+        }
+        Ok(self.helo(host, esmtp))
+    }
+
+    fn facts<'a>(&'a self, recipient: Option<&'a RcptFacts>, command: &'a str) -> Facts<'a> {
+        let tx = self.tx.as_ref();
         Facts {
             client_addr: self.peer.ip(),
             client_name: &self.client_name,
+            client_name_status: self.name_status,
+            reverse_client_name: &self.reverse_client_name,
+            reverse_name_status: self.reverse_name_status,
             helo: self.helo.as_deref(),
-            sender: self.tx.as_ref().map(|t| t.sender.as_str()),
-            recipient,
-            recipient_class: class,
+            sender: tx.map(|t| t.sender.as_str()),
+            recipient: recipient.map(|r| r.address.as_str()),
+            recipient_class: recipient.map(|r| r.class),
+            recipient_routed: recipient.is_some_and(|r| r.routed),
             sasl_user: self.secure.sasl.as_ref().map(|a| a.username.as_str()),
+            esmtp: self.esmtp,
+            pipelined: !self.conn.buffered().is_empty(),
+            command,
+            queue_id: "",
+            instance: "",
+            recipient_count: tx.map_or(0, |t| t.recipients.len()),
+            size: tx.and_then(|t| t.params.size).unwrap_or(0),
+            sender_unlisted: tx
+                .filter(|t| !t.sender.is_empty() && self.settings.policy.needs_unlisted().0)
+                .and_then(|t| super::restrictions::unlisted(&self.settings.router, &t.sender)),
+            recipient_unlisted: recipient.and_then(|r| r.unlisted),
         }
     }
 
-    /// Evaluate lists in order; the first reject wins.
-    fn restrict(
-        &self,
+    /// Evaluate lists in order; the first reject wins. Logs warnings and
+    /// access-table events, keeps message actions in the transaction.
+    async fn restrict(
+        &mut self,
         lists: &[(&str, Stage)],
-        recipient: Option<&str>,
-        class: Option<AddressClass>,
+        recipient: Option<&RcptFacts>,
+        command: &str,
     ) -> Option<Reply> {
-        let facts = self.facts(recipient, class);
-        let mut warnings = Vec::new();
-        let mut verdict = None;
-        for (list, stage) in lists {
-            if let Decision::Reject(r) =
-                self.settings
-                    .policy
-                    .evaluate(list, *stage, &facts, &mut warnings)
-            {
-                verdict = Some(r);
-                break;
-            }
-        }
-        for w in warnings {
+        let mut out = Outcome::default();
+        let queue_id = self
+            .tx
+            .as_ref()
+            .and_then(|t| t.queue_id)
+            .map(|id| id.to_string())
+            .unwrap_or_default();
+        // Stable for one transaction: the session's port and its MAIL count.
+        let mails = self.counters.0.get("mail").map_or(0, |c| c.1);
+        let instance = format!("{:x}.{:x}", self.peer.port(), mails);
+        let verdict = {
+            let mut facts = self.facts(recipient, command);
+            facts.queue_id = &queue_id;
+            facts.instance = &instance;
+            self.settings.policy.check(lists, &facts, &mut out).await
+        };
+        for w in &out.warnings {
             self.log(&format!("warning: {w}"));
+        }
+        let to = recipient.map(|r| r.address.as_str());
+        for (kind, text) in &out.events {
+            self.log_event(kind, command, text, to);
+        }
+        if let Some(tx) = &mut self.tx {
+            tx.actions.merge(out.actions);
         }
         verdict
     }
 
     /// Log a rejection the way Postfix does.
     fn log_reject(&self, command: &str, reply: &Reply, recipient: Option<&str>) {
+        self.log_event("reject", command, &reply.summary(), recipient);
+    }
+
+    /// `NOQUEUE: reject: RCPT from client: text; from=<> to=<> proto=ESMTP helo=<>`
+    /// (also `warn:`, `hold:`, `discard:`, `filter:`, `redirect:`).
+    fn log_event(&self, kind: &str, command: &str, text: &str, recipient: Option<&str>) {
         let id = self
             .tx
             .as_ref()
             .and_then(|t| t.queue_id)
             .map_or_else(|| "NOQUEUE".to_string(), |id| id.to_string());
-        let mut line = format!(
-            "{id}: reject: {command} from {}: {}",
-            self.client(),
-            reply.summary()
-        );
+        let mut line = format!("{id}: {kind}: {command} from {}: {text}", self.client());
         if let Some(tx) = &self.tx {
             line.push_str(&format!("; from=<{}>", tx.sender));
+        } else {
+            line.push(';');
         }
         if let Some(r) = recipient {
             line.push_str(&format!(" to=<{r}>"));
@@ -551,16 +669,25 @@ impl Session {
             params: mp,
             ..Transaction::default()
         });
+        if let Some(x) = anvil::record(
+            &self.settings.limits,
+            &self.settings.service,
+            self.peer.ip(),
+            &self.client(),
+            anvil::Event::Message,
+        ) {
+            self.log(&format!("warning: {}", x.warning));
+            self.tx = None;
+            return Err(x.reply);
+        }
         if !self.settings.delay_reject
-            && let Some(reply) = self.restrict(
-                &[
-                    ("smtpd_client_restrictions", Stage::Client),
-                    ("smtpd_helo_restrictions", Stage::Helo),
-                    ("smtpd_sender_restrictions", Stage::Sender),
-                ],
-                None,
-                None,
-            )
+            && let Some(reply) = self
+                .restrict(
+                    &[("smtpd_sender_restrictions", Stage::Sender)],
+                    None,
+                    "MAIL",
+                )
+                .await
         {
             self.log_reject("MAIL", &reply, None);
             self.tx = None;
@@ -569,7 +696,7 @@ impl Session {
         Ok(Reply::new(250, "2.1.0", "Ok"))
     }
 
-    fn rcpt(&mut self, path: String, params: Vec<Param>) -> Result<Reply, Reply> {
+    async fn rcpt(&mut self, path: String, params: Vec<Param>) -> Result<Reply, Reply> {
         let Some(tx) = &self.tx else {
             return Err(Reply::new(503, "5.5.1", "Error: need MAIL command"));
         };
@@ -613,7 +740,8 @@ impl Session {
             parse_mailbox(&path, smtputf8)?
         };
         let address = mailbox.address();
-        let router = &self.settings.router;
+        let settings = std::sync::Arc::clone(&self.settings);
+        let router = &settings.router;
         let lookup_failure = |e: corepost_config::tables::TableError| {
             Reply::new(
                 451,
@@ -622,6 +750,28 @@ impl Session {
             )
         };
         let class = router.classify(&mailbox.domain).map_err(lookup_failure)?;
+        if let Some(x) = anvil::record(
+            &self.settings.limits,
+            &self.settings.service,
+            self.peer.ip(),
+            &self.client(),
+            anvil::Event::Recipient,
+        ) {
+            self.log(&format!("warning: {}", x.warning));
+            return Err(x.reply);
+        }
+        let (relay_class, routed) =
+            super::restrictions::relay_class(router, &address, class).map_err(lookup_failure)?;
+        let rcpt = RcptFacts {
+            address: address.clone(),
+            class: relay_class,
+            routed,
+            unlisted: if settings.policy.needs_unlisted().1 {
+                super::restrictions::unlisted(router, &address)
+            } else {
+                None
+            },
+        };
         let lists = [
             ("smtpd_client_restrictions", Stage::Client),
             ("smtpd_helo_restrictions", Stage::Helo),
@@ -634,7 +784,7 @@ impl Session {
         } else {
             &lists[3..]
         };
-        if let Some(reply) = self.restrict(lists, Some(&address), Some(class)) {
+        if let Some(reply) = self.restrict(lists, Some(&rcpt), "RCPT").await {
             self.log_reject("RCPT", &reply, Some(&address));
             if let Some(tx) = &mut self.tx {
                 tx.rejected += 1;
@@ -710,7 +860,9 @@ impl Session {
             self.counters.count("data", false);
             return self.error(reply).await;
         }
-        if let Some(reply) = self.restrict(&[("smtpd_data_restrictions", Stage::Data)], None, None)
+        if let Some(reply) = self
+            .restrict(&[("smtpd_data_restrictions", Stage::Data)], None, "DATA")
+            .await
         {
             self.log_reject("DATA", &reply, None);
             self.counters.count("data", false);
@@ -835,6 +987,24 @@ impl Session {
         reject_bare: bool,
         verb: &'static str,
     ) -> Flow {
+        if !self
+            .settings
+            .policy
+            .is_empty("smtpd_end_of_data_restrictions")
+            && !end.too_big
+            && let Some(reply) = self
+                .restrict(
+                    &[("smtpd_end_of_data_restrictions", Stage::EndOfData)],
+                    None,
+                    "END-OF-MESSAGE",
+                )
+                .await
+        {
+            self.log_reject("END-OF-MESSAGE", &reply, None);
+            self.tx = None;
+            self.counters.count(verb, false);
+            return self.error(reply).await;
+        }
         let Some(tx) = self.tx.take() else {
             return Flow::Continue;
         };
@@ -868,7 +1038,7 @@ impl Session {
             return self.error(reply).await;
         }
         let protocol = self.protocol();
-        let mut content = received_header(
+        let mut headers = received_header(
             &self.settings,
             self.helo.as_deref(),
             &self.client_name,
@@ -878,9 +1048,7 @@ impl Session {
             &tx.recipients,
             &self.received_extra(),
         );
-        content.extend_from_slice(&body);
-        let nrcpt = tx.recipients.len();
-        let envelope = Envelope {
+        let mut envelope = Envelope {
             queue_id,
             arrival: corepost_spool::queue_id::now_micros(),
             sender: tx.sender.clone(),
@@ -898,6 +1066,33 @@ impl Session {
             next_attempt: 0,
             held: false,
         };
+        if let Err(e) = tx
+            .actions
+            .apply(&self.settings.router, &mut envelope, &mut headers)
+        {
+            self.log(&format!("warning: {queue_id}: access action: {e}"));
+            self.counters.count(verb, false);
+            return self
+                .error(Reply::new(451, "4.3.0", "Error: queue file write error"))
+                .await;
+        }
+        let mut content = headers;
+        content.extend_from_slice(&body);
+        let nrcpt = envelope.recipients.len();
+        if tx.actions.discard {
+            self.log(&format!(
+                "{queue_id}: discard: from=<{}>, size={}, nrcpt={nrcpt}: message discarded by access action",
+                envelope.sender,
+                content.len()
+            ));
+            self.counters.count(verb, true);
+            self.reply(Reply::new(
+                250,
+                "2.0.0",
+                format!("Ok: queued as {queue_id}"),
+            ));
+            return Flow::Continue;
+        }
         if let Some(mid) = message_id(&body) {
             self.log(&format!("{queue_id}: message-id={mid}"));
         }

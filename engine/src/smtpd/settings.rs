@@ -46,6 +46,8 @@ pub struct SmtpdSettings {
     pub tls: ServerTls,
     /// SMTP AUTH.
     pub sasl: SaslSettings,
+    /// Per-client connection and rate limits (anvil).
+    pub limits: super::anvil::Limits,
 }
 
 impl SmtpdSettings {
@@ -106,6 +108,7 @@ impl SmtpdSettings {
             policy: Policy::from_params(&get, mynetworks)?,
             tls,
             sasl,
+            limits: super::anvil::Limits::from_params(&get)?,
         })
     }
 }
