@@ -23,8 +23,8 @@ pub mod index;
 pub mod queue_id;
 pub mod record;
 pub mod segment;
-pub mod spare;
 pub mod snapshot;
+pub mod spare;
 mod spool;
 
 pub use flush::{Durable, FlushPolicy, Lsn, SyncMethod};
