@@ -966,3 +966,36 @@ print('ok')
         Some("bob@example.org")
     );
 }
+
+#[test]
+fn auth_attempts_are_rate_limited_per_client() {
+    let d = Daemon::start(
+        "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\nsmtpd_client_event_limit_exceptions =\nsmtpd_client_auth_rate_limit = 2\n",
+    );
+    add_user(&d, "alice", "secret");
+    let mut c = Raw::connect_from(d.port, "127.0.0.2");
+    assert!(c.cmd("EHLO client.example").contains("AUTH PLAIN LOGIN"));
+    // "\0alice\0wrong" and "\0alice\0secret", base64.
+    for _ in 0..2 {
+        assert!(c.cmd("AUTH PLAIN AGFsaWNlAHdyb25n").starts_with("535 "));
+    }
+    assert_eq!(
+        c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA=="),
+        "450 4.7.1 Error: too many AUTH commands from 127.0.0.2\r\n"
+    );
+    // Another client is not affected.
+    let mut other = Raw::connect_from(d.port, "127.0.0.3");
+    other.cmd("EHLO client.example");
+    assert!(
+        other
+            .cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==")
+            .starts_with("235 ")
+    );
+    let log = d.log();
+    assert!(
+        log.contains(
+            "warning: AUTH command rate limit exceeded: 3 from unknown[127.0.0.2] for service "
+        ),
+        "{log}"
+    );
+}

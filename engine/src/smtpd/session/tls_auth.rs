@@ -259,6 +259,18 @@ impl Session {
                 )
                 .await;
         }
+        // Postfix's smtpd_client_auth_rate_limit: counted before the
+        // exchange, so a client cannot guess passwords faster than the limit.
+        if let Some(x) = crate::smtpd::anvil::record(
+            &self.settings.limits,
+            &self.settings.service,
+            self.peer.ip(),
+            &self.client(),
+            crate::smtpd::anvil::Event::Auth,
+        ) {
+            self.log(&format!("warning: {}", x.warning));
+            return self.refuse("auth", x.reply).await;
+        }
         let words: Vec<&str> = arg.split_ascii_whitespace().collect();
         if words.is_empty() || words.len() > 2 {
             return self
