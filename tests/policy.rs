@@ -740,3 +740,45 @@ fn dns_allow_lists_and_rhsbl_on_names() {
             .starts_with("250")
     );
 }
+
+#[test]
+fn helo_checks_non_fqdn_recipient_and_deferred_relay() {
+    let d = Daemon::start(&format!(
+        "{PATIENT}smtpd_helo_required = yes\n\
+         smtpd_helo_restrictions = check_helo_access inline:{{ {{ evil.example=REJECT go away }} }}, reject_invalid_helo_hostname\n\
+         smtpd_recipient_restrictions = reject_non_fqdn_recipient\n\
+         smtpd_relay_restrictions = permit_mynetworks, defer_unauth_destination\n\
+         mynetworks = 127.0.0.1/32\n"
+    ));
+    // check_helo_access, answered at RCPT (smtpd_delay_reject = yes).
+    let mut c = session(&d, "127.0.0.2", "evil.example", "a@example.org");
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@mx.test.example>"),
+        "554 5.7.1 <evil.example>: Helo command rejected: go away\r\n"
+    );
+    // reject_invalid_helo_hostname.
+    let mut c = session(&d, "127.0.0.2", "bad..name", "a@example.org");
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@mx.test.example>"),
+        "501 5.5.2 <bad..name>: Helo command rejected: Invalid name\r\n"
+    );
+    // A good HELO passes; reject_non_fqdn_recipient; defer_unauth_destination
+    // for a client outside mynetworks, while mynetworks may relay.
+    let mut c = session(&d, "127.0.0.2", "good.example", "a@example.org");
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@localhost>"),
+        "504 5.5.2 <alice@localhost>: Recipient address rejected: need fully-qualified address\r\n"
+    );
+    let relay = c.cmd("RCPT TO:<someone@foreign.example>");
+    assert!(
+        relay.starts_with("454 4.7.1 <someone@foreign.example>: Relay access denied"),
+        "{relay}"
+    );
+    assert!(c.cmd("RCPT TO:<alice@mx.test.example>").starts_with("250"));
+    let mut inside = session(&d, "127.0.0.1", "good.example", "a@example.org");
+    assert!(
+        inside
+            .cmd("RCPT TO:<someone@foreign.example>")
+            .starts_with("250")
+    );
+}

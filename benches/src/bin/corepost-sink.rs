@@ -275,6 +275,18 @@ fn main() {
     if let Some(user) = &args.user {
         drop_privileges(user).unwrap_or_else(|e| fatal(e));
     }
+    // The handlers exist before anyone learns the address: a SIGTERM that
+    // arrives right after the listening line must still print the summary.
+    let (mut term, mut int, mut usr1) = {
+        use tokio::signal::unix::{SignalKind, signal};
+        let _runtime = rt.enter();
+        let install = |kind| signal(kind).unwrap_or_else(|e| fatal(e.to_string()));
+        (
+            install(SignalKind::terminate()),
+            install(SignalKind::interrupt()),
+            install(SignalKind::user_defined1()),
+        )
+    };
     println!("corepost-sink: listening on {local}");
     let _ = std::io::stdout().flush();
 
@@ -328,10 +340,6 @@ fn main() {
 
     let summary_path = args.summary.clone();
     rt.block_on(async {
-        use tokio::signal::unix::{SignalKind, signal};
-        let mut term = signal(SignalKind::terminate()).unwrap_or_else(|e| fatal(e.to_string()));
-        let mut int = signal(SignalKind::interrupt()).unwrap_or_else(|e| fatal(e.to_string()));
-        let mut usr1 = signal(SignalKind::user_defined1()).unwrap_or_else(|e| fatal(e.to_string()));
         loop {
             tokio::select! {
                 _ = term.recv() => break,
