@@ -65,6 +65,13 @@ pub static PARAMS: &[ParamDef] = &[
     p("mailbox_transport", Text, "", "Transport that local mailbox delivery is handed to instead of the local agent."),
     p("fallback_transport", Text, "", "Transport for local recipients not found in the UNIX password database."),
     p("luser_relay", Text, "", "Address that receives mail for unknown local recipients."),
+    p("allow_mail_to_commands", List, "alias, forward", "Where the local agent accepts |command destinations: alias, forward, include."),
+    p("allow_mail_to_files", List, "alias, forward", "Where the local agent accepts /file destinations: alias, forward, include."),
+    p("prepend_delivered_header", List, "command, file, forward", "Local deliveries that get a Delivered-To: header: command, file, forward (mailbox deliveries always do)."),
+    p("local_command_shell", Text, "", "Shell for local |command deliveries; empty means /bin/sh -c."),
+    p("forward_path", List, "$home/.forward${recipient_delimiter}${extension}, $home/.forward", "Where the local agent looks for a user's .forward file ($home, $user, $extension, $recipient_delimiter expand per recipient).")
+        .raw(),
+    p("mailbox_delivery_lock", List, "fcntl, dotlock", "Locks taken while the local agent appends to an mbox file: fcntl, flock, dotlock."),
     p("mailbox_size_limit", Size, "51200000", "Largest mailbox or maildir file the local agent writes, in bytes; 0 means unlimited."),
     p("local_recipient_maps", Maps, "proxy:unix:passwd.byname $alias_maps", "Tables of valid local recipients; unknown ones are rejected at RCPT time. Empty disables the check.")
         .differs("follows alias_maps"),
@@ -290,6 +297,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("corepost_core_backlog_limit", Int, "500000", "Queued messages per core above which smtpd slows new mail down by in_flow_delay and then answers 451 4.3.1, keeping memory and disk bounded when delivery falls behind.")
         .corepost(),
     p("corepost_destination_policy_maps", Maps, "", "Per-destination delivery policy, looked up by next hop (e.g. gmail.com, [10.0.0.1]:25), then transport:nexthop, then the parent domains' .domain forms: space-separated settings concurrency=N (connections), rate=N/s|m|h (messages), connection_rate=N/s|m|h (new connections). What Postfix lacks and ESPs ask for.")
+        .corepost(),
+    p("corepost_local_user_maps", Maps, "unix:passwd.byname", "Where the local agent finds users: tables mapping a user name to a passwd(5) line (name:x:uid:gid:gecos:home:shell); another table serves users without system accounts (containers, tests).")
         .corepost(),
     p("corepost_log_format", Text, "postfix", "Log line format: postfix (Postfix's text lines) or json.")
         .corepost(),

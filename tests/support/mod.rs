@@ -66,6 +66,12 @@ impl Daemon {
     /// Write main.cf (`extra` appended to the test defaults) and a master.cf
     /// with one smtpd service on a free port, then start.
     pub fn start(extra: &str) -> Daemon {
+        Daemon::start_with_master(extra, "")
+    }
+
+    /// Like [`Daemon::start`], with `extra_master` appended to master.cf
+    /// (more services: pipe transports, a second smtpd, ...).
+    pub fn start_with_master(extra: &str, extra_master: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let main = format!(
@@ -77,7 +83,7 @@ impl Daemon {
         std::fs::write(
             dir.path().join("master.cf"),
             format!(
-                "127.0.0.1:{port} inet n - n - - smtpd\nsmtp unix - - n - - smtp\nrelay unix - - n - - smtp\nlocal unix - n n - - local\nerror unix - - n - - error\ndiscard unix - - n - - discard\n"
+                "127.0.0.1:{port} inet n - n - - smtpd\nsmtp unix - - n - - smtp\nrelay unix - - n - - smtp\nlocal unix - n n - - local\nerror unix - - n - - error\ndiscard unix - - n - - discard\n{extra_master}"
             ),
         )
         .expect("master.cf");
@@ -173,6 +179,21 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, for at most `secs`
+/// seconds.
+pub fn wait_until<T>(secs: u64, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

@@ -11,14 +11,14 @@ use std::time::{Duration, Instant};
 
 /// What happened to one recipient.
 #[derive(Clone)]
-struct Result1 {
-    kind: Kind,
-    dsn: String,
-    text: String,
+pub(super) struct Result1 {
+    pub(super) kind: Kind,
+    pub(super) dsn: String,
+    pub(super) text: String,
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub(super) enum Kind {
     Sent,
     Deferred,
     Bounced,
@@ -94,6 +94,13 @@ pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
             );
         }
         TransportKind::Smtp(client) => smtp_worker(&qmgr, &dest, client, &settings).await,
+        TransportKind::Local(local) => {
+            let local = std::sync::Arc::clone(local);
+            super::offcore::worker(&qmgr, &dest, &transport, "local", move |r| {
+                crate::delivery::local::deliver(&local, r)
+            })
+            .await;
+        }
     }
 }
 
@@ -465,7 +472,7 @@ fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u
 /// for good (so it is in the log before the outcomes that cause it), then
 /// each outcome, with its log line.
 #[allow(clippy::too_many_arguments)]
-fn finish(
+pub(super) fn finish(
     qmgr: &Rc<Qmgr>,
     job: &Job,
     stored: &StoredMessage,

@@ -16,6 +16,8 @@ pub enum TransportKind {
     Smtp(ClientSettings),
     Discard,
     Error,
+    /// local(8): aliases, .forward, mailboxes (off the cores).
+    Local(std::sync::Arc<crate::delivery::local::LocalSettings>),
     /// A delivery agent corepost does not have yet: mail is deferred, never
     /// lost.
     NotImplemented(String),
@@ -35,6 +37,9 @@ pub struct TransportSettings {
     /// one destination; when set, one connection per destination (as
     /// Postfix).
     pub rate_delay: Duration,
+    /// master.cf maxproc (or `default_process_limit`): the size of the
+    /// thread pool of an off-core agent (local, virtual, pipe).
+    pub process_limit: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -105,9 +110,18 @@ impl QmgrSettings {
                 }
                 "discard" => TransportKind::Discard,
                 "error" => TransportKind::Error,
-                "lmtp" | "local" | "virtual" | "pipe" => {
-                    TransportKind::NotImplemented(s.command.clone())
+                "local" => {
+                    let view = config.service(&s.id()).ok_or("service vanished")?;
+                    let get = |n: &str| view.get(n);
+                    TransportKind::Local(std::sync::Arc::new(
+                        crate::delivery::local::LocalSettings::from_params(
+                            &get,
+                            &|n| view.raw(n),
+                            &s.name,
+                        )?,
+                    ))
                 }
+                "lmtp" | "virtual" | "pipe" => TransportKind::NotImplemented(s.command.clone()),
                 _ => continue,
             };
             let concurrency = transport_int(
@@ -134,6 +148,16 @@ impl QmgrSettings {
                 "destination_rate_delay",
                 "default_destination_rate_delay",
             )?;
+            let process_limit = match s.max_proc {
+                Some(n) if n > 0 => n as usize,
+                _ => usize::try_from(
+                    config
+                        .get_int("default_process_limit")
+                        .map_err(|e| e.to_string())?,
+                )
+                .unwrap_or(100)
+                .max(1),
+            };
             transports.insert(
                 s.name.clone(),
                 TransportSettings {
@@ -142,6 +166,7 @@ impl QmgrSettings {
                     initial_concurrency: usize::try_from(initial).unwrap_or(1).max(1),
                     recipient_limit: usize::try_from(recipients).unwrap_or(1).max(1),
                     rate_delay,
+                    process_limit,
                 },
             );
         }
