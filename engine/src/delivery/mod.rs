@@ -18,6 +18,7 @@ pub mod agent;
 pub mod command;
 pub mod local;
 pub mod mailbox;
+pub mod pipe;
 pub mod pool;
 pub mod smtp;
 pub mod testsink;

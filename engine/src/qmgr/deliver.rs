@@ -101,6 +101,14 @@ pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
             })
             .await;
         }
+        TransportKind::Pipe(pipe) => {
+            let pipe = std::sync::Arc::clone(pipe);
+            let relay = dest.key.transport.clone();
+            super::offcore::worker(&qmgr, &dest, &transport, &relay, move |r| {
+                crate::delivery::pipe::deliver(&pipe, r)
+            })
+            .await;
+        }
     }
 }
 

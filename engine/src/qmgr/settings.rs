@@ -18,6 +18,8 @@ pub enum TransportKind {
     Error,
     /// local(8): aliases, .forward, mailboxes (off the cores).
     Local(std::sync::Arc<crate::delivery::local::LocalSettings>),
+    /// pipe(8): an external command (off the cores).
+    Pipe(std::sync::Arc<crate::delivery::pipe::PipeSettings>),
     /// A delivery agent corepost does not have yet: mail is deferred, never
     /// lost.
     NotImplemented(String),
@@ -121,7 +123,20 @@ impl QmgrSettings {
                         )?,
                     ))
                 }
-                "lmtp" | "virtual" | "pipe" => TransportKind::NotImplemented(s.command.clone()),
+                "pipe" => {
+                    let view = config.service(&s.id()).ok_or("service vanished")?;
+                    let limit =
+                        transport_time(config, &s.name, "time_limit", "command_time_limit")?;
+                    TransportKind::Pipe(std::sync::Arc::new(
+                        crate::delivery::pipe::PipeSettings::parse(
+                            &s.name,
+                            &s.args,
+                            limit,
+                            &view.get("recipient_delimiter").map_err(|e| e.to_string())?,
+                        )?,
+                    ))
+                }
+                "lmtp" | "virtual" => TransportKind::NotImplemented(s.command.clone()),
                 _ => continue,
             };
             let concurrency = transport_int(
