@@ -425,3 +425,67 @@ fn aliases_command_validates_and_queries() {
         stderr(&out)
     );
 }
+
+/// The virtual agent: two hosted domains with the same local part get
+/// separate mailboxes under virtual_mailbox_base, written as the
+/// virtual_uid_maps uid; a uid below virtual_minimum_uid defers.
+#[test]
+fn virtual_mailboxes_for_two_domains() {
+    let base = tempfile::tempdir().unwrap();
+    chown(base.path());
+    let (uid, gid) = test_ids();
+    let d = Daemon::start_with_master(
+        &format!(
+            "virtual_mailbox_domains = d1.example, d2.example\n\
+             virtual_mailbox_maps = inline:{{ info@d1.example=d1/info/, info@d2.example=d2/info/, sales@d1.example=d1-sales, low@d2.example=d2/low/ }}\n\
+             virtual_mailbox_base = {}\n\
+             virtual_uid_maps = inline:{{ low@d2.example=5 }}, static:{uid}\n\
+             virtual_gid_maps = static:{gid}\n\
+             virtual_minimum_uid = 100\n\
+             recipient_delimiter = +\n\
+             default_transport = discard\nminimal_backoff_time = 100s\n",
+            base.path().display()
+        ),
+        "virtual unix - n n - - virtual\n",
+    );
+    submit(
+        d.port,
+        "s@example.org",
+        &["info@d1.example"],
+        "Subject: for d1\r\n\r\nx",
+    );
+    submit(
+        d.port,
+        "s@example.org",
+        &["info+tag@d2.example", "sales@d1.example"],
+        "Subject: for d2\r\n\r\nx",
+    );
+    let m = wait_maildir(&base.path().join("d1/info"), "Subject: for d1", &d);
+    assert!(m.contains("Delivered-To: info@d1.example\n"), "{m}");
+    let m = wait_maildir(&base.path().join("d2/info"), "Subject: for d2", &d);
+    assert!(m.contains("Delivered-To: info+tag@d2.example\n"), "{m}");
+    assert!(maildir_messages(&base.path().join("d1/info")).len() == 1);
+    let mbox = wait_file_contains(&base.path().join("d1-sales"), "Subject: for d2", &d);
+    assert!(mbox.starts_with("From s@example.org  "), "{mbox}");
+    assert_eq!(
+        std::fs::metadata(base.path().join("d1-sales"))
+            .unwrap()
+            .uid(),
+        uid
+    );
+    let log = wait_log(&d, "to=<info@d1.example>, relay=virtual");
+    assert!(log.contains("status=sent (delivered to maildir)"), "{log}");
+
+    submit(
+        d.port,
+        "s@example.org",
+        &["low@d2.example"],
+        "Subject: low\r\n\r\nx",
+    );
+    let log = wait_log(&d, "to=<low@d2.example>, relay=virtual");
+    assert!(
+        log.contains("dsn=4.3.5, status=deferred (mail system configuration error: uid 5 for low@d2.example is below virtual_minimum_uid 100)"),
+        "{log}"
+    );
+    assert!(!base.path().join("d2/low").exists());
+}

@@ -22,3 +22,4 @@ pub mod pipe;
 pub mod pool;
 pub mod smtp;
 pub mod testsink;
+pub mod r#virtual;

@@ -109,6 +109,13 @@ pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
             })
             .await;
         }
+        TransportKind::Virtual(settings) => {
+            let settings = std::sync::Arc::clone(settings);
+            super::offcore::worker(&qmgr, &dest, &transport, "virtual", move |r| {
+                crate::delivery::r#virtual::deliver(&settings, r)
+            })
+            .await;
+        }
     }
 }
 

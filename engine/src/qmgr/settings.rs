@@ -20,6 +20,8 @@ pub enum TransportKind {
     Local(std::sync::Arc<crate::delivery::local::LocalSettings>),
     /// pipe(8): an external command (off the cores).
     Pipe(std::sync::Arc<crate::delivery::pipe::PipeSettings>),
+    /// virtual(8): hosted mailboxes (off the cores).
+    Virtual(std::sync::Arc<crate::delivery::r#virtual::VirtualSettings>),
     /// A delivery agent corepost does not have yet: mail is deferred, never
     /// lost.
     NotImplemented(String),
@@ -136,7 +138,14 @@ impl QmgrSettings {
                         )?,
                     ))
                 }
-                "lmtp" | "virtual" => TransportKind::NotImplemented(s.command.clone()),
+                "virtual" => {
+                    let view = config.service(&s.id()).ok_or("service vanished")?;
+                    let get = |n: &str| view.get(n);
+                    TransportKind::Virtual(std::sync::Arc::new(
+                        crate::delivery::r#virtual::VirtualSettings::from_params(&get)?,
+                    ))
+                }
+                "lmtp" => TransportKind::NotImplemented(s.command.clone()),
                 _ => continue,
             };
             let concurrency = transport_int(
