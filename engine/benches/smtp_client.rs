@@ -87,6 +87,11 @@ fn bench_loopback(c: &mut Criterion) {
         quit_timeout: t,
         tls: TlsLevel::None,
         lmtp: false,
+        default_port: 25,
+        socket_directory: std::path::PathBuf::new(),
+        cache_time_limit: Duration::from_secs(2),
+        reuse_time_limit: Duration::from_secs(300),
+        reuse_count_limit: 0,
     };
     let body: Vec<u8> = b"Subject: bench\r\n\r\n"
         .iter()

@@ -16,6 +16,7 @@
 
 pub mod agent;
 pub mod command;
+pub mod lmtp;
 pub mod local;
 pub mod mailbox;
 pub mod pipe;

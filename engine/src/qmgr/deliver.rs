@@ -4,7 +4,8 @@
 //! line (`<id>: to=<…>, relay=…, delay=…, delays=a/b/c/d, dsn=…, status=…`).
 
 use super::{DestQueue, Job, Qmgr, TransportKind};
-use crate::delivery::smtp::{Outbound, RecipientResult, ServerReply, SessionError, SmtpConnection};
+use crate::delivery::lmtp::LmtpTarget;
+use crate::delivery::smtp::{Outbound, ServerReply, SessionError, SmtpConnection};
 use corepost_spool::{Outcome, OutcomeKind, QueueId, StoredMessage};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -172,12 +173,41 @@ async fn smtp_worker(
 ) {
     let program = format!("corepost/{}", dest.key.transport);
     let started = Instant::now();
+    // LMTP: a Unix socket, or a host whose addresses (never MX) are looked up.
+    let lmtp = if client.lmtp {
+        match crate::delivery::lmtp::parse_nexthop(
+            &dest.key.nexthop,
+            client.default_port,
+            &client.socket_directory,
+        ) {
+            Ok(t) => Some(t),
+            Err(text) => {
+                let r = Result1 {
+                    kind: Kind::Deferred,
+                    dsn: "4.3.5".into(),
+                    text,
+                };
+                drain(qmgr, dest, |_| r.clone(), "none");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let nexthop = match &lmtp {
+        Some(LmtpTarget::Inet(n)) => n.as_str(),
+        _ => dest.key.nexthop.as_str(),
+    };
     // Where to connect.
-    let addrs = match qmgr
-        .resolver
-        .resolve_nexthop(&dest.key.nexthop, &settings.nexthop)
-        .await
-    {
+    let resolved = match &lmtp {
+        Some(LmtpTarget::Unix(_)) => Ok(Vec::new()),
+        _ => {
+            qmgr.resolver
+                .resolve_nexthop(nexthop, &settings.nexthop)
+                .await
+        }
+    };
+    let addrs = match resolved {
         Ok(a) => a,
         Err(e) => {
             let kind = if e.is_permanent() {
@@ -204,6 +234,12 @@ async fn smtp_worker(
     let mut conn = None;
     let mut last_error = None;
     let connection_interval = dest.policy.as_ref().and_then(|p| p.connection_interval);
+    if let Some(LmtpTarget::Unix(path)) = &lmtp {
+        match SmtpConnection::connect_unix(path, &client.helo_name, client).await {
+            Ok(c) => conn = Some(c),
+            Err(e) => last_error = Some(e),
+        }
+    }
     for d in addrs.iter() {
         if let Some(interval) = connection_interval {
             pace(&dest.next_connect, interval).await;
@@ -250,7 +286,7 @@ async fn smtp_worker(
     *dest.dead.borrow_mut() = None;
     let setup = started.elapsed();
     loop {
-        if settings.reuse_count_limit > 0 && conn.transactions() >= settings.reuse_count_limit {
+        if client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit {
             // Used enough: the next jobs go over a fresh connection.
             requeue_rest(qmgr, dest);
             break;
@@ -258,7 +294,7 @@ async fn smtp_worker(
         let job = dest.jobs.borrow_mut().pop_front();
         let Some(job) = job else {
             // Keep the connection for more mail to this destination.
-            if conn.age() >= settings.reuse_time_limit || qmgr.ctx.shutdown.is_triggered() {
+            if conn.age() >= client.reuse_time_limit || qmgr.ctx.shutdown.is_triggered() {
                 break;
             }
             dest.idle.set(dest.idle.get() + 1);
@@ -268,7 +304,7 @@ async fn smtp_worker(
                     true
                 },
                 async {
-                    glommio::timer::sleep(settings.cache_time_limit).await;
+                    glommio::timer::sleep(client.cache_time_limit).await;
                     false
                 },
             )
@@ -329,23 +365,22 @@ async fn smtp_worker(
                 }
                 let mut results = Vec::with_capacity(job.recipients.len());
                 for (slot, &i) in job.recipients.iter().enumerate() {
-                    let r = match tx.recipients.get(slot) {
-                        Some(RecipientResult::Accepted(_)) => match &tx.data {
-                            Some(d) => from_reply(d, &conn, "end of DATA"),
-                            None => Result1 {
-                                kind: Kind::Deferred,
-                                dsn: "4.4.2".into(),
-                                text: "lost connection before end of data".into(),
-                            },
-                        },
-                        Some(RecipientResult::Rejected(reply)) => {
-                            from_reply(reply, &conn, "RCPT TO")
+                    let lost = |text: String| Result1 {
+                        kind: Kind::Deferred,
+                        dsn: "4.4.2".into(),
+                        text,
+                    };
+                    let r = match tx.final_reply(slot) {
+                        Some((reply, stage)) => from_reply(reply, &conn, stage),
+                        None if slot >= tx.recipients.len() => {
+                            lost("no reply for this recipient".into())
                         }
-                        None => Result1 {
-                            kind: Kind::Deferred,
-                            dsn: "4.4.2".into(),
-                            text: "no reply for this recipient".into(),
-                        },
+                        // LMTP: the connection broke before this recipient's reply.
+                        None if client.lmtp => lost(format!(
+                            "lost connection with {} while receiving the reply to end of data -- message may be sent more than once",
+                            conn.peer()
+                        )),
+                        None => lost("lost connection before end of data".into()),
                     };
                     results.push((i, r));
                 }
@@ -425,9 +460,8 @@ fn from_reply(reply: &ServerReply, conn: &SmtpConnection, stage: &str) -> Result
     let text = match kind {
         Kind::Sent => reply.to_string(),
         _ => format!(
-            "host {}[{}] said: {} (in reply to {stage} command)",
-            conn.host(),
-            conn.addr().ip(),
+            "host {} said: {} (in reply to {stage} command)",
+            conn.peer(),
             reply
         ),
     };

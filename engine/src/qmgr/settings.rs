@@ -13,6 +13,7 @@ use std::time::Duration;
 /// What delivers mail for a transport (master.cf's command).
 #[derive(Debug, Clone)]
 pub enum TransportKind {
+    /// smtp(8) and lmtp(8): the SMTP client, in LMTP mode for lmtp.
     Smtp(ClientSettings),
     Discard,
     Error,
@@ -107,10 +108,14 @@ impl QmgrSettings {
             .filter(|s| s.kind == ServiceType::Unix)
         {
             let kind = match s.command.as_str() {
-                "smtp" => {
+                "smtp" | "lmtp" => {
                     let view = config.service(&s.id()).ok_or("service vanished")?;
                     let get = |n: &str| view.get(n);
-                    TransportKind::Smtp(ClientSettings::from_params(&get, &s.name)?)
+                    TransportKind::Smtp(ClientSettings::for_protocol(
+                        &get,
+                        &s.name,
+                        s.command == "lmtp",
+                    )?)
                 }
                 "discard" => TransportKind::Discard,
                 "error" => TransportKind::Error,
@@ -145,7 +150,6 @@ impl QmgrSettings {
                         crate::delivery::r#virtual::VirtualSettings::from_params(&get)?,
                     ))
                 }
-                "lmtp" => TransportKind::NotImplemented(s.command.clone()),
                 _ => continue,
             };
             let concurrency = transport_int(
