@@ -298,19 +298,40 @@ async fn smtp_worker(
                 break;
             }
             dest.idle.set(dest.idle.get() + 1);
-            let arrived = futures_lite::future::or(
-                async {
-                    dest.arrivals.wait().await;
-                    true
-                },
-                async {
-                    glommio::timer::sleep(client.cache_time_limit).await;
-                    false
-                },
-            )
-            .await;
+            // Wait out the cache time. A wake-up can be stale (the signal
+            // remembers the arrival of a job this worker already took) or
+            // another worker can take the job first: then keep waiting.
+            let deadline = Instant::now() + client.cache_time_limit;
+            let mut more = false;
+            loop {
+                let left = deadline.saturating_duration_since(Instant::now());
+                let arrived = futures_lite::future::or(
+                    async {
+                        dest.arrivals.wait().await;
+                        true
+                    },
+                    futures_lite::future::or(
+                        async {
+                            glommio::timer::sleep(left).await;
+                            false
+                        },
+                        async {
+                            qmgr.ctx.shutdown.wait().await;
+                            false
+                        },
+                    ),
+                )
+                .await;
+                if !dest.jobs.borrow().is_empty() {
+                    more = true;
+                    break;
+                }
+                if !arrived || left.is_zero() {
+                    break;
+                }
+            }
             dest.idle.set(dest.idle.get() - 1);
-            if arrived && !dest.jobs.borrow().is_empty() {
+            if more {
                 continue;
             }
             break;
