@@ -34,7 +34,9 @@ struct Dovecot {
 
 impl Dovecot {
     /// Users are local parts (`auth_username_format = %Ln`: the domain is
-    /// ignored); each gets the Maildir `<dir>/mail/<user>`.
+    /// ignored); each gets the Maildir `<dir>/mail/<user>`. `user/1K` gives
+    /// the user a storage quota (exceeded: a 552 after DATA for that
+    /// recipient only).
     fn start(users: &[&str]) -> Dovecot {
         let dir = tempfile::tempdir().expect("tempdir");
         let p = dir.path().display().to_string();
@@ -46,7 +48,12 @@ impl Dovecot {
         let (uid, gid) = test_ids();
         let passwd: String = users
             .iter()
-            .map(|u| format!("{u}:{{PLAIN}}x:{uid}:{gid}::{p}/mail/{u}\n"))
+            .map(|u| match u.split_once('/') {
+                Some((u, quota)) => format!(
+                    "{u}:{{PLAIN}}x:{uid}:{gid}::{p}/mail/{u}::userdb_quota_rule=*:storage={quota}\n"
+                ),
+                None => format!("{u}:{{PLAIN}}x:{uid}:{gid}::{p}/mail/{u}\n"),
+            })
             .collect();
         std::fs::write(dir.path().join("users"), passwd).unwrap();
         // SAFETY: geteuid has no preconditions.
@@ -64,6 +71,7 @@ impl Dovecot {
                 "base_dir = {p}/run\nstate_dir = {p}/state\nlog_path = {p}/dovecot.log\n\
                  protocols = lmtp\nssl = no\nlisten = 127.0.0.1\nfirst_valid_uid = 1\n\
                  auth_username_format = %Ln\nmail_location = maildir:{p}/mail/%n\n{unprivileged}\
+                 mail_plugins = quota\nplugin {{\n  quota = maildir:User quota\n}}\n\
                  passdb {{\n  driver = passwd-file\n  args = {p}/users\n}}\n\
                  userdb {{\n  driver = passwd-file\n  args = {p}/users\n}}\n\
                  service lmtp {{\n  unix_listener {p}/lmtp {{\n    mode = 0666\n  }}\n  \
@@ -172,15 +180,16 @@ fn wait_log(d: &Daemon, needle: &str) -> String {
 
 /// `virtual_transport = lmtp:unix:/path`: two users delivered into
 /// Dovecot's Maildirs in one transaction, an unknown one bounced with
-/// Dovecot's per-recipient 550; the second message reuses the connection.
+/// Dovecot's 550 to its RCPT, one over quota bounced with its own 552 after
+/// DATA; the second message reuses the connection.
 #[test]
 fn virtual_transport_to_dovecot_over_a_unix_socket() {
-    let dovecot = Dovecot::start(&["alice", "bob"]);
+    let dovecot = Dovecot::start(&["alice", "small/1K", "bob"]);
     let d = Daemon::start_with_master(
         &format!(
             "corepost_cores = 1\n\
              virtual_mailbox_domains = lmtp.example\n\
-             virtual_mailbox_maps = inline:{{ alice@lmtp.example=1, bob@lmtp.example=1, ghost@lmtp.example=1 }}\n\
+             virtual_mailbox_maps = inline:{{ alice@lmtp.example=1, bob@lmtp.example=1, ghost@lmtp.example=1, small@lmtp.example=1 }}\n\
              virtual_transport = lmtp:unix:{}\n\
              lmtp_connection_cache_time_limit = 10s\n\
              default_transport = discard\nminimal_backoff_time = 100s\n",
@@ -196,10 +205,15 @@ fn virtual_transport_to_dovecot_over_a_unix_socket() {
         &[
             "alice@lmtp.example",
             "ghost@lmtp.example",
+            "small@lmtp.example",
             "bob@lmtp.example",
         ],
         // Dot-stuffed on the wire: the stored line starts with one dot.
-        "Subject: lmtp over unix\r\n\r\nfirst body line\r\n..leading dot",
+        // Larger than small's 1K quota.
+        &format!(
+            "Subject: lmtp over unix\r\n\r\nfirst body line\r\n..leading dot\r\n{}",
+            "filler ".repeat(300)
+        ),
     );
     let m = wait_maildir(&dovecot, "alice", "Subject: lmtp over unix", &d);
     assert!(m.contains("first body line\n.leading dot"), "{m}");
@@ -227,6 +241,14 @@ fn virtual_transport_to_dovecot_over_a_unix_socket() {
         "{log}"
     );
     assert!(log.contains("(in reply to RCPT TO command)"), "{log}");
+    let log = wait_log(&d, &format!("{first}: to=<small@lmtp.example>"));
+    assert!(
+        log.contains(&format!(
+            "dsn=5.2.2, status=bounced (host mx.test.example[{socket}] said: 552 5.2.2 <small@lmtp.example> Quota exceeded (mailbox for user is full) (in reply to end of DATA command))"
+        )),
+        "{log}"
+    );
+    assert!(maildir_messages(&dovecot.maildir("small")).is_empty());
     assert!(
         log.contains(&format!("{first}: sender non-delivery notification:")),
         "{log}"
