@@ -63,6 +63,68 @@ fn nexthop_forms() {
     assert_eq!(parse_port("x"), None);
 }
 
+proptest::proptest! {
+    /// Any next hop text parses or is refused with a message; a TCP target is always in the
+    /// bracketed (no MX) form with a port.
+    #[test]
+    fn nexthop_parsing_never_panics(text in "\\PC{0,80}") {
+        if let Ok(LmtpTarget::Inet(hop)) = parse_nexthop(&text, 24, Path::new("/q")) {
+            proptest::prop_assert!(hop.starts_with('['), "{}", hop);
+            let port = hop.rsplit_once("]:").map(|(_, p)| p.parse::<u16>());
+            proptest::prop_assert!(matches!(port, Some(Ok(_))), "{}", hop);
+        }
+    }
+}
+
+fn reply(code: u16, text: &str) -> crate::delivery::smtp::ServerReply {
+    crate::delivery::smtp::ServerReply {
+        code,
+        enhanced: None,
+        text: text.into(),
+    }
+}
+
+/// Per-recipient replies are matched to accepted recipients in order, skipping refused ones;
+/// a missing reply is no fate at all, and SMTP results keep using the one data reply.
+#[test]
+fn final_reply_maps_replies_to_accepted_recipients() {
+    let r = TransactionResult {
+        recipients: vec![
+            RecipientResult::Rejected(reply(550, "no such user")),
+            RecipientResult::Accepted(reply(250, "a")),
+            RecipientResult::Accepted(reply(250, "b")),
+            RecipientResult::Rejected(reply(450, "later")),
+            RecipientResult::Accepted(reply(250, "c")),
+        ],
+        data: Some(reply(452, "full")),
+        per_recipient: vec![reply(250, "a saved"), reply(452, "full")],
+    };
+    let got: Vec<Option<(u16, &str, &str)>> = (0..6)
+        .map(|i| {
+            r.final_reply(i)
+                .map(|(reply, stage)| (reply.code, reply.text.as_str(), stage))
+        })
+        .collect();
+    assert_eq!(
+        got,
+        [
+            Some((550, "no such user", "RCPT TO")),
+            Some((250, "a saved", "end of DATA")),
+            Some((452, "full", "end of DATA")),
+            Some((450, "later", "RCPT TO")),
+            None,
+            None,
+        ]
+    );
+    let smtp = TransactionResult {
+        per_recipient: Vec::new(),
+        data: Some(reply(250, "queued")),
+        ..r
+    };
+    assert_eq!(smtp.final_reply(4).map(|(d, _)| d.code), Some(250));
+    assert_eq!(smtp.final_reply(0).map(|(d, _)| d.code), Some(550));
+}
+
 #[test]
 fn settings_read_lmtp_parameters() {
     let get = |name: &str| -> Result<String, corepost_config::ConfigError> {
