@@ -185,6 +185,8 @@ struct Script {
     done: HashMap<String, String>,
     hang_up_after: Option<usize>,
     lhlo: Option<String>,
+    /// Advertise CHUNKING and BINARYMIME, and take `BDAT n LAST`.
+    chunking: bool,
 }
 
 /// Every command line received, per connection.
@@ -224,10 +226,33 @@ fn session(conn: std::os::unix::net::UnixStream, n: usize, log: &Log, script: &S
         log.lock().unwrap()[n].push(cmd.clone());
         let upper = cmd.to_ascii_uppercase();
         let reply = if upper.starts_with("LHLO") {
-            script
-                .lhlo
-                .clone()
-                .unwrap_or_else(|| "250-lmtp.test\r\n250-PIPELINING\r\n250 8BITMIME".into())
+            script.lhlo.clone().unwrap_or_else(|| {
+                if script.chunking {
+                    "250-lmtp.test\r\n250-PIPELINING\r\n250-CHUNKING\r\n250 BINARYMIME".into()
+                } else {
+                    "250-lmtp.test\r\n250-PIPELINING\r\n250 8BITMIME".into()
+                }
+            })
+        } else if upper.starts_with("BDAT ") && upper.ends_with(" LAST") {
+            let n: usize = upper
+                .split(' ')
+                .nth(1)
+                .and_then(|n| n.parse().ok())
+                .unwrap_or(0);
+            let mut chunk = vec![0; n];
+            if std::io::Read::read_exact(&mut r, &mut chunk).is_err() {
+                return;
+            }
+            for addr in &accepted {
+                let reply = script
+                    .done
+                    .get(addr)
+                    .cloned()
+                    .unwrap_or_else(|| format!("250 2.0.0 <{addr}> {n} octets saved"));
+                let _ = w.write_all(format!("{reply}\r\n").as_bytes());
+            }
+            accepted.clear();
+            continue;
         } else if upper.starts_with("MAIL") {
             accepted.clear();
             "250 2.1.0 OK".into()
@@ -393,6 +418,56 @@ fn per_recipient_replies_after_data_and_reuse() {
         lines.iter().filter(|l| l.starts_with("MAIL FROM")).count(),
         2
     );
+}
+
+/// BDAT LAST (a BINARYMIME message) also gets one reply per accepted recipient.
+#[test]
+fn bdat_last_gets_per_recipient_replies() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("lmtp");
+    let mut script = Script {
+        chunking: true,
+        ..Script::default()
+    };
+    script.done.insert(
+        "b@example.org".into(),
+        "554 5.6.0 <b@example.org> Rejected".into(),
+    );
+    serve(&path, script);
+    on_executor(move || async move {
+        let mut conn = SmtpConnection::connect_unix(&path, "localhost", &settings())
+            .await
+            .expect("connect");
+        let recipients: Vec<Recipient> = ["a@example.org", "b@example.org"]
+            .iter()
+            .map(|a| Recipient {
+                address: (*a).into(),
+                ..Recipient::default()
+            })
+            .collect();
+        let refs: Vec<&Recipient> = recipients.iter().collect();
+        let params = MailParams {
+            body: corepost_spool::BodyType::BinaryMime,
+            ..MailParams::default()
+        };
+        let r = conn
+            .deliver(&Outbound {
+                sender: "s@example.org",
+                params: &params,
+                recipients: &refs,
+                content: b"Subject: b\r\n\r\n\x00\x01binary\r\n",
+            })
+            .await
+            .expect("transaction");
+        assert_eq!(
+            codes(&r),
+            [Some((250, "end of DATA")), Some((554, "end of DATA"))]
+        );
+        assert_eq!(r.per_recipient[0].text, "<a@example.org> 24 octets saved");
+        // The session is in step: another transaction works.
+        let r = send(&mut conn, &["c@example.org"]).await.expect("second");
+        assert_eq!(codes(&r), [Some((250, "end of DATA"))]);
+    });
 }
 
 #[test]
