@@ -8,7 +8,8 @@
 //! Dovecot runs with its own configuration in a temp dir (base_dir, a
 //! passwd-file userdb, `mail_location = maildir:...`). As root its users get
 //! the `nobody` uid (Dovecot refuses uid 0); otherwise the test's own uid,
-//! with Dovecot's internal and login users set to the current user.
+//! with Dovecot's internal and login users and internal group set to the
+//! current user's (checked by hand: Dovecot runs fine as `nobody` so).
 
 mod support;
 
@@ -58,9 +59,14 @@ impl Dovecot {
         std::fs::write(dir.path().join("users"), passwd).unwrap();
         // SAFETY: geteuid has no preconditions.
         let unprivileged = if unsafe { libc::geteuid() } != 0 {
-            let out = Command::new("id").arg("-un").output().expect("id -un");
-            let me = String::from_utf8_lossy(&out.stdout).trim().to_string();
-            format!("default_internal_user = {me}\ndefault_login_user = {me}\n")
+            let id = |flag: &str| {
+                let out = Command::new("id").arg(flag).output().expect("id");
+                String::from_utf8_lossy(&out.stdout).trim().to_string()
+            };
+            let (me, group) = (id("-un"), id("-gn"));
+            format!(
+                "default_internal_user = {me}\ndefault_login_user = {me}\ndefault_internal_group = {group}\n"
+            )
         } else {
             String::new()
         };
