@@ -55,6 +55,8 @@ pub struct QmgrSettings {
     pub bounce_queue_lifetime: Duration,
     /// `delay_warning_time` (zero: never warn).
     pub delay_warning: Duration,
+    /// main.cf's `smtp_connection_*` limits. Workers use their transport's own
+    /// (`ClientSettings`: `smtp_*` or `lmtp_*`, with master.cf `-o` overrides).
     pub cache_time_limit: Duration,
     pub reuse_time_limit: Duration,
     /// `smtp_connection_reuse_count_limit`: transactions per connection (0 = no limit).
