@@ -24,7 +24,7 @@ fn python(script: &str) -> (bool, String) {
 
 #[test]
 fn smtplib_transaction_is_queued_with_routes() {
-    let mut d = Daemon::start("relay_domains = relay.example\nrelayhost =\n");
+    let mut d = Daemon::start_keeping_local_mail("relay_domains = relay.example\nrelayhost =\n");
     let (ok, out) = python(&format!(
         r#"
 import smtplib
@@ -133,7 +133,7 @@ fn pipelined_group_is_answered_in_order() {
 
 #[test]
 fn bdat_chunks() {
-    let mut d = Daemon::start("");
+    let mut d = Daemon::start_keeping_local_mail("");
     let mut c = Raw::connect(d.port);
     c.cmd("EHLO x");
     assert!(
@@ -168,7 +168,7 @@ fn bdat_chunks() {
 
 #[test]
 fn smtputf8_and_8bitmime() {
-    let mut d = Daemon::start("local_recipient_maps =\n");
+    let mut d = Daemon::start_keeping_local_mail("local_recipient_maps =\n");
     let (ok, out) = python(&format!(
         r#"
 import smtplib
@@ -326,7 +326,7 @@ fn smuggling_sequences_do_not_split_messages() {
     let sequences: &[&[u8]] = &[b"\n.\n", b"\n.\r\n", b"\r\n.\n", b"\r.\r", b"\r.\r\n"];
     // Loopback is in mynetworks, which the default exempts from
     // normalisation; normalise here.
-    let mut d = Daemon::start("smtpd_forbid_bare_newline_exclusions =\n");
+    let mut d = Daemon::start_keeping_local_mail("smtpd_forbid_bare_newline_exclusions =\n");
     let mut c = Raw::connect(d.port);
     c.cmd("EHLO x");
     for seq in sequences {
@@ -410,7 +410,7 @@ fn oversized_message_is_refused_with_flat_memory() {
 
 #[test]
 fn acknowledged_messages_survive_sigkill() {
-    let mut d = Daemon::start("");
+    let mut d = Daemon::start_keeping_local_mail("");
     let mut acked = Vec::new();
     let mut c = Raw::connect(d.port);
     c.cmd("EHLO x");
@@ -500,8 +500,9 @@ fn many_idle_connections() {
 
 #[test]
 fn backlog_limit_slows_then_refuses() {
-    let d =
-        Daemon::start("corepost_cores = 1\ncorepost_core_backlog_limit = 1\nin_flow_delay = 1s\n");
+    let d = Daemon::start_keeping_local_mail(
+        "corepost_cores = 1\ncorepost_core_backlog_limit = 1\nin_flow_delay = 1s\n",
+    );
     let mut c = Raw::connect(d.port);
     c.cmd("EHLO x");
     for _ in 0..2 {
@@ -529,7 +530,7 @@ fn root_drops_to_mail_owner() {
         eprintln!("not root: privilege drop not exercised");
         return;
     }
-    let mut d = Daemon::start("mail_owner = nobody\n");
+    let mut d = Daemon::start_keeping_local_mail("mail_owner = nobody\n");
     let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
     let uid_line = status
         .lines()

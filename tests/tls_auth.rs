@@ -72,7 +72,7 @@ const PY_CTX: &str =
 fn starttls_with_smtplib_swaks_and_openssl_and_certificate_reload() {
     let certs = tempfile::tempdir().expect("tempdir");
     let (cert, key) = make_cert(certs.path());
-    let mut d = Daemon::start(&tls_conf(&cert, &key, "may"));
+    let mut d = Daemon::start_keeping_local_mail(&tls_conf(&cert, &key, "may"));
     let (ok, out) = python(&format!(
         r#"CERT = {cert:?}
 {PY_CTX}
@@ -295,7 +295,7 @@ fn wrappermode_service_speaks_tls_from_the_first_byte() {
     let conf = format!(
         "smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\nsmtpd_tls_loglevel = 1\n"
     );
-    let (mut d, ports) = Daemon::start_with_services(
+    let (mut d, ports) = Daemon::start_with_services_keeping_local_mail(
         &conf,
         &["inet n - n - - smtpd -o syslog_name=corepost/smtps -o smtpd_tls_wrappermode=yes"],
     );

@@ -65,6 +65,13 @@ pub static PARAMS: &[ParamDef] = &[
     p("mailbox_transport", Text, "", "Transport that local mailbox delivery is handed to instead of the local agent."),
     p("fallback_transport", Text, "", "Transport for local recipients not found in the UNIX password database."),
     p("luser_relay", Text, "", "Address that receives mail for unknown local recipients."),
+    p("allow_mail_to_commands", List, "alias, forward", "Where the local agent accepts |command destinations: alias, forward, include."),
+    p("allow_mail_to_files", List, "alias, forward", "Where the local agent accepts /file destinations: alias, forward, include."),
+    p("prepend_delivered_header", List, "command, file, forward", "Local deliveries that get a Delivered-To: header: command, file, forward (mailbox deliveries always do)."),
+    p("local_command_shell", Text, "", "Shell for local |command deliveries; empty means /bin/sh -c."),
+    p("forward_path", List, "$home/.forward${recipient_delimiter}${extension}, $home/.forward", "Where the local agent looks for a user's .forward file ($home, $user, $extension, $recipient_delimiter expand per recipient).")
+        .raw(),
+    p("mailbox_delivery_lock", List, "fcntl, dotlock", "Locks taken while the local agent appends to an mbox file: fcntl, flock, dotlock."),
     p("mailbox_size_limit", Size, "51200000", "Largest mailbox or maildir file the local agent writes, in bytes; 0 means unlimited."),
     p("local_recipient_maps", Maps, "proxy:unix:passwd.byname $alias_maps", "Tables of valid local recipients; unknown ones are rejected at RCPT time. Empty disables the check.")
         .differs("follows alias_maps"),
@@ -244,6 +251,18 @@ pub static PARAMS: &[ParamDef] = &[
     p("lmtp_connect_timeout", Time('s'), "0s", "How long the LMTP client waits for a connection; 0 means the system default."),
     p("lmtp_tls_security_level", Text, "", "LMTP client TLS level."),
     p("lmtp_lhlo_name", Text, "$myhostname", "Host name the LMTP client sends in LHLO."),
+    p("lmtp_lhlo_timeout", Time('s'), "300s", "How long the LMTP client waits for the greeting and the LHLO reply."),
+    p("lmtp_mail_timeout", Time('s'), "300s", "How long the LMTP client waits for the MAIL FROM reply."),
+    p("lmtp_rcpt_timeout", Time('s'), "300s", "How long the LMTP client waits for a RCPT TO reply."),
+    p("lmtp_data_init_timeout", Time('s'), "120s", "How long the LMTP client waits for the DATA reply."),
+    p("lmtp_data_xfer_timeout", Time('s'), "180s", "How long the LMTP client waits while sending message content."),
+    p("lmtp_data_done_timeout", Time('s'), "600s", "How long the LMTP client waits for each recipient's reply after the final dot."),
+    p("lmtp_quit_timeout", Time('s'), "300s", "How long the LMTP client waits for the QUIT reply."),
+    p("lmtp_discard_lhlo_keywords", List, "", "LHLO keywords of the server the LMTP client ignores (as smtp_discard_ehlo_keywords)."),
+    p("lmtp_tcp_port", Text, "24", "Port the LMTP client connects to when an inet: next hop names none."),
+    p("lmtp_connection_cache_time_limit", Time('s'), "2s", "How long an idle cached LMTP connection is kept."),
+    p("lmtp_connection_reuse_time_limit", Time('s'), "300s", "How long one LMTP connection may be reused for new deliveries."),
+    p("lmtp_connection_reuse_count_limit", Int, "0", "How many times one LMTP connection may be reused; 0 means unlimited."),
     // --- Scheduling ----------------------------------------------------------------
     p("default_destination_concurrency_limit", Int, "20", "Most parallel deliveries to one destination; per transport as <transport>_destination_concurrency_limit."),
     p("initial_destination_concurrency", Int, "5", "Parallel deliveries to a destination before its concurrency is adjusted by feedback."),
@@ -316,6 +335,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("corepost_core_backlog_limit", Int, "500000", "Queued messages per core above which smtpd slows new mail down by in_flow_delay and then answers 451 4.3.1, keeping memory and disk bounded when delivery falls behind.")
         .corepost(),
     p("corepost_destination_policy_maps", Maps, "", "Per-destination delivery policy, looked up by next hop (e.g. gmail.com, [10.0.0.1]:25), then transport:nexthop, then the parent domains' .domain forms: space-separated settings concurrency=N (connections), rate=N/s|m|h (messages), connection_rate=N/s|m|h (new connections). What Postfix lacks and ESPs ask for.")
+        .corepost(),
+    p("corepost_local_user_maps", Maps, "unix:passwd.byname", "Where the local agent finds users: tables mapping a user name to a passwd(5) line (name:x:uid:gid:gecos:home:shell); another table serves users without system accounts (containers, tests).")
         .corepost(),
     p("corepost_log_format", Text, "postfix", "Log line format: postfix (Postfix's text lines) or json.")
         .corepost(),

@@ -88,6 +88,11 @@ fn bench_loopback(c: &mut Criterion) {
         tls: TlsLevel::None,
         discard_ehlo_keywords: Vec::new(),
         lmtp: false,
+        default_port: 25,
+        socket_directory: std::path::PathBuf::new(),
+        cache_time_limit: Duration::from_secs(2),
+        reuse_time_limit: Duration::from_secs(300),
+        reuse_count_limit: 0,
     };
     let body: Vec<u8> = b"Subject: bench\r\n\r\n"
         .iter()

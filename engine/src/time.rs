@@ -108,6 +108,23 @@ pub fn rfc5322(secs: i64) -> String {
     }
 }
 
+/// `Mon Nov 24 07:30:00 2026`, the ctime(3) date of an mbox `From ` line.
+pub fn asctime_now() -> String {
+    match local(now_secs()) {
+        Some(l) => format!(
+            "{} {} {:>2} {:02}:{:02}:{:02} {}",
+            name(&DAYS, l.tm.tm_wday),
+            name(&MONTHS, l.tm.tm_mon),
+            l.tm.tm_mday,
+            l.tm.tm_hour,
+            l.tm.tm_min,
+            l.tm.tm_sec,
+            l.tm.tm_year + 1900
+        ),
+        None => String::from("Thu Jan  1 00:00:00 1970"),
+    }
+}
+
 /// RFC 5322 date-time now.
 pub fn rfc5322_now() -> String {
     rfc5322(now_secs())

@@ -74,22 +74,48 @@ impl Daemon {
     /// after the service name, e.g. `inet n - n - - smtpd -o
     /// smtpd_tls_wrappermode=yes`. Returns the daemon and those ports.
     pub fn start_with_services(extra: &str, services: &[&str]) -> (Daemon, Vec<u16>) {
+        Daemon::services_inner(extra, services, true)
+    }
+
+    /// [`Daemon::start_with_services`] without the `local` delivery service
+    /// (see [`Daemon::start_keeping_local_mail`]).
+    pub fn start_with_services_keeping_local_mail(
+        extra: &str,
+        services: &[&str],
+    ) -> (Daemon, Vec<u16>) {
+        Daemon::services_inner(extra, services, false)
+    }
+
+    fn services_inner(extra: &str, services: &[&str], local: bool) -> (Daemon, Vec<u16>) {
         let ports: Vec<u16> = services.iter().map(|_| free_port()).collect();
         let lines: String = services
             .iter()
             .zip(&ports)
             .map(|(s, p)| format!("127.0.0.1:{p} {s}\n"))
             .collect();
-        (Daemon::start_inner(extra, &lines), ports)
+        (Daemon::start_inner(extra, &lines, local), ports)
     }
 
     /// As [`Daemon::start`], with `lines` (whole master.cf lines, e.g. a
     /// `pickup` entry) appended to master.cf.
     pub fn start_with_master_lines(extra: &str, lines: &str) -> Daemon {
-        Daemon::start_inner(extra, lines)
+        Daemon::start_inner(extra, lines, true)
     }
 
-    fn start_inner(extra: &str, extra_master: &str) -> Daemon {
+    /// Like [`Daemon::start`], with `extra_master` appended to master.cf
+    /// (more services: pipe transports, a second smtpd, ...).
+    pub fn start_with_master(extra: &str, extra_master: &str) -> Daemon {
+        Daemon::start_inner(extra, extra_master, true)
+    }
+
+    /// Like [`Daemon::start`] but without the `local` delivery service, so
+    /// mail for local users stays queued (deferred: "mail transport
+    /// unavailable"), for tests that inspect the queue after acceptance.
+    pub fn start_keeping_local_mail(extra: &str) -> Daemon {
+        Daemon::start_inner(extra, "", false)
+    }
+
+    fn start_inner(extra: &str, extra_master: &str, local: bool) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
         let port = free_port();
         let main = format!(
@@ -101,7 +127,8 @@ impl Daemon {
         std::fs::write(
             dir.path().join("master.cf"),
             format!(
-                "127.0.0.1:{port} inet n - n - - smtpd\n{extra_master}smtp unix - - n - - smtp\nrelay unix - - n - - smtp\nlocal unix - n n - - local\nerror unix - - n - - error\ndiscard unix - - n - - discard\n"
+                "127.0.0.1:{port} inet n - n - - smtpd\nsmtp unix - - n - - smtp\nrelay unix - - n - - smtp\n{}error unix - - n - - error\ndiscard unix - - n - - discard\n{extra_master}",
+                if local { "local unix - n n - - local\n" } else { "" }
             ),
         )
         .expect("master.cf");
@@ -199,6 +226,21 @@ impl Daemon {
 impl Drop for Daemon {
     fn drop(&mut self) {
         self.stop();
+    }
+}
+
+/// Poll `check` every 20 ms until it returns `Some`, for at most `secs`
+/// seconds.
+pub fn wait_until<T>(secs: u64, mut check: impl FnMut() -> Option<T>) -> Option<T> {
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(secs);
+    loop {
+        if let Some(v) = check() {
+            return Some(v);
+        }
+        if std::time::Instant::now() >= deadline {
+            return None;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(20));
     }
 }
 

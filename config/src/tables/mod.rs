@@ -41,6 +41,7 @@ use std::fmt;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
+pub mod alias_file;
 mod cidr;
 mod inline;
 pub mod keys;
@@ -52,6 +53,7 @@ mod table_list;
 mod text_file;
 mod unix;
 
+pub use alias_file::{AliasFileTable, open_alias_table, split_alias_value};
 pub use cidr::CidrTable;
 pub use inline::InlineTable;
 pub use regexp::{RegexpDialect, RegexpTable};

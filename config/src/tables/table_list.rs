@@ -34,6 +34,29 @@ impl TableList {
         })
     }
 
+    /// Open every table named in `list` with `opener` (e.g.
+    /// [`super::open_alias_table`] for `alias_maps`).
+    pub fn open_with(
+        list: &str,
+        opener: impl Fn(&str) -> Result<Arc<dyn LookupTable>, TableError>,
+    ) -> Result<Self, TableError> {
+        let specs = split_list(list).map_err(|err| TableError::bad_spec(list, err.to_string()))?;
+        let tables = specs
+            .iter()
+            .map(|spec| opener(spec))
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(TableList {
+            spec: list.trim().to_string(),
+            tables,
+        })
+    }
+
+    /// Open an alias table list (`alias_maps`): file-backed tables read the
+    /// aliases(5) format.
+    pub fn open_aliases(list: &str) -> Result<Self, TableError> {
+        Self::open_with(list, super::open_alias_table)
+    }
+
     /// A list of already opened tables.
     pub fn from_tables(tables: Vec<Arc<dyn LookupTable>>) -> Self {
         let spec = tables

@@ -9,6 +9,7 @@ use clap::{Parser, Subcommand};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
+mod aliases;
 mod check;
 mod config;
 mod daemon;
@@ -32,6 +33,8 @@ struct Cli {
 enum Command {
     /// Show or edit configuration parameters, like postconf(1).
     Config(config::ConfigArgs),
+    /// Validate ("compile") aliases files, like newaliases/postalias; -q looks an alias up.
+    Aliases(aliases::AliasesArgs),
     /// Validate main.cf, master.cf and every table they reference.
     Check(check::CheckArgs),
     /// Run the mail system in the foreground (for systemd and terminals).
@@ -86,6 +89,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
     };
     match cli.command {
         Command::Config(args) => config::run(args),
+        Command::Aliases(args) => aliases::run(args),
         Command::Check(args) => check::run(args),
         Command::Run(args) => daemon::run(args),
         Command::Stop(args) => daemon::stop(args),

@@ -6,8 +6,21 @@
 //! connections it opens stay on the core that owns the destination.
 //!
 //! - [`smtp`]: the SMTP client protocol (connection set-up, STARTTLS, pipelined transactions).
+//! - [`local`], [`pipe`], [`r#virtual`]: agents that block (fsync'd file writes, child
+//!   processes); they run on a bounded per-transport thread pool ([`pool`]) and answer with an
+//!   [`agent::Report`] the queue manager records like SMTP results.
+//! - [`mailbox`] (Maildir/mbox writing), [`command`] (running a child with a time limit):
+//!   shared by those agents.
 //! - [`testsink`]: test support — a scripted SMTP server on loopback for the client's tests and
 //!   the queue manager's end-to-end tests.
 
+pub mod agent;
+pub mod command;
+pub mod lmtp;
+pub mod local;
+pub mod mailbox;
+pub mod pipe;
+pub mod pool;
 pub mod smtp;
 pub mod testsink;
+pub mod r#virtual;

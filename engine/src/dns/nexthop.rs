@@ -65,7 +65,8 @@ impl fmt::Display for NexthopError {
 
 impl std::error::Error for NexthopError {}
 
-fn parse_port(text: &str) -> Option<u16> {
+/// A port number, or a service name Postfix knows (`smtp`, `lmtp`, ...).
+pub fn parse_port(text: &str) -> Option<u16> {
     match text.to_ascii_lowercase().as_str() {
         "smtp" => Some(25),
         "submission" => Some(587),

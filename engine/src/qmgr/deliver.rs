@@ -4,21 +4,22 @@
 //! line (`<id>: to=<…>, relay=…, delay=…, delays=a/b/c/d, dsn=…, status=…`).
 
 use super::{DestQueue, Job, Qmgr, TransportKind};
-use crate::delivery::smtp::{Outbound, RecipientResult, ServerReply, SessionError, SmtpConnection};
+use crate::delivery::lmtp::LmtpTarget;
+use crate::delivery::smtp::{Outbound, ServerReply, SessionError, SmtpConnection};
 use corepost_spool::{Outcome, OutcomeKind, QueueId, StoredMessage};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
 
 /// What happened to one recipient.
 #[derive(Clone)]
-struct Result1 {
-    kind: Kind,
-    dsn: String,
-    text: String,
+pub(super) struct Result1 {
+    pub(super) kind: Kind,
+    pub(super) dsn: String,
+    pub(super) text: String,
 }
 
 #[derive(Clone, Copy)]
-enum Kind {
+pub(super) enum Kind {
     Sent,
     Deferred,
     Bounced,
@@ -94,6 +95,28 @@ pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
             );
         }
         TransportKind::Smtp(client) => smtp_worker(&qmgr, &dest, client, &settings).await,
+        TransportKind::Local(local) => {
+            let local = std::sync::Arc::clone(local);
+            super::offcore::worker(&qmgr, &dest, &transport, "local", move |r| {
+                crate::delivery::local::deliver(&local, r)
+            })
+            .await;
+        }
+        TransportKind::Pipe(pipe) => {
+            let pipe = std::sync::Arc::clone(pipe);
+            let relay = dest.key.transport.clone();
+            super::offcore::worker(&qmgr, &dest, &transport, &relay, move |r| {
+                crate::delivery::pipe::deliver(&pipe, r)
+            })
+            .await;
+        }
+        TransportKind::Virtual(settings) => {
+            let settings = std::sync::Arc::clone(settings);
+            super::offcore::worker(&qmgr, &dest, &transport, "virtual", move |r| {
+                crate::delivery::r#virtual::deliver(&settings, r)
+            })
+            .await;
+        }
     }
 }
 
@@ -150,12 +173,41 @@ async fn smtp_worker(
 ) {
     let program = format!("corepost/{}", dest.key.transport);
     let started = Instant::now();
+    // LMTP: a Unix socket, or a host whose addresses (never MX) are looked up.
+    let lmtp = if client.lmtp {
+        match crate::delivery::lmtp::parse_nexthop(
+            &dest.key.nexthop,
+            client.default_port,
+            &client.socket_directory,
+        ) {
+            Ok(t) => Some(t),
+            Err(text) => {
+                let r = Result1 {
+                    kind: Kind::Deferred,
+                    dsn: "4.3.5".into(),
+                    text,
+                };
+                drain(qmgr, dest, |_| r.clone(), "none");
+                return;
+            }
+        }
+    } else {
+        None
+    };
+    let nexthop = match &lmtp {
+        Some(LmtpTarget::Inet(n)) => n.as_str(),
+        _ => dest.key.nexthop.as_str(),
+    };
     // Where to connect.
-    let addrs = match qmgr
-        .resolver
-        .resolve_nexthop(&dest.key.nexthop, &settings.nexthop)
-        .await
-    {
+    let resolved = match &lmtp {
+        Some(LmtpTarget::Unix(_)) => Ok(Vec::new()),
+        _ => {
+            qmgr.resolver
+                .resolve_nexthop(nexthop, &settings.nexthop)
+                .await
+        }
+    };
+    let addrs = match resolved {
         Ok(a) => a,
         Err(e) => {
             let kind = if e.is_permanent() {
@@ -182,6 +234,12 @@ async fn smtp_worker(
     let mut conn = None;
     let mut last_error = None;
     let connection_interval = dest.policy.as_ref().and_then(|p| p.connection_interval);
+    if let Some(LmtpTarget::Unix(path)) = &lmtp {
+        match SmtpConnection::connect_unix(path, &client.helo_name, client).await {
+            Ok(c) => conn = Some(c),
+            Err(e) => last_error = Some(e),
+        }
+    }
     for d in addrs.iter() {
         if let Some(interval) = connection_interval {
             pace(&dest.next_connect, interval).await;
@@ -236,7 +294,7 @@ async fn smtp_worker(
     *dest.dead.borrow_mut() = None;
     let setup = started.elapsed();
     loop {
-        if settings.reuse_count_limit > 0 && conn.transactions() >= settings.reuse_count_limit {
+        if client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit {
             // Used enough: the next jobs go over a fresh connection.
             requeue_rest(qmgr, dest);
             break;
@@ -244,7 +302,7 @@ async fn smtp_worker(
         let job = dest.jobs.borrow_mut().pop_front();
         let Some(job) = job else {
             // Keep the connection for more mail to this destination.
-            if conn.age() >= settings.reuse_time_limit || qmgr.ctx.shutdown.is_triggered() {
+            if conn.age() >= client.reuse_time_limit || qmgr.ctx.shutdown.is_triggered() {
                 break;
             }
             // One arrival wakes one idle connection (`notify_one`); a wake
@@ -252,18 +310,24 @@ async fn smtp_worker(
             // waits on, so the cache time limit alone decides when an idle
             // connection closes.
             dest.idle.set(dest.idle.get() + 1);
-            let until = Instant::now() + settings.cache_time_limit;
-            let mut timer = std::pin::pin!(glommio::timer::sleep(settings.cache_time_limit));
+            let until = Instant::now() + client.cache_time_limit;
+            let mut timer = std::pin::pin!(glommio::timer::sleep(client.cache_time_limit));
             let job_waiting = loop {
                 let arrived = futures_lite::future::or(
                     async {
                         dest.arrivals.wait().await;
                         true
                     },
-                    async {
-                        (&mut timer).await;
-                        false
-                    },
+                    futures_lite::future::or(
+                        async {
+                            (&mut timer).await;
+                            false
+                        },
+                        async {
+                            qmgr.ctx.shutdown.wait().await;
+                            false
+                        },
+                    ),
                 )
                 .await;
                 if !dest.jobs.borrow().is_empty() {
@@ -334,23 +398,22 @@ async fn smtp_worker(
                 }
                 let mut results = Vec::with_capacity(job.recipients.len());
                 for (slot, &i) in job.recipients.iter().enumerate() {
-                    let r = match tx.recipients.get(slot) {
-                        Some(RecipientResult::Accepted(_)) => match &tx.data {
-                            Some(d) => from_reply(d, &conn, "end of DATA"),
-                            None => Result1 {
-                                kind: Kind::Deferred,
-                                dsn: "4.4.2".into(),
-                                text: "lost connection before end of data".into(),
-                            },
-                        },
-                        Some(RecipientResult::Rejected(reply)) => {
-                            from_reply(reply, &conn, "RCPT TO")
+                    let lost = |text: String| Result1 {
+                        kind: Kind::Deferred,
+                        dsn: "4.4.2".into(),
+                        text,
+                    };
+                    let r = match tx.final_reply(slot) {
+                        Some((reply, stage)) => from_reply(reply, &conn, stage),
+                        None if slot >= tx.recipients.len() => {
+                            lost("no reply for this recipient".into())
                         }
-                        None => Result1 {
-                            kind: Kind::Deferred,
-                            dsn: "4.4.2".into(),
-                            text: "no reply for this recipient".into(),
-                        },
+                        // LMTP: the connection broke before this recipient's reply.
+                        None if client.lmtp => lost(format!(
+                            "lost connection with {} while receiving the reply to end of data -- message may be sent more than once",
+                            conn.peer()
+                        )),
+                        None => lost("lost connection before end of data".into()),
                     };
                     results.push((i, r));
                 }
@@ -430,9 +493,8 @@ fn from_reply(reply: &ServerReply, conn: &SmtpConnection, stage: &str) -> Result
     let text = match kind {
         Kind::Sent => reply.to_string(),
         _ => format!(
-            "host {}[{}] said: {} (in reply to {stage} command)",
-            conn.host(),
-            conn.addr().ip(),
+            "host {} said: {} (in reply to {stage} command)",
+            conn.peer(),
             reply
         ),
     };
@@ -492,7 +554,7 @@ fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u
 /// for good (so it is in the log before the outcomes that cause it), then
 /// each outcome, with its log line.
 #[allow(clippy::too_many_arguments)]
-fn finish(
+pub(super) fn finish(
     qmgr: &Rc<Qmgr>,
     job: &Job,
     stored: &StoredMessage,

@@ -13,9 +13,16 @@ use std::time::Duration;
 /// What delivers mail for a transport (master.cf's command).
 #[derive(Debug, Clone)]
 pub enum TransportKind {
+    /// smtp(8) and lmtp(8): the SMTP client, in LMTP mode for lmtp.
     Smtp(ClientSettings),
     Discard,
     Error,
+    /// local(8): aliases, .forward, mailboxes (off the cores).
+    Local(std::sync::Arc<crate::delivery::local::LocalSettings>),
+    /// pipe(8): an external command (off the cores).
+    Pipe(std::sync::Arc<crate::delivery::pipe::PipeSettings>),
+    /// virtual(8): hosted mailboxes (off the cores).
+    Virtual(std::sync::Arc<crate::delivery::r#virtual::VirtualSettings>),
     /// A delivery agent corepost does not have yet: mail is deferred, never
     /// lost.
     NotImplemented(String),
@@ -36,6 +43,9 @@ pub struct TransportSettings {
     /// one destination; when set, one connection per destination (as
     /// Postfix).
     pub rate_delay: Duration,
+    /// master.cf maxproc (or `default_process_limit`): the size of the
+    /// thread pool of an off-core agent (local, virtual, pipe).
+    pub process_limit: usize,
 }
 
 #[derive(Debug, Clone)]
@@ -46,6 +56,8 @@ pub struct QmgrSettings {
     pub bounce_queue_lifetime: Duration,
     /// `delay_warning_time` (zero: never warn).
     pub delay_warning: Duration,
+    /// main.cf's `smtp_connection_*` limits. Workers use their transport's own
+    /// (`ClientSettings`: `smtp_*` or `lmtp_*`, with master.cf `-o` overrides).
     pub cache_time_limit: Duration,
     pub reuse_time_limit: Duration,
     /// `smtp_connection_reuse_count_limit`: transactions per connection (0 = no limit).
@@ -131,15 +143,47 @@ impl QmgrSettings {
             .filter(|s| s.kind == ServiceType::Unix)
         {
             let kind = match s.command.as_str() {
-                "smtp" => {
+                "smtp" | "lmtp" => {
                     let view = config.service(&s.id()).ok_or("service vanished")?;
                     let get = |n: &str| view.get(n);
-                    TransportKind::Smtp(ClientSettings::from_params(&get, &s.name)?)
+                    TransportKind::Smtp(ClientSettings::for_protocol(
+                        &get,
+                        &s.name,
+                        s.command == "lmtp",
+                    )?)
                 }
                 "discard" => TransportKind::Discard,
                 "error" => TransportKind::Error,
-                "lmtp" | "local" | "virtual" | "pipe" => {
-                    TransportKind::NotImplemented(s.command.clone())
+                "local" => {
+                    let view = config.service(&s.id()).ok_or("service vanished")?;
+                    let get = |n: &str| view.get(n);
+                    TransportKind::Local(std::sync::Arc::new(
+                        crate::delivery::local::LocalSettings::from_params(
+                            &get,
+                            &|n| view.raw(n),
+                            &s.name,
+                        )?,
+                    ))
+                }
+                "pipe" => {
+                    let view = config.service(&s.id()).ok_or("service vanished")?;
+                    let limit =
+                        transport_time(config, &s.name, "time_limit", "command_time_limit")?;
+                    TransportKind::Pipe(std::sync::Arc::new(
+                        crate::delivery::pipe::PipeSettings::parse(
+                            &s.name,
+                            &s.args,
+                            limit,
+                            &view.get("recipient_delimiter").map_err(|e| e.to_string())?,
+                        )?,
+                    ))
+                }
+                "virtual" => {
+                    let view = config.service(&s.id()).ok_or("service vanished")?;
+                    let get = |n: &str| view.get(n);
+                    TransportKind::Virtual(std::sync::Arc::new(
+                        crate::delivery::r#virtual::VirtualSettings::from_params(&get)?,
+                    ))
                 }
                 _ => continue,
             };
@@ -167,6 +211,16 @@ impl QmgrSettings {
                 "destination_rate_delay",
                 "default_destination_rate_delay",
             )?;
+            let process_limit = match s.max_proc {
+                Some(n) if n > 0 => n as usize,
+                _ => usize::try_from(
+                    config
+                        .get_int("default_process_limit")
+                        .map_err(|e| e.to_string())?,
+                )
+                .unwrap_or(100)
+                .max(1),
+            };
             transports.insert(
                 s.name.clone(),
                 TransportSettings {
@@ -176,6 +230,7 @@ impl QmgrSettings {
                     feedback: transport_feedback(config, &s.name)?,
                     recipient_limit: usize::try_from(recipients).unwrap_or(1).max(1),
                     rate_delay,
+                    process_limit,
                 },
             );
         }

@@ -114,7 +114,11 @@ impl Router {
             virtual_mailbox_domains: list("virtual_mailbox_domains")?,
             relay_domains: list("relay_domains")?,
             transport_maps: maps("transport_maps")?,
-            local_recipient_maps: maps("local_recipient_maps")?,
+            local_recipient_maps: local_recipient_maps(
+                &s("local_recipient_maps")?,
+                &s("alias_maps")?,
+            )
+            .map_err(|e| format!("local_recipient_maps: {e}"))?,
             virtual_alias_maps: maps("virtual_alias_maps")?,
             virtual_mailbox_maps: maps("virtual_mailbox_maps")?,
             relay_recipient_maps: maps("relay_recipient_maps")?,
@@ -261,6 +265,19 @@ impl Router {
 }
 
 /// `user@domain` → (`user`, `domain`).
+/// `local_recipient_maps`, where the tables that are also in `alias_maps`
+/// (the default `$alias_maps`) are read in the aliases(5) format.
+fn local_recipient_maps(list: &str, alias_maps: &str) -> Result<TableList, TableError> {
+    let aliases = corepost_config::list::split_list(alias_maps).unwrap_or_default();
+    TableList::open_with(list, |spec| {
+        if aliases.iter().any(|a| a == spec) {
+            corepost_config::tables::open_alias_table(spec)
+        } else {
+            corepost_config::tables::open_table(spec)
+        }
+    })
+}
+
 pub fn split_address(address: &str) -> (&str, &str) {
     match address.rfind('@') {
         Some(i) => (&address[..i], &address[i + 1..]),

@@ -15,6 +15,13 @@
 //! Every wait is bounded by the stage's timeout from [`ClientSettings`], and the server's replies
 //! are parsed as hostile input ([`reply`]).
 //!
+//! LMTP (RFC 2033) is the same dialogue with three differences, selected by
+//! [`ClientSettings::lmtp`] rather than a copy of this module: LHLO instead of EHLO (no HELO
+//! fallback), a Unix-domain socket as well as TCP ([`SmtpConnection::connect_unix`]), and after
+//! the end of data one reply **per accepted recipient**, in RCPT order
+//! ([`TransactionResult::per_recipient`]). The next-hop syntax lives in
+//! [`crate::delivery::lmtp`].
+//!
 //! After any [`SessionError`] from [`SmtpConnection::deliver`] the caller should not start
 //! another transaction on the connection except after an `Unsupported` error or a `Reply` error
 //! (both leave the dialogue in step; [`SmtpConnection::reset`] tells whether it is still usable);
@@ -31,6 +38,7 @@ mod tests;
 use std::fmt;
 use std::io;
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use corepost_spool::{BodyType, MailParams, Recipient};
@@ -84,11 +92,24 @@ pub struct ClientSettings {
     pub data_done_timeout: Duration,
     pub quit_timeout: Duration,
     pub tls: TlsLevel,
-    /// `smtp_discard_ehlo_keywords`, lower case.
+    /// `smtp_discard_ehlo_keywords` (`lmtp_discard_lhlo_keywords`), lower case.
     pub discard_ehlo_keywords: Vec<String>,
-    /// Reserved for the LMTP client; must be false for now.
+    /// Speak LMTP (LHLO, per-recipient replies after DATA) instead of SMTP.
     pub lmtp: bool,
+    /// The port of a next hop that names none: 25, or `lmtp_tcp_port`.
+    pub default_port: u16,
+    /// Where relative `unix:` LMTP next hops are found (`queue_directory`, as in Postfix).
+    pub socket_directory: PathBuf,
+    /// `<proto>_connection_cache_time_limit`: how long an idle connection waits for more mail.
+    pub cache_time_limit: Duration,
+    /// `<proto>_connection_reuse_time_limit`: no new transaction on an older connection.
+    pub reuse_time_limit: Duration,
+    /// `<proto>_connection_reuse_count_limit`: transactions per connection (0 = no limit).
+    pub reuse_count_limit: u32,
 }
+
+/// Used for a connect timeout of zero ("the system default", Postfix's `lmtp_connect_timeout`).
+const SYSTEM_CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
 
 impl ClientSettings {
     /// Resolve the settings from a parameter getter. `get` is expected to be the transport's view
@@ -98,36 +119,68 @@ impl ClientSettings {
         get: &dyn Fn(&str) -> Result<String, corepost_config::ConfigError>,
         transport: &str,
     ) -> Result<ClientSettings, String> {
+        Self::for_protocol(get, transport, false)
+    }
+
+    /// As [`ClientSettings::from_params`], for SMTP (`smtp_*` parameters) or LMTP (`lmtp_*`).
+    pub fn for_protocol(
+        get: &dyn Fn(&str) -> Result<String, corepost_config::ConfigError>,
+        transport: &str,
+        lmtp: bool,
+    ) -> Result<ClientSettings, String> {
+        let proto = if lmtp { "lmtp" } else { "smtp" };
         let text = |name: &str| get(name).map_err(|e| format!("transport {transport}: {e}"));
-        let time = |name: &str| -> Result<Duration, String> {
-            let value = text(name)?;
+        let time = |suffix: &str| -> Result<Duration, String> {
+            let name = format!("{proto}_{suffix}");
+            let value = text(&name)?;
             corepost_config::value::parse_time(&value, 's')
                 .map_err(|e| format!("transport {transport}: parameter {name}: {e}"))
         };
-        let tls = TlsLevel::parse(&text("smtp_tls_security_level")?).map_err(|e| {
-            format!("transport {transport}: parameter smtp_tls_security_level: {e}")
-        })?;
+        let tls_param = format!("{proto}_tls_security_level");
+        let tls = TlsLevel::parse(&text(&tls_param)?)
+            .map_err(|e| format!("transport {transport}: parameter {tls_param}: {e}"))?;
+        let (hello, default_port, socket_directory) = if lmtp {
+            let port = text("lmtp_tcp_port")?;
+            let port = crate::delivery::lmtp::parse_port(&port).ok_or_else(|| {
+                format!("transport {transport}: parameter lmtp_tcp_port: bad port \"{port}\"")
+            })?;
+            ("lhlo", port, PathBuf::from(text("queue_directory")?.trim()))
+        } else {
+            ("helo", 25, PathBuf::new())
+        };
+        let count = format!("{proto}_connection_reuse_count_limit");
+        let reuse_count_limit = text(&count)?
+            .trim()
+            .parse::<i64>()
+            .map_err(|_| format!("transport {transport}: parameter {count}: not a number"))?;
         Ok(ClientSettings {
-            helo_name: text("smtp_helo_name")?.trim().to_string(),
-            connect_timeout: time("smtp_connect_timeout")?,
-            helo_timeout: time("smtp_helo_timeout")?,
-            mail_timeout: time("smtp_mail_timeout")?,
-            rcpt_timeout: time("smtp_rcpt_timeout")?,
-            data_init_timeout: time("smtp_data_init_timeout")?,
-            data_xfer_timeout: time("smtp_data_xfer_timeout")?,
-            data_done_timeout: time("smtp_data_done_timeout")?,
-            quit_timeout: time("smtp_quit_timeout")?,
+            helo_name: text(&format!("{proto}_{hello}_name"))?.trim().to_string(),
+            connect_timeout: time("connect_timeout")?,
+            helo_timeout: time(&format!("{hello}_timeout"))?,
+            mail_timeout: time("mail_timeout")?,
+            rcpt_timeout: time("rcpt_timeout")?,
+            data_init_timeout: time("data_init_timeout")?,
+            data_xfer_timeout: time("data_xfer_timeout")?,
+            data_done_timeout: time("data_done_timeout")?,
+            quit_timeout: time("quit_timeout")?,
             tls,
-            discard_ehlo_keywords: corepost_config::list::split_list(&text(
-                "smtp_discard_ehlo_keywords",
-            )?)
-            .map_err(|e| {
-                format!("transport {transport}: parameter smtp_discard_ehlo_keywords: {e}")
-            })?
-            .into_iter()
-            .map(|k| k.to_ascii_lowercase())
-            .collect(),
-            lmtp: false,
+            discard_ehlo_keywords: {
+                let name = format!(
+                    "{proto}_discard_{}_keywords",
+                    if lmtp { "lhlo" } else { "ehlo" }
+                );
+                corepost_config::list::split_list(&text(&name)?)
+                    .map_err(|e| format!("transport {transport}: parameter {name}: {e}"))?
+                    .into_iter()
+                    .map(|k| k.to_ascii_lowercase())
+                    .collect()
+            },
+            lmtp,
+            default_port,
+            socket_directory,
+            cache_time_limit: time("connection_cache_time_limit")?,
+            reuse_time_limit: time("connection_reuse_time_limit")?,
+            reuse_count_limit: u32::try_from(reuse_count_limit).unwrap_or(0),
         })
     }
 }
@@ -165,17 +218,51 @@ impl RecipientResult {
 pub struct TransactionResult {
     /// One per [`Outbound::recipients`], in order.
     pub recipients: Vec<RecipientResult>,
-    /// The reply to the end of data (or BDAT LAST); it applies to every accepted recipient. `None`
-    /// when no recipient was accepted: then no message was sent, and an RSET is owed (sent in
-    /// front of the next transaction, or by [`SmtpConnection::reset`]).
+    /// The reply to the end of data (or BDAT LAST); with SMTP it applies to every accepted
+    /// recipient. `None` when no recipient was accepted: then no message was sent, and an RSET
+    /// is owed (sent in front of the next transaction, or by [`SmtpConnection::reset`]). With
+    /// LMTP it is the first per-recipient reply that is not 2xx, else the last one.
     pub data: Option<ServerReply>,
+    /// LMTP only (empty for SMTP): the end-of-data reply of each accepted recipient, in the
+    /// order of `recipients`. Shorter than the number of accepted recipients only when the
+    /// connection was lost while the replies came in; the rest have no known fate.
+    pub per_recipient: Vec<ServerReply>,
+}
+
+impl TransactionResult {
+    fn new(recipients: Vec<RecipientResult>, data: Option<ServerReply>) -> TransactionResult {
+        TransactionResult {
+            recipients,
+            data,
+            per_recipient: Vec::new(),
+        }
+    }
+
+    /// The reply that decides the fate of recipient `slot` and the command it answered: the
+    /// RCPT reply of a refused recipient; for an accepted one, its own LMTP reply or the SMTP
+    /// end-of-data reply. `None` when that reply never came (the caller should defer).
+    pub fn final_reply(&self, slot: usize) -> Option<(&ServerReply, &'static str)> {
+        match self.recipients.get(slot)? {
+            RecipientResult::Rejected(reply) => Some((reply, "RCPT TO")),
+            RecipientResult::Accepted(_) if self.per_recipient.is_empty() => {
+                self.data.as_ref().map(|d| (d, "end of DATA"))
+            }
+            RecipientResult::Accepted(_) => {
+                let nth = self.recipients[..slot]
+                    .iter()
+                    .filter(|r| matches!(r, RecipientResult::Accepted(_)))
+                    .count();
+                self.per_recipient.get(nth).map(|d| (d, "end of DATA"))
+            }
+        }
+    }
 }
 
 /// Why the session (or the transaction) ended without per-recipient results.
 #[derive(Debug, Clone)]
 pub enum SessionError {
     Connect {
-        addr: SocketAddr,
+        addr: Endpoint,
         reason: String,
         host: String,
     },
@@ -211,7 +298,7 @@ pub enum SessionError {
 fn doing(stage: &str) -> String {
     match stage {
         "greeting" => "receiving the initial server greeting".into(),
-        "EHLO" | "HELO" => format!("performing the {stage} handshake"),
+        "EHLO" | "HELO" | "LHLO" => format!("performing the {stage} handshake"),
         "TLS handshake" => "performing the TLS handshake".into(),
         "message body" => "sending message body".into(),
         "end of DATA" => "sending end of data -- message may be sent more than once".into(),
@@ -245,9 +332,12 @@ impl SessionError {
     /// Postfix-style text for log lines and DSNs.
     pub fn dsn(&self) -> String {
         match self {
-            SessionError::Connect { addr, reason, host } => {
-                format!("connect to {host}[{}]:{}: {reason}", addr.ip(), addr.port())
-            }
+            SessionError::Connect { addr, reason, host } => match addr {
+                Endpoint::Inet(a) => {
+                    format!("connect to {host}[{}]:{}: {reason}", a.ip(), a.port())
+                }
+                Endpoint::Unix(path) => format!("connect to {host}[{}]: {reason}", path.display()),
+            },
             SessionError::Greeting(reply) => format!("server refused to talk to me: {reply}"),
             SessionError::Reply { stage, reply, peer } => {
                 format!("host {peer} said: {reply} (in reply to {stage} command)")
@@ -276,6 +366,15 @@ impl fmt::Display for SessionError {
 
 impl std::error::Error for SessionError {}
 
+/// The connect timeout to apply: zero means the system default.
+fn connect_timeout(settings: &ClientSettings) -> Duration {
+    if settings.connect_timeout.is_zero() {
+        SYSTEM_CONNECT_TIMEOUT
+    } else {
+        settings.connect_timeout
+    }
+}
+
 /// `strerror`-like text for a connect failure, as Postfix logs it.
 fn io_reason(e: &io::Error) -> String {
     match e.kind() {
@@ -285,6 +384,23 @@ fn io_reason(e: &io::Error) -> String {
         io::ErrorKind::NetworkUnreachable => "Network is unreachable".into(),
         io::ErrorKind::ConnectionReset => "Connection reset by peer".into(),
         _ => e.to_string(),
+    }
+}
+
+/// Where a connection goes: a TCP address, or a Unix-domain socket (LMTP).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Endpoint {
+    Inet(SocketAddr),
+    Unix(PathBuf),
+}
+
+impl fmt::Display for Endpoint {
+    /// The address, or the socket's path: what goes between the brackets of `host[...]`.
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            Endpoint::Inet(a) => write!(f, "{}", a.ip()),
+            Endpoint::Unix(p) => write!(f, "{}", p.display()),
+        }
     }
 }
 
@@ -303,7 +419,7 @@ pub struct SmtpConnection {
     rend: usize,
     out: Vec<u8>,
     host: String,
-    addr: SocketAddr,
+    endpoint: Endpoint,
     peer: String,
     settings: ClientSettings,
     caps: Capabilities,
@@ -324,25 +440,58 @@ impl SmtpConnection {
         host: &str,
         settings: &ClientSettings,
     ) -> Result<SmtpConnection, SessionError> {
-        let connect_timeout = settings.connect_timeout.max(Duration::from_millis(1));
-        let stream = TcpStream::connect_timeout(addr, connect_timeout)
+        let stream = TcpStream::connect_timeout(addr, connect_timeout(settings))
             .await
             .map_err(|e| SessionError::Connect {
-                addr,
+                addr: Endpoint::Inet(addr),
                 reason: io_reason(&io::Error::from(e)),
                 host: host.to_string(),
             })?;
         // Commands go out in batches already; do not let Nagle hold back the last one.
         let _ = stream.set_nodelay(true);
+        Self::start(Stream::Plain(stream), Endpoint::Inet(addr), host, settings).await
+    }
+
+    /// Open a session over a Unix-domain socket (LMTP's `unix:` next hops): the greeting and
+    /// LHLO/EHLO; never STARTTLS. `host` only names the peer in log lines.
+    pub async fn connect_unix(
+        path: &std::path::Path,
+        host: &str,
+        settings: &ClientSettings,
+    ) -> Result<SmtpConnection, SessionError> {
+        let endpoint = Endpoint::Unix(path.to_path_buf());
+        let connected = glommio::timer::timeout(connect_timeout(settings), async {
+            glommio::net::UnixStream::connect(path).await
+        })
+        .await;
+        let stream = connected.map_err(|e| SessionError::Connect {
+            addr: endpoint.clone(),
+            reason: io_reason(&io::Error::from(e)),
+            host: host.to_string(),
+        })?;
+        let settings = ClientSettings {
+            tls: TlsLevel::None,
+            ..settings.clone()
+        };
+        Self::start(Stream::Unix(stream), endpoint, host, &settings).await
+    }
+
+    /// The greeting, EHLO/LHLO and STARTTLS on a connected stream.
+    async fn start(
+        stream: Stream,
+        endpoint: Endpoint,
+        host: &str,
+        settings: &ClientSettings,
+    ) -> Result<SmtpConnection, SessionError> {
         let mut conn = SmtpConnection {
-            stream: Stream::Plain(stream),
+            stream,
             rbuf: vec![0; READ_BUFFER],
             rstart: 0,
             rend: 0,
             out: Vec::with_capacity(1024),
             host: host.to_string(),
-            addr,
-            peer: format!("{host}[{}]", addr.ip()),
+            peer: format!("{host}[{endpoint}]"),
+            endpoint,
             settings: settings.clone(),
             caps: Capabilities::default(),
             tls: None,
@@ -369,23 +518,25 @@ impl SmtpConnection {
         Ok(conn)
     }
 
-    /// EHLO, or HELO when EHLO gets a 5xx; sets the capabilities.
+    /// EHLO, or HELO when EHLO gets a 5xx; sets the capabilities. LMTP: LHLO, and no fallback.
     async fn hello(&mut self) -> Result<(), SessionError> {
         let timeout = self.settings.helo_timeout;
+        let verb = if self.settings.lmtp { "LHLO" } else { "EHLO" };
         self.out.clear();
-        self.out.extend_from_slice(b"EHLO ");
+        self.out.extend_from_slice(verb.as_bytes());
+        self.out.push(b' ');
         self.out
             .extend_from_slice(self.settings.helo_name.as_bytes());
         self.out.extend_from_slice(b"\r\n");
-        self.send("EHLO", timeout).await?;
-        let (reply, raw) = self.read_reply_raw("EHLO", timeout).await?;
+        self.send(verb, timeout).await?;
+        let (reply, raw) = self.read_reply_raw(verb, timeout).await?;
         if reply.code / 100 == 2 {
             self.caps = Capabilities::from_ehlo(&self.rbuf[raw]);
             self.caps.discard(&self.settings.discard_ehlo_keywords);
             return Ok(());
         }
-        if reply.code < 500 {
-            return Err(self.reply_error("EHLO", reply));
+        if reply.code < 500 || self.settings.lmtp {
+            return Err(self.reply_error(verb, reply));
         }
         self.out.clear();
         self.out.extend_from_slice(b"HELO ");
@@ -424,7 +575,11 @@ impl SmtpConnection {
             return Err(SessionError::Protocol("STARTTLS on a TLS session".into()));
         };
         let connector = futures_rustls::TlsConnector::from(tls::client_config());
-        let name = tls::server_name(&self.host, self.addr);
+        let Endpoint::Inet(addr) = self.endpoint else {
+            self.broken = true;
+            return Err(SessionError::Protocol("STARTTLS on a Unix socket".into()));
+        };
+        let name = tls::server_name(&self.host, addr);
         let handshake = glommio::timer::timeout(timeout, async {
             connector
                 .connect(name, tcp)
@@ -463,10 +618,7 @@ impl SmtpConnection {
             )));
         }
         if tx.recipients.is_empty() {
-            return Ok(TransactionResult {
-                recipients: Vec::new(),
-                data: None,
-            });
+            return Ok(TransactionResult::new(Vec::new(), None));
         }
         let opts = self.mail_options(tx)?;
         // BDAT whenever the server offers CHUNKING with PIPELINING: MAIL,
@@ -568,10 +720,7 @@ impl SmtpConnection {
                 .any(|r| matches!(r, RecipientResult::Accepted(_)))
             {
                 self.needs_reset = true;
-                return Ok(TransactionResult {
-                    recipients: results,
-                    data: None,
-                });
+                return Ok(TransactionResult::new(results, None));
             }
             if use_bdat {
                 self.push_bdat_header(tx.content.len());
@@ -593,25 +742,16 @@ impl SmtpConnection {
             // BDAT LAST's reply is the end-of-data reply.
             if !accepted {
                 self.needs_reset = true;
-                return Ok(TransactionResult {
-                    recipients: results,
-                    data: None,
-                });
+                return Ok(TransactionResult::new(results, None));
             }
-            self.transactions += 1;
-            self.needs_reset = data_init.code / 100 != 2;
-            return Ok(TransactionResult {
-                recipients: results,
-                data: Some(data_init),
-            });
+            return self
+                .end_of_data(results, data_init, s.data_done_timeout)
+                .await;
         }
         if data_init.code != 354 {
             self.needs_reset = true;
             if !accepted {
-                return Ok(TransactionResult {
-                    recipients: results,
-                    data: None,
-                });
+                return Ok(TransactionResult::new(results, None));
             }
             return Err(self.reply_error("DATA", data_init));
         }
@@ -619,18 +759,52 @@ impl SmtpConnection {
             // A server that says 354 with no recipient: end the empty message and forget it.
             self.abort_data().await?;
             self.needs_reset = true;
-            return Ok(TransactionResult {
-                recipients: results,
-                data: None,
-            });
+            return Ok(TransactionResult::new(results, None));
         }
         self.send_body(tx.content).await?;
         let done = self.read_reply("end of DATA", s.data_done_timeout).await?;
+        self.end_of_data(results, done, s.data_done_timeout).await
+    }
+
+    /// The end of a transaction whose content went out and whose first end-of-data reply is
+    /// `first`. SMTP is done; LMTP reads one reply more per further accepted recipient. A lost
+    /// connection after the first LMTP reply still returns the replies that came (the session
+    /// is then unusable; recipients without a reply have no known fate).
+    async fn end_of_data(
+        &mut self,
+        results: Vec<RecipientResult>,
+        first: ServerReply,
+        timeout: Duration,
+    ) -> Result<TransactionResult, SessionError> {
         self.transactions += 1;
-        self.needs_reset = done.code / 100 != 2;
+        if !self.settings.lmtp {
+            self.needs_reset = first.code / 100 != 2;
+            return Ok(TransactionResult::new(results, Some(first)));
+        }
+        let accepted = results
+            .iter()
+            .filter(|r| matches!(r, RecipientResult::Accepted(_)))
+            .count();
+        let mut replies = Vec::with_capacity(accepted);
+        replies.push(first);
+        while replies.len() < accepted {
+            // An error leaves the connection marked broken; the caller sees the gap.
+            match self.read_reply("end of DATA", timeout).await {
+                Ok(reply) => replies.push(reply),
+                Err(_) => break,
+            }
+        }
+        // Whatever the replies said, the transaction is over: no RSET is owed (RFC 2033 §4.2).
+        self.needs_reset = false;
+        let data = replies
+            .iter()
+            .find(|r| r.code / 100 != 2)
+            .or(replies.last())
+            .cloned();
         Ok(TransactionResult {
             recipients: results,
-            data: Some(done),
+            data,
+            per_recipient: replies,
         })
     }
 
@@ -769,13 +943,25 @@ impl SmtpConnection {
         &self.host
     }
 
-    pub fn addr(&self) -> SocketAddr {
-        self.addr
+    /// The TCP address; `None` on a Unix-domain socket.
+    pub fn addr(&self) -> Option<SocketAddr> {
+        match self.endpoint {
+            Endpoint::Inet(a) => Some(a),
+            Endpoint::Unix(_) => None,
+        }
     }
 
-    /// `host[addr]:port`, for log lines (`relay=`).
+    /// `host[addr]` or `host[/socket/path]`, for error texts.
+    pub fn peer(&self) -> &str {
+        &self.peer
+    }
+
+    /// `host[addr]:port` (or `host[/socket/path]`), for log lines (`relay=`).
     pub fn relay(&self) -> String {
-        format!("{}[{}]:{}", self.host, self.addr.ip(), self.addr.port())
+        match &self.endpoint {
+            Endpoint::Inet(a) => format!("{}[{}]:{}", self.host, a.ip(), a.port()),
+            Endpoint::Unix(_) => self.peer.clone(),
+        }
     }
 
     /// `TLSv1.3 with cipher ...` once STARTTLS succeeded.

@@ -36,6 +36,11 @@ fn settings(tls: TlsLevel) -> ClientSettings {
         tls,
         discard_ehlo_keywords: Vec::new(),
         lmtp: false,
+        default_port: 25,
+        socket_directory: std::path::PathBuf::new(),
+        cache_time_limit: Duration::from_secs(2),
+        reuse_time_limit: Duration::from_secs(300),
+        reuse_count_limit: 0,
     }
 }
 

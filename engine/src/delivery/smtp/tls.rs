@@ -112,9 +112,11 @@ pub fn describe(conn: &rustls::ClientConnection) -> String {
     }
 }
 
-/// The connection's byte stream: plain TCP until STARTTLS, TLS after.
+/// The connection's byte stream: plain TCP until STARTTLS, TLS after; or a Unix-domain socket
+/// (LMTP's `unix:` next hops), which is never upgraded.
 pub enum Stream {
     Plain(TcpStream),
+    Unix(glommio::net::UnixStream),
     Tls(Box<futures_rustls::client::TlsStream<TcpStream>>),
     /// Only while STARTTLS moves the TCP stream into the TLS one, or after a failed handshake.
     Gone,
@@ -132,6 +134,7 @@ impl AsyncRead for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_read(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
             Stream::Gone => Poll::Ready(Err(gone())),
         }
@@ -146,6 +149,7 @@ impl AsyncWrite for Stream {
     ) -> Poll<io::Result<usize>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
+            Stream::Unix(s) => Pin::new(s).poll_write(cx, buf),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
             Stream::Gone => Poll::Ready(Err(gone())),
         }
@@ -154,6 +158,7 @@ impl AsyncWrite for Stream {
     fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_flush(cx),
+            Stream::Unix(s) => Pin::new(s).poll_flush(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
             Stream::Gone => Poll::Ready(Err(gone())),
         }
@@ -162,6 +167,7 @@ impl AsyncWrite for Stream {
     fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         match self.get_mut() {
             Stream::Plain(s) => Pin::new(s).poll_close(cx),
+            Stream::Unix(s) => Pin::new(s).poll_close(cx),
             Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
             Stream::Gone => Poll::Ready(Ok(())),
         }
