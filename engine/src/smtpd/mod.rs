@@ -6,11 +6,13 @@
 //! machine and decides each reply, [`data`] reads message content safely.
 //! Policy lives in [`restrictions`] and address classification and routing
 //! in `crate::routing`; [`settings`] is a service's effective configuration.
+//! [`filter`] routes a message to an after-queue content filter.
 
 pub mod address;
 pub mod command;
 pub mod connection;
 pub mod data;
+pub mod filter;
 pub mod networks;
 pub mod reply;
 pub mod restrictions;

@@ -854,6 +854,10 @@ impl Session {
         );
         content.extend_from_slice(&body);
         let nrcpt = tx.recipients.len();
+        let mut recipients = tx.recipients;
+        if let Some(filter) = &self.settings.content_filter {
+            filter.apply(&mut recipients, &self.settings.default_filter_nexthop);
+        }
         let envelope = Envelope {
             queue_id,
             arrival: corepost_spool::queue_id::now_micros(),
@@ -868,7 +872,7 @@ impl Session {
                 sasl_username: None,
                 tls: None,
             },
-            recipients: tx.recipients,
+            recipients,
             next_attempt: 0,
             held: false,
         };

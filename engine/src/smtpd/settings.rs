@@ -3,6 +3,7 @@
 //! and shared read-only by every core.
 
 use super::data::BareNewline;
+use super::filter::ContentFilter;
 use super::networks::NetworkList;
 use super::restrictions::Policy;
 use crate::routing::Router;
@@ -40,6 +41,9 @@ pub struct SmtpdSettings {
     pub backlog_limit: usize,
     pub router: Router,
     pub policy: Policy,
+    /// `content_filter`: where every accepted message goes first.
+    pub content_filter: Option<ContentFilter>,
+    pub default_filter_nexthop: String,
 }
 
 impl SmtpdSettings {
@@ -96,6 +100,9 @@ impl SmtpdSettings {
             backlog_limit: nonneg("corepost_core_backlog_limit")? as usize,
             router: Router::from_params(&get)?,
             policy: Policy::from_params(&get, mynetworks)?,
+            content_filter: ContentFilter::parse(&text("content_filter")?)
+                .map_err(|e| format!("parameter content_filter: {e}"))?,
+            default_filter_nexthop: text("default_filter_nexthop")?,
         })
     }
 }

@@ -1,0 +1,163 @@
+//! Content inspection end to end: the after-queue content filter round trip
+//! (`content_filter` → a `pipe` service running a spamc-style filter that
+//! re-injects into a second smtpd with `-o content_filter=`), and
+//! `header_checks` / `body_checks` actions as a user sees them (SMTP
+//! replies, what a sink or a mailbox receives, the hold queue, log lines).
+
+mod support;
+
+use std::os::unix::fs::PermissionsExt;
+use std::path::Path;
+use support::*;
+
+/// The uid/gid the virtual mailboxes are written as: nobody as root.
+fn test_ids() -> (u32, u32) {
+    // SAFETY: geteuid/getegid have no preconditions.
+    let (uid, gid) = unsafe { (libc::geteuid(), libc::getegid()) };
+    if uid == 0 { (65534, 65534) } else { (uid, gid) }
+}
+
+/// Send one message; the reply to the end of data.
+fn send(port: u16, sender: &str, rcpts: &[&str], content: &str) -> String {
+    let mut c = Raw::connect(port);
+    c.cmd("EHLO client.test");
+    assert!(c.cmd(&format!("MAIL FROM:<{sender}>")).starts_with("250"));
+    for r in rcpts {
+        let reply = c.cmd(&format!("RCPT TO:<{r}>"));
+        assert!(reply.starts_with("250"), "{r}: {reply}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(format!("{content}\r\n.\r\n").as_bytes());
+    let r = c.reply();
+    c.cmd("QUIT");
+    r.trim().to_string()
+}
+
+fn queued_id(reply: &str) -> String {
+    reply
+        .strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("not queued: {reply}"))
+        .to_string()
+}
+
+fn maildir_messages(maildir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .collect()
+}
+
+fn wait_log(d: &Daemon, needle: &str) -> String {
+    wait_until(15, || {
+        let log = d.log();
+        log.contains(needle).then_some(log)
+    })
+    .unwrap_or_else(|| panic!("log never contained {needle:?}:\n{}", d.log()))
+}
+
+/// A stand-in for `spamc -f -e /usr/sbin/sendmail -oi -f SENDER RCPT...`:
+/// takes spamc's argument shape, adds an X-Spam-Status header like spamd
+/// does, and does what the `-e` sendmail command would do — re-inject —
+/// over SMTP to the second smtpd (corepost has no sendmail command yet).
+const STANDIN_SPAMC: &str = r#"#!/usr/bin/python3
+import smtplib, sys
+args = sys.argv[1:]
+cmd = args[args.index("-e") + 1:] if "-e" in args else []
+sender, rcpts, i = "", [], 1
+while i < len(cmd):
+    a = cmd[i]
+    if a == "-f":
+        sender, i = cmd[i + 1], i + 2
+        continue
+    if a.startswith("-f"):
+        sender = a[2:]
+    elif not a.startswith("-"):
+        rcpts.append(a)
+    i += 1
+message = sys.stdin.buffer.read()
+message = b"X-Spam-Status: No, score=-0.1 required=5.0 tests=STANDIN autolearn=no\n" + message
+with smtplib.SMTP("127.0.0.1", @PORT@) as s:
+    s.sendmail(sender, rcpts, message)
+"#;
+
+/// The spamc-style round trip: every message accepted on the public smtpd
+/// goes to the `spamassassin` pipe service (content_filter), which
+/// re-injects through 127.0.0.1:<port2> (`-o content_filter=`); the copy in
+/// the final mailbox carries the filter's header and arrives exactly once.
+#[test]
+fn spamc_style_content_filter_round_trip() {
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = tmp.path().join("mail");
+    std::fs::create_dir(&base).unwrap();
+    let (uid, gid) = test_ids();
+    std::os::unix::fs::chown(&base, Some(uid), Some(gid)).unwrap();
+    let reinject = free_port();
+    let filter = tmp.path().join("spamc-standin");
+    std::fs::write(
+        &filter,
+        STANDIN_SPAMC.replace("@PORT@", &reinject.to_string()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&filter, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start_with_master(
+        &format!(
+            "content_filter = spamassassin\n\
+             virtual_mailbox_domains = hosted.example\n\
+             virtual_mailbox_maps = inline:{{ info@hosted.example=info/, sales@hosted.example=sales/ }}\n\
+             virtual_mailbox_base = {}\n\
+             virtual_uid_maps = static:{uid}\n\
+             virtual_gid_maps = static:{gid}\n\
+             default_transport = discard\nminimal_backoff_time = 100s\n",
+            base.display()
+        ),
+        &format!(
+            "127.0.0.1:{reinject} inet n - n - - smtpd\n  -o content_filter=\n  -o smtpd_recipient_restrictions=permit_mynetworks,reject\n\
+             spamassassin unix - n n - - pipe user=nobody argv={} -f -e /usr/sbin/sendmail -oi -f ${{sender}} ${{recipient}}\n\
+             virtual unix - n n - - virtual\n",
+            filter.display()
+        ),
+    );
+    let id = queued_id(&send(
+        d.port,
+        "s@example.org",
+        &["info@hosted.example", "sales@hosted.example"],
+        "Subject: filter me\r\nMessage-ID: <rt@example.org>\r\n\r\nhello",
+    ));
+    for box_ in ["info", "sales"] {
+        let maildir = base.join(box_);
+        let m = wait_until(15, || {
+            maildir_messages(&maildir)
+                .into_iter()
+                .find(|m| m.contains("Subject: filter me"))
+        })
+        .unwrap_or_else(|| panic!("nothing in {box_}; log:\n{}", d.log()));
+        assert!(
+            m.contains("\nX-Spam-Status: No, score=-0.1 required=5.0 tests=STANDIN autolearn=no\n"),
+            "{m}"
+        );
+        assert!(
+            m.contains(&format!("Delivered-To: {box_}@hosted.example\n")),
+            "{m}"
+        );
+    }
+    // The first hop went through the filter, with both recipients in one
+    // invocation; the re-injected copy went to the mailboxes, not back into
+    // the filter.
+    let log = wait_log(&d, "to=<sales@hosted.example>, relay=virtual");
+    assert!(
+        log.contains(&format!(
+            "{id}: to=<info@hosted.example>, relay=spamassassin"
+        )),
+        "{log}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let log = d.log();
+    assert_eq!(log.matches("relay=spamassassin").count(), 2, "{log}");
+    assert_eq!(log.matches("relay=virtual").count(), 2, "{log}");
+    for box_ in ["info", "sales"] {
+        assert_eq!(maildir_messages(&base.join(box_)).len(), 1, "{box_}");
+    }
+}
