@@ -161,3 +161,166 @@ fn spamc_style_content_filter_round_trip() {
         assert_eq!(maildir_messages(&base.join(box_)).len(), 1, "{box_}");
     }
 }
+
+const HEADER_CHECKS: &str = "# header_checks (regexp:)\n\
+/^Subject: .*reject me/        REJECT 5.7.1 no thanks\n\
+/^Subject: .*later please/     REJECT 4.7.1 try later\n\
+/^Subject: .*discard me/       DISCARD dropped\n\
+/^Subject: .*hold me/          HOLD quarantined\n\
+/^Subject: .*redirect me/      REDIRECT catcher@remote.example\n\
+/^Subject: .*filter me/        FILTER smtp:[127.0.0.1]:@SINK2@\n\
+/^Subject: (.*replace me.*)/   REPLACE Subject: [REPLACED] $1\n\
+/^X-Secret:/                   IGNORE\n\
+/^From:/                       PREPEND X-Prepended: yes\n\
+/^X-Mailer: .*warn me/         WARN suspicious mailer\n";
+
+const BODY_CHECKS: &str = "# body_checks (pcre:)\n\
+/^BODY-REJECT/   REJECT\n\
+/^body-secret/   IGNORE\n\
+/^tag this/      REPLACE [tagged line]\n";
+
+fn message(subject: &str, extra: &str) -> String {
+    format!("From: s@example.org\r\nSubject: {subject}\r\n{extra}\r\nbody line\r\n")
+}
+
+/// Every header_checks / body_checks action as a user checks it: SMTP
+/// replies at end of data, what the next hop receives, the hold queue, and
+/// Postfix-format log lines.
+#[test]
+fn header_and_body_check_actions() {
+    let sink = Sink::start();
+    let sink2 = Sink::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let hc = tmp.path().join("header_checks");
+    std::fs::write(
+        &hc,
+        HEADER_CHECKS.replace("@SINK2@", &sink2.port.to_string()),
+    )
+    .unwrap();
+    let bc = tmp.path().join("body_checks");
+    std::fs::write(&bc, BODY_CHECKS).unwrap();
+    let mut d = Daemon::start(&format!(
+        "header_checks = regexp:{}\nbody_checks = pcre:{}\n\
+         default_transport = smtp\nrelayhost = [127.0.0.1]:{}\n",
+        hc.display(),
+        bc.display(),
+        sink.port
+    ));
+    let rcpt = ["r@remote.example"];
+    let from = "s@example.org";
+
+    // REJECT: 550 at end of data (a folded Subject is one header), logged
+    // as Postfix's cleanup does; a 4.x.x text gives 451.
+    let r = send(d.port, from, &rcpt, &message("please\r\n reject me", ""));
+    assert_eq!(r, "550 5.7.1 no thanks");
+    let log = wait_log(&d, ": reject: header Subject: please reject me from ");
+    assert!(
+        log.contains("reject: header Subject: please reject me from unknown[127.0.0.1]; from=<s@example.org> to=<r@remote.example> proto=ESMTP helo=<client.test>: 5.7.1 no thanks"),
+        "{log}"
+    );
+    let r = send(d.port, from, &rcpt, &message("later please", ""));
+    assert_eq!(r, "451 4.7.1 try later");
+    let r = send(
+        d.port,
+        from,
+        &rcpt,
+        "Subject: body\r\n\r\nfine\r\nBODY-REJECT here\r\n",
+    );
+    assert_eq!(r, "550 5.7.1 Message content rejected");
+    wait_log(
+        &d,
+        ": reject: body BODY-REJECT here from unknown[127.0.0.1]; ",
+    );
+
+    // DISCARD: accepted, never delivered.
+    let r = send(d.port, from, &rcpt, &message("discard me", ""));
+    let discarded = queued_id(&r);
+    wait_log(
+        &d,
+        &format!("{discarded}: discard: header Subject: discard me from "),
+    );
+
+    // HOLD: accepted into the hold queue.
+    let held = queued_id(&send(d.port, from, &rcpt, &message("hold me", "")));
+    wait_log(&d, &format!("{held}: hold: header Subject: hold me from "));
+
+    // PREPEND / REPLACE / IGNORE (headers and body lines), WARN.
+    let edited = queued_id(&send(
+        d.port,
+        from,
+        &rcpt,
+        "From: s@example.org\r\nSubject: please replace me\r\nX-Secret: 42\r\n\tfolded part\r\nX-Mailer: warn me 1.0\r\n\r\nbody-secret line\r\ntag this\r\nkept\r\n",
+    ));
+    wait_log(
+        &d,
+        &format!(
+            "{edited}: warning: header X-Mailer: warn me 1.0 from unknown[127.0.0.1]; from=<s@example.org> to=<r@remote.example> proto=ESMTP helo=<client.test>: suspicious mailer"
+        ),
+    );
+
+    // REDIRECT and FILTER.
+    let redirected = queued_id(&send(d.port, from, &rcpt, &message("redirect me", "")));
+    let filtered = queued_id(&send(
+        d.port,
+        from,
+        &["a@remote.example", "b@other.example"],
+        &message("filter me", ""),
+    ));
+
+    sink.wait_for(2, 15);
+    let got2 = sink2.wait_for(1, 15);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let got = sink.snapshot();
+    assert_eq!(got.messages.len(), 2, "{got:?}\n{}", d.log());
+    let text = |m: &(String, Vec<String>, Vec<u8>)| String::from_utf8_lossy(&m.2).into_owned();
+    let edited_msg = got
+        .messages
+        .iter()
+        .find(|m| text(m).contains("[REPLACED]"))
+        .unwrap_or_else(|| panic!("edited message not delivered: {got:?}"));
+    let body = text(edited_msg);
+    assert!(
+        body.contains("X-Prepended: yes\r\nFrom: s@example.org\r\nSubject: [REPLACED] please replace me\r\nX-Mailer: warn me 1.0\r\n\r\n[tagged line]\r\nkept\r\n"),
+        "{body}"
+    );
+    assert!(
+        !body.contains("X-Secret") && !body.contains("folded part"),
+        "{body}"
+    );
+    assert!(!body.contains("body-secret"), "{body}");
+    let redirect_msg = got
+        .messages
+        .iter()
+        .find(|m| text(m).contains("Subject: redirect me"))
+        .unwrap_or_else(|| panic!("redirected message not delivered: {got:?}"));
+    assert_eq!(redirect_msg.1, ["catcher@remote.example"]);
+    wait_log(
+        &d,
+        &format!("{redirected}: redirect: header Subject: redirect me from "),
+    );
+    // FILTER: every recipient went to the filter's next hop.
+    assert_eq!(got2.messages.len(), 1, "{got2:?}");
+    let mut to = got2.messages[0].1.clone();
+    to.sort();
+    assert_eq!(to, ["a@remote.example", "b@other.example"]);
+    wait_log(
+        &d,
+        &format!("{filtered}: filter: header Subject: filter me from "),
+    );
+    // Neither the discarded nor the held message reached a next hop.
+    for m in got.messages.iter().chain(&got2.messages) {
+        let t = text(m);
+        assert!(!t.contains("discard me") && !t.contains("hold me"), "{t}");
+    }
+    d.stop();
+    let queued = queued_messages(&d.spool_dir());
+    let held_entry = queued
+        .iter()
+        .find(|(id, _, _)| id.to_string() == held)
+        .unwrap_or_else(|| panic!("held message not in the queue: {queued:?}"));
+    assert!(held_entry.1.held, "not on hold");
+    assert!(
+        !queued.iter().any(|(id, _, _)| id.to_string() == discarded),
+        "discarded message was queued"
+    );
+}

@@ -6,9 +6,11 @@
 //! machine and decides each reply, [`data`] reads message content safely.
 //! Policy lives in [`restrictions`] and address classification and routing
 //! in `crate::routing`; [`settings`] is a service's effective configuration.
-//! [`filter`] routes a message to an after-queue content filter.
+//! [`checks`] applies header_checks/body_checks to content before it is
+//! queued; [`filter`] routes a message to an after-queue content filter.
 
 pub mod address;
+pub mod checks;
 pub mod command;
 pub mod connection;
 pub mod data;

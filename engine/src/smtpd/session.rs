@@ -6,6 +6,7 @@
 //! durable — only then is `250 2.0.0 Ok: queued as <id>` sent.
 
 use super::address::{Mailbox, decode_xtext, parse_mailbox};
+use super::checks::{Checked, Origin, cleanup};
 use super::command::{Command, Param, parse_command};
 use super::connection::{Connection, Line};
 use super::data::{BareNewline, DataEnd, DataParser};
@@ -853,11 +854,45 @@ impl Session {
             &tx.recipients,
         );
         content.extend_from_slice(&body);
-        let nrcpt = tx.recipients.len();
+        if let Some(mid) = message_id(&body) {
+            self.log(&format!("{queue_id}: message-id={mid}"));
+        }
         let mut recipients = tx.recipients;
-        if let Some(filter) = &self.settings.content_filter {
+        let mut held = false;
+        let mut filter = self.settings.content_filter.clone();
+        if !self.settings.content_checks.is_empty() {
+            let origin = Origin {
+                queue_id,
+                client: self.client(),
+                sender: &tx.sender,
+                proto: protocol,
+                helo: self.helo.as_deref().unwrap_or(""),
+            };
+            let log = |line: &str| self.log(line);
+            match cleanup(&self.settings, &origin, &mut recipients, &mut content, &log) {
+                Checked::Queue { hold, filter: f } => {
+                    held = hold;
+                    filter = f.or(filter);
+                }
+                Checked::Refuse(reply) => {
+                    self.counters.count(verb, false);
+                    return self.error(reply).await;
+                }
+                Checked::Discard => {
+                    self.counters.count(verb, true);
+                    self.reply(Reply::new(
+                        250,
+                        "2.0.0",
+                        format!("Ok: queued as {queue_id}"),
+                    ));
+                    return Flow::Continue;
+                }
+            }
+        }
+        if let Some(filter) = &filter {
             filter.apply(&mut recipients, &self.settings.default_filter_nexthop);
         }
+        let nrcpt = recipients.len();
         let envelope = Envelope {
             queue_id,
             arrival: corepost_spool::queue_id::now_micros(),
@@ -874,17 +909,15 @@ impl Session {
             },
             recipients,
             next_attempt: 0,
-            held: false,
+            held,
         };
-        if let Some(mid) = message_id(&body) {
-            self.log(&format!("{queue_id}: message-id={mid}"));
-        }
         match self.core.queue(&envelope, &content).await {
             Ok(()) => {
                 self.log(&format!(
-                    "{queue_id}: from=<{}>, size={}, nrcpt={nrcpt} (queue active)",
+                    "{queue_id}: from=<{}>, size={}, nrcpt={nrcpt} (queue {})",
                     envelope.sender,
-                    content.len()
+                    content.len(),
+                    if held { "hold" } else { "active" }
                 ));
                 self.counters.count(verb, true);
                 self.reply(Reply::new(

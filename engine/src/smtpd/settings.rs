@@ -2,6 +2,7 @@
 //! with its master.cf `-o` overrides), resolved once at start and at reload
 //! and shared read-only by every core.
 
+use super::checks::ContentChecks;
 use super::data::BareNewline;
 use super::filter::ContentFilter;
 use super::networks::NetworkList;
@@ -44,6 +45,9 @@ pub struct SmtpdSettings {
     /// `content_filter`: where every accepted message goes first.
     pub content_filter: Option<ContentFilter>,
     pub default_filter_nexthop: String,
+    /// `header_checks` and `body_checks` (empty with
+    /// `receive_override_options = no_header_body_checks`).
+    pub content_checks: ContentChecks,
 }
 
 impl SmtpdSettings {
@@ -65,6 +69,20 @@ impl SmtpdSettings {
             Ok(0) => u64::MAX,
             Ok(n) => n,
             Err(_) => return Err(format!("parameter message_size_limit: bad size \"{size}\"")),
+        };
+        let content_checks = if s
+            .get_list("receive_override_options")
+            .map_err(|e| e.to_string())?
+            .iter()
+            .any(|o| o == "no_header_body_checks")
+        {
+            ContentChecks::default()
+        } else {
+            ContentChecks::open(
+                &text("header_checks")?,
+                &text("body_checks")?,
+                nonneg("body_checks_size_limit")?,
+            )?
         };
         Ok(SmtpdSettings {
             service: s.service.name.clone(),
@@ -103,6 +121,7 @@ impl SmtpdSettings {
             content_filter: ContentFilter::parse(&text("content_filter")?)
                 .map_err(|e| format!("parameter content_filter: {e}"))?,
             default_filter_nexthop: text("default_filter_nexthop")?,
+            content_checks,
         })
     }
 }

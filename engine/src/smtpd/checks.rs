@@ -1,0 +1,623 @@
+//! `header_checks` and `body_checks`: Postfix's built-in content
+//! inspection (header_checks(5)), applied while smtpd hands a message to the
+//! queue — the job Postfix's cleanup does.
+//!
+//! Every primary header (a folded header is one logical header: its lines
+//! joined with `\n`, as Postfix passes it to the table) is looked up in
+//! `header_checks`; every body line within the first
+//! `body_checks_size_limit` bytes of the body in `body_checks`. The first
+//! table in the list that answers decides, and the answer is an action:
+//!
+//! | action | effect |
+//! |---|---|
+//! | `REJECT [text]` | refuse the message at end of data: 550 (451 for a 4.x.x text), default `5.7.1 Message content rejected`; ends inspection |
+//! | `DISCARD [text]` | answer 250 but queue nothing; ends inspection |
+//! | `HOLD [text]` | queue the message on hold |
+//! | `WARN [text]`, `INFO [text]` | only a log line |
+//! | `IGNORE`, `STRIP [text]` | drop the line (STRIP also logs) |
+//! | `PREPEND text` | insert `text` as a line before this one |
+//! | `REPLACE text` | replace the line (the whole logical header) with `text` |
+//! | `REDIRECT user@domain` | replace all recipients with that address |
+//! | `FILTER transport:nexthop` | send the message to that content filter (overrides `content_filter`) |
+//! | `DUNNO`, `OK` | nothing |
+//!
+//! With several REDIRECT or FILTER actions the last one wins, as in Postfix.
+//! A malformed action (unknown word, REDIRECT without `@`, FILTER without
+//! `:`, PREPEND/REPLACE in headers without `name: value`) is logged as a
+//! warning and ignored, as Postfix does. A table that fails to answer
+//! defers the message (451 4.3.0) rather than letting it through unchecked.
+//!
+//! MIME structure is not parsed: `mime_header_checks` and
+//! `nested_header_checks` are not applied separately, and the headers of
+//! MIME parts are body lines to `body_checks` (Postfix's behaviour with
+//! `disable_mime_input_processing = yes`).
+
+use super::filter::ContentFilter;
+use super::reply::Reply;
+use super::settings::SmtpdSettings;
+use corepost_config::tables::TableList;
+use corepost_spool::{QueueId, Recipient};
+
+/// What a check table's answer asks for.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Action {
+    Dunno,
+    /// The reason with its DSN code: `5.7.1 Message content rejected`.
+    Reject(String),
+    Discard(String),
+    Hold(String),
+    Warn(String),
+    Info(String),
+    Ignore,
+    Strip(String),
+    Prepend(String),
+    Replace(String),
+    Redirect(String),
+    Filter(ContentFilter),
+}
+
+/// Parse a table's answer; `header` selects header_checks' rules for
+/// PREPEND/REPLACE text. Errors are Postfix's warning texts.
+pub fn parse_action(value: &str, header: bool, map: &str) -> Result<Action, String> {
+    let value = value.trim();
+    let (command, text) = match value.split_once(char::is_whitespace) {
+        Some((c, t)) => (c, t.trim_start()),
+        None => (value, ""),
+    };
+    let need_text = |what: &str| -> Result<String, String> {
+        if text.is_empty() {
+            return Err(format!("{what} action without text in {map} map"));
+        }
+        if header && !is_header(text) {
+            return Err(format!(
+                "bad {what} header text \"{text}\" in {map} map -- need \"headername: headervalue\""
+            ));
+        }
+        Ok(text.to_string())
+    };
+    Ok(match command.to_ascii_uppercase().as_str() {
+        "DUNNO" | "OK" => Action::Dunno,
+        "REJECT" => Action::Reject(reject_reason(text)),
+        "DISCARD" => Action::Discard(text.to_string()),
+        "HOLD" => Action::Hold(text.to_string()),
+        "WARN" => Action::Warn(text.to_string()),
+        "INFO" => Action::Info(text.to_string()),
+        "IGNORE" => Action::Ignore,
+        "STRIP" => Action::Strip(text.to_string()),
+        "PREPEND" => Action::Prepend(need_text("PREPEND")?),
+        "REPLACE" => Action::Replace(need_text("REPLACE")?),
+        "REDIRECT" => {
+            if !text.contains('@') || text.chars().any(char::is_whitespace) {
+                return Err(format!(
+                    "bad REDIRECT target \"{text}\" in {map} map -- need user@domain"
+                ));
+            }
+            Action::Redirect(text.to_string())
+        }
+        "FILTER" => match ContentFilter::parse(text) {
+            Ok(Some(f)) if text.contains(':') => Action::Filter(f),
+            _ => {
+                return Err(format!(
+                    "bad FILTER action in {map} map: \"{text}\" -- need transport:destination"
+                ));
+            }
+        },
+        _ => return Err(format!("unknown command in {map} map: {value}")),
+    })
+}
+
+/// Postfix's `dsn_prepend("5.7.1", text)`: keep a leading `X.Y.Z` code,
+/// else add 5.7.1; a code that is neither 4.x.x nor 5.x.x becomes 4.x.x.
+fn reject_reason(text: &str) -> String {
+    if text.is_empty() {
+        return "5.7.1 Message content rejected".to_string();
+    }
+    let code = text.split_whitespace().next().unwrap_or_default();
+    if is_dsn(code) {
+        if code.starts_with('4') || code.starts_with('5') {
+            text.to_string()
+        } else {
+            format!("4{}", &text[1..])
+        }
+    } else {
+        format!("5.7.1 {text}")
+    }
+}
+
+/// `class.subject.detail`: a digit, then 1–3 and 1–3 digits.
+fn is_dsn(code: &str) -> bool {
+    let parts: Vec<&str> = code.split('.').collect();
+    parts.len() == 3
+        && parts[0].len() == 1
+        && (1..=3).contains(&parts[1].len())
+        && (1..=3).contains(&parts[2].len())
+        && parts.iter().all(|p| p.bytes().all(|b| b.is_ascii_digit()))
+}
+
+/// `Name:` with a name of printable ASCII other than `:` and space.
+fn is_header(line: &str) -> bool {
+    match line.find(':') {
+        Some(0) | None => false,
+        Some(i) => line[..i].bytes().all(|b| (33..127).contains(&b)),
+    }
+}
+
+/// A service's header and body check tables.
+#[derive(Debug, Clone, Default)]
+pub struct ContentChecks {
+    header: Option<TableList>,
+    body: Option<TableList>,
+    body_size_limit: usize,
+}
+
+/// An action that leaves a log line: `<id>: <action>: <class> <line> from
+/// ...: <text>`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Event {
+    /// `reject`, `discard`, `hold`, `warning`, `info`, `strip`, `redirect`,
+    /// `filter`.
+    pub action: &'static str,
+    /// `header` or `body`.
+    pub class: &'static str,
+    /// The line that matched (folded lines joined), at most 200 characters.
+    pub line: String,
+    pub text: String,
+}
+
+/// What inspecting one message decided.
+#[derive(Debug, Default)]
+pub struct Verdict {
+    /// The content after IGNORE/STRIP/PREPEND/REPLACE.
+    pub content: Vec<u8>,
+    /// `(code, "X.Y.Z text")` for REJECT, or 451 for a table failure.
+    pub reject: Option<(u16, String)>,
+    pub discard: bool,
+    pub hold: bool,
+    pub redirect: Option<String>,
+    pub filter: Option<ContentFilter>,
+    pub events: Vec<Event>,
+    pub warnings: Vec<String>,
+}
+
+impl ContentChecks {
+    /// Open `header_checks` and `body_checks`; errors name the parameter.
+    pub fn open(
+        header_checks: &str,
+        body_checks: &str,
+        body_size_limit: u64,
+    ) -> Result<ContentChecks, String> {
+        let open = |name: &str, value: &str| -> Result<Option<TableList>, String> {
+            if value.trim().is_empty() {
+                return Ok(None);
+            }
+            TableList::open(value)
+                .map(Some)
+                .map_err(|e| format!("{name}: {e}"))
+        };
+        Ok(ContentChecks {
+            header: open("header_checks", header_checks)?,
+            body: open("body_checks", body_checks)?,
+            body_size_limit: usize::try_from(body_size_limit).unwrap_or(usize::MAX),
+        })
+    }
+
+    /// No tables: nothing to inspect.
+    pub fn is_empty(&self) -> bool {
+        self.header.is_none() && self.body.is_none()
+    }
+
+    /// Inspect `content` (headers, blank line, body; CRLF line ends).
+    pub fn inspect(&self, content: &[u8]) -> Verdict {
+        let mut v = Verdict {
+            content: Vec::with_capacity(content.len() + 256),
+            ..Verdict::default()
+        };
+        let lines = split_lines(content);
+        let mut active = true;
+        let mut i = 0;
+        // Primary headers.
+        while i < lines.len() {
+            let first = lines[i];
+            let text = trim_eol(first);
+            if text.is_empty() || !is_header(&String::from_utf8_lossy(text)) {
+                break;
+            }
+            let mut j = i + 1;
+            while j < lines.len() && matches!(lines[j].first(), Some(b' ' | b'\t')) {
+                j += 1;
+            }
+            let original: Vec<u8> = lines[i..j].concat();
+            i = j;
+            let Some(table) = self.header.as_ref().filter(|_| active) else {
+                v.content.extend_from_slice(&original);
+                continue;
+            };
+            let logical: Vec<&[u8]> = split_lines(&original).into_iter().map(trim_eol).collect();
+            let key = String::from_utf8_lossy(&logical.join(&b'\n')).into_owned();
+            active = self.apply(table, "header", &key, &original, &mut v);
+        }
+        // The body, line by line.
+        let mut body = &lines[i..];
+        // The blank line ending the headers is not a body line.
+        if let Some((first, rest)) = body.split_first()
+            && trim_eol(first).is_empty()
+        {
+            v.content.extend_from_slice(first);
+            body = rest;
+        }
+        let mut offset = 0usize;
+        for line in body {
+            let checked = offset < self.body_size_limit;
+            offset = offset.saturating_add(line.len());
+            let Some(table) = self.body.as_ref().filter(|_| active && checked) else {
+                v.content.extend_from_slice(line);
+                continue;
+            };
+            let key = String::from_utf8_lossy(trim_eol(line)).into_owned();
+            active = self.apply(table, "body", &key, line, &mut v);
+        }
+        v
+    }
+
+    /// Look `key` up and act; returns whether inspection goes on.
+    fn apply(
+        &self,
+        table: &TableList,
+        class: &'static str,
+        key: &str,
+        original: &[u8],
+        v: &mut Verdict,
+    ) -> bool {
+        let map = if class == "header" {
+            "header_checks"
+        } else {
+            "body_checks"
+        };
+        let action = match table.lookup(key) {
+            Ok(None) => Action::Dunno,
+            Ok(Some(value)) => match parse_action(&value, class == "header", map) {
+                Ok(a) => a,
+                Err(w) => {
+                    v.warnings.push(w);
+                    Action::Dunno
+                }
+            },
+            Err(e) => {
+                v.warnings.push(format!("{map}: table lookup problem: {e}"));
+                v.reject = Some((451, "4.3.0 Temporary lookup failure".to_string()));
+                v.content.extend_from_slice(original);
+                return false;
+            }
+        };
+        let mut event = |action: &'static str, text: &str| {
+            v.events.push(Event {
+                action,
+                class,
+                line: key.replace(['\r', '\n'], "").chars().take(200).collect(),
+                text: text.to_string(),
+            })
+        };
+        let mut keep = true;
+        let mut more = true;
+        match action {
+            Action::Dunno => {}
+            Action::Reject(reason) => {
+                event("reject", &reason);
+                let code = if reason.starts_with('4') { 451 } else { 550 };
+                v.reject = Some((code, reason));
+                more = false;
+            }
+            Action::Discard(text) => {
+                event("discard", &text);
+                v.discard = true;
+                more = false;
+            }
+            Action::Hold(text) => {
+                event("hold", &text);
+                v.hold = true;
+            }
+            Action::Warn(text) => event("warning", &text),
+            Action::Info(text) => event("info", &text),
+            Action::Ignore => keep = false,
+            Action::Strip(text) => {
+                event("strip", &text);
+                keep = false;
+            }
+            Action::Prepend(text) => {
+                v.content.extend_from_slice(text.as_bytes());
+                v.content.extend_from_slice(b"\r\n");
+            }
+            Action::Replace(text) => {
+                v.content.extend_from_slice(text.as_bytes());
+                v.content.extend_from_slice(b"\r\n");
+                keep = false;
+            }
+            Action::Redirect(to) => {
+                event("redirect", &to);
+                v.redirect = Some(to);
+            }
+            Action::Filter(f) => {
+                event("filter", &f.to_string());
+                v.filter = Some(f);
+            }
+        }
+        if keep {
+            v.content.extend_from_slice(original);
+        }
+        more
+    }
+}
+
+/// Who handed the message over, for the log lines.
+pub struct Origin<'a> {
+    pub queue_id: QueueId,
+    /// `name[addr]`.
+    pub client: String,
+    pub sender: &'a str,
+    pub proto: &'a str,
+    pub helo: &'a str,
+}
+
+/// What header_checks/body_checks decided for a message.
+pub enum Checked {
+    Queue {
+        hold: bool,
+        /// FILTER: overrides `content_filter`.
+        filter: Option<ContentFilter>,
+    },
+    Refuse(Reply),
+    /// DISCARD: answer 250, queue nothing.
+    Discard,
+}
+
+/// Apply the service's checks to `content` (rewritten in place), log each
+/// action the way Postfix's cleanup does (`<id>: reject: header Subject: x
+/// from host[addr]; from=<s> to=<r> proto=ESMTP helo=<h>: 5.7.1 text`),
+/// and apply REDIRECT to `recipients`.
+pub fn cleanup(
+    settings: &SmtpdSettings,
+    origin: &Origin<'_>,
+    recipients: &mut Vec<Recipient>,
+    content: &mut Vec<u8>,
+    log: &dyn Fn(&str),
+) -> Checked {
+    let verdict = settings.content_checks.inspect(content);
+    for w in &verdict.warnings {
+        log(&format!("warning: {w}"));
+    }
+    let id = origin.queue_id;
+    let first = recipients.first().map_or("", |r| r.address.as_str());
+    for e in &verdict.events {
+        let mut line = format!(
+            "{id}: {}: {} {} from {}; from=<{}> to=<{first}> proto={} helo=<{}>",
+            e.action, e.class, e.line, origin.client, origin.sender, origin.proto, origin.helo
+        );
+        if !e.text.is_empty() {
+            line.push_str(": ");
+            line.push_str(&e.text);
+        }
+        log(&line);
+    }
+    if let Some((code, reason)) = verdict.reject {
+        return Checked::Refuse(Reply::new(code, "", reason));
+    }
+    if verdict.discard {
+        return Checked::Discard;
+    }
+    if let Some(address) = verdict.redirect {
+        let router = &settings.router;
+        let (_, domain) = crate::routing::split_address(&address);
+        match router
+            .classify(domain)
+            .and_then(|class| router.route(&address, class))
+        {
+            Ok(route) => {
+                *recipients = vec![Recipient {
+                    address,
+                    transport: route.transport,
+                    nexthop: route.nexthop,
+                    ..Recipient::default()
+                }];
+            }
+            Err(e) => {
+                log(&format!(
+                    "warning: {id}: cannot route REDIRECT target <{address}>: {e}"
+                ));
+                return Checked::Refuse(Reply::new(451, "4.3.0", "Temporary lookup failure"));
+            }
+        }
+    }
+    *content = verdict.content;
+    Checked::Queue {
+        hold: verdict.hold,
+        filter: verdict.filter,
+    }
+}
+
+/// Lines with their line ends (the last one may have none).
+fn split_lines(content: &[u8]) -> Vec<&[u8]> {
+    let mut out = Vec::new();
+    let mut start = 0;
+    for nl in memchr::memchr_iter(b'\n', content) {
+        out.push(&content[start..=nl]);
+        start = nl + 1;
+    }
+    if start < content.len() {
+        out.push(&content[start..]);
+    }
+    out
+}
+
+fn trim_eol(line: &[u8]) -> &[u8] {
+    let line = line.strip_suffix(b"\n").unwrap_or(line);
+    line.strip_suffix(b"\r").unwrap_or(line)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use proptest::prelude::*;
+
+    fn checks(header: &str, body: &str) -> ContentChecks {
+        ContentChecks::open(header, body, 51200).unwrap()
+    }
+
+    #[test]
+    fn actions_parse_as_postfix_reads_them() {
+        let p = |v: &str| parse_action(v, true, "header_checks");
+        assert_eq!(p("dunno"), Ok(Action::Dunno));
+        assert_eq!(p("OK"), Ok(Action::Dunno));
+        assert_eq!(
+            p("REJECT"),
+            Ok(Action::Reject("5.7.1 Message content rejected".into()))
+        );
+        assert_eq!(
+            p("REJECT no spam"),
+            Ok(Action::Reject("5.7.1 no spam".into()))
+        );
+        assert_eq!(
+            p("reject 5.7.0 go away"),
+            Ok(Action::Reject("5.7.0 go away".into()))
+        );
+        assert_eq!(
+            p("REJECT 4.7.1 later"),
+            Ok(Action::Reject("4.7.1 later".into()))
+        );
+        assert_eq!(
+            p("REJECT 2.0.0 odd"),
+            Ok(Action::Reject("4.0.0 odd".into()))
+        );
+        assert_eq!(
+            p("HOLD  look at this"),
+            Ok(Action::Hold("look at this".into()))
+        );
+        assert_eq!(p("DISCARD"), Ok(Action::Discard(String::new())));
+        assert_eq!(p("WARN hmm"), Ok(Action::Warn("hmm".into())));
+        assert_eq!(p("IGNORE"), Ok(Action::Ignore));
+        assert_eq!(
+            p("PREPEND X-Seen: yes"),
+            Ok(Action::Prepend("X-Seen: yes".into()))
+        );
+        assert!(p("PREPEND").is_err());
+        assert!(p("PREPEND not a header").is_err());
+        assert_eq!(
+            parse_action("PREPEND any text", false, "body_checks"),
+            Ok(Action::Prepend("any text".into()))
+        );
+        assert_eq!(
+            p("REPLACE Subject: [tagged]"),
+            Ok(Action::Replace("Subject: [tagged]".into()))
+        );
+        assert_eq!(
+            p("REDIRECT spam@example.com"),
+            Ok(Action::Redirect("spam@example.com".into()))
+        );
+        assert!(p("REDIRECT nobody").is_err());
+        let f = p("FILTER scan:[127.0.0.1]:10024").unwrap();
+        assert_eq!(
+            f,
+            Action::Filter(
+                ContentFilter::parse("scan:[127.0.0.1]:10024")
+                    .unwrap()
+                    .unwrap()
+            )
+        );
+        assert!(p("FILTER scan").is_err());
+        assert_eq!(
+            p("BOGUS x").unwrap_err(),
+            "unknown command in header_checks map: BOGUS x"
+        );
+    }
+
+    #[test]
+    fn folded_header_is_one_logical_header() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("hc");
+        std::fs::write(&path, "/^Subject:.*one\\n\\s+two/ REJECT folded\n").unwrap();
+        let c = checks(&format!("regexp:{}", path.display()), "");
+        let v = c.inspect(b"From: a\r\nSubject: one\r\n two\r\n\r\nbody\r\n");
+        assert_eq!(v.reject, Some((550, "5.7.1 folded".into())));
+        assert_eq!(v.events[0].line, "Subject: one two");
+        let v = c.inspect(b"Subject: one\r\n\r\n two\r\n");
+        assert_eq!(v.reject, None);
+    }
+
+    #[test]
+    fn rewriting_actions_change_the_content() {
+        let dir = tempfile::tempdir().unwrap();
+        let hc = dir.path().join("hc");
+        std::fs::write(
+            &hc,
+            "/^X-Drop:/ IGNORE\n/^Subject: (.*)/ REPLACE Subject: [ext] $1\n/^From:/ PREPEND X-Checked: yes\n/^X-Hold:/ HOLD held\n/^X-Warn:/ WARN noted\n",
+        )
+        .unwrap();
+        let bc = dir.path().join("bc");
+        std::fs::write(&bc, "/^secret/ IGNORE\n/^tag me/ PREPEND [tagged]\n/^redirect/ REDIRECT x@y.example\n/^filter/ FILTER f:h\n").unwrap();
+        let c = checks(
+            &format!("regexp:{}", hc.display()),
+            &format!("pcre:{}", bc.display()),
+        );
+        let v = c.inspect(
+            b"From: a\r\nX-Drop: 1\r\n  more\r\nSubject: hi\r\nX-Hold: 1\r\nX-Warn: 2\r\n\r\nsecret\r\ntag me\r\nredirect\r\nfilter\r\nlast",
+        );
+        assert_eq!(
+            String::from_utf8(v.content).unwrap(),
+            "X-Checked: yes\r\nFrom: a\r\nSubject: [ext] hi\r\nX-Hold: 1\r\nX-Warn: 2\r\n\r\n[tagged]\r\ntag me\r\nredirect\r\nfilter\r\nlast"
+        );
+        assert!(v.hold);
+        assert_eq!(v.redirect.as_deref(), Some("x@y.example"));
+        assert_eq!(v.filter.unwrap().to_string(), "f:h");
+        let actions: Vec<_> = v.events.iter().map(|e| (e.action, e.class)).collect();
+        assert_eq!(
+            actions,
+            [
+                ("hold", "header"),
+                ("warning", "header"),
+                ("redirect", "body"),
+                ("filter", "body")
+            ]
+        );
+    }
+
+    #[test]
+    fn reject_and_discard_end_inspection_and_the_size_limit_bounds_body_checks() {
+        let dir = tempfile::tempdir().unwrap();
+        let bc = dir.path().join("bc");
+        std::fs::write(&bc, "/^bad/ REJECT\n/^gone/ DISCARD bye\n/^warn/ WARN w\n").unwrap();
+        let c = checks("", &format!("regexp:{}", bc.display()));
+        let v = c.inspect(b"S: x\r\n\r\nbad\r\nwarn\r\n");
+        assert_eq!(
+            v.reject,
+            Some((550, "5.7.1 Message content rejected".into()))
+        );
+        assert_eq!(v.events.len(), 1);
+        let v = c.inspect(b"S: x\r\n\r\ngone\r\nwarn\r\n");
+        assert!(v.discard && v.events.len() == 1 && v.events[0].text == "bye");
+        let c = ContentChecks::open("", &format!("regexp:{}", bc.display()), 10).unwrap();
+        let v = c.inspect(b"S: x\r\n\r\n0123456789\r\nbad\r\n");
+        assert_eq!(v.reject, None);
+        // Header lines are not body lines.
+        let v = checks("", &format!("regexp:{}", bc.display())).inspect(b"bad: x\r\n\r\nok\r\n");
+        assert_eq!(v.reject, None);
+    }
+
+    proptest! {
+        /// Any table answer parses or is refused — never a panic; a parsed
+        /// REJECT reason always carries a 4.x.x or 5.x.x code.
+        #[test]
+        fn action_parser_never_panics(value in "\\PC{0,60}", header: bool) {
+            if let Ok(Action::Reject(reason)) = parse_action(&value, header, "header_checks") {
+                prop_assert!(reason.starts_with('4') || reason.starts_with('5'));
+                prop_assert!(is_dsn(reason.split(' ').next().unwrap_or_default()));
+            }
+        }
+
+        /// With only DUNNO answers the content comes out unchanged, whatever
+        /// it is.
+        #[test]
+        fn dunno_keeps_content(content in proptest::collection::vec(any::<u8>(), 0..300)) {
+            let c = checks("static:DUNNO", "static:DUNNO");
+            prop_assert_eq!(c.inspect(&content).content, content);
+        }
+    }
+}
