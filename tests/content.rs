@@ -162,6 +162,166 @@ fn spamc_style_content_filter_round_trip() {
     }
 }
 
+/// A stand-in for `/usr/sbin/sendmail -oi -f SENDER RCPT...` (corepost's
+/// sendmail command lives on another branch): re-injects stdin over SMTP
+/// into the second smtpd.
+const SENDMAIL_STANDIN: &str = r#"#!/usr/bin/python3
+import smtplib, sys
+args, sender, rcpts, i = sys.argv[1:], "", [], 0
+while i < len(args):
+    a = args[i]
+    if a == "-f":
+        sender, i = args[i + 1], i + 2
+        continue
+    if a.startswith("-f"):
+        sender = a[2:]
+    elif not a.startswith("-"):
+        rcpts.append(a)
+    i += 1
+with smtplib.SMTP("127.0.0.1", @PORT@) as s:
+    s.sendmail(sender, rcpts, sys.stdin.buffer.read())
+"#;
+
+/// A real spamd on loopback, stopped (SIGTERM, which also ends its
+/// children) when dropped.
+struct Spamd {
+    child: std::process::Child,
+    port: u16,
+    _dir: tempfile::TempDir,
+}
+
+impl Spamd {
+    /// Start spamd with network tests off; None when spamc/spamd are not
+    /// installed (`.ci/run` installs them).
+    fn start() -> Option<Spamd> {
+        if !Path::new("/usr/bin/spamc").exists() || !Path::new("/usr/sbin/spamd").exists() {
+            return None;
+        }
+        let dir = tempfile::tempdir().unwrap();
+        for entry in std::fs::read_dir("/etc/spamassassin").ok()?.flatten() {
+            if entry.path().extension().is_some_and(|e| e == "pre") {
+                std::fs::copy(entry.path(), dir.path().join(entry.file_name())).unwrap();
+            }
+        }
+        std::fs::write(
+            dir.path().join("local.cf"),
+            "use_bayes 0\nskip_rbl_checks 1\ndns_available no\nuse_razor2 0\nuse_pyzor 0\n",
+        )
+        .unwrap();
+        let port = free_port();
+        let mut cmd = std::process::Command::new("/usr/sbin/spamd");
+        cmd.args([
+            "-i",
+            "127.0.0.1",
+            "-p",
+            &port.to_string(),
+            "-m",
+            "1",
+            "-x",
+            "-L",
+        ])
+        .arg("--siteconfigpath")
+        .arg(dir.path())
+        .args([
+            "--syslog",
+            &dir.path().join("spamd.log").display().to_string(),
+        ])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::null());
+        if test_ids().0 == 65534 {
+            cmd.args(["-u", "nobody"]);
+        }
+        let child = cmd.spawn().expect("start spamd");
+        let spamd = Spamd {
+            child,
+            port,
+            _dir: dir,
+        };
+        wait_until(60, || {
+            std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+        })
+        .expect("spamd did not start listening");
+        Some(spamd)
+    }
+}
+
+impl Drop for Spamd {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child process.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+/// The same round trip with the real SpamAssassin: master.cf runs
+/// `/usr/bin/spamc ... -e <sendmail> -oi -f ${sender} ${recipient}` against a
+/// spamd on loopback; the mailbox copy carries spamd's headers, once.
+#[test]
+fn real_spamc_spamd_round_trip() {
+    let Some(spamd) = Spamd::start() else {
+        eprintln!("skipped: spamc/spamd are not installed (apt-get install spamc spamd)");
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(tmp.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = tmp.path().join("mail");
+    std::fs::create_dir(&base).unwrap();
+    let (uid, gid) = test_ids();
+    std::os::unix::fs::chown(&base, Some(uid), Some(gid)).unwrap();
+    let reinject = free_port();
+    let sendmail = tmp.path().join("sendmail");
+    std::fs::write(
+        &sendmail,
+        SENDMAIL_STANDIN.replace("@PORT@", &reinject.to_string()),
+    )
+    .unwrap();
+    std::fs::set_permissions(&sendmail, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let d = Daemon::start_with_master(
+        &format!(
+            "content_filter = spamassassin\n\
+             virtual_mailbox_domains = hosted.example\n\
+             virtual_mailbox_maps = inline:{{ info@hosted.example=info/ }}\n\
+             virtual_mailbox_base = {}\n\
+             virtual_uid_maps = static:{uid}\n\
+             virtual_gid_maps = static:{gid}\n\
+             default_transport = discard\nminimal_backoff_time = 100s\n",
+            base.display()
+        ),
+        &format!(
+            "127.0.0.1:{reinject} inet n - n - - smtpd\n  -o content_filter=\n  -o smtpd_recipient_restrictions=permit_mynetworks,reject\n\
+             spamassassin unix - n n - - pipe user=nobody argv=/usr/bin/spamc -d 127.0.0.1 -p {} -f -e {} -oi -f ${{sender}} ${{recipient}}\n\
+             virtual unix - n n - - virtual\n",
+            spamd.port,
+            sendmail.display()
+        ),
+    );
+    let id = queued_id(&send(
+        d.port,
+        "s@example.org",
+        &["info@hosted.example"],
+        "From: s@example.org\r\nTo: info@hosted.example\r\nDate: Tue, 24 Nov 2026 12:00:00 +0000\r\nMessage-ID: <real-spamd@example.org>\r\nSubject: real spamd\r\n\r\nHello, this is an ordinary message.\r\n",
+    ));
+    let maildir = base.join("info");
+    let m = wait_until(30, || {
+        maildir_messages(&maildir)
+            .into_iter()
+            .find(|m| m.contains("Subject: real spamd"))
+    })
+    .unwrap_or_else(|| panic!("nothing delivered; log:\n{}", d.log()));
+    assert!(m.contains("\nX-Spam-Checker-Version: SpamAssassin "), "{m}");
+    assert!(m.contains("\nX-Spam-Status: No, score="), "{m}");
+    let log = wait_log(&d, "to=<info@hosted.example>, relay=virtual");
+    assert!(
+        log.contains(&format!(
+            "{id}: to=<info@hosted.example>, relay=spamassassin"
+        )),
+        "{log}"
+    );
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(maildir_messages(&maildir).len(), 1);
+    assert_eq!(d.log().matches("relay=spamassassin").count(), 1);
+}
+
 const HEADER_CHECKS: &str = "# header_checks (regexp:)\n\
 /^Subject: .*reject me/        REJECT 5.7.1 no thanks\n\
 /^Subject: .*later please/     REJECT 4.7.1 try later\n\
