@@ -332,7 +332,8 @@ const HEADER_CHECKS: &str = "# header_checks (regexp:)\n\
 /^Subject: (.*replace me.*)/   REPLACE Subject: [REPLACED] $1\n\
 /^X-Secret:/                   IGNORE\n\
 /^From:/                       PREPEND X-Prepended: yes\n\
-/^X-Mailer: .*warn me/         WARN suspicious mailer\n";
+/^X-Mailer: .*warn me/         WARN suspicious mailer\n\
+/^Content-(Type|Disposition):.*name=.*\\.exe\"?$/ REJECT 5.7.1 no executables\n";
 
 const BODY_CHECKS: &str = "# body_checks (pcre:)\n\
 /^BODY-REJECT/   REJECT\n\
@@ -391,6 +392,15 @@ fn header_and_body_check_actions() {
         &d,
         ": reject: body BODY-REJECT here from unknown[127.0.0.1]; ",
     );
+
+    // A MIME part's folded header (mime_header_checks = $header_checks).
+    let r = send(
+        d.port,
+        from,
+        &rcpt,
+        "Subject: files\r\nMIME-Version: 1.0\r\nContent-Type: multipart/mixed; boundary=\"xx\"\r\n\r\n--xx\r\nContent-Type: text/plain\r\n\r\nsee attached\r\n--xx\r\nContent-Type: application/octet-stream;\r\n\tname=\"run.exe\"\r\n\r\nTVqQ\r\n--xx--\r\n",
+    );
+    assert_eq!(r, "550 5.7.1 no executables");
 
     // DISCARD: accepted, never delivered.
     let r = send(d.port, from, &rcpt, &message("discard me", ""));

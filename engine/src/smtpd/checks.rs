@@ -27,10 +27,13 @@
 //! warning and ignored, as Postfix does. A table that fails to answer
 //! defers the message (451 4.3.0) rather than letting it through unchecked.
 //!
-//! MIME structure is not parsed: `mime_header_checks` and
-//! `nested_header_checks` are not applied separately, and the headers of
-//! MIME parts are body lines to `body_checks` (Postfix's behaviour with
-//! `disable_mime_input_processing = yes`).
+//! The MIME structure is followed as Postfix does: the headers of
+//! multipart body parts go to `mime_header_checks`, those of attached
+//! messages (`message/rfc822`) to `nested_header_checks` (both default to
+//! `$header_checks`; a list equal to it shares its tables), and only the
+//! other lines — boundaries included — are body lines, counted per part
+//! against `body_checks_size_limit`. corepost does not decode
+//! quoted-printable or base64 for body checks (nor does Postfix).
 
 use super::filter::ContentFilter;
 use super::reply::Reply;
@@ -146,6 +149,8 @@ fn is_header(line: &str) -> bool {
 #[derive(Debug, Clone, Default)]
 pub struct ContentChecks {
     header: Option<TableList>,
+    mime_header: Option<TableList>,
+    nested_header: Option<TableList>,
     body: Option<TableList>,
     body_size_limit: usize,
 }
@@ -179,13 +184,40 @@ pub struct Verdict {
     pub warnings: Vec<String>,
 }
 
+/// Which headers a header block holds (Postfix's MIME header classes).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum HeaderClass {
+    /// The message's own headers: `header_checks`.
+    Primary,
+    /// A multipart body part's headers: `mime_header_checks`.
+    Multipart,
+    /// An attached message's headers: `nested_header_checks`.
+    Nested,
+}
+
+/// Where the walk through the content is.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Place {
+    Headers(HeaderClass),
+    Body,
+}
+
+/// What a header block's Content-Type said about what follows it.
+#[derive(Debug, Default)]
+struct PartType {
+    boundary: Option<Vec<u8>>,
+    message: bool,
+}
+
+/// Postfix's mime_nesting_limit.
+const MIME_NESTING_LIMIT: usize = 100;
+
 impl ContentChecks {
-    /// Open `header_checks` and `body_checks`; errors name the parameter.
-    pub fn open(
-        header_checks: &str,
-        body_checks: &str,
-        body_size_limit: u64,
-    ) -> Result<ContentChecks, String> {
+    /// Open `header_checks`, `mime_header_checks`, `nested_header_checks`
+    /// and `body_checks` through `get` (a parameter's expanded value);
+    /// errors name the parameter. A MIME list equal to `header_checks`
+    /// (Postfix's default) shares its tables.
+    pub fn open(get: &dyn Fn(&str) -> Result<String, String>) -> Result<ContentChecks, String> {
         let open = |name: &str, value: &str| -> Result<Option<TableList>, String> {
             if value.trim().is_empty() {
                 return Ok(None);
@@ -194,19 +226,41 @@ impl ContentChecks {
                 .map(Some)
                 .map_err(|e| format!("{name}: {e}"))
         };
+        let header_value = get("header_checks")?;
+        let header = open("header_checks", &header_value)?;
+        let like_header = |name: &str| -> Result<Option<TableList>, String> {
+            let value = get(name)?;
+            if value == header_value {
+                Ok(header.clone())
+            } else {
+                open(name, &value)
+            }
+        };
+        let limit = get("body_checks_size_limit")?;
+        let body_size_limit = limit
+            .trim()
+            .parse::<u64>()
+            .map_err(|_| format!("parameter body_checks_size_limit: bad size \"{limit}\""))?;
         Ok(ContentChecks {
-            header: open("header_checks", header_checks)?,
-            body: open("body_checks", body_checks)?,
+            mime_header: like_header("mime_header_checks")?,
+            nested_header: like_header("nested_header_checks")?,
+            header,
+            body: open("body_checks", &get("body_checks")?)?,
             body_size_limit: usize::try_from(body_size_limit).unwrap_or(usize::MAX),
         })
     }
 
     /// No tables: nothing to inspect.
     pub fn is_empty(&self) -> bool {
-        self.header.is_none() && self.body.is_none()
+        self.header.is_none()
+            && self.mime_header.is_none()
+            && self.nested_header.is_none()
+            && self.body.is_none()
     }
 
-    /// Inspect `content` (headers, blank line, body; CRLF line ends).
+    /// Inspect `content` (headers, blank line, body; CRLF line ends),
+    /// following its MIME structure: multipart boundaries and attached
+    /// messages, nested at most [`MIME_NESTING_LIMIT`] deep.
     pub fn inspect(&self, content: &[u8]) -> Verdict {
         let mut v = Verdict {
             content: Vec::with_capacity(content.len() + 256),
@@ -214,47 +268,90 @@ impl ContentChecks {
         };
         let lines = split_lines(content);
         let mut active = true;
-        let mut i = 0;
-        // Primary headers.
-        while i < lines.len() {
-            let first = lines[i];
-            let text = trim_eol(first);
-            if text.is_empty() || !is_header(&String::from_utf8_lossy(text)) {
-                break;
-            }
-            let mut j = i + 1;
-            while j < lines.len() && matches!(lines[j].first(), Some(b' ' | b'\t')) {
-                j += 1;
-            }
-            let original: Vec<u8> = lines[i..j].concat();
-            i = j;
-            let Some(table) = self.header.as_ref().filter(|_| active) else {
-                v.content.extend_from_slice(&original);
-                continue;
-            };
-            let logical: Vec<&[u8]> = split_lines(&original).into_iter().map(trim_eol).collect();
-            let key = String::from_utf8_lossy(&logical.join(&b'\n')).into_owned();
-            active = self.apply(table, "header", &key, &original, &mut v);
-        }
-        // The body, line by line.
-        let mut body = &lines[i..];
-        // The blank line ending the headers is not a body line.
-        if let Some((first, rest)) = body.split_first()
-            && trim_eol(first).is_empty()
-        {
-            v.content.extend_from_slice(first);
-            body = rest;
-        }
+        let mut place = Place::Headers(HeaderClass::Primary);
+        let mut part = PartType::default();
+        let mut boundaries: Vec<Vec<u8>> = Vec::new();
+        // Body bytes seen in the current body part.
         let mut offset = 0usize;
-        for line in body {
+        let mut i = 0;
+        while i < lines.len() {
+            let line = lines[i];
+            let text = trim_eol(line);
+            if let Place::Headers(class) = place {
+                if text.is_empty() || !is_header(&String::from_utf8_lossy(text)) {
+                    // End of the header block (a non-header line is the
+                    // first body line): what follows depends on its type.
+                    let ended = std::mem::take(&mut part);
+                    if let Some(b) = ended.boundary
+                        && boundaries.len() < MIME_NESTING_LIMIT
+                    {
+                        boundaries.push(b);
+                    }
+                    place = if ended.message && text.is_empty() {
+                        Place::Headers(HeaderClass::Nested)
+                    } else {
+                        Place::Body
+                    };
+                    offset = 0;
+                    if text.is_empty() {
+                        v.content.extend_from_slice(line);
+                        i += 1;
+                    }
+                    continue;
+                }
+                let mut j = i + 1;
+                while j < lines.len() && matches!(lines[j].first(), Some(b' ' | b'\t')) {
+                    j += 1;
+                }
+                let original: Vec<u8> = lines[i..j].concat();
+                i = j;
+                let logical: Vec<&[u8]> =
+                    split_lines(&original).into_iter().map(trim_eol).collect();
+                let key = String::from_utf8_lossy(&logical.join(&b'\n')).into_owned();
+                note_content_type(&key, &mut part);
+                let (table, map) = match class {
+                    HeaderClass::Primary => (&self.header, "header_checks"),
+                    HeaderClass::Multipart => (&self.mime_header, "mime_header_checks"),
+                    HeaderClass::Nested => (&self.nested_header, "nested_header_checks"),
+                };
+                match table.as_ref().filter(|_| active) {
+                    Some(t) => active = self.apply(t, "header", map, &key, &original, &mut v),
+                    None => v.content.extend_from_slice(&original),
+                }
+                continue;
+            }
+            i += 1;
+            // A boundary line of an enclosing multipart starts the next
+            // part's headers or ends that multipart.
+            if let Some(rest) = text.strip_prefix(b"--") {
+                for k in (0..boundaries.len()).rev() {
+                    let Some(after) = rest.strip_prefix(boundaries[k].as_slice()) else {
+                        continue;
+                    };
+                    if after.trim_ascii().is_empty() {
+                        boundaries.truncate(k + 1);
+                        place = Place::Headers(HeaderClass::Multipart);
+                        break;
+                    }
+                    if after
+                        .strip_prefix(b"--")
+                        .is_some_and(|t| t.trim_ascii().is_empty())
+                    {
+                        boundaries.truncate(k);
+                        offset = 0;
+                        break;
+                    }
+                }
+            }
             let checked = offset < self.body_size_limit;
             offset = offset.saturating_add(line.len());
-            let Some(table) = self.body.as_ref().filter(|_| active && checked) else {
-                v.content.extend_from_slice(line);
-                continue;
-            };
-            let key = String::from_utf8_lossy(trim_eol(line)).into_owned();
-            active = self.apply(table, "body", &key, line, &mut v);
+            match self.body.as_ref().filter(|_| active && checked) {
+                Some(t) => {
+                    let key = String::from_utf8_lossy(text).into_owned();
+                    active = self.apply(t, "body", "body_checks", &key, line, &mut v);
+                }
+                None => v.content.extend_from_slice(line),
+            }
         }
         v
     }
@@ -264,15 +361,11 @@ impl ContentChecks {
         &self,
         table: &TableList,
         class: &'static str,
+        map: &str,
         key: &str,
         original: &[u8],
         v: &mut Verdict,
     ) -> bool {
-        let map = if class == "header" {
-            "header_checks"
-        } else {
-            "body_checks"
-        };
         let action = match table.lookup(key) {
             Ok(None) => Action::Dunno,
             Ok(Some(value)) => match parse_action(&value, class == "header", map) {
@@ -434,6 +527,43 @@ pub fn cleanup(
     }
 }
 
+/// Remember what a `Content-Type:` header says about the part's body:
+/// a multipart boundary, or an attached message (`message/rfc822`,
+/// `message/global`).
+fn note_content_type(header: &str, part: &mut PartType) {
+    let Some((name, value)) = header.split_once(':') else {
+        return;
+    };
+    if !name.trim().eq_ignore_ascii_case("content-type") {
+        return;
+    }
+    let value = value.replace(['\r', '\n'], " ");
+    let mut params = value.split(';');
+    let kind = params
+        .next()
+        .unwrap_or_default()
+        .trim()
+        .to_ascii_lowercase();
+    part.message = kind == "message/rfc822" || kind == "message/global";
+    if !kind.starts_with("multipart/") {
+        return;
+    }
+    for p in params {
+        if let Some((k, v)) = p.split_once('=')
+            && k.trim().eq_ignore_ascii_case("boundary")
+        {
+            let v = v.trim();
+            let v = v
+                .strip_prefix('"')
+                .and_then(|q| q.split('"').next())
+                .unwrap_or(v);
+            if !v.is_empty() {
+                part.boundary = Some(v.as_bytes().to_vec());
+            }
+        }
+    }
+}
+
 /// Lines with their line ends (the last one may have none).
 fn split_lines(content: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
@@ -458,8 +588,21 @@ mod tests {
     use super::*;
     use proptest::prelude::*;
 
+    fn checks_limit(header: &str, body: &str, limit: &str) -> ContentChecks {
+        ContentChecks::open(&|name| {
+            Ok(match name {
+                "header_checks" | "mime_header_checks" | "nested_header_checks" => header,
+                "body_checks" => body,
+                "body_checks_size_limit" => limit,
+                other => panic!("unexpected parameter {other}"),
+            }
+            .to_string())
+        })
+        .unwrap()
+    }
+
     fn checks(header: &str, body: &str) -> ContentChecks {
-        ContentChecks::open(header, body, 51200).unwrap()
+        checks_limit(header, body, "51200")
     }
 
     #[test]
@@ -593,12 +736,84 @@ mod tests {
         assert_eq!(v.events.len(), 1);
         let v = c.inspect(b"S: x\r\n\r\ngone\r\nwarn\r\n");
         assert!(v.discard && v.events.len() == 1 && v.events[0].text == "bye");
-        let c = ContentChecks::open("", &format!("regexp:{}", bc.display()), 10).unwrap();
+        let c = checks_limit("", &format!("regexp:{}", bc.display()), "10");
         let v = c.inspect(b"S: x\r\n\r\n0123456789\r\nbad\r\n");
         assert_eq!(v.reject, None);
         // Header lines are not body lines.
         let v = checks("", &format!("regexp:{}", bc.display())).inspect(b"bad: x\r\n\r\nok\r\n");
         assert_eq!(v.reject, None);
+    }
+
+    const MIME: &str = "From: a\r\nSubject: outer\r\nMIME-Version: 1.0\r\n\
+Content-Type: multipart/mixed;\r\n boundary=\"=-b1\"\r\n\r\n\
+preamble\r\n\
+--=-b1\r\nContent-Type: text/plain\r\n\r\nhello\r\n\
+--=-b1\r\nContent-Type: application/octet-stream;\r\n\tname=\"evil.exe\"\r\n\r\nTVqQAAMA\r\n\
+--=-b1\r\nContent-Type: message/rfc822\r\n\r\nSubject: inner\r\nX-Inner: 1\r\n\r\ninner body\r\n\
+--=-b1--\r\nepilogue\r\n";
+
+    #[test]
+    fn mime_part_and_attached_message_headers() {
+        let dir = tempfile::tempdir().unwrap();
+        let hc = dir.path().join("hc");
+        std::fs::write(
+            &hc,
+            "/^Content-Type:.*name=.*\\.exe/ REJECT no executables\n/^Subject: (inner|outer)/ WARN $1\n/^Content-Type:/ WARN ct\n",
+        )
+        .unwrap();
+        let bc = dir.path().join("bc");
+        std::fs::write(&bc, "/^(.*)$/ WARN $1\n").unwrap();
+        let hc = format!("regexp:{}", hc.display());
+        // mime_header_checks defaults to header_checks: the attachment's
+        // folded Content-Type is one MIME header and rejects.
+        let v = checks(&hc, "").inspect(MIME.as_bytes());
+        assert_eq!(v.reject, Some((550, "5.7.1 no executables".into())));
+        let lines: Vec<_> = v.events.iter().map(|e| e.line.as_str()).collect();
+        assert_eq!(
+            lines,
+            [
+                "Subject: outer",
+                "Content-Type: multipart/mixed; boundary=\"=-b1\"",
+                "Content-Type: text/plain",
+                "Content-Type: application/octet-stream;\tname=\"evil.exe\""
+            ]
+        );
+        // Only primary headers checked: the attachment passes; every body
+        // line (boundaries included, MIME headers excluded) is a body line.
+        let only_primary = ContentChecks::open(&|name| {
+            Ok(match name {
+                "header_checks" | "nested_header_checks" => hc.clone(),
+                "body_checks" => format!("regexp:{}", bc.display()),
+                "body_checks_size_limit" => "51200".into(),
+                _ => String::new(),
+            })
+        })
+        .unwrap();
+        let v = only_primary.inspect(MIME.as_bytes());
+        assert_eq!(v.reject, None);
+        assert_eq!(v.content, MIME.as_bytes());
+        let seen: Vec<_> = v
+            .events
+            .iter()
+            .map(|e| format!("{} {}", e.class, e.line))
+            .collect();
+        assert_eq!(
+            seen,
+            [
+                "header Subject: outer",
+                "header Content-Type: multipart/mixed; boundary=\"=-b1\"",
+                "body preamble",
+                "body --=-b1",
+                "body hello",
+                "body --=-b1",
+                "body TVqQAAMA",
+                "body --=-b1",
+                "header Subject: inner",
+                "body inner body",
+                "body --=-b1--",
+                "body epilogue",
+            ]
+        );
     }
 
     proptest! {

@@ -45,7 +45,8 @@ pub struct SmtpdSettings {
     /// `content_filter`: where every accepted message goes first.
     pub content_filter: Option<ContentFilter>,
     pub default_filter_nexthop: String,
-    /// `header_checks` and `body_checks` (empty with
+    /// `header_checks`, `mime_header_checks`, `nested_header_checks` and
+    /// `body_checks` (empty with
     /// `receive_override_options = no_header_body_checks`).
     pub content_checks: ContentChecks,
 }
@@ -78,11 +79,7 @@ impl SmtpdSettings {
         {
             ContentChecks::default()
         } else {
-            ContentChecks::open(
-                &text("header_checks")?,
-                &text("body_checks")?,
-                nonneg("body_checks_size_limit")?,
-            )?
+            ContentChecks::open(&text)?
         };
         Ok(SmtpdSettings {
             service: s.service.name.clone(),
