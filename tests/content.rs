@@ -494,3 +494,84 @@ fn header_and_body_check_actions() {
         "discarded message was queued"
     );
 }
+
+/// FILTER, HOLD and DISCARD results of smtpd access tables apply to the
+/// whole message: FILTER sends every recipient to the filter's next hop,
+/// HOLD queues on hold, DISCARD answers 250 and drops it.
+#[test]
+fn access_table_filter_hold_and_discard() {
+    let sink = Sink::start();
+    let filter = Sink::start();
+    let tmp = tempfile::tempdir().unwrap();
+    let access = tmp.path().join("access");
+    std::fs::write(
+        &access,
+        format!(
+            "filtered@remote.example FILTER smtp:[127.0.0.1]:{}\nholdme@example.org HOLD\ndropme@example.org DISCARD\n",
+            filter.port
+        ),
+    )
+    .unwrap();
+    let table = format!("texthash:{}", access.display());
+    let mut d = Daemon::start(&format!(
+        "smtpd_recipient_restrictions = check_sender_access {table}, check_recipient_access {table}\n\
+         default_transport = smtp\nrelayhost = [127.0.0.1]:{}\n",
+        sink.port
+    ));
+    let filtered = queued_id(&send(
+        d.port,
+        "s@example.org",
+        &["other@remote.example", "filtered@remote.example"],
+        "Subject: via filter\r\n\r\nx",
+    ));
+    let log = wait_log(&d, "filter: RCPT from");
+    assert!(
+        log.contains(&format!(
+            "{filtered}: filter: RCPT from unknown[127.0.0.1]: <filtered@remote.example>: Recipient address triggers FILTER smtp:[127.0.0.1]:{}; from=<s@example.org> to=<filtered@remote.example> proto=ESMTP helo=<client.test>",
+            filter.port
+        )),
+        "{log}"
+    );
+    let held = queued_id(&send(
+        d.port,
+        "holdme@example.org",
+        &["r@remote.example"],
+        "Subject: held\r\n\r\nx",
+    ));
+    let dropped = queued_id(&send(
+        d.port,
+        "dropme@example.org",
+        &["r@remote.example"],
+        "Subject: dropped\r\n\r\nx",
+    ));
+    let plain = send(
+        d.port,
+        "s@example.org",
+        &["r@remote.example"],
+        "Subject: plain\r\n\r\nx",
+    );
+    queued_id(&plain);
+    let got = filter.wait_for(1, 15);
+    let mut to = got.messages[0].1.clone();
+    to.sort();
+    assert_eq!(to, ["filtered@remote.example", "other@remote.example"]);
+    sink.wait_for(1, 15);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    let got = sink.snapshot();
+    assert_eq!(
+        got.messages.len(),
+        1,
+        "only the plain message takes the normal route: {got:?}"
+    );
+    assert!(String::from_utf8_lossy(&got.messages[0].2).contains("Subject: plain"));
+    wait_log(&d, &format!("{dropped}: discard: "));
+    d.stop();
+    let queued = queued_messages(&d.spool_dir());
+    assert!(
+        queued
+            .iter()
+            .any(|(id, env, _)| id.to_string() == held && env.held),
+        "held message not on hold: {queued:?}"
+    );
+    assert!(!queued.iter().any(|(id, _, _)| id.to_string() == dropped));
+}

@@ -12,7 +12,8 @@
 //! `permit_auth_destination`, the syntax checks (`reject_non_fqdn_*`,
 //! `reject_invalid_helo_hostname`), access tables
 //! (`check_{client,reverse_client_hostname,helo,sender,recipient}_access`
-//! with OK/REJECT/DEFER/DUNNO/NNN text/WARN and restriction classes) and
+//! with OK/REJECT/DEFER/DUNNO/NNN text/WARN and restriction classes; FILTER,
+//! HOLD and DISCARD are noted in [`Notes`] for the whole message) and
 //! `sleep`. Restrictions that need DNS, SASL or a policy server answer like
 //! Postfix does for a restriction it cannot evaluate: `451 4.3.5 Server
 //! configuration error`, with a log warning naming it — never a silent
@@ -48,6 +49,40 @@ pub struct Facts<'a> {
     pub recipient: Option<&'a str>,
     pub recipient_class: Option<AddressClass>,
     pub sasl_user: Option<&'a str>,
+}
+
+/// An access-table action that applies to the whole message rather than
+/// deciding the command; the text is Postfix's log reason
+/// (`<r@x>: Recipient address triggers FILTER smtp:[127.0.0.1]:10025`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum MessageAction {
+    /// FILTER transport:nexthop (evaluation goes on).
+    Filter(super::filter::ContentFilter, String),
+    /// HOLD (evaluation goes on).
+    Hold(String),
+    /// DISCARD: permit, then drop the message after DATA.
+    Discard(String),
+}
+
+/// What evaluating restriction lists noted besides the decision: warnings
+/// to log (it derefs to them) and message actions.
+#[derive(Debug, Default)]
+pub struct Notes {
+    pub warnings: Vec<String>,
+    pub actions: Vec<MessageAction>,
+}
+
+impl std::ops::Deref for Notes {
+    type Target = Vec<String>;
+    fn deref(&self) -> &Vec<String> {
+        &self.warnings
+    }
+}
+
+impl std::ops::DerefMut for Notes {
+    fn deref_mut(&mut self) -> &mut Vec<String> {
+        &mut self.warnings
+    }
 }
 
 /// A decision.
@@ -166,7 +201,21 @@ impl Policy {
         facts: &Facts<'_>,
         warnings: &mut Vec<String>,
     ) -> Decision {
-        self.evaluate_depth(name, stage, facts, warnings, 0)
+        let mut notes = Notes::default();
+        let decision = self.evaluate_depth(name, stage, facts, &mut notes, 0);
+        warnings.append(&mut notes.warnings);
+        decision
+    }
+
+    /// Like [`Policy::evaluate`], also collecting message actions.
+    pub fn evaluate_noting(
+        &self,
+        name: &str,
+        stage: Stage,
+        facts: &Facts<'_>,
+        notes: &mut Notes,
+    ) -> Decision {
+        self.evaluate_depth(name, stage, facts, notes, 0)
     }
 
     fn evaluate_depth(
@@ -174,7 +223,7 @@ impl Policy {
         name: &str,
         stage: Stage,
         f: &Facts<'_>,
-        warnings: &mut Vec<String>,
+        warnings: &mut Notes,
         depth: usize,
     ) -> Decision {
         let Some(list) = self.lists.get(name) else {
@@ -200,7 +249,7 @@ impl Policy {
         c: &Compiled,
         stage: Stage,
         f: &Facts<'_>,
-        warnings: &mut Vec<String>,
+        warnings: &mut Notes,
         depth: usize,
     ) -> Decision {
         let r = &c.restriction;
@@ -366,7 +415,7 @@ impl Policy {
         keys: &[String],
         stage: Stage,
         f: &Facts<'_>,
-        warnings: &mut Vec<String>,
+        warnings: &mut Notes,
         depth: usize,
     ) -> Decision {
         let Some(table) = &c.table else {
@@ -407,6 +456,46 @@ impl Policy {
                 format!("{what}: {}", text_or("Access denied")),
             )),
             "WARN" => Decision::Warn(format!("{what}: {}", text_or(""))),
+            "FILTER" => match super::filter::ContentFilter::parse(text) {
+                Ok(Some(filter)) if text.contains(':') => {
+                    let reason = format!(
+                        "{}: {} triggers FILTER {text}",
+                        subject(stage, f),
+                        stage_class(stage)
+                    );
+                    warnings.actions.push(MessageAction::Filter(filter, reason));
+                    Decision::Dunno
+                }
+                _ => {
+                    warnings.push(format!(
+                        "access table {} entry \"{value}\" requires transport:destination",
+                        c.restriction
+                    ));
+                    Decision::Dunno
+                }
+            },
+            "HOLD" => {
+                let reason = format!(
+                    "{}: {} triggers HOLD {text}",
+                    subject(stage, f),
+                    stage_class(stage)
+                );
+                warnings
+                    .actions
+                    .push(MessageAction::Hold(reason.trim_end().to_string()));
+                Decision::Dunno
+            }
+            "DISCARD" => {
+                let reason = format!(
+                    "{}: {} triggers DISCARD {text}",
+                    subject(stage, f),
+                    stage_class(stage)
+                );
+                warnings
+                    .actions
+                    .push(MessageAction::Discard(reason.trim_end().to_string()));
+                Decision::Permit
+            }
             a if a.len() == 3
                 && (a.starts_with('4') || a.starts_with('5'))
                 && a.bytes().all(|b| b.is_ascii_digit()) =>
@@ -451,6 +540,11 @@ fn subject(stage: Stage, f: &Facts<'_>) -> String {
         Stage::Relay | Stage::Recipient => format!("<{}>", f.recipient.unwrap_or_default()),
         Stage::Data => "<DATA>".to_string(),
     }
+}
+
+/// Postfix's reply class in "... triggers FILTER ..." log reasons.
+fn stage_class(stage: Stage) -> &'static str {
+    stage_phrase(stage).trim_end_matches(" rejected")
 }
 
 fn stage_phrase(stage: Stage) -> &'static str {
@@ -502,6 +596,59 @@ mod tests {
             recipient_class: Some(class),
             sasl_user: None,
         }
+    }
+
+    #[test]
+    fn filter_hold_and_discard_are_noted_for_the_message() {
+        let p = policy(
+            "smtpd_restriction_classes = tagged\ntagged = check_recipient_access inline:{ {c@x.example=HOLD inspect} }\n\
+             smtpd_recipient_restrictions = check_recipient_access inline:{ {a@x.example=FILTER scan:[127.0.0.1]:10025}, {b@x.example=FILTER nocolon}, d@x.example=DISCARD, c@x.example=tagged }, reject\n",
+        );
+        let eval = |rcpt: &str| {
+            let mut notes = Notes::default();
+            let f = facts("192.0.2.9", rcpt, AddressClass::Default);
+            let d = p.evaluate_noting(
+                "smtpd_recipient_restrictions",
+                Stage::Recipient,
+                &f,
+                &mut notes,
+            );
+            (d, notes)
+        };
+        // FILTER notes the filter and goes on to the next restriction.
+        let (d, notes) = eval("a@x.example");
+        assert!(matches!(d, Decision::Reject(_)), "{d:?}");
+        match notes.actions.as_slice() {
+            [MessageAction::Filter(f, reason)] => {
+                assert_eq!(f.to_string(), "scan:[127.0.0.1]:10025");
+                assert_eq!(
+                    reason,
+                    "<a@x.example>: Recipient address triggers FILTER scan:[127.0.0.1]:10025"
+                );
+            }
+            other => panic!("{other:?}"),
+        }
+        let (_, notes) = eval("b@x.example");
+        assert!(notes.actions.is_empty());
+        assert!(
+            notes.warnings[0].contains("requires transport:destination"),
+            "{:?}",
+            notes.warnings
+        );
+        // DISCARD permits; HOLD inside a restriction class is noted too.
+        let (d, notes) = eval("d@x.example");
+        assert_eq!(d, Decision::Permit);
+        assert!(matches!(
+            notes.actions.as_slice(),
+            [MessageAction::Discard(_)]
+        ));
+        let (_, notes) = eval("c@x.example");
+        assert_eq!(
+            notes.actions,
+            [MessageAction::Hold(
+                "<c@x.example>: Recipient address triggers HOLD inspect".into()
+            )]
+        );
     }
 
     #[test]

@@ -11,7 +11,7 @@ use super::command::{Command, Param, parse_command};
 use super::connection::{Connection, Line};
 use super::data::{BareNewline, DataEnd, DataParser};
 use super::reply::Reply;
-use super::restrictions::{Decision, Facts, Stage};
+use super::restrictions::{Decision, Facts, MessageAction, Notes, Stage};
 use super::settings::SmtpdSettings;
 use crate::routing::{AddressClass, RecipientCheck};
 use crate::runtime::CoreContext;
@@ -38,6 +38,8 @@ struct Transaction {
     /// BDAT content so far.
     chunks: Option<Vec<u8>>,
     chunks_too_big: bool,
+    /// FILTER/HOLD/DISCARD results of access tables.
+    access_actions: Vec<MessageAction>,
 }
 
 /// Per-verb (accepted, total) counters for the disconnect line.
@@ -405,42 +407,55 @@ impl Session {
 
     /// Evaluate lists in order; the first reject wins.
     fn restrict(
-        &self,
+        &mut self,
         lists: &[(&str, Stage)],
         recipient: Option<&str>,
         class: Option<AddressClass>,
     ) -> Option<Reply> {
         let facts = self.facts(recipient, class);
-        let mut warnings = Vec::new();
+        let mut notes = Notes::default();
         let mut verdict = None;
         for (list, stage) in lists {
-            if let Decision::Reject(r) =
-                self.settings
-                    .policy
-                    .evaluate(list, *stage, &facts, &mut warnings)
+            if let Decision::Reject(r) = self
+                .settings
+                .policy
+                .evaluate_noting(list, *stage, &facts, &mut notes)
             {
                 verdict = Some(r);
                 break;
             }
         }
-        for w in warnings {
+        for w in &notes.warnings {
             self.log(&format!("warning: {w}"));
+        }
+        for action in notes.actions {
+            let (name, reason) = match &action {
+                MessageAction::Filter(_, r) => ("filter", r),
+                MessageAction::Hold(r) => ("hold", r),
+                MessageAction::Discard(r) => ("discard", r),
+            };
+            self.log_action(name, self.last_command, reason, recipient);
+            if let Some(tx) = &mut self.tx {
+                tx.access_actions.push(action);
+            }
         }
         verdict
     }
 
     /// Log a rejection the way Postfix does.
     fn log_reject(&self, command: &str, reply: &Reply, recipient: Option<&str>) {
+        self.log_action("reject", command, &reply.summary(), recipient);
+    }
+
+    /// `<id>: <action>: <COMMAND> from host[addr]: <reason>; from=<...>
+    /// to=<...> proto=ESMTP helo=<...>`.
+    fn log_action(&self, action: &str, command: &str, reason: &str, recipient: Option<&str>) {
         let id = self
             .tx
             .as_ref()
             .and_then(|t| t.queue_id)
             .map_or_else(|| "NOQUEUE".to_string(), |id| id.to_string());
-        let mut line = format!(
-            "{id}: reject: {command} from {}: {}",
-            self.client(),
-            reply.summary()
-        );
+        let mut line = format!("{id}: {action}: {command} from {}: {reason}", self.client());
         if let Some(tx) = &self.tx {
             line.push_str(&format!("; from=<{}>", tx.sender));
         }
@@ -595,7 +610,8 @@ impl Session {
             parse_mailbox(&path, smtputf8)?
         };
         let address = mailbox.address();
-        let router = &self.settings.router;
+        let settings = std::sync::Arc::clone(&self.settings);
+        let router = &settings.router;
         let lookup_failure = |e: corepost_config::tables::TableError| {
             Reply::new(
                 451,
@@ -860,6 +876,26 @@ impl Session {
         let mut recipients = tx.recipients;
         let mut held = false;
         let mut filter = self.settings.content_filter.clone();
+        let mut discard = false;
+        for action in tx.access_actions {
+            match action {
+                MessageAction::Filter(f, _) => filter = Some(f),
+                MessageAction::Hold(_) => held = true,
+                MessageAction::Discard(_) => discard = true,
+            }
+        }
+        if discard {
+            self.log(&format!(
+                "{queue_id}: discard: message discarded by an access table"
+            ));
+            self.counters.count(verb, true);
+            self.reply(Reply::new(
+                250,
+                "2.0.0",
+                format!("Ok: queued as {queue_id}"),
+            ));
+            return Flow::Continue;
+        }
         if !self.settings.content_checks.is_empty() {
             let origin = Origin {
                 queue_id,
@@ -871,7 +907,7 @@ impl Session {
             let log = |line: &str| self.log(line);
             match cleanup(&self.settings, &origin, &mut recipients, &mut content, &log) {
                 Checked::Queue { hold, filter: f } => {
-                    held = hold;
+                    held |= hold;
                     filter = f.or(filter);
                 }
                 Checked::Refuse(reply) => {
