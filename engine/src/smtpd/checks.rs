@@ -827,6 +827,21 @@ preamble\r\n\
             }
         }
 
+        /// MIME-shaped content (nested multiparts, attached messages,
+        /// stray and closing boundaries) is walked without a panic and, with
+        /// only DUNNO answers, comes out unchanged.
+        #[test]
+        fn mime_walk_keeps_content(picks in proptest::collection::vec(0usize..10, 0..60)) {
+            const LINES: [&str; 10] = [
+                "--b", "--b--", "Content-Type: multipart/mixed; boundary=b",
+                "Content-Type: multipart/alternative; boundary=\"c\"", "--c", "--c--",
+                "Content-Type: message/rfc822", "", " folded", "X: y",
+            ];
+            let content: String = picks.iter().map(|&i| format!("{}\r\n", LINES[i])).collect();
+            let c = checks("static:DUNNO", "static:DUNNO");
+            prop_assert_eq!(c.inspect(content.as_bytes()).content, content.as_bytes());
+        }
+
         /// With only DUNNO answers the content comes out unchanged, whatever
         /// it is.
         #[test]
