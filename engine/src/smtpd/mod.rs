@@ -7,10 +7,11 @@
 //! Policy lives in [`restrictions`] and address classification and routing
 //! in `crate::routing`; [`settings`] is a service's effective configuration.
 //! [`checks`] applies header_checks/body_checks to content before it is
-//! queued; [`filter`] routes a message to an after-queue content filter.
+//! queued and [`cleanup`] acts on the result; [`filter`] routes a message to an after-queue content filter.
 
 pub mod address;
 pub mod checks;
+pub mod cleanup;
 pub mod command;
 pub mod connection;
 pub mod data;

@@ -6,7 +6,7 @@
 //! durable — only then is `250 2.0.0 Ok: queued as <id>` sent.
 
 use super::address::{Mailbox, decode_xtext, parse_mailbox};
-use super::checks::{Checked, Origin, cleanup};
+use super::cleanup::{Checked, Origin, cleanup};
 use super::command::{Command, Param, parse_command};
 use super::connection::{Connection, Line};
 use super::data::{BareNewline, DataEnd, DataParser};
