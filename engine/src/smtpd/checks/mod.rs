@@ -285,7 +285,12 @@ impl ContentChecks {
             v.events.push(Event {
                 action,
                 class,
-                line: key.replace(['\r', '\n'], "").chars().take(200).collect(),
+                line: key
+                    .replace(['\r', '\n'], "")
+                    .chars()
+                    .map(|c| if c.is_control() && c != '\t' { '?' } else { c })
+                    .take(200)
+                    .collect(),
                 text: text.to_string(),
             })
         };
@@ -315,13 +320,9 @@ impl ContentChecks {
                 event("strip", &text);
                 keep = false;
             }
-            Action::Prepend(text) => {
-                v.content.extend_from_slice(text.as_bytes());
-                v.content.extend_from_slice(b"\r\n");
-            }
+            Action::Prepend(text) => push_line(&mut v.content, &text),
             Action::Replace(text) => {
-                v.content.extend_from_slice(text.as_bytes());
-                v.content.extend_from_slice(b"\r\n");
+                push_line(&mut v.content, &text);
                 keep = false;
             }
             Action::Redirect(to) => {
@@ -377,6 +378,18 @@ fn note_content_type(header: &str, part: &mut PartType) {
     }
 }
 
+/// Append `text` as a line (or folded lines: a `$n` from a folded header
+/// may hold newlines) with CRLF line ends.
+fn push_line(out: &mut Vec<u8>, text: &str) {
+    for (i, part) in text.split('\n').enumerate() {
+        if i > 0 {
+            out.extend_from_slice(b"\r\n");
+        }
+        out.extend_from_slice(part.trim_end_matches('\r').as_bytes());
+    }
+    out.extend_from_slice(b"\r\n");
+}
+
 /// Lines with their line ends (the last one may have none).
 fn split_lines(content: &[u8]) -> Vec<&[u8]> {
     let mut out = Vec::new();
@@ -416,6 +429,16 @@ mod tests {
 
     fn checks(header: &str, body: &str) -> ContentChecks {
         checks_limit(header, body, "51200")
+    }
+
+    #[test]
+    fn replacement_text_from_a_folded_header_keeps_crlf() {
+        let dir = tempfile::tempdir().unwrap();
+        let hc = dir.path().join("hc");
+        std::fs::write(&hc, "/^Subject: (.*)/ REPLACE Subject: [x] $1\n").unwrap();
+        let c = checks(&format!("regexp:{}", hc.display()), "");
+        let v = c.inspect(b"Subject: a\r\n\tb\x1b\r\n\r\nbody\r\n");
+        assert_eq!(v.content, b"Subject: [x] a\r\n\tb\x1b\r\n\r\nbody\r\n");
     }
 
     #[test]
