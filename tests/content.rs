@@ -102,19 +102,26 @@ fn spamc_style_content_filter_round_trip() {
     )
     .unwrap();
     std::fs::set_permissions(&filter, std::fs::Permissions::from_mode(0o755)).unwrap();
+    // Checks run once, on the way in: the re-injection service turns them
+    // off (Postfix's usual receive_override_options), or this rule would
+    // reject the filtered copy.
+    let checks = tmp.path().join("header_checks");
+    std::fs::write(&checks, "/^X-Spam-Status:/ REJECT already filtered\n").unwrap();
     let d = Daemon::start_with_master(
         &format!(
             "content_filter = spamassassin\n\
+             header_checks = regexp:{}\n\
              virtual_mailbox_domains = hosted.example\n\
              virtual_mailbox_maps = inline:{{ info@hosted.example=info/, sales@hosted.example=sales/ }}\n\
              virtual_mailbox_base = {}\n\
              virtual_uid_maps = static:{uid}\n\
              virtual_gid_maps = static:{gid}\n\
              default_transport = discard\nminimal_backoff_time = 100s\n",
+            checks.display(),
             base.display()
         ),
         &format!(
-            "127.0.0.1:{reinject} inet n - n - - smtpd\n  -o content_filter=\n  -o smtpd_recipient_restrictions=permit_mynetworks,reject\n\
+            "127.0.0.1:{reinject} inet n - n - - smtpd\n  -o content_filter=\n  -o receive_override_options=no_header_body_checks\n  -o smtpd_recipient_restrictions=permit_mynetworks,reject\n\
              spamassassin unix - n n - - pipe user=nobody argv={} -f -e /usr/sbin/sendmail -oi -f ${{sender}} ${{recipient}}\n\
              virtual unix - n n - - virtual\n",
             filter.display()
