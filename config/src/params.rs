@@ -293,6 +293,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("in_flow_delay", Time('s'), "1s", "How long smtpd slows a client down when the queue is over its backlog; 0 disables."),
     // --- Content inspection -------------------------------------------------------------
     p("content_filter", Text, "", "After-queue content filter: transport:nexthop that receives every message before delivery."),
+    p("default_filter_nexthop", Text, "", "Next hop for a content_filter or FILTER action that names none; empty means the recipient's domain."),
     p("receive_override_options", List, "", "Switches that disable address mapping, header/body checks or milters for a service (e.g. no_address_mappings)."),
     p("header_checks", Maps, "", "Pattern tables applied to each message header."),
     p("mime_header_checks", Maps, "$header_checks", "Pattern tables applied to MIME headers."),

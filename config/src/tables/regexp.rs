@@ -20,7 +20,7 @@
 //! | flag | regexp: | pcre: |
 //! |---|---|---|
 //! | `i` | case-insensitive (default on) | same |
-//! | `m` | multi-line `^`/`$` (default off) | same |
+//! | `m` | multi-line `^`/`$`, and `.` no longer matches a newline (default off) | multi-line `^`/`$` (default off) |
 //! | `x` | refused: POSIX *basic* syntax, which corepost does not implement | extended: whitespace and `#` comments ignored (default off) |
 //! | `s` | — | `.` matches newline |
 //! | `U` | — | swap greedy and lazy quantifiers |
@@ -288,6 +288,11 @@ fn split_pattern(text: &str, dialect: RegexpDialect) -> Result<(PatternSource, &
             _ => return Err(format!("unknown regexp option \"{flag}\"")),
         }
     }
+    if dialect == RegexpDialect::Posix {
+        // POSIX regcomp: `.` matches a newline unless REG_NEWLINE (`m`).
+        // Keys with newlines are folded headers (header_checks).
+        source.dot_matches_newline = !source.multi_line;
+    }
     Ok((source, remainder))
 }
 
@@ -435,6 +440,19 @@ mod tests {
         );
         assert_eq!(lookup(&table, "z").as_deref(), Some("other"));
         assert_eq!(lookup(&table, ""), None);
+    }
+
+    #[test]
+    fn posix_dot_matches_newline_unless_m_pcre_only_with_s() {
+        let key = "Subject: one\n\ttwo";
+        let table = parse("/^Subject:.*two/ yes\n").unwrap();
+        assert_eq!(lookup(&table, key).as_deref(), Some("yes"));
+        let table = parse("/^Subject:.*two/m yes\n").unwrap();
+        assert_eq!(lookup(&table, key), None);
+        let table = parse_as("/^Subject:.*two/ yes\n", RegexpDialect::Pcre).unwrap();
+        assert_eq!(lookup(&table, key), None);
+        let table = parse_as("/^Subject:.*two/s yes\n", RegexpDialect::Pcre).unwrap();
+        assert_eq!(lookup(&table, key).as_deref(), Some("yes"));
     }
 
     #[test]

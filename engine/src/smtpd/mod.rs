@@ -6,13 +6,18 @@
 //! machine and decides each reply, [`data`] reads message content safely.
 //! Policy lives in [`restrictions`] and address classification and routing
 //! in `crate::routing`; [`settings`] is a service's effective configuration.
+//! [`checks`] applies header_checks/body_checks to content before it is
+//! queued and [`cleanup`] acts on the result; [`filter`] routes a message to an after-queue content filter.
 
 pub mod address;
 pub mod anvil;
+pub mod checks;
+pub mod cleanup;
 pub mod command;
 pub mod connection;
 pub mod data;
 pub mod dns_checks;
+pub mod filter;
 pub mod networks;
 pub mod policy_service;
 pub mod reply;

@@ -7,6 +7,7 @@
 
 use super::address::{Mailbox, decode_xtext, parse_mailbox};
 use super::anvil;
+use super::cleanup::{Checked, Origin, cleanup};
 use super::command::{Command, Param, parse_command};
 use super::connection::{Connection, Line};
 use super::data::{BareNewline, DataEnd, DataParser};
@@ -1066,6 +1067,14 @@ impl Session {
             next_attempt: 0,
             held: false,
         };
+        // content_filter first: an access-table FILTER (applied next) and a
+        // header/body-check FILTER (after that) override it.
+        if let Some(filter) = &self.settings.content_filter {
+            filter.apply(
+                &mut envelope.recipients,
+                &self.settings.default_filter_nexthop,
+            );
+        }
         if let Err(e) = tx
             .actions
             .apply(&self.settings.router, &mut envelope, &mut headers)
@@ -1096,12 +1105,52 @@ impl Session {
         if let Some(mid) = message_id(&body) {
             self.log(&format!("{queue_id}: message-id={mid}"));
         }
+        if !self.settings.content_checks.is_empty() {
+            let settings = std::sync::Arc::clone(&self.settings);
+            let origin = Origin {
+                queue_id,
+                client: self.client(),
+                sender: &envelope.sender,
+                proto: &envelope.client.protocol,
+                helo: self.helo.as_deref().unwrap_or(""),
+            };
+            let log = |line: &str| self.log(line);
+            match cleanup(
+                &settings,
+                &origin,
+                &mut envelope.recipients,
+                &mut content,
+                &log,
+            ) {
+                Checked::Queue { hold, filter } => {
+                    envelope.held |= hold;
+                    if let Some(filter) = filter {
+                        filter.apply(&mut envelope.recipients, &settings.default_filter_nexthop);
+                    }
+                }
+                Checked::Refuse(reply) => {
+                    self.counters.count(verb, false);
+                    return self.error(reply).await;
+                }
+                Checked::Discard => {
+                    self.counters.count(verb, true);
+                    self.reply(Reply::new(
+                        250,
+                        "2.0.0",
+                        format!("Ok: queued as {queue_id}"),
+                    ));
+                    return Flow::Continue;
+                }
+            }
+        }
+        let nrcpt = envelope.recipients.len();
         match self.core.queue(&envelope, &content).await {
             Ok(()) => {
                 self.log(&format!(
-                    "{queue_id}: from=<{}>, size={}, nrcpt={nrcpt} (queue active)",
+                    "{queue_id}: from=<{}>, size={}, nrcpt={nrcpt} (queue {})",
                     envelope.sender,
-                    content.len()
+                    content.len(),
+                    if envelope.held { "hold" } else { "active" }
                 ));
                 self.counters.count(verb, true);
                 self.reply(Reply::new(

@@ -2,7 +2,9 @@
 //! with its master.cf `-o` overrides), resolved once at start and at reload
 //! and shared read-only by every core.
 
+use super::checks::ContentChecks;
 use super::data::BareNewline;
+use super::filter::ContentFilter;
 use super::networks::NetworkList;
 use super::restrictions::Policy;
 use super::sasl::SaslSettings;
@@ -48,6 +50,13 @@ pub struct SmtpdSettings {
     pub sasl: SaslSettings,
     /// Per-client connection and rate limits (anvil).
     pub limits: super::anvil::Limits,
+    /// `content_filter`: where every accepted message goes first.
+    pub content_filter: Option<ContentFilter>,
+    pub default_filter_nexthop: String,
+    /// `header_checks`, `mime_header_checks`, `nested_header_checks` and
+    /// `body_checks` (empty with
+    /// `receive_override_options = no_header_body_checks`).
+    pub content_checks: ContentChecks,
 }
 
 impl SmtpdSettings {
@@ -71,6 +80,16 @@ impl SmtpdSettings {
             Ok(0) => u64::MAX,
             Ok(n) => n,
             Err(_) => return Err(format!("parameter message_size_limit: bad size \"{size}\"")),
+        };
+        let content_checks = if s
+            .get_list("receive_override_options")
+            .map_err(|e| e.to_string())?
+            .iter()
+            .any(|o| o == "no_header_body_checks")
+        {
+            ContentChecks::default()
+        } else {
+            ContentChecks::open(&text)?
         };
         Ok(SmtpdSettings {
             service: s.service.name.clone(),
@@ -109,6 +128,10 @@ impl SmtpdSettings {
             tls,
             sasl,
             limits: super::anvil::Limits::from_params(&get)?,
+            content_filter: ContentFilter::parse(&text("content_filter")?)
+                .map_err(|e| format!("parameter content_filter: {e}"))?,
+            default_filter_nexthop: text("default_filter_nexthop")?,
+            content_checks,
         })
     }
 }
