@@ -17,36 +17,11 @@ fn test_ids() -> (u32, u32) {
     if uid == 0 { (65534, 65534) } else { (uid, gid) }
 }
 
-/// Send one message; the reply to the end of data.
-fn send(port: u16, sender: &str, rcpts: &[&str], content: &str) -> String {
-    let mut c = Raw::connect(port);
-    c.cmd("EHLO client.test");
-    assert!(c.cmd(&format!("MAIL FROM:<{sender}>")).starts_with("250"));
-    for r in rcpts {
-        let reply = c.cmd(&format!("RCPT TO:<{r}>"));
-        assert!(reply.starts_with("250"), "{r}: {reply}");
-    }
-    assert!(c.cmd("DATA").starts_with("354"));
-    c.send(format!("{content}\r\n.\r\n").as_bytes());
-    let r = c.reply();
-    c.cmd("QUIT");
-    r.trim().to_string()
-}
-
 fn queued_id(reply: &str) -> String {
     reply
         .strip_prefix("250 2.0.0 Ok: queued as ")
         .unwrap_or_else(|| panic!("not queued: {reply}"))
         .to_string()
-}
-
-fn maildir_messages(maildir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .collect()
 }
 
 fn wait_log(d: &Daemon, needle: &str) -> String {
@@ -127,7 +102,7 @@ fn spamc_style_content_filter_round_trip() {
             filter.display()
         ),
     );
-    let id = queued_id(&send(
+    let id = queued_id(&end_of_data_reply(
         d.port,
         "s@example.org",
         &["info@hosted.example", "sales@hosted.example"],
@@ -302,7 +277,7 @@ fn real_spamc_spamd_round_trip() {
             sendmail.display()
         ),
     );
-    let id = queued_id(&send(
+    let id = queued_id(&end_of_data_reply(
         d.port,
         "s@example.org",
         &["info@hosted.example"],
@@ -379,16 +354,16 @@ fn header_and_body_check_actions() {
 
     // REJECT: 550 at end of data (a folded Subject is one header), logged
     // as Postfix's cleanup does; a 4.x.x text gives 451.
-    let r = send(d.port, from, &rcpt, &message("please\r\n reject me", ""));
+    let r = end_of_data_reply(d.port, from, &rcpt, &message("please\r\n reject me", ""));
     assert_eq!(r, "550 5.7.1 no thanks");
     let log = wait_log(&d, ": reject: header Subject: please reject me from ");
     assert!(
         log.contains("reject: header Subject: please reject me from unknown[127.0.0.1]; from=<s@example.org> to=<r@remote.example> proto=ESMTP helo=<client.test>: 5.7.1 no thanks"),
         "{log}"
     );
-    let r = send(d.port, from, &rcpt, &message("later please", ""));
+    let r = end_of_data_reply(d.port, from, &rcpt, &message("later please", ""));
     assert_eq!(r, "451 4.7.1 try later");
-    let r = send(
+    let r = end_of_data_reply(
         d.port,
         from,
         &rcpt,
@@ -401,7 +376,7 @@ fn header_and_body_check_actions() {
     );
 
     // A MIME part's folded header (mime_header_checks = $header_checks).
-    let r = send(
+    let r = end_of_data_reply(
         d.port,
         from,
         &rcpt,
@@ -410,7 +385,7 @@ fn header_and_body_check_actions() {
     assert_eq!(r, "550 5.7.1 no executables");
 
     // DISCARD: accepted, never delivered.
-    let r = send(d.port, from, &rcpt, &message("discard me", ""));
+    let r = end_of_data_reply(d.port, from, &rcpt, &message("discard me", ""));
     let discarded = queued_id(&r);
     wait_log(
         &d,
@@ -418,11 +393,16 @@ fn header_and_body_check_actions() {
     );
 
     // HOLD: accepted into the hold queue.
-    let held = queued_id(&send(d.port, from, &rcpt, &message("hold me", "")));
+    let held = queued_id(&end_of_data_reply(
+        d.port,
+        from,
+        &rcpt,
+        &message("hold me", ""),
+    ));
     wait_log(&d, &format!("{held}: hold: header Subject: hold me from "));
 
     // PREPEND / REPLACE / IGNORE (headers and body lines), WARN.
-    let edited = queued_id(&send(
+    let edited = queued_id(&end_of_data_reply(
         d.port,
         from,
         &rcpt,
@@ -436,8 +416,13 @@ fn header_and_body_check_actions() {
     );
 
     // REDIRECT and FILTER.
-    let redirected = queued_id(&send(d.port, from, &rcpt, &message("redirect me", "")));
-    let filtered = queued_id(&send(
+    let redirected = queued_id(&end_of_data_reply(
+        d.port,
+        from,
+        &rcpt,
+        &message("redirect me", ""),
+    ));
+    let filtered = queued_id(&end_of_data_reply(
         d.port,
         from,
         &["a@remote.example", "b@other.example"],
@@ -525,7 +510,7 @@ fn access_table_filter_hold_and_discard() {
          default_transport = smtp\nrelayhost = [127.0.0.1]:{}\n",
         sink.port
     ));
-    let filtered = queued_id(&send(
+    let filtered = queued_id(&end_of_data_reply(
         d.port,
         "s@example.org",
         &["other@remote.example", "filtered@remote.example"],
@@ -539,19 +524,19 @@ fn access_table_filter_hold_and_discard() {
         )),
         "{log}"
     );
-    let held = queued_id(&send(
+    let held = queued_id(&end_of_data_reply(
         d.port,
         "holdme@example.org",
         &["r@remote.example"],
         "Subject: held\r\n\r\nx",
     ));
-    let dropped = queued_id(&send(
+    let dropped = queued_id(&end_of_data_reply(
         d.port,
         "dropme@example.org",
         &["r@remote.example"],
         "Subject: dropped\r\n\r\nx",
     ));
-    let plain = send(
+    let plain = end_of_data_reply(
         d.port,
         "s@example.org",
         &["r@remote.example"],

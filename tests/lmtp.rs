@@ -152,15 +152,6 @@ fn submit(c: &mut Raw, sender: &str, rcpts: &[&str], body: &str) -> String {
         .to_string()
 }
 
-fn maildir_messages(maildir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .collect()
-}
-
 fn wait_maildir(dovecot: &Dovecot, user: &str, needle: &str, d: &Daemon) -> String {
     wait_until(15, || {
         maildir_messages(&dovecot.maildir(user))

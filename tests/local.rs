@@ -70,34 +70,6 @@ impl World {
     }
 }
 
-fn submit(port: u16, sender: &str, rcpts: &[&str], body: &str) -> String {
-    let mut c = Raw::connect(port);
-    c.cmd("EHLO client.test");
-    assert!(c.cmd(&format!("MAIL FROM:<{sender}>")).starts_with("250"));
-    for r in rcpts {
-        let reply = c.cmd(&format!("RCPT TO:<{r}>"));
-        assert!(reply.starts_with("250"), "{r}: {reply}");
-    }
-    assert!(c.cmd("DATA").starts_with("354"));
-    c.send(format!("{body}\r\n.\r\n").as_bytes());
-    let r = c.reply();
-    c.cmd("QUIT");
-    r.trim()
-        .strip_prefix("250 2.0.0 Ok: queued as ")
-        .unwrap_or_else(|| panic!("not queued: {r}"))
-        .to_string()
-}
-
-/// The files in `maildir/new`, read.
-fn maildir_messages(maildir: &Path) -> Vec<String> {
-    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
-        return Vec::new();
-    };
-    entries
-        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
-        .collect()
-}
-
 fn wait_file_contains(path: &Path, needle: &str, d: &Daemon) -> String {
     wait_until(15, || {
         std::fs::read_to_string(path)

@@ -9,24 +9,6 @@ mod support;
 use std::os::unix::fs::PermissionsExt;
 use support::*;
 
-fn submit(port: u16, sender: &str, rcpts: &[&str], body: &str) -> String {
-    let mut c = Raw::connect(port);
-    c.cmd("EHLO client.test");
-    assert!(c.cmd(&format!("MAIL FROM:<{sender}>")).starts_with("250"));
-    for r in rcpts {
-        let reply = c.cmd(&format!("RCPT TO:<{r}>"));
-        assert!(reply.starts_with("250"), "{r}: {reply}");
-    }
-    assert!(c.cmd("DATA").starts_with("354"));
-    c.send(format!("{body}\r\n.\r\n").as_bytes());
-    let r = c.reply();
-    c.cmd("QUIT");
-    r.trim()
-        .strip_prefix("250 2.0.0 Ok: queued as ")
-        .unwrap_or_else(|| panic!("not queued: {r}"))
-        .to_string()
-}
-
 fn log_line(d: &Daemon, needle: &str) -> String {
     wait_until(15, || {
         d.log()

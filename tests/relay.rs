@@ -13,29 +13,11 @@ fn relay_daemon(sink: &Sink, extra: &str) -> Daemon {
     ))
 }
 
-fn send(port: u16, sender: &str, rcpts: &[&str], body: &str) -> String {
-    let mut c = Raw::connect(port);
-    c.cmd("EHLO client.test");
-    assert!(c.cmd(&format!("MAIL FROM:<{sender}>")).starts_with("250"));
-    for r in rcpts {
-        let reply = c.cmd(&format!("RCPT TO:<{r}>"));
-        assert!(reply.starts_with("250"), "{r}: {reply}");
-    }
-    assert!(c.cmd("DATA").starts_with("354"));
-    c.send(format!("{body}\r\n.\r\n").as_bytes());
-    let r = c.reply();
-    c.cmd("QUIT");
-    r.trim()
-        .strip_prefix("250 2.0.0 Ok: queued as ")
-        .expect("queued")
-        .to_string()
-}
-
 #[test]
 fn relays_to_the_sink_and_removes_the_message() {
     let sink = Sink::start();
     let mut d = relay_daemon(&sink, "");
-    let id = send(
+    let id = submit(
         d.port,
         "a@example.org",
         &["x@remote.example", "y@remote.example"],
@@ -82,9 +64,9 @@ fn batching_and_connection_reuse() {
     );
     let rcpts: Vec<String> = (0..50).map(|i| format!("user{i}@bulk.example")).collect();
     let refs: Vec<&str> = rcpts.iter().map(String::as_str).collect();
-    send(d.port, "a@example.org", &refs, "Subject: bulk\r\n\r\nhi");
+    submit(d.port, "a@example.org", &refs, "Subject: bulk\r\n\r\nhi");
     for i in 0..20 {
-        send(
+        submit(
             d.port,
             "a@example.org",
             &["z@bulk.example"],
@@ -109,7 +91,7 @@ fn batching_and_connection_reuse() {
 fn temporary_failure_is_retried_and_permanent_one_bounced() {
     let sink = Sink::start();
     let mut d = relay_daemon(&sink, "");
-    let id = send(
+    let id = submit(
         d.port,
         "a@example.org",
         &[
@@ -150,7 +132,7 @@ fn unreachable_next_hop_defers() {
     let mut d = Daemon::start(&format!(
         "relayhost = [127.0.0.1]:{port}\nminimal_backoff_time = 60s\n"
     ));
-    let id = send(
+    let id = submit(
         d.port,
         "a@example.org",
         &["x@remote.example"],
@@ -171,7 +153,7 @@ fn unreachable_next_hop_defers() {
 fn permanent_failure_sends_a_dsn_and_bounces_are_never_bounced() {
     let sink = Sink::start();
     let d = relay_daemon(&sink, "");
-    let id = send(
+    let id = submit(
         d.port,
         "sender@example.org",
         &["permfail@remote.example"],
@@ -223,7 +205,7 @@ print('ok')
     );
 
     // A message from the null sender that fails is not bounced again.
-    let bounce_id = send(
+    let bounce_id = submit(
         d.port,
         "",
         &["permfail@remote.example"],
@@ -323,7 +305,7 @@ fn mx_preference_and_fallback_through_test_dns() {
         dns.addr(),
         sink.port
     ));
-    let id = send(
+    let id = submit(
         d.port,
         "a@example.org",
         &["user@example.test"],
@@ -355,7 +337,7 @@ fn starttls_to_a_tls_capable_server() {
         "relayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = encrypt\n",
         sink.addr().port()
     ));
-    send(
+    submit(
         d.port,
         "a@example.org",
         &["x@remote.example"],
@@ -392,7 +374,7 @@ fn destination_rate_delay_is_honoured() {
     );
     let started = std::time::Instant::now();
     for i in 0..3 {
-        send(
+        submit(
             d.port,
             "a@example.org",
             &["x@remote.example"],
@@ -422,7 +404,7 @@ fn dead_destination_is_suspended() {
     // (5 -> 4 -> 3 -> 2) and adds 1/window of a failed cohort; the third
     // completes one cohort (1/4 + 1/3 + 1/2), and the destination is dead.
     for i in 0..3 {
-        send(
+        submit(
             d.port,
             "a@example.org",
             &[&format!("x{i}@remote.example")],
@@ -435,7 +417,7 @@ fn dead_destination_is_suspended() {
         !log.contains("delivery temporarily suspended"),
         "suspended before a whole cohort failed: {log}"
     );
-    let id = send(
+    let id = submit(
         d.port,
         "a@example.org",
         &["y@remote.example"],
@@ -465,7 +447,7 @@ fn destinations_are_owned_by_one_core() {
         .map(|t| {
             std::thread::spawn(move || {
                 for i in 0..5 {
-                    send(
+                    submit(
                         port,
                         "a@example.org",
                         &["x@remote.example"],
@@ -497,7 +479,7 @@ fn connection_reuse_count_limit() {
         "corepost_cores = 1\nsmtp_destination_concurrency_limit = 1\nsmtp_connection_reuse_count_limit = 2\nsmtp_connection_cache_time_limit = 10s\n",
     );
     for i in 0..6 {
-        send(
+        submit(
             d.port,
             "a@example.org",
             &["x@remote.example"],
@@ -525,7 +507,7 @@ fn destination_policy_rate_is_honoured() {
     );
     let started = std::time::Instant::now();
     for i in 0..9 {
-        send(
+        submit(
             d.port,
             "a@example.org",
             &["x@remote.example"],
@@ -551,7 +533,7 @@ fn destination_policy_rate_is_honoured() {
 fn delay_warning_is_sent_once() {
     let sink = Sink::start();
     let d = relay_daemon(&sink, "delay_warning_time = 1s\n");
-    let id = send(
+    let id = submit(
         d.port,
         "sender@example.org",
         &["tempfail@remote.example"],

@@ -7,21 +7,6 @@ mod support;
 use std::process::Command;
 use support::*;
 
-fn python(script: &str) -> (bool, String) {
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .expect("python3");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 #[test]
 fn smtplib_transaction_is_queued_with_routes() {
     let mut d = Daemon::start_keeping_local_mail("relay_domains = relay.example\nrelayhost =\n");

@@ -9,21 +9,6 @@ use std::io::{BufRead, BufReader, Write};
 use std::process::{Command, Stdio};
 use support::*;
 
-fn python(script: &str) -> (bool, String) {
-    let out = Command::new("python3")
-        .args(["-c", script])
-        .output()
-        .expect("python3");
-    (
-        out.status.success(),
-        format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        ),
-    )
-}
-
 /// A self-signed certificate for mx.test.example and 127.0.0.1, written
 /// as cert.pem and key.pem into `dir`; returns (cert, key) paths.
 fn make_cert(dir: &std::path::Path) -> (String, String) {

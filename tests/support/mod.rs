@@ -495,3 +495,54 @@ fn sink_session(stream: std::net::TcpStream, log: std::sync::Arc<std::sync::Mute
         let _ = w.write_all(reply.as_bytes());
     }
 }
+
+/// Run a Python 3 script; (exit status ok, stdout and stderr).
+pub fn python(script: &str) -> (bool, String) {
+    let out = Command::new("python3")
+        .args(["-c", script])
+        .output()
+        .expect("python3");
+    (
+        out.status.success(),
+        format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        ),
+    )
+}
+
+/// Send one message over a fresh SMTP session (every recipient must be
+/// accepted); the reply to the end of data, trimmed.
+pub fn end_of_data_reply(port: u16, sender: &str, rcpts: &[&str], content: &str) -> String {
+    let mut c = Raw::connect(port);
+    c.cmd("EHLO client.test");
+    assert!(c.cmd(&format!("MAIL FROM:<{sender}>")).starts_with("250"));
+    for r in rcpts {
+        let reply = c.cmd(&format!("RCPT TO:<{r}>"));
+        assert!(reply.starts_with("250"), "{r}: {reply}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(format!("{content}\r\n.\r\n").as_bytes());
+    let r = c.reply();
+    c.cmd("QUIT");
+    r.trim().to_string()
+}
+
+/// [`end_of_data_reply`] for a message that must be queued: its queue id.
+pub fn submit(port: u16, sender: &str, rcpts: &[&str], content: &str) -> String {
+    let r = end_of_data_reply(port, sender, rcpts, content);
+    r.strip_prefix("250 2.0.0 Ok: queued as ")
+        .unwrap_or_else(|| panic!("not queued: {r}"))
+        .to_string()
+}
+
+/// The messages in `maildir/new`, read.
+pub fn maildir_messages(maildir: &Path) -> Vec<String> {
+    let Ok(entries) = std::fs::read_dir(maildir.join("new")) else {
+        return Vec::new();
+    };
+    entries
+        .filter_map(|e| std::fs::read_to_string(e.ok()?.path()).ok())
+        .collect()
+}
