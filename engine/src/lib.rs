@@ -16,4 +16,5 @@ pub mod qmgr;
 pub mod routing;
 pub mod runtime;
 pub mod smtpd;
+pub mod stream;
 pub mod time;

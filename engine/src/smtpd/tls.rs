@@ -16,17 +16,13 @@
 //! as in Postfix; with several chain files (say RSA and ECDSA) the first
 //! whose key can sign with a scheme the client offers is used.
 
-use futures_lite::{AsyncRead, AsyncWrite};
 use glommio::net::TcpStream;
 use rustls::pki_types::pem::PemObject;
 use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::server::{ClientHello, ResolvesServerCert};
 use rustls::sign::CertifiedKey;
 use rustls::{ServerConfig, ServerConnection};
-use std::io;
-use std::pin::Pin;
 use std::sync::Arc;
-use std::task::{Context, Poll};
 
 /// `smtpd_tls_security_level`.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -284,16 +280,9 @@ fn openssl_name(suite: rustls::CipherSuite) -> (String, u32) {
     (name.to_string(), bits)
 }
 
-/// The session's byte stream: plain TCP until STARTTLS, TLS after. An enum
-/// rather than a boxed trait object, so a plaintext session pays one match
-/// per read or write and nothing else.
-pub enum Stream {
-    Plain(TcpStream),
-    Tls(Box<futures_rustls::server::TlsStream<TcpStream>>),
-    /// Only while the TCP stream moves into the TLS one, or after a failed
-    /// handshake.
-    Gone,
-}
+/// The session's byte stream: plain TCP until STARTTLS, TLS after (never
+/// a Unix socket here).
+pub type Stream = crate::stream::MaybeTls<futures_rustls::server::TlsStream<TcpStream>>;
 
 impl Stream {
     pub fn tls(&self) -> Option<&ServerConnection> {
@@ -307,55 +296,7 @@ impl Stream {
         match self {
             Stream::Plain(s) => s.local_addr().ok(),
             Stream::Tls(s) => s.get_ref().0.local_addr().ok(),
-            Stream::Gone => None,
-        }
-    }
-}
-
-fn gone() -> io::Error {
-    io::Error::new(io::ErrorKind::NotConnected, "connection closed")
-}
-
-impl AsyncRead for Stream {
-    fn poll_read(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &mut [u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_read(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_read(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-}
-
-impl AsyncWrite for Stream {
-    fn poll_write(
-        self: Pin<&mut Self>,
-        cx: &mut Context<'_>,
-        buf: &[u8],
-    ) -> Poll<io::Result<usize>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_write(cx, buf),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_write(cx, buf),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn poll_flush(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_flush(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_flush(cx),
-            Stream::Gone => Poll::Ready(Err(gone())),
-        }
-    }
-
-    fn poll_close(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
-        match self.get_mut() {
-            Stream::Plain(s) => Pin::new(s).poll_close(cx),
-            Stream::Tls(s) => Pin::new(s.as_mut()).poll_close(cx),
-            Stream::Gone => Poll::Ready(Ok(())),
+            Stream::Unix(_) | Stream::Gone => None,
         }
     }
 }
