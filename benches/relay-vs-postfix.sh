@@ -22,6 +22,8 @@
 #   --domain-mix MIX  recipient domain mix for corepost-source, e.g. gmail.test=40,yahoo.test=30,tail:10000=30
 #   --postfix-tools   drive the load with Postfix's smtp-source and smtp-sink instead of ours
 #   --no-reuse        one connection per message (default: -d, connections reused)
+#   --pipelining      corepost-source pipelines MAIL, RCPT and DATA (RFC 2920), as MTAs do;
+#                     the default is one command per round trip, as smtp-source
 #   --pairings        run the four source/sink pairings instead of the relay comparison
 #   --accept          acceptance only: source -> MTA, whose transports discard (Postfix) or which
 #                     only queues (corepost); measures smtpd + durable queueing
@@ -39,6 +41,7 @@ RCPTS=1
 DOMAIN_MIX=""
 TOOLS=corepost
 REUSE=1
+PIPELINING=0
 MODE=relay
 TIMEOUT=300
 KEEP=0
@@ -53,6 +56,7 @@ while (($#)); do
         --domain-mix) DOMAIN_MIX=$2; shift 2 ;;
         --postfix-tools) TOOLS=postfix; shift ;;
         --no-reuse) REUSE=0; shift ;;
+        --pipelining) PIPELINING=1; shift ;;
         --pairings) MODE=pairings; shift ;;
         --accept) MODE=accept; shift ;;
         --timeout) TIMEOUT=$2; shift 2 ;;
@@ -62,6 +66,11 @@ while (($#)); do
         *) echo "relay-vs-postfix: unknown option $1" >&2; exit 2 ;;
     esac
 done
+
+if ((PIPELINING)) && [[ $TOOLS == postfix ]]; then
+    echo "relay-vs-postfix: --pipelining needs corepost-source (smtp-source does not pipeline)" >&2
+    exit 2
+fi
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$REPO/target/release
@@ -144,6 +153,7 @@ start_source() {
     if [[ $kind == corepost ]]; then
         local mix=()
         [[ -n "$DOMAIN_MIX" ]] && mix=(--domain-mix "$DOMAIN_MIX")
+        ((PIPELINING)) && mix+=(--pipelining)
         /usr/bin/time -f '%e %U %S' -o "$TMP/source-$leg.time" \
             "$BIN/corepost-source" -q --json -m "$MESSAGES" -s "$SESSIONS" -r "$RCPTS" -l "$SIZE_BYTES" \
             "${reuse[@]}" "${mix[@]}" -f sender@source.test -t rcpt@dest.test "127.0.0.1:$port" \
@@ -396,7 +406,7 @@ leg_accept_postfix() {
 
 echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), $(nproc) cores, $(postconf -h mail_version 2>/dev/null | sed 's/^/Postfix /')"
 echo "# ${COREPOST_BENCH_CMD:-benches/relay-vs-postfix.sh ${ARGS[*]}}"
-echo "# workload: $MESSAGES messages, body $SIZE, $SESSIONS sessions, $RCPTS recipient(s)/message, reuse=$REUSE${DOMAIN_MIX:+, domains $DOMAIN_MIX}, tools=$TOOLS"
+echo "# workload: $MESSAGES messages, body $SIZE, $SESSIONS sessions, $RCPTS recipient(s)/message, reuse=$REUSE, pipelining=$PIPELINING${DOMAIN_MIX:+, domains $DOMAIN_MIX}, tools=$TOOLS"
 
 if [[ $MODE == pairings ]]; then
     for src in corepost postfix; do
