@@ -334,3 +334,39 @@ fn check_reports_what_is_wrong() {
         );
     }
 }
+
+#[test]
+fn check_warns_about_a_content_filter_without_its_transport() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    fs::write(
+        dir.path().join("main.cf"),
+        format!(
+            "queue_directory = {}\ncontent_filter = scan:[127.0.0.1]:10025\n",
+            q.display()
+        ),
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("master.cf"),
+        "127.0.0.1:2525 inet n - n - - smtpd\nsmtp unix - - n - - smtp\n",
+    )
+    .unwrap();
+    let check = || corepost(&["check", "-c", dir.path().to_str().unwrap()]);
+    let out = check();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("service 127.0.0.1:2525/inet: content_filter transport \"scan\" is not a unix service in master.cf; filtered mail will stay queued"),
+        "{}",
+        stderr(&out)
+    );
+    // With the filter's service defined, nothing to say.
+    fs::write(
+        dir.path().join("master.cf"),
+        "127.0.0.1:2525 inet n - n - - smtpd\nsmtp unix - - n - - smtp\nscan unix - - n - 10 smtp\n",
+    )
+    .unwrap();
+    let out = check();
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(!stderr(&out).contains("content_filter"), "{}", stderr(&out));
+}

@@ -44,6 +44,20 @@ pub fn run(args: CheckArgs) -> ExitCode {
                             service.service.id()
                         ));
                     }
+                    // Mail for a filter transport master.cf lacks would
+                    // wait in the queue ("mail transport unavailable").
+                    if let Some(filter) = &settings.content_filter
+                        && !config.services().any(|s| {
+                            s.service.name == filter.transport
+                                && s.service.kind == corepost_config::mastercf::ServiceType::Unix
+                        })
+                    {
+                        report.warnings.push(format!(
+                            "service {}: content_filter transport \"{}\" is not a unix service in master.cf; filtered mail will stay queued",
+                            service.service.id(),
+                            filter.transport
+                        ));
+                    }
                 }
                 Err(e) => report
                     .errors
