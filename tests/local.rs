@@ -461,3 +461,50 @@ fn virtual_mailboxes_for_two_domains() {
     );
     assert!(!base.path().join("d2/low").exists());
 }
+
+/// newaliases while the daemon runs: the new alias applies at once (the
+/// command tells the daemon to reload), as after Postfix's newaliases.
+#[test]
+fn newaliases_applies_to_a_running_daemon() {
+    let w = World::new(ALIASES);
+    let d = Daemon::start(&w.main_cf("home_mailbox = Maildir/\n"));
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.test");
+    c.cmd("MAIL FROM:<s@example.org>");
+    assert!(
+        c.cmd("RCPT TO:<newcomer@mx.test.example>")
+            .starts_with("550"),
+        "not an alias yet"
+    );
+    c.cmd("QUIT");
+    let mut aliases = std::fs::read_to_string(w.path("aliases")).unwrap();
+    aliases.push_str("newcomer: alice\n");
+    std::fs::write(w.path("aliases"), aliases).unwrap();
+    let out = corepost(&["aliases", "-c", &d.config_dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stdout(&out).contains("the running mail system reloads its aliases"),
+        "{}",
+        stdout(&out)
+    );
+    let accepted = wait_until(10, || {
+        let mut c = Raw::connect(d.port);
+        c.cmd("EHLO client.test");
+        c.cmd("MAIL FROM:<s@example.org>");
+        let reply = c.cmd("RCPT TO:<newcomer@mx.test.example>");
+        c.cmd("QUIT");
+        reply.starts_with("250").then_some(())
+    });
+    assert!(accepted.is_some(), "{}", d.log());
+    let id = submit(
+        d.port,
+        "s@example.org",
+        &["newcomer@mx.test.example"],
+        "Subject: hi\r\n\r\nwelcome",
+    );
+    let delivered = wait_until(10, || {
+        let m = maildir_messages(&w.path("alice/Maildir"));
+        (!m.is_empty()).then_some(m)
+    });
+    assert!(delivered.is_some(), "{id}: {}", d.log());
+}

@@ -5,8 +5,9 @@
 //! `config/src/tables/alias_file.rs`), so "compiling" is validating: every
 //! file named (or, with none, every file-backed table in
 //! `alias_database`) is parsed, errors are reported with file and line,
-//! and a summary like newaliases' is printed. The daemon picks up a
-//! changed file at its next `corepost reload`.
+//! and a summary like newaliases' is printed. A running daemon is then
+//! told to reload (SIGHUP), so the new aliases apply at once, as after
+//! Postfix's newaliases.
 //!
 //! `-q name` looks an alias up the way the local agent does (postalias -q).
 
@@ -106,8 +107,13 @@ pub fn run(args: AliasesArgs) -> ExitCode {
         }
     }
     if failed {
-        ExitCode::FAILURE
-    } else {
-        ExitCode::SUCCESS
+        return ExitCode::FAILURE;
     }
+    // Postfix's local(8) notices a rebuilt alias database by itself; the
+    // daemon reads alias files when it loads its configuration, so a
+    // running one is told to reload.
+    if super::daemon::reload_if_running(&dir) {
+        println!("corepost/aliases: the running mail system reloads its aliases");
+    }
+    ExitCode::SUCCESS
 }

@@ -117,6 +117,15 @@ pub fn stop(args: DaemonArgs) -> ExitCode {
     fatal(format!("pid {pid} is still running after 60 seconds"))
 }
 
+/// SIGHUP a running daemon of `config_dir`, quietly; whether one was told.
+/// For commands whose change the daemon only sees at a reload (newaliases).
+pub(crate) fn reload_if_running(config_dir: &std::path::Path) -> bool {
+    let args = DaemonArgs {
+        config_dir: Some(config_dir.to_path_buf()),
+    };
+    matches!(running_pid(&args), Ok(Some(pid)) if signal(pid, libc::SIGHUP))
+}
+
 /// `corepost reload`: SIGHUP.
 pub fn reload(args: DaemonArgs) -> ExitCode {
     match running_pid(&args) {

@@ -616,8 +616,15 @@ fn signal_loop(
         }
         match wait_signal(Duration::from_millis(500)) {
             Some(libc::SIGHUP) => {
-                match load(&options.config_dir).and_then(|c| smtpd_settings(&c).map(|s| (c, s))) {
-                    Ok((config, settings)) => {
+                // Everything is resolved before anything is replaced: a
+                // broken main.cf keeps the whole running configuration.
+                let loaded = load(&options.config_dir).and_then(|c| {
+                    let smtpd = smtpd_settings(&c)?;
+                    let qmgr = crate::qmgr::QmgrSettings::from_config(&c)?;
+                    Ok((c, smtpd, qmgr))
+                });
+                match loaded {
+                    Ok((config, settings, qmgr)) => {
                         let old = lock(&shared.settings).len();
                         if settings.len() != old {
                             log.line(master, "warning: the set of smtpd services changed; restart to open or close listeners");
@@ -625,18 +632,24 @@ fn signal_loop(
                         if let Ok(r) = crate::routing::Router::from_params(&|n| config.get(n)) {
                             *lock(router) = Arc::new(r);
                         }
+                        // Transports, their limits and the delivery
+                        // agents' settings (aliases, mailboxes, pipe
+                        // commands) apply to deliveries started from now.
+                        *lock(&shared.qmgr) = Arc::new(qmgr);
+                        // Listeners are fixed until a restart: with fewer
+                        // smtpd services the running ones keep theirs.
                         if settings.len() >= old {
                             *lock(&shared.settings) = settings;
-                            shared.generation.fetch_add(1, Ordering::AcqRel);
-                            log.line(
-                                master,
-                                &format!(
-                                    "reload -- version {}, configuration {}",
-                                    env!("CARGO_PKG_VERSION"),
-                                    config.config_dir.display()
-                                ),
-                            );
                         }
+                        shared.generation.fetch_add(1, Ordering::AcqRel);
+                        log.line(
+                            master,
+                            &format!(
+                                "reload -- version {}, configuration {}",
+                                env!("CARGO_PKG_VERSION"),
+                                config.config_dir.display()
+                            ),
+                        );
                     }
                     Err(e) => log.line(
                         master,
