@@ -125,6 +125,20 @@ pub struct ClientInfo {
     pub tls: Option<String>,
 }
 
+impl ClientInfo {
+    /// A message that originates on this host (sendmail/pickup, or made by
+    /// a delivery agent: forwards, `luser_relay`): Postfix's `local`
+    /// protocol from `localhost[127.0.0.1]`.
+    pub fn local() -> ClientInfo {
+        ClientInfo {
+            name: "localhost".into(),
+            addr: "127.0.0.1".into(),
+            protocol: "local".into(),
+            ..ClientInfo::default()
+        }
+    }
+}
+
 /// A message envelope (everything but the content).
 #[derive(Debug, Clone, PartialEq, Eq, Default)]
 pub struct Envelope {

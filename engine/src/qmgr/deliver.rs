@@ -343,15 +343,8 @@ async fn smtp_worker(
             }
             break;
         };
-        let stored = match corepost_spool::read_message(&job.segment, job.offset) {
-            Ok(s) => s,
-            Err(e) => {
-                qmgr.ctx
-                    .log
-                    .line(&program, &format!("warning: {}: {e}", job.id));
-                qmgr.complete(&job, Vec::new(), None);
-                continue;
-            }
+        let Some(stored) = read_job(qmgr, &job, &program) else {
+            continue;
         };
         let recipients: Vec<&corepost_spool::Recipient> = job
             .recipients
@@ -754,6 +747,27 @@ pub(crate) fn queue_report(
                 "corepost/bounce",
                 &format!("warning: {id}: cannot queue the notification: {e}"),
             );
+            None
+        }
+    }
+}
+
+/// The job's message from the spool; an unreadable one (its record failed
+/// its checksum) is logged and the job completed without outcomes, so the
+/// message stays queued for the next attempt rather than stalling the
+/// destination.
+pub(super) fn read_job(
+    qmgr: &Rc<Qmgr>,
+    job: &Job,
+    program: &str,
+) -> Option<corepost_spool::StoredMessage> {
+    match corepost_spool::read_message(&job.segment, job.offset) {
+        Ok(s) => Some(s),
+        Err(e) => {
+            qmgr.ctx
+                .log
+                .line(program, &format!("warning: {}: {e}", job.id));
+            qmgr.complete(job, Vec::new(), None);
             None
         }
     }

@@ -9,7 +9,7 @@
 //! this core's spool and made durable *before* the recipient they deliver
 //! for is recorded as sent, so a crash cannot lose them.
 
-use super::deliver::{Kind, Result1, finish};
+use super::deliver::{Kind, Result1, finish, read_job};
 use super::{DestQueue, Job, Qmgr, TransportSettings};
 use crate::delivery::agent::{Forward, Report, Request, RequestRecipient, StatusKind};
 use crate::delivery::pool::BlockingPool;
@@ -36,15 +36,8 @@ pub async fn worker(
         let Some(job) = job else {
             return;
         };
-        let stored = match corepost_spool::read_message(&job.segment, job.offset) {
-            Ok(s) => s,
-            Err(e) => {
-                qmgr.ctx
-                    .log
-                    .line(&program, &format!("warning: {}: {e}", job.id));
-                qmgr.complete(&job, Vec::new(), None);
-                continue;
-            }
+        let Some(stored) = read_job(qmgr, &job, &program) else {
+            continue;
         };
         let request = request(&job, &stored, &dest.key.transport, &dest.key.nexthop);
         let started = Instant::now();
@@ -221,15 +214,7 @@ fn queue_forward(
         arrival: corepost_spool::queue_id::now_micros(),
         sender: f.sender.clone(),
         params: corepost_spool::MailParams::default(),
-        client: corepost_spool::ClientInfo {
-            name: "localhost".into(),
-            addr: "127.0.0.1".into(),
-            port: 0,
-            helo: String::new(),
-            protocol: "local".into(),
-            sasl_username: None,
-            tls: None,
-        },
+        client: corepost_spool::ClientInfo::local(),
         recipients,
         next_attempt: 0,
         held: false,
