@@ -313,6 +313,20 @@ impl Raw {
         self.send(format!("{line}\r\n").as_bytes());
         self.reply()
     }
+
+    /// [`Raw::send`] for a peer that may be gone (a test that kills the
+    /// daemon mid-session): false instead of a panic.
+    pub fn try_send(&mut self, data: &[u8]) -> bool {
+        use std::io::Write;
+        self.stream.write_all(data).is_ok()
+    }
+
+    /// [`Raw::cmd`] for a peer that may be gone: `None` if the command
+    /// could not be sent.
+    pub fn try_cmd(&mut self, line: &str) -> Option<String> {
+        self.try_send(format!("{line}\r\n").as_bytes())
+            .then(|| self.reply())
+    }
 }
 
 fn complete_reply(buf: &[u8]) -> Option<usize> {
