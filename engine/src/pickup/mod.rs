@@ -50,6 +50,10 @@ pub struct PickupSettings {
     pub append_dot_mydomain: bool,
     pub message_size_limit: u64,
     pub router: Router,
+    /// `content_filter` (often `-o content_filter=` on the pickup service,
+    /// so a filter that re-injects with sendmail is not filtered again).
+    pub content_filter: Option<crate::smtpd::filter::ContentFilter>,
+    pub default_filter_nexthop: String,
 }
 
 impl PickupSettings {
@@ -78,6 +82,9 @@ impl PickupSettings {
             append_dot_mydomain: boolean("append_dot_mydomain")?,
             message_size_limit,
             router: Router::from_params(&|n| s.get(n))?,
+            content_filter: crate::smtpd::filter::ContentFilter::parse(&text("content_filter")?)
+                .map_err(|e| format!("parameter content_filter: {e}"))?,
+            default_filter_nexthop: text("default_filter_nexthop")?,
         }))
     }
 
@@ -214,7 +221,7 @@ pub fn prepare(
     }
     let eight_bit = !content.is_ascii();
     let smtputf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.address.is_ascii());
-    let envelope = Envelope {
+    let mut envelope = Envelope {
         queue_id,
         arrival: now_micros,
         sender,
@@ -234,6 +241,10 @@ pub fn prepare(
         next_attempt: 0,
         held: false,
     };
+    // As Postfix's cleanup does for pickup: the filter replaces every route.
+    if let Some(filter) = &s.content_filter {
+        filter.apply(&mut envelope.recipients, &s.default_filter_nexthop);
+    }
     Ok(Prepared {
         envelope,
         content,
@@ -451,6 +462,45 @@ mod tests {
             content: content.to_vec(),
             ..Default::default()
         }
+    }
+
+    #[test]
+    fn content_filter_routes_every_recipient_unless_overridden() {
+        let id = QueueId::from_parts(1_700_000_000_000_000, 0, 1);
+        let filtered = settings("content_filter = scan:[127.0.0.1]:10025\n");
+        let p = prepare(
+            &filtered,
+            &submission(b"Subject: s\r\n\r\nbody\r\n"),
+            1000,
+            id,
+            0,
+        )
+        .expect("prepared");
+        let routes: Vec<(&str, &str)> = p
+            .envelope
+            .recipients
+            .iter()
+            .map(|r| (r.transport.as_str(), r.nexthop.as_str()))
+            .collect();
+        assert_eq!(routes, vec![("scan", "[127.0.0.1]:10025"); 2]);
+        // `-o content_filter=` on the pickup service turns it off.
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_parts(
+            dir.path(),
+            Some("myhostname = mx.example.com\nmydomain = example.com\nrelayhost = [127.0.0.1]:2526\ncontent_filter = scan:[127.0.0.1]:10025\n"),
+            Some("pickup unix n - n 60 1 pickup -o content_filter=\n"),
+        )
+        .unwrap();
+        let plain = PickupSettings::from_config(&config).unwrap().unwrap();
+        let p = prepare(
+            &plain,
+            &submission(b"Subject: s\r\n\r\nbody\r\n"),
+            1000,
+            id,
+            0,
+        )
+        .expect("prepared");
+        assert!(p.envelope.recipients.iter().all(|r| r.transport != "scan"));
     }
 
     #[test]
