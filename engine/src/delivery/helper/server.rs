@@ -1,0 +1,321 @@
+//! `corepost delivery-helper`: the process that stays root and runs the
+//! local, virtual and pipe agents for the unprivileged daemon (see the
+//! module docs of [`super`]).
+//!
+//! It listens on a Unix socket only mail_owner (and root) may open,
+//! checks each peer's uid with SO_PEERCRED, and serves one request per
+//! connection on its own thread. It re-reads main.cf/master.cf when they
+//! change (or on SIGHUP), so `corepost reload` applies to it too. It exits
+//! when its standard input (a pipe from the daemon) reaches EOF — the
+//! daemon is gone — after the deliveries in progress finish.
+
+use super::wire;
+use crate::delivery::agent::{Report, Request};
+use crate::log::Log;
+use crate::qmgr::{QmgrSettings, TransportKind};
+use corepost_config::Config;
+use std::io::Read;
+use std::os::fd::AsRawFd;
+use std::os::unix::fs::PermissionsExt;
+use std::os::unix::net::{UnixListener, UnixStream};
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, SystemTime};
+
+const PROGRAM: &str = "corepost/delivery-helper";
+
+/// Arguments of the hidden `corepost delivery-helper` subcommand (the
+/// daemon passes them; not for operators).
+#[derive(Debug, clap::Args)]
+pub struct HelperArgs {
+    /// Configuration directory.
+    #[arg(short = 'c', value_name = "DIR")]
+    pub config_dir: PathBuf,
+    /// The socket to listen on.
+    #[arg(long)]
+    pub socket: PathBuf,
+    /// The uid allowed to connect (mail_owner's), besides root.
+    #[arg(long)]
+    pub peer_uid: u32,
+    /// mail_owner's group, for the socket's ownership.
+    #[arg(long)]
+    pub peer_gid: u32,
+}
+
+/// Set by SIGHUP: re-read the configuration before the next request.
+static RELOAD: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sighup(_: libc::c_int) {
+    RELOAD.store(true, Ordering::Relaxed);
+}
+
+extern "C" fn ignore(_: libc::c_int) {}
+
+/// The transports as configured, and what the configuration files looked
+/// like when read.
+struct Loaded {
+    settings: Arc<QmgrSettings>,
+    stamp: Vec<Option<(SystemTime, u64)>>,
+}
+
+struct State {
+    config_dir: PathBuf,
+    loaded: Mutex<Loaded>,
+    log: Log,
+    in_flight: AtomicUsize,
+}
+
+fn stamp(dir: &Path) -> Vec<Option<(SystemTime, u64)>> {
+    ["main.cf", "master.cf"]
+        .iter()
+        .map(|f| {
+            let m = std::fs::metadata(dir.join(f)).ok()?;
+            Some((m.modified().ok()?, m.len()))
+        })
+        .collect()
+}
+
+fn load(dir: &Path) -> Result<Loaded, String> {
+    let stamp = stamp(dir);
+    let config = Config::load(dir).map_err(|e| e.to_string())?;
+    let settings = QmgrSettings::from_config(&config)?;
+    Ok(Loaded {
+        settings: Arc::new(settings),
+        stamp,
+    })
+}
+
+impl State {
+    /// The current settings, re-read first if the files changed.
+    fn settings(&self) -> Arc<QmgrSettings> {
+        let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
+        let hup = RELOAD.swap(false, Ordering::Relaxed);
+        if hup || stamp(&self.config_dir) != loaded.stamp {
+            match load(&self.config_dir) {
+                Ok(new) => {
+                    *loaded = new;
+                    self.log.line(PROGRAM, "reload: configuration re-read");
+                }
+                Err(e) => {
+                    // Keep the old settings; do not retry on every request.
+                    loaded.stamp = stamp(&self.config_dir);
+                    self.log.line(
+                        PROGRAM,
+                        &format!("warning: reload failed, keeping the previous configuration: {e}"),
+                    );
+                }
+            }
+        }
+        Arc::clone(&loaded.settings)
+    }
+}
+
+/// Run the helper until the daemon goes away.
+pub fn run(args: &HelperArgs) -> Result<(), String> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return Err("delivery-helper must run as root (corepost run starts it)".into());
+    }
+    let loaded = load(&args.config_dir)?;
+    let config = Config::load(&args.config_dir).map_err(|e| e.to_string())?;
+    let get = |n: &str| config.get(n).map_err(|e| e.to_string());
+    let log = Log::open(
+        &get("maillog_file")?,
+        &config
+            .get_list("maillog_file_prefixes")
+            .map_err(|e| e.to_string())?,
+        &get("myhostname")?,
+    )?;
+    let listener = listen(&args.socket, args.peer_uid, args.peer_gid)?;
+    install_signal_handlers();
+    let state = Arc::new(State {
+        config_dir: args.config_dir.clone(),
+        loaded: Mutex::new(loaded),
+        log,
+        in_flight: AtomicUsize::new(0),
+    });
+    watch_parent(Arc::clone(&state), args.socket.clone());
+    println!("ready");
+    for stream in listener.incoming() {
+        let stream = match stream {
+            Ok(s) => s,
+            Err(e) => {
+                state.log.line(PROGRAM, &format!("warning: accept: {e}"));
+                std::thread::sleep(Duration::from_millis(100));
+                continue;
+            }
+        };
+        match peer_uid(&stream) {
+            Ok(uid) if uid == args.peer_uid || uid == 0 => {}
+            Ok(uid) => {
+                state.log.line(
+                    PROGRAM,
+                    &format!(
+                        "warning: refusing a request from uid {uid} (only mail_owner may ask)"
+                    ),
+                );
+                continue;
+            }
+            Err(e) => {
+                state
+                    .log
+                    .line(PROGRAM, &format!("warning: SO_PEERCRED: {e}"));
+                continue;
+            }
+        }
+        let state = Arc::clone(&state);
+        state.in_flight.fetch_add(1, Ordering::AcqRel);
+        let spawned = std::thread::Builder::new().name("delivery".into()).spawn({
+            let state = Arc::clone(&state);
+            move || {
+                serve(&state, stream);
+                state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            }
+        });
+        if let Err(e) = spawned {
+            state.in_flight.fetch_sub(1, Ordering::AcqRel);
+            state
+                .log
+                .line(PROGRAM, &format!("warning: cannot start a thread: {e}"));
+        }
+    }
+    Ok(())
+}
+
+/// Bind the socket: in a 0700 directory, mode 0600, both owned by
+/// mail_owner, so only mail_owner and root can connect.
+fn listen(socket: &Path, uid: u32, gid: u32) -> Result<UnixListener, String> {
+    let dir = socket.parent().ok_or("socket path has no directory")?;
+    std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
+        .map_err(|e| format!("chmod {}: {e}", dir.display()))?;
+    std::os::unix::fs::chown(dir, Some(uid), Some(gid))
+        .map_err(|e| format!("chown {}: {e}", dir.display()))?;
+    match std::fs::remove_file(socket) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+        Err(e) => return Err(format!("{}: {e}", socket.display())),
+    }
+    let listener = UnixListener::bind(socket).map_err(|e| format!("{}: {e}", socket.display()))?;
+    std::fs::set_permissions(socket, std::fs::Permissions::from_mode(0o600))
+        .map_err(|e| format!("chmod {}: {e}", socket.display()))?;
+    std::os::unix::fs::chown(socket, Some(uid), Some(gid))
+        .map_err(|e| format!("chown {}: {e}", socket.display()))?;
+    Ok(listener)
+}
+
+fn install_signal_handlers() {
+    for (sig, handler) in [
+        (libc::SIGHUP, on_sighup as extern "C" fn(libc::c_int)),
+        // ^C in a terminal reaches the whole process group: the daemon
+        // shuts down, and the helper follows when its stdin closes, after
+        // the deliveries in progress.
+        (libc::SIGINT, ignore as extern "C" fn(libc::c_int)),
+    ] {
+        // SAFETY: the handlers only store to an atomic (async-signal-safe);
+        // the sigaction struct is fully initialised (zeroed, then the
+        // handler, an empty mask and SA_RESTART). Handlers are reset to the
+        // default in children at exec, so commands are not affected.
+        unsafe {
+            let mut action: libc::sigaction = std::mem::zeroed();
+            action.sa_sigaction = handler as usize;
+            libc::sigemptyset(&mut action.sa_mask);
+            action.sa_flags = libc::SA_RESTART;
+            libc::sigaction(sig, &action, std::ptr::null_mut());
+        }
+    }
+}
+
+/// Exit when standard input (the daemon's pipe) closes, once the
+/// deliveries in progress are done (at most ten minutes).
+fn watch_parent(state: Arc<State>, socket: PathBuf) {
+    std::thread::spawn(move || {
+        let mut sink = [0u8; 64];
+        let mut stdin = std::io::stdin();
+        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        let _ = std::fs::remove_file(&socket);
+        let deadline = std::time::Instant::now() + Duration::from_secs(600);
+        while state.in_flight.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        std::process::exit(0);
+    });
+}
+
+/// The uid of the process at the other end of `stream`.
+fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
+    let mut cred = libc::ucred {
+        pid: 0,
+        uid: 0,
+        gid: 0,
+    };
+    let mut len = std::mem::size_of::<libc::ucred>() as libc::socklen_t;
+    // SAFETY: SO_PEERCRED fills a `struct ucred`; we pass a pointer to one
+    // we own and its exact size.
+    let rc = unsafe {
+        libc::getsockopt(
+            stream.as_raw_fd(),
+            libc::SOL_SOCKET,
+            libc::SO_PEERCRED,
+            (&mut cred as *mut libc::ucred).cast(),
+            &mut len,
+        )
+    };
+    if rc != 0 {
+        return Err(std::io::Error::last_os_error());
+    }
+    Ok(cred.uid)
+}
+
+/// One connection: read a request, deliver, answer.
+fn serve(state: &State, mut stream: UnixStream) {
+    let request = match wire::read_frame(&mut stream)
+        .map_err(|e| e.to_string())
+        .and_then(|p| wire::decode_request(&p))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            state
+                .log
+                .line(PROGRAM, &format!("warning: bad request: {e}"));
+            return;
+        }
+    };
+    let settings = state.settings();
+    let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+        deliver(&settings, &request)
+    }))
+    .unwrap_or_else(|_| super::defer_all(&request, "delivery agent crashed"));
+    if let Err(e) = wire::write_frame(&mut stream, &wire::encode_report(&report)) {
+        state.log.line(
+            PROGRAM,
+            &format!("warning: {}: cannot send the report: {e}", request.queue_id),
+        );
+    }
+}
+
+/// Run the agent the request's transport names.
+fn deliver(settings: &QmgrSettings, request: &Request) -> Report {
+    let Some(transport) = settings.transports.get(&request.transport) else {
+        return super::defer_all(
+            request,
+            &format!(
+                "mail transport unavailable: no master.cf service \"{}\"",
+                request.transport
+            ),
+        );
+    };
+    match &transport.kind {
+        TransportKind::Local(s) => crate::delivery::local::deliver(s, request),
+        TransportKind::Virtual(s) => crate::delivery::r#virtual::deliver(s, request),
+        TransportKind::Pipe(s) => crate::delivery::pipe::deliver(s, request),
+        _ => super::defer_all(
+            request,
+            &format!(
+                "service \"{}\" is not a local, virtual or pipe transport",
+                request.transport
+            ),
+        ),
+    }
+}
