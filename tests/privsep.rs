@@ -157,6 +157,33 @@ fn unprivileged_daemon_delivers_as_the_recipient() {
         "{line}"
     );
 
+    // `corepost reload` reaches the helper: a new argv= is used.
+    let master = d.dir.path().join("master.cf");
+    let text = std::fs::read_to_string(&master).unwrap();
+    std::fs::write(
+        &master,
+        text.replace(
+            &format!("user=daemon argv={}", script.display()),
+            &format!(
+                "user=daemon argv=/usr/bin/touch {}/after-reload",
+                root.join("pipeout").display()
+            ),
+        ),
+    )
+    .unwrap();
+    let out = corepost(&["reload", "-c", &d.config_dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    submit(
+        d.port,
+        "s@example.org",
+        &["z@pipe.example"],
+        "Subject: reloaded\r\n\r\nbody",
+    );
+    let line = wait_log(&d, "to=<z@pipe.example>");
+    assert!(line.contains("status=sent"), "{line}");
+    let meta = std::fs::metadata(root.join("pipeout/after-reload")).expect("new argv ran");
+    assert_eq!(meta.uid(), UID);
+
     // The helper exits with the daemon (and removes its socket).
     d.stop();
     assert!(
