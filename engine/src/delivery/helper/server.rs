@@ -319,3 +319,94 @@ fn deliver(settings: &QmgrSettings, request: &Request) -> Report {
         ),
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::delivery::agent::{RequestRecipient, StatusKind};
+    use std::io::Write;
+
+    /// A helper state over a configuration directory with `master`.
+    fn state(master: &str) -> (tempfile::TempDir, State) {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("main.cf"), "myhostname = mx.example\n").unwrap();
+        std::fs::write(dir.path().join("master.cf"), master).unwrap();
+        let loaded = load(dir.path()).unwrap();
+        let state = State {
+            config_dir: dir.path().to_path_buf(),
+            loaded: Mutex::new(loaded),
+            log: Log::stderr("test"),
+            in_flight: AtomicUsize::new(0),
+        };
+        (dir, state)
+    }
+
+    fn request(transport: &str) -> Request {
+        Request {
+            queue_id: "Q1".into(),
+            transport: transport.into(),
+            nexthop: "example.com".into(),
+            sender: "s@example.org".into(),
+            recipients: vec![RequestRecipient {
+                index: 2,
+                address: "a@example.com".into(),
+                orcpt: None,
+            }],
+            content: b"Subject: x\r\n\r\nbody\r\n".to_vec(),
+            client_name: "localhost".into(),
+            client_addr: "127.0.0.1".into(),
+            client_helo: String::new(),
+            client_protocol: "ESMTP".into(),
+        }
+    }
+
+    /// Send `bytes` to `serve` and read what comes back.
+    fn exchange(state: &State, bytes: &[u8]) -> Vec<u8> {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        client.write_all(bytes).unwrap();
+        client.shutdown(std::net::Shutdown::Write).unwrap();
+        serve(state, server);
+        let mut answer = Vec::new();
+        client.read_to_end(&mut answer).unwrap();
+        answer
+    }
+
+    #[test]
+    fn malformed_requests_get_no_answer() {
+        let (_dir, state) = state("");
+        assert!(exchange(&state, b"").is_empty());
+        assert!(exchange(&state, &[0, 0, 0, 3, 9, 9, 9]).is_empty());
+        let mut truncated = Vec::new();
+        wire::write_frame(&mut truncated, &wire::encode_request(&request("local"))).unwrap();
+        truncated.pop();
+        assert!(exchange(&state, &truncated).is_empty());
+    }
+
+    #[test]
+    fn unknown_or_foreign_transports_defer() {
+        let (dir, state) = state("smtp unix - - n - - smtp\n");
+        for transport in ["nosuch", "smtp"] {
+            let mut frame = Vec::new();
+            wire::write_frame(&mut frame, &wire::encode_request(&request(transport))).unwrap();
+            let answer = exchange(&state, &frame);
+            let report = wire::decode_report(&wire::read_frame(&mut &answer[..]).unwrap()).unwrap();
+            assert_eq!(report.results.len(), 1);
+            let (i, status) = &report.results[0];
+            assert_eq!((*i, status.kind), (2, StatusKind::Deferred));
+        }
+        // A pipe service added to master.cf is picked up without a restart.
+        std::fs::write(
+            dir.path().join("master.cf"),
+            "smtp unix - - n - - smtp\nnewpipe unix - n n - - pipe user=nobody argv=/bin/true\n",
+        )
+        .unwrap();
+        assert!(state.settings().transports.contains_key("newpipe"));
+    }
+
+    #[test]
+    fn peer_credentials() {
+        let (a, _b) = UnixStream::pair().unwrap();
+        // SAFETY: geteuid has no preconditions.
+        assert_eq!(peer_uid(&a).unwrap(), unsafe { libc::geteuid() });
+    }
+}
