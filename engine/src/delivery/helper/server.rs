@@ -24,6 +24,8 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 const PROGRAM: &str = "corepost/delivery-helper";
+/// How long reading a request or writing a report may take.
+const REQUEST_TIMEOUT: Duration = Duration::from_secs(300);
 
 /// Arguments of the hidden `corepost delivery-helper` subcommand (the
 /// daemon passes them; not for operators).
@@ -233,7 +235,14 @@ fn watch_parent(state: Arc<State>, socket: PathBuf) {
     std::thread::spawn(move || {
         let mut sink = [0u8; 64];
         let mut stdin = std::io::stdin();
-        while matches!(stdin.read(&mut sink), Ok(n) if n > 0) {}
+        loop {
+            match stdin.read(&mut sink) {
+                Ok(0) => break,
+                Ok(_) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(_) => break,
+            }
+        }
         let _ = std::fs::remove_file(&socket);
         let deadline = std::time::Instant::now() + Duration::from_secs(600);
         while state.in_flight.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
@@ -270,6 +279,10 @@ fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
 
 /// One connection: read a request, deliver, answer.
 fn serve(state: &State, mut stream: UnixStream) {
+    // The daemon sends the whole request at once: a peer that stalls
+    // cannot hold a thread for ever.
+    let _ = stream.set_read_timeout(Some(REQUEST_TIMEOUT));
+    let _ = stream.set_write_timeout(Some(REQUEST_TIMEOUT));
     let request = match wire::read_frame(&mut stream)
         .map_err(|e| e.to_string())
         .and_then(|p| wire::decode_request(&p))

@@ -30,7 +30,13 @@ pub fn write_frame(w: &mut impl Write, payload: &[u8]) -> io::Result<()> {
 /// Read one frame's payload.
 pub fn read_frame(r: &mut impl Read) -> io::Result<Vec<u8>> {
     let mut len = [0u8; 4];
-    r.read_exact(&mut len)?;
+    r.read_exact(&mut len).map_err(|e| {
+        if e.kind() == io::ErrorKind::UnexpectedEof {
+            io::Error::new(e.kind(), "connection closed before a complete frame")
+        } else {
+            e
+        }
+    })?;
     let len = u32::from_be_bytes(len);
     if len > MAX_FRAME {
         return Err(io::Error::new(
