@@ -3,7 +3,8 @@
 //! a user's Maildir and an mbox file in a directory only that user may
 //! enter (files owned by the user), and a pipe `user=` command runs as
 //! that user — through the root delivery helper. `user=root` is refused
-//! (deferred), and the helper goes away with the daemon.
+//! (deferred), and the helper goes away with the daemon. A killed helper
+//! worker is restarted; without the helper, deliveries defer.
 //!
 //! Needs root (to start the daemon as root and own files as another
 //! user); as another user the test prints a note and passes.
@@ -49,6 +50,17 @@ fn proc_uid(pid: u32) -> Option<u32> {
         .next()?
         .parse()
         .ok()
+}
+
+/// A child of `pid` running as root.
+fn root_child(pid: u32) -> Option<u32> {
+    wait_until(10, || {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|p| proc_uid(*p) == Some(0))
+    })
 }
 
 #[test]
@@ -193,7 +205,7 @@ fn unprivileged_daemon_delivers_as_the_recipient() {
 }
 
 #[test]
-fn a_gone_helper_defers_and_keeps_the_mail() {
+fn a_dead_worker_is_restarted_and_a_gone_helper_defers() {
     if !is_root() {
         eprintln!("note: privsep test skipped: it needs root");
         return;
@@ -215,23 +227,35 @@ fn a_gone_helper_defers_and_keeps_the_mail() {
         ),
         "",
     );
-    // Kill the helper (the child of the daemon running as root).
-    let helper = std::fs::read_to_string(format!("/proc/{}/task/{}/children", d.pid(), d.pid()))
-        .unwrap_or_default()
-        .split_whitespace()
-        .filter_map(|p| p.parse::<u32>().ok())
-        .find(|p| proc_uid(*p) == Some(0))
-        .expect("a root child of the daemon");
-    // SAFETY: signalling the helper process this test's daemon started.
-    unsafe { libc::kill(helper as i32, libc::SIGKILL) };
+    // A killed worker is restarted by the helper's supervisor.
+    let supervisor = root_child(d.pid()).expect("the helper: a root child of the daemon");
+    let worker = root_child(supervisor).expect("the helper's worker");
+    // SAFETY: signalling a process this test's daemon started.
+    unsafe { libc::kill(worker as i32, libc::SIGKILL) };
+    wait_log(&d, "warning: delivery worker exited");
+    submit(
+        d.port,
+        "s@example.org",
+        &["carol@mx.test.example"],
+        "Subject: after restart\r\n\r\nbody",
+    );
+    let line = wait_log(&d, "to=<carol@mx.test.example>");
+    assert!(
+        line.contains("status=sent (delivered to maildir)"),
+        "{line}"
+    );
+    // Without the supervisor, deliveries defer and the mail stays queued.
+    // SAFETY: as above.
+    unsafe { libc::kill(supervisor as i32, libc::SIGKILL) };
     wait_log(&d, "warning: delivery helper exited");
+    std::fs::remove_dir_all(home.join("Maildir")).unwrap();
     let id = submit(
         d.port,
         "s@example.org",
         &["carol@mx.test.example"],
         "Subject: later\r\n\r\nbody",
     );
-    let line = wait_log(&d, "to=<carol@mx.test.example>");
+    let line = wait_log(&d, &format!("{id}: to=<carol@mx.test.example>"));
     assert!(
         line.contains("dsn=4.3.0, status=deferred (delivery helper is not running)"),
         "{line}"

@@ -5,19 +5,21 @@
 //! `mail_owner`), but writing `/var/mail/<user>` or `~/Maildir` as the
 //! user, or running a pipe command with `user=`, needs root. So before
 //! dropping privileges the daemon starts this binary again as
-//! `corepost delivery-helper` ([`server`]), which stays root and serves
-//! delivery requests on a Unix socket (`$queue_directory/private/delivery`,
-//! mode 0600, owned by mail_owner; the helper also checks the peer's uid
-//! with SO_PEERCRED). The daemon's pool threads send each [`Request`]
+//! `corepost delivery-helper`, which stays root: a small supervisor
+//! ([`supervise`]) that binds a Unix socket (`$queue_directory/private/
+//! delivery`, mode 0600, owned by mail_owner) and keeps a worker process
+//! ([`server`]) serving it — restarted if it dies; the worker also checks
+//! each peer's uid with SO_PEERCRED. The daemon's pool threads send each [`Request`]
 //! there ([`deliver`]) and get the agent's [`Report`] back; the helper
 //! builds the agent from its own copy of the configuration
 //! (`Request::transport` names the master.cf service).
 //!
-//! If the helper is gone, deliveries defer (4.3.0): the unprivileged
+//! If the supervisor itself is gone, deliveries defer (4.3.0): the unprivileged
 //! daemon cannot act as the recipient, and delivering as mail_owner would
 //! create files with the wrong owner. Mail is never lost: it stays queued.
 
 pub mod server;
+pub mod supervise;
 pub mod wire;
 
 use crate::delivery::agent::{Report, Request, Status};

@@ -2,19 +2,19 @@
 //! local, virtual and pipe agents for the unprivileged daemon (see the
 //! module docs of [`super`]).
 //!
-//! It listens on a Unix socket only mail_owner (and root) may open,
-//! checks each peer's uid with SO_PEERCRED, and serves one request per
-//! connection on its own thread. It re-reads main.cf/master.cf when they
-//! change (or on SIGHUP), so `corepost reload` applies to it too. It exits
-//! when its standard input (a pipe from the daemon) reaches EOF — the
-//! daemon is gone — after the deliveries in progress finish.
+//! Two processes: the supervisor ([`super::supervise`]) binds the socket
+//! and (re)starts a worker, this module's [`worker`], which accepts on
+//! it, checks each peer's uid with SO_PEERCRED (mail_owner's or root's)
+//! and serves one request per connection on its own thread. The worker
+//! re-reads main.cf/master.cf when they change (or on SIGHUP), so
+//! `corepost reload` applies to it too, and on SIGTERM finishes the
+//! deliveries in progress, then exits.
 
 use super::wire;
 use crate::delivery::agent::{Report, Request};
 use crate::log::Log;
 use crate::qmgr::{QmgrSettings, TransportKind};
 use corepost_config::Config;
-use std::io::Read;
 use std::os::fd::AsRawFd;
 use std::os::unix::fs::PermissionsExt;
 use std::os::unix::net::{UnixListener, UnixStream};
@@ -43,16 +43,26 @@ pub struct HelperArgs {
     /// mail_owner's group, for the socket's ownership.
     #[arg(long)]
     pub peer_gid: u32,
+    /// Serve the listening socket passed as standard input (the process
+    /// the supervisor starts and restarts).
+    #[arg(long, hide = true)]
+    pub worker: bool,
 }
 
 /// Set by SIGHUP: re-read the configuration before the next request.
 static RELOAD: AtomicBool = AtomicBool::new(false);
+/// Set by SIGTERM: finish the deliveries in progress, then exit.
+static STOP: AtomicBool = AtomicBool::new(false);
 
 extern "C" fn on_sighup(_: libc::c_int) {
     RELOAD.store(true, Ordering::Relaxed);
 }
 
-extern "C" fn ignore(_: libc::c_int) {}
+extern "C" fn on_sigterm(_: libc::c_int) {
+    STOP.store(true, Ordering::Relaxed);
+}
+
+pub(super) extern "C" fn ignore(_: libc::c_int) {}
 
 /// The transports as configured, and what the configuration files looked
 /// like when read.
@@ -113,32 +123,58 @@ impl State {
     }
 }
 
-/// Run the helper until the daemon goes away.
+/// Run the helper until the daemon goes away: the supervisor, or (with
+/// `--worker`) the process that serves requests.
 pub fn run(args: &HelperArgs) -> Result<(), String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
         return Err("delivery-helper must run as root (corepost run starts it)".into());
     }
-    let loaded = load(&args.config_dir)?;
-    let config = Config::load(&args.config_dir).map_err(|e| e.to_string())?;
+    if args.worker {
+        worker(args)
+    } else {
+        super::supervise::run(args)
+    }
+}
+
+/// The log as main.cf says (maillog_file, else standard error).
+pub(super) fn open_log(config_dir: &Path) -> Result<Log, String> {
+    let config = Config::load(config_dir).map_err(|e| e.to_string())?;
     let get = |n: &str| config.get(n).map_err(|e| e.to_string());
-    let log = Log::open(
+    Log::open(
         &get("maillog_file")?,
         &config
             .get_list("maillog_file_prefixes")
             .map_err(|e| e.to_string())?,
         &get("myhostname")?,
-    )?;
-    let listener = listen(&args.socket, args.peer_uid, args.peer_gid)?;
+    )
+}
+
+/// Serve the listening socket on standard input until SIGTERM (sent by
+/// the supervisor, or by the kernel when the supervisor dies).
+fn worker(args: &HelperArgs) -> Result<(), String> {
+    // SAFETY: prctl(PR_SET_PDEATHSIG) only sets a flag of this process.
+    unsafe { libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGTERM) };
     install_signal_handlers();
+    // SAFETY: getppid has no preconditions. The supervisor may have died
+    // before PR_SET_PDEATHSIG took effect: then nobody would stop us.
+    if unsafe { libc::getppid() } == 1 {
+        return Err("the supervisor is gone".into());
+    }
+    // SAFETY: the supervisor passes the listening socket as fd 0, which
+    // nothing else in this process owns or closes.
+    let listener = unsafe {
+        use std::os::fd::FromRawFd;
+        UnixListener::from_raw_fd(0)
+    };
+    let loaded = load(&args.config_dir)?;
     let state = Arc::new(State {
         config_dir: args.config_dir.clone(),
         loaded: Mutex::new(loaded),
-        log,
+        log: open_log(&args.config_dir)?,
         in_flight: AtomicUsize::new(0),
     });
-    watch_parent(Arc::clone(&state), args.socket.clone());
-    println!("ready");
+    exit_on_sigterm(Arc::clone(&state));
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
@@ -185,9 +221,9 @@ pub fn run(args: &HelperArgs) -> Result<(), String> {
     Ok(())
 }
 
-/// Bind the socket: in a 0700 directory, mode 0600, both owned by
+/// Bind the socket (the supervisor does): in a 0700 directory, mode 0600, both owned by
 /// mail_owner, so only mail_owner and root can connect.
-fn listen(socket: &Path, uid: u32, gid: u32) -> Result<UnixListener, String> {
+pub(super) fn listen(socket: &Path, uid: u32, gid: u32) -> Result<UnixListener, String> {
     let dir = socket.parent().ok_or("socket path has no directory")?;
     std::fs::create_dir_all(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
     std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700))
@@ -210,40 +246,38 @@ fn listen(socket: &Path, uid: u32, gid: u32) -> Result<UnixListener, String> {
 fn install_signal_handlers() {
     for (sig, handler) in [
         (libc::SIGHUP, on_sighup as extern "C" fn(libc::c_int)),
+        (libc::SIGTERM, on_sigterm as extern "C" fn(libc::c_int)),
         // ^C in a terminal reaches the whole process group: the daemon
         // shuts down, and the helper follows when its stdin closes, after
         // the deliveries in progress.
         (libc::SIGINT, ignore as extern "C" fn(libc::c_int)),
     ] {
-        // SAFETY: the handlers only store to an atomic (async-signal-safe);
-        // the sigaction struct is fully initialised (zeroed, then the
-        // handler, an empty mask and SA_RESTART). Handlers are reset to the
-        // default in children at exec, so commands are not affected.
-        unsafe {
-            let mut action: libc::sigaction = std::mem::zeroed();
-            action.sa_sigaction = handler as usize;
-            libc::sigemptyset(&mut action.sa_mask);
-            action.sa_flags = libc::SA_RESTART;
-            libc::sigaction(sig, &action, std::ptr::null_mut());
-        }
+        set_handler(sig, handler);
     }
 }
 
-/// Exit when standard input (the daemon's pipe) closes, once the
-/// deliveries in progress are done (at most ten minutes).
-fn watch_parent(state: Arc<State>, socket: PathBuf) {
+/// Install `handler` for `sig` (with SA_RESTART).
+pub(super) fn set_handler(sig: libc::c_int, handler: extern "C" fn(libc::c_int)) {
+    // SAFETY: the handlers only store to an atomic (async-signal-safe);
+    // the sigaction struct is fully initialised (zeroed, then the handler,
+    // an empty mask and SA_RESTART). Handlers are reset to the default in
+    // children at exec, so commands are not affected.
+    unsafe {
+        let mut action: libc::sigaction = std::mem::zeroed();
+        action.sa_sigaction = handler as usize;
+        libc::sigemptyset(&mut action.sa_mask);
+        action.sa_flags = libc::SA_RESTART;
+        libc::sigaction(sig, &action, std::ptr::null_mut());
+    }
+}
+
+/// After SIGTERM, let the deliveries in progress finish (at most ten
+/// minutes), then exit.
+fn exit_on_sigterm(state: Arc<State>) {
     std::thread::spawn(move || {
-        let mut sink = [0u8; 64];
-        let mut stdin = std::io::stdin();
-        loop {
-            match stdin.read(&mut sink) {
-                Ok(0) => break,
-                Ok(_) => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                Err(_) => break,
-            }
+        while !STOP.load(Ordering::Relaxed) {
+            std::thread::sleep(Duration::from_millis(50));
         }
-        let _ = std::fs::remove_file(&socket);
         let deadline = std::time::Instant::now() + Duration::from_secs(600);
         while state.in_flight.load(Ordering::Acquire) > 0 && std::time::Instant::now() < deadline {
             std::thread::sleep(Duration::from_millis(20));
@@ -337,7 +371,7 @@ fn deliver(settings: &QmgrSettings, request: &Request) -> Report {
 mod tests {
     use super::*;
     use crate::delivery::agent::{RequestRecipient, StatusKind};
-    use std::io::Write;
+    use std::io::{Read, Write};
 
     /// A helper state over a configuration directory with `master`.
     fn state(master: &str) -> (tempfile::TempDir, State) {

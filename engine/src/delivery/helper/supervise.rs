@@ -1,0 +1,122 @@
+//! The helper's supervisor: the root process `corepost run` starts. It
+//! binds the socket, tells the daemon "ready", and keeps one worker
+//! (`corepost delivery-helper --worker`, the listening socket as its
+//! standard input) running: a worker that dies is restarted (after a
+//! pause that grows while it keeps dying), as Postfix's master restarts
+//! local. When its own standard input — a pipe from the daemon — reaches
+//! EOF, it removes the socket, sends the worker SIGTERM (the worker
+//! finishes its deliveries first) and exits after it.
+//!
+//! The supervisor runs no delivery code; the worker's connections that
+//! die with it are deferred by the daemon, never lost.
+
+use super::server::{HelperArgs, ignore, listen, open_log, set_handler};
+use std::io::Read;
+use std::os::fd::OwnedFd;
+use std::process::{Command, Stdio};
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+const PROGRAM: &str = "corepost/delivery-helper";
+
+/// Supervise workers until the daemon goes away.
+pub fn run(args: &HelperArgs) -> Result<(), String> {
+    let log = open_log(&args.config_dir)?;
+    let listener = listen(&args.socket, args.peer_uid, args.peer_gid)?;
+    // The worker reloads on SIGHUP; ^C is for the daemon (see server.rs).
+    set_handler(libc::SIGHUP, ignore);
+    set_handler(libc::SIGINT, ignore);
+    let exe = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
+    let stop = Arc::new(AtomicBool::new(false));
+    let worker_pid = Arc::new(AtomicU32::new(0));
+    {
+        let (stop, worker_pid, socket) = (
+            Arc::clone(&stop),
+            Arc::clone(&worker_pid),
+            args.socket.clone(),
+        );
+        std::thread::spawn(move || {
+            wait_for_eof();
+            let _ = std::fs::remove_file(&socket);
+            stop.store(true, Ordering::SeqCst);
+            terminate(worker_pid.load(Ordering::SeqCst));
+        });
+    }
+    println!("ready");
+    let mut pause = Duration::from_secs(1);
+    loop {
+        let started = Instant::now();
+        let stdin = listener
+            .try_clone()
+            .map_err(|e| format!("listening socket: {e}"))?;
+        let spawned = Command::new(&exe)
+            .arg("delivery-helper")
+            .arg("--worker")
+            .arg("-c")
+            .arg(&args.config_dir)
+            .arg("--socket")
+            .arg(&args.socket)
+            .arg("--peer-uid")
+            .arg(args.peer_uid.to_string())
+            .arg("--peer-gid")
+            .arg(args.peer_gid.to_string())
+            .stdin(Stdio::from(OwnedFd::from(stdin)))
+            .stdout(Stdio::null())
+            .spawn();
+        let status = match spawned {
+            Ok(mut child) => {
+                worker_pid.store(child.id(), Ordering::SeqCst);
+                if stop.load(Ordering::SeqCst) {
+                    terminate(child.id());
+                }
+                let status = child.wait();
+                worker_pid.store(0, Ordering::SeqCst);
+                status.map_or_else(|e| e.to_string(), |s| s.to_string())
+            }
+            Err(e) => format!("cannot start: {e}"),
+        };
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
+        // A worker that ran a while gets restarted at once; one that
+        // keeps dying at start waits longer each time (up to a minute).
+        if started.elapsed() > Duration::from_secs(60) {
+            pause = Duration::from_secs(1);
+        }
+        log.line(
+            PROGRAM,
+            &format!(
+                "warning: delivery worker exited ({status}); restarting in {}s",
+                pause.as_secs()
+            ),
+        );
+        std::thread::sleep(pause);
+        pause = (pause * 2).min(Duration::from_secs(60));
+    }
+}
+
+/// Block until standard input (the daemon's pipe) reaches EOF.
+fn wait_for_eof() {
+    let mut sink = [0u8; 64];
+    let mut stdin = std::io::stdin();
+    loop {
+        match stdin.read(&mut sink) {
+            Ok(0) => return,
+            Ok(_) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+            Err(_) => return,
+        }
+    }
+}
+
+fn terminate(pid: u32) {
+    if let Ok(pid) = i32::try_from(pid)
+        && pid > 0
+    {
+        // SAFETY: kill only sends a signal (no memory involved). `pid` is
+        // our worker child; it is cleared right after the worker is reaped,
+        // and a pid is not reused within that instant.
+        unsafe { libc::kill(pid, libc::SIGTERM) };
+    }
+}
