@@ -196,6 +196,24 @@ fn unprivileged_daemon_delivers_as_the_recipient() {
     let meta = std::fs::metadata(root.join("pipeout/after-reload")).expect("new argv ran");
     assert_eq!(meta.uid(), UID);
 
+    // SIGHUP to the helper also makes its worker re-read the configuration
+    // (before its next delivery).
+    let reloads = || d.log().matches("reload: configuration re-read").count();
+    assert_eq!(reloads(), 1, "{}", d.log());
+    let supervisor = root_child(d.pid()).expect("the helper");
+    // SAFETY: signalling the helper this test's daemon started.
+    unsafe { libc::kill(supervisor as i32, libc::SIGHUP) };
+    std::thread::sleep(std::time::Duration::from_millis(200));
+    submit(
+        d.port,
+        "s@example.org",
+        &["w@pipe.example"],
+        "Subject: hup\r\n\r\nbody",
+    );
+    let line = wait_log(&d, "to=<w@pipe.example>");
+    assert!(line.contains("status=sent"), "{line}");
+    assert_eq!(reloads(), 2, "{}", d.log());
+
     // The helper exits with the daemon (and removes its socket).
     d.stop();
     assert!(

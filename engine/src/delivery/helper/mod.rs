@@ -26,6 +26,7 @@ use crate::delivery::agent::{Report, Request, Status};
 use crate::log::Log;
 use std::io::{BufRead, BufReader};
 use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
 use std::process::{Child, ChildStdin, Command, Stdio};
 use std::sync::OnceLock;
@@ -109,8 +110,8 @@ fn spawn(
     uid: u32,
     gid: u32,
 ) -> Result<(Child, ChildStdin), String> {
-    let exe = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
-    let mut child = Command::new(&exe)
+    let mut child = Command::new("/proc/self/exe")
+        .arg0("corepost")
         .arg("delivery-helper")
         .arg("-c")
         .arg(config_dir)
@@ -124,7 +125,7 @@ fn spawn(
         .stdout(Stdio::piped())
         .stderr(Stdio::inherit())
         .spawn()
-        .map_err(|e| format!("{}: {e}", exe.display()))?;
+        .map_err(|e| format!("/proc/self/exe: {e}"))?;
     let stdout = child.stdout.take().ok_or("no stdout pipe")?;
     let lifeline = child.stdin.take().ok_or("no stdin pipe")?;
     // Wait for "ready" (the socket is bound) with a time limit.

@@ -64,10 +64,11 @@ extern "C" fn on_sigterm(_: libc::c_int) {
 
 pub(super) extern "C" fn ignore(_: libc::c_int) {}
 
-/// The transports as configured, and what the configuration files looked
-/// like when read.
+/// The transports as configured (or why the configuration could not be
+/// read: then every request defers), and what the configuration files
+/// looked like when read.
 struct Loaded {
-    settings: Arc<QmgrSettings>,
+    settings: Result<Arc<QmgrSettings>, String>,
     stamp: Vec<Option<(SystemTime, u64)>>,
 }
 
@@ -88,38 +89,42 @@ fn stamp(dir: &Path) -> Vec<Option<(SystemTime, u64)>> {
         .collect()
 }
 
-fn load(dir: &Path) -> Result<Loaded, String> {
+fn load(dir: &Path) -> Loaded {
     let stamp = stamp(dir);
-    let config = Config::load(dir).map_err(|e| e.to_string())?;
-    let settings = QmgrSettings::from_config(&config)?;
-    Ok(Loaded {
-        settings: Arc::new(settings),
-        stamp,
-    })
+    let settings = Config::load(dir)
+        .map_err(|e| e.to_string())
+        .and_then(|config| QmgrSettings::from_config(&config))
+        .map(Arc::new);
+    Loaded { settings, stamp }
 }
 
 impl State {
     /// The current settings, re-read first if the files changed.
-    fn settings(&self) -> Arc<QmgrSettings> {
+    fn settings(&self) -> Result<Arc<QmgrSettings>, String> {
         let mut loaded = self.loaded.lock().unwrap_or_else(|p| p.into_inner());
         let hup = RELOAD.swap(false, Ordering::Relaxed);
         if hup || stamp(&self.config_dir) != loaded.stamp {
-            match load(&self.config_dir) {
-                Ok(new) => {
+            let new = load(&self.config_dir);
+            match (&new.settings, &loaded.settings) {
+                (Ok(_), _) => {
                     *loaded = new;
                     self.log.line(PROGRAM, "reload: configuration re-read");
                 }
-                Err(e) => {
+                (Err(e), Ok(_)) => {
                     // Keep the old settings; do not retry on every request.
-                    loaded.stamp = stamp(&self.config_dir);
                     self.log.line(
                         PROGRAM,
                         &format!("warning: reload failed, keeping the previous configuration: {e}"),
                     );
+                    loaded.stamp = new.stamp;
+                }
+                (Err(e), Err(_)) => {
+                    self.log.line(PROGRAM, &format!("warning: {e}"));
+                    *loaded = new;
                 }
             }
         }
-        Arc::clone(&loaded.settings)
+        loaded.settings.clone()
     }
 }
 
@@ -167,11 +172,18 @@ fn worker(args: &HelperArgs) -> Result<(), String> {
         use std::os::fd::FromRawFd;
         UnixListener::from_raw_fd(0)
     };
-    let loaded = load(&args.config_dir)?;
+    // A configuration that does not load (edited since the daemon read
+    // it) still gets a worker: it defers every request until fixed, so the
+    // daemon never waits on a socket nobody serves.
+    let loaded = load(&args.config_dir);
+    let log = open_log(&args.config_dir).unwrap_or_else(|_| Log::stderr("localhost"));
+    if let Err(e) = &loaded.settings {
+        log.line(PROGRAM, &format!("warning: {e}; deferring deliveries"));
+    }
     let state = Arc::new(State {
         config_dir: args.config_dir.clone(),
         loaded: Mutex::new(loaded),
-        log: open_log(&args.config_dir)?,
+        log,
         in_flight: AtomicUsize::new(0),
     });
     exit_on_sigterm(Arc::clone(&state));
@@ -329,11 +341,13 @@ fn serve(state: &State, mut stream: UnixStream) {
             return;
         }
     };
-    let settings = state.settings();
-    let report = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
-        deliver(&settings, &request)
-    }))
-    .unwrap_or_else(|_| super::defer_all(&request, "delivery agent crashed"));
+    let report = match state.settings() {
+        Ok(settings) => std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            deliver(&settings, &request)
+        }))
+        .unwrap_or_else(|_| super::defer_all(&request, "delivery agent crashed")),
+        Err(e) => super::defer_all(&request, &format!("configuration error: {e}")),
+    };
     if let Err(e) = wire::write_frame(&mut stream, &wire::encode_report(&report)) {
         state.log.line(
             PROGRAM,
@@ -378,7 +392,8 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         std::fs::write(dir.path().join("main.cf"), "myhostname = mx.example\n").unwrap();
         std::fs::write(dir.path().join("master.cf"), master).unwrap();
-        let loaded = load(dir.path()).unwrap();
+        let loaded = load(dir.path());
+        assert!(loaded.settings.is_ok());
         let state = State {
             config_dir: dir.path().to_path_buf(),
             loaded: Mutex::new(loaded),
@@ -447,7 +462,10 @@ mod tests {
             "smtp unix - - n - - smtp\nnewpipe unix - n n - - pipe user=nobody argv=/bin/true\n",
         )
         .unwrap();
-        assert!(state.settings().transports.contains_key("newpipe"));
+        assert!(state.settings().unwrap().transports.contains_key("newpipe"));
+        // A broken master.cf keeps the last good settings.
+        std::fs::write(dir.path().join("master.cf"), "broken line\n").unwrap();
+        assert!(state.settings().unwrap().transports.contains_key("newpipe"));
     }
 
     #[test]

@@ -13,9 +13,10 @@
 use super::server::{HelperArgs, ignore, listen, open_log, set_handler};
 use std::io::Read;
 use std::os::fd::OwnedFd;
+use std::os::unix::process::CommandExt;
 use std::process::{Command, Stdio};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, AtomicU32, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI32, Ordering};
 use std::time::{Duration, Instant};
 
 const PROGRAM: &str = "corepost/delivery-helper";
@@ -24,23 +25,18 @@ const PROGRAM: &str = "corepost/delivery-helper";
 pub fn run(args: &HelperArgs) -> Result<(), String> {
     let log = open_log(&args.config_dir)?;
     let listener = listen(&args.socket, args.peer_uid, args.peer_gid)?;
-    // The worker reloads on SIGHUP; ^C is for the daemon (see server.rs).
-    set_handler(libc::SIGHUP, ignore);
+    // SIGHUP goes on to the worker (which reloads); ^C is for the daemon
+    // (see server.rs).
+    set_handler(libc::SIGHUP, forward_sighup);
     set_handler(libc::SIGINT, ignore);
-    let exe = std::fs::read_link("/proc/self/exe").map_err(|e| format!("/proc/self/exe: {e}"))?;
     let stop = Arc::new(AtomicBool::new(false));
-    let worker_pid = Arc::new(AtomicU32::new(0));
     {
-        let (stop, worker_pid, socket) = (
-            Arc::clone(&stop),
-            Arc::clone(&worker_pid),
-            args.socket.clone(),
-        );
+        let (stop, socket) = (Arc::clone(&stop), args.socket.clone());
         std::thread::spawn(move || {
             wait_for_eof();
             let _ = std::fs::remove_file(&socket);
             stop.store(true, Ordering::SeqCst);
-            terminate(worker_pid.load(Ordering::SeqCst));
+            signal_worker(libc::SIGTERM);
         });
     }
     println!("ready");
@@ -50,7 +46,10 @@ pub fn run(args: &HelperArgs) -> Result<(), String> {
         let stdin = listener
             .try_clone()
             .map_err(|e| format!("listening socket: {e}"))?;
-        let spawned = Command::new(&exe)
+        // /proc/self/exe is this very binary even if the file was
+        // replaced or removed since (an upgrade): the worker always matches.
+        let spawned = Command::new("/proc/self/exe")
+            .arg0("corepost")
             .arg("delivery-helper")
             .arg("--worker")
             .arg("-c")
@@ -66,12 +65,12 @@ pub fn run(args: &HelperArgs) -> Result<(), String> {
             .spawn();
         let status = match spawned {
             Ok(mut child) => {
-                worker_pid.store(child.id(), Ordering::SeqCst);
+                WORKER_PID.store(i32::try_from(child.id()).unwrap_or(0), Ordering::SeqCst);
                 if stop.load(Ordering::SeqCst) {
-                    terminate(child.id());
+                    signal_worker(libc::SIGTERM);
                 }
                 let status = child.wait();
-                worker_pid.store(0, Ordering::SeqCst);
+                WORKER_PID.store(0, Ordering::SeqCst);
                 status.map_or_else(|e| e.to_string(), |s| s.to_string())
             }
             Err(e) => format!("cannot start: {e}"),
@@ -110,13 +109,21 @@ fn wait_for_eof() {
     }
 }
 
-fn terminate(pid: u32) {
-    if let Ok(pid) = i32::try_from(pid)
-        && pid > 0
-    {
+/// The running worker's pid (0: none).
+static WORKER_PID: AtomicI32 = AtomicI32::new(0);
+
+/// Send `sig` to the worker, if one runs. Async-signal-safe (an atomic
+/// load and kill), so the SIGHUP handler uses it too.
+fn signal_worker(sig: libc::c_int) {
+    let pid = WORKER_PID.load(Ordering::SeqCst);
+    if pid > 0 {
         // SAFETY: kill only sends a signal (no memory involved). `pid` is
         // our worker child; it is cleared right after the worker is reaped,
         // and a pid is not reused within that instant.
-        unsafe { libc::kill(pid, libc::SIGTERM) };
+        unsafe { libc::kill(pid, sig) };
     }
+}
+
+extern "C" fn forward_sighup(_: libc::c_int) {
+    signal_worker(libc::SIGHUP);
 }
