@@ -47,6 +47,9 @@ pub struct HelperArgs {
     /// the supervisor starts and restarts).
     #[arg(long, hide = true)]
     pub worker: bool,
+    /// The supervisor's pid (with --worker).
+    #[arg(long, hide = true)]
+    pub supervisor: Option<i32>,
 }
 
 /// Set by SIGHUP: re-read the configuration before the next request.
@@ -163,8 +166,8 @@ fn worker(args: &HelperArgs) -> Result<(), String> {
     install_signal_handlers();
     // SAFETY: getppid has no preconditions. The supervisor may have died
     // before PR_SET_PDEATHSIG took effect: then nobody would stop us.
-    if unsafe { libc::getppid() } == 1 {
-        return Err("the supervisor is gone".into());
+    if Some(unsafe { libc::getppid() }) != args.supervisor {
+        return Err("not started by the delivery helper's supervisor".into());
     }
     // SAFETY: the supervisor passes the listening socket as fd 0, which
     // nothing else in this process owns or closes.
@@ -190,6 +193,14 @@ fn worker(args: &HelperArgs) -> Result<(), String> {
     for stream in listener.incoming() {
         let stream = match stream {
             Ok(s) => s,
+            Err(e)
+                if matches!(
+                    e.raw_os_error(),
+                    Some(libc::ENOTSOCK | libc::EBADF | libc::EINVAL)
+                ) =>
+            {
+                return Err(format!("standard input is not a listening socket: {e}"));
+            }
             Err(e) => {
                 state.log.line(PROGRAM, &format!("warning: accept: {e}"));
                 std::thread::sleep(Duration::from_millis(100));

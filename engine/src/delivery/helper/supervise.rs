@@ -52,6 +52,8 @@ pub fn run(args: &HelperArgs) -> Result<(), String> {
             .arg0("corepost")
             .arg("delivery-helper")
             .arg("--worker")
+            .arg("--supervisor")
+            .arg(std::process::id().to_string())
             .arg("-c")
             .arg(&args.config_dir)
             .arg("--socket")
@@ -78,7 +80,7 @@ pub fn run(args: &HelperArgs) -> Result<(), String> {
         if stop.load(Ordering::SeqCst) {
             return Ok(());
         }
-        // A worker that ran a while gets restarted at once; one that
+        // A worker that ran a while is restarted after a second; one that
         // keeps dying at start waits longer each time (up to a minute).
         if started.elapsed() > Duration::from_secs(60) {
             pause = Duration::from_secs(1);
@@ -91,6 +93,9 @@ pub fn run(args: &HelperArgs) -> Result<(), String> {
             ),
         );
         std::thread::sleep(pause);
+        if stop.load(Ordering::SeqCst) {
+            return Ok(());
+        }
         pause = (pause * 2).min(Duration::from_secs(60));
     }
 }
