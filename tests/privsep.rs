@@ -3,7 +3,8 @@
 //! a user's Maildir and an mbox file in a directory only that user may
 //! enter (files owned by the user), and a pipe `user=` command runs as
 //! that user — through the root delivery helper. `user=root` is refused
-//! (deferred), and the helper goes away with the daemon. A killed helper
+//! (deferred), virtual mailboxes are written as the mapped uid, and the
+//! helper goes away with the daemon. A killed helper
 //! worker is restarted; without the helper, deliveries defer.
 //!
 //! Needs root (to start the daemon as root and own files as another
@@ -282,4 +283,43 @@ fn a_dead_worker_is_restarted_and_a_gone_helper_defers() {
     let listing = stdout(&corepost(&["queue", "list", "-c", &d.config_dir()]));
     assert!(listing.contains(&id), "{listing}");
     assert!(!home.join("Maildir").exists());
+}
+
+#[test]
+fn unprivileged_daemon_writes_virtual_mailboxes_as_the_mapped_uid() {
+    if !is_root() {
+        eprintln!("note: privsep test skipped: it needs root");
+        return;
+    }
+    let w = tempfile::tempdir().unwrap();
+    std::fs::set_permissions(w.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let base = w.path().join("vmail");
+    private_dir(&base);
+    let d = Daemon::start_unprivileged(
+        &format!(
+            "virtual_mailbox_domains = virt.example\nvirtual_mailbox_maps = inline:{{ v@virt.example=v/, m@virt.example=m.mbox }}\nvirtual_mailbox_base = {}\nvirtual_uid_maps = static:{UID}\nvirtual_gid_maps = static:{GID}\nvirtual_minimum_uid = 1\ndefault_transport = discard\nminimal_backoff_time = 100s\n",
+            base.display()
+        ),
+        "virtual unix - n n - - virtual\n",
+    );
+    submit(
+        d.port,
+        "s@example.org",
+        &["v@virt.example", "m@virt.example"],
+        "Subject: hosted\r\n\r\nx",
+    );
+    for rcpt in ["v@virt.example", "m@virt.example"] {
+        let line = wait_log(&d, &format!("to=<{rcpt}>, relay=virtual"));
+        assert!(line.contains("status=sent"), "{line}");
+    }
+    let new = std::fs::read_dir(base.join("v/new"))
+        .unwrap()
+        .next()
+        .expect("a message in v/new")
+        .unwrap()
+        .path();
+    let meta = std::fs::metadata(&new).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (UID, GID));
+    let meta = std::fs::metadata(base.join("m.mbox")).unwrap();
+    assert_eq!((meta.uid(), meta.gid()), (UID, GID));
 }
