@@ -115,11 +115,27 @@ impl Daemon {
         Daemon::start_inner(extra, "", false)
     }
 
+    /// Like [`Daemon::start_with_master`], but with `mail_owner = nobody`:
+    /// started as root, the daemon gives up root (and starts its delivery
+    /// helper); the configuration directory is made traversable for it.
+    pub fn start_unprivileged(extra: &str, extra_master: &str) -> Daemon {
+        Daemon::start_inner_as(extra, extra_master, true, "nobody")
+    }
+
     fn start_inner(extra: &str, extra_master: &str, local: bool) -> Daemon {
+        Daemon::start_inner_as(extra, extra_master, local, "root")
+    }
+
+    fn start_inner_as(extra: &str, extra_master: &str, local: bool, owner: &str) -> Daemon {
         let dir = tempfile::tempdir().expect("tempdir");
+        if owner != "root" {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(dir.path(), std::fs::Permissions::from_mode(0o755))
+                .expect("chmod");
+        }
         let port = free_port();
         let main = format!(
-            "myhostname = mx.test.example\nqueue_directory = {}/spool\nmail_owner = root\ncorepost_cores = 2\nalias_maps =\nalias_database =\nlocal_recipient_maps = inline:{{ alice=1, postmaster=1 }}\nmaillog_file = {}/maillog\nmaillog_file_prefixes = /\nsmtpd_peername_lookup = no\n{extra}\n",
+            "myhostname = mx.test.example\nqueue_directory = {}/spool\nmail_owner = {owner}\ncorepost_cores = 2\nalias_maps =\nalias_database =\nlocal_recipient_maps = inline:{{ alice=1, postmaster=1 }}\nmaillog_file = {}/maillog\nmaillog_file_prefixes = /\nsmtpd_peername_lookup = no\n{extra}\n",
             dir.path().display(),
             dir.path().display()
         );

@@ -57,6 +57,9 @@ enum Command {
         #[arg(trailing_var_arg = true, allow_hyphen_values = true)]
         args: Vec<OsString>,
     },
+    /// The privileged delivery helper `corepost run` starts (internal).
+    #[command(hide = true)]
+    DeliveryHelper(crate::delivery::helper::server::HelperArgs),
 }
 
 /// Run the command line `args` (including argv[0]).
@@ -98,6 +101,10 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Command::Passwd(args) => passwd::run(args),
         Command::Queue(args) => queue::run(args),
         Command::Sendmail { args } => sendmail::main(args),
+        Command::DeliveryHelper(args) => match crate::delivery::helper::server::run(&args) {
+            Ok(()) => ExitCode::SUCCESS,
+            Err(e) => fatal(e),
+        },
     }
 }
 

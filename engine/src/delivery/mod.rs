@@ -11,11 +11,14 @@
 //!   [`agent::Report`] the queue manager records like SMTP results.
 //! - [`mailbox`] (Maildir/mbox writing), [`command`] (running a child with a time limit):
 //!   shared by those agents.
+//! - [`helper`]: the privileged delivery helper process that runs local, virtual and pipe as
+//!   root for a daemon that dropped privileges (Postfix's privilege separation).
 //! - [`testsink`]: test support — a scripted SMTP server on loopback for the client's tests and
 //!   the queue manager's end-to-end tests.
 
 pub mod agent;
 pub mod command;
+pub mod helper;
 pub mod lmtp;
 pub mod local;
 pub mod mailbox;

@@ -42,7 +42,13 @@ pub async fn worker(
         let request = request(&job, &stored, &dest.key.transport, &dest.key.nexthop);
         let started = Instant::now();
         let agent = Arc::clone(&agent);
-        let report = pool.run(move || agent(&request)).await;
+        // Run as root by the delivery helper when the daemon gave up root.
+        let report = pool
+            .run(move || match crate::delivery::helper::current() {
+                Some(helper) => helper.deliver(&request),
+                None => agent(&request),
+            })
+            .await;
         let xfer = started.elapsed();
         let results = match report {
             Some(report) => record_report(qmgr, &job, &stored, report, &program).await,

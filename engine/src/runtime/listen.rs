@@ -142,16 +142,17 @@ fn bind(addr: SocketAddr) -> std::io::Result<Socket> {
     Ok(socket)
 }
 
-/// As root: hand the queue directory to `mail_owner` and become that user.
-pub fn drop_privileges(
+/// The account the daemon runs as: `mail_owner`'s name, uid and gid, when
+/// the daemon runs as root and must give root up (None when it does not
+/// run as root, or mail_owner is root).
+pub fn mail_owner(
     config: &Config,
-    queue_dir: &Path,
     log: &Log,
     program: &str,
-) -> Result<(), String> {
+) -> Result<Option<(String, u32, u32)>, String> {
     // SAFETY: geteuid has no preconditions.
     if unsafe { libc::geteuid() } != 0 {
-        return Ok(());
+        return Ok(None);
     }
     let mut owner = config.get("mail_owner").map_err(|e| e.to_string())?;
     let table =
@@ -183,8 +184,15 @@ pub fn drop_privileges(
             program,
             "warning: mail_owner is root; not dropping privileges",
         );
-        return Ok(());
+        return Ok(None);
     }
+    Ok(Some((owner, uid, gid)))
+}
+
+/// As root: hand the queue directory to `mail_owner` (see [`mail_owner`])
+/// and become that user.
+pub fn drop_privileges(owner: &(String, u32, u32), queue_dir: &Path) -> Result<(), String> {
+    let (owner, uid, gid) = (&owner.0, owner.1, owner.2);
     chown_tree(queue_dir, uid, gid).map_err(|e| format!("chown {}: {e}", queue_dir.display()))?;
     // SAFETY: plain system calls on integer arguments; a null group list
     // with size 0 clears the supplementary groups.

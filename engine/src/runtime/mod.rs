@@ -151,7 +151,19 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     for _ in 0..cores {
         per_core.push(listen::bind_all(&plan)?);
     }
-    listen::drop_privileges(&config, &queue_dir, &log, &master)?;
+    if let Some(owner) = listen::mail_owner(&config, &log, &master)? {
+        // Local, virtual and pipe act as the recipient: a helper process
+        // keeps root for them (Postfix's privilege separation).
+        crate::delivery::helper::start(
+            &options.config_dir,
+            &queue_dir,
+            owner.1,
+            owner.2,
+            &log,
+            &master,
+        );
+        listen::drop_privileges(&owner, &queue_dir)?;
+    }
     // Again as the owner: a chown may have cleared the set-group-id bit.
     crate::pickup::maildrop::prepare(&queue_dir)
         .map_err(|e| format!("maildrop in {}: {e}", queue_dir.display()))?;
