@@ -337,6 +337,18 @@ impl Session {
     }
 
     /// Queue an error reply, counting it against the error limits.
+    /// The end of a message the session answers for: counted, and `250
+    /// 2.0.0 Ok: queued as <id>` — also for DISCARD, which queues nothing
+    /// but must look accepted to the client.
+    fn accepted(&mut self, verb: &'static str, queue_id: QueueId) {
+        self.counters.count(verb, true);
+        self.reply(Reply::new(
+            250,
+            "2.0.0",
+            format!("Ok: queued as {queue_id}"),
+        ));
+    }
+
     async fn error(&mut self, reply: Reply) -> Flow {
         self.errors += 1;
         if self.errors >= self.settings.hard_error_limit {
@@ -1094,12 +1106,7 @@ impl Session {
                 envelope.sender,
                 content.len()
             ));
-            self.counters.count(verb, true);
-            self.reply(Reply::new(
-                250,
-                "2.0.0",
-                format!("Ok: queued as {queue_id}"),
-            ));
+            self.accepted(verb, queue_id);
             return Flow::Continue;
         }
         if let Some(mid) = message_id(&body) {
@@ -1133,12 +1140,7 @@ impl Session {
                     return self.error(reply).await;
                 }
                 Checked::Discard => {
-                    self.counters.count(verb, true);
-                    self.reply(Reply::new(
-                        250,
-                        "2.0.0",
-                        format!("Ok: queued as {queue_id}"),
-                    ));
+                    self.accepted(verb, queue_id);
                     return Flow::Continue;
                 }
             }
@@ -1152,12 +1154,7 @@ impl Session {
                     content.len(),
                     if envelope.held { "hold" } else { "active" }
                 ));
-                self.counters.count(verb, true);
-                self.reply(Reply::new(
-                    250,
-                    "2.0.0",
-                    format!("Ok: queued as {queue_id}"),
-                ));
+                self.accepted(verb, queue_id);
                 Flow::Continue
             }
             Err(e) => {
