@@ -263,6 +263,13 @@ pub static PARAMS: &[ParamDef] = &[
     p("lmtp_connection_cache_time_limit", Time('s'), "2s", "How long an idle cached LMTP connection is kept."),
     p("lmtp_connection_reuse_time_limit", Time('s'), "300s", "How long one LMTP connection may be reused for new deliveries."),
     p("lmtp_connection_reuse_count_limit", Int, "0", "How many times one LMTP connection may be reused; 0 means unlimited."),
+    p("lmtp_line_length_limit", Int, "998", "Longest line the LMTP client sends; longer lines are broken (as smtp_line_length_limit)."),
+    p("lmtp_skip_5xx_greeting", Bool, "yes", "Treat a 5xx greeting from an LMTP server as a temporary failure (as smtp_skip_5xx_greeting)."),
+    p("lmtp_bind_address", Text, "", "Local IPv4 address for outgoing LMTP connections over TCP."),
+    p("lmtp_bind_address6", Text, "", "Local IPv6 address for outgoing LMTP connections over TCP."),
+    p("lmtp_connection_cache_on_demand", Bool, "yes", "Keep LMTP connections to destinations with a backlog open for reuse."),
+    p("lmtp_connection_cache_destinations", List, "", "LMTP destinations whose connections are always cached."),
+    p("disable_mime_output_conversion", Bool, "no", "Do not convert 8-bit MIME content to quoted-printable for a next hop that does not announce 8BITMIME."),
     // --- Scheduling ----------------------------------------------------------------
     p("default_destination_concurrency_limit", Int, "20", "Most parallel deliveries to one destination; per transport as <transport>_destination_concurrency_limit."),
     p("initial_destination_concurrency", Int, "5", "Parallel deliveries to a destination before its concurrency is adjusted by feedback."),

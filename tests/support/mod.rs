@@ -395,6 +395,8 @@ pub fn queued_messages(
 #[derive(Debug, Default, Clone)]
 pub struct SinkLog {
     pub connections: usize,
+    /// The client address of each connection.
+    pub peers: Vec<std::net::SocketAddr>,
     /// One entry per completed transaction: (sender, recipients, content).
     pub messages: Vec<(String, Vec<String>, Vec<u8>)>,
 }
@@ -407,6 +409,25 @@ pub struct Sink {
     pub log: std::sync::Arc<std::sync::Mutex<SinkLog>>,
 }
 
+/// How a [`Sink`] behaves beyond the defaults.
+#[derive(Debug, Clone, Copy)]
+pub struct SinkOptions {
+    /// Announce 8BITMIME (the default).
+    pub eightbitmime: bool,
+    /// Answer the end of data with 500 when a content line is longer than this (RFC 5321's
+    /// 1000 octets with CRLF is `Some(998)`).
+    pub max_line: Option<usize>,
+}
+
+impl Default for SinkOptions {
+    fn default() -> SinkOptions {
+        SinkOptions {
+            eightbitmime: true,
+            max_line: None,
+        }
+    }
+}
+
 impl Sink {
     pub fn start() -> Sink {
         Sink::start_on(0)
@@ -415,6 +436,10 @@ impl Sink {
     /// A sink on a chosen port (e.g. one a daemon was already told to relay
     /// to, to bring a "down" destination back).
     pub fn start_on(port: u16) -> Sink {
+        Sink::start_with(port, SinkOptions::default())
+    }
+
+    pub fn start_with(port: u16, options: SinkOptions) -> Sink {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind sink");
         let port = listener.local_addr().expect("addr").port();
         let log = std::sync::Arc::new(std::sync::Mutex::new(SinkLog::default()));
@@ -422,7 +447,7 @@ impl Sink {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let log = std::sync::Arc::clone(&shared);
-                std::thread::spawn(move || sink_session(stream, log));
+                std::thread::spawn(move || sink_session(stream, log, options));
             }
         });
         Sink { port, log }
@@ -445,10 +470,17 @@ impl Sink {
     }
 }
 
-fn sink_session(stream: std::net::TcpStream, log: std::sync::Arc<std::sync::Mutex<SinkLog>>) {
+fn sink_session(
+    stream: std::net::TcpStream,
+    log: std::sync::Arc<std::sync::Mutex<SinkLog>>,
+    options: SinkOptions,
+) {
     use std::io::{BufRead, BufReader, Write};
     if let Ok(mut l) = log.lock() {
         l.connections += 1;
+        if let Ok(peer) = stream.peer_addr() {
+            l.peers.push(peer);
+        }
     }
     let mut w = stream.try_clone().expect("clone");
     let mut r = BufReader::new(stream);
@@ -463,7 +495,11 @@ fn sink_session(stream: std::net::TcpStream, log: std::sync::Arc<std::sync::Mute
         let cmd = line.trim_end().to_string();
         let upper = cmd.to_ascii_uppercase();
         let reply: String = if upper.starts_with("EHLO") {
-            "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n".into()
+            if options.eightbitmime {
+                "250-sink.test\r\n250-PIPELINING\r\n250-8BITMIME\r\n250 SIZE 100000000\r\n".into()
+            } else {
+                "250-sink.test\r\n250-PIPELINING\r\n250 SIZE 100000000\r\n".into()
+            }
         } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
             "250 ok\r\n".into()
         } else if upper.starts_with("MAIL FROM:") {
@@ -496,6 +532,7 @@ fn sink_session(stream: std::net::TcpStream, log: std::sync::Arc<std::sync::Mute
             } else {
                 let _ = w.write_all(b"354 go ahead\r\n");
                 let mut content = Vec::new();
+                let mut too_long = false;
                 loop {
                     let mut l = Vec::new();
                     if r.read_until(b'\n', &mut l).unwrap_or(0) == 0 {
@@ -504,13 +541,18 @@ fn sink_session(stream: std::net::TcpStream, log: std::sync::Arc<std::sync::Mute
                     if l == b".\r\n" {
                         break;
                     }
+                    too_long |= options.max_line.is_some_and(|max| l.len() > max + 2);
                     let body: &[u8] = if l.starts_with(b"..") { &l[1..] } else { &l };
                     content.extend_from_slice(body);
                 }
-                if let Ok(mut lg) = log.lock() {
-                    lg.messages.push((from.clone(), rcpts.clone(), content));
+                if too_long {
+                    "500 5.5.0 line too long\r\n".into()
+                } else {
+                    if let Ok(mut lg) = log.lock() {
+                        lg.messages.push((from.clone(), rcpts.clone(), content));
+                    }
+                    "250 2.0.0 queued\r\n".into()
                 }
-                "250 2.0.0 queued\r\n".into()
             }
         } else if upper.starts_with("RSET") {
             rcpts.clear();

@@ -126,6 +126,8 @@ pub struct ReceivedMessage {
 #[derive(Debug, Clone, Default)]
 pub struct Received {
     pub connections: usize,
+    /// The client's address of each connection, in accept order.
+    pub peers: Vec<SocketAddr>,
     pub commands: Vec<ReceivedCommand>,
     pub messages: Vec<ReceivedMessage>,
 }
@@ -200,6 +202,9 @@ impl TestSink {
                     let Ok(stream) = stream else { continue };
                     let id = {
                         let mut r = lock(&accept_shared.received);
+                        if let Ok(peer) = stream.peer_addr() {
+                            r.peers.push(peer);
+                        }
                         r.connections += 1;
                         r.connections - 1
                     };

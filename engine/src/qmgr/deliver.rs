@@ -5,7 +5,7 @@
 
 use super::{DestQueue, Job, Qmgr, TransportKind};
 use crate::delivery::lmtp::LmtpTarget;
-use crate::delivery::smtp::{Outbound, ServerReply, SessionError, SmtpConnection};
+use crate::delivery::smtp::{Outbound, ServerReply, SmtpConnection};
 use corepost_spool::{Outcome, OutcomeKind, QueueId, StoredMessage};
 use std::rc::Rc;
 use std::time::{Duration, Instant};
@@ -144,16 +144,14 @@ fn drain(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, result: impl Fn(&Job) -> Result1
         let r = result(&job);
         if let Ok(stored) = corepost_spool::read_message(&job.segment, job.offset) {
             let program = format!("corepost/{}", dest.key.transport);
-            finish(
-                qmgr,
-                &job,
-                &stored,
-                same_for_all(&job, &r),
+            let done = Done {
                 relay,
-                &program,
-                Duration::ZERO,
-                Duration::ZERO,
-            );
+                conn_use: 0,
+                program: &program,
+                setup: Duration::ZERO,
+                xfer: Duration::ZERO,
+            };
+            finish(qmgr, &job, &stored, same_for_all(&job, &r), &done);
         } else {
             qmgr.complete(&job, Vec::new(), None);
         }
@@ -231,71 +229,66 @@ async fn smtp_worker(
         }
     };
     // Connect: the first address that answers with a usable greeting.
-    let mut conn = None;
-    let mut last_error = None;
-    let connection_interval = dest.policy.as_ref().and_then(|p| p.connection_interval);
-    if let Some(LmtpTarget::Unix(path)) = &lmtp {
-        match SmtpConnection::connect_unix(path, &client.helo_name, client).await {
-            Ok(c) => conn = Some(c),
-            Err(e) => last_error = Some(e),
-        }
-    }
-    for d in addrs.iter() {
-        if let Some(interval) = connection_interval {
-            pace(&dest.next_connect, interval).await;
-        }
-        match SmtpConnection::connect(d.addr, &d.host, client).await {
-            Ok(c) => {
-                conn = Some(c);
-                break;
+    let unix = match &lmtp {
+        Some(LmtpTarget::Unix(path)) => Some(path.as_path()),
+        _ => None,
+    };
+    let opened = super::connect::open_session(qmgr, dest, client, unix, &addrs, &program).await;
+    let mut conn = match opened {
+        Ok(c) => c,
+        Err(last_error) => {
+            // Negative feedback; enough failed cohorts and the destination is
+            // left alone for a while.
+            let verdict = match (
+                dest.window.borrow_mut().as_mut(),
+                settings.transports.get(&dest.key.transport),
+            ) {
+                (Some(w), Some(t)) => w.failure(&t.feedback),
+                _ => super::window::AfterFailure::Alive,
+            };
+            if verdict == super::window::AfterFailure::Dead
+                && let Some(e) = &last_error
+            {
+                let pause = settings
+                    .minimal_backoff
+                    .min(std::time::Duration::from_secs(60));
+                *dest.dead.borrow_mut() = Some((Instant::now() + pause, e.dsn()));
             }
-            Err(e) => {
-                let permanent_greeting =
-                    matches!(e, SessionError::Greeting(ref r) if r.code >= 500);
-                last_error = Some(e);
-                if permanent_greeting {
-                    continue; // smtp_skip_5xx_greeting: try the next MX
-                }
-            }
+            let relay = super::connect::relay_of(last_error.as_ref());
+            let r = match &last_error {
+                Some(e) => Result1 {
+                    kind: if e.is_permanent() {
+                        Kind::Bounced
+                    } else {
+                        Kind::Deferred
+                    },
+                    dsn: e.status(),
+                    text: e.dsn(),
+                },
+                None => Result1 {
+                    kind: Kind::Deferred,
+                    dsn: "4.4.1".into(),
+                    text: "no address to connect to".into(),
+                },
+            };
+            drain(qmgr, dest, |_| r.clone(), &relay);
+            return;
         }
-    }
-    let Some(mut conn) = conn else {
-        // Negative feedback; enough failed cohorts and the destination is
-        // left alone for a while.
-        let verdict = match (
-            dest.window.borrow_mut().as_mut(),
-            settings.transports.get(&dest.key.transport),
-        ) {
-            (Some(w), Some(t)) => w.failure(&t.feedback),
-            _ => super::window::AfterFailure::Alive,
-        };
-        if verdict == super::window::AfterFailure::Dead
-            && let Some(e) = &last_error
-        {
-            let pause = settings
-                .minimal_backoff
-                .min(std::time::Duration::from_secs(60));
-            *dest.dead.borrow_mut() = Some((Instant::now() + pause, e.dsn()));
-        }
-        let e = last_error.map_or_else(|| "no address to connect to".to_string(), |e| e.dsn());
-        drain(
-            qmgr,
-            dest,
-            |_| Result1 {
-                kind: Kind::Deferred,
-                dsn: "4.4.1".into(),
-                text: e.clone(),
-            },
-            "none",
-        );
-        return;
     };
     // Reachable again.
     *dest.dead.borrow_mut() = None;
     let setup = started.elapsed();
+    let caching = super::connect::caching(client, &dest.key.nexthop);
+    // Jobs delivered over this connection (Postfix's `conn_use=` from the second on).
+    let mut uses = 0u32;
     loop {
         if client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit {
             // Used enough: the next jobs go over a fresh connection.
+            requeue_rest(qmgr, dest);
+            break;
+        }
+        if uses > 0 && !caching {
+            // No connection caching for this destination: one delivery per connection.
             requeue_rest(qmgr, dest);
             break;
         }
@@ -346,6 +339,7 @@ async fn smtp_worker(
         let Some(stored) = read_job(qmgr, &job, &program) else {
             continue;
         };
+        uses += 1;
         let recipients: Vec<&corepost_spool::Recipient> = job
             .recipients
             .iter()
@@ -373,6 +367,15 @@ async fn smtp_worker(
         let t = Instant::now();
         let result = conn.deliver(&outbound).await;
         let xfer = t.elapsed();
+        if conn.folded() {
+            qmgr.ctx.log.line(
+                &program,
+                &format!(
+                    "{}: breaking line > {} bytes with <CR><LF>SPACE",
+                    job.id, client.line_length_limit
+                ),
+            );
+        }
         let relay = conn.relay();
         match result {
             Ok(tx) => {
@@ -410,7 +413,8 @@ async fn smtp_worker(
                     };
                     results.push((i, r));
                 }
-                finish(qmgr, &job, &stored, results, &relay, &program, setup, xfer);
+                let done = Done { relay: &relay, conn_use: uses, program: &program, setup, xfer };
+                finish(qmgr, &job, &stored, results, &done);
                 let all_ok = tx.data.as_ref().is_some_and(|d| d.code < 400);
                 if !all_ok && conn.reset().await.is_err() {
                     requeue_rest(qmgr, dest);
@@ -427,16 +431,8 @@ async fn smtp_worker(
                     dsn: e.status(),
                     text: e.dsn(),
                 };
-                finish(
-                    qmgr,
-                    &job,
-                    &stored,
-                    same_for_all(&job, &r),
-                    &relay,
-                    &program,
-                    setup,
-                    xfer,
-                );
+                let done = Done { relay: &relay, conn_use: uses, program: &program, setup, xfer };
+                finish(qmgr, &job, &stored, same_for_all(&job, &r), &done);
                 // A refused MAIL or DATA (not 421) or a message the server
                 // cannot take leaves the connection usable for the next job.
                 if conn.is_usable() && conn.reset().await.is_ok() {
@@ -452,7 +448,7 @@ async fn smtp_worker(
 }
 
 /// Wait for the next free slot of a paced event and reserve the one after.
-async fn pace(next: &std::cell::Cell<Option<Instant>>, interval: Duration) {
+pub(super) async fn pace(next: &std::cell::Cell<Option<Instant>>, interval: Duration) {
     if interval.is_zero() {
         return;
     }
@@ -543,20 +539,35 @@ fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u
     }
 }
 
+/// How a job's delivery went, for its log lines: the relay (`host[addr]:port` or `none`), the
+/// connection's use count (Postfix prints `conn_use=N` from the second use on), the agent's
+/// program name and the connection setup and transfer times.
+#[derive(Clone, Copy)]
+pub(super) struct Done<'a> {
+    pub(super) relay: &'a str,
+    pub(super) conn_use: u32,
+    pub(super) program: &'a str,
+    pub(super) setup: Duration,
+    pub(super) xfer: Duration,
+}
+
 /// Record one job's results: first the notice for recipients that failed
 /// for good (so it is in the log before the outcomes that cause it), then
 /// each outcome, with its log line.
-#[allow(clippy::too_many_arguments)]
 pub(super) fn finish(
     qmgr: &Rc<Qmgr>,
     job: &Job,
     stored: &StoredMessage,
     results: Vec<(u32, Result1)>,
-    relay: &str,
-    program: &str,
-    setup: Duration,
-    xfer: Duration,
+    done: &Done<'_>,
 ) {
+    let Done {
+        relay,
+        conn_use,
+        program,
+        setup,
+        xfer,
+    } = *done;
     let now = corepost_spool::queue_id::now_micros();
     let finals: Vec<Final> = results
         .iter()
@@ -580,8 +591,13 @@ pub(super) fn finish(
             .map_or("", |r| r.address.as_str());
         let total = Duration::from_micros(now.saturating_sub(env.arrival));
         let in_qmgr = job.picked.elapsed();
+        let conn_use = if conn_use > 1 {
+            format!(", conn_use={conn_use}")
+        } else {
+            String::new()
+        };
         qmgr.ctx.log.line(program, &format!(
-            "{}: to=<{address}>, relay={relay}, delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}, dsn={}, status={} ({})",
+            "{}: to=<{address}>, relay={relay}{conn_use}, delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}, dsn={}, status={} ({})",
             job.id,
             total.as_secs_f64(),
             total.saturating_sub(in_qmgr).as_secs_f64(),

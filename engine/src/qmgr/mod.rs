@@ -26,6 +26,7 @@
 //! connection cache are process-wide, as in Postfix.
 
 pub mod deliver;
+mod connect;
 mod offcore;
 pub mod policy;
 pub mod settings;

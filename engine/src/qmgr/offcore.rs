@@ -67,16 +67,14 @@ pub async fn worker(
                 })
                 .collect(),
         };
-        finish(
-            qmgr,
-            &job,
-            &stored,
-            results,
+        let done = super::deliver::Done {
             relay,
-            &program,
-            Duration::ZERO,
+            conn_use: 0,
+            program: &program,
+            setup: Duration::ZERO,
             xfer,
-        );
+        };
+        finish(qmgr, &job, &stored, results, &done);
     }
 }
 

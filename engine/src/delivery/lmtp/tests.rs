@@ -137,6 +137,13 @@ fn settings_read_lmtp_parameters() {
             "lmtp_connection_cache_time_limit" => "7s".into(),
             "lmtp_connection_reuse_count_limit" => "3".into(),
             "queue_directory" => "/var/spool/corepost".into(),
+            "lmtp_line_length_limit" => "500".into(),
+            "lmtp_skip_5xx_greeting" | "disable_mime_output_conversion" => "no".into(),
+            "lmtp_connection_cache_on_demand" => "yes".into(),
+            "lmtp_bind_address" => "192.0.2.1".into(),
+            "lmtp_bind_address6" | "lmtp_connection_cache_destinations" => "".into(),
+            "lmtp_discard_lhlo_keywords" => "Pipelining".into(),
+            // The smtp_ twins are never read for an lmtp transport.
             n if n.starts_with("smtp_") => "bogus".into(),
             _ => "300".into(),
         })
@@ -152,6 +159,12 @@ fn settings_read_lmtp_parameters() {
     assert_eq!(s.socket_directory, Path::new("/var/spool/corepost"));
     assert_eq!(s.cache_time_limit, Duration::from_secs(7));
     assert_eq!(s.reuse_count_limit, 3);
+    assert_eq!(s.line_length_limit, 500);
+    assert!(!s.skip_5xx_greeting && s.mime_output_conversion && s.cache_on_demand);
+    assert_eq!(s.bind_address, Some("192.0.2.1".parse().unwrap()));
+    assert_eq!(s.discard_ehlo_keywords, ["pipelining"]);
+    // LHLO always: the EHLO switches are SMTP's.
+    assert!(s.always_send_ehlo && !s.never_send_ehlo);
 }
 
 fn settings() -> ClientSettings {
@@ -174,6 +187,16 @@ fn settings() -> ClientSettings {
         cache_time_limit: Duration::from_secs(2),
         reuse_time_limit: Duration::from_secs(300),
         reuse_count_limit: 0,
+        line_length_limit: 998,
+        mime_output_conversion: true,
+        always_send_ehlo: true,
+        never_send_ehlo: false,
+        skip_5xx_greeting: true,
+        bind_address: None,
+        bind_address6: None,
+        mx_session_limit: 2,
+        cache_on_demand: true,
+        cache_destinations: Vec::new(),
     }
 }
 

@@ -28,12 +28,15 @@
 //! [`SmtpConnection::quit`] is always safe.
 
 pub mod capabilities;
+pub mod downgrade;
 pub mod encode;
 pub mod reply;
 pub mod tls;
 
 #[cfg(test)]
 mod tests;
+#[cfg(test)]
+mod tests_output;
 
 use std::fmt;
 use std::io;
@@ -106,10 +109,38 @@ pub struct ClientSettings {
     pub reuse_time_limit: Duration,
     /// `<proto>_connection_reuse_count_limit`: transactions per connection (0 = no limit).
     pub reuse_count_limit: u32,
+    /// `<proto>_line_length_limit`: longer lines are broken (0: no limit); see [`encode`].
+    pub line_length_limit: usize,
+    /// Not `disable_mime_output_conversion`: 8-bit MIME parts go out as quoted-printable to a
+    /// server without 8BITMIME ([`downgrade`]).
+    pub mime_output_conversion: bool,
+    /// `smtp_always_send_ehlo`: EHLO whatever the greeting says (else only when it says ESMTP).
+    pub always_send_ehlo: bool,
+    /// `smtp_never_send_ehlo`: HELO only.
+    pub never_send_ehlo: bool,
+    /// `<proto>_skip_5xx_greeting`: a 5xx greeting is a temporary failure and the next server
+    /// is tried; otherwise it is permanent.
+    pub skip_5xx_greeting: bool,
+    /// `<proto>_bind_address` / `<proto>_bind_address6`: the source address of connections.
+    pub bind_address: Option<std::net::IpAddr>,
+    pub bind_address6: Option<std::net::IpAddr>,
+    /// `smtp_mx_session_limit` (0: no limit).
+    pub mx_session_limit: u32,
+    /// `<proto>_connection_cache_on_demand`.
+    pub cache_on_demand: bool,
+    /// `<proto>_connection_cache_destinations`, lower case.
+    pub cache_destinations: Vec<String>,
 }
 
 /// Used for a connect timeout of zero ("the system default", Postfix's `lmtp_connect_timeout`).
 const SYSTEM_CONNECT_TIMEOUT: Duration = Duration::from_secs(75);
+
+/// The parameter an SMTP client setting is read from: its `smtp_` name, or its `lmtp_` twin for
+/// an lmtp(8) transport. Both names are written out where they are read, so each parameter can
+/// be found by its literal name.
+fn pick(lmtp: bool, smtp: &'static str, lmtp_name: &'static str) -> &'static str {
+    if lmtp { lmtp_name } else { smtp }
+}
 
 impl ClientSettings {
     /// Resolve the settings from a parameter getter. `get` is expected to be the transport's view
@@ -128,59 +159,102 @@ impl ClientSettings {
         transport: &str,
         lmtp: bool,
     ) -> Result<ClientSettings, String> {
-        let proto = if lmtp { "lmtp" } else { "smtp" };
+        let p = |smtp, lmtp_name| pick(lmtp, smtp, lmtp_name);
         let text = |name: &str| get(name).map_err(|e| format!("transport {transport}: {e}"));
-        let time = |suffix: &str| -> Result<Duration, String> {
-            let name = format!("{proto}_{suffix}");
-            let value = text(&name)?;
-            corepost_config::value::parse_time(&value, 's')
-                .map_err(|e| format!("transport {transport}: parameter {name}: {e}"))
+        let bad = |name: &str, e: String| format!("transport {transport}: parameter {name}: {e}");
+        let time = |name: &str| -> Result<Duration, String> {
+            corepost_config::value::parse_time(&text(name)?, 's').map_err(|e| bad(name, e.to_string()))
         };
-        let tls_param = format!("{proto}_tls_security_level");
-        let tls = TlsLevel::parse(&text(&tls_param)?)
-            .map_err(|e| format!("transport {transport}: parameter {tls_param}: {e}"))?;
-        let (hello, default_port, socket_directory) = if lmtp {
+        let int = |name: &str| -> Result<i64, String> {
+            text(name)?.trim().parse::<i64>().map_err(|_| bad(name, "not a number".into()))
+        };
+        let flag = |name: &str| -> Result<bool, String> {
+            corepost_config::value::parse_bool(&text(name)?).map_err(|e| bad(name, e.to_string()))
+        };
+        let list = |name: &str| -> Result<Vec<String>, String> {
+            Ok(corepost_config::list::split_list(&text(name)?)
+                .map_err(|e| bad(name, e.to_string()))?
+                .into_iter()
+                .map(|k| k.to_ascii_lowercase())
+                .collect())
+        };
+        let address = |name: &str, v6: bool| -> Result<Option<std::net::IpAddr>, String> {
+            let value = text(name)?;
+            let value = value.trim();
+            if value.is_empty() {
+                return Ok(None);
+            }
+            let ip: std::net::IpAddr = value
+                .trim_start_matches('[')
+                .trim_end_matches(']')
+                .parse()
+                .map_err(|_| bad(name, format!("\"{value}\" is not an IP address")))?;
+            if ip.is_ipv6() != v6 {
+                return Err(bad(name, format!("\"{value}\" is not an IPv{} address", if v6 { 6 } else { 4 })));
+            }
+            Ok(Some(ip))
+        };
+        let tls_param = p("smtp_tls_security_level", "lmtp_tls_security_level");
+        let tls = TlsLevel::parse(&text(tls_param)?).map_err(|e| bad(tls_param, e))?;
+        let (default_port, socket_directory) = if lmtp {
             let port = text("lmtp_tcp_port")?;
-            let port = crate::delivery::lmtp::parse_port(&port).ok_or_else(|| {
-                format!("transport {transport}: parameter lmtp_tcp_port: bad port \"{port}\"")
-            })?;
-            ("lhlo", port, PathBuf::from(text("queue_directory")?.trim()))
+            let port = crate::delivery::lmtp::parse_port(&port)
+                .ok_or_else(|| bad("lmtp_tcp_port", format!("bad port \"{port}\"")))?;
+            (port, PathBuf::from(text("queue_directory")?.trim()))
         } else {
-            ("helo", 25, PathBuf::new())
+            (25, PathBuf::new())
         };
-        let count = format!("{proto}_connection_reuse_count_limit");
-        let reuse_count_limit = text(&count)?
-            .trim()
-            .parse::<i64>()
-            .map_err(|_| format!("transport {transport}: parameter {count}: not a number"))?;
+        let count = p("smtp_connection_reuse_count_limit", "lmtp_connection_reuse_count_limit");
         Ok(ClientSettings {
-            helo_name: text(&format!("{proto}_{hello}_name"))?.trim().to_string(),
-            connect_timeout: time("connect_timeout")?,
-            helo_timeout: time(&format!("{hello}_timeout"))?,
-            mail_timeout: time("mail_timeout")?,
-            rcpt_timeout: time("rcpt_timeout")?,
-            data_init_timeout: time("data_init_timeout")?,
-            data_xfer_timeout: time("data_xfer_timeout")?,
-            data_done_timeout: time("data_done_timeout")?,
-            quit_timeout: time("quit_timeout")?,
+            helo_name: text(p("smtp_helo_name", "lmtp_lhlo_name"))?.trim().to_string(),
+            connect_timeout: time(p("smtp_connect_timeout", "lmtp_connect_timeout"))?,
+            helo_timeout: time(p("smtp_helo_timeout", "lmtp_lhlo_timeout"))?,
+            mail_timeout: time(p("smtp_mail_timeout", "lmtp_mail_timeout"))?,
+            rcpt_timeout: time(p("smtp_rcpt_timeout", "lmtp_rcpt_timeout"))?,
+            data_init_timeout: time(p("smtp_data_init_timeout", "lmtp_data_init_timeout"))?,
+            data_xfer_timeout: time(p("smtp_data_xfer_timeout", "lmtp_data_xfer_timeout"))?,
+            data_done_timeout: time(p("smtp_data_done_timeout", "lmtp_data_done_timeout"))?,
+            quit_timeout: time(p("smtp_quit_timeout", "lmtp_quit_timeout"))?,
             tls,
-            discard_ehlo_keywords: {
-                let name = format!(
-                    "{proto}_discard_{}_keywords",
-                    if lmtp { "lhlo" } else { "ehlo" }
-                );
-                corepost_config::list::split_list(&text(&name)?)
-                    .map_err(|e| format!("transport {transport}: parameter {name}: {e}"))?
-                    .into_iter()
-                    .map(|k| k.to_ascii_lowercase())
-                    .collect()
-            },
+            discard_ehlo_keywords: list(p("smtp_discard_ehlo_keywords", "lmtp_discard_lhlo_keywords"))?,
             lmtp,
             default_port,
             socket_directory,
-            cache_time_limit: time("connection_cache_time_limit")?,
-            reuse_time_limit: time("connection_reuse_time_limit")?,
-            reuse_count_limit: u32::try_from(reuse_count_limit).unwrap_or(0),
+            cache_time_limit: time(p(
+                "smtp_connection_cache_time_limit",
+                "lmtp_connection_cache_time_limit",
+            ))?,
+            reuse_time_limit: time(p(
+                "smtp_connection_reuse_time_limit",
+                "lmtp_connection_reuse_time_limit",
+            ))?,
+            reuse_count_limit: u32::try_from(int(count)?).unwrap_or(0),
+            line_length_limit: usize::try_from(int(p(
+                "smtp_line_length_limit",
+                "lmtp_line_length_limit",
+            ))?)
+            .unwrap_or(0),
+            mime_output_conversion: !flag("disable_mime_output_conversion")?,
+            // Postfix's lmtp always sends LHLO: these two are SMTP's only.
+            always_send_ehlo: lmtp || flag("smtp_always_send_ehlo")?,
+            never_send_ehlo: !lmtp && flag("smtp_never_send_ehlo")?,
+            skip_5xx_greeting: flag(p("smtp_skip_5xx_greeting", "lmtp_skip_5xx_greeting"))?,
+            bind_address: address(p("smtp_bind_address", "lmtp_bind_address"), false)?,
+            bind_address6: address(p("smtp_bind_address6", "lmtp_bind_address6"), true)?,
+            // An LMTP next hop is one host: no MX sessions to limit.
+            mx_session_limit: if lmtp {
+                0
+            } else {
+                u32::try_from(int("smtp_mx_session_limit")?).unwrap_or(0)
+            },
+            cache_on_demand: flag(p(
+                "smtp_connection_cache_on_demand",
+                "lmtp_connection_cache_on_demand",
+            ))?,
+            cache_destinations: list(p(
+                "smtp_connection_cache_destinations",
+                "lmtp_connection_cache_destinations",
+            ))?,
         })
     }
 }
@@ -266,8 +340,14 @@ pub enum SessionError {
         reason: String,
         host: String,
     },
-    /// A 4xx/5xx (or otherwise not 2xx) greeting.
-    Greeting(ServerReply),
+    /// A 4xx/5xx (or otherwise not 2xx) greeting from `peer` (`host[addr]`) at `relay`
+    /// (`host[addr]:port`). With `skip` (`smtp_skip_5xx_greeting`) a 5xx is temporary.
+    Greeting {
+        reply: ServerReply,
+        peer: String,
+        relay: String,
+        skip: bool,
+    },
     /// A 4xx/5xx to EHLO/HELO/STARTTLS/MAIL/DATA/RSET that ends the transaction. `peer` is
     /// `host[addr]`.
     Reply {
@@ -311,7 +391,8 @@ impl SessionError {
     /// than be deferred.
     pub fn is_permanent(&self) -> bool {
         match self {
-            SessionError::Greeting(reply) | SessionError::Reply { reply, .. } => reply.code >= 500,
+            SessionError::Greeting { reply, skip, .. } => reply.code >= 500 && !skip,
+            SessionError::Reply { reply, .. } => reply.code >= 500,
             SessionError::Unsupported { .. } => true,
             _ => false,
         }
@@ -320,7 +401,13 @@ impl SessionError {
     /// The enhanced status code to record: the server's, or one for the kind of failure.
     pub fn status(&self) -> String {
         match self {
-            SessionError::Greeting(reply) | SessionError::Reply { reply, .. } => reply.status(),
+            // Postfix turns the status of a skipped 5xx greeting into a 4.x.x one.
+            SessionError::Greeting { reply, skip, .. } if *skip && reply.code >= 500 => {
+                format!("4{}", reply.status().get(1..).unwrap_or(".0.0"))
+            }
+            SessionError::Greeting { reply, .. } | SessionError::Reply { reply, .. } => {
+                reply.status()
+            }
             SessionError::Unsupported { status, .. } => status.to_string(),
             SessionError::Tls(_) => "4.7.5".into(),
             SessionError::Protocol(_) => "4.5.0".into(),
@@ -338,7 +425,9 @@ impl SessionError {
                 }
                 Endpoint::Unix(path) => format!("connect to {host}[{}]: {reason}", path.display()),
             },
-            SessionError::Greeting(reply) => format!("server refused to talk to me: {reply}"),
+            SessionError::Greeting { reply, peer, .. } => {
+                format!("host {peer} refused to talk to me: {reply}")
+            }
             SessionError::Reply { stage, reply, peer } => {
                 format!("host {peer} said: {reply} (in reply to {stage} command)")
             }
@@ -387,6 +476,41 @@ fn io_reason(e: &io::Error) -> String {
     }
 }
 
+/// Whether a greeting announces ESMTP (Postfix looks for the word anywhere in the text).
+fn contains_esmtp(text: &str) -> bool {
+    text.as_bytes()
+        .windows(5)
+        .any(|w| w.eq_ignore_ascii_case(b"ESMTP"))
+}
+
+/// A TCP connection from a chosen source address (`smtp_bind_address`): the socket is bound and
+/// connected on glommio's blocking-thread pool (never on the core), then handed to glommio.
+async fn connect_from(
+    source: std::net::IpAddr,
+    addr: SocketAddr,
+    timeout: Duration,
+) -> io::Result<TcpStream> {
+    use std::os::fd::{FromRawFd, IntoRawFd};
+    let socket = glommio::executor()
+        .spawn_blocking(move || -> io::Result<socket2::Socket> {
+            let domain = if addr.is_ipv6() {
+                socket2::Domain::IPV6
+            } else {
+                socket2::Domain::IPV4
+            };
+            let socket =
+                socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
+            socket.bind(&SocketAddr::new(source, 0).into())?;
+            socket.connect_timeout(&addr.into(), timeout)?;
+            Ok(socket)
+        })
+        .await?;
+    let fd = socket.into_raw_fd();
+    // SAFETY: `fd` is a connected TCP socket that we own (just released by `into_raw_fd`); the
+    // TcpStream takes over closing it.
+    Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
 /// Where a connection goes: a TCP address, or a Unix-domain socket (LMTP).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Endpoint {
@@ -430,6 +554,8 @@ pub struct SmtpConnection {
     needs_reset: bool,
     /// The dialogue is out of step (I/O error, timeout, garbage): only closing is left.
     broken: bool,
+    /// The last transaction's body had a line broken at `line_length_limit`.
+    folded: bool,
 }
 
 impl SmtpConnection {
@@ -440,13 +566,22 @@ impl SmtpConnection {
         host: &str,
         settings: &ClientSettings,
     ) -> Result<SmtpConnection, SessionError> {
-        let stream = TcpStream::connect_timeout(addr, connect_timeout(settings))
-            .await
-            .map_err(|e| SessionError::Connect {
-                addr: Endpoint::Inet(addr),
-                reason: io_reason(&io::Error::from(e)),
-                host: host.to_string(),
-            })?;
+        let source = if addr.is_ipv6() {
+            settings.bind_address6
+        } else {
+            settings.bind_address
+        };
+        let connected = match source {
+            None => TcpStream::connect_timeout(addr, connect_timeout(settings))
+                .await
+                .map_err(io::Error::from),
+            Some(source) => connect_from(source, addr, connect_timeout(settings)).await,
+        };
+        let stream = connected.map_err(|e| SessionError::Connect {
+            addr: Endpoint::Inet(addr),
+            reason: io_reason(&e),
+            host: host.to_string(),
+        })?;
         // Commands go out in batches already; do not let Nagle hold back the last one.
         let _ = stream.set_nodelay(true);
         Self::start(Stream::Plain(stream), Endpoint::Inet(addr), host, settings).await
@@ -499,12 +634,21 @@ impl SmtpConnection {
             created: Instant::now(),
             needs_reset: false,
             broken: false,
+            folded: false,
         };
         let greeting = conn.read_reply("greeting", settings.helo_timeout).await?;
         if greeting.code / 100 != 2 {
-            return Err(SessionError::Greeting(greeting));
+            return Err(SessionError::Greeting {
+                reply: greeting,
+                peer: conn.peer.clone(),
+                relay: conn.relay(),
+                skip: settings.skip_5xx_greeting,
+            });
         }
-        conn.hello().await?;
+        // Postfix: EHLO when `smtp_always_send_ehlo` or the greeting says ESMTP, never with
+        // `smtp_never_send_ehlo` (LMTP: always LHLO).
+        let esmtp = settings.always_send_ehlo || contains_esmtp(&greeting.text);
+        conn.hello(esmtp && !settings.never_send_ehlo).await?;
         if settings.tls != TlsLevel::None {
             if conn.caps.starttls {
                 conn.starttls().await?;
@@ -518,25 +662,15 @@ impl SmtpConnection {
         Ok(conn)
     }
 
-    /// EHLO, or HELO when EHLO gets a 5xx; sets the capabilities. LMTP: LHLO, and no fallback.
-    async fn hello(&mut self) -> Result<(), SessionError> {
+    /// EHLO, or HELO when EHLO gets a 5xx (or right away when `ehlo` is false); sets the
+    /// capabilities. LMTP: LHLO, and no fallback.
+    async fn hello(&mut self, ehlo: bool) -> Result<(), SessionError> {
         let timeout = self.settings.helo_timeout;
         let verb = if self.settings.lmtp { "LHLO" } else { "EHLO" };
-        self.out.clear();
-        self.out.extend_from_slice(verb.as_bytes());
-        self.out.push(b' ');
-        self.out
-            .extend_from_slice(self.settings.helo_name.as_bytes());
-        self.out.extend_from_slice(b"\r\n");
-        self.send(verb, timeout).await?;
-        let (reply, raw) = self.read_reply_raw(verb, timeout).await?;
-        if reply.code / 100 == 2 {
-            self.caps = Capabilities::from_ehlo(&self.rbuf[raw]);
-            self.caps.discard(&self.settings.discard_ehlo_keywords);
-            return Ok(());
-        }
-        if reply.code < 500 || self.settings.lmtp {
-            return Err(self.reply_error(verb, reply));
+        if ehlo || self.settings.lmtp {
+            if let Some(done) = self.extended_hello(verb, timeout).await? {
+                return Ok(done);
+            }
         }
         self.out.clear();
         self.out.extend_from_slice(b"HELO ");
@@ -550,6 +684,32 @@ impl SmtpConnection {
         }
         self.caps = Capabilities::default();
         Ok(())
+    }
+
+    /// EHLO or LHLO: `Some(())` when it was accepted, `None` when HELO should follow (a 5xx to
+    /// EHLO).
+    async fn extended_hello(
+        &mut self,
+        verb: &'static str,
+        timeout: Duration,
+    ) -> Result<Option<()>, SessionError> {
+        self.out.clear();
+        self.out.extend_from_slice(verb.as_bytes());
+        self.out.push(b' ');
+        self.out
+            .extend_from_slice(self.settings.helo_name.as_bytes());
+        self.out.extend_from_slice(b"\r\n");
+        self.send(verb, timeout).await?;
+        let (reply, raw) = self.read_reply_raw(verb, timeout).await?;
+        if reply.code / 100 == 2 {
+            self.caps = Capabilities::from_ehlo(&self.rbuf[raw]);
+            self.caps.discard(&self.settings.discard_ehlo_keywords);
+            return Ok(Some(()));
+        }
+        if reply.code < 500 || self.settings.lmtp {
+            return Err(self.reply_error(verb, reply));
+        }
+        Ok(None)
     }
 
     /// STARTTLS, the handshake, and EHLO again. A refused STARTTLS is an error only with
@@ -606,7 +766,8 @@ impl SmtpConnection {
         };
         self.tls = Some(tls::describe(stream.get_ref().1));
         self.stream = Stream::Tls(Box::new(stream));
-        self.hello().await
+        // Over TLS only EHLO makes sense: STARTTLS was announced in an EHLO reply.
+        self.hello(true).await
     }
 
     /// Run one transaction; see the module docs and [`TransactionResult`].
@@ -621,14 +782,30 @@ impl SmtpConnection {
             return Ok(TransactionResult::new(Vec::new(), None));
         }
         let opts = self.mail_options(tx)?;
+        // 8-bit MIME parts to a server without 8BITMIME: quoted-printable, as Postfix.
+        let converted = if self.settings.mime_output_conversion
+            && !self.caps.eightbitmime
+            && tx.params.body != BodyType::BinaryMime
+        {
+            downgrade::to_seven_bit(tx.content)
+        } else {
+            None
+        };
+        let tx = &Outbound {
+            content: converted.as_deref().unwrap_or(tx.content),
+            ..*tx
+        };
+        self.folded = false;
         // BDAT whenever the server offers CHUNKING with PIPELINING: MAIL,
         // the RCPTs and the whole message then go out in one write and come
         // back in one round trip, where DATA needs a second one for its 354
         // (`smtp_discard_ehlo_keywords = chunking` turns this off).
-        // Content with a bare LF goes by DATA, whose encoding repairs line
-        // endings.
+        // Content with a bare CR or LF or a line over the length limit goes by DATA, whose
+        // encoding repairs and folds lines ([`encode::BodyEncoder`]).
         let use_bdat = opts.body == Some(BodyType::BinaryMime)
-            || (self.caps.chunking && self.caps.pipelining && encode::is_canonical(tx.content));
+            || (self.caps.chunking
+                && self.caps.pipelining
+                && encode::is_canonical(tx.content, self.settings.line_length_limit));
         let s = Timeouts::of(&self.settings);
         let mut results = Vec::with_capacity(tx.recipients.len());
         let data_init;
@@ -885,19 +1062,27 @@ impl SmtpConnection {
         self.out.extend_from_slice(b" LAST\r\n");
     }
 
-    /// The DATA body: dot-stuffed and CRLF-normalised into the output buffer, written whenever
-    /// the buffer holds [`WRITE_CHUNK`] bytes, then the final dot.
+    /// The DATA body, encoded ([`encode::BodyEncoder`]: dot-stuffing, CRLF line ends, long lines
+    /// broken) into the output buffer, written whenever the buffer holds [`WRITE_CHUNK`] bytes,
+    /// then the final dot.
     async fn send_body(&mut self, content: &[u8]) -> Result<(), SessionError> {
         let timeout = self.settings.data_xfer_timeout;
-        let mut at_line_start = true;
+        let mut encoder = encode::BodyEncoder::new(self.settings.line_length_limit);
         for piece in content.chunks(WRITE_CHUNK) {
-            encode::push_dot_stuffed(&mut self.out, piece, &mut at_line_start);
+            encoder.push(&mut self.out, piece);
             if self.out.len() >= WRITE_CHUNK {
                 self.send("message body", timeout).await?;
             }
         }
-        encode::push_end_of_data(&mut self.out, at_line_start);
+        encoder.finish(&mut self.out);
+        self.folded = encoder.folded();
         self.send("end of DATA", timeout).await
+    }
+
+    /// Whether the last transaction's content had a line broken at the line length limit
+    /// (Postfix logs `breaking line > N bytes with <CR><LF>SPACE`).
+    pub fn folded(&self) -> bool {
+        self.folded
     }
 
     /// RSET, to bring the session back to a clean state after a failed transaction.

@@ -41,6 +41,16 @@ fn settings(tls: TlsLevel) -> ClientSettings {
         cache_time_limit: Duration::from_secs(2),
         reuse_time_limit: Duration::from_secs(300),
         reuse_count_limit: 0,
+        line_length_limit: 998,
+        mime_output_conversion: true,
+        always_send_ehlo: true,
+        never_send_ehlo: false,
+        skip_5xx_greeting: true,
+        bind_address: None,
+        bind_address6: None,
+        mx_session_limit: 2,
+        cache_on_demand: true,
+        cache_destinations: Vec::new(),
     }
 }
 
@@ -520,14 +530,28 @@ fn greeting_rejections() {
         else {
             panic!("connected")
         };
-        assert!(matches!(&e, SessionError::Greeting(r) if r.code == 554));
+        assert!(matches!(&e, SessionError::Greeting { reply, .. } if reply.code == 554));
+        // smtp_skip_5xx_greeting = yes (the default): temporary, next server.
+        assert!(!e.is_permanent());
+        assert_eq!(e.status(), "4.7.1");
+        assert_eq!(
+            e.dsn(),
+            format!("host sink.test[{}] refused to talk to me: 554 5.7.1 go away", a1.ip())
+        );
+        let no_skip = ClientSettings {
+            skip_5xx_greeting: false,
+            ..settings(TlsLevel::None)
+        };
+        let Err(e) = SmtpConnection::connect(a1, "sink.test", &no_skip).await else {
+            panic!("connected")
+        };
         assert!(e.is_permanent());
         assert_eq!(e.status(), "5.7.1");
         let Err(e) = SmtpConnection::connect(a2, "sink.test", &settings(TlsLevel::None)).await
         else {
             panic!("connected")
         };
-        assert!(matches!(&e, SessionError::Greeting(r) if r.code == 421));
+        assert!(matches!(&e, SessionError::Greeting { reply, .. } if reply.code == 421));
         assert!(!e.is_permanent());
     });
 }
@@ -1025,6 +1049,12 @@ fn settings_from_params() {
             "smtp_tls_security_level" => "encrypt".into(),
             "smtp_connect_timeout" => "30s".into(),
             "smtp_data_done_timeout" => "10m".into(),
+            "smtp_always_send_ehlo" | "smtp_skip_5xx_greeting" => "yes".into(),
+            "smtp_never_send_ehlo" | "disable_mime_output_conversion" => "no".into(),
+            "smtp_connection_cache_on_demand" => "no".into(),
+            "smtp_bind_address6" => "[::1]".into(),
+            "smtp_connection_cache_destinations" => "[Relay.Example]:587, example.com".into(),
+            n if n.contains("bind_address") || n.ends_with("_keywords") => "".into(),
             _ => "300".into(),
         })
     };
@@ -1035,6 +1065,19 @@ fn settings_from_params() {
     assert_eq!(s.data_done_timeout, Duration::from_secs(600));
     assert_eq!(s.rcpt_timeout, Duration::from_secs(300));
     assert!(!s.lmtp);
+    assert_eq!(s.line_length_limit, 300);
+    assert!(s.always_send_ehlo && !s.never_send_ehlo && s.skip_5xx_greeting);
+    assert!(s.mime_output_conversion && !s.cache_on_demand);
+    assert_eq!(s.bind_address, None);
+    assert_eq!(s.bind_address6, Some("::1".parse().unwrap()));
+    assert_eq!(s.mx_session_limit, 300);
+    assert_eq!(s.cache_destinations, ["[relay.example]:587", "example.com"]);
+    // An IPv6 address where IPv4 is expected is an error naming the parameter.
+    let v6 = |name: &str| -> Result<String, corepost_config::ConfigError> {
+        Ok(if name == "smtp_bind_address" { "::1".into() } else { get(name)? })
+    };
+    let e = ClientSettings::from_params(&v6, "smtp").unwrap_err();
+    assert!(e.contains("smtp_bind_address"), "{e}");
     let bad = |name: &str| -> Result<String, corepost_config::ConfigError> {
         Ok(if name == "smtp_rcpt_timeout" {
             "soon".into()

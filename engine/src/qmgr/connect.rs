@@ -1,0 +1,83 @@
+//! Opening a session for a destination, as Postfix's smtp_connect.c: the addresses in order
+//! (LMTP: the one Unix socket), and for each failed attempt the info line Postfix logs
+//! (`connect to host[addr]:port: Connection refused`, no queue id) even when a later address
+//! succeeds.
+//!
+//! A greeting that is not 2xx moves on to the next address, except a 5xx with
+//! `smtp_skip_5xx_greeting = no`, which is permanent for the whole delivery (Postfix bounces).
+//! Other failures before the first transaction (EHLO, STARTTLS, a timeout) also move on.
+
+use super::{DestQueue, Qmgr};
+use crate::delivery::smtp::{ClientSettings, SessionError, SmtpConnection};
+use crate::dns::nexthop::Destination;
+use std::rc::Rc;
+
+/// The first session that completed its handshake, or the last error (`None`: nothing to try).
+pub(super) async fn open_session(
+    qmgr: &Rc<Qmgr>,
+    dest: &Rc<DestQueue>,
+    client: &ClientSettings,
+    unix: Option<&std::path::Path>,
+    addrs: &[Destination],
+    program: &str,
+) -> Result<SmtpConnection, Option<SessionError>> {
+    let mut last_error = None;
+    if let Some(path) = unix {
+        match SmtpConnection::connect_unix(path, &client.helo_name, client).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                log_failure(qmgr, program, &e);
+                last_error = Some(e);
+            }
+        }
+    }
+    let connection_interval = dest.policy.as_ref().and_then(|p| p.connection_interval);
+    for d in addrs {
+        if let Some(interval) = connection_interval {
+            super::deliver::pace(&dest.next_connect, interval).await;
+        }
+        match SmtpConnection::connect(d.addr, &d.host, client).await {
+            Ok(c) => return Ok(c),
+            Err(e) => {
+                log_failure(qmgr, program, &e);
+                let permanent = e.is_permanent();
+                last_error = Some(e);
+                if permanent {
+                    break; // smtp_skip_5xx_greeting = no: no other server is tried
+                }
+            }
+        }
+    }
+    Err(last_error)
+}
+
+/// Postfix logs a failed connect at info level, whatever comes next.
+fn log_failure(qmgr: &Rc<Qmgr>, program: &str, e: &SessionError) {
+    if matches!(e, SessionError::Connect { .. }) {
+        qmgr.ctx.log.line(program, &e.dsn());
+    }
+}
+
+/// `relay=` for a delivery that never got a session: the server that refused in its greeting,
+/// else `none` (as Postfix).
+pub(super) fn relay_of(e: Option<&SessionError>) -> String {
+    match e {
+        Some(SessionError::Greeting { relay, .. }) => relay.clone(),
+        _ => "none".into(),
+    }
+}
+
+/// Whether a connection to `nexthop` is kept for more deliveries (Postfix's connection cache):
+/// `smtp_connection_cache_on_demand`, or `nexthop` named in `smtp_connection_cache_destinations`
+/// (matched as written, e.g. `[mail.example.com]:587` or `example.com`, case-insensitively).
+///
+/// With on-demand caching a connection that has just delivered waits up to
+/// `smtp_connection_cache_time_limit` for the destination's next job, as Postfix's connection
+/// cache keeps it for that long; when neither applies every delivery gets its own connection.
+pub(super) fn caching(client: &ClientSettings, nexthop: &str) -> bool {
+    client.cache_on_demand
+        || client
+            .cache_destinations
+            .iter()
+            .any(|d| d.eq_ignore_ascii_case(nexthop))
+}
