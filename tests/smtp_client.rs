@@ -241,3 +241,26 @@ fn a_5xx_greeting_defers_or_bounces_as_smtp_skip_5xx_greeting_says() {
     .unwrap_or_else(|| d.log());
     assert!(line.contains("dsn=5.7.1, status=bounced (host 127.0.0.1[127.0.0.1] refused to talk to me: 554 5.7.1 go away)"), "{line}");
 }
+
+#[test]
+fn generic_maps_rewrite_the_envelope_and_address_headers() {
+    let sink = Sink::start();
+    let d = daemon_to(
+        &sink,
+        "smtp_generic_maps = inline:{ his@local.example=his@isp.example, @local.example=@isp.example }\n",
+    );
+    submit(
+        d.port,
+        "his@local.example",
+        &["her@local.example", "x@remote.example"],
+        "From: His <his@local.example>\r\nTo: her@local.example, x@remote.example\r\nSubject: his@local.example\r\n\r\nFrom: his@local.example\r\n",
+    );
+    let got = sink.wait_for(1, 20);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    let (from, rcpts, content) = &got.messages[0];
+    assert_eq!(from, "his@isp.example");
+    assert_eq!(rcpts, &["her@isp.example", "x@remote.example"]);
+    let text = String::from_utf8_lossy(content);
+    assert!(text.contains("\r\nFrom: His <his@isp.example>\r\nTo: her@isp.example, x@remote.example\r\nSubject: his@local.example\r\n"), "{text}");
+    assert!(text.ends_with("\r\n\r\nFrom: his@local.example\r\n"), "body untouched: {text}");
+}

@@ -84,6 +84,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("transport_maps", Maps, "", "Tables mapping recipient or domain to transport:nexthop, consulted before the class transports."),
     p("sender_dependent_relayhost_maps", Maps, "", "Tables mapping a sender address or domain to a relayhost that overrides relayhost."),
     p("sender_dependent_default_transport_maps", Maps, "", "Tables mapping a sender to a transport that overrides default_transport."),
+    p("empty_address_relayhost_maps_lookup_key", Text, "<>", "The sender_dependent_relayhost_maps key used for the null sender."),
+    p("empty_address_default_transport_maps_lookup_key", Text, "<>", "The sender_dependent_default_transport_maps key used for the null sender."),
     p("virtual_maps", Maps, "", "Obsolete name of virtual_alias_maps, kept for old configurations."),
     p("virtual_alias_domains", List, "$virtual_alias_maps", "Domains whose every address is an alias (the virtual alias class)."),
     p("virtual_alias_maps", Maps, "$virtual_maps", "Tables rewriting recipient addresses to other addresses, for any domain."),
@@ -269,6 +271,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("lmtp_bind_address6", Text, "", "Local IPv6 address for outgoing LMTP connections over TCP."),
     p("lmtp_connection_cache_on_demand", Bool, "yes", "Keep LMTP connections to destinations with a backlog open for reuse."),
     p("lmtp_connection_cache_destinations", List, "", "LMTP destinations whose connections are always cached."),
+    p("lmtp_generic_maps", Maps, "", "Tables rewriting addresses in mail that leaves through the lmtp client (as smtp_generic_maps)."),
     p("disable_mime_output_conversion", Bool, "no", "Do not convert 8-bit MIME content to quoted-printable for a next hop that does not announce 8BITMIME."),
     // --- Scheduling ----------------------------------------------------------------
     p("default_destination_concurrency_limit", Int, "20", "Most parallel deliveries to one destination; per transport as <transport>_destination_concurrency_limit."),

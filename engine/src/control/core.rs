@@ -230,7 +230,7 @@ async fn requeue(
                 .to_ascii_lowercase();
             let route = router
                 .classify(&domain)
-                .and_then(|class| router.route(&r.address, class))
+                .and_then(|class| router.route(&envelope.sender, &r.address, class))
                 .map_err(|e| format!("{id}: <{}>: lookup failure: {e}", r.address))?;
             r.transport = route.transport;
             r.nexthop = route.nexthop;

@@ -163,7 +163,7 @@ pub fn prepare(
             Refusal::Temporary(format!("<{address}>: lookup failure: {e}"))
         };
         let class = s.router.classify(&mailbox.domain).map_err(lookup)?;
-        let route = s.router.route(&address, class).map_err(lookup)?;
+        let route = s.router.route(&sender, &address, class).map_err(lookup)?;
         recipients.push(Recipient {
             address,
             orcpt: None,

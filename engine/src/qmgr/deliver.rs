@@ -697,7 +697,7 @@ pub(crate) fn queue_report(
         settings
             .router
             .classify(domain)
-            .and_then(|class| settings.router.route(&notice.recipient, class))
+            .and_then(|class| settings.router.route("", &notice.recipient, class))
     };
     let route = match route {
         Ok(r) => r,

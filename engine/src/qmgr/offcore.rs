@@ -198,7 +198,7 @@ fn queue_forward(
                 let route = settings
                     .router
                     .classify(domain)
-                    .and_then(|class| settings.router.route(address, class))
+                    .and_then(|class| settings.router.route(&f.sender, address, class))
                     .map_err(|e| format!("cannot route <{address}>: {e}"))?;
                 (route.transport, route.nexthop)
             }

@@ -9,6 +9,16 @@
 //! ([`Router::route`]): `transport_maps` first, then the class's
 //! `*_transport`, with `relayhost` as next hop for the relay and default
 //! classes — Postfix's precedence.
+//!
+//! The envelope sender counts too, as in Postfix's trivial-rewrite: for the
+//! default class `sender_dependent_default_transport_maps` overrides
+//! `default_transport`, and for the relay and default classes
+//! `sender_dependent_relayhost_maps` overrides `relayhost`. Both are searched
+//! with the sender address (`user+ext@domain`, `user@domain`, `user` for a
+//! local domain, `@domain`; the null sender as
+//! `empty_address_*_lookup_key`); a result of `DUNNO` ends the search without
+//! an override. A next hop in the transport itself and `transport_maps` still
+//! win.
 
 pub mod domain_list;
 
@@ -73,6 +83,10 @@ pub struct Router {
     relay_transport: String,
     default_transport: String,
     relayhost: String,
+    sender_relayhost_maps: TableList,
+    sender_transport_maps: TableList,
+    empty_relayhost_key: String,
+    empty_transport_key: String,
     recipient_delimiter: String,
     codes: [u16; 4],
 }
@@ -127,6 +141,10 @@ impl Router {
             relay_transport: s("relay_transport")?,
             default_transport: s("default_transport")?,
             relayhost: s("relayhost")?,
+            sender_relayhost_maps: maps("sender_dependent_relayhost_maps")?,
+            sender_transport_maps: maps("sender_dependent_default_transport_maps")?,
+            empty_relayhost_key: s("empty_address_relayhost_maps_lookup_key")?,
+            empty_transport_key: s("empty_address_default_transport_maps_lookup_key")?,
             recipient_delimiter: s("recipient_delimiter")?,
             codes: [
                 code("unknown_local_recipient_reject_code")?,
@@ -209,21 +227,41 @@ impl Router {
         Ok(RecipientCheck::Unknown { code, table })
     }
 
-    /// Transport and next hop for a recipient.
-    pub fn route(&self, address: &str, class: AddressClass) -> Result<Route, TableError> {
+    /// Transport and next hop for a recipient of mail from `sender` (`""`: the
+    /// null sender).
+    pub fn route(
+        &self,
+        sender: &str,
+        address: &str,
+        class: AddressClass,
+    ) -> Result<Route, TableError> {
         let (local, domain) = split_address(address);
+        let default_transport = match class {
+            AddressClass::Default => self
+                .sender_lookup(&self.sender_transport_maps, &self.empty_transport_key, sender)?
+                .unwrap_or_else(|| self.default_transport.clone()),
+            _ => String::new(),
+        };
         let (mut transport, mut nexthop) = match class {
             AddressClass::Local => split_transport(&self.local_transport),
             AddressClass::VirtualAlias | AddressClass::VirtualMailbox => {
                 split_transport(&self.virtual_transport)
             }
             AddressClass::Relay => split_transport(&self.relay_transport),
-            AddressClass::Default => split_transport(&self.default_transport),
+            AddressClass::Default => split_transport(&default_transport),
         };
         if nexthop.is_empty() {
             nexthop = match class {
-                AddressClass::Relay | AddressClass::Default if !self.relayhost.is_empty() => {
-                    self.relayhost.clone()
+                AddressClass::Relay | AddressClass::Default => {
+                    match self.sender_lookup(
+                        &self.sender_relayhost_maps,
+                        &self.empty_relayhost_key,
+                        sender,
+                    )? {
+                        Some(relay) => relay,
+                        None if !self.relayhost.is_empty() => self.relayhost.clone(),
+                        None => domain.to_string(),
+                    }
                 }
                 AddressClass::Local => self.myhostname.clone(),
                 _ => domain.to_string(),
@@ -243,6 +281,31 @@ impl Router {
             transport,
             nexthop,
         })
+    }
+
+    /// A sender-dependent table's answer for `sender` (Postfix's
+    /// mail_addr_find order); `None` when nothing matched or the answer is
+    /// `DUNNO`.
+    fn sender_lookup(
+        &self,
+        maps: &TableList,
+        empty_key: &str,
+        sender: &str,
+    ) -> Result<Option<String>, TableError> {
+        if maps.is_empty() {
+            return Ok(None);
+        }
+        let keys = if sender.is_empty() {
+            vec![empty_key.to_string()]
+        } else {
+            let (_, domain) = split_address(sender);
+            let local = self.classify(&domain.to_ascii_lowercase())? == AddressClass::Local;
+            address_keys(sender, &self.recipient_delimiter, local)
+        };
+        Ok(maps
+            .lookup_first(keys.iter().map(String::as_str))?
+            .map(|(_, v)| v.trim().to_string())
+            .filter(|v| !v.eq_ignore_ascii_case("dunno") && !v.is_empty()))
     }
 
     /// transport(5) search order: `user+ext@domain`, `user@domain`,
@@ -381,7 +444,7 @@ mod tests {
     fn routes() {
         let r = router(BASE);
         assert_eq!(
-            r.route("alice@mx.example.com", AddressClass::Local)
+            r.route("", "alice@mx.example.com", AddressClass::Local)
                 .unwrap(),
             Route {
                 class: AddressClass::Local,
@@ -389,7 +452,7 @@ mod tests {
                 nexthop: "mx.example.com".into()
             }
         );
-        let d = r.route("x@gmail.example", AddressClass::Default).unwrap();
+        let d = r.route("", "x@gmail.example", AddressClass::Default).unwrap();
         assert_eq!(
             (d.transport.as_str(), d.nexthop.as_str()),
             ("smtp", "gmail.example")
@@ -397,32 +460,60 @@ mod tests {
         let r = router(&format!(
             "{BASE}relayhost = [smarthost.example]:587\nrelay_domains = relay.example\ntransport_maps = inline:{{ special.example=relay:[10.0.0.1]:25, .sub.example=discard:, vip@gmail.example=smtp:[vip.example] }}\n"
         ));
-        let d = r.route("x@gmail.example", AddressClass::Default).unwrap();
+        let d = r.route("", "x@gmail.example", AddressClass::Default).unwrap();
         assert_eq!(
             (d.transport.as_str(), d.nexthop.as_str()),
             ("smtp", "[smarthost.example]:587")
         );
-        let d = r.route("x@relay.example", AddressClass::Relay).unwrap();
+        let d = r.route("", "x@relay.example", AddressClass::Relay).unwrap();
         assert_eq!(
             (d.transport.as_str(), d.nexthop.as_str()),
             ("relay", "[smarthost.example]:587")
         );
-        let d = r.route("x@special.example", AddressClass::Default).unwrap();
+        let d = r.route("", "x@special.example", AddressClass::Default).unwrap();
         assert_eq!(
             (d.transport.as_str(), d.nexthop.as_str()),
             ("relay", "[10.0.0.1]:25")
         );
-        let d = r.route("x@a.sub.example", AddressClass::Default).unwrap();
+        let d = r.route("", "x@a.sub.example", AddressClass::Default).unwrap();
         assert_eq!(
             (d.transport.as_str(), d.nexthop.as_str()),
             ("discard", "[smarthost.example]:587")
         );
         let d = r
-            .route("vip+tag@gmail.example", AddressClass::Default)
+            .route("", "vip+tag@gmail.example", AddressClass::Default)
             .unwrap();
         assert_eq!(
             (d.transport.as_str(), d.nexthop.as_str()),
             ("smtp", "[vip.example]")
         );
+    }
+
+    #[test]
+    fn sender_dependent_relayhost_and_default_transport() {
+        let r = router(&format!(
+            "{BASE}relayhost = [smarthost.example]\nrelay_domains = relay.example\n\
+             sender_dependent_relayhost_maps = inline:{{ a+x@s.example=[exact.example], a@s.example=[user.example]:587, @s.example=[domain.example], @dunno.example=DUNNO, <>=[bounces.example] }}\n\
+             sender_dependent_default_transport_maps = inline:{{ @t.example=special:[t.example], b@s.example=slow }}\n\
+             transport_maps = inline:{{ pinned.example=smtp:[pinned.example] }}\n"
+        ));
+        let hop = |sender: &str, rcpt: &str, class| {
+            let d = r.route(sender, rcpt, class).unwrap();
+            format!("{}:{}", d.transport, d.nexthop)
+        };
+        use AddressClass::{Default, Relay};
+        assert_eq!(hop("a+x@s.example", "u@far.example", Default), "smtp:[exact.example]");
+        assert_eq!(hop("a+y@s.example", "u@far.example", Default), "smtp:[user.example]:587");
+        assert_eq!(hop("c@S.example", "u@far.example", Default), "smtp:[domain.example]");
+        assert_eq!(hop("c@s.example", "u@relay.example", Relay), "relay:[domain.example]");
+        assert_eq!(hop("c@dunno.example", "u@far.example", Default), "smtp:[smarthost.example]");
+        assert_eq!(hop("c@other.example", "u@far.example", Default), "smtp:[smarthost.example]");
+        assert_eq!(hop("", "u@far.example", Default), "smtp:[bounces.example]");
+        // The sender's default transport, with its own next hop, or relayhost's.
+        assert_eq!(hop("c@t.example", "u@far.example", Default), "special:[t.example]");
+        assert_eq!(hop("b@s.example", "u@far.example", Default), "slow:[domain.example]");
+        // It is the default class's only; transport_maps wins over both.
+        assert_eq!(hop("c@t.example", "u@relay.example", Relay), "relay:[smarthost.example]");
+        assert_eq!(hop("a@s.example", "u@pinned.example", Default), "smtp:[pinned.example]");
     }
 }

@@ -70,7 +70,7 @@ pub fn cleanup(
         let (_, domain) = crate::routing::split_address(&address);
         match router
             .classify(domain)
-            .and_then(|class| router.route(&address, class))
+            .and_then(|class| router.route(origin.sender, &address, class))
         {
             Ok(route) => {
                 *recipients = vec![Recipient {

@@ -188,7 +188,9 @@ impl Actions {
         {
             let (_, domain) = crate::routing::split_address(to);
             let class = router.classify(domain).map_err(|e| e.to_string())?;
-            let route = router.route(to, class).map_err(|e| e.to_string())?;
+            let route = router
+                .route(&envelope.sender, to, class)
+                .map_err(|e| e.to_string())?;
             envelope.recipients = vec![corepost_spool::Recipient {
                 address: to.clone(),
                 orcpt: None,

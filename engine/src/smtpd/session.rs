@@ -820,7 +820,10 @@ impl Session {
             }
             return Err(reply);
         }
-        let route = router.route(&address, class).map_err(lookup_failure)?;
+        let sender = self.tx.as_ref().map_or("", |t| t.sender.as_str());
+        let route = router
+            .route(sender, &address, class)
+            .map_err(lookup_failure)?;
         let first = self.tx.as_ref().is_some_and(|t| t.queue_id.is_none());
         if first {
             let id = self.core.new_queue_id();

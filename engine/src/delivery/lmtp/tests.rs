@@ -141,7 +141,9 @@ fn settings_read_lmtp_parameters() {
             "lmtp_skip_5xx_greeting" | "disable_mime_output_conversion" => "no".into(),
             "lmtp_connection_cache_on_demand" => "yes".into(),
             "lmtp_bind_address" => "192.0.2.1".into(),
-            "lmtp_bind_address6" | "lmtp_connection_cache_destinations" => "".into(),
+            "lmtp_bind_address6" | "lmtp_connection_cache_destinations" | "lmtp_generic_maps" => {
+                "".into()
+            }
             "lmtp_discard_lhlo_keywords" => "Pipelining".into(),
             // The smtp_ twins are never read for an lmtp transport.
             n if n.starts_with("smtp_") => "bogus".into(),
@@ -194,9 +196,9 @@ fn settings() -> ClientSettings {
         skip_5xx_greeting: true,
         bind_address: None,
         bind_address6: None,
-        mx_session_limit: 2,
         cache_on_demand: true,
         cache_destinations: Vec::new(),
+        generic_maps: None,
     }
 }
 

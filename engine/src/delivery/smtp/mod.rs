@@ -30,6 +30,7 @@
 pub mod capabilities;
 pub mod downgrade;
 pub mod encode;
+pub mod generic;
 pub mod reply;
 pub mod tls;
 
@@ -124,12 +125,12 @@ pub struct ClientSettings {
     /// `<proto>_bind_address` / `<proto>_bind_address6`: the source address of connections.
     pub bind_address: Option<std::net::IpAddr>,
     pub bind_address6: Option<std::net::IpAddr>,
-    /// `smtp_mx_session_limit` (0: no limit).
-    pub mx_session_limit: u32,
     /// `<proto>_connection_cache_on_demand`.
     pub cache_on_demand: bool,
     /// `<proto>_connection_cache_destinations`, lower case.
     pub cache_destinations: Vec<String>,
+    /// `<proto>_generic_maps` ([`generic`]); `None` when empty.
+    pub generic_maps: Option<generic::GenericMaps>,
 }
 
 /// Used for a connect timeout of zero ("the system default", Postfix's `lmtp_connect_timeout`).
@@ -241,12 +242,6 @@ impl ClientSettings {
             skip_5xx_greeting: flag(p("smtp_skip_5xx_greeting", "lmtp_skip_5xx_greeting"))?,
             bind_address: address(p("smtp_bind_address", "lmtp_bind_address"), false)?,
             bind_address6: address(p("smtp_bind_address6", "lmtp_bind_address6"), true)?,
-            // An LMTP next hop is one host: no MX sessions to limit.
-            mx_session_limit: if lmtp {
-                0
-            } else {
-                u32::try_from(int("smtp_mx_session_limit")?).unwrap_or(0)
-            },
             cache_on_demand: flag(p(
                 "smtp_connection_cache_on_demand",
                 "lmtp_connection_cache_on_demand",
@@ -255,6 +250,15 @@ impl ClientSettings {
                 "smtp_connection_cache_destinations",
                 "lmtp_connection_cache_destinations",
             ))?,
+            generic_maps: {
+                let name = p("smtp_generic_maps", "lmtp_generic_maps");
+                generic::GenericMaps::open(
+                    &text(name)?,
+                    &text("mydestination")?,
+                    &text("recipient_delimiter")?,
+                )
+                .map_err(|e| bad(name, e))?
+            },
         })
     }
 }
@@ -366,6 +370,8 @@ pub enum SessionError {
     },
     Tls(String),
     Protocol(String),
+    /// A table the client needs (`smtp_generic_maps`) did not answer: try again later.
+    Lookup(String),
     /// The message needs something the server lacks (SMTPUTF8, BINARYMIME, a size under the
     /// advertised limit): permanent for every recipient, with this status.
     Unsupported {
@@ -411,6 +417,7 @@ impl SessionError {
             SessionError::Unsupported { status, .. } => status.to_string(),
             SessionError::Tls(_) => "4.7.5".into(),
             SessionError::Protocol(_) => "4.5.0".into(),
+            SessionError::Lookup(_) => "4.3.0".into(),
             SessionError::Connect { .. } => "4.4.1".into(),
             SessionError::Timeout { .. } | SessionError::Lost { .. } => "4.4.2".into(),
         }
@@ -437,7 +444,9 @@ impl SessionError {
             SessionError::Lost { stage, peer, .. } => {
                 format!("lost connection with {peer} while {}", doing(stage))
             }
-            SessionError::Tls(text) | SessionError::Protocol(text) => text.clone(),
+            SessionError::Tls(text) | SessionError::Protocol(text) | SessionError::Lookup(text) => {
+                text.clone()
+            }
             SessionError::Unsupported { text, .. } => text.clone(),
         }
     }
@@ -474,6 +483,36 @@ fn io_reason(e: &io::Error) -> String {
         io::ErrorKind::ConnectionReset => "Connection reset by peer".into(),
         _ => e.to_string(),
     }
+}
+
+/// A transaction's envelope and headers after `smtp_generic_maps`.
+struct Rewritten {
+    sender: String,
+    recipients: Vec<Recipient>,
+    content: Option<Vec<u8>>,
+}
+
+fn rewrite(maps: &generic::GenericMaps, tx: &Outbound<'_>) -> Result<Rewritten, SessionError> {
+    let failed = |e: corepost_config::tables::TableError| {
+        SessionError::Lookup(format!("smtp_generic_maps lookup failure: {e}"))
+    };
+    let sender = maps
+        .address(tx.sender)
+        .map_err(failed)?
+        .unwrap_or_else(|| tx.sender.to_string());
+    let mut recipients = Vec::with_capacity(tx.recipients.len());
+    for r in tx.recipients {
+        let mut r = (*r).clone();
+        if let Some(address) = maps.address(&r.address).map_err(failed)? {
+            r.address = address;
+        }
+        recipients.push(r);
+    }
+    Ok(Rewritten {
+        sender,
+        recipients,
+        content: maps.headers(tx.content).map_err(failed)?,
+    })
 }
 
 /// Whether a greeting announces ESMTP (Postfix looks for the word anywhere in the text).
@@ -781,6 +820,26 @@ impl SmtpConnection {
         if tx.recipients.is_empty() {
             return Ok(TransactionResult::new(Vec::new(), None));
         }
+        // smtp_generic_maps: the addresses as the next hop should see them.
+        let rewritten = match &self.settings.generic_maps {
+            Some(maps) => Some(rewrite(maps, tx)?),
+            None => None,
+        };
+        let refs: Vec<&Recipient>;
+        let owned;
+        let tx = match &rewritten {
+            Some(r) => {
+                refs = r.recipients.iter().collect();
+                owned = Outbound {
+                    sender: &r.sender,
+                    params: tx.params,
+                    recipients: &refs,
+                    content: r.content.as_deref().unwrap_or(tx.content),
+                };
+                &owned
+            }
+            None => tx,
+        };
         let opts = self.mail_options(tx)?;
         // 8-bit MIME parts to a server without 8BITMIME: quoted-printable, as Postfix.
         let converted = if self.settings.mime_output_conversion

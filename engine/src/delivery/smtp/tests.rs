@@ -48,9 +48,9 @@ fn settings(tls: TlsLevel) -> ClientSettings {
         skip_5xx_greeting: true,
         bind_address: None,
         bind_address6: None,
-        mx_session_limit: 2,
         cache_on_demand: true,
         cache_destinations: Vec::new(),
+        generic_maps: None,
     }
 }
 
@@ -1054,7 +1054,12 @@ fn settings_from_params() {
             "smtp_connection_cache_on_demand" => "no".into(),
             "smtp_bind_address6" => "[::1]".into(),
             "smtp_connection_cache_destinations" => "[Relay.Example]:587, example.com".into(),
-            n if n.contains("bind_address") || n.ends_with("_keywords") => "".into(),
+            n if n.contains("bind_address")
+                || n.ends_with("_keywords")
+                || n.ends_with("generic_maps") =>
+            {
+                "".into()
+            }
             _ => "300".into(),
         })
     };
@@ -1070,7 +1075,6 @@ fn settings_from_params() {
     assert!(s.mime_output_conversion && !s.cache_on_demand);
     assert_eq!(s.bind_address, None);
     assert_eq!(s.bind_address6, Some("::1".parse().unwrap()));
-    assert_eq!(s.mx_session_limit, 300);
     assert_eq!(s.cache_destinations, ["[relay.example]:587", "example.com"]);
     // An IPv6 address where IPv4 is expected is an error naming the parameter.
     let v6 = |name: &str| -> Result<String, corepost_config::ConfigError> {

@@ -37,9 +37,9 @@ fn settings() -> ClientSettings {
         skip_5xx_greeting: true,
         bind_address: None,
         bind_address6: None,
-        mx_session_limit: 2,
         cache_on_demand: true,
         cache_destinations: Vec::new(),
+        generic_maps: None,
     }
 }
 
