@@ -262,5 +262,5 @@ fn generic_maps_rewrite_the_envelope_and_address_headers() {
     assert_eq!(rcpts, &["her@isp.example", "x@remote.example"]);
     let text = String::from_utf8_lossy(content);
     assert!(text.contains("\r\nFrom: His <his@isp.example>\r\nTo: her@isp.example, x@remote.example\r\nSubject: his@local.example\r\n"), "{text}");
-    assert!(text.ends_with("\r\n\r\nFrom: his@local.example\r\n"), "body untouched: {text}");
+    assert!(text.contains("\r\n\r\nFrom: his@local.example\r\n"), "body untouched: {text}");
 }
