@@ -40,7 +40,10 @@ fn bare_cr_and_lf_in_accepted_content_never_reach_the_next_hop() {
     let content = &got.messages[0].2;
     assert!(canonical(content), "{:?}", String::from_utf8_lossy(content));
     let text = String::from_utf8_lossy(content);
-    assert!(text.contains("\r\nbefore Smuggled: yes\r\nline\r\nnext\r\n"), "{text}");
+    assert!(
+        text.contains("\r\nbefore Smuggled: yes\r\nline\r\nnext\r\n"),
+        "{text}"
+    );
 }
 
 #[test]
@@ -63,8 +66,14 @@ fn a_5000_character_line_is_folded_for_a_strict_next_hop() {
     let text = String::from_utf8_lossy(&got.messages[0].2).to_string();
     assert!(text.lines().all(|l| l.len() <= 998), "{text}");
     // Folded with CRLF SPACE: unfolding gives the line back.
-    assert!(text.replace("\r\n ", "").contains(&format!("\r\n{long}\r\nend")));
-    assert!(text.replace("\r\n ", "").contains(&format!("X-Long: {long}\r\n")));
+    assert!(
+        text.replace("\r\n ", "")
+            .contains(&format!("\r\n{long}\r\nend"))
+    );
+    assert!(
+        text.replace("\r\n ", "")
+            .contains(&format!("X-Long: {long}\r\n"))
+    );
     std::thread::sleep(std::time::Duration::from_millis(300));
     let log = d.log();
     assert!(
@@ -139,8 +148,18 @@ fn a_transport_pinned_to_a_source_address() {
         ),
         "pinned unix - - n - - smtp -o smtp_bind_address=127.0.0.2\n",
     );
-    submit(d.port, "a@example.org", &["x@pinned.example"], "Subject: a\r\n\r\nhi");
-    submit(d.port, "a@example.org", &["x@other.example"], "Subject: b\r\n\r\nhi");
+    submit(
+        d.port,
+        "a@example.org",
+        &["x@pinned.example"],
+        "Subject: a\r\n\r\nhi",
+    );
+    submit(
+        d.port,
+        "a@example.org",
+        &["x@other.example"],
+        "Subject: b\r\n\r\nhi",
+    );
     let got = sink.wait_for(2, 20);
     assert_eq!(got.messages.len(), 2, "{}", d.log());
     let mut peers: Vec<String> = got.peers.iter().map(|p| p.ip().to_string()).collect();
@@ -164,9 +183,19 @@ fn a_refused_first_mx_is_logged_and_reused_connections_carry_conn_use() {
         dns.addr(),
         sink.port
     ));
-    let first = submit(d.port, "a@example.org", &["u@example.test"], "Subject: 1\r\n\r\nhi");
+    let first = submit(
+        d.port,
+        "a@example.org",
+        &["u@example.test"],
+        "Subject: 1\r\n\r\nhi",
+    );
     assert_eq!(sink.wait_for(1, 20).messages.len(), 1, "{}", d.log());
-    let second = submit(d.port, "a@example.org", &["v@example.test"], "Subject: 2\r\n\r\nhi");
+    let second = submit(
+        d.port,
+        "a@example.org",
+        &["v@example.test"],
+        "Subject: 2\r\n\r\nhi",
+    );
     assert_eq!(sink.wait_for(2, 20).messages.len(), 2, "{}", d.log());
     std::thread::sleep(std::time::Duration::from_millis(300));
     let log = d.log();
@@ -179,9 +208,14 @@ fn a_refused_first_mx_is_logged_and_reused_connections_carry_conn_use() {
         )),
         "{log}"
     );
-    assert!(log.contains(&format!("{first}: to=<u@example.test>, {relay}, delay=")), "{log}");
     assert!(
-        log.contains(&format!("{second}: to=<v@example.test>, {relay}, conn_use=2, delay=")),
+        log.contains(&format!("{first}: to=<u@example.test>, {relay}, delay=")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!(
+            "{second}: to=<v@example.test>, {relay}, conn_use=2, delay="
+        )),
         "{log}"
     );
     assert_eq!(sink.snapshot().connections, 1, "{log}");
@@ -195,7 +229,12 @@ fn without_connection_caching_every_delivery_has_its_own_connection() {
         "corepost_cores = 1\nsmtp_connection_cache_on_demand = no\n",
     );
     for i in 0..3 {
-        submit(d.port, "a@example.org", &["x@remote.example"], &format!("Subject: {i}\r\n\r\nhi"));
+        submit(
+            d.port,
+            "a@example.org",
+            &["x@remote.example"],
+            &format!("Subject: {i}\r\n\r\nhi"),
+        );
     }
     let got = sink.wait_for(3, 20);
     assert_eq!(got.messages.len(), 3, "{}", d.log());
@@ -216,22 +255,34 @@ fn a_5xx_greeting_defers_or_bounces_as_smtp_skip_5xx_greeting_says() {
     });
     let relay = format!("relayhost = [127.0.0.1]:{port}\n");
     let d = Daemon::start(&relay);
-    let id = submit(d.port, "a@example.org", &["x@remote.example"], "Subject: g\r\n\r\nhi");
-    let deferred = format!(
-        "{id}: to=<x@remote.example>, relay=127.0.0.1[127.0.0.1]:{port}, delay="
+    let id = submit(
+        d.port,
+        "a@example.org",
+        &["x@remote.example"],
+        "Subject: g\r\n\r\nhi",
     );
+    let deferred =
+        format!("{id}: to=<x@remote.example>, relay=127.0.0.1[127.0.0.1]:{port}, delay=");
     let line = wait_until(20, || {
-        d.log().lines().find(|l| l.contains(&deferred)).map(str::to_string)
+        d.log()
+            .lines()
+            .find(|l| l.contains(&deferred))
+            .map(str::to_string)
     })
     .unwrap_or_else(|| d.log());
     assert!(
-        line.ends_with(&format!(
+        line.ends_with(
             "dsn=4.7.1, status=deferred (host 127.0.0.1[127.0.0.1] refused to talk to me: 554 5.7.1 go away)"
-        )),
+        ),
         "{line}"
     );
     let d = Daemon::start(&format!("{relay}smtp_skip_5xx_greeting = no\n"));
-    let id = submit(d.port, "a@example.org", &["x@remote.example"], "Subject: g\r\n\r\nhi");
+    let id = submit(
+        d.port,
+        "a@example.org",
+        &["x@remote.example"],
+        "Subject: g\r\n\r\nhi",
+    );
     let line = wait_until(20, || {
         d.log()
             .lines()
@@ -262,5 +313,8 @@ fn generic_maps_rewrite_the_envelope_and_address_headers() {
     assert_eq!(rcpts, &["her@isp.example", "x@remote.example"]);
     let text = String::from_utf8_lossy(content);
     assert!(text.contains("\r\nFrom: His <his@isp.example>\r\nTo: her@isp.example, x@remote.example\r\nSubject: his@local.example\r\n"), "{text}");
-    assert!(text.contains("\r\n\r\nFrom: his@local.example\r\n"), "body untouched: {text}");
+    assert!(
+        text.contains("\r\n\r\nFrom: his@local.example\r\n"),
+        "body untouched: {text}"
+    );
 }

@@ -12,7 +12,7 @@
 
 use std::time::{Duration, Instant};
 
-use corepost::delivery::smtp::encode::{push_dot_stuffed, push_end_of_data};
+use corepost::delivery::smtp::encode::BodyEncoder;
 use corepost::delivery::smtp::reply::parse_reply;
 use corepost::delivery::smtp::{ClientSettings, Outbound, SmtpConnection, TlsLevel};
 use corepost::delivery::testsink::{SinkScript, TestSink};
@@ -59,9 +59,9 @@ fn bench_encode(c: &mut Criterion) {
     group.bench_function("dot_stuff_1mib", |b| {
         b.iter(|| {
             out.clear();
-            let mut at_line_start = true;
-            push_dot_stuffed(&mut out, &content, &mut at_line_start);
-            push_end_of_data(&mut out, at_line_start);
+            let mut encoder = BodyEncoder::new(998);
+            encoder.push(&mut out, &content);
+            encoder.finish(&mut out);
             std::hint::black_box(&out);
         })
     });
@@ -93,6 +93,16 @@ fn bench_loopback(c: &mut Criterion) {
         cache_time_limit: Duration::from_secs(2),
         reuse_time_limit: Duration::from_secs(300),
         reuse_count_limit: 0,
+        line_length_limit: 998,
+        mime_output_conversion: true,
+        always_send_ehlo: true,
+        never_send_ehlo: false,
+        skip_5xx_greeting: true,
+        bind_address: None,
+        bind_address6: None,
+        cache_on_demand: true,
+        cache_destinations: Vec::new(),
+        generic_maps: None,
     };
     let body: Vec<u8> = b"Subject: bench\r\n\r\n"
         .iter()

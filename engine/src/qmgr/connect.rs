@@ -6,6 +6,11 @@
 //! A greeting that is not 2xx moves on to the next address, except a 5xx with
 //! `smtp_skip_5xx_greeting = no`, which is permanent for the whole delivery (Postfix bounces).
 //! Other failures before the first transaction (EHLO, STARTTLS, a timeout) also move on.
+//!
+//! Not done: Postfix's `smtp_mx_session_limit` fallback. After a session that completed its
+//! handshake fails for a job (a 4xx to MAIL FROM, a 421, a lost connection, soft RCPT
+//! failures), Postfix tries the next MX host within the same delivery, up to that many
+//! sessions; corepost defers the job to its next attempt instead, so the parameter is not read.
 
 use super::{DestQueue, Qmgr};
 use crate::delivery::smtp::{ClientSettings, SessionError, SmtpConnection};

@@ -413,7 +413,13 @@ async fn smtp_worker(
                     };
                     results.push((i, r));
                 }
-                let done = Done { relay: &relay, conn_use: uses, program: &program, setup, xfer };
+                let done = Done {
+                    relay: &relay,
+                    conn_use: uses,
+                    program: &program,
+                    setup,
+                    xfer,
+                };
                 finish(qmgr, &job, &stored, results, &done);
                 let all_ok = tx.data.as_ref().is_some_and(|d| d.code < 400);
                 if !all_ok && conn.reset().await.is_err() {
@@ -431,7 +437,13 @@ async fn smtp_worker(
                     dsn: e.status(),
                     text: e.dsn(),
                 };
-                let done = Done { relay: &relay, conn_use: uses, program: &program, setup, xfer };
+                let done = Done {
+                    relay: &relay,
+                    conn_use: uses,
+                    program: &program,
+                    setup,
+                    xfer,
+                };
                 finish(qmgr, &job, &stored, same_for_all(&job, &r), &done);
                 // A refused MAIL or DATA (not 421) or a message the server
                 // cannot take leaves the connection usable for the next job.

@@ -25,8 +25,8 @@
 //! to the spool that holds the message. So per-destination limits and the
 //! connection cache are process-wide, as in Postfix.
 
-pub mod deliver;
 mod connect;
+pub mod deliver;
 mod offcore;
 pub mod policy;
 pub mod settings;

@@ -238,7 +238,11 @@ impl Router {
         let (local, domain) = split_address(address);
         let default_transport = match class {
             AddressClass::Default => self
-                .sender_lookup(&self.sender_transport_maps, &self.empty_transport_key, sender)?
+                .sender_lookup(
+                    &self.sender_transport_maps,
+                    &self.empty_transport_key,
+                    sender,
+                )?
                 .unwrap_or_else(|| self.default_transport.clone()),
             _ => String::new(),
         };
@@ -452,7 +456,9 @@ mod tests {
                 nexthop: "mx.example.com".into()
             }
         );
-        let d = r.route("", "x@gmail.example", AddressClass::Default).unwrap();
+        let d = r
+            .route("", "x@gmail.example", AddressClass::Default)
+            .unwrap();
         assert_eq!(
             (d.transport.as_str(), d.nexthop.as_str()),
             ("smtp", "gmail.example")
@@ -460,7 +466,9 @@ mod tests {
         let r = router(&format!(
             "{BASE}relayhost = [smarthost.example]:587\nrelay_domains = relay.example\ntransport_maps = inline:{{ special.example=relay:[10.0.0.1]:25, .sub.example=discard:, vip@gmail.example=smtp:[vip.example] }}\n"
         ));
-        let d = r.route("", "x@gmail.example", AddressClass::Default).unwrap();
+        let d = r
+            .route("", "x@gmail.example", AddressClass::Default)
+            .unwrap();
         assert_eq!(
             (d.transport.as_str(), d.nexthop.as_str()),
             ("smtp", "[smarthost.example]:587")
@@ -470,12 +478,16 @@ mod tests {
             (d.transport.as_str(), d.nexthop.as_str()),
             ("relay", "[smarthost.example]:587")
         );
-        let d = r.route("", "x@special.example", AddressClass::Default).unwrap();
+        let d = r
+            .route("", "x@special.example", AddressClass::Default)
+            .unwrap();
         assert_eq!(
             (d.transport.as_str(), d.nexthop.as_str()),
             ("relay", "[10.0.0.1]:25")
         );
-        let d = r.route("", "x@a.sub.example", AddressClass::Default).unwrap();
+        let d = r
+            .route("", "x@a.sub.example", AddressClass::Default)
+            .unwrap();
         assert_eq!(
             (d.transport.as_str(), d.nexthop.as_str()),
             ("discard", "[smarthost.example]:587")
@@ -502,18 +514,48 @@ mod tests {
             format!("{}:{}", d.transport, d.nexthop)
         };
         use AddressClass::{Default, Relay};
-        assert_eq!(hop("a+x@s.example", "u@far.example", Default), "smtp:[exact.example]");
-        assert_eq!(hop("a+y@s.example", "u@far.example", Default), "smtp:[user.example]:587");
-        assert_eq!(hop("c@S.example", "u@far.example", Default), "smtp:[domain.example]");
-        assert_eq!(hop("c@s.example", "u@relay.example", Relay), "relay:[domain.example]");
-        assert_eq!(hop("c@dunno.example", "u@far.example", Default), "smtp:[smarthost.example]");
-        assert_eq!(hop("c@other.example", "u@far.example", Default), "smtp:[smarthost.example]");
+        assert_eq!(
+            hop("a+x@s.example", "u@far.example", Default),
+            "smtp:[exact.example]"
+        );
+        assert_eq!(
+            hop("a+y@s.example", "u@far.example", Default),
+            "smtp:[user.example]:587"
+        );
+        assert_eq!(
+            hop("c@S.example", "u@far.example", Default),
+            "smtp:[domain.example]"
+        );
+        assert_eq!(
+            hop("c@s.example", "u@relay.example", Relay),
+            "relay:[domain.example]"
+        );
+        assert_eq!(
+            hop("c@dunno.example", "u@far.example", Default),
+            "smtp:[smarthost.example]"
+        );
+        assert_eq!(
+            hop("c@other.example", "u@far.example", Default),
+            "smtp:[smarthost.example]"
+        );
         assert_eq!(hop("", "u@far.example", Default), "smtp:[bounces.example]");
         // The sender's default transport, with its own next hop, or relayhost's.
-        assert_eq!(hop("c@t.example", "u@far.example", Default), "special:[t.example]");
-        assert_eq!(hop("b@s.example", "u@far.example", Default), "slow:[domain.example]");
+        assert_eq!(
+            hop("c@t.example", "u@far.example", Default),
+            "special:[t.example]"
+        );
+        assert_eq!(
+            hop("b@s.example", "u@far.example", Default),
+            "slow:[domain.example]"
+        );
         // It is the default class's only; transport_maps wins over both.
-        assert_eq!(hop("c@t.example", "u@relay.example", Relay), "relay:[smarthost.example]");
-        assert_eq!(hop("a@s.example", "u@pinned.example", Default), "smtp:[pinned.example]");
+        assert_eq!(
+            hop("c@t.example", "u@relay.example", Relay),
+            "relay:[smarthost.example]"
+        );
+        assert_eq!(
+            hop("a@s.example", "u@pinned.example", Default),
+            "smtp:[pinned.example]"
+        );
     }
 }

@@ -94,12 +94,10 @@ impl Walker {
     fn line(&mut self, line: &[u8]) {
         if let State::Headers(_, _) = self.state {
             let continuation = matches!(line.first(), Some(b' ' | b'\t'));
-            if continuation {
-                if let State::Headers(_, Some(pending)) = &mut self.state {
-                    pending.extend_from_slice(b"\r\n");
-                    pending.extend_from_slice(line);
-                    return;
-                }
+            if continuation && let State::Headers(_, Some(pending)) = &mut self.state {
+                pending.extend_from_slice(b"\r\n");
+                pending.extend_from_slice(line);
+                return;
             }
             self.flush_header();
             if !continuation && is_header(line) {
@@ -322,7 +320,11 @@ fn encode_line(out: &mut Vec<u8>, line: &[u8]) {
         && (last == b' ' || last == b'\t')
     {
         out.pop();
-        out.extend_from_slice(&[b'=', HEX[usize::from(last >> 4)], HEX[usize::from(last & 15)]]);
+        out.extend_from_slice(&[
+            b'=',
+            HEX[usize::from(last >> 4)],
+            HEX[usize::from(last & 15)],
+        ]);
     }
     out.extend_from_slice(b"\r\n");
 }

@@ -147,7 +147,8 @@ impl GenericMaps {
 fn header_end(content: &[u8]) -> usize {
     let mut start = 0;
     while start < content.len() {
-        let line_end = memchr::memchr(b'\n', &content[start..]).map_or(content.len(), |i| start + i + 1);
+        let line_end =
+            memchr::memchr(b'\n', &content[start..]).map_or(content.len(), |i| start + i + 1);
         let line = &content[start..line_end];
         if line == b"\r\n" || line == b"\n" {
             return start;
@@ -178,7 +179,10 @@ fn address_ranges(value: &[u8]) -> Vec<std::ops::Range<usize>> {
     let mut word: Option<std::ops::Range<usize>> = None;
     let mut words = 0;
     let mut angle = false;
-    let flush = |word: &mut Option<std::ops::Range<usize>>, words: &mut usize, angle: bool, ranges: &mut Vec<_>| {
+    let flush = |word: &mut Option<std::ops::Range<usize>>,
+                 words: &mut usize,
+                 angle: bool,
+                 ranges: &mut Vec<_>| {
         if let Some(w) = word.take()
             && *words == 1
             && !angle
@@ -286,11 +290,23 @@ mod tests {
     #[test]
     fn addresses_are_looked_up_as_postfix_does() {
         let m = maps();
-        assert_eq!(m.address("his@local.example").unwrap().as_deref(), Some("his@isp.example"));
-        assert_eq!(m.address("her@local.example").unwrap().as_deref(), Some("her@isp.example"));
-        assert_eq!(m.address("his+x@local.example").unwrap().as_deref(), Some("his@isp.example"));
+        assert_eq!(
+            m.address("his@local.example").unwrap().as_deref(),
+            Some("his@isp.example")
+        );
+        assert_eq!(
+            m.address("her@local.example").unwrap().as_deref(),
+            Some("her@isp.example")
+        );
+        assert_eq!(
+            m.address("his+x@local.example").unwrap().as_deref(),
+            Some("his@isp.example")
+        );
         // `user` alone matches only in a local domain.
-        assert_eq!(m.address("bob@mx.local.example").unwrap().as_deref(), Some("robert@isp.example"));
+        assert_eq!(
+            m.address("bob@mx.local.example").unwrap().as_deref(),
+            Some("robert@isp.example")
+        );
         assert_eq!(m.address("bob@elsewhere.example").unwrap(), None);
         assert_eq!(m.address("").unwrap(), None);
     }
@@ -304,7 +320,11 @@ mod tests {
             String::from_utf8(out).unwrap(),
             "From: \"His, Name\" <his@isp.example> (work)\r\nTo: her@isp.example,\r\n  x@other.example, group: robert@isp.example;\r\nSubject: his@local.example\r\nCC: <@relay.example:her@isp.example>\r\n\r\nFrom: his@local.example\r\n"
         );
-        assert!(m.headers(b"Subject: x\r\nTo: a@b.example\r\n\r\nbody").unwrap().is_none());
+        assert!(
+            m.headers(b"Subject: x\r\nTo: a@b.example\r\n\r\nbody")
+                .unwrap()
+                .is_none()
+        );
     }
 
     #[test]

@@ -164,10 +164,14 @@ impl ClientSettings {
         let text = |name: &str| get(name).map_err(|e| format!("transport {transport}: {e}"));
         let bad = |name: &str, e: String| format!("transport {transport}: parameter {name}: {e}");
         let time = |name: &str| -> Result<Duration, String> {
-            corepost_config::value::parse_time(&text(name)?, 's').map_err(|e| bad(name, e.to_string()))
+            corepost_config::value::parse_time(&text(name)?, 's')
+                .map_err(|e| bad(name, e.to_string()))
         };
         let int = |name: &str| -> Result<i64, String> {
-            text(name)?.trim().parse::<i64>().map_err(|_| bad(name, "not a number".into()))
+            text(name)?
+                .trim()
+                .parse::<i64>()
+                .map_err(|_| bad(name, "not a number".into()))
         };
         let flag = |name: &str| -> Result<bool, String> {
             corepost_config::value::parse_bool(&text(name)?).map_err(|e| bad(name, e.to_string()))
@@ -191,7 +195,13 @@ impl ClientSettings {
                 .parse()
                 .map_err(|_| bad(name, format!("\"{value}\" is not an IP address")))?;
             if ip.is_ipv6() != v6 {
-                return Err(bad(name, format!("\"{value}\" is not an IPv{} address", if v6 { 6 } else { 4 })));
+                return Err(bad(
+                    name,
+                    format!(
+                        "\"{value}\" is not an IPv{} address",
+                        if v6 { 6 } else { 4 }
+                    ),
+                ));
             }
             Ok(Some(ip))
         };
@@ -205,9 +215,14 @@ impl ClientSettings {
         } else {
             (25, PathBuf::new())
         };
-        let count = p("smtp_connection_reuse_count_limit", "lmtp_connection_reuse_count_limit");
+        let count = p(
+            "smtp_connection_reuse_count_limit",
+            "lmtp_connection_reuse_count_limit",
+        );
         Ok(ClientSettings {
-            helo_name: text(p("smtp_helo_name", "lmtp_lhlo_name"))?.trim().to_string(),
+            helo_name: text(p("smtp_helo_name", "lmtp_lhlo_name"))?
+                .trim()
+                .to_string(),
             connect_timeout: time(p("smtp_connect_timeout", "lmtp_connect_timeout"))?,
             helo_timeout: time(p("smtp_helo_timeout", "lmtp_lhlo_timeout"))?,
             mail_timeout: time(p("smtp_mail_timeout", "lmtp_mail_timeout"))?,
@@ -217,7 +232,10 @@ impl ClientSettings {
             data_done_timeout: time(p("smtp_data_done_timeout", "lmtp_data_done_timeout"))?,
             quit_timeout: time(p("smtp_quit_timeout", "lmtp_quit_timeout"))?,
             tls,
-            discard_ehlo_keywords: list(p("smtp_discard_ehlo_keywords", "lmtp_discard_lhlo_keywords"))?,
+            discard_ehlo_keywords: list(p(
+                "smtp_discard_ehlo_keywords",
+                "lmtp_discard_lhlo_keywords",
+            ))?,
             lmtp,
             default_port,
             socket_directory,
@@ -706,10 +724,8 @@ impl SmtpConnection {
     async fn hello(&mut self, ehlo: bool) -> Result<(), SessionError> {
         let timeout = self.settings.helo_timeout;
         let verb = if self.settings.lmtp { "LHLO" } else { "EHLO" };
-        if ehlo || self.settings.lmtp {
-            if let Some(done) = self.extended_hello(verb, timeout).await? {
-                return Ok(done);
-            }
+        if (ehlo || self.settings.lmtp) && self.extended_hello(verb, timeout).await? {
+            return Ok(());
         }
         self.out.clear();
         self.out.extend_from_slice(b"HELO ");
@@ -725,13 +741,12 @@ impl SmtpConnection {
         Ok(())
     }
 
-    /// EHLO or LHLO: `Some(())` when it was accepted, `None` when HELO should follow (a 5xx to
-    /// EHLO).
+    /// EHLO or LHLO: true when it was accepted, false when HELO should follow (a 5xx to EHLO).
     async fn extended_hello(
         &mut self,
         verb: &'static str,
         timeout: Duration,
-    ) -> Result<Option<()>, SessionError> {
+    ) -> Result<bool, SessionError> {
         self.out.clear();
         self.out.extend_from_slice(verb.as_bytes());
         self.out.push(b' ');
@@ -743,12 +758,12 @@ impl SmtpConnection {
         if reply.code / 100 == 2 {
             self.caps = Capabilities::from_ehlo(&self.rbuf[raw]);
             self.caps.discard(&self.settings.discard_ehlo_keywords);
-            return Ok(Some(()));
+            return Ok(true);
         }
         if reply.code < 500 || self.settings.lmtp {
             return Err(self.reply_error(verb, reply));
         }
-        Ok(None)
+        Ok(false)
     }
 
     /// STARTTLS, the handshake, and EHLO again. A refused STARTTLS is an error only with

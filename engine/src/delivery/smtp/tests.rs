@@ -536,7 +536,10 @@ fn greeting_rejections() {
         assert_eq!(e.status(), "4.7.1");
         assert_eq!(
             e.dsn(),
-            format!("host sink.test[{}] refused to talk to me: 554 5.7.1 go away", a1.ip())
+            format!(
+                "host sink.test[{}] refused to talk to me: 554 5.7.1 go away",
+                a1.ip()
+            )
         );
         let no_skip = ClientSettings {
             skip_5xx_greeting: false,
@@ -1078,7 +1081,11 @@ fn settings_from_params() {
     assert_eq!(s.cache_destinations, ["[relay.example]:587", "example.com"]);
     // An IPv6 address where IPv4 is expected is an error naming the parameter.
     let v6 = |name: &str| -> Result<String, corepost_config::ConfigError> {
-        Ok(if name == "smtp_bind_address" { "::1".into() } else { get(name)? })
+        Ok(if name == "smtp_bind_address" {
+            "::1".into()
+        } else {
+            get(name)?
+        })
     };
     let e = ClientSettings::from_params(&v6, "smtp").unwrap_err();
     assert!(e.contains("smtp_bind_address"), "{e}");

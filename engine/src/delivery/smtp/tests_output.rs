@@ -150,7 +150,8 @@ fn a_5000_character_line_is_broken_as_postfix_does() {
     assert_eq!(got.messages[0].content, CONTENT.as_slice());
 }
 
-const EIGHT_BIT: &[u8] = b"Subject: 8\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
+const EIGHT_BIT: &[u8] =
+    b"Subject: 8\r\nMIME-Version: 1.0\r\nContent-Type: text/plain; charset=utf-8\r\n\
     Content-Transfer-Encoding: 8bit\r\n\r\ncaf\xc3\xa9\r\n";
 
 #[test]
@@ -203,9 +204,19 @@ fn ehlo_or_helo_as_configured() {
         always_send_ehlo: false,
         ..settings()
     };
-    let (got, _) = deliver_once(plain_greeting(), only_esmtp.clone(), BodyType::SevenBit, b"x\r\n");
+    let (got, _) = deliver_once(
+        plain_greeting(),
+        only_esmtp.clone(),
+        BodyType::SevenBit,
+        b"x\r\n",
+    );
     assert_eq!(got.lines(0)[0], "HELO client.test");
-    let (got, _) = deliver_once(SinkScript::default(), only_esmtp, BodyType::SevenBit, b"x\r\n");
+    let (got, _) = deliver_once(
+        SinkScript::default(),
+        only_esmtp,
+        BodyType::SevenBit,
+        b"x\r\n",
+    );
     assert!(got.lines(0)[0].starts_with("EHLO "));
     // smtp_never_send_ehlo = yes: HELO, so no extensions (no pipelining: MAIL alone).
     let never = ClientSettings {
@@ -225,6 +236,11 @@ fn bind_address_sets_the_source_address() {
     };
     let (got, _) = deliver_once(SinkScript::default(), pinned, BodyType::SevenBit, b"x\r\n");
     assert_eq!(got.peers[0].ip().to_string(), "127.0.0.2");
-    let (got, _) = deliver_once(SinkScript::default(), settings(), BodyType::SevenBit, b"x\r\n");
+    let (got, _) = deliver_once(
+        SinkScript::default(),
+        settings(),
+        BodyType::SevenBit,
+        b"x\r\n",
+    );
     assert_eq!(got.peers[0].ip().to_string(), "127.0.0.1");
 }

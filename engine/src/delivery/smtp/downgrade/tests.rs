@@ -44,15 +44,30 @@ fn multipart_parts_and_attached_messages() {
         Subject: inner\nContent-Type: text/plain\nX-After: 1\nContent-Transfer-Encoding: quoted-printable\n\ninner caf=C3=A9\n\
         --BB--\nepilogue caf\u{e9}\n";
     let out = to_seven_bit(&crlf(input)).expect("converted");
-    assert_eq!(String::from_utf8_lossy(&out), String::from_utf8_lossy(&crlf(expected)));
+    assert_eq!(
+        String::from_utf8_lossy(&out),
+        String::from_utf8_lossy(&crlf(expected))
+    );
 }
 
 #[test]
 fn binary_is_converted_and_undeclared_or_seven_bit_content_is_left_alone() {
-    let out = converted("MIME-Version: 1.0\nContent-Transfer-Encoding: binary\nContent-Type: text/plain\n\ncaf\u{e9}\n");
+    let out = converted(
+        "MIME-Version: 1.0\nContent-Transfer-Encoding: binary\nContent-Type: text/plain\n\ncaf\u{e9}\n",
+    );
     assert!(out.ends_with("Content-Type: text/plain\r\nContent-Transfer-Encoding: quoted-printable\r\n\r\ncaf=C3=A9\r\n"), "{out}");
-    assert!(to_seven_bit(&crlf("MIME-Version: 1.0\nContent-Type: text/plain\n\ncaf\u{e9}\n")).is_none());
-    assert!(to_seven_bit(&crlf("Content-Transfer-Encoding: quoted-printable\n\na=3Db\n")).is_none());
+    assert!(
+        to_seven_bit(&crlf(
+            "MIME-Version: 1.0\nContent-Type: text/plain\n\ncaf\u{e9}\n"
+        ))
+        .is_none()
+    );
+    assert!(
+        to_seven_bit(&crlf(
+            "Content-Transfer-Encoding: quoted-printable\n\na=3Db\n"
+        ))
+        .is_none()
+    );
     assert!(to_seven_bit(b"").is_none());
 }
 
@@ -70,14 +85,25 @@ fn long_lines_get_soft_breaks_as_postfix() {
         assert_eq!(l.len(), 75, "73 x, =, CR");
         assert!(l.ends_with(b"=\r"));
     }
-    assert_eq!(lines[34], &[b'x'; 18].iter().copied().chain([b'\r']).collect::<Vec<u8>>()[..]);
+    assert_eq!(
+        lines[34],
+        &[b'x'; 18]
+            .iter()
+            .copied()
+            .chain([b'\r'])
+            .collect::<Vec<u8>>()[..]
+    );
     // An encoded byte near the limit can take the line to 76 with its soft break.
     let mut out = Vec::new();
     let mut line = vec![b'a'; 72];
     line.extend_from_slice("\u{e9}b".as_bytes());
     encode_line(&mut out, &line);
     let first = out.split(|&b| b == b'\n').next().unwrap();
-    assert!(first.len() <= 77 && first.ends_with(b"=\r"), "{}", String::from_utf8_lossy(first));
+    assert!(
+        first.len() <= 77 && first.ends_with(b"=\r"),
+        "{}",
+        String::from_utf8_lossy(first)
+    );
     let mut out = Vec::new();
     encode_line(&mut out, b"tab\t");
     assert_eq!(out, b"tab=09\r\n");
@@ -96,9 +122,21 @@ fn nested_multipart_boundaries_and_digest_defaults() {
 
 #[test]
 fn parameters_are_parsed_quoted_or_not() {
-    assert_eq!(parameter(b" charset=x; boundary=\"a;b\\\"c\"", b"boundary"), Some(b"a;b\"c".to_vec()));
-    assert_eq!(parameter(b"boundary=plain ; x=y", b"BOUNDARY"), Some(b"plain".to_vec()));
+    assert_eq!(
+        parameter(b" charset=x; boundary=\"a;b\\\"c\"", b"boundary"),
+        Some(b"a;b\"c".to_vec())
+    );
+    assert_eq!(
+        parameter(b"boundary=plain ; x=y", b"BOUNDARY"),
+        Some(b"plain".to_vec())
+    );
     assert_eq!(parameter(b"x", b"boundary"), None);
-    assert_eq!(content_kind(b" multipart/alternative;\r\n boundary=zz"), Kind::Multipart { boundary: b"zz".to_vec(), digest: false });
+    assert_eq!(
+        content_kind(b" multipart/alternative;\r\n boundary=zz"),
+        Kind::Multipart {
+            boundary: b"zz".to_vec(),
+            digest: false
+        }
+    );
     assert_eq!(content_kind(b"Message/RFC822"), Kind::Message);
 }
