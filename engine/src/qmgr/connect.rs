@@ -17,7 +17,15 @@ use crate::delivery::smtp::{ClientSettings, SessionError, SmtpConnection};
 use crate::dns::nexthop::Destination;
 use std::rc::Rc;
 
-/// The first session that completed its handshake, or the last error (`None`: nothing to try).
+/// Why no session could be opened: the last error (`None`: nothing to try), and the `relay=`
+/// to log — `none` when no server answered (as Postfix), else the server that failed after
+/// connecting (`host[addr]:port`).
+pub(super) struct NoSession {
+    pub(super) error: Option<SessionError>,
+    pub(super) relay: String,
+}
+
+/// The first session that completed its handshake, or why there is none.
 pub(super) async fn open_session(
     qmgr: &Rc<Qmgr>,
     dest: &Rc<DestQueue>,
@@ -25,13 +33,17 @@ pub(super) async fn open_session(
     unix: Option<&std::path::Path>,
     addrs: &[Destination],
     program: &str,
-) -> Result<SmtpConnection, Option<SessionError>> {
+) -> Result<SmtpConnection, NoSession> {
     let mut last_error = None;
+    let mut relay = "none".to_string();
     if let Some(path) = unix {
         match SmtpConnection::connect_unix(path, &client.helo_name, client).await {
             Ok(c) => return Ok(c),
             Err(e) => {
                 log_failure(qmgr, program, &e);
+                if !matches!(e, SessionError::Connect { .. }) {
+                    relay = format!("{}[{}]", client.helo_name, path.display());
+                }
                 last_error = Some(e);
             }
         }
@@ -45,6 +57,10 @@ pub(super) async fn open_session(
             Ok(c) => return Ok(c),
             Err(e) => {
                 log_failure(qmgr, program, &e);
+                relay = match e {
+                    SessionError::Connect { .. } => "none".to_string(),
+                    _ => format!("{}[{}]:{}", d.host, d.addr.ip(), d.addr.port()),
+                };
                 let permanent = e.is_permanent();
                 last_error = Some(e);
                 if permanent {
@@ -53,22 +69,16 @@ pub(super) async fn open_session(
             }
         }
     }
-    Err(last_error)
+    Err(NoSession {
+        error: last_error,
+        relay,
+    })
 }
 
 /// Postfix logs a failed connect at info level, whatever comes next.
 fn log_failure(qmgr: &Rc<Qmgr>, program: &str, e: &SessionError) {
     if matches!(e, SessionError::Connect { .. }) {
         qmgr.ctx.log.line(program, &e.dsn());
-    }
-}
-
-/// `relay=` for a delivery that never got a session: the server that refused in its greeting,
-/// else `none` (as Postfix).
-pub(super) fn relay_of(e: Option<&SessionError>) -> String {
-    match e {
-        Some(SessionError::Greeting { relay, .. }) => relay.clone(),
-        _ => "none".into(),
     }
 }
 

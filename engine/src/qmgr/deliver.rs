@@ -236,7 +236,10 @@ async fn smtp_worker(
     let opened = super::connect::open_session(qmgr, dest, client, unix, &addrs, &program).await;
     let mut conn = match opened {
         Ok(c) => c,
-        Err(last_error) => {
+        Err(super::connect::NoSession {
+            error: last_error,
+            relay,
+        }) => {
             // Negative feedback; enough failed cohorts and the destination is
             // left alone for a while.
             let verdict = match (
@@ -254,7 +257,6 @@ async fn smtp_worker(
                     .min(std::time::Duration::from_secs(60));
                 *dest.dead.borrow_mut() = Some((Instant::now() + pause, e.dsn()));
             }
-            let relay = super::connect::relay_of(last_error.as_ref());
             let r = match &last_error {
                 Some(e) => Result1 {
                     kind: if e.is_permanent() {

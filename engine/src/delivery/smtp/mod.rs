@@ -362,12 +362,11 @@ pub enum SessionError {
         reason: String,
         host: String,
     },
-    /// A 4xx/5xx (or otherwise not 2xx) greeting from `peer` (`host[addr]`) at `relay`
-    /// (`host[addr]:port`). With `skip` (`smtp_skip_5xx_greeting`) a 5xx is temporary.
+    /// A 4xx/5xx (or otherwise not 2xx) greeting from `peer` (`host[addr]`). With `skip`
+    /// (`smtp_skip_5xx_greeting`) a 5xx is temporary.
     Greeting {
         reply: ServerReply,
         peer: String,
-        relay: String,
         skip: bool,
     },
     /// A 4xx/5xx to EHLO/HELO/STARTTLS/MAIL/DATA/RSET that ends the transaction. `peer` is
@@ -698,7 +697,6 @@ impl SmtpConnection {
             return Err(SessionError::Greeting {
                 reply: greeting,
                 peer: conn.peer.clone(),
-                relay: conn.relay(),
                 skip: settings.skip_5xx_greeting,
             });
         }
