@@ -269,9 +269,17 @@ fn dnsbl_hit_miss_and_temporary_failure() {
         miss.cmd("RCPT TO:<alice@mx.test.example>")
             .starts_with("250")
     );
+    // An unreachable list is skipped with a warning, as Postfix does
+    // ("We can't block all email simply because an RBL server is
+    // unavailable").
     let mut fail = session(&d, "127.0.0.4", "client.example", "a@example.org");
     let reply = fail.cmd("RCPT TO:<alice@mx.test.example>");
-    assert!(reply.starts_with("450 4.7.1 "), "{reply}");
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert!(
+        d.log().contains("warning: 4.0.0.127.bl.test: RBL lookup error: Host or domain name not found. Name service error for name=4.0.0.127.bl.test type=A: Host not found, try again"),
+        "{}",
+        d.log()
+    );
     let mut rhs = session(&d, "127.0.0.1", "client.example", "x@spam.example");
     assert_eq!(
         rhs.cmd("RCPT TO:<alice@mx.test.example>"),
@@ -738,6 +746,46 @@ fn dns_allow_lists_and_rhsbl_on_names() {
         clean
             .cmd("RCPT TO:<alice@mx.test.example>")
             .starts_with("250")
+    );
+}
+
+#[test]
+fn client_dns_settings_leave_smtpd_name_lookups_alone() {
+    let dns = dns_server();
+    dns.add_ptr("127.0.0.1".parse().unwrap(), 60, "good.test.example");
+    dns.add_a("good.test.example", 60, Ipv4Addr::new(127, 0, 0, 1));
+    // smtp_dns_support_level and disable_dns_lookups are the SMTP client's
+    // settings: Postfix's smtpd still looks the client's name up.
+    let d = Daemon::start(&format!(
+        "corepost_dns_servers = {}\nsmtp_dns_support_level = disabled\ndisable_dns_lookups = yes\nsmtpd_peername_lookup = yes\nmynetworks = 127.0.0.0/32\nsmtpd_client_restrictions = reject_unknown_client_hostname\n",
+        dns.addr()
+    ));
+    let mut c = session(&d, "127.0.0.1", "client.example", "a@example.org");
+    let reply = c.cmd("RCPT TO:<alice@mx.test.example>");
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert!(
+        d.log()
+            .contains("connect from good.test.example[127.0.0.1]"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn an_unreachable_allow_list_turns_a_later_reject_into_450() {
+    let dns = dns_server();
+    dns.set_behaviour("1.0.0.127.wl.test", Behaviour::ServFail);
+    let d = Daemon::start(&format!(
+        "{PATIENT}corepost_dns_servers = {}\nmynetworks = 127.0.0.0/32\nsmtpd_client_restrictions = permit_dnswl_client wl.test, reject\n",
+        dns.addr()
+    ));
+    // Postfix's permit_dnswl_addr: DEFER_IF_REJECT on a soft DNS error.
+    let mut c = Raw::connect_from(d.port, "127.0.0.1");
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@mx.test.example>"),
+        "450 4.7.1 <127.0.0.1>: Client host rejected: Service unavailable\r\n"
     );
 }
 

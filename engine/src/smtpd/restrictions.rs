@@ -105,6 +105,20 @@ pub struct Facts<'a> {
     pub sender_unlisted: Option<(u16, &'static str)>,
     /// The same for the recipient.
     pub recipient_unlisted: Option<(u16, &'static str)>,
+    /// The client's source port (policy `client_port`).
+    pub client_port: u16,
+    /// The local address and port the client connected to (policy
+    /// `server_address`, `server_port`).
+    pub server: Option<std::net::SocketAddr>,
+    /// The SASL mechanism the client authenticated with.
+    pub sasl_method: Option<&'a str>,
+    /// The ETRN command's domain.
+    pub etrn_domain: &'a str,
+    /// The service was at its process limit when this session was admitted
+    /// (Postfix's `stress` parameter).
+    pub stress: bool,
+    /// The TLS session, once encrypted.
+    pub tls: Option<&'a super::tls::TlsSummary>,
 }
 
 impl<'a> Facts<'a> {
@@ -131,6 +145,12 @@ impl<'a> Facts<'a> {
             size: 0,
             sender_unlisted: None,
             recipient_unlisted: None,
+            client_port: 0,
+            server: None,
+            sasl_method: None,
+            etrn_domain: "",
+            stress: false,
+            tls: None,
         }
     }
 }
@@ -227,6 +247,14 @@ pub struct Outcome {
     defer_if_permit: Option<Reply>,
     defer_if_reject: Option<Reply>,
     warn_if_reject: bool,
+}
+
+impl Outcome {
+    /// Postfix's DEFER_IF_REJECT: a later reject answers with `reply`
+    /// instead (the first one set wins).
+    pub fn defer_if_reject(&mut self, reply: Reply) {
+        self.defer_if_reject.get_or_insert(reply);
+    }
 }
 
 #[derive(Debug, Clone)]
@@ -593,7 +621,7 @@ impl Policy {
                     unknown_hostname: self.codes.unknown_hostname,
                     unknown_address: self.codes.unknown_address,
                 };
-                let (decision, defer) = self.dns.evaluate(r, stage, f, &codes, out).await;
+                let (decision, defer) = self.dns.evaluate(r, f, &codes, out).await;
                 if let Some(d) = defer {
                     out.defer_if_permit.get_or_insert(d);
                 }

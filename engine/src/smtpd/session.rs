@@ -43,6 +43,9 @@ struct Transaction {
     /// HOLD, DISCARD, FILTER, REDIRECT, PREPEND from access tables.
     actions: Actions,
     chunks_too_big: bool,
+    /// The size of the message received, once it is (Postfix's
+    /// `act_size`: the policy protocol's `size` at END-OF-MESSAGE).
+    received_size: Option<u64>,
 }
 
 /// Per-verb (accepted, total) counters for the disconnect line.
@@ -106,6 +109,10 @@ pub struct Session {
     core: Rc<CoreContext>,
     settings: std::sync::Arc<SmtpdSettings>,
     peer: SocketAddr,
+    /// The local address the client connected to.
+    local: Option<SocketAddr>,
+    /// Admitted while the service was at its process limit.
+    stress: bool,
     client_name: String,
     reverse_client_name: String,
     name_status: NameStatus,
@@ -132,6 +139,7 @@ impl Session {
         core: Rc<CoreContext>,
         settings: std::sync::Arc<SmtpdSettings>,
         peer: SocketAddr,
+        local: Option<SocketAddr>,
     ) -> Session {
         let addr = crate::smtpd::networks::canonical(peer.ip());
         Session {
@@ -139,6 +147,9 @@ impl Session {
             core,
             settings,
             peer: SocketAddr::new(addr, peer.port()),
+            local: local
+                .map(|l| SocketAddr::new(crate::smtpd::networks::canonical(l.ip()), l.port())),
+            stress: false,
             client_name: "unknown".to_string(),
             reverse_client_name: "unknown".to_string(),
             name_status: NameStatus::NotFound,
@@ -154,6 +165,13 @@ impl Session {
             last_command: "CONNECT",
             secure: tls_auth::SecureState::default(),
         }
+    }
+
+    /// Mark the session as admitted under stress (its service was at its
+    /// process limit).
+    pub fn under_stress(mut self, stress: bool) -> Session {
+        self.stress = stress;
+        self
     }
 
     fn log(&self, message: &str) {
@@ -524,11 +542,19 @@ impl Session {
             queue_id: "",
             instance: "",
             recipient_count: tx.map_or(0, |t| t.recipients.len()),
-            size: tx.and_then(|t| t.params.size).unwrap_or(0),
+            size: tx
+                .and_then(|t| t.received_size.or(t.params.size))
+                .unwrap_or(0),
             sender_unlisted: tx
                 .filter(|t| !t.sender.is_empty() && self.settings.policy.needs_unlisted().0)
                 .and_then(|t| super::restrictions::unlisted(&self.settings.router, &t.sender)),
             recipient_unlisted: recipient.and_then(|r| r.unlisted),
+            client_port: self.peer.port(),
+            server: self.local,
+            sasl_method: self.secure.sasl.as_ref().map(|a| a.method.as_str()),
+            etrn_domain: "",
+            stress: self.stress,
+            tls: self.secure.tls_summary.as_ref(),
         }
     }
 
@@ -1000,6 +1026,9 @@ impl Session {
         reject_bare: bool,
         verb: &'static str,
     ) -> Flow {
+        if let Some(tx) = &mut self.tx {
+            tx.received_size = Some(end.size);
+        }
         if !self
             .settings
             .policy
