@@ -830,3 +830,102 @@ fn helo_checks_non_fqdn_recipient_and_deferred_relay() {
             .starts_with("250")
     );
 }
+
+#[test]
+fn policy_requests_carry_postfix_attributes_and_the_real_size() {
+    let (stub, port) = PolicyStub::tcp();
+    let dir = tempfile::tempdir().unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["mx.test.example".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let d = Daemon::start(&format!(
+        "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n\
+         smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:{port}, permit_mynetworks, reject\n\
+         smtpd_end_of_data_restrictions = check_policy_service {{ inet:127.0.0.1:{port}, policy_context=eod }}\n",
+        cert.display(),
+        key.display()
+    ));
+    let (ok, out) = python(&format!(
+        "import smtplib, ssl\n\
+         s = smtplib.SMTP('127.0.0.1', {})\n\
+         s.ehlo('client.example')\n\
+         s.starttls(context=ssl._create_unverified_context())\n\
+         s.ehlo('client.example')\n\
+         print(s.sock.getsockname()[1])\n\
+         s.mail('a@example.org', ['SIZE=99999'])\n\
+         s.rcpt('alice@mx.test.example')\n\
+         s.data(b'Subject: x\\r\\n\\r\\nhello\\r\\n')\n\
+         s.quit()\n",
+        d.port
+    ));
+    assert!(ok, "{out}\n{}", d.log());
+    let client_port = out.trim().to_string();
+    let requests = stub.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let attr = |r: usize, k: &str| -> String {
+        requests[r]
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("<missing {k}>"))
+    };
+    // Postfix 3.7's attributes, in its order, then 3.8's two.
+    let names: Vec<&str> = requests[0].iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "request",
+            "protocol_state",
+            "protocol_name",
+            "client_address",
+            "client_name",
+            "client_port",
+            "reverse_client_name",
+            "server_address",
+            "server_port",
+            "helo_name",
+            "sender",
+            "recipient",
+            "recipient_count",
+            "queue_id",
+            "instance",
+            "size",
+            "etrn_domain",
+            "stress",
+            "sasl_method",
+            "sasl_username",
+            "sasl_sender",
+            "ccert_subject",
+            "ccert_issuer",
+            "ccert_fingerprint",
+            "ccert_pubkey_fingerprint",
+            "encryption_protocol",
+            "encryption_cipher",
+            "encryption_keysize",
+            "policy_context",
+            "compatibility_level",
+            "mail_version",
+        ]
+    );
+    assert_eq!(attr(0, "protocol_state"), "RCPT");
+    assert_eq!(attr(0, "client_port"), client_port);
+    assert_eq!(attr(0, "server_address"), "127.0.0.1");
+    assert_eq!(attr(0, "server_port"), d.port.to_string());
+    assert_eq!(attr(0, "size"), "99999");
+    assert_eq!(attr(0, "recipient_count"), "0");
+    assert_eq!(attr(0, "stress"), "");
+    assert_eq!(attr(0, "encryption_protocol"), "TLSv1.3");
+    assert!(
+        attr(0, "encryption_cipher").starts_with("TLS_"),
+        "{requests:?}"
+    );
+    let bits = attr(0, "encryption_keysize");
+    assert!(bits == "128" || bits == "256", "{bits}");
+    assert_eq!(attr(0, "compatibility_level"), "3.6");
+    // END-OF-MESSAGE: the size received, not the SIZE announced.
+    assert_eq!(attr(1, "protocol_state"), "END-OF-MESSAGE");
+    assert_eq!(attr(1, "size"), "21");
+    assert_eq!(attr(1, "recipient_count"), "1");
+    assert_eq!(attr(1, "policy_context"), "eod");
+}
