@@ -199,3 +199,29 @@ fn reload_changes_maxproc() {
     assert!(reload_and_wait(&d).contains("reload -- version"));
     assert!(greeting_within(&mut second, Duration::from_secs(10)).starts_with("220 "));
 }
+
+#[test]
+fn reload_opens_a_privileged_port_after_root_is_given_up() {
+    // Started as root, running as nobody: the daemon keeps only the right
+    // to bind ports below 1024, as Postfix's master (root) can.
+    let d = Daemon::start_unprivileged("", "");
+    let low = (700..1000)
+        .find(|p| std::net::TcpListener::bind(("127.0.0.1", *p)).is_ok())
+        .expect("a free port below 1000");
+    let master_cf = d.dir.path().join("master.cf");
+    let mut text = std::fs::read_to_string(&master_cf).unwrap();
+    text.push_str(&format!("127.0.0.1:{low} inet n - n - - smtpd\n"));
+    std::fs::write(&master_cf, text).unwrap();
+    let verdict = reload_and_wait(&d);
+    assert!(
+        verdict.contains("reload -- version"),
+        "{verdict}\n{}",
+        d.log()
+    );
+    let _ = Raw::connect(low);
+    let status = std::fs::read_to_string(format!("/proc/{}/status", d.pid())).unwrap();
+    let uid = status.lines().find(|l| l.starts_with("Uid:")).unwrap();
+    assert!(!uid.split_whitespace().nth(1).unwrap().eq("0"), "{uid}");
+    let caps = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
+    assert!(caps.ends_with("0000000000000400"), "{caps}");
+}

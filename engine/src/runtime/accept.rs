@@ -9,6 +9,8 @@ use super::services::{Service, Services, Slot};
 use crate::smtpd::connection::Connection;
 use crate::smtpd::session::Session;
 use std::cell::RefCell;
+use std::collections::HashMap;
+use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -18,15 +20,20 @@ const SLOT_POLL: Duration = Duration::from_millis(10);
 
 /// A running accept loop.
 struct Running {
-    planned: Planned,
+    address: SocketAddr,
     stop: Shutdown,
     task: glommio::Task<()>,
 }
+
+/// Which service (master.cf id) each address serves now: a reload may
+/// give an address that stays open to a renamed service.
+type Routes = Rc<RefCell<HashMap<SocketAddr, String>>>;
 
 /// The accept loops of one core.
 pub struct CoreListeners {
     ctx: Rc<CoreContext>,
     services: Rc<RefCell<Services>>,
+    routes: Routes,
     running: Vec<Running>,
 }
 
@@ -35,6 +42,7 @@ impl CoreListeners {
         CoreListeners {
             ctx,
             services,
+            routes: Rc::default(),
             running: Vec::new(),
         }
     }
@@ -42,15 +50,19 @@ impl CoreListeners {
     /// Start accepting on `bound`.
     pub fn start(&mut self, bound: Bound) {
         let stop = Shutdown::default();
-        let planned = bound.planned.clone();
+        let address = bound.planned.address;
+        self.routes
+            .borrow_mut()
+            .insert(address, bound.planned.service.clone());
         let task = glommio::spawn_local(accept_loop(
             bound,
             Rc::clone(&self.ctx),
             Rc::clone(&self.services),
+            Rc::clone(&self.routes),
             stop.clone(),
         ));
         self.running.push(Running {
-            planned,
+            address,
             stop,
             task,
         });
@@ -59,9 +71,13 @@ impl CoreListeners {
     /// Stop the listeners `plan` no more has; their sockets are closed when
     /// this returns (sessions they started go on).
     pub async fn retain(&mut self, plan: &[Planned]) {
+        *self.routes.borrow_mut() = plan
+            .iter()
+            .map(|p| (p.address, p.service.clone()))
+            .collect();
         let (keep, close): (Vec<_>, Vec<_>) = std::mem::take(&mut self.running)
             .into_iter()
-            .partition(|r| plan.contains(&r.planned));
+            .partition(|r| plan.iter().any(|p| p.address == r.address));
         self.running = keep;
         for r in close {
             r.stop.trigger();
@@ -124,12 +140,17 @@ async fn accept_loop(
     bound: Bound,
     ctx: Rc<CoreContext>,
     services: Rc<RefCell<Services>>,
+    routes: Routes,
     stop: Shutdown,
 ) {
-    let id = bound.planned.service.clone();
+    let address = bound.planned.address;
     let listener = bound.into_glommio();
     loop {
-        let Some(service) = services.borrow().get(&id).cloned() else {
+        let service = routes
+            .borrow()
+            .get(&address)
+            .and_then(|id| services.borrow().get(id).cloned());
+        let Some(service) = service else {
             return;
         };
         // Postfix's process limit: while the service is full, clients wait

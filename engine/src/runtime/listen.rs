@@ -289,6 +289,7 @@ pub fn drop_privileges(owner: &(String, u32, u32), queue_dir: &Path) -> Result<(
     // SAFETY: plain system calls on integer arguments; a null group list
     // with size 0 clears the supplementary groups.
     let ok = unsafe {
+        libc::prctl(libc::PR_SET_KEEPCAPS, 1, 0, 0, 0);
         libc::setgroups(0, std::ptr::null()) == 0
             && libc::setgid(gid) == 0
             && libc::setuid(uid) == 0
@@ -299,7 +300,52 @@ pub fn drop_privileges(owner: &(String, u32, u32), queue_dir: &Path) -> Result<(
             std::io::Error::last_os_error()
         ));
     }
+    keep_bind_service_capability();
     Ok(())
+}
+
+/// After setuid, keep only CAP_NET_BIND_SERVICE, so a reload can still
+/// open a listener on a port below 1024 (Postfix's master keeps root for
+/// that). Without it such a reload fails with "Permission denied" and
+/// keeps the running configuration; nothing else depends on it.
+fn keep_bind_service_capability() {
+    #[repr(C)]
+    struct Header {
+        version: u32,
+        pid: i32,
+    }
+    #[repr(C)]
+    #[derive(Clone, Copy)]
+    struct Data {
+        effective: u32,
+        permitted: u32,
+        inheritable: u32,
+    }
+    const LINUX_CAPABILITY_VERSION_3: u32 = 0x2008_0522;
+    const CAP_NET_BIND_SERVICE: u32 = 10;
+    let header = Header {
+        version: LINUX_CAPABILITY_VERSION_3,
+        pid: 0,
+    };
+    let bit = 1u32 << CAP_NET_BIND_SERVICE;
+    let data = [
+        Data {
+            effective: bit,
+            permitted: bit,
+            inheritable: 0,
+        },
+        Data {
+            effective: 0,
+            permitted: 0,
+            inheritable: 0,
+        },
+    ];
+    // SAFETY: capset reads a version-3 header and two data structs, which
+    // live for the duration of the call; prctl takes integer arguments.
+    unsafe {
+        libc::syscall(libc::SYS_capset, &header as *const Header, data.as_ptr());
+        libc::prctl(libc::PR_SET_KEEPCAPS, 0, 0, 0, 0);
+    }
 }
 
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {

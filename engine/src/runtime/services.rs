@@ -193,15 +193,15 @@ impl Listeners {
         let mut new_claims = Vec::new();
         let mut fresh = Vec::new();
         for p in &plan {
-            if self.plan.contains(p) {
+            // An address that stays open keeps its sockets, even when a
+            // renamed service now uses it.
+            if self.plan.iter().any(|o| o.address == p.address) {
                 continue;
             }
-            if !self.claims.contains_key(&p.address) {
-                match listen::claim(p.address)? {
-                    Some(claim) => new_claims.push((p.address, claim)),
-                    // No such address on this host (IPv6 loopback).
-                    None => continue,
-                }
+            match listen::claim(p.address)? {
+                Some(claim) => new_claims.push((p.address, claim)),
+                // No such address on this host (IPv6 loopback).
+                None => continue,
             }
             fresh.push(p.clone());
         }
@@ -214,7 +214,7 @@ impl Listeners {
         }
         let plan = plan
             .into_iter()
-            .filter(|p| self.plan.contains(p) || fresh.contains(p))
+            .filter(|p| self.plan.iter().any(|o| o.address == p.address) || fresh.contains(p))
             .collect();
         Ok(Prepared {
             plan,
