@@ -145,12 +145,14 @@ async fn accept_loop(
 ) {
     let address = bound.planned.address;
     let listener = bound.into_glommio();
-    loop {
-        let service = routes
+    let current = || {
+        routes
             .borrow()
             .get(&address)
-            .and_then(|id| services.borrow().get(id).cloned());
-        let Some(service) = service else {
+            .and_then(|id| services.borrow().get(id).cloned())
+    };
+    loop {
+        let Some(service) = current() else {
             return;
         };
         // Postfix's process limit: while the service is full, clients wait
@@ -175,6 +177,10 @@ async fn accept_loop(
                 glommio::timer::sleep(Duration::from_millis(10)).await;
                 continue;
             }
+        };
+        // A reload while waiting: the client gets the new settings.
+        let Some(service) = current() else {
+            return;
         };
         // Another core may have taken the last slot meanwhile: this client
         // waits, not greeted, like the rest of the listen queue.
