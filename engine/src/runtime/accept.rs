@@ -201,6 +201,15 @@ async fn accept_loop(
         let core = Rc::clone(&ctx);
         ctx.sessions.set(ctx.sessions.get() + 1);
         glommio::spawn_local(async move {
+            let mut stream = stream;
+            let (mut peer, mut local, mut failure) = (peer, local, None);
+            if let Some(proxy) = &settings.upstream_proxy {
+                match crate::smtpd::haproxy::receive(&mut stream, proxy).await {
+                    Ok(Some(e)) => (peer, local) = (e.client, Some(e.server)),
+                    Ok(None) => {}
+                    Err(w) => failure = Some(w),
+                }
+            }
             Session::new(
                 Connection::new(stream),
                 Rc::clone(&core),
@@ -209,6 +218,7 @@ async fn accept_loop(
                 local,
             )
             .under_stress(stress)
+            .proxy_failed(failure)
             .run()
             .await;
             drop(slot);

@@ -113,6 +113,8 @@ pub struct Session {
     local: Option<SocketAddr>,
     /// Admitted while the service was at its process limit.
     stress: bool,
+    /// The upstream proxy's header could not be read: Postfix's warning.
+    proxy_failure: Option<String>,
     client_name: String,
     reverse_client_name: String,
     name_status: NameStatus,
@@ -150,6 +152,7 @@ impl Session {
             local: local
                 .map(|l| SocketAddr::new(crate::smtpd::networks::canonical(l.ip()), l.port())),
             stress: false,
+            proxy_failure: None,
             client_name: "unknown".to_string(),
             reverse_client_name: "unknown".to_string(),
             name_status: NameStatus::NotFound,
@@ -165,6 +168,13 @@ impl Session {
             last_command: "CONNECT",
             secure: tls_auth::SecureState::default(),
         }
+    }
+
+    /// The upstream proxy's header failed (`haproxy read: ...`): the
+    /// session logs it and hangs up with 421, as Postfix does.
+    pub fn proxy_failed(mut self, warning: Option<String>) -> Session {
+        self.proxy_failure = warning;
+        self
     }
 
     /// Mark the session as admitted under stress (its service was at its
@@ -184,6 +194,10 @@ impl Session {
 
     /// Run the session to the end.
     pub async fn run(mut self) {
+        let hangup = self.proxy_failure.take();
+        if let Some(w) = &hangup {
+            self.log(&format!("warning: {w}"));
+        }
         let names = self.settings.policy.dns.client_names(self.peer.ip()).await;
         self.client_name = names.name;
         self.name_status = names.name_status;
@@ -198,7 +212,7 @@ impl Session {
             &self.settings.myhostname,
         );
         self._anvil = Some(registration);
-        if self.settings.tls.wrappermode && !self.wrapper_handshake().await {
+        if hangup.is_none() && self.settings.tls.wrappermode && !self.wrapper_handshake().await {
             self.conn.close().await;
             self.log(&format!(
                 "disconnect from {} {}",
@@ -207,7 +221,15 @@ impl Session {
             ));
             return;
         }
-        let mut greeting = if let Some(x) = exceeded {
+        let mut greeting = if hangup.is_some() {
+            // Without the proxy's information there is no audit trail and
+            // no access control: hang up (Postfix's SMTPD_FLAG_HANGUP).
+            Reply::new(
+                421,
+                "4.3.0",
+                format!("{} Server local error", self.settings.myhostname),
+            )
+        } else if let Some(x) = exceeded {
             self.log(&format!("warning: {}", x.warning));
             x.reply
         } else if self.core.shutdown.is_triggered() {

@@ -53,6 +53,9 @@ pub struct SmtpdSettings {
     /// `content_filter`: where every accepted message goes first.
     pub content_filter: Option<ContentFilter>,
     pub default_filter_nexthop: String,
+    /// `smtpd_upstream_proxy_protocol = haproxy`: the client's address
+    /// comes from the proxy's header.
+    pub upstream_proxy: Option<super::haproxy::ProxySettings>,
     /// `header_checks`, `mime_header_checks`, `nested_header_checks` and
     /// `body_checks` (empty with
     /// `receive_override_options = no_header_body_checks`).
@@ -131,6 +134,11 @@ impl SmtpdSettings {
             content_filter: ContentFilter::parse(&text("content_filter")?)
                 .map_err(|e| format!("parameter content_filter: {e}"))?,
             default_filter_nexthop: text("default_filter_nexthop")?,
+            upstream_proxy: super::haproxy::ProxySettings::from_params(
+                &text("smtpd_upstream_proxy_protocol")?,
+                time("smtpd_upstream_proxy_timeout")?,
+                &text("inet_protocols")?,
+            )?,
             content_checks,
         })
     }
