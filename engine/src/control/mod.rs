@@ -62,7 +62,8 @@ pub fn item(
 pub struct DaemonInfo {
     pub started: Instant,
     pub cores: u16,
-    pub listeners: Vec<String>,
+    /// The listening addresses (a reload changes them).
+    pub listeners: Arc<std::sync::Mutex<Vec<String>>>,
     pub pickup: bool,
 }
 
@@ -329,7 +330,10 @@ fn execute(
                 total.spool_bytes,
                 total.segments,
                 total.sessions,
-                info.listeners.join(" "),
+                info.listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .join(" "),
                 if info.pickup { "on" } else { "off" },
             ))
         }
@@ -356,7 +360,7 @@ mod tests {
         let info = DaemonInfo {
             started: Instant::now(),
             cores: 1,
-            listeners: vec![],
+            listeners: Default::default(),
             pickup: false,
         };
         assert!(execute("", &[], &info).is_err());

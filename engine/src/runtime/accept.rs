@@ -118,8 +118,10 @@ async fn pause(d: Duration, ctx: &CoreContext, stop: &Shutdown) -> bool {
 async fn take_slot(service: &Service, ctx: &CoreContext, stop: &Shutdown) -> Option<Slot> {
     loop {
         if let Some((slot, full)) = service.slots.try_take() {
-            if full && let Some(w) = service.slots.warning() {
-                ctx.log.line(&master_program(&service.settings.program), &w);
+            if full {
+                for w in service.slots.warnings() {
+                    ctx.log.line(&master_program(&service.settings.program), &w);
+                }
             }
             return Some(slot);
         }

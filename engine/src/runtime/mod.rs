@@ -264,13 +264,14 @@ fn run_with_log(
         .iter()
         .map(|p| p.address.to_string())
         .collect();
+    let shown_listeners = Arc::new(Mutex::new(addresses.clone()));
     let control = match crate::control::ControlServer::start(
         &control_socket,
         control_tx,
         crate::control::DaemonInfo {
             started: std::time::Instant::now(),
             cores,
-            listeners: addresses.clone(),
+            listeners: Arc::clone(&shown_listeners),
             pickup: pickup.is_some(),
         },
     ) {
@@ -294,6 +295,10 @@ fn run_with_log(
             addresses.join(" ")
         ),
     );
+    let mut listeners = Reloadable {
+        listeners,
+        shown: shown_listeners,
+    };
     signal_loop(&shared, options, &log, &master, &router, &mut listeners);
     drop(control);
     for h in handles {
@@ -651,7 +656,7 @@ fn signal_loop(
     log: &Log,
     master: &str,
     router: &crate::control::core::SharedRouter,
-    listeners: &mut services::Listeners,
+    listeners: &mut Reloadable,
 ) {
     loop {
         if shared.exited.load(Ordering::Acquire) > 0 {
@@ -673,6 +678,13 @@ fn signal_loop(
     shared.stop.store(true, Ordering::Release);
 }
 
+/// What a reload changes besides the shared settings: the listening
+/// addresses, and their list in `corepost status`.
+struct Reloadable {
+    listeners: services::Listeners,
+    shown: Arc<Mutex<Vec<String>>>,
+}
+
 /// Postfix's `postfix reload`: read the configuration again and apply it
 /// to new sessions and deliveries, open the listeners it adds and close
 /// those it removes (their sessions finish). Everything is resolved and
@@ -685,8 +697,9 @@ fn reload(
     log: &Log,
     master: &str,
     router: &crate::control::core::SharedRouter,
-    listeners: &mut services::Listeners,
+    reloadable: &mut Reloadable,
 ) -> Result<services::ListenerChange, String> {
+    let listeners = &mut reloadable.listeners;
     let cores = shared.applied.len();
     let loaded = load(&options.config_dir).and_then(|c| {
         let smtpd = smtpd_services(&c, &lock(&shared.services))?;
@@ -734,6 +747,11 @@ fn reload(
         std::thread::sleep(Duration::from_millis(10));
     }
     drop(released);
+    *lock(&reloadable.shown) = listeners
+        .plan()
+        .iter()
+        .map(|p| p.address.to_string())
+        .collect();
     log.line(
         master,
         &format!(

@@ -118,26 +118,32 @@ impl Slots {
         now() < self.stress_until.load(Ordering::Acquire)
     }
 
-    /// Postfix master's warning when a public service is full, at most
-    /// once per 1000 s (None when it was logged recently).
-    pub fn warning(&self) -> Option<String> {
+    /// Postfix master's warnings when a public service is full, at most
+    /// once per 1000 s (empty when they were logged recently).
+    pub fn warnings(&self) -> Vec<String> {
         if !self.public || self.limit() <= 1 {
-            return None;
+            return Vec::new();
         }
         let t = now();
         let last = self.warned.load(Ordering::Acquire);
-        if last != 0 && last + STRESS_SECONDS > t {
-            return None;
+        if (last != 0 && last + STRESS_SECONDS > t)
+            || self
+                .warned
+                .compare_exchange(last, t, Ordering::AcqRel, Ordering::Acquire)
+                .is_err()
+        {
+            return Vec::new();
         }
-        self.warned
-            .compare_exchange(last, t, Ordering::AcqRel, Ordering::Acquire)
-            .ok()?;
-        Some(format!(
-            "warning: service \"{}\" ({}) has reached its process limit \"{}\": new clients may experience noticeable delays",
-            self.name,
-            self.label,
-            self.limit()
-        ))
+        vec![
+            format!(
+                "warning: service \"{}\" ({}) has reached its process limit \"{}\": new clients may experience noticeable delays",
+                self.name,
+                self.label,
+                self.limit()
+            ),
+            "warning: to avoid this condition, increase the process count in master.cf or reduce the service time per client".into(),
+            "warning: see http://www.postfix.org/STRESS_README.html for examples of stress-adapting configuration settings".into(),
+        ]
     }
 }
 
@@ -281,17 +287,17 @@ mod tests {
     #[test]
     fn the_full_warning_is_rate_limited() {
         let slots = Slots::new("192.0.2.1:2602", "[192.0.2.1]:2602", 2, true);
+        let first = slots.warnings();
         assert_eq!(
-            slots.warning().as_deref(),
-            Some(
-                "warning: service \"192.0.2.1:2602\" ([192.0.2.1]:2602) has reached its process limit \"2\": new clients may experience noticeable delays"
-            )
+            first[0],
+            "warning: service \"192.0.2.1:2602\" ([192.0.2.1]:2602) has reached its process limit \"2\": new clients may experience noticeable delays"
         );
-        assert_eq!(slots.warning(), None);
+        assert_eq!(first.len(), 3);
+        assert!(slots.warnings().is_empty());
         // Loopback-only services: no warning, no stress (MASTER_FLAG_LOCAL_ONLY).
         let local = Slots::new("127.0.0.1:2602", "[127.0.0.1]:2602", 1, false);
         let _held = local.try_take();
-        assert_eq!(local.warning(), None);
+        assert!(local.warnings().is_empty());
         assert!(!local.under_stress());
     }
 
