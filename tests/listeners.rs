@@ -162,6 +162,9 @@ fn reload_opens_new_listeners_and_closes_removed_ones() {
     assert!(std::net::TcpStream::connect(("127.0.0.1", removed)).is_err());
     // The session on the removed listener goes on.
     assert!(open.cmd("NOOP").starts_with("250"));
+    let status = stdout(&corepost(&["status", "-c", &d.config_dir()]));
+    assert!(status.contains(&format!("127.0.0.1:{added}")), "{status}");
+    assert!(!status.contains(&format!("127.0.0.1:{removed}")), "{status}");
     // The removed address is free: another program may bind it.
     std::net::TcpListener::bind(("127.0.0.1", removed)).unwrap();
 
