@@ -164,7 +164,10 @@ fn reload_opens_new_listeners_and_closes_removed_ones() {
     assert!(open.cmd("NOOP").starts_with("250"));
     let status = stdout(&corepost(&["status", "-c", &d.config_dir()]));
     assert!(status.contains(&format!("127.0.0.1:{added}")), "{status}");
-    assert!(!status.contains(&format!("127.0.0.1:{removed}")), "{status}");
+    assert!(
+        !status.contains(&format!("127.0.0.1:{removed}")),
+        "{status}"
+    );
     // The removed address is free: another program may bind it.
     std::net::TcpListener::bind(("127.0.0.1", removed)).unwrap();
 
@@ -227,4 +230,44 @@ fn reload_opens_a_privileged_port_after_root_is_given_up() {
     assert!(!uid.split_whitespace().nth(1).unwrap().eq("0"), "{uid}");
     let caps = status.lines().find(|l| l.starts_with("CapEff:")).unwrap();
     assert!(caps.ends_with("0000000000000400"), "{caps}");
+}
+
+#[test]
+fn a_reload_request_on_the_control_socket_answers_with_the_verdict() {
+    let (d, ports) = Daemon::start_with_services("", &["inet n - n - - smtpd"]);
+    let socket = d.spool_dir().join("control");
+    let added = free_port();
+    let master_cf = d.dir.path().join("master.cf");
+    let text = std::fs::read_to_string(&master_cf).unwrap().replace(
+        &format!("127.0.0.1:{} inet", ports[0]),
+        &format!("127.0.0.1:{added} inet"),
+    );
+    std::fs::write(&master_cf, text).unwrap();
+    let verdict = corepost::control::request(&socket, "reload").expect("reload accepted");
+    assert!(verdict.starts_with("reload -- version"), "{verdict}");
+    assert!(
+        verdict.contains(&format!("\nopened 127.0.0.1:{added}")),
+        "{verdict}"
+    );
+    assert!(
+        verdict.contains(&format!("\nclosed 127.0.0.1:{}", ports[0])),
+        "{verdict}"
+    );
+    // The answer comes once the change is in effect.
+    let _ = Raw::connect(added);
+    // A configuration the daemon refuses: the reason, and nothing changes.
+    let main_cf = d.dir.path().join("main.cf");
+    let mut main = std::fs::read_to_string(&main_cf).unwrap();
+    main.push_str("smtpd_upstream_proxy_protocol = nginx\n");
+    std::fs::write(&main_cf, main).unwrap();
+    match corepost::control::request(&socket, "reload") {
+        Err(corepost::control::ClientError::Refused(why)) => {
+            assert!(
+                why.contains("unsupported smtpd_upstream_proxy_protocol value: nginx"),
+                "{why}"
+            )
+        }
+        other => panic!("{other:?}"),
+    }
+    let _ = Raw::connect(added);
 }

@@ -65,7 +65,17 @@ pub struct DaemonInfo {
     /// The listening addresses (a reload changes them).
     pub listeners: Arc<std::sync::Mutex<Vec<String>>>,
     pub pickup: bool,
+    /// Asks the main thread for a reload; it answers on the enclosed
+    /// channel with the verdict (`reload` request).
+    pub reload: Option<flume::Sender<ReloadRequest>>,
 }
+
+/// A `reload` request: the channel for its verdict, the text of the
+/// daemon's log line or why the reload was refused.
+pub type ReloadRequest = flume::Sender<Result<String, String>>;
+
+/// How long a `reload` request waits for the verdict.
+const RELOAD_WAIT: Duration = Duration::from_secs(120);
 
 /// The socket's path from the configuration.
 pub fn socket_path(config: &corepost_config::Config) -> Result<PathBuf, String> {
@@ -235,6 +245,27 @@ fn execute(
         return Err("empty request".into());
     };
     match verb {
+        // Postfix's `postfix reload`, answered with the daemon's verdict:
+        // ok and what changed, or the error that kept the running
+        // configuration.
+        "reload" => {
+            let to_main = info.reload.as_ref().ok_or("reload is not available")?;
+            let (tx, rx) = flume::bounded(1);
+            to_main
+                .send(tx)
+                .map_err(|_| "the daemon is stopping".to_string())?;
+            match rx.recv_timeout(RELOAD_WAIT) {
+                // An error answer is one line.
+                Ok(verdict) => verdict.map(|text| format!("{text}\n")).map_err(|e| {
+                    e.lines()
+                        .map(str::trim)
+                        .filter(|l| !l.is_empty())
+                        .collect::<Vec<_>>()
+                        .join(" ")
+                }),
+                Err(_) => Err("no answer to the reload request".into()),
+            }
+        }
         "list" => Ok(format::mailq(&list(cores)?)),
         "shape" => Ok(format::shape(
             &list(cores)?,
@@ -361,6 +392,7 @@ mod tests {
             started: Instant::now(),
             cores: 1,
             listeners: Default::default(),
+            reload: None,
             pickup: false,
         };
         assert!(execute("", &[], &info).is_err());

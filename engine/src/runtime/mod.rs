@@ -265,6 +265,7 @@ fn run_with_log(
         .map(|p| p.address.to_string())
         .collect();
     let shown_listeners = Arc::new(Mutex::new(addresses.clone()));
+    let (reload_tx, reload_rx) = flume::unbounded::<crate::control::ReloadRequest>();
     let control = match crate::control::ControlServer::start(
         &control_socket,
         control_tx,
@@ -272,6 +273,7 @@ fn run_with_log(
             started: std::time::Instant::now(),
             cores,
             listeners: Arc::clone(&shown_listeners),
+            reload: Some(reload_tx),
             pickup: pickup.is_some(),
         },
     ) {
@@ -298,6 +300,7 @@ fn run_with_log(
     let mut listeners = Reloadable {
         listeners,
         shown: shown_listeners,
+        requests: reload_rx,
     };
     signal_loop(&shared, options, &log, &master, &router, &mut listeners);
     drop(control);
@@ -666,7 +669,11 @@ fn signal_loop(
             );
             break;
         }
-        match wait_signal(Duration::from_millis(500)) {
+        while let Ok(reply) = listeners.requests.try_recv() {
+            let verdict = reload(shared, options, log, master, router, listeners);
+            let _ = reply.send(verdict.map(|change| change.to_string()));
+        }
+        match wait_signal(Duration::from_millis(100)) {
             Some(libc::SIGHUP) => {
                 // The verdict is logged by `reload` itself.
                 let _ = reload(shared, options, log, master, router, listeners);
@@ -683,6 +690,8 @@ fn signal_loop(
 struct Reloadable {
     listeners: services::Listeners,
     shown: Arc<Mutex<Vec<String>>>,
+    /// `reload` requests from the control socket, answered with the verdict.
+    requests: flume::Receiver<crate::control::ReloadRequest>,
 }
 
 /// Postfix's `postfix reload`: read the configuration again and apply it
@@ -698,7 +707,7 @@ fn reload(
     master: &str,
     router: &crate::control::core::SharedRouter,
     reloadable: &mut Reloadable,
-) -> Result<services::ListenerChange, String> {
+) -> Result<services::ReloadDone, String> {
     let listeners = &mut reloadable.listeners;
     let cores = shared.applied.len();
     let loaded = load(&options.config_dir).and_then(|c| {
@@ -752,15 +761,13 @@ fn reload(
         .iter()
         .map(|p| p.address.to_string())
         .collect();
-    log.line(
-        master,
-        &format!(
-            "reload -- version {}, configuration {}",
-            env!("CARGO_PKG_VERSION"),
-            config.config_dir.display()
-        ),
+    let verdict = format!(
+        "reload -- version {}, configuration {}",
+        env!("CARGO_PKG_VERSION"),
+        config.config_dir.display()
     );
-    Ok(change)
+    log.line(master, &verdict);
+    Ok(services::ReloadDone { verdict, change })
 }
 
 /// The pid file, created and `flock`ed for the daemon's lifetime so a

@@ -183,6 +183,28 @@ pub struct ListenerChange {
     pub closed: Vec<SocketAddr>,
 }
 
+/// A reload that took effect: the daemon's log line and the listeners it
+/// opened and closed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ReloadDone {
+    pub verdict: String,
+    pub change: ListenerChange,
+}
+
+impl std::fmt::Display for ReloadDone {
+    /// The log line, then `opened ADDRESS` and `closed ADDRESS` lines.
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.verdict)?;
+        for a in &self.change.opened {
+            write!(f, "\nopened {a}")?;
+        }
+        for a in &self.change.closed {
+            write!(f, "\nclosed {a}")?;
+        }
+        Ok(())
+    }
+}
+
 /// New sockets prepared by [`Listeners::prepare`], not yet in use.
 #[derive(Debug)]
 pub struct Prepared {
