@@ -929,3 +929,27 @@ fn policy_requests_carry_postfix_attributes_and_the_real_size() {
     assert_eq!(attr(1, "recipient_count"), "1");
     assert_eq!(attr(1, "policy_context"), "eod");
 }
+
+#[test]
+fn the_old_connection_limit_exceptions_name_behaves_as_in_postfix() {
+    // Postfix 3.7: smtpd_client_event_limit_exceptions defaults to
+    // ${smtpd_client_connection_limit_exceptions:$mynetworks}, which is
+    // $mynetworks while the old name is empty and *empty* once it is set
+    // (`postconf -x` shows "smtpd_client_event_limit_exceptions ="): setting
+    // the old name exempts no one, not even the clients it lists.
+    let d = Daemon::start(
+        "smtpd_client_connection_limit_exceptions = 127.0.0.2\nsmtpd_client_connection_count_limit = 1\nmynetworks = 127.0.0.0/8\n",
+    );
+    for client in ["127.0.0.2", "127.0.0.3"] {
+        let _held = Raw::connect_from(d.port, client);
+        let (_, greeting) = Raw::open_from(d.port, client);
+        assert_eq!(
+            greeting,
+            format!("421 4.7.0 mx.test.example Error: too many connections from {client}\r\n")
+        );
+    }
+    // Without it, mynetworks is exempt.
+    let d = Daemon::start("smtpd_client_connection_count_limit = 1\nmynetworks = 127.0.0.0/8\n");
+    let _a = Raw::connect_from(d.port, "127.0.0.2");
+    let _b = Raw::connect_from(d.port, "127.0.0.2");
+}

@@ -180,14 +180,13 @@ impl Limits {
                 .max(Duration::from_secs(1)),
             // Postfix 2.9's new name: its default,
             // ${smtpd_client_connection_limit_exceptions:$mynetworks}, keeps
-            // the old smtpd_client_connection_limit_exceptions working.
+            // the old name working; an error names both.
             exceptions: super::networks::NetworkList::parse(&s(
                 "smtpd_client_event_limit_exceptions",
             )?)
             .map_err(|e| {
-                format!(
-                    "smtpd_client_event_limit_exceptions (or smtpd_client_connection_limit_exceptions): {e}"
-                )
+                let old = "smtpd_client_connection_limit_exceptions";
+                format!("smtpd_client_event_limit_exceptions (or {old}): {e}")
             })?,
         })
     }
