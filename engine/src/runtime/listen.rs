@@ -359,3 +359,52 @@ fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn config(master: &str) -> Config {
+        Config::from_parts(
+            Path::new("/nonexistent"),
+            Some("inet_interfaces = 192.0.2.1\ninet_protocols = ipv4\n"),
+            Some(master),
+        )
+        .unwrap()
+    }
+
+    #[test]
+    fn plan_names_and_public_services() {
+        let c = config(
+            "smtp inet n - n - - smtpd\n127.0.0.1:2525 inet n - n - 2 smtpd\nrelay unix - - n - - smtp\n",
+        );
+        let plan = plan(&c).unwrap();
+        let addrs: Vec<String> = plan.iter().map(|p| p.address.to_string()).collect();
+        assert_eq!(addrs, ["192.0.2.1:25", "127.0.0.1:2525"]);
+        assert_eq!(plan[0].service, "smtp/inet");
+        let services = &c.master.services;
+        assert_eq!(postfix_name(&services[0]), "25");
+        assert_eq!(postfix_name(&services[1]), "[127.0.0.1]:2525");
+        assert!(is_public(&c, &services[0]));
+        assert!(!is_public(&c, &services[1]));
+    }
+
+    #[test]
+    fn two_services_on_one_address_are_refused() {
+        let c =
+            config("127.0.0.1:2525 inet n - n - - smtpd\n[127.0.0.1]:2525 inet n - n - - smtpd\n");
+        assert_eq!(
+            plan(&c).unwrap_err(),
+            "services 127.0.0.1:2525/inet and [127.0.0.1]:2525/inet both listen on 127.0.0.1:2525"
+        );
+    }
+
+    #[test]
+    fn bind_errors_read_like_postfix() {
+        let e = std::io::Error::from_raw_os_error(libc::EADDRINUSE);
+        assert_eq!(
+            bind_error("127.0.0.1:2600".parse().unwrap(), &e),
+            "bind 127.0.0.1 port 2600: Address already in use"
+        );
+    }
+}
