@@ -812,3 +812,41 @@ impl Drop for PidLock {
         let _ = std::fs::remove_file(&self.path);
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_services_get_stress_settings_and_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_parts(
+            dir.path(),
+            Some("inet_interfaces = 192.0.2.1\ninet_protocols = ipv4\nalias_maps =\nalias_database =\ndefault_process_limit = 7\n"),
+            Some("smtp inet n - n - - smtpd\n127.0.0.1:2525 inet n - n - 3 smtpd\n"),
+        )
+        .unwrap();
+        let services = smtpd_services(&config, &services::Services::new()).unwrap();
+        let public = &services["smtp/inet"];
+        // Postfix's -o stress=yes: smtpd_timeout = ${stress?{10}:{300}}s.
+        assert_eq!(public.settings.timeout, Duration::from_secs(300));
+        assert_eq!(public.stressed.timeout, Duration::from_secs(10));
+        assert_eq!(public.slots.limit(), 7);
+        let local = &services["127.0.0.1:2525/inet"];
+        assert!(Arc::ptr_eq(&local.settings, &local.stressed));
+        assert_eq!(local.slots.limit(), 3);
+        // A reload keeps the session count and takes the new limit.
+        let (_held, _) = local.slots.try_take().unwrap();
+        let reloaded = Config::from_parts(
+            dir.path(),
+            Some("inet_interfaces = 192.0.2.1\ninet_protocols = ipv4\nalias_maps =\nalias_database =\n"),
+            Some("127.0.0.1:2525 inet n - n - 1 smtpd\n"),
+        )
+        .unwrap();
+        let again = smtpd_services(&reloaded, &services).unwrap();
+        let slots = &again["127.0.0.1:2525/inet"].slots;
+        assert!(Arc::ptr_eq(slots, &local.slots));
+        assert_eq!(slots.limit(), 1);
+        assert!(!slots.available());
+    }
+}
