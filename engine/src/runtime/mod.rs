@@ -18,6 +18,7 @@ mod accept;
 pub mod listen;
 pub mod services;
 pub mod shutdown;
+mod signals;
 
 use crate::log::Log;
 use crate::smtpd::settings::SmtpdSettings;
@@ -189,7 +190,7 @@ fn run_with_log(
     // Again as the owner: a chown may have cleared the set-group-id bit.
     crate::pickup::maildrop::prepare(&queue_dir)
         .map_err(|e| format!("maildrop in {}: {e}", queue_dir.display()))?;
-    block_signals();
+    signals::block_signals();
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         generation: AtomicU64::new(0),
@@ -297,12 +298,12 @@ fn run_with_log(
             addresses.join(" ")
         ),
     );
-    let mut listeners = Reloadable {
+    let mut listeners = signals::Reloadable {
         listeners,
         shown: shown_listeners,
         requests: reload_rx,
     };
-    signal_loop(&shared, options, &log, &master, &router, &mut listeners);
+    signals::signal_loop(&shared, options, &log, &master, &router, &mut listeners);
     drop(control);
     for h in handles {
         let _ = h.join();
@@ -615,159 +616,6 @@ fn raise_file_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-}
-
-/// Block the signals the main thread handles, before any other thread
-/// exists, so every thread inherits the mask and only `sigtimedwait` in the
-/// main thread sees them.
-fn block_signals() {
-    // SAFETY: sigset_t is a plain C type for which all-zero is a valid
-    // value; sigemptyset/sigaddset initialise it, and pthread_sigmask only
-    // reads it. No Rust invariants are involved.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-}
-
-/// Wait up to `timeout` for one of the blocked signals.
-fn wait_signal(timeout: Duration) -> Option<i32> {
-    // SAFETY: as in block_signals; `ts` and `set` are valid for the call,
-    // and a null siginfo pointer is allowed.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
-        }
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        let sig = libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
-        (sig > 0).then_some(sig)
-    }
-}
-
-fn signal_loop(
-    shared: &Arc<Shared>,
-    options: &RunOptions,
-    log: &Log,
-    master: &str,
-    router: &crate::control::core::SharedRouter,
-    listeners: &mut Reloadable,
-) {
-    loop {
-        if shared.exited.load(Ordering::Acquire) > 0 {
-            log.line(
-                master,
-                "warning: a core stopped unexpectedly; shutting down",
-            );
-            break;
-        }
-        while let Ok(reply) = listeners.requests.try_recv() {
-            let verdict = reload(shared, options, log, master, router, listeners);
-            let _ = reply.send(verdict.map(|change| change.to_string()));
-        }
-        match wait_signal(Duration::from_millis(100)) {
-            Some(libc::SIGHUP) => {
-                // The verdict is logged by `reload` itself.
-                let _ = reload(shared, options, log, master, router, listeners);
-            }
-            Some(_) => break,
-            None => {}
-        }
-    }
-    shared.stop.store(true, Ordering::Release);
-}
-
-/// What a reload changes besides the shared settings: the listening
-/// addresses, and their list in `corepost status`.
-struct Reloadable {
-    listeners: services::Listeners,
-    shown: Arc<Mutex<Vec<String>>>,
-    /// `reload` requests from the control socket, answered with the verdict.
-    requests: flume::Receiver<crate::control::ReloadRequest>,
-}
-
-/// Postfix's `postfix reload`: read the configuration again and apply it
-/// to new sessions and deliveries, open the listeners it adds and close
-/// those it removes (their sessions finish). Everything is resolved and
-/// bound before anything is replaced, so a broken main.cf, or an address
-/// that cannot be bound, keeps the whole running configuration. Logs and
-/// returns the verdict: what changed, or why nothing did.
-fn reload(
-    shared: &Arc<Shared>,
-    options: &RunOptions,
-    log: &Log,
-    master: &str,
-    router: &crate::control::core::SharedRouter,
-    reloadable: &mut Reloadable,
-) -> Result<services::ReloadDone, String> {
-    let listeners = &mut reloadable.listeners;
-    let cores = shared.applied.len();
-    let loaded = load(&options.config_dir).and_then(|c| {
-        let smtpd = smtpd_services(&c, &lock(&shared.services))?;
-        let qmgr = crate::qmgr::QmgrSettings::from_config(&c)?;
-        let router = crate::routing::Router::from_params(&|n| c.get(n))?;
-        let plan = listen::plan(&c)?;
-        if plan.is_empty() {
-            return Err("master.cf has no smtpd inet service: nothing to listen on".into());
-        }
-        let prepared = listeners.prepare(plan, cores)?;
-        Ok((c, smtpd, qmgr, router, prepared))
-    });
-    let (config, smtpd, qmgr, new_router, mut prepared) = match loaded {
-        Ok(l) => l,
-        Err(e) => {
-            log.line(
-                master,
-                &format!("warning: reload failed, keeping the running configuration: {e}"),
-            );
-            return Err(e);
-        }
-    };
-    *lock(router) = Arc::new(new_router);
-    // Transports, their limits and the delivery agents' settings (aliases,
-    // mailboxes, pipe commands) apply to deliveries started from now.
-    *lock(&shared.qmgr) = Arc::new(qmgr);
-    *lock(&shared.services) = smtpd;
-    for (core, bound) in std::mem::take(&mut prepared.per_core)
-        .into_iter()
-        .enumerate()
-    {
-        lock(&shared.opened[core]).extend(bound);
-    }
-    let (change, released) = listeners.commit(prepared);
-    *lock(&shared.plan) = listeners.plan().to_vec();
-    let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
-    // A closed address is released once every core closed its socket.
-    let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while std::time::Instant::now() < deadline
-        && shared
-            .applied
-            .iter()
-            .any(|a| a.load(Ordering::Acquire) < generation)
-    {
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    drop(released);
-    *lock(&reloadable.shown) = listeners
-        .plan()
-        .iter()
-        .map(|p| p.address.to_string())
-        .collect();
-    let verdict = format!(
-        "reload -- version {}, configuration {}",
-        env!("CARGO_PKG_VERSION"),
-        config.config_dir.display()
-    );
-    log.line(master, &verdict);
-    Ok(services::ReloadDone { verdict, change })
 }
 
 /// The pid file, created and `flock`ed for the daemon's lifetime so a
