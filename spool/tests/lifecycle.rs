@@ -137,6 +137,43 @@ fn long_deferred_message_is_compacted_out_of_an_old_segment() {
     assert_eq!(spool.index().len(), 1);
 }
 
+/// A queue manager's lease is memory: a message compacted while it is
+/// leased (being delivered) comes back after a crash with its recorded next
+/// attempt, not with the lease as if it were a retry time (issue 17: after
+/// kill -9, recovered mail waited an hour).
+#[test]
+fn a_lease_is_never_copied_into_a_compacted_record() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(root.path(), 0, 1, SEG);
+    let leased = append(&mut spool, 1, 3000);
+    let lease_until = 3_600_000_000;
+    spool.lease(&leased, lease_until);
+    assert_eq!(
+        spool.index().due(lease_until - 1).count(),
+        0,
+        "leased: not due"
+    );
+    let others: Vec<QueueId> = (0..40).map(|_| append(&mut spool, 1, 4000)).collect();
+    for id in &others {
+        spool
+            .record_outcome(&outcome(*id, 0, OutcomeKind::Delivered))
+            .unwrap();
+    }
+    let report = spool.reclaim().unwrap();
+    assert!(report.moved >= 1, "{report:?}");
+    // Still leased in memory after the move.
+    assert_eq!(spool.index().due(lease_until - 1).count(), 0);
+    assert_eq!(spool.index().due(lease_until).count(), 1);
+    let (_, lsn) = spool.admin(leased, AdminAction::Release).unwrap();
+    spool.durable(lsn).wait().unwrap();
+    drop(spool); // a crash: no orderly close
+
+    let (spool, _) = open(root.path(), 0, 1, SEG);
+    let entry = spool.index().get(&leased).expect("still queued");
+    assert_eq!(entry.next_attempt, 0, "the lease leaked into the spool");
+    assert_eq!(spool.index().due(1).collect::<Vec<_>>(), vec![leased]);
+}
+
 #[test]
 fn a_removed_core_is_adopted() {
     let root = tempfile::tempdir().unwrap();
