@@ -291,6 +291,10 @@ impl SegmentWriter {
 #[derive(Debug)]
 pub struct RecoveringSegment {
     map: SegmentMap,
+    /// The file's length when it was shorter than its header says. Every
+    /// segment is made at full size and synced before use, so this is
+    /// damage from outside (a truncated file), never a crash's torn tail.
+    cut_to: Option<usize>,
 }
 
 /// What recovery found in one segment.
@@ -366,9 +370,10 @@ impl RecoveringSegment {
                 header.size
             ));
         }
-        if len < size {
-            // A truncated file: give it back its zero-filled length; what
-            // was cut off is treated like any torn tail.
+        let cut_to = (len < size).then_some(len);
+        if cut_to.is_some() {
+            // A truncated file: give it back its zero-filled length, so the
+            // scan ends where the data ends; the caller reports the loss.
             preallocate(&file, size).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         let map = MmapOptions::new()
@@ -384,11 +389,18 @@ impl RecoveringSegment {
                 published: AtomicUsize::new(SEGMENT_HEADER_LEN),
                 writer_taken: AtomicBool::new(false),
             },
+            cut_to,
         })
     }
 
     pub fn header(&self) -> &SegmentHeader {
         &self.map.header
+    }
+
+    /// The length the file had been cut to, if it was shorter than its
+    /// header says (see the field).
+    pub fn cut_to(&self) -> Option<usize> {
+        self.cut_to
     }
 
     /// Every byte of the segment.

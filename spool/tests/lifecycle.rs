@@ -326,3 +326,43 @@ fn rolls_use_the_spare_segment_prepared_in_the_background() {
     assert!(!ready.exists());
     spool.close().unwrap();
 }
+
+/// A segment file cut short from outside (not a crash's torn tail: every
+/// segment is made at full size) is reported as damage that may have lost
+/// mail, and the records before the cut are kept.
+#[test]
+fn a_cut_segment_is_reported_as_damage() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(root.path(), 0, 1, SEG);
+    let ids: Vec<QueueId> = (0..10).map(|_| append(&mut spool, 1, 2000)).collect();
+    let seg = spool.index().get(&ids[0]).unwrap().location;
+    let cut_at = spool.index().get(&ids[5]).unwrap().location.offset as u64;
+    let path = spool.segment(seg.segment).unwrap().path().to_path_buf();
+    spool.close().unwrap();
+    let (spool, report) = open(root.path(), 0, 1, SEG);
+    assert!(report.damaged.is_empty(), "{report:?}");
+    assert!(spool.damage().is_empty());
+    drop(spool);
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut_at)
+        .unwrap();
+    let (spool, report) = open(root.path(), 0, 1, SEG);
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    let text = &report.damaged[0];
+    assert!(
+        text.contains("file cut to") && text.contains("may be lost"),
+        "{text}"
+    );
+    assert_eq!(spool.damage(), &report.damaged[..]);
+    for id in &ids[..5] {
+        assert!(
+            spool.index().get(id).is_some(),
+            "{id} before the cut is kept"
+        );
+    }
+    assert!(spool.index().get(&ids[5]).is_none());
+}

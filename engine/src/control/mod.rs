@@ -312,9 +312,15 @@ fn execute(
                     total.spool_bytes += s.spool_bytes;
                     total.segments += s.segments;
                     total.sessions += s.sessions;
+                    total.damage.extend(s.damage);
                 }
             }
             let up = info.started.elapsed().as_secs();
+            let damage: String = total
+                .damage
+                .iter()
+                .map(|d| format!("damage: {d}\n"))
+                .collect();
             Ok(format!(
                 "uptime: {}d {:02}h {:02}m {:02}s\ncores: {}\nqueue: {} messages ({} active, {} deferred, {} held)\nspool: {} bytes in {} segments\nsessions: {}\nlisteners: {}\npickup: {}\n",
                 up / 86400,
@@ -331,7 +337,7 @@ fn execute(
                 total.sessions,
                 info.listeners.join(" "),
                 if info.pickup { "on" } else { "off" },
-            ))
+            ) + &damage)
         }
         _ => Err(format!("unknown request: {verb}")),
     }

@@ -354,6 +354,9 @@ async fn core_main(
             for s in &report.skipped {
                 log.line(master, &format!("warning: core {core}: {s}"));
             }
+            for d in &report.damaged {
+                log.line(master, &format!("warning: core {core}: {d}"));
+            }
             for t in &report.truncated {
                 log.line(master, &format!("core {core}: truncated torn tail: {t}"));
             }
