@@ -13,6 +13,7 @@
 //! dropping established ones.
 
 pub mod listen;
+mod start_failure;
 pub mod shutdown;
 
 use crate::log::Log;
@@ -230,7 +231,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             }
             Err(_) => {
                 shared.stop.store(true, Ordering::Release);
-                return Err("a core did not start".into());
+                return Err(start_failure::explain(cores));
             }
         }
     }
