@@ -55,6 +55,7 @@ pub fn check(config: &Config) -> Report {
         warnings: config.warnings(),
         ..Report::default()
     };
+    crate::fs_safety::check_queue_directory(config, &mut report);
     let mut tables_seen = BTreeSet::new();
     // Global values: everything main.cf sets plus every default.
     let names: Vec<String> = config.registry.iter().map(|p| p.name.clone()).collect();

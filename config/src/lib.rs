@@ -17,6 +17,7 @@ pub mod config;
 pub mod edit;
 pub mod error;
 pub mod expand;
+pub mod fs_safety;
 pub mod host;
 pub mod list;
 pub mod maincf;

@@ -13,8 +13,8 @@
 //! dropping established ones.
 
 pub mod listen;
-mod start_failure;
 pub mod shutdown;
+mod start_failure;
 
 use crate::log::Log;
 use crate::smtpd::connection::Connection;
