@@ -316,6 +316,9 @@ fn execute(
                 }
             }
             let up = info.started.elapsed().as_secs();
+            let helper = crate::delivery::helper::status_line()
+                .map(|h| format!("delivery helper: {h}\n"))
+                .unwrap_or_default();
             let damage: String = total
                 .damage
                 .iter()
@@ -337,7 +340,8 @@ fn execute(
                 total.sessions,
                 info.listeners.join(" "),
                 if info.pickup { "on" } else { "off" },
-            ) + &damage)
+            ) + &helper
+                + &damage)
         }
         _ => Err(format!("unknown request: {verb}")),
     }
