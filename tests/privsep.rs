@@ -268,12 +268,24 @@ fn a_dead_worker_is_restarted_and_a_gone_helper_defers() {
     // SIGTERM (as `timeout` or a process-group kill sends it) does not
     // stop the supervisor: it follows the daemon's lifeline instead.
     let status = |d: &Daemon| stdout(&corepost(&["status", "-c", &d.config_dir()]));
-    assert!(status(&d).contains("delivery helper: running"), "{}", status(&d));
+    assert!(
+        status(&d).contains("delivery helper: running"),
+        "{}",
+        status(&d)
+    );
     // SAFETY: as above.
     unsafe { libc::kill(supervisor as i32, libc::SIGTERM) };
     std::thread::sleep(std::time::Duration::from_millis(300));
-    assert_eq!(root_child(d.pid()), Some(supervisor), "SIGTERM stopped the helper");
-    assert!(!d.log().contains("warning: delivery helper exited"), "{}", d.log());
+    assert_eq!(
+        root_child(d.pid()),
+        Some(supervisor),
+        "SIGTERM stopped the helper"
+    );
+    assert!(
+        !d.log().contains("warning: delivery helper exited"),
+        "{}",
+        d.log()
+    );
     // Without the supervisor, deliveries defer and the mail stays queued.
     // SAFETY: as above.
     unsafe { libc::kill(supervisor as i32, libc::SIGKILL) };
