@@ -164,3 +164,97 @@ fn acknowledged_mail_survives_a_kill_loop_and_is_not_held_back() {
         d.log()
     );
 }
+
+/// Send one message; the reply to its end of data (or the first refusal).
+fn try_submit(port: u16, i: usize, body: &str) -> String {
+    let mut c = Raw::connect(port);
+    c.cmd("EHLO fill.test");
+    for cmd in [
+        "MAIL FROM:<a@example.org>",
+        "RCPT TO:<x@remote.example>",
+        "DATA",
+    ] {
+        let r = c.cmd(cmd);
+        if !r.starts_with('2') && !r.starts_with('3') {
+            return r;
+        }
+    }
+    c.send(format!("Subject: fill {i}\r\n\r\n{body}\r\n.\r\n").as_bytes());
+    c.reply()
+}
+
+/// A queue on a file system that fills up: mail is refused with 4xx (never
+/// lost), and once space is freed it is accepted again without a restart.
+#[test]
+fn a_full_queue_file_system_heals_without_a_restart() {
+    let dir = tempfile::tempdir().unwrap();
+    let spool = dir.path().join("spool");
+    std::fs::create_dir(&spool).unwrap();
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "size=16m,mode=0755", "tmpfs"])
+        .arg(&spool)
+        .status()
+        .is_ok_and(|s| s.success());
+    if !mounted {
+        eprintln!("skipped: cannot mount a tmpfs here (needs root)");
+        return;
+    }
+    struct Unmount(std::path::PathBuf);
+    impl Drop for Unmount {
+        fn drop(&mut self) {
+            let _ = Command::new("umount").arg("-l").arg(&self.0).status();
+        }
+    }
+    let _unmount = Unmount(spool.clone());
+    let port = free_port();
+    write_config(dir.path(), port);
+    // The next hop is down: everything accepted stays in the queue.
+    let main = dir.path().join("main.cf");
+    let mut text = std::fs::read_to_string(&main).unwrap();
+    text.push_str(&format!(
+        "relayhost = [127.0.0.1]:{}\ncorepost_segment_size = 1048576\nsmtpd_peername_lookup = no\n",
+        free_port()
+    ));
+    std::fs::write(&main, text).unwrap();
+    let mut d = Daemon {
+        dir,
+        port,
+        child: None,
+    };
+    d.spawn();
+    let filler = spool.join("filler");
+    std::fs::write(&filler, vec![1u8; 11 << 20]).unwrap();
+    let body = "y".repeat(60_000);
+    let mut accepted = 0;
+    let mut refused = None;
+    for i in 0..400 {
+        let r = try_submit(d.port, i, &body);
+        if r.starts_with("250") {
+            accepted += 1;
+        } else {
+            refused = Some(r);
+            break;
+        }
+    }
+    let refused = refused.expect("the file system never filled");
+    assert!(
+        refused.starts_with('4'),
+        "a full disk must be a 4xx: {refused}"
+    );
+    std::fs::remove_file(&filler).unwrap();
+    let again = wait_until(20, || {
+        let r = try_submit(d.port, 1000, "after");
+        r.starts_with("250").then_some(r)
+    });
+    assert!(
+        again.is_some(),
+        "still refused after space was freed:\n{}",
+        d.log()
+    );
+    let listing = stdout(&corepost(&["queue", "list", "-c", &d.config_dir()]));
+    let queued = listing.matches("a@example.org").count();
+    assert!(
+        queued > accepted,
+        "{accepted} accepted before, {queued} queued:\n{listing}"
+    );
+}
