@@ -62,7 +62,9 @@ pub fn check(config: &Config) -> Report {
         let explicit = config.main.get(name).is_some();
         check_param(config, None, name, explicit, &mut report, &mut tables_seen);
     }
-    report.errors.extend(crate::relay_guard::open_relay_errors(config));
+    report
+        .errors
+        .extend(crate::relay_guard::open_relay_errors(config));
     let unsupported = crate::unsupported::findings(config);
     report.errors.extend(unsupported.errors);
     report.warnings.extend(unsupported.warnings);

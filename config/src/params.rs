@@ -21,12 +21,24 @@ const fn c(name: &'static str, kind: Kind, compute: ComputeDefault, doc: &'stati
 const TLS_SERVER_LEVELS: &[&str] = &["", "none", "may", "encrypt"];
 /// Postfix's client TLS levels.
 const TLS_CLIENT_LEVELS: &[&str] = &[
-    "", "none", "may", "encrypt", "dane", "dane-only", "fingerprint", "verify", "secure",
+    "",
+    "none",
+    "may",
+    "encrypt",
+    "dane",
+    "dane-only",
+    "fingerprint",
+    "verify",
+    "secure",
 ];
 const LOCKS: &[&str] = &["fcntl", "flock", "dotlock"];
 const ALLOW_MAIL_TO: &[&str] = &["alias", "forward", "include"];
 const SASL_OPTIONS: &[&str] = &[
-    "noanonymous", "noplaintext", "noactive", "nodictionary", "mutual_auth",
+    "noanonymous",
+    "noplaintext",
+    "noactive",
+    "nodictionary",
+    "mutual_auth",
 ];
 
 /// Every static parameter.

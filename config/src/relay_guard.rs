@@ -94,8 +94,7 @@ fn has_required(
         let is_class = classes.iter().any(|c| c.eq_ignore_ascii_case(&item.name));
         if is_class
             && seen.insert(item.name.clone())
-            && class_value(&item.name)
-                .is_some_and(|v| has_required(&v, classes, class_value, seen))
+            && class_value(&item.name).is_some_and(|v| has_required(&v, classes, class_value, seen))
         {
             return true;
         }
@@ -149,7 +148,10 @@ mod tests {
             )
             .is_empty()
         );
-        for word in RELAY_REQUIRED.iter().filter(|w| **w != "check_relay_domains") {
+        for word in RELAY_REQUIRED
+            .iter()
+            .filter(|w| **w != "check_relay_domains")
+        {
             assert!(
                 errors(
                     &format!("smtpd_relay_restrictions = permit_mynetworks, {word}\n"),
@@ -182,7 +184,8 @@ mod tests {
             1
         );
         // Classes naming each other end.
-        let cycle = "smtpd_restriction_classes = a, b\na = b\nb = a\nsmtpd_relay_restrictions = a\n";
+        let cycle =
+            "smtpd_restriction_classes = a, b\na = b\nb = a\nsmtpd_relay_restrictions = a\n";
         assert_eq!(errors(cycle, MASTER).len(), 1);
     }
 
@@ -191,6 +194,9 @@ mod tests {
         let master = "2525 inet n - n - - smtpd\n2526 inet n - n - - smtpd -o smtpd_relay_restrictions=permit\n127.0.0.1:10025 inet n - n - - smtpd -o smtpd_relay_restrictions=permit -o smtpd_recipient_restrictions=permit_mynetworks,reject\nsmtp unix - - n - - smtp\n";
         let e = errors("", master);
         assert_eq!(e.len(), 1, "{e:?}");
-        assert!(e[0].contains("line 2: service 2526/inet: in parameter"), "{e:?}");
+        assert!(
+            e[0].contains("line 2: service 2526/inet: in parameter"),
+            "{e:?}"
+        );
     }
 }

@@ -98,10 +98,19 @@ pub fn validate_words(param: &crate::registry::Param, value: &str) -> Result<(),
     match bad {
         None => Ok(()),
         Some(word) => {
-            let expected: Vec<&str> = param.words.iter().copied().filter(|w| !w.is_empty()).collect();
+            let expected: Vec<&str> = param
+                .words
+                .iter()
+                .copied()
+                .filter(|w| !w.is_empty())
+                .collect();
             Err(format!(
                 "bad value \"{word}\" (expected {}{})",
-                if param.words.contains(&"") { "empty or " } else { "" },
+                if param.words.contains(&"") {
+                    "empty or "
+                } else {
+                    ""
+                },
                 expected.join(", ")
             ))
         }
@@ -162,8 +171,15 @@ mod tests {
             Err("bad value \"sometimes\" (expected empty or none, may, encrypt)".into())
         );
         let classes = registry.get("notify_classes").unwrap();
-        assert_eq!(validate_words(classes, "resource, software, bounce"), Ok(()));
-        assert!(validate_words(classes, "resource, sofware").unwrap_err().contains("\"sofware\""));
+        assert_eq!(
+            validate_words(classes, "resource, software, bounce"),
+            Ok(())
+        );
+        assert!(
+            validate_words(classes, "resource, sofware")
+                .unwrap_err()
+                .contains("\"sofware\"")
+        );
         let free = registry.get("myhostname").unwrap();
         assert_eq!(validate_words(free, "anything"), Ok(()));
     }

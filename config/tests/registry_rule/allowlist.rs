@@ -4,8 +4,7 @@
 //! added here without a reason a reviewer accepts.
 
 /// Only Postfix's install scripts read it; as in Postfix, no daemon does.
-const INSTALL_PATH: &str =
-    "informational, as in Postfix: only Postfix's installation scripts use it and corepost has none";
+const INSTALL_PATH: &str = "informational, as in Postfix: only Postfix's installation scripts use it and corepost has none";
 /// The generic form of a per-transport parameter.
 const PER_TRANSPORT_DEFAULT: &str =
     "read through <transport>_destination_concurrency_*_feedback, whose default it is";
@@ -18,7 +17,8 @@ const CLIENT: &str = "NOT HONOURED YET: the SMTP/LMTP client ignores it (issue 1
 /// Not honoured yet: routing ignores it.
 const ROUTING: &str = "NOT HONOURED YET: routing ignores it (issue 14)";
 /// The PROXY protocol is not built.
-const PROXY: &str = "NOT HONOURED YET: no PROXY protocol support (issue 20); implement or move to unsupported.rs";
+const PROXY: &str =
+    "NOT HONOURED YET: no PROXY protocol support (issue 20); implement or move to unsupported.rs";
 
 /// Certificate verification is refused (unsupported.rs, UNHONOURED_VALUES).
 const CA_FILES: &str = "used only to verify servers (levels verify, secure, ...), which corepost refuses until the client verifies certificates (issue 14)";
@@ -28,9 +28,18 @@ pub const UNREAD: &[(&str, &str)] = &[
     ("smtp_tls_CAfile", CA_FILES),
     ("smtp_tls_CApath", CA_FILES),
     ("command_directory", INSTALL_PATH),
-    ("data_directory", "Postfix keeps its tlsmgr, verify and postscreen caches there; corepost has no such cache yet, so nothing writes there"),
-    ("default_destination_concurrency_negative_feedback", PER_TRANSPORT_DEFAULT),
-    ("default_destination_concurrency_positive_feedback", PER_TRANSPORT_DEFAULT),
+    (
+        "data_directory",
+        "Postfix keeps its tlsmgr, verify and postscreen caches there; corepost has no such cache yet, so nothing writes there",
+    ),
+    (
+        "default_destination_concurrency_negative_feedback",
+        PER_TRANSPORT_DEFAULT,
+    ),
+    (
+        "default_destination_concurrency_positive_feedback",
+        PER_TRANSPORT_DEFAULT,
+    ),
     ("default_extra_recipient_limit", QMGR),
     ("default_recipient_limit", QMGR),
     ("default_transport_rate_delay", QMGR),
@@ -46,9 +55,15 @@ pub const UNREAD: &[(&str, &str)] = &[
     ("lmtp_quit_timeout", CLIENT),
     ("lmtp_rcpt_timeout", CLIENT),
     ("local_destination_concurrency_limit", QMGR),
-    ("mail_version", "read-only information, as in Postfix: there for $mail_version in other values (e.g. smtpd_banner)"),
+    (
+        "mail_version",
+        "read-only information, as in Postfix: there for $mail_version in other values (e.g. smtpd_banner)",
+    ),
     ("mailq_path", INSTALL_PATH),
-    ("multi_instance_name", "read through the default of syslog_name (${multi_instance_name?...})"),
+    (
+        "multi_instance_name",
+        "read through the default of syslog_name (${multi_instance_name?...})",
+    ),
     ("newaliases_path", INSTALL_PATH),
     ("qmgr_message_active_limit", QMGR),
     ("qmgr_message_recipient_limit", QMGR),
@@ -79,7 +94,10 @@ pub const UNREAD: &[(&str, &str)] = &[
     ("smtp_tls_policy_maps", CLIENT),
     ("smtp_tls_protocols", CLIENT),
     ("smtpd_authorized_xclient_hosts", SMTPD),
-    ("smtpd_client_connection_limit_exceptions", "read through the default of smtpd_client_event_limit_exceptions"),
+    (
+        "smtpd_client_connection_limit_exceptions",
+        "read through the default of smtpd_client_event_limit_exceptions",
+    ),
     ("smtpd_etrn_restrictions", SMTPD),
     ("smtpd_forbid_unauth_pipelining", SMTPD),
     ("smtpd_log_access_permit_actions", SMTPD),
@@ -88,5 +106,8 @@ pub const UNREAD: &[(&str, &str)] = &[
     ("smtpd_upstream_proxy_timeout", PROXY),
     ("transport_retry_time", QMGR),
     ("unverified_recipient_reject_code", SMTPD),
-    ("virtual_maps", "read through the default of virtual_alias_maps ($virtual_maps)"),
+    (
+        "virtual_maps",
+        "read through the default of virtual_alias_maps ($virtual_maps)",
+    ),
 ];

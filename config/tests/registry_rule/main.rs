@@ -37,7 +37,11 @@ fn sources() -> String {
     for dir in ["engine/src", "config/src", "spool/src"] {
         rust_files(&root.join(dir), &mut files);
     }
-    assert!(files.len() > 20, "sources not found under {}", root.display());
+    assert!(
+        files.len() > 20,
+        "sources not found under {}",
+        root.display()
+    );
     files
         .iter()
         .map(|f| std::fs::read_to_string(f).unwrap_or_default())

@@ -594,7 +594,12 @@ mod tests {
         // Postfix's cleanup does.
         sub.recipients = vec!["<>".into(), String::new()];
         let p = prepare(&s, &sub, 0, id, 1).unwrap();
-        let to: Vec<&str> = p.envelope.recipients.iter().map(|r| r.address.as_str()).collect();
+        let to: Vec<&str> = p
+            .envelope
+            .recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
         assert_eq!(to, vec!["MAILER-DAEMON@mx.example.com"; 2]);
         let s2 = settings("empty_address_recipient = nullbox\n");
         let p = prepare(&s2, &sub, 0, id, 1).unwrap();
