@@ -242,12 +242,24 @@ fn unsupported_parameters_and_bad_values_name_file_and_line() {
     assert_eq!(out.status.code(), Some(1));
     let err = stderr(&out);
     for expected in [
-        format!("corepost: error: {d}/main.cf, line 4: parameter sender_canonical_maps is not supported by corepost: corepost does not rewrite addresses yet (issue 16)\n"),
-        format!("corepost: error: {d}/main.cf, line 5: parameter smtpd_tls_security_level: bad value \"sometimes\" (expected empty or none, may, encrypt)\n"),
-        format!("corepost: error: {d}/master.cf, line 1: service 127.0.0.1:99999/inet: bad port \"99999\""),
-        format!("corepost: error: {d}/master.cf, line 2: service 2526/inet: parameter smtpd_milters is not supported by corepost: corepost has no milter client"),
-        format!("corepost: warning: {d}/main.cf, line 2: parameter soft_bounce is not supported by corepost"),
-        format!("corepost: warning: {d}/main.cf, line 3: parameter biff is not supported by corepost: corepost does not notify the biff service\n"),
+        format!(
+            "corepost: error: {d}/main.cf, line 4: parameter sender_canonical_maps is not supported by corepost: corepost does not rewrite addresses yet (issue 16)\n"
+        ),
+        format!(
+            "corepost: error: {d}/main.cf, line 5: parameter smtpd_tls_security_level: bad value \"sometimes\" (expected empty or none, may, encrypt)\n"
+        ),
+        format!(
+            "corepost: error: {d}/master.cf, line 1: service 127.0.0.1:99999/inet: bad port \"99999\""
+        ),
+        format!(
+            "corepost: error: {d}/master.cf, line 2: service 2526/inet: parameter smtpd_milters is not supported by corepost: corepost has no milter client"
+        ),
+        format!(
+            "corepost: warning: {d}/main.cf, line 2: parameter soft_bounce is not supported by corepost"
+        ),
+        format!(
+            "corepost: warning: {d}/main.cf, line 3: parameter biff is not supported by corepost: corepost does not notify the biff service\n"
+        ),
         format!("corepost: warning: {d}/main.cf: unused parameter: no_such_thing=1\n"),
     ] {
         assert!(err.contains(&expected), "expected {expected:?} in:\n{err}");
@@ -255,11 +267,17 @@ fn unsupported_parameters_and_bad_values_name_file_and_line() {
     assert!(!err.contains("soft_bounce is not supported by corepost: with soft_bounce = yes Postfix keeps mail it would bounce; corepost would return it to the sender\n"), "{err}");
     let run = corepost(&["run", "-c", &d]);
     assert_eq!(run.status.code(), Some(1));
-    assert!(stderr(&run).contains("bad port \"99999\""), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains("bad port \"99999\""),
+        "{}",
+        stderr(&run)
+    );
     // The listing marks them, as comment lines so it stays valid main.cf.
     let out = run_in(dir.path(), &["-n"]);
     assert!(
-        stdout(&out).contains("# not supported by corepost: corepost does not notify the biff service\nbiff = no\n"),
+        stdout(&out).contains(
+            "# not supported by corepost: corepost does not notify the biff service\nbiff = no\n"
+        ),
         "{}",
         stdout(&out)
     );

@@ -183,7 +183,10 @@ fn an_open_relay_configuration_is_refused_by_check_and_run() {
     .unwrap();
     std::fs::write(
         dir.path().join("master.cf"),
-        format!("127.0.0.1:{} inet n - n - - smtpd\nsmtp unix - - n - - smtp\n", free_port()),
+        format!(
+            "127.0.0.1:{} inet n - n - - smtpd\nsmtp unix - - n - - smtp\n",
+            free_port()
+        ),
     )
     .unwrap();
     let check = corepost(&["check", "-c", &path]);
@@ -197,7 +200,11 @@ fn an_open_relay_configuration_is_refused_by_check_and_run() {
     );
     let run = corepost(&["run", "-c", &path]);
     assert!(!run.status.success());
-    assert!(stderr(&run).contains(POSTFIX_OPEN_RELAY), "{}", stderr(&run));
+    assert!(
+        stderr(&run).contains(POSTFIX_OPEN_RELAY),
+        "{}",
+        stderr(&run)
+    );
     // A restriction class counts by its content, as in Postfix.
     let main = dir.path().join("main.cf");
     let text = std::fs::read_to_string(&main).unwrap().replace(

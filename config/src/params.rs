@@ -89,6 +89,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("mail_spool_directory", Text, "/var/mail", "Directory of UNIX-style mailbox files."),
     p("mailbox_command", Text, "", "External command the local agent delivers mailboxes through (e.g. procmail)."),
     p("mailbox_transport", Text, "", "Transport that local mailbox delivery is handed to instead of the local agent."),
+    p("fallback_transport", Text, "", "Transport for local recipients not found in the user database (corepost_local_user_maps), tried before luser_relay."),
     p("luser_relay", Text, "", "Address that receives mail for unknown local recipients."),
     p("allow_mail_to_commands", List, "alias, forward", "Where the local agent accepts |command destinations: alias, forward, include.")
         .one_of(ALLOW_MAIL_TO),

@@ -1171,12 +1171,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "postmaster",
         "corepost sends no notices about resource, software, policy or protocol problems",
     ),
-    u(
-        "fallback_transport",
-        Fatal,
-        "",
-        "mail for unknown local users would bounce instead of going to this transport",
-    ),
     u("corepost_log_format", Warning, "postfix", NOT_BUILT),
     u("corepost_metrics_address", Warning, "", NOT_BUILT),
 ];
