@@ -472,3 +472,25 @@ fn check_warns_about_a_content_filter_without_its_transport() {
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("content_filter"), "{}", stderr(&out));
 }
+
+#[test]
+fn unsupported_parameters_are_logged_at_start_and_reload() {
+    let d = Daemon::start("biff = no\n");
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "corepost/master[{}]: warning: {}/main.cf, line 11: parameter biff is not supported by corepost: corepost does not notify the biff service",
+            d.pid(),
+            d.config_dir()
+        )),
+        "{log}"
+    );
+    let reload = corepost(&["reload", "-c", &d.config_dir()]);
+    assert!(reload.status.success(), "{}", stderr(&reload));
+    assert!(
+        stderr(&reload).contains("corepost: warning: ")
+            && stderr(&reload).contains("parameter biff is not supported by corepost"),
+        "{}",
+        stderr(&reload)
+    );
+}
