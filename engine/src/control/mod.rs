@@ -391,6 +391,11 @@ mod tests {
         assert!(execute("", &[], &info).is_err());
         assert!(execute("frobnicate", &[], &info).is_err());
         assert!(execute("show", &[], &info).is_err());
+        // Without the signal loop's channel a reload cannot be answered.
+        assert_eq!(
+            execute("reload", &[], &info),
+            Err("this daemon cannot reload on request".into())
+        );
         assert_eq!(
             execute("list", &[], &info).unwrap(),
             "Mail queue is empty\n"
