@@ -24,8 +24,10 @@ pub mod maincf;
 pub mod mastercf;
 pub mod params;
 pub mod registry;
+pub mod relay_guard;
 pub mod restrictions;
 pub mod tables;
+pub mod unsupported;
 pub mod value;
 
 pub use config::{BUILTIN_MASTER_CF, Config, ServiceConfig, default_config_dir};

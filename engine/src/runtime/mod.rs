@@ -105,7 +105,7 @@ pub fn pid_file(config: &Config) -> Result<PathBuf, String> {
 
 /// Run the daemon in the foreground until stopped.
 pub fn run(options: &RunOptions) -> Result<(), String> {
-    let config = load(&options.config_dir)?;
+    let (config, warnings) = load_checked(&options.config_dir)?;
     let log = Log::open(
         &config.get("maillog_file").map_err(|e| e.to_string())?,
         &config
@@ -115,6 +115,9 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     )?;
     let syslog_name = config.get("syslog_name").map_err(|e| e.to_string())?;
     let master = format!("{syslog_name}/master");
+    for w in &warnings {
+        log.line(&master, &format!("warning: {w}"));
+    }
     let queue_dir = PathBuf::from(config.get("queue_directory").map_err(|e| e.to_string())?);
     std::fs::create_dir_all(&queue_dir)
         .map_err(|e| format!("queue_directory {}: {e}", queue_dir.display()))?;
@@ -236,6 +239,9 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
         }
     }
     let addresses: Vec<String> = plan.iter().map(|p| p.address.to_string()).collect();
+    // `corepost reload` asks through the control socket and waits for the
+    // verdict, which the signal loop sends back.
+    let (reload_tx, reload_rx) = flume::unbounded();
     let control = match crate::control::ControlServer::start(
         &control_socket,
         control_tx,
@@ -244,6 +250,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             cores,
             listeners: addresses.clone(),
             pickup: pickup.is_some(),
+            reload: Some(reload_tx),
         },
     ) {
         Ok(c) => Some(c),
@@ -266,7 +273,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             addresses.join(" ")
         ),
     );
-    signal_loop(&shared, options, &log, &master, &router);
+    signal_loop(&shared, options, &log, &master, &router, &reload_rx);
     drop(control);
     for h in handles {
         let _ = h.join();
@@ -276,7 +283,9 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     Ok(())
 }
 
-fn load(dir: &Path) -> Result<Config, String> {
+/// Load and check the configuration: its errors refuse it (at start and at
+/// reload); its warnings come back to be logged.
+fn load_checked(dir: &Path) -> Result<(Config, Vec<String>), String> {
     let config = Config::load(dir).map_err(|e| e.to_string())?;
     let report = corepost_config::check::check(&config);
     if !report.is_ok() {
@@ -285,7 +294,7 @@ fn load(dir: &Path) -> Result<Config, String> {
             report.errors.join("\n  ")
         ));
     }
-    Ok(config)
+    Ok((config, report.warnings))
 }
 
 fn spool_options(config: &Config) -> Result<SpoolOptions, String> {
@@ -621,6 +630,7 @@ fn signal_loop(
     log: &Log,
     master: &str,
     router: &crate::control::core::SharedRouter,
+    reload_requests: &flume::Receiver<crate::control::ReloadReply>,
 ) {
     loop {
         if shared.exited.load(Ordering::Acquire) > 0 {
@@ -632,52 +642,92 @@ fn signal_loop(
         }
         match wait_signal(Duration::from_millis(500)) {
             Some(libc::SIGHUP) => {
-                // Everything is resolved before anything is replaced: a
-                // broken main.cf keeps the whole running configuration.
-                let loaded = load(&options.config_dir).and_then(|c| {
-                    let smtpd = smtpd_settings(&c)?;
-                    let qmgr = crate::qmgr::QmgrSettings::from_config(&c)?;
-                    Ok((c, smtpd, qmgr))
-                });
-                match loaded {
-                    Ok((config, settings, qmgr)) => {
-                        let old = lock(&shared.settings).len();
-                        if settings.len() != old {
-                            log.line(master, "warning: the set of smtpd services changed; restart to open or close listeners");
-                        }
-                        if let Ok(r) = crate::routing::Router::from_params(&|n| config.get(n)) {
-                            *lock(router) = Arc::new(r);
-                        }
-                        // Transports, their limits and the delivery
-                        // agents' settings (aliases, mailboxes, pipe
-                        // commands) apply to deliveries started from now.
-                        *lock(&shared.qmgr) = Arc::new(qmgr);
-                        // Listeners are fixed until a restart: with fewer
-                        // smtpd services the running ones keep theirs.
-                        if settings.len() >= old {
-                            *lock(&shared.settings) = settings;
-                        }
-                        shared.generation.fetch_add(1, Ordering::AcqRel);
-                        log.line(
-                            master,
-                            &format!(
-                                "reload -- version {}, configuration {}",
-                                env!("CARGO_PKG_VERSION"),
-                                config.config_dir.display()
-                            ),
-                        );
-                    }
-                    Err(e) => log.line(
-                        master,
-                        &format!("warning: reload failed, keeping the running configuration: {e}"),
-                    ),
-                }
+                serve_reload(shared, options, log, master, router, reload_requests)
             }
             Some(_) => break,
+            // A request whose signal was merged with another one.
+            None if !reload_requests.is_empty() => {
+                serve_reload(shared, options, log, master, router, reload_requests)
+            }
             None => {}
         }
     }
     shared.stop.store(true, Ordering::Release);
+}
+
+/// One reload, answering every `corepost reload` that asked before it
+/// started (their configuration changes are on disk by then).
+fn serve_reload(
+    shared: &Arc<Shared>,
+    options: &RunOptions,
+    log: &Log,
+    master: &str,
+    router: &crate::control::core::SharedRouter,
+    reload_requests: &flume::Receiver<crate::control::ReloadReply>,
+) {
+    let waiting: Vec<_> = reload_requests.try_iter().collect();
+    let verdict = reload(shared, options, log, master, router);
+    for reply in waiting {
+        let _ = reply.send(verdict.clone());
+    }
+}
+
+/// Re-read the configuration for new sessions and deliveries. Everything is
+/// resolved before anything is replaced: a configuration with errors keeps
+/// the whole running one. Ok carries the new configuration's warnings.
+fn reload(
+    shared: &Arc<Shared>,
+    options: &RunOptions,
+    log: &Log,
+    master: &str,
+    router: &crate::control::core::SharedRouter,
+) -> Result<Vec<String>, String> {
+    let loaded = load_checked(&options.config_dir).and_then(|(c, warnings)| {
+        let smtpd = smtpd_settings(&c)?;
+        let qmgr = crate::qmgr::QmgrSettings::from_config(&c)?;
+        Ok((c, warnings, smtpd, qmgr))
+    });
+    let (config, warnings, settings, qmgr) = match loaded {
+        Ok(l) => l,
+        Err(e) => {
+            log.line(
+                master,
+                &format!("warning: reload failed, keeping the running configuration: {e}"),
+            );
+            return Err(e);
+        }
+    };
+    let old = lock(&shared.settings).len();
+    if settings.len() != old {
+        log.line(
+            master,
+            "warning: the set of smtpd services changed; restart to open or close listeners",
+        );
+    }
+    if let Ok(r) = crate::routing::Router::from_params(&|n| config.get(n)) {
+        *lock(router) = Arc::new(r);
+    }
+    // Transports, their limits and the delivery agents' settings (aliases,
+    // mailboxes, pipe commands) apply to deliveries started from now.
+    *lock(&shared.qmgr) = Arc::new(qmgr);
+    // Listeners are fixed until a restart: with fewer smtpd services the
+    // running ones keep theirs.
+    if settings.len() >= old {
+        *lock(&shared.settings) = settings;
+    }
+    shared.generation.fetch_add(1, Ordering::AcqRel);
+    for w in &warnings {
+        log.line(master, &format!("warning: {w}"));
+    }
+    log.line(
+        master,
+        &format!(
+            "reload -- version {}, configuration {}",
+            env!("CARGO_PKG_VERSION"),
+            config.config_dir.display()
+        ),
+    );
+    Ok(warnings)
 }
 
 /// The pid file, created and `flock`ed for the daemon's lifetime so a
