@@ -415,6 +415,16 @@ impl Sink {
     /// A sink on a chosen port (e.g. one a daemon was already told to relay
     /// to, to bring a "down" destination back).
     pub fn start_on(port: u16) -> Sink {
+        Sink::start_inner(port, std::time::Duration::ZERO)
+    }
+
+    /// A sink that takes `delay` before answering each end of data (a slow
+    /// next hop: messages stay in flight, leased by the queue manager).
+    pub fn start_slow(delay: std::time::Duration) -> Sink {
+        Sink::start_inner(0, delay)
+    }
+
+    fn start_inner(port: u16, delay: std::time::Duration) -> Sink {
         let listener = std::net::TcpListener::bind(("127.0.0.1", port)).expect("bind sink");
         let port = listener.local_addr().expect("addr").port();
         let log = std::sync::Arc::new(std::sync::Mutex::new(SinkLog::default()));
@@ -422,7 +432,7 @@ impl Sink {
         std::thread::spawn(move || {
             for stream in listener.incoming().flatten() {
                 let log = std::sync::Arc::clone(&shared);
-                std::thread::spawn(move || sink_session(stream, log));
+                std::thread::spawn(move || sink_session(stream, log, delay));
             }
         });
         Sink { port, log }
@@ -445,7 +455,11 @@ impl Sink {
     }
 }
 
-fn sink_session(stream: std::net::TcpStream, log: std::sync::Arc<std::sync::Mutex<SinkLog>>) {
+fn sink_session(
+    stream: std::net::TcpStream,
+    log: std::sync::Arc<std::sync::Mutex<SinkLog>>,
+    delay: std::time::Duration,
+) {
     use std::io::{BufRead, BufReader, Write};
     if let Ok(mut l) = log.lock() {
         l.connections += 1;
@@ -507,6 +521,7 @@ fn sink_session(stream: std::net::TcpStream, log: std::sync::Arc<std::sync::Mute
                     let body: &[u8] = if l.starts_with(b"..") { &l[1..] } else { &l };
                     content.extend_from_slice(body);
                 }
+                std::thread::sleep(delay);
                 if let Ok(mut lg) = log.lock() {
                     lg.messages.push((from.clone(), rcpts.clone(), content));
                 }

@@ -17,7 +17,11 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs) -> ExitCode {
+    let named = super::config_dir_named(args.config_dir.as_deref());
     let dir = args.config_dir.unwrap_or_else(default_config_dir);
+    if let Err(e) = super::check_config_dir(&dir, named, true) {
+        return fatal(e);
+    }
     let config = match Config::load(&dir) {
         Ok(c) => c,
         Err(e) => return fatal(e),

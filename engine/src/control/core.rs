@@ -38,6 +38,8 @@ pub struct CoreStatus {
     pub spool_bytes: u64,
     pub segments: usize,
     pub sessions: usize,
+    /// Spool damage found at start that may have lost mail.
+    pub damage: Vec<String>,
 }
 
 /// A core's answer.
@@ -359,6 +361,7 @@ fn status(ctx: &CoreContext, qmgr: &Qmgr) -> CoreStatus {
         sessions: ctx.sessions.get(),
         segments: spool.segment_count(),
         spool_bytes: spool.segments().map(|m| m.size() as u64).sum(),
+        damage: spool.damage().to_vec(),
         ..CoreStatus::default()
     };
     for (id, e) in spool.index().iter() {

@@ -65,17 +65,34 @@ pub struct DaemonInfo {
     /// The listening addresses (a reload changes them).
     pub listeners: Arc<std::sync::Mutex<Vec<String>>>,
     pub pickup: bool,
-    /// Asks the main thread for a reload; it answers on the enclosed
-    /// channel with the verdict (`reload` request).
-    pub reload: Option<flume::Sender<ReloadRequest>>,
+    /// Where `reload` requests go (the daemon's signal loop); `None` in
+    /// tests.
+    pub reload: Option<flume::Sender<ReloadReply>>,
 }
 
-/// A `reload` request: the channel for its verdict, the text of the
-/// daemon's log line or why the reload was refused.
-pub type ReloadRequest = flume::Sender<Result<String, String>>;
+/// The channel a reload's verdict comes back on: the new configuration's
+/// warnings, or why it was refused (the old one keeps running).
+pub type ReloadReply = flume::Sender<Result<Vec<String>, String>>;
 
-/// How long a `reload` request waits for the verdict.
-const RELOAD_WAIT: Duration = Duration::from_secs(120);
+/// Ask the daemon's signal loop to reload and wait for its verdict.
+fn reload(info: &DaemonInfo) -> Result<String, String> {
+    let requests = info
+        .reload
+        .as_ref()
+        .ok_or("this daemon cannot reload on request")?;
+    let (reply, verdict) = flume::bounded(1);
+    requests
+        .send(reply)
+        .map_err(|_| "the mail system is shutting down".to_string())?;
+    // Wake the signal loop (it waits for signals); a SIGHUP merged with
+    // another one still serves this request.
+    // SAFETY: signalling our own process has no memory-safety preconditions.
+    unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+    let warnings = verdict
+        .recv_timeout(Duration::from_secs(600))
+        .map_err(|_| "no verdict from the mail system".to_string())??;
+    Ok(warnings.iter().map(|w| format!("warning: {w}\n")).collect())
+}
 
 /// The socket's path from the configuration.
 pub fn socket_path(config: &corepost_config::Config) -> Result<PathBuf, String> {
@@ -245,27 +262,6 @@ fn execute(
         return Err("empty request".into());
     };
     match verb {
-        // Postfix's `postfix reload`, answered with the daemon's verdict:
-        // ok and what changed, or the error that kept the running
-        // configuration.
-        "reload" => {
-            let to_main = info.reload.as_ref().ok_or("reload is not available")?;
-            let (tx, rx) = flume::bounded(1);
-            to_main
-                .send(tx)
-                .map_err(|_| "the daemon is stopping".to_string())?;
-            match rx.recv_timeout(RELOAD_WAIT) {
-                // An error answer is one line.
-                Ok(verdict) => verdict.map(|text| format!("{text}\n")).map_err(|e| {
-                    e.lines()
-                        .map(str::trim)
-                        .filter(|l| !l.is_empty())
-                        .collect::<Vec<_>>()
-                        .join(" ")
-                }),
-                Err(_) => Err("no answer to the reload request".into()),
-            }
-        }
         "list" => Ok(format::mailq(&list(cores)?)),
         "shape" => Ok(format::shape(
             &list(cores)?,
@@ -344,9 +340,18 @@ fn execute(
                     total.spool_bytes += s.spool_bytes;
                     total.segments += s.segments;
                     total.sessions += s.sessions;
+                    total.damage.extend(s.damage);
                 }
             }
             let up = info.started.elapsed().as_secs();
+            let helper = crate::delivery::helper::status_line()
+                .map(|h| format!("delivery helper: {h}\n"))
+                .unwrap_or_default();
+            let damage: String = total
+                .damage
+                .iter()
+                .map(|d| format!("damage: {d}\n"))
+                .collect();
             Ok(format!(
                 "uptime: {}d {:02}h {:02}m {:02}s\ncores: {}\nqueue: {} messages ({} active, {} deferred, {} held)\nspool: {} bytes in {} segments\nsessions: {}\nlisteners: {}\npickup: {}\n",
                 up / 86400,
@@ -366,8 +371,10 @@ fn execute(
                     .unwrap_or_else(|p| p.into_inner())
                     .join(" "),
                 if info.pickup { "on" } else { "off" },
-            ))
+            ) + &helper
+                + &damage)
         }
+        "reload" => reload(info),
         _ => Err(format!("unknown request: {verb}")),
     }
 }
@@ -392,12 +399,17 @@ mod tests {
             started: Instant::now(),
             cores: 1,
             listeners: Default::default(),
-            reload: None,
             pickup: false,
+            reload: None,
         };
         assert!(execute("", &[], &info).is_err());
         assert!(execute("frobnicate", &[], &info).is_err());
         assert!(execute("show", &[], &info).is_err());
+        // Without the signal loop's channel a reload cannot be answered.
+        assert_eq!(
+            execute("reload", &[], &info),
+            Err("this daemon cannot reload on request".into())
+        );
         assert_eq!(
             execute("list", &[], &info).unwrap(),
             "Mail queue is empty\n"
@@ -437,8 +449,15 @@ pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
     stream.read_to_string(&mut answer).map_err(io)?;
     match answer.split_once('\n') {
         Some(("ok", body)) => Ok(body.to_string()),
-        Some((first, _)) if first.starts_with("error ") => {
-            Err(ClientError::Refused(first["error ".len()..].to_string()))
+        // A refusal's explanation may go on over more lines (a reload's
+        // configuration errors).
+        Some((first, rest)) if first.starts_with("error ") => {
+            let mut why = first["error ".len()..].to_string();
+            if !rest.trim().is_empty() {
+                why.push('\n');
+                why.push_str(rest.trim_end());
+            }
+            Err(ClientError::Refused(why))
         }
         _ => Err(ClientError::Io("malformed answer from the daemon".into())),
     }

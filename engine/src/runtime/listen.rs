@@ -107,13 +107,7 @@ impl Bound {
 
 /// Well-known service names for master.cf's first column.
 fn port_of(name: &str) -> Option<u16> {
-    Some(match name {
-        "smtp" => 25,
-        "submission" => 587,
-        "smtps" | "submissions" => 465,
-        "lmtp" => 24,
-        n => n.parse().ok()?,
-    })
+    corepost_config::mastercf::inet_port(name)
 }
 
 /// The addresses one smtpd inet service listens on.

@@ -19,6 +19,7 @@ pub mod listen;
 pub mod services;
 pub mod shutdown;
 mod signals;
+mod start_failure;
 
 use crate::log::Log;
 use crate::smtpd::settings::SmtpdSettings;
@@ -113,7 +114,7 @@ pub fn pid_file(config: &Config) -> Result<PathBuf, String> {
 
 /// Run the daemon in the foreground until stopped.
 pub fn run(options: &RunOptions) -> Result<(), String> {
-    let config = load(&options.config_dir)?;
+    let (config, warnings) = load_checked(&options.config_dir)?;
     let log = Log::open(
         &config.get("maillog_file").map_err(|e| e.to_string())?,
         &config
@@ -123,6 +124,9 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     )?;
     let syslog_name = config.get("syslog_name").map_err(|e| e.to_string())?;
     let master = format!("{syslog_name}/master");
+    for w in &warnings {
+        log.line(&master, &format!("warning: {w}"));
+    }
     // As Postfix's master: a fatal error is in the log too.
     run_with_log(options, config, &log, &master).inspect_err(|e| {
         log.line(&master, &format!("fatal: {e}"));
@@ -256,7 +260,7 @@ fn run_with_log(
             }
             Err(_) => {
                 shared.stop.store(true, Ordering::Release);
-                return Err("a core did not start".into());
+                return Err(start_failure::explain(cores));
             }
         }
     }
@@ -266,7 +270,9 @@ fn run_with_log(
         .map(|p| p.address.to_string())
         .collect();
     let shown_listeners = Arc::new(Mutex::new(addresses.clone()));
-    let (reload_tx, reload_rx) = flume::unbounded::<crate::control::ReloadRequest>();
+    // `corepost reload` asks through the control socket and waits for the
+    // verdict, which the signal loop sends back.
+    let (reload_tx, reload_rx) = flume::unbounded();
     let control = match crate::control::ControlServer::start(
         &control_socket,
         control_tx,
@@ -274,8 +280,8 @@ fn run_with_log(
             started: std::time::Instant::now(),
             cores,
             listeners: Arc::clone(&shown_listeners),
-            reload: Some(reload_tx),
             pickup: pickup.is_some(),
+            reload: Some(reload_tx),
         },
     ) {
         Ok(c) => Some(c),
@@ -313,7 +319,9 @@ fn run_with_log(
     Ok(())
 }
 
-fn load(dir: &Path) -> Result<Config, String> {
+/// Load and check the configuration: its errors refuse it (at start and at
+/// reload); its warnings come back to be logged.
+fn load_checked(dir: &Path) -> Result<(Config, Vec<String>), String> {
     let config = Config::load(dir).map_err(|e| e.to_string())?;
     let report = corepost_config::check::check(&config);
     if !report.is_ok() {
@@ -322,7 +330,7 @@ fn load(dir: &Path) -> Result<Config, String> {
             report.errors.join("\n  ")
         ));
     }
-    Ok(config)
+    Ok((config, report.warnings))
 }
 
 fn spool_options(config: &Config) -> Result<SpoolOptions, String> {
@@ -440,6 +448,9 @@ async fn core_main(
             let master = "corepost/spool";
             for s in &report.skipped {
                 log.line(master, &format!("warning: core {core}: {s}"));
+            }
+            for d in &report.damaged {
+                log.line(master, &format!("warning: core {core}: {d}"));
             }
             for t in &report.truncated {
                 log.line(master, &format!("core {core}: truncated torn tail: {t}"));

@@ -176,35 +176,6 @@ pub struct Listeners {
     plan: Vec<Planned>,
 }
 
-/// What a change of listeners opened and closed.
-#[derive(Debug, Clone, Default, PartialEq, Eq)]
-pub struct ListenerChange {
-    pub opened: Vec<SocketAddr>,
-    pub closed: Vec<SocketAddr>,
-}
-
-/// A reload that took effect: the daemon's log line and the listeners it
-/// opened and closed.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct ReloadDone {
-    pub verdict: String,
-    pub change: ListenerChange,
-}
-
-impl std::fmt::Display for ReloadDone {
-    /// The log line, then `opened ADDRESS` and `closed ADDRESS` lines.
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(&self.verdict)?;
-        for a in &self.change.opened {
-            write!(f, "\nopened {a}")?;
-        }
-        for a in &self.change.closed {
-            write!(f, "\nclosed {a}")?;
-        }
-        Ok(())
-    }
-}
-
 /// New sockets prepared by [`Listeners::prepare`], not yet in use.
 #[derive(Debug)]
 pub struct Prepared {
@@ -251,29 +222,22 @@ impl Listeners {
         })
     }
 
-    /// Make `prepared` the current set. Returns what changed and the claims
-    /// of closed addresses, to drop once the cores closed their sockets.
-    pub fn commit(&mut self, prepared: Prepared) -> (ListenerChange, Vec<Claim>) {
-        let mut change = ListenerChange::default();
+    /// Make `prepared` the current set. Returns the claims of the addresses
+    /// it closed, to drop once the cores closed their sockets.
+    pub fn commit(&mut self, prepared: Prepared) -> Vec<Claim> {
         for (addr, claim) in prepared.new_claims {
             self.claims.insert(addr, claim);
         }
-        for p in &prepared.plan {
-            if !self.plan.iter().any(|o| o.address == p.address) {
-                change.opened.push(p.address);
-            }
-        }
         let mut released = Vec::new();
         for old in &self.plan {
-            if !prepared.plan.iter().any(|p| p.address == old.address) {
-                change.closed.push(old.address);
-                if let Some(claim) = self.claims.remove(&old.address) {
-                    released.push(claim);
-                }
+            if !prepared.plan.iter().any(|p| p.address == old.address)
+                && let Some(claim) = self.claims.remove(&old.address)
+            {
+                released.push(claim);
             }
         }
         self.plan = prepared.plan;
-        (change, released)
+        released
     }
 
     /// The addresses in use.

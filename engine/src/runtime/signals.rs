@@ -2,7 +2,7 @@
 //! SIGHUP reloads) and for `reload` requests from the control socket, and
 //! the reload itself.
 
-use super::{RunOptions, Shared, listen, load, lock, services, smtpd_services};
+use super::{RunOptions, Shared, listen, load_checked, lock, services, smtpd_services};
 use crate::log::Log;
 use std::sync::atomic::Ordering;
 use std::sync::{Arc, Mutex};
@@ -60,20 +60,34 @@ pub(super) fn signal_loop(
             );
             break;
         }
-        while let Ok(reply) = listeners.requests.try_recv() {
-            let verdict = reload(shared, options, log, master, router, listeners);
-            let _ = reply.send(verdict.map(|change| change.to_string()));
-        }
-        match wait_signal(Duration::from_millis(100)) {
-            Some(libc::SIGHUP) => {
-                // The verdict is logged by `reload` itself.
-                let _ = reload(shared, options, log, master, router, listeners);
-            }
+        match wait_signal(Duration::from_millis(500)) {
+            Some(libc::SIGHUP) => serve_reload(shared, options, log, master, router, listeners),
             Some(_) => break,
+            // A request whose signal was merged with another one.
+            None if !listeners.requests.is_empty() => {
+                serve_reload(shared, options, log, master, router, listeners)
+            }
             None => {}
         }
     }
     shared.stop.store(true, Ordering::Release);
+}
+
+/// One reload, answering every `corepost reload` that asked before it
+/// started (their configuration changes are on disk by then).
+fn serve_reload(
+    shared: &Arc<Shared>,
+    options: &RunOptions,
+    log: &Log,
+    master: &str,
+    router: &crate::control::core::SharedRouter,
+    reloadable: &mut Reloadable,
+) {
+    let waiting: Vec<_> = reloadable.requests.try_iter().collect();
+    let verdict = reload(shared, options, log, master, router, reloadable);
+    for reply in waiting {
+        let _ = reply.send(verdict.clone());
+    }
 }
 
 /// What a reload changes besides the shared settings: the listening
@@ -81,8 +95,9 @@ pub(super) fn signal_loop(
 pub(super) struct Reloadable {
     pub listeners: services::Listeners,
     pub shown: Arc<Mutex<Vec<String>>>,
-    /// `reload` requests from the control socket, answered with the verdict.
-    pub requests: flume::Receiver<crate::control::ReloadRequest>,
+    /// `corepost reload` requests from the control socket, answered with
+    /// the verdict.
+    pub requests: flume::Receiver<crate::control::ReloadReply>,
 }
 
 /// Postfix's `postfix reload`: read the configuration again and apply it
@@ -90,7 +105,8 @@ pub(super) struct Reloadable {
 /// those it removes (their sessions finish). Everything is resolved and
 /// bound before anything is replaced, so a broken main.cf, or an address
 /// that cannot be bound, keeps the whole running configuration. Logs and
-/// returns the verdict: what changed, or why nothing did.
+/// returns the verdict: the new configuration's warnings, or why it was
+/// refused.
 fn reload(
     shared: &Arc<Shared>,
     options: &RunOptions,
@@ -98,10 +114,10 @@ fn reload(
     master: &str,
     router: &crate::control::core::SharedRouter,
     reloadable: &mut Reloadable,
-) -> Result<services::ReloadDone, String> {
+) -> Result<Vec<String>, String> {
     let listeners = &mut reloadable.listeners;
     let cores = shared.applied.len();
-    let loaded = load(&options.config_dir).and_then(|c| {
+    let loaded = load_checked(&options.config_dir).and_then(|(c, warnings)| {
         let smtpd = smtpd_services(&c, &lock(&shared.services))?;
         let qmgr = crate::qmgr::QmgrSettings::from_config(&c)?;
         let router = crate::routing::Router::from_params(&|n| c.get(n))?;
@@ -110,9 +126,9 @@ fn reload(
             return Err("master.cf has no smtpd inet service: nothing to listen on".into());
         }
         let prepared = listeners.prepare(plan, cores)?;
-        Ok((c, smtpd, qmgr, router, prepared))
+        Ok((c, warnings, smtpd, qmgr, router, prepared))
     });
-    let (config, smtpd, qmgr, new_router, mut prepared) = match loaded {
+    let (config, warnings, smtpd, qmgr, new_router, mut prepared) = match loaded {
         Ok(l) => l,
         Err(e) => {
             log.line(
@@ -133,7 +149,7 @@ fn reload(
     {
         lock(&shared.opened[core]).extend(bound);
     }
-    let (change, released) = listeners.commit(prepared);
+    let released = listeners.commit(prepared);
     *lock(&shared.plan) = listeners.plan().to_vec();
     let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
     // A closed address is released once every core closed its socket.
@@ -152,11 +168,16 @@ fn reload(
         .iter()
         .map(|p| p.address.to_string())
         .collect();
-    let verdict = format!(
-        "reload -- version {}, configuration {}",
-        env!("CARGO_PKG_VERSION"),
-        config.config_dir.display()
+    for w in &warnings {
+        log.line(master, &format!("warning: {w}"));
+    }
+    log.line(
+        master,
+        &format!(
+            "reload -- version {}, configuration {}",
+            env!("CARGO_PKG_VERSION"),
+            config.config_dir.display()
+        ),
     );
-    log.line(master, &verdict);
-    Ok(services::ReloadDone { verdict, change })
+    Ok(warnings)
 }
