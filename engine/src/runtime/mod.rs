@@ -39,6 +39,9 @@ pub struct CoreContext {
     pub new_mail: crate::qmgr::Signal,
     /// Sessions running on this core.
     pub sessions: Cell<usize>,
+    /// Every core's control channel: smtpd's ETRN asks them to flush
+    /// deferred mail, as `corepost queue flush` does.
+    pub control: Vec<flume::Sender<crate::control::core::CoreRequest>>,
 }
 
 impl CoreContext {
@@ -190,6 +193,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
         let control = crate::control::core::Endpoint {
             requests: control_rx,
             router: Arc::clone(&router),
+            peers: control_tx.clone(),
         };
         let mesh = mesh.clone();
         let core = core as u16;
@@ -386,6 +390,7 @@ async fn core_main(
         spool: RefCell::new(spool),
         sessions: Cell::new(0),
         new_mail: crate::qmgr::Signal::default(),
+        control: control.peers.clone(),
     });
     let settings = Rc::new(RefCell::new(lock(&shared.settings).clone()));
     // Cores exchange delivery jobs and outcomes over a full mesh of

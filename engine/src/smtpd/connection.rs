@@ -222,6 +222,12 @@ impl Connection {
         Ok(())
     }
 
+    /// Whether input is waiting that has not been read yet (see
+    /// [`Stream::input_waiting`]) or is buffered.
+    pub fn input_waiting(&self) -> bool {
+        !self.buffered().is_empty() || self.stream.input_waiting()
+    }
+
     /// Our end of the connection.
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         self.stream.local_addr()

@@ -4,8 +4,8 @@
 //! The end of data is `CRLF . CRLF` and nothing else: a `.` line ended by a
 //! bare LF, or preceded by a line ended by a bare LF (`LF.LF`, `LF.CRLF`,
 //! `CRLF.LF`), is content. What happens to bare CR and LF depends on
-//! `smtpd_forbid_bare_newline`: `normalize` (default) turns them into CRLF
-//! line ends, `yes`/`reject` rejects the message with 550 5.5.2, and `no`
+//! `smtpd_forbid_bare_newline`: `normalize` (default; `yes` is an alias) turns them into CRLF
+//! line ends, `reject` rejects the message with 550 5.5.2, and `no`
 //! keeps them as received. In no mode can a smuggled sequence end the
 //! message early or split it in two.
 //!
@@ -28,8 +28,9 @@ impl BareNewline {
     pub fn parse(s: &str) -> Result<BareNewline, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "no" => Ok(BareNewline::Allow),
-            "normalize" => Ok(BareNewline::Normalize),
-            "yes" | "reject" | "note" => Ok(BareNewline::Reject),
+            // Postfix 3.7.10 and later: "yes" is an alias for "normalize".
+            "normalize" | "yes" => Ok(BareNewline::Normalize),
+            "reject" | "note" => Ok(BareNewline::Reject),
             other => Err(format!(
                 "bad smtpd_forbid_bare_newline value \"{other}\" (expected no, normalize, yes or reject)"
             )),

@@ -54,6 +54,8 @@ pub enum Stage {
     Recipient,
     Data,
     EndOfData,
+    /// smtpd_etrn_restrictions (the domain is `Facts::etrn_domain`).
+    Etrn,
 }
 
 /// The outcome of a host name lookup (Postfix's `name_status`).
@@ -105,6 +107,8 @@ pub struct Facts<'a> {
     pub sender_unlisted: Option<(u16, &'static str)>,
     /// The same for the recipient.
     pub recipient_unlisted: Option<(u16, &'static str)>,
+    /// The ETRN argument, at the ETRN stage.
+    pub etrn_domain: Option<&'a str>,
 }
 
 impl<'a> Facts<'a> {
@@ -131,6 +135,7 @@ impl<'a> Facts<'a> {
             size: 0,
             sender_unlisted: None,
             recipient_unlisted: None,
+            etrn_domain: None,
         }
     }
 }
@@ -278,6 +283,7 @@ pub const LISTS: &[&str] = &[
     "smtpd_recipient_restrictions",
     "smtpd_data_restrictions",
     "smtpd_end_of_data_restrictions",
+    "smtpd_etrn_restrictions",
 ];
 
 /// How deep restriction classes may nest (Postfix allows 100; every level
@@ -518,9 +524,9 @@ impl Policy {
             | "defer_unauth_destination"
             | "permit_auth_destination" => self.relay_check(&r.name, f),
             "reject_unauth_pipelining" => {
-                // Postfix: input is waiting and the client did not say EHLO
-                // (so was not offered PIPELINING), or at DATA.
-                if f.pipelined && (!f.esmtp || matches!(stage, Stage::Data)) {
+                // Postfix (2.6 and later): the session saw improper
+                // pipelining at some point (see `Session::check_pipelining`).
+                if f.pipelined {
                     Decision::Reject(Reply::new(
                         503,
                         "5.5.0",
@@ -856,6 +862,7 @@ pub(crate) fn reply_name(stage: Stage, f: &Facts<'_>) -> String {
         Stage::Relay | Stage::Recipient => f.recipient.unwrap_or_default().to_string(),
         Stage::Data => "DATA".to_string(),
         Stage::EndOfData => "END-OF-MESSAGE".to_string(),
+        Stage::Etrn => f.etrn_domain.unwrap_or_default().to_string(),
     }
 }
 
@@ -868,6 +875,7 @@ pub(crate) fn reply_class(stage: Stage) -> &'static str {
         Stage::Relay | Stage::Recipient => "Recipient address",
         Stage::Data => "Data command",
         Stage::EndOfData => "End-of-data",
+        Stage::Etrn => "Etrn command",
     }
 }
 

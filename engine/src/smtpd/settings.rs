@@ -26,6 +26,9 @@ pub struct SmtpdSettings {
     pub banner: String,
     pub message_size_limit: u64,
     pub recipient_limit: usize,
+    /// `smtpd_recipient_overshoot_limit`: RCPTs beyond the limit that are
+    /// answered 452 without counting as errors.
+    pub recipient_overshoot_limit: usize,
     pub timeout: Duration,
     pub hard_error_limit: u32,
     pub soft_error_limit: u32,
@@ -39,6 +42,16 @@ pub struct SmtpdSettings {
     pub strict_rfc821: bool,
     pub discard_ehlo: Vec<String>,
     pub bare_newline: BareNewline,
+    /// `smtpd_forbid_bare_newline_reject_code`.
+    pub bare_newline_reject_code: u16,
+    /// `smtpd_forbid_unauth_pipelining`: disconnect on improper pipelining.
+    pub forbid_unauth_pipelining: bool,
+    /// `smtpd_noop_commands`, upper case.
+    pub noop_commands: Vec<String>,
+    /// Canonical rewriting of unqualified envelope addresses.
+    pub qualify: crate::routing::qualify::Qualify,
+    /// `fast_flush_domains`: where ETRN may flush deferred mail.
+    pub fast_flush_domains: crate::routing::domain_list::DomainList,
     pub bare_newline_exclusions: NetworkList,
     pub in_flow_delay: Duration,
     pub backlog_limit: usize,
@@ -70,6 +83,18 @@ impl SmtpdSettings {
         let nonneg = |n: &str| -> Result<u64, String> {
             u64::try_from(int(n)?).map_err(|_| format!("parameter {n}: must not be negative"))
         };
+        let reply_code = |n: &str| -> Result<u16, String> {
+            match int(n)? {
+                c @ 400..=599 => Ok(c as u16),
+                c => Err(format!("parameter {n}: {c} is not a 4xx or 5xx reply code")),
+            }
+        };
+        let parent_matches = |feature: &str| -> Result<bool, String> {
+            Ok(s.get_list("parent_domain_matches_subdomains")
+                .map_err(|e| e.to_string())?
+                .iter()
+                .any(|f| f == feature))
+        };
         let syslog_name = text("syslog_name")?;
         let mynetworks =
             NetworkList::parse(&text("mynetworks")?).map_err(|e| format!("mynetworks: {e}"))?;
@@ -99,6 +124,7 @@ impl SmtpdSettings {
             banner: text("smtpd_banner")?,
             message_size_limit,
             recipient_limit: nonneg("smtpd_recipient_limit")? as usize,
+            recipient_overshoot_limit: nonneg("smtpd_recipient_overshoot_limit")? as usize,
             timeout: time("smtpd_timeout")?,
             hard_error_limit: nonneg("smtpd_hard_error_limit")? as u32,
             soft_error_limit: nonneg("smtpd_soft_error_limit")? as u32,
@@ -117,6 +143,20 @@ impl SmtpdSettings {
                 .map(|k| k.to_ascii_uppercase())
                 .collect(),
             bare_newline: BareNewline::parse(&text("smtpd_forbid_bare_newline")?)?,
+            bare_newline_reject_code: reply_code("smtpd_forbid_bare_newline_reject_code")?,
+            forbid_unauth_pipelining: boolean("smtpd_forbid_unauth_pipelining")?,
+            noop_commands: s
+                .get_list("smtpd_noop_commands")
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|k| k.to_ascii_uppercase())
+                .collect(),
+            qualify: crate::routing::qualify::Qualify::from_params(&get)?,
+            fast_flush_domains: crate::routing::domain_list::DomainList::parse(
+                &text("fast_flush_domains")?,
+                parent_matches("fast_flush_domains")?,
+            )
+            .map_err(|e| format!("parameter fast_flush_domains: {e}"))?,
             bare_newline_exclusions: NetworkList::parse(&text(
                 "smtpd_forbid_bare_newline_exclusions",
             )?)

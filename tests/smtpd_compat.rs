@@ -1,0 +1,356 @@
+//! smtpd against Postfix 3.7's replies, command by command: every expected
+//! reply and log line below was taken from a throwaway Postfix 3.7.11 with
+//! the same settings (see tests/compat/compare.py, which replays these
+//! dialogues against both servers).
+
+mod support;
+
+use std::time::Duration;
+use support::*;
+
+/// Replies to several pipelined commands sent in one write.
+fn replies(c: &mut Raw, data: &str, n: usize) -> Vec<String> {
+    c.send(data.as_bytes());
+    (0..n).map(|_| c.reply()).collect()
+}
+
+fn wait_log(d: &Daemon, needle: &str) -> String {
+    wait_until(10, || {
+        let log = d.log();
+        log.contains(needle).then_some(log)
+    })
+    .unwrap_or_else(|| panic!("no {needle:?} in the log:\n{}", d.log()))
+}
+
+#[test]
+fn strict_rfc821_envelopes_wants_angle_brackets() {
+    let d = Daemon::start("strict_rfc821_envelopes = yes\n");
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.example");
+    assert_eq!(
+        c.cmd("MAIL FROM:sender@example.com"),
+        "501 5.1.7 Bad sender address syntax\r\n"
+    );
+    assert_eq!(c.cmd("MAIL FROM:<sender@example.com>"), "250 2.1.0 Ok\r\n");
+    assert_eq!(
+        c.cmd("RCPT TO:alice@mx.test.example"),
+        "501 5.1.3 Bad recipient address syntax\r\n"
+    );
+    assert_eq!(c.cmd("RCPT TO:<alice@mx.test.example>"), "250 2.1.5 Ok\r\n");
+    wait_log(
+        &d,
+        "warning: Illegal address syntax from unknown[127.0.0.1] in MAIL command: sender@example.com",
+    );
+    // The default (no) keeps accepting them, as Postfix does.
+    let d = Daemon::start("");
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.example");
+    assert_eq!(c.cmd("MAIL FROM:sender@example.com"), "250 2.1.0 Ok\r\n");
+}
+
+#[test]
+fn improper_pipelining_is_remembered_for_reject_unauth_pipelining() {
+    let d = Daemon::start("smtpd_data_restrictions = reject_unauth_pipelining\n");
+    let mut c = Raw::connect(d.port);
+    let got = replies(
+        &mut c,
+        "HELO x\r\nMAIL FROM:<a@example.org>\r\nRCPT TO:<alice@mx.test.example>\r\nDATA\r\n",
+        4,
+    );
+    assert_eq!(
+        got,
+        [
+            "250 mx.test.example\r\n",
+            "250 2.1.0 Ok\r\n",
+            "250 2.1.5 Ok\r\n",
+            "503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining\r\n"
+        ]
+    );
+    let log = wait_log(&d, "Data command rejected");
+    assert!(
+        log.contains("improper command pipelining after HELO from unknown[127.0.0.1]: MAIL FROM:<a@example.org>\\r\\nRCPT TO:<alice@mx.test.example>\\r\\nDATA\\r\\n"),
+        "{log}"
+    );
+    assert!(log.contains("reject: DATA from unknown[127.0.0.1]: 503 5.5.0 <DATA>: Data command rejected: Improper use of SMTP command pipelining; from=<a@example.org> to=<alice@mx.test.example> proto=SMTP helo=<x>"), "{log}");
+    // After EHLO's answer, MAIL/RCPT/DATA may be pipelined (RFC 2920).
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO x");
+    let got = replies(
+        &mut c,
+        "MAIL FROM:<a@example.org>\r\nRCPT TO:<alice@mx.test.example>\r\nDATA\r\n",
+        3,
+    );
+    assert_eq!(got[2], "354 End data with <CR><LF>.<CR><LF>\r\n");
+}
+
+#[test]
+fn forbid_unauth_pipelining_hangs_up() {
+    let d = Daemon::start("smtpd_forbid_unauth_pipelining = yes\n");
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO x");
+    let got = replies(&mut c, "NOOP\r\nMAIL FROM:<a@example.org>\r\n", 2);
+    assert_eq!(
+        got,
+        ["554 5.5.0 Error: SMTP protocol synchronization\r\n", ""]
+    );
+    wait_log(
+        &d,
+        "improper command pipelining after NOOP from unknown[127.0.0.1]: MAIL FROM:<a@example.org>\\r\\n",
+    );
+    // RSET does not end a group: fine after EHLO.
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO x");
+    let got = replies(&mut c, "RSET\r\nMAIL FROM:<a@example.org>\r\n", 2);
+    assert_eq!(got, ["250 2.0.0 Ok\r\n", "250 2.1.0 Ok\r\n"]);
+    // Without EHLO, PIPELINING was never offered.
+    let mut c = Raw::connect(d.port);
+    c.cmd("HELO x");
+    let got = replies(&mut c, "RSET\r\nNOOP\r\n", 1);
+    assert_eq!(got, ["554 5.5.0 Error: SMTP protocol synchronization\r\n"]);
+}
+
+#[test]
+fn bare_newline_on_a_command_is_rejected_and_hangs_up() {
+    let d = Daemon::start(
+        "smtpd_forbid_bare_newline = reject\nsmtpd_forbid_bare_newline_exclusions =\n",
+    );
+    let mut c = Raw::connect(d.port);
+    assert_eq!(c.cmd("HELO x"), "250 mx.test.example\r\n");
+    c.send(b"NOOP\n");
+    assert_eq!(
+        c.reply(),
+        "550 5.5.2 mx.test.example Error: bare <LF> received\r\n"
+    );
+    assert_eq!(c.reply(), "", "disconnected");
+    wait_log(
+        &d,
+        "NOQUEUE: reject: HELO from unknown[127.0.0.1]: bare <LF> received; proto=SMTP helo=<x>",
+    );
+    // Clients in the exclusions ($mynetworks by default) are exempt, and
+    // "yes" means normalize in Postfix 3.7.
+    for extra in [
+        "smtpd_forbid_bare_newline = reject\n",
+        "smtpd_forbid_bare_newline = yes\nsmtpd_forbid_bare_newline_exclusions =\n",
+    ] {
+        let d = Daemon::start(extra);
+        let mut c = Raw::connect(d.port);
+        c.send(b"NOOP\n");
+        assert_eq!(c.reply(), "250 2.0.0 Ok\r\n", "{extra}");
+    }
+}
+
+#[test]
+fn unknown_commands_get_500_and_noop_commands_are_ignored() {
+    let d = Daemon::start("smtpd_noop_commands = XYZZY\n");
+    let mut c = Raw::connect(d.port);
+    for cmd in ["FROB", "HELP", "EXPN root"] {
+        assert_eq!(
+            c.cmd(cmd),
+            "500 5.5.2 Error: command not recognized\r\n",
+            "{cmd}"
+        );
+    }
+    assert_eq!(c.cmd("xyzzy plugh"), "250 2.0.0 Ok\r\n");
+    c.cmd("QUIT");
+    wait_log(
+        &d,
+        "disconnect from unknown[127.0.0.1] quit=1 unknown=0/3 commands=1/4",
+    );
+}
+
+#[test]
+fn syntax_errors_have_postfix_enhanced_codes() {
+    let d = Daemon::start("");
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO x");
+    for (cmd, want) in [
+        (
+            "MAIL FROM:<a b@example.com>",
+            "501 5.1.7 Bad sender address syntax",
+        ),
+        (
+            "MAIL FROM:<a@example.com> RET=FULL RET=HDRS",
+            "501 5.5.4 Bad RET parameter syntax",
+        ),
+        (
+            "MAIL FROM:<a@example.com> ENVID=x ENVID=y",
+            "501 5.5.4 Bad ENVID parameter syntax",
+        ),
+        (
+            "MAIL FROM:<a@example.com> FOO=1",
+            "555 5.5.4 Unsupported option: FOO=1",
+        ),
+        ("MAIL FROM:<a@example.com>", "250 2.1.0 Ok"),
+        ("RCPT TO:<a@b..c>", "501 5.1.3 Bad recipient address syntax"),
+        (
+            "RCPT TO:<alice@mx.test.example> NOTIFY=NEVER NOTIFY=SUCCESS",
+            "501 5.5.4 Error: Bad NOTIFY parameter syntax",
+        ),
+        (
+            "RCPT TO:<alice@mx.test.example> ORCPT=rfc822;a@b ORCPT=rfc822;c@d",
+            "501 5.5.4 Error: Bad ORCPT parameter syntax",
+        ),
+        ("RCPT TO:", "501 5.5.4 Syntax: RCPT TO:<address>"),
+    ] {
+        assert_eq!(c.cmd(cmd), format!("{want}\r\n"), "{cmd}");
+    }
+}
+
+#[test]
+fn unqualified_addresses_are_qualified_with_myorigin() {
+    let mut d = Daemon::start_keeping_local_mail("myorigin = mx.test.example\n");
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO x");
+    assert_eq!(c.cmd("MAIL FROM:<user>"), "250 2.1.0 Ok\r\n");
+    assert_eq!(
+        c.cmd("RCPT TO:<nobody>"),
+        "550 5.1.1 <nobody>: Recipient address rejected: User unknown in local recipient table\r\n"
+    );
+    assert_eq!(c.cmd("RCPT TO:<alice>"), "250 2.1.5 Ok\r\n");
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n");
+    assert!(c.reply().starts_with("250 2.0.0 Ok: queued as"));
+    c.cmd("QUIT");
+    wait_log(&d, "to=<nobody> proto=ESMTP helo=<x>");
+    d.stop();
+    let q = queued_messages(&d.spool_dir());
+    assert_eq!(q.len(), 1);
+    assert_eq!(q[0].1.sender, "user@mx.test.example");
+    assert_eq!(q[0].1.recipients[0].address, "alice@mx.test.example");
+    // The verdict is reject_non_fqdn_*'s.
+    let d = Daemon::start(
+        "smtpd_recipient_restrictions = reject_non_fqdn_sender, reject_non_fqdn_recipient\n",
+    );
+    let mut c = Raw::connect(d.port);
+    c.cmd("HELO x");
+    c.cmd("MAIL FROM:<user>");
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@mx.test.example>"),
+        "504 5.5.2 <user>: Sender address rejected: need fully-qualified address\r\n"
+    );
+    c.cmd("RSET");
+    c.cmd("MAIL FROM:<user@example.com>");
+    assert_eq!(
+        c.cmd("RCPT TO:<alice>"),
+        "504 5.5.2 <alice>: Recipient address rejected: need fully-qualified address\r\n"
+    );
+}
+
+#[test]
+fn vrfy_uses_the_recipient_checks() {
+    let d = Daemon::start("smtpd_relay_restrictions = reject_unauth_destination\n");
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO x");
+    for (cmd, want) in [
+        ("VRFY alice", "252 2.0.0 alice"),
+        (
+            "VRFY <alice@mx.test.example>",
+            "252 2.0.0 <alice@mx.test.example>",
+        ),
+        (
+            "VRFY nobody",
+            "550 5.1.1 <nobody>: Recipient address rejected: User unknown in local recipient table",
+        ),
+        (
+            "VRFY x@foreign.example",
+            "554 5.7.1 <x@foreign.example>: Relay access denied",
+        ),
+        ("VRFY <>", "501 5.1.3 Bad recipient address syntax"),
+        ("VRFY", "501 5.5.4 Syntax: VRFY address [SMTPUTF8]"),
+    ] {
+        assert_eq!(c.cmd(cmd), format!("{want}\r\n"), "{cmd}");
+    }
+    wait_log(&d, "NOQUEUE: reject: VRFY from unknown[127.0.0.1]: 550 5.1.1 <nobody>: Recipient address rejected: User unknown in local recipient table; to=<nobody> proto=ESMTP helo=<x>");
+    let d = Daemon::start("disable_vrfy_command = yes\n");
+    let mut c = Raw::connect(d.port);
+    assert_eq!(
+        c.cmd("VRFY alice"),
+        "502 5.5.1 VRFY command is disabled\r\n"
+    );
+}
+
+#[test]
+fn etrn_flushes_the_destination_and_answers_as_postfix() {
+    let port = free_port();
+    let d = Daemon::start(&format!(
+        "relay_domains = relay.example\nrelayhost = [127.0.0.1]:{port}\nminimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nqueue_run_delay = 1h\n"
+    ));
+    for rcpt in ["x@relay.example", "y@other.example"] {
+        let mut c = Raw::connect(d.port);
+        c.cmd("EHLO x");
+        c.cmd("MAIL FROM:<a@example.org>");
+        assert!(c.cmd(&format!("RCPT TO:<{rcpt}>")).starts_with("250"));
+        c.cmd("DATA");
+        c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n");
+        assert!(c.reply().starts_with("250 2.0.0"));
+    }
+    wait_until(20, || (d.log().matches("status=deferred").count() >= 2).then_some(()))
+        .expect("both deferred");
+    let sink = Sink::start_on(port);
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO x");
+    for (cmd, want) in [
+        ("ETRN", "500 Syntax: ETRN domain"),
+        ("ETRN a..b", "501 Error: invalid parameter syntax"),
+        ("ETRN other.example", "459 <other.example>: service unavailable"),
+        ("ETRN relay.example", "250 Queuing started"),
+    ] {
+        assert_eq!(c.cmd(cmd), format!("{want}\r\n"), "{cmd}");
+    }
+    c.cmd("MAIL FROM:<a@example.org>");
+    assert_eq!(
+        c.cmd("ETRN relay.example"),
+        "503 Error: MAIL transaction in progress\r\n"
+    );
+    let got = sink.wait_for(1, 15);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sink.snapshot().messages.len(), 1, "only relay.example's mail");
+    wait_log(&d, "warning: reject: ETRN other.example... from unknown[127.0.0.1]");
+    // smtpd_etrn_restrictions.
+    let d = Daemon::start("relay_domains = relay.example\nsmtpd_etrn_restrictions = reject\n");
+    let mut c = Raw::connect(d.port);
+    assert_eq!(
+        c.cmd("ETRN relay.example"),
+        "554 5.7.1 <relay.example>: Etrn command rejected: Access denied\r\n"
+    );
+    wait_log(&d, "NOQUEUE: reject: ETRN from unknown[127.0.0.1]: 554 5.7.1 <relay.example>: Etrn command rejected: Access denied; proto=SMTP\n");
+}
+
+#[test]
+fn recipients_beyond_the_limit_do_not_end_the_session() {
+    let mut d = Daemon::start_keeping_local_mail("smtpd_recipient_limit = 2\n");
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO x");
+    c.cmd("MAIL FROM:<a@example.org>");
+    for i in 0..30 {
+        let want = if i < 2 {
+            "250 2.1.5 Ok\r\n"
+        } else {
+            "452 4.5.3 Error: too many recipients\r\n"
+        };
+        assert_eq!(c.cmd("RCPT TO:<alice@mx.test.example>"), want, "RCPT {i}");
+    }
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n");
+    assert!(c.reply().starts_with("250 2.0.0 Ok: queued as"));
+    c.cmd("QUIT");
+    wait_log(&d, "rcpt=30 data=1 quit=1");
+    d.stop();
+    assert_eq!(queued_messages(&d.spool_dir())[0].1.recipients.len(), 2);
+    // Beyond smtpd_recipient_overshoot_limit they are errors again.
+    let d = Daemon::start(
+        "smtpd_recipient_limit = 2\nsmtpd_recipient_overshoot_limit = 3\nsmtpd_hard_error_limit = 3\nsmtpd_error_sleep_time = 0\n",
+    );
+    let mut c = Raw::connect(d.port);
+    c.cmd("HELO x");
+    c.cmd("MAIL FROM:<a@example.org>");
+    for _ in 0..8 {
+        c.cmd("RCPT TO:<alice@mx.test.example>");
+    }
+    assert_eq!(
+        c.reply(),
+        "421 4.7.0 mx.test.example Error: too many errors\r\n"
+    );
+    wait_log(&d, "disconnect from unknown[127.0.0.1] helo=1 mail=1 rcpt=5/8 commands=7/10");
+}
