@@ -973,7 +973,13 @@ impl Session {
             .restrict(&[("smtpd_data_restrictions", Stage::Data)], None, "DATA")
             .await
         {
-            self.log_reject("DATA", &reply, None);
+            // Postfix names the last recipient.
+            let last = self
+                .tx
+                .as_ref()
+                .and_then(|t| t.recipients.last())
+                .map(|r| r.address.clone());
+            self.log_reject("DATA", &reply, last.as_deref());
             self.counters.count("data", false);
             return self.error(reply).await;
         }
