@@ -43,8 +43,6 @@ struct Transaction {
     overshoot: usize,
     params: MailParams,
     recipients: Vec<Recipient>,
-    /// RCPT commands rejected in this transaction.
-    rejected: usize,
     /// BDAT content so far.
     chunks: Option<Vec<u8>>,
     /// HOLD, DISCARD, FILTER, REDIRECT, PREPEND from access tables.
@@ -132,6 +130,8 @@ pub struct Session {
     /// Improper command pipelining was seen (Postfix's
     /// SMTPD_FLAG_ILL_PIPELINING; `reject_unauth_pipelining` tests it).
     ill_pipelining: bool,
+    /// The size Postfix reports after BDAT LAST (see [`Session::accepted`]).
+    bdat_size: Option<u64>,
     /// The ETRN argument while smtpd_etrn_restrictions are evaluated.
     etrn_domain: Option<String>,
     /// TLS and AUTH state (see `session/tls_auth.rs`).
@@ -166,6 +166,7 @@ impl Session {
             last_command: "CONNECT",
             ill_pipelining: false,
             etrn_domain: None,
+            bdat_size: None,
             secure: tls_auth::SecureState::default(),
         }
     }
@@ -373,13 +374,15 @@ impl Session {
     /// The end of a message the session answers for: counted, and `250
     /// 2.0.0 Ok: queued as <id>` — also for DISCARD, which queues nothing
     /// but must look accepted to the client.
+    /// After BDAT LAST Postfix also says how many bytes: `Ok: <n> bytes
+    /// queued as <id>`.
     fn accepted(&mut self, verb: &'static str, queue_id: QueueId) {
         self.counters.count(verb, true);
-        self.reply(Reply::new(
-            250,
-            "2.0.0",
-            format!("Ok: queued as {queue_id}"),
-        ));
+        let text = match self.bdat_size.take() {
+            Some(n) if verb == "bdat" => format!("Ok: {n} bytes queued as {queue_id}"),
+            _ => format!("Ok: queued as {queue_id}"),
+        };
+        self.reply(Reply::new(250, "2.0.0", text));
     }
 
     /// As Postfix: the error's reply goes out, then — at the hard error
@@ -416,7 +419,13 @@ impl Session {
             Err(e) => {
                 self.counters.count(e.verb.unwrap_or("unknown"), false);
                 self.last_command = e.verb.map_or("UNKNOWN", verb_upper);
-                return self.error(e.reply).await;
+                // Postfix judges the session state before the syntax.
+                let reply = self.sequence_error(e.verb).unwrap_or(e.reply);
+                if reply.code == 521 {
+                    self.reply(reply);
+                    return Flow::Close;
+                }
+                return self.error(reply).await;
             }
         };
         if let Command::Ignored = command {
@@ -487,6 +496,24 @@ impl Session {
         }
     }
 
+    /// The out-of-sequence reply for a MAIL, RCPT or DATA command, which
+    /// Postfix gives before looking at the command's syntax.
+    fn sequence_error(&self, verb: Option<&'static str>) -> Option<Reply> {
+        match verb? {
+            "mail" if self.settings.helo_required && self.helo.is_none() => {
+                Some(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"))
+            }
+            "mail" if self.tx.is_some() => {
+                Some(Reply::new(503, "5.5.1", "Error: nested MAIL command"))
+            }
+            "rcpt" if self.tx.is_none() => {
+                Some(Reply::new(503, "5.5.1", "Error: need MAIL command"))
+            }
+            "data" => self.content_refusal(false),
+            _ => None,
+        }
+    }
+
     /// NOOP, VRFY and friends beyond smtpd_junk_command_limit count as errors.
     fn junk(&mut self, reply: Reply) -> Result<Reply, Reply> {
         self.junk += 1;
@@ -514,6 +541,7 @@ impl Session {
         if !s.disable_vrfy {
             keywords.push("VRFY".into());
         }
+        keywords.push("ETRN".into());
         self.advertise(&mut keywords);
         keywords.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"].map(String::from));
         if s.smtputf8 {
@@ -684,9 +712,9 @@ impl Session {
                         "BINARYMIME" => BodyType::BinaryMime,
                         _ => {
                             return Err(Reply::new(
-                                501,
+                                555,
                                 "5.5.4",
-                                "Unsupported BODY parameter value",
+                                format!("Unsupported option: {}", p.raw),
                             ));
                         }
                     }
@@ -933,9 +961,6 @@ impl Session {
         match verdict {
             Some(reply) => {
                 self.log_reject(command, &reply, Some(given));
-                if let Some(tx) = self.tx.as_mut().filter(|_| command == "RCPT") {
-                    tx.rejected += 1;
-                }
                 Err(reply)
             }
             None => Ok((class, false)),
@@ -946,11 +971,9 @@ impl Session {
     fn content_refusal(&self, bdat: bool) -> Option<Reply> {
         match &self.tx {
             None => Some(Reply::new(503, "5.5.1", "Error: need RCPT command")),
-            Some(tx) if tx.recipients.is_empty() && tx.rejected > 0 => {
-                Some(Reply::new(554, "5.5.1", "Error: no valid recipients"))
-            }
+            // Postfix: in a transaction, with or without RCPT attempts.
             Some(tx) if tx.recipients.is_empty() => {
-                Some(Reply::new(503, "5.5.1", "Error: need RCPT command"))
+                Some(Reply::new(554, "5.5.1", "Error: no valid recipients"))
             }
             Some(tx) if !bdat && tx.params.body == BodyType::BinaryMime => Some(Reply::new(
                 503,
@@ -1085,6 +1108,7 @@ impl Session {
         }
         let too_big = tx.chunks_too_big;
         let body = tx.chunks.take().unwrap_or_default();
+        self.bdat_size = Some(line_size(&body));
         let end = DataEnd {
             size: body.len() as u64,
             too_big,
@@ -1294,6 +1318,19 @@ fn verb_upper(verb: &'static str) -> &'static str {
     }
 }
 
+/// The content's size as Postfix counts it after BDAT: every line with a
+/// CRLF ending, the last one included.
+fn line_size(body: &[u8]) -> u64 {
+    let mut lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+        .iter()
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).len() as u64 + 2)
+        .sum()
+}
+
 /// `451 4.3.0 <address>: Temporary lookup failure`.
 fn lookup_failure(address: &str, e: corepost_config::tables::TableError) -> Reply {
     Reply::new(
@@ -1418,6 +1455,13 @@ mod tests {
         c.count("rcpt", true);
         c.count("quit", true);
         assert_eq!(c.summary(), "ehlo=1 mail=1 rcpt=1/2 quit=1 commands=4/5");
+    }
+
+    #[test]
+    fn bdat_size_counts_crlf_lines() {
+        assert_eq!(line_size(b"ab\r\nc"), 7);
+        assert_eq!(line_size(b"ab\r\n"), 4);
+        assert_eq!(line_size(b""), 0);
     }
 
     #[test]
