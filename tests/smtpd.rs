@@ -196,7 +196,7 @@ fn error_replies_keep_the_session_going() {
         c.cmd("MAIL FROM:<a@example.org> SIZE=5000")
             .starts_with("552 5.3.4")
     );
-    assert!(c.cmd("HELO").starts_with("501 5.5.4"));
+    assert_eq!(c.cmd("HELO"), "501 Syntax: HELO hostname\r\n");
     let long = format!("NOOP {}", "x".repeat(5000));
     assert!(c.cmd(&long).starts_with("500 5.5.2 Error: line too long"));
     assert!(c.cmd("EHLO x").starts_with("250"));
