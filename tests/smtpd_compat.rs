@@ -354,3 +354,26 @@ fn recipients_beyond_the_limit_do_not_end_the_session() {
     );
     wait_log(&d, "disconnect from unknown[127.0.0.1] helo=1 mail=1 rcpt=5/8 commands=7/10");
 }
+
+#[test]
+fn permit_actions_are_logged_when_listed() {
+    let d = Daemon::start(
+        "smtpd_log_access_permit_actions = static:all\nsmtpd_client_restrictions = check_client_access inline:{127.0.0.1=OK}\nsmtpd_sender_restrictions = permit_inet_interfaces\n",
+    );
+    let mut c = Raw::connect(d.port);
+    c.cmd("HELO x");
+    c.cmd("MAIL FROM:<a@example.com>");
+    assert_eq!(c.cmd("RCPT TO:<alice@mx.test.example>"), "250 2.1.5 Ok\r\n");
+    let log = wait_log(&d, "permit: RCPT");
+    assert!(log.contains("NOQUEUE: permit: RCPT from unknown[127.0.0.1]: action=OK for Client host=unknown[127.0.0.1] from inline:{127.0.0.1=OK}; from=<a@example.com> to=<alice@mx.test.example> proto=SMTP helo=<x>"), "{log}");
+    assert!(log.contains("NOQUEUE: permit: RCPT from unknown[127.0.0.1]: action=permit_inet_interfaces for Client host=unknown[127.0.0.1] ; from=<a@example.com> to=<alice@mx.test.example> proto=SMTP helo=<x>"), "{log}");
+    // Not listed: not logged.
+    let d = Daemon::start("smtpd_sender_restrictions = permit_inet_interfaces\n");
+    let mut c = Raw::connect(d.port);
+    c.cmd("HELO x");
+    c.cmd("MAIL FROM:<a@example.com>");
+    c.cmd("RCPT TO:<alice@mx.test.example>");
+    c.cmd("QUIT");
+    let log = wait_log(&d, "disconnect from");
+    assert!(!log.contains("permit:"), "{log}");
+}

@@ -255,6 +255,8 @@ pub struct Policy {
     codes: Codes,
     /// `smtpd_sender_login_maps` (the `*_sender_login_mismatch` checks).
     sender_login_maps: TableList,
+    /// `smtpd_log_access_permit_actions`.
+    permit_log: permit_log::PermitLog,
     pub(crate) dns: DnsChecks,
     pub(crate) policy_services: PolicyServices,
 }
@@ -358,6 +360,8 @@ impl Policy {
             sender_login_maps: TableList::open(&s("smtpd_sender_login_maps")?)
                 .map_err(|e| format!("smtpd_sender_login_maps: {e}"))?,
             null_sender_key: s("smtpd_null_access_lookup_key")?,
+            permit_log: permit_log::PermitLog::parse(&s("smtpd_log_access_permit_actions")?)
+                .map_err(|e| format!("smtpd_log_access_permit_actions: {e}"))?,
             allow_untrusted_routing: s("allow_untrusted_routing")?.trim() == "yes",
             reject_unlisted_sender,
             needs_unlisted,
@@ -456,6 +460,27 @@ impl Policy {
             for c in list {
                 let warn_only = std::mem::take(&mut out.warn_if_reject);
                 let d = self.one(c, stage, f, out, depth).await;
+                // Access tables (check_*) and restriction classes log their
+                // own permits.
+                let name = c.restriction.name.as_str();
+                if d == Decision::Permit
+                    && !name.starts_with("check_")
+                    && !self.classes.iter().any(|k| k == name)
+                {
+                    // Postfix names what the restriction looked at.
+                    let about = match name {
+                        "permit_mynetworks"
+                        | "permit_inet_interfaces"
+                        | "permit_sasl_authenticated"
+                        | "permit_tls_clientcerts"
+                        | "permit_tls_all_clientcerts"
+                        | "permit_dnswl_client"
+                        | "permit_rhswl_client" => Stage::Client,
+                        "permit_auth_destination" | "permit_mx_backup" => Stage::Recipient,
+                        _ => stage,
+                    };
+                    self.log_permit(name, "", about, f, out);
+                }
                 match d {
                     Decision::Dunno => {}
                     Decision::Warn(w) => out.events.push(("warn", w)),
@@ -470,6 +495,33 @@ impl Policy {
             }
             Decision::Dunno
         })
+    }
+
+    /// `smtpd_log_access_permit_actions`: Postfix's `permit:` event,
+    /// `action=<action> for <class>=<name> [from <table>]`.
+    pub(crate) fn log_permit(
+        &self,
+        action: &str,
+        table: &str,
+        stage: Stage,
+        f: &Facts<'_>,
+        out: &mut Outcome,
+    ) {
+        if self.permit_log.logs(action) {
+            let from = if table.is_empty() {
+                String::new()
+            } else {
+                format!("from {table}")
+            };
+            out.events.push((
+                "permit",
+                format!(
+                    "action={action} for {}={} {from}",
+                    reply_class(stage),
+                    reply_name(stage, f)
+                ),
+            ));
+        }
     }
 
     async fn one(
@@ -902,6 +954,7 @@ fn valid_hostname(h: &str) -> bool {
 }
 
 mod access;
+mod permit_log;
 mod relay;
 use relay::unlisted_reply;
 pub use relay::{relay_class, unlisted};
