@@ -357,8 +357,9 @@ fn smuggling_sequences_do_not_split_messages() {
 
 #[test]
 fn bare_newlines_are_rejected_when_configured() {
-    let d =
-        Daemon::start("smtpd_forbid_bare_newline = reject\nsmtpd_forbid_bare_newline_exclusions =\n");
+    let d = Daemon::start(
+        "smtpd_forbid_bare_newline = reject\nsmtpd_forbid_bare_newline_exclusions =\n",
+    );
     let mut c = Raw::connect(d.port);
     c.cmd("EHLO x");
     c.cmd("MAIL FROM:<a@example.org>");

@@ -260,7 +260,10 @@ fn vrfy_uses_the_recipient_checks() {
     ] {
         assert_eq!(c.cmd(cmd), format!("{want}\r\n"), "{cmd}");
     }
-    wait_log(&d, "NOQUEUE: reject: VRFY from unknown[127.0.0.1]: 550 5.1.1 <nobody>: Recipient address rejected: User unknown in local recipient table; to=<nobody> proto=ESMTP helo=<x>");
+    wait_log(
+        &d,
+        "NOQUEUE: reject: VRFY from unknown[127.0.0.1]: 550 5.1.1 <nobody>: Recipient address rejected: User unknown in local recipient table; to=<nobody> proto=ESMTP helo=<x>",
+    );
     let d = Daemon::start("disable_vrfy_command = yes\n");
     let mut c = Raw::connect(d.port);
     assert_eq!(
@@ -284,15 +287,20 @@ fn etrn_flushes_the_destination_and_answers_as_postfix() {
         c.send(b"Subject: x\r\n\r\nbody\r\n.\r\n");
         assert!(c.reply().starts_with("250 2.0.0"));
     }
-    wait_until(20, || (d.log().matches("status=deferred").count() >= 2).then_some(()))
-        .expect("both deferred");
+    wait_until(20, || {
+        (d.log().matches("status=deferred").count() >= 2).then_some(())
+    })
+    .expect("both deferred");
     let sink = Sink::start_on(port);
     let mut c = Raw::connect(d.port);
     c.cmd("EHLO x");
     for (cmd, want) in [
         ("ETRN", "500 Syntax: ETRN domain"),
         ("ETRN a..b", "501 Error: invalid parameter syntax"),
-        ("ETRN other.example", "459 <other.example>: service unavailable"),
+        (
+            "ETRN other.example",
+            "459 <other.example>: service unavailable",
+        ),
         ("ETRN relay.example", "250 Queuing started"),
     ] {
         assert_eq!(c.cmd(cmd), format!("{want}\r\n"), "{cmd}");
@@ -305,8 +313,15 @@ fn etrn_flushes_the_destination_and_answers_as_postfix() {
     let got = sink.wait_for(1, 15);
     assert_eq!(got.messages.len(), 1, "{}", d.log());
     std::thread::sleep(Duration::from_millis(500));
-    assert_eq!(sink.snapshot().messages.len(), 1, "only relay.example's mail");
-    wait_log(&d, "warning: reject: ETRN other.example... from unknown[127.0.0.1]");
+    assert_eq!(
+        sink.snapshot().messages.len(),
+        1,
+        "only relay.example's mail"
+    );
+    wait_log(
+        &d,
+        "warning: reject: ETRN other.example... from unknown[127.0.0.1]",
+    );
     // smtpd_etrn_restrictions.
     let d = Daemon::start("relay_domains = relay.example\nsmtpd_etrn_restrictions = reject\n");
     let mut c = Raw::connect(d.port);
@@ -314,7 +329,10 @@ fn etrn_flushes_the_destination_and_answers_as_postfix() {
         c.cmd("ETRN relay.example"),
         "554 5.7.1 <relay.example>: Etrn command rejected: Access denied\r\n"
     );
-    wait_log(&d, "NOQUEUE: reject: ETRN from unknown[127.0.0.1]: 554 5.7.1 <relay.example>: Etrn command rejected: Access denied; proto=SMTP\n");
+    wait_log(
+        &d,
+        "NOQUEUE: reject: ETRN from unknown[127.0.0.1]: 554 5.7.1 <relay.example>: Etrn command rejected: Access denied; proto=SMTP\n",
+    );
 }
 
 #[test]
@@ -352,7 +370,10 @@ fn recipients_beyond_the_limit_do_not_end_the_session() {
         c.reply(),
         "421 4.7.0 mx.test.example Error: too many errors\r\n"
     );
-    wait_log(&d, "disconnect from unknown[127.0.0.1] helo=1 mail=1 rcpt=5/8 commands=7/10");
+    wait_log(
+        &d,
+        "disconnect from unknown[127.0.0.1] helo=1 mail=1 rcpt=5/8 commands=7/10",
+    );
 }
 
 #[test]
@@ -376,4 +397,59 @@ fn permit_actions_are_logged_when_listed() {
     c.cmd("QUIT");
     let log = wait_log(&d, "disconnect from");
     assert!(!log.contains("permit:"), "{log}");
+}
+
+#[test]
+fn long_lines_and_headers_are_cut_as_postfix_does() {
+    let mut d =
+        Daemon::start_keeping_local_mail("line_length_limit = 600\nheader_size_limit = 700\n");
+    let mut c = Raw::connect(d.port);
+    c.cmd("HELO x");
+    // A command over line_length_limit is cut there and carried out.
+    assert_eq!(
+        c.cmd(&format!("NOOP {}", "x".repeat(3000))),
+        "250 2.0.0 Ok\r\n"
+    );
+    c.cmd("MAIL FROM:<a@example.com>");
+    c.cmd("RCPT TO:<alice@mx.test.example>");
+    assert!(c.cmd("DATA").starts_with("354"));
+    let words: Vec<String> = (0..250).map(|i| format!("word{i:03}")).collect();
+    let long_header = format!("X-Long: {}", words.join(" "));
+    let long_line = "B".repeat(1500);
+    c.send(
+        format!("Subject: t\r\n{long_header}\r\nX-After: yes\r\n\r\n{long_line}\r\nend\r\n.\r\n")
+            .as_bytes(),
+    );
+    assert!(c.reply().starts_with("250 2.0.0 Ok: queued as"));
+    c.cmd("QUIT");
+    wait_log(
+        &d,
+        "warning: unknown[127.0.0.1]: request longer than 600: NOOP xxxxxxxxxxxxxxxxxxxxxxxxx...",
+    );
+    d.stop();
+    let q = queued_messages(&d.spool_dir());
+    let text = String::from_utf8_lossy(&q[0].2).into_owned();
+    assert!(
+        text.contains(&format!("\r\n{}\r\nX-After: yes\r\n", &long_header[..700])),
+        "{text}"
+    );
+    assert!(
+        text.contains(&format!("\r\n{long_line}\r\n")),
+        "body lines are kept whole"
+    );
+    // Postfix refuses to run with a line_length_limit below 512.
+    let dir = tempfile::tempdir().expect("tempdir");
+    std::fs::write(dir.path().join("main.cf"), "line_length_limit = 100\n").expect("main.cf");
+    std::fs::write(
+        dir.path().join("master.cf"),
+        "127.0.0.1:2525 inet n - n - - smtpd\n",
+    )
+    .expect("master.cf");
+    let out = corepost(&["check", "-c", &dir.path().display().to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains("invalid line_length_limit parameter value 100 < 512"),
+        "{}",
+        stderr(&out)
+    );
 }

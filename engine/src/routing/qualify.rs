@@ -21,8 +21,7 @@ impl Qualify {
     ) -> Result<Qualify, String> {
         let text = |n: &str| get(n).map_err(|e| e.to_string());
         let boolean = |n: &str| -> Result<bool, String> {
-            corepost_config::value::parse_bool(&text(n)?)
-                .map_err(|e| format!("parameter {n}: {e}"))
+            corepost_config::value::parse_bool(&text(n)?).map_err(|e| format!("parameter {n}: {e}"))
         };
         Ok(Qualify {
             myorigin: text("myorigin")?.to_ascii_lowercase(),

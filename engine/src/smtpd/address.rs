@@ -238,11 +238,16 @@ mod tests {
     #[test]
     fn unqualified_addresses() {
         let m = parse_envelope_address("user", false).unwrap();
-        assert_eq!((m.local.as_str(), m.address()), ("user", "user".to_string()));
+        assert_eq!(
+            (m.local.as_str(), m.address()),
+            ("user", "user".to_string())
+        );
         assert!(parse_envelope_address("a b", false).is_err());
         assert!(parse_envelope_address("", false).is_err());
         assert_eq!(
-            parse_envelope_address("u@Example.COM", false).unwrap().address(),
+            parse_envelope_address("u@Example.COM", false)
+                .unwrap()
+                .address(),
             "u@example.com"
         );
     }

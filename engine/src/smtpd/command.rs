@@ -25,7 +25,10 @@ pub enum Command {
         bracketed: bool,
     },
     Data,
-    Bdat { size: u64, last: bool },
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
@@ -417,17 +420,26 @@ mod tests {
         let bad = parse_command(b"MAIL FROM:<a@b> junk=1", &[]);
         assert!(bad.is_ok(), "parameters are judged by the session");
         assert_eq!(
-            parse_command(b"MAIL FROM:<a@b", &[]).unwrap_err().reply.summary(),
+            parse_command(b"MAIL FROM:<a@b", &[])
+                .unwrap_err()
+                .reply
+                .summary(),
             "501 5.1.7 Bad sender address syntax"
         );
         assert_eq!(
-            parse_command(b"RCPT TO:<a@b>x", &[]).unwrap_err().reply.summary(),
+            parse_command(b"RCPT TO:<a@b>x", &[])
+                .unwrap_err()
+                .reply
+                .summary(),
             "501 5.1.3 Bad recipient address syntax"
         );
         assert_eq!(err(""), 500);
         assert_eq!(err("VRFY"), 501);
         assert_eq!(
-            parse_command(b"MAIL FROM:<\xff>", &[]).unwrap_err().reply.code,
+            parse_command(b"MAIL FROM:<\xff>", &[])
+                .unwrap_err()
+                .reply
+                .code,
             500
         );
     }

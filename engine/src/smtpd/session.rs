@@ -27,9 +27,6 @@ use std::time::Duration;
 mod protocol;
 mod tls_auth;
 
-/// Longest command line accepted (Postfix's line_length_limit default).
-const MAX_COMMAND_LINE: usize = 2048;
-
 /// The envelope under construction.
 #[derive(Debug, Default)]
 struct Transaction {
@@ -261,7 +258,7 @@ impl Session {
 
     async fn command_loop(&mut self) {
         loop {
-            match self.conn.next_line(MAX_COMMAND_LINE) {
+            match self.conn.next_line(self.settings.line_length_limit) {
                 Line::Complete { len, consumed } => {
                     let line = self.conn.buffered()[..len].to_vec();
                     self.conn.consume(consumed);
@@ -276,12 +273,26 @@ impl Session {
                         return;
                     }
                 }
-                Line::TooLong => {
-                    self.counters.count("unknown", false);
-                    if let Flow::Close = self
-                        .error(Reply::new(500, "5.5.2", "Error: line too long"))
-                        .await
-                    {
+                Line::TooLong(head) => {
+                    // Postfix carries out the command cut at
+                    // line_length_limit, with a warning.
+                    let shown: String = head
+                        .iter()
+                        .take(30)
+                        .map(|&b| {
+                            if (0x20..0x7f).contains(&b) {
+                                b as char
+                            } else {
+                                '?'
+                            }
+                        })
+                        .collect();
+                    self.log(&format!(
+                        "warning: {}: request longer than {}: {shown}...",
+                        self.client(),
+                        self.settings.line_length_limit
+                    ));
+                    if let Flow::Close = self.handle_line(&head).await {
                         let _ = self.conn.flush(self.settings.timeout).await;
                         return;
                     }
@@ -1122,10 +1133,12 @@ impl Session {
     async fn finish_message(
         &mut self,
         end: DataEnd,
-        body: Vec<u8>,
+        mut body: Vec<u8>,
         reject_bare: bool,
         verb: &'static str,
     ) -> Flow {
+        // Postfix's cleanup cuts headers longer than header_size_limit.
+        super::data::truncate_long_headers(&mut body, self.settings.header_size_limit);
         if !self
             .settings
             .policy

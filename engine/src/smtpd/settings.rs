@@ -25,6 +25,11 @@ pub struct SmtpdSettings {
     pub mail_name: String,
     pub banner: String,
     pub message_size_limit: u64,
+    /// `line_length_limit`: longer command lines are cut (Postfix).
+    pub line_length_limit: usize,
+    /// `header_size_limit`: longer message headers are cut (Postfix's
+    /// cleanup).
+    pub header_size_limit: usize,
     pub recipient_limit: usize,
     /// `smtpd_recipient_overshoot_limit`: RCPTs beyond the limit that are
     /// answered 452 without counting as errors.
@@ -106,6 +111,16 @@ impl SmtpdSettings {
             Ok(n) => n,
             Err(_) => return Err(format!("parameter message_size_limit: bad size \"{size}\"")),
         };
+        // Postfix refuses to run below 512 (its smtpd and cleanup).
+        let size = |n: &str| {
+            corepost_config::value::parse_size(&text(n)?).map_err(|e| format!("parameter {n}: {e}"))
+        };
+        let line_length_limit = size("line_length_limit")? as usize;
+        if line_length_limit < 512 {
+            return Err(format!(
+                "invalid line_length_limit parameter value {line_length_limit} < 512"
+            ));
+        }
         let content_checks = if s
             .get_list("receive_override_options")
             .map_err(|e| e.to_string())?
@@ -123,6 +138,8 @@ impl SmtpdSettings {
             mail_name: text("mail_name")?,
             banner: text("smtpd_banner")?,
             message_size_limit,
+            line_length_limit,
+            header_size_limit: size("header_size_limit")? as usize,
             recipient_limit: nonneg("smtpd_recipient_limit")? as usize,
             recipient_overshoot_limit: nonneg("smtpd_recipient_overshoot_limit")? as usize,
             timeout: time("smtpd_timeout")?,

@@ -167,7 +167,11 @@ impl Session {
                     "warning: reject: ETRN {domain}... from {}",
                     self.client()
                 ));
-                return Err(Reply::new(459, "", format!("<{domain}>: service unavailable")));
+                return Err(Reply::new(
+                    459,
+                    "",
+                    format!("<{domain}>: service unavailable"),
+                ));
             }
             Err(e) => {
                 self.log(&format!("warning: fast_flush_domains: {e}"));
