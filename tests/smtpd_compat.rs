@@ -453,3 +453,60 @@ fn long_lines_and_headers_are_cut_as_postfix_does() {
         stderr(&out)
     );
 }
+
+#[test]
+fn xclient_replaces_the_client_for_authorized_hosts() {
+    let d = Daemon::start(
+        "smtpd_authorized_xclient_hosts = 127.0.0.1\nsmtpd_client_restrictions = check_client_access inline:{{10.1.2.3=REJECT go away}}\n",
+    );
+    let mut c = Raw::connect(d.port);
+    let ehlo = c.cmd("EHLO x");
+    assert!(
+        ehlo.contains("\r\n250-XCLIENT NAME ADDR PROTO HELO REVERSE_NAME PORT LOGIN DESTADDR DESTPORT\r\n250-ENHANCEDSTATUSCODES\r\n"),
+        "{ehlo}"
+    );
+    assert_eq!(
+        c.cmd("XCLIENT"),
+        "501 5.5.4 Syntax: XCLIENT attribute=value...\r\n"
+    );
+    assert_eq!(
+        c.cmd("XCLIENT FOO=bar"),
+        "501 5.5.4 Bad XCLIENT attribute name: FOO\r\n"
+    );
+    assert_eq!(
+        c.cmd("XCLIENT NAME=a+20b"),
+        "501 5.5.4 Bad NAME syntax: a b\r\n"
+    );
+    assert!(
+        c.cmd("XCLIENT NAME=spike.example ADDR=10.1.2.3 PORT=1234")
+            .starts_with("220 mx.test.example ESMTP")
+    );
+    assert_eq!(c.cmd("MAIL FROM:<a@example.com>"), "250 2.1.0 Ok\r\n");
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@mx.test.example>"),
+        "554 5.7.1 <spike.example[10.1.2.3]>: Client host rejected: go away\r\n"
+    );
+    assert_eq!(
+        c.cmd("XCLIENT ADDR=127.0.0.2"),
+        "503 5.5.1 Error: MAIL transaction in progress\r\n"
+    );
+    c.cmd("RSET");
+    // The simulated client is not an authorized one.
+    assert_eq!(
+        c.cmd("XCLIENT ADDR=127.0.0.1"),
+        "550 5.7.0 Error: insufficient authorization\r\n"
+    );
+    c.cmd("QUIT");
+    wait_log(
+        &d,
+        "NOQUEUE: reject: RCPT from spike.example[10.1.2.3]: 554 5.7.1 <spike.example[10.1.2.3]>: Client host rejected: go away; from=<a@example.com> to=<alice@mx.test.example> proto=SMTP\n",
+    );
+    // Others are not offered XCLIENT and may not use it.
+    let d = Daemon::start("");
+    let mut c = Raw::connect(d.port);
+    assert!(!c.cmd("EHLO x").contains("XCLIENT"));
+    assert_eq!(
+        c.cmd("XCLIENT ADDR=10.1.2.3"),
+        "550 5.7.0 Error: insufficient authorization\r\n"
+    );
+}

@@ -121,6 +121,15 @@ PROFILES = [
         ("bare LF in HELO", ["HELO x\nMAIL FROM:<a@example.org>\r\n"]),
         ("bare LF in DATA", ["HELO x\r\n", MAIL, RCPT, "DATA\r\n", "Subject: x\n\nbody\r\n.\r\n", "QUIT\r\n"]),
     ]),
+    ("xclient", "smtpd_authorized_xclient_hosts = 127.0.0.1\n"
+                "smtpd_client_restrictions = check_client_access inline:{{10.1.2.3=REJECT go away}}\n", [
+        ("xclient", [EHLO, "XCLIENT\r\n", "XCLIENT FOO=bar\r\n", "XCLIENT NAME=a+20b\r\n",
+                     "XCLIENT ADDR=bogus\r\n", "XCLIENT PORT=x\r\n", "XCLIENT PROTO=FOO\r\n",
+                     "XCLIENT NAME=spike.example ADDR=10.1.2.3 PORT=1234 LOGIN=[UNAVAILABLE]\r\n",
+                     "EHLO y\r\n", MAIL, "XCLIENT ADDR=192.0.2.7\r\n", RCPT, "RSET\r\n",
+                     "XCLIENT ADDR=127.0.0.1\r\n", "QUIT\r\n"]),
+        ("xclient name only", ["XCLIENT name=x.example addr=10.1.2.3\r\n", MAIL, RCPT, "QUIT\r\n"]),
+    ]),
     ("limits", "smtpd_recipient_limit = 2\nsmtpd_recipient_overshoot_limit = 3\nsmtpd_hard_error_limit = 3\n"
                "disable_vrfy_command = yes\nsmtpd_etrn_restrictions = reject\n", [
         ("overshoot", ["HELO x\r\n", MAIL] + [RCPT] * 8 + ["QUIT\r\n"]),

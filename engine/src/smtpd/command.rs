@@ -37,6 +37,8 @@ pub enum Command {
     Etrn(String),
     StartTls,
     Auth(String),
+    /// XCLIENT with its attributes.
+    Xclient(String),
     /// A verb listed in smtpd_noop_commands (see [`parse_command`]).
     Ignored,
 }
@@ -57,6 +59,7 @@ impl Command {
             Command::Quit => "quit",
             Command::Vrfy(_) => "vrfy",
             Command::Etrn(_) => "etrn",
+            Command::Xclient(_) => "xclient",
             Command::StartTls => "starttls",
             Command::Auth(_) => "auth",
             Command::Ignored => "noop",
@@ -183,6 +186,7 @@ pub fn parse_command(line: &[u8], noop_commands: &[String]) -> Result<Command, S
             }
         }
         "ETRN" => Ok(Command::Etrn(rest.to_string())),
+        "XCLIENT" => Ok(Command::Xclient(rest.to_string())),
         "AUTH" => Ok(Command::Auth(rest.to_string())),
         "BDAT" => {
             let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());

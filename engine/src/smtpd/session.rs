@@ -26,6 +26,7 @@ use std::time::Duration;
 
 mod protocol;
 mod tls_auth;
+mod xclient;
 
 /// The envelope under construction.
 #[derive(Debug, Default)]
@@ -63,8 +64,8 @@ impl Counters {
     /// `ehlo=1 mail=1 rcpt=0/1 data=1 quit=1 commands=4/5`
     fn summary(&self) -> String {
         const ORDER: &[&str] = &[
-            "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop",
-            "vrfy", "etrn", "quit", "unknown",
+            "helo", "ehlo", "xclient", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset",
+            "noop", "vrfy", "etrn", "quit", "unknown",
         ];
         let mut parts = Vec::new();
         let (mut ok, mut total) = (0, 0);
@@ -490,6 +491,17 @@ impl Session {
             }
             Command::Vrfy(arg) => self.vrfy(&arg).await,
             Command::Etrn(arg) => self.etrn(&arg).await,
+            Command::Xclient(arg) => {
+                // Postfix counts even a successful XCLIENT as not
+                // accepted in the disconnect line.
+                let reply = self.xclient(&arg);
+                if let Ok(reply) = reply {
+                    self.counters.count("xclient", false);
+                    self.reply(reply);
+                    return Flow::Continue;
+                }
+                reply
+            }
             Command::Ignored => Ok(Reply::new(250, "2.0.0", "Ok")),
             Command::StartTls => return self.starttls().await,
             Command::Auth(arg) => return self.auth(&arg).await,
@@ -554,6 +566,9 @@ impl Session {
         }
         keywords.push("ETRN".into());
         self.advertise(&mut keywords);
+        if self.xclient_allowed() {
+            keywords.push(xclient::KEYWORD.into());
+        }
         keywords.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"].map(String::from));
         if s.smtputf8 {
             keywords.push("SMTPUTF8".into());
@@ -1325,6 +1340,7 @@ fn verb_upper(verb: &'static str) -> &'static str {
         "quit" => "QUIT",
         "vrfy" => "VRFY",
         "etrn" => "ETRN",
+        "xclient" => "XCLIENT",
         "starttls" => "STARTTLS",
         "auth" => "AUTH",
         _ => "UNKNOWN",

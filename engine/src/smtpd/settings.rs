@@ -55,6 +55,8 @@ pub struct SmtpdSettings {
     pub noop_commands: Vec<String>,
     /// Canonical rewriting of unqualified envelope addresses.
     pub qualify: crate::routing::qualify::Qualify,
+    /// `smtpd_authorized_xclient_hosts`.
+    pub xclient_hosts: NetworkList,
     /// `fast_flush_domains`: where ETRN may flush deferred mail.
     pub fast_flush_domains: crate::routing::domain_list::DomainList,
     pub bare_newline_exclusions: NetworkList,
@@ -169,6 +171,8 @@ impl SmtpdSettings {
                 .map(|k| k.to_ascii_uppercase())
                 .collect(),
             qualify: crate::routing::qualify::Qualify::from_params(&get)?,
+            xclient_hosts: NetworkList::parse(&text("smtpd_authorized_xclient_hosts")?)
+                .map_err(|e| format!("smtpd_authorized_xclient_hosts: {e}"))?,
             fast_flush_domains: crate::routing::domain_list::DomainList::parse(
                 &text("fast_flush_domains")?,
                 parent_matches("fast_flush_domains")?,

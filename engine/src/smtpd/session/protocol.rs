@@ -38,7 +38,8 @@ impl Session {
             | Command::Noop
             | Command::Vrfy(_)
             | Command::Data
-            | Command::StartTls => true,
+            | Command::StartTls
+            | Command::Xclient(_) => true,
             // The chunk follows BDAT; nothing matters after QUIT.
             Command::Bdat { .. } | Command::Quit => return Flow::Continue,
             _ => false,
