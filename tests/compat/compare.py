@@ -230,7 +230,16 @@ def normalise(text, known=True):
     return text
 
 
+def port_free(port):
+    try:
+        socket.create_connection(("127.0.0.1", port), timeout=1).close()
+    except OSError:
+        return
+    raise SystemExit(f"compare.py: something already listens on 127.0.0.1:{port}")
+
+
 def setup_postfix(root, extra):
+    port_free(POSTFIX_PORT)
     d = os.path.join(root, "postfix")
     etc = os.path.join(d, "etc")
     for sub in ("etc", "queue", "data"):
@@ -275,6 +284,7 @@ def stop_postfix(etc):
 
 
 def setup_corepost(root, binary, extra):
+    port_free(COREPOST_PORT)
     d = os.path.join(root, "corepost")
     os.makedirs(d, exist_ok=True)
     with open(os.path.join(d, "main.cf"), "w") as f:
