@@ -14,6 +14,18 @@ fn replies(c: &mut Raw, data: &str, n: usize) -> Vec<String> {
     (0..n).map(|_| c.reply()).collect()
 }
 
+/// Send `data` at once after connecting, and read until the server hangs up.
+fn before_greeting(port: u16, data: &str) -> String {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect");
+    s.set_read_timeout(Some(Duration::from_secs(20)))
+        .expect("timeout");
+    s.write_all(data.as_bytes()).expect("write");
+    let mut got = String::new();
+    let _ = s.read_to_string(&mut got);
+    got
+}
+
 fn wait_log(d: &Daemon, needle: &str) -> String {
     wait_until(10, || {
         let log = d.log();
@@ -508,5 +520,30 @@ fn xclient_replaces_the_client_for_authorized_hosts() {
     assert_eq!(
         c.cmd("XCLIENT ADDR=10.1.2.3"),
         "550 5.7.0 Error: insufficient authorization\r\n"
+    );
+}
+
+#[test]
+fn talk_before_the_greeting_is_improper_pipelining() {
+    // `sleep` holds the greeting back, so the EHLO is surely waiting.
+    let d = Daemon::start(
+        "smtpd_delay_reject = no\nsmtpd_client_restrictions = sleep 1, reject_unauth_pipelining\n",
+    );
+    assert_eq!(
+        before_greeting(d.port, "EHLO x\r\nQUIT\r\n"),
+        "503 5.5.0 <unknown[127.0.0.1]>: Client host rejected: Improper use of SMTP command pipelining\r\n\
+         503 5.7.0 Error: access denied for unknown[127.0.0.1]\r\n\
+         221 2.0.0 Bye\r\n"
+    );
+    let d = Daemon::start(
+        "smtpd_delay_reject = no\nsmtpd_client_restrictions = sleep 1\nsmtpd_forbid_unauth_pipelining = yes\n",
+    );
+    assert_eq!(
+        before_greeting(d.port, "EHLO x\r\n"),
+        "554 5.5.0 Error: SMTP protocol synchronization\r\n"
+    );
+    wait_log(
+        &d,
+        "improper command pipelining after CONNECT from unknown[127.0.0.1]: EHLO x\\r\\n",
     );
 }

@@ -91,9 +91,10 @@ pub struct Facts<'a> {
     pub recipient_routed: bool,
     pub sasl_user: Option<&'a str>,
     pub esmtp: bool,
-    /// The client sent more input after the current command without waiting
-    /// for the reply.
+    /// The session saw improper pipelining (Postfix's flag).
     pub pipelined: bool,
+    /// Client input is waiting unread right now.
+    pub input_pending: bool,
     /// Postfix's protocol state: CONNECT, EHLO, HELO, MAIL, RCPT, DATA,
     /// END-OF-MESSAGE.
     pub command: &'a str,
@@ -128,6 +129,7 @@ impl<'a> Facts<'a> {
             sasl_user: None,
             esmtp: true,
             pipelined: false,
+            input_pending: false,
             command: "CONNECT",
             queue_id: "",
             instance: "",
@@ -576,9 +578,11 @@ impl Policy {
             | "defer_unauth_destination"
             | "permit_auth_destination" => self.relay_check(&r.name, f),
             "reject_unauth_pipelining" => {
-                // Postfix (2.6 and later): the session saw improper
-                // pipelining at some point (see `Session::check_pipelining`).
-                if f.pipelined {
+                // Postfix: the session saw improper pipelining at some
+                // point (see `Session::check_pipelining`), or input is
+                // waiting now and the client was not offered PIPELINING, or
+                // this is DATA.
+                if f.pipelined || f.input_pending && (!f.esmtp || stage == Stage::Data) {
                     Decision::Reject(Reply::new(
                         503,
                         "5.5.0",
