@@ -428,17 +428,7 @@ impl Session {
     async fn handle_line(&mut self, line: &[u8]) -> Flow {
         let command = match parse_command(line, &self.settings.noop_commands) {
             Ok(c) => c,
-            Err(e) => {
-                self.counters.count(e.verb.unwrap_or("unknown"), false);
-                self.last_command = e.verb.map_or("UNKNOWN", verb_upper);
-                // Postfix judges the session state before the syntax.
-                let reply = self.sequence_error(e.verb).unwrap_or(e.reply);
-                if reply.code == 521 {
-                    self.reply(reply);
-                    return Flow::Close;
-                }
-                return self.error(reply).await;
-            }
+            Err(e) => return self.syntax_error(e).await,
         };
         if let Command::Ignored = command {
             // smtpd_noop_commands: Postfix answers and counts nothing but
@@ -491,17 +481,16 @@ impl Session {
             }
             Command::Vrfy(arg) => self.vrfy(&arg).await,
             Command::Etrn(arg) => self.etrn(&arg).await,
-            Command::Xclient(arg) => {
+            Command::Xclient(arg) => match self.xclient(&arg) {
                 // Postfix counts even a successful XCLIENT as not
                 // accepted in the disconnect line.
-                let reply = self.xclient(&arg);
-                if let Ok(reply) = reply {
+                Ok(reply) => {
                     self.counters.count("xclient", false);
                     self.reply(reply);
                     return Flow::Continue;
                 }
-                reply
-            }
+                Err(reply) => Err(reply),
+            },
             Command::Ignored => Ok(Reply::new(250, "2.0.0", "Ok")),
             Command::StartTls => return self.starttls().await,
             Command::Auth(arg) => return self.auth(&arg).await,
@@ -517,6 +506,19 @@ impl Session {
                 self.error(reply).await
             }
         }
+    }
+
+    /// A command line that did not parse. Postfix judges the session state
+    /// before the syntax; a bad BDAT ends the session (521).
+    async fn syntax_error(&mut self, e: super::command::SyntaxError) -> Flow {
+        self.counters.count(e.verb.unwrap_or("unknown"), false);
+        self.last_command = e.verb.map_or("UNKNOWN", verb_upper);
+        let reply = self.sequence_error(e.verb).unwrap_or(e.reply);
+        if reply.code == 521 {
+            self.reply(reply);
+            return Flow::Close;
+        }
+        self.error(reply).await
     }
 
     /// The out-of-sequence reply for a MAIL, RCPT or DATA command, which
