@@ -43,6 +43,9 @@ pub struct CoreContext {
     pub new_mail: crate::qmgr::Signal,
     /// Sessions running on this core.
     pub sessions: Cell<usize>,
+    /// Every core's control channel: smtpd's ETRN asks them to flush
+    /// deferred mail, as `corepost queue flush` does.
+    pub control: Vec<flume::Sender<crate::control::core::CoreRequest>>,
 }
 
 impl CoreContext {
@@ -220,6 +223,7 @@ fn run_with_log(
         let control = crate::control::core::Endpoint {
             requests: control_rx,
             router: Arc::clone(&router),
+            peers: control_tx.clone(),
         };
         let mesh = mesh.clone();
         let core = core as u16;
@@ -484,6 +488,7 @@ async fn core_main(
         spool: RefCell::new(spool),
         sessions: Cell::new(0),
         new_mail: crate::qmgr::Signal::default(),
+        control: control.peers.clone(),
     });
     let services = Rc::new(RefCell::new(lock(&shared.services).clone()));
     // Cores exchange delivery jobs and outcomes over a full mesh of

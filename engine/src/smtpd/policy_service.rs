@@ -286,7 +286,7 @@ pub fn request(f: &Facts<'_>, context: &str, versions: &Versions) -> String {
         ("queue_id", f.queue_id.to_string()),
         ("instance", f.instance.to_string()),
         ("size", f.size.to_string()),
-        ("etrn_domain", clean(f.etrn_domain)),
+        ("etrn_domain", clean(f.etrn_domain.unwrap_or_default())),
         ("stress", if f.stress { "yes" } else { "" }.into()),
         ("sasl_method", clean(f.sasl_method.unwrap_or_default())),
         ("sasl_username", clean(f.sasl_user.unwrap_or_default())),

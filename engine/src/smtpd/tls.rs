@@ -319,6 +319,27 @@ impl Stream {
         }
     }
 
+    /// Whether the client has already sent something (a plain TCP stream
+    /// only): a non-blocking peek, for talk before the greeting.
+    pub fn input_waiting(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let Stream::Plain(s) = self else {
+            return false;
+        };
+        let mut byte = 0u8;
+        // SAFETY: recv with MSG_PEEK into a one-byte buffer we own; the
+        // descriptor stays open for the duration of the call.
+        let n = unsafe {
+            libc::recv(
+                s.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n > 0
+    }
+
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {
         match self {
             Stream::Plain(s) => s.local_addr().ok(),

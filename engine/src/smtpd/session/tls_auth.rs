@@ -390,7 +390,7 @@ impl Session {
                     self.conn.consume(consumed);
                     return Some(Some(line));
                 }
-                Line::TooLong => return Some(None),
+                Line::TooLong(_) => return Some(None),
                 Line::Incomplete => match self.conn.fill(self.settings.timeout).await {
                     Ok(0) | Err(_) => return None,
                     Ok(_) => {}
