@@ -212,7 +212,8 @@ fn a_full_queue_file_system_heals_without_a_restart() {
     let main = dir.path().join("main.cf");
     let mut text = std::fs::read_to_string(&main).unwrap();
     text.push_str(&format!(
-        "relayhost = [127.0.0.1]:{}\ncorepost_segment_size = 1048576\nsmtpd_peername_lookup = no\n",
+        "relayhost = [127.0.0.1]:{}\ncorepost_segment_size = 1048576\nsmtpd_peername_lookup = no\n\
+         message_size_limit = 1048576\n",
         free_port()
     ));
     std::fs::write(&main, text).unwrap();
@@ -257,4 +258,28 @@ fn a_full_queue_file_system_heals_without_a_restart() {
         queued > accepted,
         "{accepted} accepted before, {queued} queued:\n{listing}"
     );
+}
+
+/// Postfix's free-space check at MAIL FROM: with less than queue_minfree
+/// (or 1.5 times message_size_limit) free on the queue's file system, new
+/// mail is refused with 452 4.3.1 and a warning, before the disk is full.
+#[test]
+fn queue_minfree_refuses_mail_before_the_disk_is_full() {
+    let d = Daemon::start("queue_minfree = 1000000000000000\n");
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.test");
+    let r = c.cmd("MAIL FROM:<a@example.org>");
+    assert_eq!(r, "452 4.3.1 Insufficient system storage\r\n");
+    let log = d.log();
+    assert!(
+        log.contains(
+            "NOQUEUE: reject: MAIL from unknown[127.0.0.1]: 452 4.3.1 Insufficient system storage;"
+        ) && log.contains("warning: not enough free space in mail queue: "),
+        "{log}"
+    );
+    // Without it (and with room for 1.5 messages), mail is accepted.
+    let d = Daemon::start("");
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
 }

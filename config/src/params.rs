@@ -128,6 +128,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("relay_recipient_maps", Maps, "", "Tables of valid recipients in relay_domains; unknown ones are rejected at RCPT time. Empty disables the check."),
     // --- smtpd: limits and timeouts ------------------------------------------------
     p("message_size_limit", Size, "10240000", "Largest message accepted, in bytes, envelope included."),
+    p("queue_minfree", Size, "0", "Free space (bytes) the queue file system must keep: smtpd answers MAIL FROM with 452 4.3.1 Insufficient system storage when no more than this is free, or less than 1.5 times message_size_limit."),
     p("header_size_limit", Size, "102400", "Largest message header kept, in bytes."),
     p("line_length_limit", Size, "2048", "Longest line of a message or SMTP command kept in memory; longer lines are split or refused."),
     p("smtpd_recipient_limit", Int, "1000", "Most recipients one message may have."),

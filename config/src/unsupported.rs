@@ -960,12 +960,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "corepost does not notify the biff service",
     ),
     u(
-        "queue_minfree",
-        Warning,
-        "0",
-        "corepost does not refuse mail when the file system is nearly full",
-    ),
-    u(
         "backwards_bounce_logfile_compatibility",
         Warning,
         "yes",

@@ -185,7 +185,7 @@ fn run(dir: &Path, size: usize, shared: &Shared) {
 }
 
 /// Free bytes for an unprivileged writer on the file system of `dir`.
-fn free_space(dir: &Path) -> io::Result<u64> {
+pub(crate) fn free_space(dir: &Path) -> io::Result<u64> {
     use std::os::unix::ffi::OsStrExt;
     let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
         .map_err(|_| io::Error::other("NUL in path"))?;

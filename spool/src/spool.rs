@@ -265,6 +265,11 @@ impl CoreSpool {
         &self.dir
     }
 
+    /// Free bytes (for an unprivileged writer) on the spool's file system.
+    pub fn free_space(&self) -> std::io::Result<u64> {
+        crate::spare::free_space(&self.dir)
+    }
+
     /// Damage found when this spool was opened that may have lost
     /// acknowledged mail (see [`RecoveryReport::damaged`]).
     pub fn damage(&self) -> &[String] {

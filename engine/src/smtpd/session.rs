@@ -753,6 +753,19 @@ impl Session {
         self.log(&line);
     }
 
+    /// Postfix's `smtpd_check_queue`: the free bytes of the queue's file
+    /// system when mail must be refused — no more than `queue_minfree`,
+    /// or not more than 1.5 times `message_size_limit` — else `None`.
+    /// Deliveries go on (they free space); only new mail waits.
+    fn queue_space_short(&self) -> Option<u64> {
+        let free = self.core.spool.borrow().free_space().ok()?;
+        // u64::MAX: message_size_limit = 0, no limit.
+        let limit = self.settings.message_size_limit;
+        let short = free <= self.settings.queue_minfree
+            || (limit != u64::MAX && limit as f64 >= free as f64 / 1.5);
+        short.then_some(free)
+    }
+
     async fn mail(
         &mut self,
         path: String,
@@ -838,6 +851,14 @@ impl Session {
             if self.core.queued() > self.settings.backlog_limit {
                 return Err(Reply::new(451, "4.3.1", "Insufficient system storage"));
             }
+        }
+        if let Some(free) = self.queue_space_short() {
+            let reply = Reply::new(452, "4.3.1", "Insufficient system storage");
+            self.log_reject("MAIL", &reply, None);
+            self.log(&format!(
+                "warning: not enough free space in mail queue: {free} bytes < 1.5*message size limit"
+            ));
+            return Err(reply);
         }
         self.tx = Some(Transaction {
             sender,

@@ -62,6 +62,8 @@ pub struct SmtpdSettings {
     pub bare_newline_exclusions: NetworkList,
     pub in_flow_delay: Duration,
     pub backlog_limit: usize,
+    /// `queue_minfree`: see [`super::session`]'s free-space check.
+    pub queue_minfree: u64,
     pub router: Router,
     pub policy: Policy,
     /// STARTTLS / wrapper mode, with the certificate loaded.
@@ -187,6 +189,7 @@ impl SmtpdSettings {
             .map_err(|e| format!("smtpd_forbid_bare_newline_exclusions: {e}"))?,
             in_flow_delay: time("in_flow_delay")?,
             backlog_limit: nonneg("corepost_core_backlog_limit")? as usize,
+            queue_minfree: size("queue_minfree")?,
             router: Router::from_params(&get)?,
             policy: Policy::from_params(&get, mynetworks)?,
             tls,
