@@ -244,7 +244,8 @@ async fn smtp_worker(
         if let Some(interval) = connection_interval {
             pace(&dest.next_connect, interval).await;
         }
-        match SmtpConnection::connect(d.addr, &d.host, client).await {
+        let log = |line: &str| qmgr.ctx.log.line(&program, line);
+        match SmtpConnection::connect_for(d.addr, &d.host, nexthop, client, &log).await {
             Ok(c) => {
                 conn = Some(c);
                 break;
@@ -277,13 +278,18 @@ async fn smtp_worker(
                 .min(std::time::Duration::from_secs(60));
             *dest.dead.borrow_mut() = Some((Instant::now() + pause, e.dsn()));
         }
+        // A TLS or SASL policy failure keeps its own status (4.7.5 ...).
+        let status = match &last_error {
+            Some(e @ SessionError::Policy { .. }) | Some(e @ SessionError::Tls(_)) => e.status(),
+            _ => "4.4.1".to_string(),
+        };
         let e = last_error.map_or_else(|| "no address to connect to".to_string(), |e| e.dsn());
         drain(
             qmgr,
             dest,
             |_| Result1 {
                 kind: Kind::Deferred,
-                dsn: "4.4.1".into(),
+                dsn: status.clone(),
                 text: e.clone(),
             },
             "none",
@@ -294,7 +300,9 @@ async fn smtp_worker(
     *dest.dead.borrow_mut() = None;
     let setup = started.elapsed();
     loop {
-        if client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit {
+        if (client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit)
+            || !conn.may_reuse()
+        {
             // Used enough: the next jobs go over a fresh connection.
             requeue_rest(qmgr, dest);
             break;
