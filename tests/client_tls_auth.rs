@@ -145,10 +145,7 @@ fn auth_after_starttls_to_a_secure_next_hop() {
         .iter()
         .filter(|c| c.line.to_ascii_uppercase().starts_with("AUTH"))
         .collect();
-    assert!(
-        !auth.is_empty() && auth.iter().all(|c| c.tls),
-        "{auth:?}"
-    );
+    assert!(!auth.is_empty() && auth.iter().all(|c| c.tls), "{auth:?}");
     let log = log_with(&d, "status=sent");
     assert!(
         log.contains(&format!(
@@ -220,7 +217,9 @@ fn default_options_never_send_a_password_without_tls() {
     let got = sink.received();
     assert!(got.messages.is_empty());
     assert!(
-        !got.commands.iter().any(|c| c.line.to_ascii_uppercase().starts_with("AUTH")),
+        !got.commands
+            .iter()
+            .any(|c| c.line.to_ascii_uppercase().starts_with("AUTH")),
         "AUTH was sent in plaintext: {:?}",
         got.commands
     );
@@ -250,11 +249,21 @@ fn self_signed_next_hop_at_verify_is_deferred_and_nothing_sent() {
         log.contains("dsn=4.7.5, status=deferred (Server certificate not verified)"),
         "{log}"
     );
+    assert!(
+        log.contains(&format!(
+            "to=<rcpt@remote.example>, relay=mail.example.test[127.0.0.1]:{port}, "
+        )),
+        "{log}"
+    );
     let got = sink.received();
     assert!(got.messages.is_empty());
     assert!(!got.commands.iter().any(|c| c.line.starts_with("MAIL")));
     // The session ends politely, inside TLS.
-    assert!(got.commands.iter().any(|c| c.line == "QUIT" && c.tls), "{:?}", got.commands);
+    assert!(
+        got.commands.iter().any(|c| c.line == "QUIT" && c.tls),
+        "{:?}",
+        got.commands
+    );
 }
 
 #[test]
@@ -302,9 +311,15 @@ fn secure_with_a_certificate_for_another_name_is_deferred() {
         )),
         "{log}"
     );
-    // The chain is trusted; only the name is wrong.
-    assert!(log.contains("Trusted TLS connection established to mail.example.test"), "{log}");
-    assert!(log.contains("dsn=4.7.5, status=deferred (Server certificate not verified)"), "{log}");
+    // The chain is trusted, only the name is wrong; Postfix 3.7 logs such a session Untrusted.
+    assert!(
+        log.contains("Untrusted TLS connection established to mail.example.test"),
+        "{log}"
+    );
+    assert!(
+        log.contains("dsn=4.7.5, status=deferred (Server certificate not verified)"),
+        "{log}"
+    );
     assert!(sink.received().messages.is_empty());
 }
 
@@ -318,7 +333,11 @@ fn policy_maps_choose_per_next_hop_fingerprint_match_and_mismatch() {
     let files = tempfile::tempdir().unwrap();
     let fp = sha256_fingerprint(&pki.leaf_der);
     let wrong = "00:".repeat(31) + "00";
-    let (p1, p2, p3) = (good.addr().port(), bad.addr().port(), plain_may.addr().port());
+    let (p1, p2, p3) = (
+        good.addr().port(),
+        bad.addr().port(),
+        plain_may.addr().port(),
+    );
     let policy = write(
         &files,
         "tls_policy",
@@ -342,19 +361,28 @@ fn policy_maps_choose_per_next_hop_fingerprint_match_and_mismatch() {
     })
     .unwrap_or(log);
     assert_eq!(good.received().messages.len(), 1, "{log}");
-    assert!(log.contains(&format!(
-        "Verified TLS connection established to mail.example.test[127.0.0.1]:{p1}"
-    )), "{log}");
+    assert!(
+        log.contains(&format!(
+            "Verified TLS connection established to mail.example.test[127.0.0.1]:{p1}"
+        )),
+        "{log}"
+    );
     assert!(bad.received().messages.is_empty(), "{log}");
     assert!(log.contains(&format!(
-        "server certificate verification failed for mail.example.test[127.0.0.1]:{p2}: num=65:No matching DANE TLSA records"
+        "server certificate verification failed for mail.example.test[127.0.0.1]:{p2}: num=65:no matching DANE TLSA records"
     )), "{log}");
-    assert!(log.contains("to=<b@two.example>") && log.contains("Server certificate not verified"), "{log}");
+    assert!(
+        log.contains("to=<b@two.example>") && log.contains("Server certificate not verified"),
+        "{log}"
+    );
     // No policy entry: the global may, any certificate, logged as Untrusted.
     assert_eq!(plain_may.received().messages.len(), 1, "{log}");
-    assert!(log.contains(&format!(
-        "Untrusted TLS connection established to mail.example.test[127.0.0.1]:{p3}"
-    )), "{log}");
+    assert!(
+        log.contains(&format!(
+            "Untrusted TLS connection established to mail.example.test[127.0.0.1]:{p3}"
+        )),
+        "{log}"
+    );
 }
 
 #[test]
@@ -367,14 +395,35 @@ fn check_refuses_what_the_client_cannot_honour() {
     )
     .unwrap();
     for (setting, error) in [
-        ("smtp_tls_security_level = dane", "security level \"dane\" is not supported"),
-        ("smtp_tls_security_level = dane-only", "security level \"dane-only\" is not supported"),
-        ("smtp_tls_mandatory_protocols = SSLv3", "smtp_tls_mandatory_protocols"),
-        ("smtp_tls_fingerprint_digest = md5", "smtp_tls_fingerprint_digest"),
-        ("smtp_tls_security_level = fingerprint", "smtp_tls_fingerprint_cert_match"),
+        (
+            "smtp_tls_security_level = dane",
+            "security level \"dane\" is not supported",
+        ),
+        (
+            "smtp_tls_security_level = dane-only",
+            "security level \"dane-only\" is not supported",
+        ),
+        (
+            "smtp_tls_mandatory_protocols = SSLv3",
+            "smtp_tls_mandatory_protocols",
+        ),
+        (
+            "smtp_tls_fingerprint_digest = md5",
+            "smtp_tls_fingerprint_digest",
+        ),
+        (
+            "smtp_tls_security_level = fingerprint",
+            "smtp_tls_fingerprint_cert_match",
+        ),
         ("smtp_tls_CAfile = /nonexistent/ca.pem", "smtp_tls_CAfile"),
-        ("smtp_sasl_security_options = noplaintext, bogus", "unknown SASL security option"),
-        ("lmtp_tls_security_level = verify", "lmtp_tls_security_level"),
+        (
+            "smtp_sasl_security_options = noplaintext, bogus",
+            "unknown SASL security option",
+        ),
+        (
+            "lmtp_tls_security_level = verify",
+            "lmtp_tls_security_level",
+        ),
     ] {
         std::fs::write(dir.path().join("main.cf"), format!("{setting}\n")).unwrap();
         let out = corepost(&["check", "-c", &dir_text]);

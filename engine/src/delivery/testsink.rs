@@ -632,7 +632,9 @@ impl Session {
         let mut words = line.split_whitespace().skip(1);
         let mech = words.next().unwrap_or("").to_ascii_uppercase();
         let initial = words.next().map(str::to_string);
-        let decode = |s: &str| String::from_utf8_lossy(&B64.decode(s.trim()).unwrap_or_default()).into_owned();
+        let decode = |s: &str| {
+            String::from_utf8_lossy(&B64.decode(s.trim()).unwrap_or_default()).into_owned()
+        };
         let (user, password) = match mech.as_str() {
             "PLAIN" => {
                 let response = match initial {

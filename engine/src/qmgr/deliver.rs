@@ -233,6 +233,7 @@ async fn smtp_worker(
     // Connect: the first address that answers with a usable greeting.
     let mut conn = None;
     let mut last_error = None;
+    let mut last_relay = "none".to_string();
     let connection_interval = dest.policy.as_ref().and_then(|p| p.connection_interval);
     if let Some(LmtpTarget::Unix(path)) = &lmtp {
         match SmtpConnection::connect_unix(path, &client.helo_name, client).await {
@@ -253,6 +254,10 @@ async fn smtp_worker(
             Err(e) => {
                 let permanent_greeting =
                     matches!(e, SessionError::Greeting(ref r) if r.code >= 500);
+                // A session refused by the TLS policy had a server: Postfix names it.
+                if matches!(e, SessionError::Policy { .. } | SessionError::Tls(_)) {
+                    last_relay = format!("{}[{}]:{}", d.host, d.addr.ip(), d.addr.port());
+                }
                 last_error = Some(e);
                 if permanent_greeting {
                     continue; // smtp_skip_5xx_greeting: try the next MX
@@ -292,7 +297,7 @@ async fn smtp_worker(
                 dsn: status.clone(),
                 text: e.clone(),
             },
-            "none",
+            &last_relay,
         );
         return;
     };

@@ -45,7 +45,8 @@ impl Capabilities {
             };
             let is = |name: &str| keyword.eq_ignore_ascii_case(name.as_bytes());
             // `AUTH PLAIN LOGIN` and the pre-RFC `AUTH=PLAIN LOGIN`; both lists are merged.
-            if keyword.len() >= 4 && keyword[..4].eq_ignore_ascii_case(b"AUTH")
+            if keyword.len() >= 4
+                && keyword[..4].eq_ignore_ascii_case(b"AUTH")
                 && (keyword.len() == 4 || keyword[4] == b'=')
             {
                 let first = keyword.get(5..).filter(|w| !w.is_empty());
@@ -127,13 +128,20 @@ mod tests {
 
     #[test]
     fn auth_mechanisms_both_forms() {
-        let c = Capabilities::from_ehlo(b"250-x\r\n250-AUTH PLAIN login\r\n250 AUTH=LOGIN XOAUTH2\r\n");
-        assert_eq!(c.auth.as_deref(), Some(&["PLAIN".to_string(), "LOGIN".into(), "XOAUTH2".into()][..]));
+        let c =
+            Capabilities::from_ehlo(b"250-x\r\n250-AUTH PLAIN login\r\n250 AUTH=LOGIN XOAUTH2\r\n");
+        assert_eq!(
+            c.auth.as_deref(),
+            Some(&["PLAIN".to_string(), "LOGIN".into(), "XOAUTH2".into()][..])
+        );
         let mut c = Capabilities::from_ehlo(b"250-x\r\n250 AUTH\r\n");
         assert_eq!(c.auth.as_deref(), Some(&[][..]));
         c.discard(&["auth".into()]);
         assert_eq!(c.auth, None);
-        assert_eq!(Capabilities::from_ehlo(b"250-x\r\n250 AUTHX PLAIN\r\n").auth, None);
+        assert_eq!(
+            Capabilities::from_ehlo(b"250-x\r\n250 AUTHX PLAIN\r\n").auth,
+            None
+        );
     }
 
     #[test]

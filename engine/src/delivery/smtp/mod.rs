@@ -477,7 +477,15 @@ impl SmtpConnection {
         // Commands go out in batches already; do not let Nagle hold back the last one.
         let _ = stream.set_nodelay(true);
         let endpoint = Endpoint::Inet(addr);
-        Self::start(Stream::Plain(stream), endpoint, (host, nexthop), &site, settings, log).await
+        Self::start(
+            Stream::Plain(stream),
+            endpoint,
+            (host, nexthop),
+            &site,
+            settings,
+            log,
+        )
+        .await
     }
 
     /// Open a session over a Unix-domain socket (LMTP's `unix:` next hops): the greeting and
@@ -499,7 +507,15 @@ impl SmtpConnection {
         })?;
         let site = SitePolicy::plaintext();
         let names = (host, host);
-        Self::start(Stream::Unix(stream), endpoint, names, &site, settings, &|_| {}).await
+        Self::start(
+            Stream::Unix(stream),
+            endpoint,
+            names,
+            &site,
+            settings,
+            &|_| {},
+        )
+        .await
     }
 
     /// The greeting, EHLO/LHLO and STARTTLS on a connected stream; `names` are the server's

@@ -25,8 +25,8 @@ use std::sync::Arc;
 
 use base64::Engine;
 use base64::engine::general_purpose::STANDARD as B64;
-use corepost_config::tables::{LookupTable, TableList};
 use corepost_config::tables::keys::address_keys;
+use corepost_config::tables::{LookupTable, TableList};
 
 use super::{SessionError, SmtpConnection};
 
@@ -175,11 +175,7 @@ impl SaslSettings {
         if self.filter.is_empty() {
             return offered.to_vec();
         }
-        offered
-            .iter()
-            .filter(|m| self.passes(m))
-            .cloned()
-            .collect()
+        offered.iter().filter(|m| self.passes(m)).cloned().collect()
     }
 
     fn passes(&self, mech: &str) -> bool {
@@ -226,7 +222,9 @@ fn parse_filter(value: &str) -> Result<Vec<FilterItem>, String> {
             let table = corepost_config::tables::open_table(&word).map_err(|e| e.to_string())?;
             items.push(FilterItem::Table(table));
         } else if word.starts_with('/') {
-            return Err(format!("\"{word}\": file patterns are not supported by corepost"));
+            return Err(format!(
+                "\"{word}\": file patterns are not supported by corepost"
+            ));
         } else {
             let (negated, name) = match word.strip_prefix('!') {
                 Some(n) => (true, n.to_string()),
@@ -308,7 +306,8 @@ impl SmtpConnection {
         // An initial response only when the command stays within 512 octets (RFC 4954 §4).
         if mech == Mechanism::Plain && responses[0].len() + 13 <= 512 {
             self.out.push(b' ');
-            self.out.extend_from_slice(responses.pop().unwrap_or_default().as_bytes());
+            self.out
+                .extend_from_slice(responses.pop().unwrap_or_default().as_bytes());
         }
         self.out.extend_from_slice(b"\r\n");
         self.send("AUTH", timeout).await?;
@@ -359,7 +358,8 @@ mod tests {
             }
             Ok(match name {
                 "smtp_sasl_auth_enable" => "yes",
-                "smtp_sasl_security_options" | "smtp_sasl_tls_security_options"
+                "smtp_sasl_security_options"
+                | "smtp_sasl_tls_security_options"
                 | "smtp_sasl_tls_verified_security_options" => "noplaintext, noanonymous",
                 "smtp_sender_dependent_authentication" => "no",
                 "recipient_delimiter" => "+",
@@ -374,11 +374,23 @@ mod tests {
     fn lookup_order_is_postfix_s() {
         let maps = "inline:{ {[relay.example]:587 = nexthop:pw}, {relay.example = host:pw}, \
                     {@example.org = domain:pw}, {alice@example.org = alice:pa:ss} }";
-        let s = settings(&[("smtp_sasl_password_maps", maps)]).unwrap().unwrap();
+        let s = settings(&[("smtp_sasl_password_maps", maps)])
+            .unwrap()
+            .unwrap();
         let c = |sender, host, nexthop| s.credentials(sender, host, nexthop).unwrap();
         // Host name before next hop; no sender keys without sender-dependent authentication.
-        assert_eq!(c("alice@example.org", "relay.example", "[relay.example]:587").unwrap().user, "host");
-        assert_eq!(c("alice@example.org", "mx.other", "[relay.example]:587").unwrap().user, "nexthop");
+        assert_eq!(
+            c("alice@example.org", "relay.example", "[relay.example]:587")
+                .unwrap()
+                .user,
+            "host"
+        );
+        assert_eq!(
+            c("alice@example.org", "mx.other", "[relay.example]:587")
+                .unwrap()
+                .user,
+            "nexthop"
+        );
         assert_eq!(c("x@y", "mx.other", "other"), None);
         let s = settings(&[
             ("smtp_sasl_password_maps", maps),
@@ -388,8 +400,14 @@ mod tests {
         .unwrap();
         let c = |sender, host, nexthop| s.credentials(sender, host, nexthop).unwrap();
         let alice = c("alice+tag@example.org", "relay.example", "x").unwrap();
-        assert_eq!((alice.user.as_str(), alice.password.as_str()), ("alice", "pa:ss"));
-        assert_eq!(c("bob@example.org", "relay.example", "x").unwrap().user, "domain");
+        assert_eq!(
+            (alice.user.as_str(), alice.password.as_str()),
+            ("alice", "pa:ss")
+        );
+        assert_eq!(
+            c("bob@example.org", "relay.example", "x").unwrap().user,
+            "domain"
+        );
         assert_eq!(c("", "relay.example", "x").unwrap().user, "host");
     }
 
@@ -412,6 +430,10 @@ mod tests {
         assert_eq!(filtered, ["LOGIN"]);
         assert_eq!(s.choose(&filtered, Channel::Tls), Some(Mechanism::Login));
         assert!(settings(&[("smtp_sasl_security_options", "bogus")]).is_err());
-        assert!(settings(&[("smtp_sasl_auth_enable", "no")]).unwrap().is_none());
+        assert!(
+            settings(&[("smtp_sasl_auth_enable", "no")])
+                .unwrap()
+                .is_none()
+        );
     }
 }

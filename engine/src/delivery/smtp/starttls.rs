@@ -105,7 +105,8 @@ impl SmtpConnection {
         if loglevel >= 1 {
             log(&format!(
                 "{} TLS connection established to {}: {description}",
-                trust.word(),
+                // Postfix 3.7 calls every session that failed its match Untrusted.
+                if matched { trust } else { Trust::Untrusted }.word(),
                 self.relay()
             ));
         }

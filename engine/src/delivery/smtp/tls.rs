@@ -63,7 +63,11 @@ pub fn client_config(versions: &[&'static rustls::SupportedProtocolVersion]) -> 
 }
 
 /// The trust anchors: CAfile/CApath, else (when `wanted`) the system's store.
-pub fn load_roots(ca_file: &str, ca_path: &str, wanted: bool) -> Result<Arc<RootCertStore>, String> {
+pub fn load_roots(
+    ca_file: &str,
+    ca_path: &str,
+    wanted: bool,
+) -> Result<Arc<RootCertStore>, String> {
     let mut roots = RootCertStore::empty();
     if !ca_file.is_empty() {
         add_pem_file(&mut roots, Path::new(ca_file), true)
@@ -220,10 +224,18 @@ pub fn judge(
     nexthop: &str,
 ) -> Judgement {
     let Some(leaf) = certs.first() else {
-        return fail_or(site.level, Trust::Untrusted, failure("server ", "num=0:no certificate"));
+        return fail_or(
+            site.level,
+            Trust::Untrusted,
+            failure("server ", "num=0:no certificate"),
+        );
     };
     let Ok(ee) = webpki::EndEntityCert::try_from(leaf) else {
-        return fail_or(site.level, Trust::Untrusted, failure("server ", "num=0:unparsable certificate"));
+        return fail_or(
+            site.level,
+            Trust::Untrusted,
+            failure("server ", "num=0:unparsable certificate"),
+        );
     };
     let now = UnixTime::now();
     let chain = ee.verify_for_usage(
@@ -246,16 +258,22 @@ pub fn judge(
             let spki = ee.subject_public_key_info();
             let cert_fp = digest.digest(leaf.as_ref());
             let key_fp = digest.digest(spki.as_ref());
-            let hit = site.matches.iter().filter_map(|m| parse_fingerprint(m)).any(|f| {
-                f == cert_fp || f == key_fp
-            });
+            let hit = site
+                .matches
+                .iter()
+                .filter_map(|m| parse_fingerprint(m))
+                .any(|f| f == cert_fp || f == key_fp);
             if hit {
                 return Judgement {
                     trust: Trust::Verified,
                     failure: None,
                 };
             }
-            fail_or(site.level, base, failure("server ", "num=65:No matching DANE TLSA records"))
+            fail_or(
+                site.level,
+                base,
+                failure("server ", "num=65:no matching DANE TLSA records"),
+            )
         }
         TlsLevel::Verify | TlsLevel::Secure => {
             if let Err(e) = chain {
@@ -272,7 +290,11 @@ pub fn judge(
                     failure: None,
                 }
             } else {
-                fail_or(site.level, base, failure("server ", "num=62:hostname mismatch"))
+                fail_or(
+                    site.level,
+                    base,
+                    failure("server ", "num=62:hostname mismatch"),
+                )
             }
         }
         _ => Judgement {
@@ -389,7 +411,12 @@ mod tests {
             .collect();
         assert_eq!(
             references(&m, "MX1.example.net.", "[relay.example.com]:587"),
-            ["mx1.example.net", "relay.example.com", ".relay.example.com", "other.example"]
+            [
+                "mx1.example.net",
+                "relay.example.com",
+                ".relay.example.com",
+                "other.example"
+            ]
         );
     }
 }

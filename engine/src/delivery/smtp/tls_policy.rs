@@ -113,7 +113,7 @@ impl Digest {
 /// `AB:CD:...` or `abcd...` to bytes.
 pub fn parse_fingerprint(text: &str) -> Option<Vec<u8>> {
     let hex: String = text.chars().filter(|&c| c != ':').collect();
-    if hex.is_empty() || hex.len() % 2 != 0 {
+    if hex.is_empty() || !hex.len().is_multiple_of(2) {
         return None;
     }
     (0..hex.len())
@@ -168,8 +168,8 @@ pub(crate) fn parse_entry(value: &str) -> Result<Entry, String> {
     let Some(first) = words.next() else {
         return Err("invalid empty policy".into());
     };
-    let level = TlsLevel::parse(&first)
-        .map_err(|e| format!("invalid security level \"{first}\": {e}"))?;
+    let level =
+        TlsLevel::parse(&first).map_err(|e| format!("invalid security level \"{first}\": {e}"))?;
     let mut entry = Entry {
         level: Some(level),
         ..Entry::default()
@@ -193,11 +193,9 @@ pub(crate) fn parse_entry(value: &str) -> Result<Entry, String> {
                         ));
                     }
                 };
-                entry.matches.extend(
-                    val.split(sep)
-                        .filter(|m| !m.is_empty())
-                        .map(str::to_string),
-                );
+                entry
+                    .matches
+                    .extend(val.split(sep).filter(|m| !m.is_empty()).map(str::to_string));
             }
             "protocols" => {
                 if entry.protocols.replace(val.to_string()).is_some() {
@@ -239,17 +237,14 @@ pub(crate) fn policy_keys(nexthop: &str) -> Vec<String> {
 }
 
 /// Look `nexthop` up in the policy tables: `Ok(None)` when nothing matches.
-pub(crate) fn lookup(
-    maps: &TableList,
-    nexthop: &str,
-) -> Result<Option<(String, Entry)>, String> {
+pub(crate) fn lookup(maps: &TableList, nexthop: &str) -> Result<Option<(String, Entry)>, String> {
     for key in policy_keys(nexthop) {
-        let found = maps
-            .lookup(&key)
-            .map_err(|e| format!("next-hop destination \"{key}\": policy table lookup error: {e}"))?;
+        let found = maps.lookup(&key).map_err(|e| {
+            format!("next-hop destination \"{key}\": policy table lookup error: {e}")
+        })?;
         if let Some(value) = found {
-            let entry = parse_entry(&value)
-                .map_err(|e| format!("next-hop destination \"{key}\": {e}"))?;
+            let entry =
+                parse_entry(&value).map_err(|e| format!("next-hop destination \"{key}\": {e}"))?;
             return Ok(Some((key, entry)));
         }
     }
@@ -450,7 +445,11 @@ mod tests {
     fn levels() {
         assert_eq!(TlsLevel::parse("").unwrap(), TlsLevel::None);
         assert_eq!(TlsLevel::parse("Verify").unwrap(), TlsLevel::Verify);
-        assert!(TlsLevel::parse("dane").unwrap_err().contains("not supported"));
+        assert!(
+            TlsLevel::parse("dane")
+                .unwrap_err()
+                .contains("not supported")
+        );
         assert!(TlsLevel::parse("dane-only").is_err());
         assert!(TlsLevel::parse("bogus").is_err());
         assert!(TlsLevel::Fingerprint.must_match() && !TlsLevel::Encrypt.must_match());
@@ -466,7 +465,11 @@ mod tests {
         let f = parse_entry("fingerprint match=AB:CD|EF:01").unwrap();
         assert_eq!(f.matches, ["AB:CD", "EF:01"]);
         assert!(parse_entry("may match=x").is_err());
-        assert!(parse_entry("verify tafile=/x").unwrap_err().contains("not supported"));
+        assert!(
+            parse_entry("verify tafile=/x")
+                .unwrap_err()
+                .contains("not supported")
+        );
         assert!(parse_entry("verify exclude=aNULL").is_err());
         assert!(parse_entry("").is_err());
         assert!(parse_entry("dane").is_err());
@@ -479,7 +482,10 @@ mod tests {
             policy_keys("mail.example.com"),
             ["mail.example.com", ".example.com", ".com"]
         );
-        assert_eq!(policy_keys("[mail.example.com]:587"), ["[mail.example.com]:587"]);
+        assert_eq!(
+            policy_keys("[mail.example.com]:587"),
+            ["[mail.example.com]:587"]
+        );
         assert_eq!(nexthop_domain("[mail.example.com]:587"), "mail.example.com");
         assert_eq!(nexthop_domain("example.com:2525"), "example.com");
         assert_eq!(nexthop_domain("example.com"), "example.com");
