@@ -277,17 +277,22 @@ fn ca_signed_next_hop_at_verify_is_verified_and_sent() {
     let d = daemon(
         &dns,
         &sink,
-        &format!("smtp_tls_security_level = verify\nsmtp_tls_CAfile = {ca}\n"),
+        &format!(
+            "smtp_tls_security_level = verify\nsmtp_tls_CAfile = {ca}\nsmtp_connection_reuse_count_limit = 1\n"
+        ),
     );
     send_one(&d);
     wait_for_message(&sink, &d);
+    // A second connection resumes the TLS session; the certificate is judged again.
+    send_one(&d);
+    let got = wait_until(20, || (sink.received().messages.len() == 2).then_some(()));
+    assert!(got.is_some(), "{}", d.log());
     let log = log_with(&d, "status=sent");
-    assert!(
-        log.contains(&format!(
-            "Verified TLS connection established to mail.example.test[127.0.0.1]:{port}: TLSv1.3 with cipher TLS_"
-        )),
-        "{log}"
+    let verified = format!(
+        "Verified TLS connection established to mail.example.test[127.0.0.1]:{port}: TLSv1.3 with cipher TLS_"
     );
+    assert_eq!(log.matches(&verified).count(), 2, "{log}");
+    assert_eq!(sink.received().connections, 2);
 }
 
 #[test]
