@@ -283,17 +283,23 @@ async fn smtp_worker(
                 .min(std::time::Duration::from_secs(60));
             *dest.dead.borrow_mut() = Some((Instant::now() + pause, e.dsn()));
         }
-        // A TLS or SASL policy failure keeps its own status (4.7.5 ...).
-        let status = match &last_error {
-            Some(e @ SessionError::Policy { .. }) | Some(e @ SessionError::Tls(_)) => e.status(),
-            _ => "4.4.1".to_string(),
+        // A TLS policy failure keeps its own status (4.7.5 ...); a 5xx refusal of STARTTLS
+        // where TLS is required bounces, as Postfix's smtp_site_fail.
+        let (kind, status) = match &last_error {
+            Some(e @ SessionError::Policy { .. }) if e.is_permanent() => {
+                (Kind::Bounced, e.status())
+            }
+            Some(e @ SessionError::Policy { .. }) | Some(e @ SessionError::Tls(_)) => {
+                (Kind::Deferred, e.status())
+            }
+            _ => (Kind::Deferred, "4.4.1".to_string()),
         };
         let e = last_error.map_or_else(|| "no address to connect to".to_string(), |e| e.dsn());
         drain(
             qmgr,
             dest,
             |_| Result1 {
-                kind: Kind::Deferred,
+                kind,
                 dsn: status.clone(),
                 text: e.clone(),
             },

@@ -90,10 +90,10 @@ impl SmtpConnection {
                         peer: self.peer.clone(),
                     });
                 }
-                return Err(SessionError::Tls(format!(
-                    "Cannot start TLS: handshake failure with {}: {e}",
-                    self.peer
-                )));
+                log(&format!("SSL_connect error to {}: {e}", self.relay()));
+                return Err(SessionError::Tls(
+                    "Cannot start TLS: handshake failure".into(),
+                ));
             }
         };
         let session = stream.get_ref().1;
