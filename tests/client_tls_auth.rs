@@ -436,3 +436,56 @@ fn check_refuses_what_the_client_cannot_honour() {
         assert!(stderr(&out).contains(error), "{setting}: {}", stderr(&out));
     }
 }
+
+#[test]
+fn sender_dependent_credentials_one_sender_per_connection() {
+    let pki = pki(&["mail.example.test"]);
+    let sink = tls_sink(Some(&pki), Some(alice(true)));
+    let dns = dns();
+    let files = tempfile::tempdir().unwrap();
+    let ca = write(&files, "ca.pem", &pki.ca);
+    let passwords = write(
+        &files,
+        "sasl_passwd",
+        "alice@example.org alice:s3cret\n@example.net bob:nope\nmail.example.test host:wrong\n",
+    );
+    let d = daemon(
+        &dns,
+        &sink,
+        &format!(
+            "smtp_tls_security_level = verify\nsmtp_tls_CAfile = {ca}\nsmtp_sasl_auth_enable = yes\n\
+             smtp_sasl_password_maps = texthash:{passwords}\nsmtp_sasl_tls_security_options = noanonymous\n\
+             smtp_sender_dependent_authentication = yes\n"
+        ),
+    );
+    let alice_id = submit(
+        d.port,
+        "alice@example.org",
+        &["r1@remote.example"],
+        "Subject: a\r\n\r\nhi",
+    );
+    wait_for_message(&sink, &d);
+    let bob_id = submit(
+        d.port,
+        "bob@example.net",
+        &["r2@remote.example"],
+        "Subject: b\r\n\r\nhi",
+    );
+    let log = log_with(&d, &format!("{bob_id}: to=<r2@remote.example>"));
+    assert!(
+        log.contains(&format!("{alice_id}: to=<r1@remote.example>")),
+        "{log}"
+    );
+    let got = sink.received();
+    assert_eq!(got.messages.len(), 1, "{log}");
+    assert_eq!(got.messages[0].auth.as_deref(), Some("alice"));
+    // bob's credentials (by @domain) were tried on a connection of its own, and refused.
+    assert!(
+        got.commands
+            .iter()
+            .any(|c| c.connection > 0 && c.line.starts_with("AUTH PLAIN")),
+        "{:?}",
+        got.commands
+    );
+    assert!(log.contains("status=deferred (SASL authentication failed; server mail.example.test[127.0.0.1] said: 535"), "{log}");
+}

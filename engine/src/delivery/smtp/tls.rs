@@ -404,6 +404,33 @@ mod tests {
     }
 
     #[test]
+    fn trust_anchors_from_cafile_and_capath() {
+        let dir = tempfile::tempdir().unwrap();
+        let a = rcgen::generate_simple_self_signed(vec!["a.test".to_string()]).unwrap();
+        let b = rcgen::generate_simple_self_signed(vec!["b.test".to_string()]).unwrap();
+        let file = dir.path().join("ca.pem");
+        std::fs::write(&file, a.cert.pem()).unwrap();
+        let sub = dir.path().join("certs");
+        std::fs::create_dir(&sub).unwrap();
+        std::fs::write(sub.join("0a1b2c3d.0"), b.cert.pem()).unwrap();
+        std::fs::write(sub.join("README"), "not a certificate").unwrap();
+        let roots = load_roots(
+            &file.display().to_string(),
+            &sub.display().to_string(),
+            true,
+        )
+        .unwrap();
+        assert_eq!(roots.len(), 2);
+        // Neither set and nothing needs TLS: no store at all.
+        assert!(load_roots("", "", false).unwrap().is_empty());
+        let e = load_roots(&sub.join("README").display().to_string(), "", true).unwrap_err();
+        assert!(
+            e.contains("smtp_tls_CAfile") && e.contains("no PEM certificate"),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn match_references() {
         let m: Vec<String> = ["hostname", "nexthop", "dot-nexthop", "Other.Example."]
             .iter()
