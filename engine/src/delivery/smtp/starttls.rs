@@ -98,10 +98,16 @@ impl SmtpConnection {
         };
         let session = stream.get_ref().1;
         let description = tls::describe(session);
-        let (trust, matched) = self.judge(session, site, log);
+        let loglevel = self.settings.tls_policy.as_ref().map_or(0, |p| p.loglevel);
+        // Below `fingerprint` the judgement only names the session in the log: without the
+        // log line it is not worth a chain verification per connection.
+        let (trust, matched) = if site.level.must_match() || loglevel >= 1 {
+            self.judge(session, site, log)
+        } else {
+            (Trust::Untrusted, true)
+        };
         self.tls = Some(description.clone());
         self.stream = Stream::Tls(Box::new(stream));
-        let loglevel = self.settings.tls_policy.as_ref().map_or(0, |p| p.loglevel);
         if loglevel >= 1 {
             log(&format!(
                 "{} TLS connection established to {}: {description}",
