@@ -279,7 +279,12 @@ pub fn judge(
             if let Err(e) = chain {
                 return fail_or(site.level, base, chain_error(&e, certs, &ee));
             }
-            let names: Vec<String> = ee.valid_dns_names().map(str::to_ascii_lowercase).collect();
+            let mut names: Vec<String> =
+                ee.valid_dns_names().map(str::to_ascii_lowercase).collect();
+            // As OpenSSL: the subject's common name counts only without DNS names.
+            if names.is_empty() {
+                names = common_names(ee.subject());
+            }
             let references = references(&site.matches, host, nexthop);
             if names
                 .iter()
@@ -345,21 +350,52 @@ fn references(matches: &[String], host: &str, nexthop: &str) -> Vec<String> {
 }
 
 /// Does a certificate name (possibly `*.example.com`) match a reference (`name`, or `.domain`
-/// for any subdomain)? A wildcard stands for exactly one leftmost label.
+/// for any subdomain)? A wildcard stands for one or more leftmost labels, as Postfix's default
+/// `tls_wildcard_matches_multiple_labels = yes`.
 fn name_matches(cert_name: &str, reference: &str) -> bool {
     let cert = cert_name.trim_end_matches('.');
     if let Some(parent) = reference.strip_prefix('.') {
-        return cert.len() > parent.len() + 1
-            && cert.ends_with(parent)
-            && cert.as_bytes()[cert.len() - parent.len() - 1] == b'.';
+        return is_subdomain(cert, parent);
     }
-    if cert == reference {
-        return true;
+    match cert.strip_prefix("*.") {
+        Some(wild_parent) => is_subdomain(reference, wild_parent),
+        None => cert == reference,
     }
-    match (cert.strip_prefix("*."), reference.split_once('.')) {
-        (Some(wild_parent), Some((label, parent))) => !label.is_empty() && wild_parent == parent,
-        _ => false,
+}
+
+/// `name` is `parent` with at least one label in front.
+fn is_subdomain(name: &str, parent: &str) -> bool {
+    name.len() > parent.len() + 1
+        && name.ends_with(parent)
+        && name.as_bytes()[name.len() - parent.len() - 1] == b'.'
+}
+
+/// The commonName values of a DER-encoded subject (short string values; anything odd is
+/// skipped, never a panic).
+fn common_names(subject: &[u8]) -> Vec<String> {
+    const CN_OID: [u8; 5] = [0x06, 0x03, 0x55, 0x04, 0x03];
+    let mut names = Vec::new();
+    let mut at = 0;
+    while let Some(i) = subject
+        .get(at..)
+        .and_then(|rest| rest.windows(CN_OID.len()).position(|w| w == CN_OID))
+    {
+        let start = at + i + CN_OID.len();
+        at = start;
+        // UTF8String, PrintableString, T61String, IA5String with a one-byte length.
+        let (Some(&tag), Some(&len)) = (subject.get(start), subject.get(start + 1)) else {
+            break;
+        };
+        if !matches!(tag, 0x0c | 0x13 | 0x14 | 0x16) || len >= 0x80 {
+            continue;
+        }
+        if let Some(value) = subject.get(start + 2..start + 2 + usize::from(len))
+            && let Ok(text) = std::str::from_utf8(value)
+        {
+            names.push(text.trim_end_matches('.').to_ascii_lowercase());
+        }
     }
+    names
 }
 
 /// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits) key-exchange X25519`, for log
@@ -394,7 +430,8 @@ mod tests {
     fn names() {
         assert!(name_matches("mail.example.com", "mail.example.com"));
         assert!(name_matches("*.example.com", "mail.example.com"));
-        assert!(!name_matches("*.example.com", "a.b.example.com"));
+        // tls_wildcard_matches_multiple_labels = yes, Postfix's default.
+        assert!(name_matches("*.example.com", "a.b.example.com"));
         assert!(!name_matches("*.example.com", "example.com"));
         assert!(name_matches("mail.example.com", ".example.com"));
         assert!(name_matches("*.example.com", ".example.com"));
@@ -428,6 +465,24 @@ mod tests {
             e.contains("smtp_tls_CAfile") && e.contains("no PEM certificate"),
             "{e}"
         );
+    }
+
+    #[test]
+    fn common_name_without_dns_names() {
+        let mut params = rcgen::CertificateParams::new(Vec::<String>::new()).unwrap();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::OrganizationName, "Example");
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, "Mail.Example.COM");
+        let key = rcgen::KeyPair::generate().unwrap();
+        let cert = params.self_signed(&key).unwrap();
+        let ee = webpki::EndEntityCert::try_from(cert.der()).unwrap();
+        assert_eq!(ee.valid_dns_names().count(), 0);
+        assert_eq!(common_names(ee.subject()), ["mail.example.com"]);
+        assert!(common_names(&[0x06, 0x03, 0x55, 0x04, 0x03, 0x0c]).is_empty());
+        assert!(common_names(&[0x06, 0x03, 0x55, 0x04, 0x03, 0x0c, 0x05, b'a']).is_empty());
     }
 
     #[test]
