@@ -54,48 +54,7 @@ impl SmtpConnection {
             }
             return Ok(());
         }
-        // Whatever the server sent after its 220 came in plaintext and may be an injection
-        // (CVE-2011-0411 style): drop it.
-        self.rstart = 0;
-        self.rend = 0;
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
-            self.broken = true;
-            return Err(SessionError::Protocol("STARTTLS on a TLS session".into()));
-        };
-        let Endpoint::Inet(addr) = self.endpoint else {
-            self.broken = true;
-            return Err(SessionError::Protocol("STARTTLS on a Unix socket".into()));
-        };
-        let config = site
-            .config
-            .clone()
-            .unwrap_or_else(|| tls::client_config(tls::ALL_VERSIONS));
-        let connector = futures_rustls::TlsConnector::from(config);
-        let name = tls::server_name(&self.host, addr);
-        let handshake = glommio::timer::timeout(timeout, async {
-            connector
-                .connect(name, tcp)
-                .await
-                .map_err(glommio::GlommioError::from)
-        })
-        .await;
-        let stream = match handshake {
-            Ok(s) => s,
-            Err(e) => {
-                self.broken = true;
-                let e = io::Error::from(e);
-                if e.kind() == io::ErrorKind::TimedOut {
-                    return Err(SessionError::Timeout {
-                        stage: "TLS handshake",
-                        peer: self.peer.clone(),
-                    });
-                }
-                log(&format!("SSL_connect error to {}: {e}", self.relay()));
-                return Err(SessionError::Tls(
-                    "Cannot start TLS: handshake failure".into(),
-                ));
-            }
-        };
+        let stream = self.handshake(site, log).await?;
         let session = stream.get_ref().1;
         let description = tls::describe(session);
         let loglevel = self.settings.tls_policy.as_ref().map_or(0, |p| p.loglevel);
@@ -129,6 +88,57 @@ impl SmtpConnection {
             sasl::Channel::Tls
         };
         self.hello().await
+    }
+
+    /// The TLS handshake over the plain stream, after the server's 220 to STARTTLS.
+    async fn handshake(
+        &mut self,
+        site: &SitePolicy,
+        log: &dyn Fn(&str),
+    ) -> Result<futures_rustls::client::TlsStream<glommio::net::TcpStream>, SessionError> {
+        let timeout = self.settings.helo_timeout;
+        // Whatever the server sent after its 220 came in plaintext and may be an injection
+        // (CVE-2011-0411 style): drop it.
+        self.rstart = 0;
+        self.rend = 0;
+        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
+            self.broken = true;
+            return Err(SessionError::Protocol("STARTTLS on a TLS session".into()));
+        };
+        let Endpoint::Inet(addr) = self.endpoint else {
+            self.broken = true;
+            return Err(SessionError::Protocol("STARTTLS on a Unix socket".into()));
+        };
+        let config = site
+            .config
+            .clone()
+            .unwrap_or_else(|| tls::client_config(tls::ALL_VERSIONS));
+        let connector = futures_rustls::TlsConnector::from(config);
+        let name = tls::server_name(&self.host, addr);
+        let handshake = glommio::timer::timeout(timeout, async {
+            connector
+                .connect(name, tcp)
+                .await
+                .map_err(glommio::GlommioError::from)
+        })
+        .await;
+        match handshake {
+            Ok(s) => Ok(s),
+            Err(e) => {
+                self.broken = true;
+                let e = io::Error::from(e);
+                if e.kind() == io::ErrorKind::TimedOut {
+                    return Err(SessionError::Timeout {
+                        stage: "TLS handshake",
+                        peer: self.peer.clone(),
+                    });
+                }
+                log(&format!("SSL_connect error to {}: {e}", self.relay()));
+                Err(SessionError::Tls(
+                    "Cannot start TLS: handshake failure".into(),
+                ))
+            }
+        }
     }
 
     /// What the certificate is worth, and whether it satisfies the level (a failed match is
