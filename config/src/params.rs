@@ -250,6 +250,12 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_tls_policy_maps", Maps, "", "Per-destination TLS policy tables."),
     p("smtp_tls_protocols", List, ">=TLSv1.2", "TLS versions the client offers.")
         .differs("rustls implements TLS 1.2 and 1.3 only"),
+    p("smtp_tls_mandatory_protocols", List, ">=TLSv1.2", "TLS versions the client accepts at the levels that require TLS (encrypt and above).")
+        .differs("rustls implements TLS 1.2 and 1.3 only"),
+    p("smtp_tls_verify_cert_match", List, "hostname", "Names the server certificate must match at the verify level: hostname (the MX host), nexthop, dot-nexthop, a name, or .domain for its subdomains."),
+    p("smtp_tls_secure_cert_match", List, "nexthop, dot-nexthop", "Names the server certificate must match at the secure level (as smtp_tls_verify_cert_match)."),
+    p("smtp_tls_fingerprint_cert_match", List, "", "Certificate or public-key fingerprints accepted at the fingerprint level (hex, colons optional)."),
+    p("smtp_tls_fingerprint_digest", Text, "sha256", "Digest of the fingerprint level: sha256, sha384, sha512 or sha1 (md5 is not supported)."),
     p("smtp_connect_timeout", Time('s'), "30s", "How long the client waits for a TCP connection to complete."),
     p("smtp_helo_timeout", Time('s'), "300s", "How long the client waits for the greeting and the EHLO reply."),
     p("smtp_mail_timeout", Time('s'), "300s", "How long the client waits for the MAIL FROM reply."),
@@ -271,6 +277,12 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_sasl_password_maps", Maps, "", "Tables of user:password per next hop for client authentication."),
     p("smtp_sasl_security_options", List, "noplaintext, noanonymous", "SASL mechanisms the client may use.")
         .one_of(SASL_OPTIONS),
+    p("smtp_sasl_tls_security_options", List, "$smtp_sasl_security_options", "SASL mechanisms the client may use over TLS.")
+        .one_of(SASL_OPTIONS),
+    p("smtp_sasl_tls_verified_security_options", List, "$smtp_sasl_tls_security_options", "SASL mechanisms the client may use over TLS with a verified server certificate.")
+        .one_of(SASL_OPTIONS),
+    p("smtp_sasl_mechanism_filter", List, "", "Server AUTH mechanisms the client considers (names, !name, or type:table); empty means all."),
+    p("smtp_sender_dependent_authentication", Bool, "no", "Look up SASL credentials by sender address first (and use each connection for one sender)."),
     p("smtp_host_lookup", List, "dns", "How the client finds hosts: dns, native (the system resolver), or both.")
         .one_of(&["dns", "native"]),
     p("smtp_dns_support_level", Text, "", "DNS features the client uses: empty (as disable_dns_lookups says), disabled, enabled, dnssec.")

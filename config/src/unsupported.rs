@@ -97,11 +97,14 @@ pub const NOT_YET: &[(&str, &str)] = &[(
 /// Values of registry parameters that are valid Postfix but that corepost
 /// cannot honour: refused with the reason.
 pub const UNHONOURED_VALUES: &[(&str, &[&str], &str)] = &[
-    ("smtp_tls_security_level", CERT_LEVELS, CERT_LEVELS_REASON),
-    ("lmtp_tls_security_level", CERT_LEVELS, CERT_LEVELS_REASON),
+    ("smtp_tls_security_level", DANE_LEVELS, DANE_REASON),
+    ("lmtp_tls_security_level", CERT_LEVELS, LMTP_REASON),
 ];
+const DANE_LEVELS: &[&str] = &["dane", "dane-only"];
+const DANE_REASON: &str =
+    "the SMTP client has no DANE (TLSA lookups) yet: mail would go to servers Postfix refuses";
 const CERT_LEVELS: &[&str] = &["dane", "dane-only", "fingerprint", "verify", "secure"];
-const CERT_LEVELS_REASON: &str = "the SMTP client does not verify server certificates yet (issue 14): mail would go to servers Postfix refuses";
+const LMTP_REASON: &str = "the LMTP client verifies no server certificates (levels none, may and encrypt only): mail would go to servers Postfix refuses";
 
 /// Every Postfix parameter corepost knows it does not implement.
 pub static UNSUPPORTED: &[Unsupported] = &[
@@ -153,14 +156,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "no",
         "the SMTP client never speaks TLS from the first byte; it would send mail in plaintext",
     ),
-    u("smtp_tls_verify_cert_match", Fatal, "hostname", TLS_MATCH),
-    u(
-        "smtp_tls_secure_cert_match",
-        Fatal,
-        "nexthop, dot-nexthop",
-        TLS_MATCH,
-    ),
-    u("smtp_tls_fingerprint_cert_match", Fatal, "", TLS_MATCH),
     u("smtp_tls_trust_anchor_file", Fatal, "", TLS_MATCH),
     u("smtp_header_checks", Fatal, "", OUTBOUND_CHECKS),
     u("smtp_mime_header_checks", Fatal, "", OUTBOUND_CHECKS),
@@ -526,12 +521,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     u("smtp_tls_note_starttls_offer", Warning, "no", TLS_INTERNALS),
     u("smtp_tls_scert_verifydepth", Warning, "9", TLS_INTERNALS),
     u(
-        "smtp_tls_fingerprint_digest",
-        Warning,
-        "${{$compatibility_level} <level {3.6} ? {md5} : {sha256}}",
-        TLS_INTERNALS,
-    ),
-    u(
         "smtp_tls_dane_insecure_mx_policy",
         Warning,
         "${{$smtp_tls_security_level} == {dane} ? {dane} : {may}}",
@@ -608,25 +597,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "$fallback_relay",
         "mail that cannot be delivered directly stays deferred instead of going to a fallback relay",
     ),
-    u(
-        "smtp_sender_dependent_authentication",
-        Warning,
-        "no",
-        CLIENT,
-    ),
-    u(
-        "smtp_sasl_tls_security_options",
-        Warning,
-        "$smtp_sasl_security_options",
-        CLIENT,
-    ),
-    u(
-        "smtp_sasl_tls_verified_security_options",
-        Warning,
-        "$smtp_sasl_tls_security_options",
-        CLIENT,
-    ),
-    u("smtp_sasl_mechanism_filter", Warning, "", CLIENT),
     u("smtp_sasl_path", Warning, "", CLIENT),
     u("smtp_sasl_type", Warning, "cyrus", CLIENT),
     u("smtp_sasl_auth_cache_name", Warning, "", CLIENT),
@@ -1417,15 +1387,16 @@ mod tests {
 
     #[test]
     fn certificate_levels_the_client_cannot_check_are_refused() {
-        let master = "2525 inet n - n - - smtpd\nrelay unix - - n - - smtp -o smtp_tls_security_level=secure\n";
-        let f = findings(&load("smtp_tls_security_level = verify\n", master));
+        let master = "2525 inet n - n - - smtpd\nrelay unix - - n - - smtp -o smtp_tls_security_level=dane-only\n";
+        let f = findings(&load("smtp_tls_security_level = dane\n", master));
         assert_eq!(f.errors.len(), 2, "{:?}", f.errors);
-        assert!(f.errors[0].starts_with("/etc/corepost/main.cf, line 1: parameter smtp_tls_security_level = verify is not supported"));
-        assert!(f.errors[1].starts_with("/etc/corepost/master.cf, line 2: service relay/unix: parameter smtp_tls_security_level = secure"));
-        assert!(
-            findings(&load("smtp_tls_security_level = encrypt\n", ""))
-                .errors
-                .is_empty()
-        );
+        assert!(f.errors[0].starts_with("/etc/corepost/main.cf, line 1: parameter smtp_tls_security_level = dane is not supported"));
+        assert!(f.errors[1].starts_with("/etc/corepost/master.cf, line 2: service relay/unix: parameter smtp_tls_security_level = dane-only"));
+        for level in ["encrypt", "fingerprint", "verify", "secure"] {
+            let f = findings(&load(&format!("smtp_tls_security_level = {level}\n"), ""));
+            assert!(f.errors.is_empty(), "{level}: {:?}", f.errors);
+        }
+        let f = findings(&load("lmtp_tls_security_level = verify\n", ""));
+        assert_eq!(f.errors.len(), 1, "{:?}", f.errors);
     }
 }

@@ -93,6 +93,8 @@ fn bench_loopback(c: &mut Criterion) {
         cache_time_limit: Duration::from_secs(2),
         reuse_time_limit: Duration::from_secs(300),
         reuse_count_limit: 0,
+        tls_policy: None,
+        sasl: None,
     };
     let body: Vec<u8> = b"Subject: bench\r\n\r\n"
         .iter()

@@ -22,8 +22,6 @@ const CA_FILES: &str = "used only to verify servers (levels verify, secure, ...)
 
 /// (name, why no code reads it).
 pub const UNREAD: &[(&str, &str)] = &[
-    ("smtp_tls_CAfile", CA_FILES),
-    ("smtp_tls_CApath", CA_FILES),
     ("command_directory", INSTALL_PATH),
     (
         "data_directory",
@@ -75,13 +73,7 @@ pub const UNREAD: &[(&str, &str)] = &[
     ("smtp_mx_session_limit", CLIENT),
     ("smtp_never_send_ehlo", CLIENT),
     ("smtp_quit_timeout", CLIENT),
-    ("smtp_sasl_auth_enable", CLIENT),
-    ("smtp_sasl_password_maps", CLIENT),
-    ("smtp_sasl_security_options", CLIENT),
     ("smtp_skip_5xx_greeting", CLIENT),
-    ("smtp_tls_loglevel", CLIENT),
-    ("smtp_tls_policy_maps", CLIENT),
-    ("smtp_tls_protocols", CLIENT),
     ("transport_retry_time", QMGR),
     ("unverified_recipient_reject_code", SMTPD),
     (

@@ -69,6 +69,13 @@ pub fn run(args: CheckArgs) -> ExitCode {
             }
         }
     }
+    // The delivery agents' settings as `corepost run` resolves them: a client TLS or SASL
+    // setting corepost cannot honour is an error here, never "valid".
+    if report.is_ok()
+        && let Err(e) = crate::qmgr::QmgrSettings::from_config(&config)
+    {
+        report.errors.push(e);
+    }
     for w in &report.warnings {
         warning(w);
     }

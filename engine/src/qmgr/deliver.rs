@@ -233,6 +233,7 @@ async fn smtp_worker(
     // Connect: the first address that answers with a usable greeting.
     let mut conn = None;
     let mut last_error = None;
+    let mut last_relay = "none".to_string();
     let connection_interval = dest.policy.as_ref().and_then(|p| p.connection_interval);
     if let Some(LmtpTarget::Unix(path)) = &lmtp {
         match SmtpConnection::connect_unix(path, &client.helo_name, client).await {
@@ -244,7 +245,8 @@ async fn smtp_worker(
         if let Some(interval) = connection_interval {
             pace(&dest.next_connect, interval).await;
         }
-        match SmtpConnection::connect(d.addr, &d.host, client).await {
+        let log = |line: &str| qmgr.ctx.log.line(&program, line);
+        match SmtpConnection::connect_for(d.addr, &d.host, nexthop, client, &log).await {
             Ok(c) => {
                 conn = Some(c);
                 break;
@@ -252,6 +254,10 @@ async fn smtp_worker(
             Err(e) => {
                 let permanent_greeting =
                     matches!(e, SessionError::Greeting(ref r) if r.code >= 500);
+                // A session refused by the TLS policy had a server: Postfix names it.
+                if matches!(e, SessionError::Policy { .. } | SessionError::Tls(_)) {
+                    last_relay = format!("{}[{}]:{}", d.host, d.addr.ip(), d.addr.port());
+                }
                 last_error = Some(e);
                 if permanent_greeting {
                     continue; // smtp_skip_5xx_greeting: try the next MX
@@ -281,16 +287,27 @@ async fn smtp_worker(
                 .min(std::time::Duration::from_secs(60));
             *dest.dead.borrow_mut() = Some((Instant::now() + pause, e.dsn()));
         }
+        // A TLS policy failure keeps its own status (4.7.5 ...); a 5xx refusal of STARTTLS
+        // where TLS is required bounces, as Postfix's smtp_site_fail.
+        let (kind, status) = match &last_error {
+            Some(e @ SessionError::Policy { .. }) if e.is_permanent() => {
+                (Kind::Bounced, e.status())
+            }
+            Some(e @ SessionError::Policy { .. }) | Some(e @ SessionError::Tls(_)) => {
+                (Kind::Deferred, e.status())
+            }
+            _ => (Kind::Deferred, "4.4.1".to_string()),
+        };
         let e = last_error.map_or_else(|| "no address to connect to".to_string(), |e| e.dsn());
         drain(
             qmgr,
             dest,
             |_| Result1 {
-                kind: Kind::Deferred,
-                dsn: "4.4.1".into(),
+                kind,
+                dsn: status.clone(),
                 text: e.clone(),
             },
-            "none",
+            &last_relay,
         );
         return;
     };
@@ -298,7 +315,9 @@ async fn smtp_worker(
     *dest.dead.borrow_mut() = None;
     let setup = started.elapsed();
     loop {
-        if client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit {
+        if (client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit)
+            || !conn.may_reuse()
+        {
             // Used enough: the next jobs go over a fresh connection.
             requeue_rest(qmgr, dest);
             break;

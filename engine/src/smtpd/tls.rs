@@ -183,7 +183,9 @@ impl ResolvesServerCert for Keys {
 /// Which of TLS 1.2 and 1.3 a Postfix protocol list allows:
 /// `>=TLSv1.2`, `<=TLSv1.2`, `!TLSv1.2`, or names of protocols to allow
 /// (`TLSv1.3`). Older protocols named in it do not matter: rustls has none.
-fn protocols(list: &str) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
+pub(crate) fn protocols(
+    list: &str,
+) -> Result<Vec<&'static rustls::SupportedProtocolVersion>, String> {
     const ORDER: [&str; 6] = ["sslv2", "sslv3", "tlsv1", "tlsv1.1", "tlsv1.2", "tlsv1.3"];
     let rank = |name: &str| {
         ORDER
@@ -290,7 +292,7 @@ pub fn describe(conn: &ServerConnection) -> String {
     s
 }
 
-fn openssl_name(suite: rustls::CipherSuite) -> (String, u32) {
+pub(crate) fn openssl_name(suite: rustls::CipherSuite) -> (String, u32) {
     use rustls::CipherSuite as C;
     let (name, bits) = match suite {
         C::TLS13_AES_128_GCM_SHA256 => ("TLS_AES_128_GCM_SHA256", 128),

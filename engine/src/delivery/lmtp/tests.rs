@@ -174,6 +174,8 @@ fn settings() -> ClientSettings {
         cache_time_limit: Duration::from_secs(2),
         reuse_time_limit: Duration::from_secs(300),
         reuse_count_limit: 0,
+        tls_policy: None,
+        sasl: None,
     }
 }
 
