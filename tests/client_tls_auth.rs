@@ -402,11 +402,11 @@ fn check_refuses_what_the_client_cannot_honour() {
     for (setting, error) in [
         (
             "smtp_tls_security_level = dane",
-            "security level \"dane\" is not supported",
+            "smtp_tls_security_level = dane is not supported by corepost",
         ),
         (
             "smtp_tls_security_level = dane-only",
-            "security level \"dane-only\" is not supported",
+            "smtp_tls_security_level = dane-only is not supported by corepost",
         ),
         (
             "smtp_tls_mandatory_protocols = SSLv3",
@@ -423,7 +423,7 @@ fn check_refuses_what_the_client_cannot_honour() {
         ("smtp_tls_CAfile = /nonexistent/ca.pem", "smtp_tls_CAfile"),
         (
             "smtp_sasl_security_options = noplaintext, bogus",
-            "unknown SASL security option",
+            "smtp_sasl_security_options: bad value \"bogus\"",
         ),
         (
             "lmtp_tls_security_level = verify",

@@ -277,10 +277,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_sasl_password_maps", Maps, "", "Tables of user:password per next hop for client authentication."),
     p("smtp_sasl_security_options", List, "noplaintext, noanonymous", "SASL mechanisms the client may use.")
         .one_of(SASL_OPTIONS),
-    p("smtp_sasl_tls_security_options", List, "$smtp_sasl_security_options", "SASL mechanisms the client may use over TLS.")
-        .one_of(SASL_OPTIONS),
-    p("smtp_sasl_tls_verified_security_options", List, "$smtp_sasl_tls_security_options", "SASL mechanisms the client may use over TLS with a verified server certificate.")
-        .one_of(SASL_OPTIONS),
+    p("smtp_sasl_tls_security_options", List, "$smtp_sasl_security_options", "SASL mechanisms the client may use over TLS."),
+    p("smtp_sasl_tls_verified_security_options", List, "$smtp_sasl_tls_security_options", "SASL mechanisms the client may use over TLS with a verified server certificate."),
     p("smtp_sasl_mechanism_filter", List, "", "Server AUTH mechanisms the client considers (names, !name, or type:table); empty means all."),
     p("smtp_sender_dependent_authentication", Bool, "no", "Look up SASL credentials by sender address first (and use each connection for one sender)."),
     p("smtp_host_lookup", List, "dns", "How the client finds hosts: dns, native (the system resolver), or both.")
