@@ -41,8 +41,10 @@ fn non_default_listing_shows_main_cf_settings_sorted() {
     // Defaults are not listed; the used user-defined parameter is.
     assert!(!names.contains(&"smtpd_timeout"));
     assert!(names.contains(&"mua_client_restrictions"));
-    // The unknown -o parameter is warned about on stderr.
-    assert!(stderr(&out).contains("unused parameter: smtp_send_xforward_command=yes"));
+    // The -o parameter corepost lacks is warned about on stderr.
+    assert!(stderr(&out).contains(
+        "service scan/unix: parameter smtp_send_xforward_command is not supported by corepost"
+    ));
 }
 
 #[test]
@@ -196,9 +198,94 @@ fn builtin_defaults_without_any_configuration() {
         stdout(&out),
         "inet_interfaces = loopback-only\nsmtpd_relay_restrictions = permit_mynetworks, permit_sasl_authenticated, defer_unauth_destination\n"
     );
+    // check and run, like Postfix, want main.cf in a directory they are
+    // given; only the built-in /etc/corepost may lack it.
     let out = corepost(&["check", "-c", dir.path().to_str().unwrap()]);
-    assert!(out.status.success(), "{}", stderr(&out));
-    assert!(stderr(&out).contains("no main.cf; using built-in defaults"));
+    assert_eq!(out.status.code(), Some(1));
+    assert_eq!(
+        stderr(&out),
+        format!(
+            "corepost: fatal: open {}/main.cf: No such file or directory\n",
+            dir.path().display()
+        )
+    );
+}
+
+#[test]
+fn a_named_configuration_directory_must_exist() {
+    for command in ["check", "run", "config", "status", "reload"] {
+        let out = corepost(&[command, "-c", "/nonexistent"]);
+        assert_eq!(out.status.code(), Some(1), "{command}");
+        assert_eq!(
+            stderr(&out),
+            "corepost: fatal: open /nonexistent/main.cf: No such file or directory\n",
+            "{command}"
+        );
+    }
+}
+
+#[test]
+fn unsupported_parameters_and_bad_values_name_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path().display().to_string();
+    fs::write(
+        dir.path().join("main.cf"),
+        "myhostname = mx.example.com\nsoft_bounce = no\nbiff = no\nsender_canonical_maps = inline:{ a=b }\nsmtpd_tls_security_level = sometimes\nno_such_thing = 1\n",
+    )
+    .unwrap();
+    fs::write(
+        dir.path().join("master.cf"),
+        "127.0.0.1:99999 inet n - n - - smtpd\n2526 inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:8891\n",
+    )
+    .unwrap();
+    let out = corepost(&["check", "-c", &d]);
+    assert_eq!(out.status.code(), Some(1));
+    let err = stderr(&out);
+    for expected in [
+        format!(
+            "corepost: error: {d}/main.cf, line 4: parameter sender_canonical_maps is not supported by corepost: corepost does not rewrite addresses yet (issue 16)\n"
+        ),
+        format!(
+            "corepost: error: {d}/main.cf, line 5: parameter smtpd_tls_security_level: bad value \"sometimes\" (expected empty or none, may, encrypt)\n"
+        ),
+        format!(
+            "corepost: error: {d}/master.cf, line 1: service 127.0.0.1:99999/inet: bad port \"99999\""
+        ),
+        format!(
+            "corepost: error: {d}/master.cf, line 2: service 2526/inet: parameter smtpd_milters is not supported by corepost: corepost has no milter client"
+        ),
+        format!(
+            "corepost: warning: {d}/main.cf, line 2: parameter soft_bounce is not supported by corepost"
+        ),
+        format!(
+            "corepost: warning: {d}/main.cf, line 3: parameter biff is not supported by corepost: corepost does not notify the biff service\n"
+        ),
+        format!("corepost: warning: {d}/main.cf: unused parameter: no_such_thing=1\n"),
+    ] {
+        assert!(err.contains(&expected), "expected {expected:?} in:\n{err}");
+    }
+    assert!(!err.contains("soft_bounce is not supported by corepost: with soft_bounce = yes Postfix keeps mail it would bounce; corepost would return it to the sender\n"), "{err}");
+    let run = corepost(&["run", "-c", &d]);
+    assert_eq!(run.status.code(), Some(1));
+    assert!(
+        stderr(&run).contains("bad port \"99999\""),
+        "{}",
+        stderr(&run)
+    );
+    // The listing marks them, as comment lines so it stays valid main.cf.
+    let out = run_in(dir.path(), &["-n"]);
+    assert!(
+        stdout(&out).contains(
+            "# not supported by corepost: corepost does not notify the biff service\nbiff = no\n"
+        ),
+        "{}",
+        stdout(&out)
+    );
+    let out = run_in(dir.path(), &["always_bcc"]);
+    assert_eq!(
+        stdout(&out),
+        "# not supported by corepost: corepost sends no automatic BCC copies\nalways_bcc =\n"
+    );
 }
 
 #[test]
@@ -310,6 +397,21 @@ fn check_reports_what_is_wrong() {
             "header_checks, line 3: ",
         ),
         (
+            "main.cf",
+            "smtp_tls_security_level = sometimes\n",
+            "parameter smtp_tls_security_level: bad value \"sometimes\"",
+        ),
+        (
+            "main.cf",
+            "soft_bounce = yes\n",
+            "parameter soft_bounce is not supported by corepost",
+        ),
+        (
+            "master.cf",
+            "127.0.0.1:70000 inet n - n - - smtpd\n",
+            "service 127.0.0.1:70000/inet: bad port \"70000\"",
+        ),
+        (
             "master.cf",
             "2587 inet n - n - - smtpd -o smtpd_recipient_limit=lots\n",
             "service 2587/inet: parameter smtpd_recipient_limit: bad integer value",
@@ -369,4 +471,26 @@ fn check_warns_about_a_content_filter_without_its_transport() {
     let out = check();
     assert!(out.status.success(), "{}", stderr(&out));
     assert!(!stderr(&out).contains("content_filter"), "{}", stderr(&out));
+}
+
+#[test]
+fn unsupported_parameters_are_logged_at_start_and_reload() {
+    let d = Daemon::start("biff = no\n");
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "corepost/master[{}]: warning: {}/main.cf, line 11: parameter biff is not supported by corepost: corepost does not notify the biff service",
+            d.pid(),
+            d.config_dir()
+        )),
+        "{log}"
+    );
+    let reload = corepost(&["reload", "-c", &d.config_dir()]);
+    assert!(reload.status.success(), "{}", stderr(&reload));
+    assert!(
+        stderr(&reload).contains("corepost: warning: ")
+            && stderr(&reload).contains("parameter biff is not supported by corepost"),
+        "{}",
+        stderr(&reload)
+    );
 }

@@ -369,6 +369,25 @@ fn mbox_delivery_loops_and_unknown_users() {
         "Subject: for dave\r\n\r\nx",
     );
     wait_file_contains(&mbox, "Subject: for dave", &d);
+    drop(d);
+
+    // fallback_transport comes before luser_relay (Postfix's local/unknown.c).
+    let d = Daemon::start(&w.main_cf(
+        "local_recipient_maps =\nluser_relay = alice\nfallback_transport = discard:fallback took it\n",
+    ));
+    submit(
+        d.port,
+        "s@example.org",
+        &["erin@mx.test.example"],
+        "Subject: for erin\r\n\r\nx",
+    );
+    let log = wait_log(&d, "status=sent (fallback took it)");
+    assert!(log.contains("corepost/discard"), "{log}");
+    assert!(
+        !std::fs::read_to_string(&mbox)
+            .unwrap_or_default()
+            .contains("Subject: for erin")
+    );
 }
 
 #[test]

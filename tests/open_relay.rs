@@ -167,6 +167,91 @@ fn inside_mynetworks_may_relay() {
     );
 }
 
+/// Postfix's smtpd refuses to start without relay control in either list.
+const POSTFIX_OPEN_RELAY: &str = "in parameter smtpd_relay_restrictions or smtpd_recipient_restrictions, specify at least one working instance of: reject_unauth_destination, defer_unauth_destination, reject, defer, defer_if_permit or check_relay_domains";
+
+const OPEN: &str = "smtpd_relay_restrictions = permit\nsmtpd_recipient_restrictions = permit\n";
+
+#[test]
+fn an_open_relay_configuration_is_refused_by_check_and_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().display().to_string();
+    std::fs::write(
+        dir.path().join("main.cf"),
+        format!("queue_directory = {path}/spool\nmaillog_file = {path}/maillog\nmaillog_file_prefixes = /\n{CONFIG}{OPEN}"),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("master.cf"),
+        format!(
+            "127.0.0.1:{} inet n - n - - smtpd\nsmtp unix - - n - - smtp\n",
+            free_port()
+        ),
+    )
+    .unwrap();
+    let check = corepost(&["check", "-c", &path]);
+    assert_eq!(check.status.code(), Some(1));
+    assert!(
+        stderr(&check).contains(&format!(
+            "corepost: error: {path}/master.cf, line 1: service 127.0.0.1:"
+        )) && stderr(&check).contains(POSTFIX_OPEN_RELAY),
+        "{}",
+        stderr(&check)
+    );
+    let run = corepost(&["run", "-c", &path]);
+    assert!(!run.status.success());
+    assert!(
+        stderr(&run).contains(POSTFIX_OPEN_RELAY),
+        "{}",
+        stderr(&run)
+    );
+    // A restriction class counts by its content, as in Postfix.
+    let main = dir.path().join("main.cf");
+    let text = std::fs::read_to_string(&main).unwrap().replace(
+        OPEN,
+        "smtpd_restriction_classes = strict\nstrict = reject_unauth_destination\nsmtpd_relay_restrictions = permit_mynetworks, strict\n",
+    );
+    std::fs::write(&main, text).unwrap();
+    let check = corepost(&["check", "-c", &path]);
+    assert!(check.status.success(), "{}", stderr(&check));
+}
+
+#[test]
+fn reload_refuses_an_open_relay_and_keeps_relay_control() {
+    let d = Daemon::start(CONFIG);
+    let main = d.dir.path().join("main.cf");
+    let safe = std::fs::read_to_string(&main).unwrap();
+    std::fs::write(&main, format!("{safe}{OPEN}")).unwrap();
+    let reload = corepost(&["reload", "-c", &d.config_dir()]);
+    assert_eq!(reload.status.code(), Some(1), "{}", stderr(&reload));
+    assert!(
+        stderr(&reload).contains("refused the new configuration and keeps the running one")
+            && stderr(&reload).contains(POSTFIX_OPEN_RELAY),
+        "{}",
+        stderr(&reload)
+    );
+    assert!(
+        d.log()
+            .contains("warning: reload failed, keeping the running configuration"),
+        "{}",
+        d.log()
+    );
+    // The running configuration still refuses relaying.
+    let mut c = Raw::connect_from(d.port, "127.0.0.2");
+    c.cmd("EHLO outsider.example");
+    c.cmd("MAIL FROM:<spammer@example.org>");
+    assert_eq!(
+        c.cmd("RCPT TO:<user@foreign.example>"),
+        "454 4.7.1 <user@foreign.example>: Relay access denied\r\n"
+    );
+    // A good configuration is accepted: exit 0 after the daemon's verdict.
+    std::fs::write(&main, safe).unwrap();
+    let reload = corepost(&["reload", "-c", &d.config_dir()]);
+    assert!(reload.status.success(), "{}", stderr(&reload));
+    assert!(stdout(&reload).contains("refreshing the mail system"));
+    assert!(d.log().contains("reload -- version"), "{}", d.log());
+}
+
 // TODO(lead / TLS+AUTH helper): the authenticated half of the battery —
 // after a successful AUTH from 127.0.0.2 `user@foreign.example` is accepted
 // (permit_sasl_authenticated), after a failed AUTH every form above is still

@@ -221,6 +221,8 @@ fn unprivileged_daemon_delivers_as_the_recipient() {
         wait_until(10, || (!socket.exists()).then_some(())).is_some(),
         "the helper outlived the daemon"
     );
+    // A normal stop is not a helper failure.
+    assert!(!d.log().contains("delivery helper exited"), "{}", d.log());
 }
 
 #[test]
@@ -263,10 +265,36 @@ fn a_dead_worker_is_restarted_and_a_gone_helper_defers() {
         line.contains("status=sent (delivered to maildir)"),
         "{line}"
     );
+    // SIGTERM (as `timeout` or a process-group kill sends it) does not
+    // stop the supervisor: it follows the daemon's lifeline instead.
+    let status = |d: &Daemon| stdout(&corepost(&["status", "-c", &d.config_dir()]));
+    assert!(
+        status(&d).contains("delivery helper: running"),
+        "{}",
+        status(&d)
+    );
+    // SAFETY: as above.
+    unsafe { libc::kill(supervisor as i32, libc::SIGTERM) };
+    std::thread::sleep(std::time::Duration::from_millis(300));
+    assert_eq!(
+        root_child(d.pid()),
+        Some(supervisor),
+        "SIGTERM stopped the helper"
+    );
+    assert!(
+        !d.log().contains("warning: delivery helper exited"),
+        "{}",
+        d.log()
+    );
     // Without the supervisor, deliveries defer and the mail stays queued.
     // SAFETY: as above.
     unsafe { libc::kill(supervisor as i32, libc::SIGKILL) };
     wait_log(&d, "warning: delivery helper exited");
+    assert!(
+        status(&d).contains("delivery helper: down (signal: 9 (SIGKILL))"),
+        "{}",
+        status(&d)
+    );
     std::fs::remove_dir_all(home.join("Maildir")).unwrap();
     let id = submit(
         d.port,

@@ -20,6 +20,13 @@ fn provider() -> Arc<CryptoProvider> {
 pub fn server_config(
     hostname: &str,
 ) -> Result<Arc<ServerConfig>, Box<dyn std::error::Error + Send + Sync>> {
+    Ok(server_config_and_pem(hostname)?.0)
+}
+
+/// [`server_config`], and the certificate as PEM (for a client that is to trust it).
+pub fn server_config_and_pem(
+    hostname: &str,
+) -> Result<(Arc<ServerConfig>, String), Box<dyn std::error::Error + Send + Sync>> {
     let mut names = vec!["localhost".to_string()];
     if hostname != "localhost" {
         names.push(hostname.to_string());
@@ -33,7 +40,7 @@ pub fn server_config(
         .with_safe_default_protocol_versions()?
         .with_no_client_auth()
         .with_single_cert(vec![cert], key)?;
-    Ok(Arc::new(config))
+    Ok((Arc::new(config), certified.cert.pem()))
 }
 
 /// A client configuration that accepts any server certificate (see the module docs).

@@ -55,6 +55,7 @@ pub fn check(config: &Config) -> Report {
         warnings: config.warnings(),
         ..Report::default()
     };
+    crate::fs_safety::check_queue_directory(config, &mut report);
     let mut tables_seen = BTreeSet::new();
     // Global values: everything main.cf sets plus every default.
     let names: Vec<String> = config.registry.iter().map(|p| p.name.clone()).collect();
@@ -62,7 +63,23 @@ pub fn check(config: &Config) -> Report {
         let explicit = config.main.get(name).is_some();
         check_param(config, None, name, explicit, &mut report, &mut tables_seen);
     }
+    report
+        .errors
+        .extend(crate::relay_guard::open_relay_errors(config));
+    let unsupported = crate::unsupported::findings(config);
+    report.errors.extend(unsupported.errors);
+    report.warnings.extend(unsupported.warnings);
     for service in config.services() {
+        if service.service.command == "smtpd"
+            && let Some(problem) = crate::mastercf::listen_address_problem(service.service)
+        {
+            report.errors.push(format!(
+                "{}, line {}: service {}: {problem}",
+                config.master.path.display(),
+                service.service.line,
+                service.service.id()
+            ));
+        }
         if !KNOWN_COMMANDS.contains(&service.service.command.as_str()) {
             report.warnings.push(format!(
                 "{}, line {}: service {}: corepost has no \"{}\" program; the entry is ignored",
@@ -126,7 +143,9 @@ fn check_param(
             None => format!("parameter {name} (built-in default)"),
         },
     };
-    if let Err(e) = value::validate(param.kind, &value) {
+    if let Err(e) =
+        value::validate(param.kind, &value).and_then(|()| value::validate_words(param, &value))
+    {
         report.errors.push(format!("{context}: {e}"));
         return;
     }

@@ -215,11 +215,14 @@ impl Config {
     /// Names set in main.cf (and -o) that are neither known parameters nor
     /// referenced anywhere: Postfix's "unused parameter" warnings, plus the
     /// parser's "overriding earlier entry" warnings.
+    /// Names corepost knows as unsupported Postfix parameters are reported
+    /// by [`crate::unsupported::findings`] instead.
     pub fn warnings(&self) -> Vec<String> {
+        let unsupported = |name: &str| crate::unsupported::lookup(name).is_some();
         let mut out = self.main.warnings.clone();
         let used = self.referenced_names();
         for name in self.main.names() {
-            if !self.registry.contains(name) && !used.contains(name) {
+            if !self.registry.contains(name) && !used.contains(name) && !unsupported(name) {
                 out.push(format!(
                     "{}: unused parameter: {}={}",
                     self.main.path.display(),
@@ -230,7 +233,10 @@ impl Config {
         }
         for service in &self.master.services {
             for o in &service.overrides {
-                if !self.registry.contains(&o.name) && !used.contains(o.name.as_str()) {
+                if !self.registry.contains(&o.name)
+                    && !used.contains(o.name.as_str())
+                    && !unsupported(&o.name)
+                {
                     out.push(format!(
                         "{}, line {}: service {}: unused parameter: {}={}",
                         self.master.path.display(),

@@ -38,7 +38,7 @@ pub fn mynetworks(get: &dyn Fn(&str) -> String) -> String {
     let mut v4 = Vec::new();
     let mut v6 = Vec::new();
     for (addr, prefix) in interface_networks(&interfaces) {
-        let (addr, prefix) = match style.trim() {
+        let (addr, prefix) = match style.trim().to_ascii_lowercase().as_str() {
             "subnet" => (network_of(addr, prefix), prefix),
             "class" => match addr {
                 IpAddr::V4(a) => {

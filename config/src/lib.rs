@@ -17,14 +17,17 @@ pub mod config;
 pub mod edit;
 pub mod error;
 pub mod expand;
+pub mod fs_safety;
 pub mod host;
 pub mod list;
 pub mod maincf;
 pub mod mastercf;
 pub mod params;
 pub mod registry;
+pub mod relay_guard;
 pub mod restrictions;
 pub mod tables;
+pub mod unsupported;
 pub mod value;
 
 pub use config::{BUILTIN_MASTER_CF, Config, ServiceConfig, default_config_dir};

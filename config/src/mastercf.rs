@@ -134,6 +134,34 @@ impl Service {
     }
 }
 
+/// The port of an inet service's first column: a number from 1 to 65535
+/// or one of the service names Postfix finds in /etc/services.
+pub fn inet_port(name: &str) -> Option<u16> {
+    Some(match name {
+        "smtp" => 25,
+        "submission" => 587,
+        "smtps" | "submissions" => 465,
+        "lmtp" => 24,
+        n => n.parse().ok().filter(|p| *p > 0)?,
+    })
+}
+
+/// Why the address an smtpd inet service listens on is unusable, if it is.
+pub fn listen_address_problem(service: &Service) -> Option<String> {
+    let (host, port) = service.listen_address()?;
+    if inet_port(port).is_none() {
+        return Some(format!(
+            "bad port \"{port}\" (expected 1 to 65535, smtp, submission, smtps, submissions or lmtp)"
+        ));
+    }
+    match host {
+        Some(h) if h != "localhost" && h.parse::<std::net::IpAddr>().is_err() => Some(format!(
+            "\"{h}\" is not an IP address (corepost does not look up host names in master.cf)"
+        )),
+        _ => None,
+    }
+}
+
 /// A parsed master.cf.
 #[derive(Debug, Clone, Default)]
 pub struct MasterCf {

@@ -17,6 +17,30 @@ const fn c(name: &'static str, kind: Kind, compute: ComputeDefault, doc: &'stati
     ParamDef::computed(name, kind, compute, doc)
 }
 
+/// Postfix's server TLS levels.
+const TLS_SERVER_LEVELS: &[&str] = &["", "none", "may", "encrypt"];
+/// Postfix's client TLS levels.
+const TLS_CLIENT_LEVELS: &[&str] = &[
+    "",
+    "none",
+    "may",
+    "encrypt",
+    "dane",
+    "dane-only",
+    "fingerprint",
+    "verify",
+    "secure",
+];
+const LOCKS: &[&str] = &["fcntl", "flock", "dotlock"];
+const ALLOW_MAIL_TO: &[&str] = &["alias", "forward", "include"];
+const SASL_OPTIONS: &[&str] = &[
+    "noanonymous",
+    "noplaintext",
+    "noactive",
+    "nodictionary",
+    "mutual_auth",
+];
+
 /// Every static parameter.
 pub static PARAMS: &[ParamDef] = &[
     // --- Paths, identity, compatibility -------------------------------------
@@ -43,10 +67,12 @@ pub static PARAMS: &[ParamDef] = &[
     p("mydestination", List, "$myhostname, localhost.$mydomain, localhost", "Domains delivered locally (the local address class)."),
     c("mynetworks", List, host::mynetworks, "Trusted client networks (permit_mynetworks). The default is computed from mynetworks_style and the addresses in inet_interfaces.")
         .differs("follows inet_interfaces, which is loopback-only by default"),
-    p("mynetworks_style", Text, "host", "How the default mynetworks is computed: host (this host's addresses), subnet (their subnets) or class (their class A/B/C networks)."),
+    p("mynetworks_style", Text, "host", "How the default mynetworks is computed: host (this host's addresses), subnet (their subnets) or class (their class A/B/C networks).")
+        .one_of(&["host", "subnet", "class"]),
     p("inet_interfaces", List, "loopback-only", "Addresses the inet services listen on: all, loopback-only, or a list of addresses or host names.")
         .differs("a fresh install listens on loopback only, never on public interfaces by surprise"),
-    p("inet_protocols", List, "all", "Address families used for listening and delivery: all, ipv4, ipv6."),
+    p("inet_protocols", List, "all", "Address families used for listening and delivery: all, ipv4, ipv6.")
+        .one_of(&["all", "ipv4", "ipv6"]),
     p("proxy_interfaces", List, "", "Addresses this host receives mail through via a proxy or NAT; they count as local destinations."),
     p("relay_domains", List, "", "Domains this host relays mail to (the relay address class); empty means none."),
     p("relayhost", Text, "", "Default next hop for non-local mail: [host]:port, host:port (with MX lookup) or empty for direct delivery."),
@@ -63,20 +89,23 @@ pub static PARAMS: &[ParamDef] = &[
     p("mail_spool_directory", Text, "/var/mail", "Directory of UNIX-style mailbox files."),
     p("mailbox_command", Text, "", "External command the local agent delivers mailboxes through (e.g. procmail)."),
     p("mailbox_transport", Text, "", "Transport that local mailbox delivery is handed to instead of the local agent."),
-    p("fallback_transport", Text, "", "Transport for local recipients not found in the UNIX password database."),
+    p("fallback_transport", Text, "", "Transport for local recipients not found in the user database (corepost_local_user_maps), tried before luser_relay."),
     p("luser_relay", Text, "", "Address that receives mail for unknown local recipients."),
-    p("allow_mail_to_commands", List, "alias, forward", "Where the local agent accepts |command destinations: alias, forward, include."),
-    p("allow_mail_to_files", List, "alias, forward", "Where the local agent accepts /file destinations: alias, forward, include."),
-    p("prepend_delivered_header", List, "command, file, forward", "Local deliveries that get a Delivered-To: header: command, file, forward (mailbox deliveries always do)."),
+    p("allow_mail_to_commands", List, "alias, forward", "Where the local agent accepts |command destinations: alias, forward, include.")
+        .one_of(ALLOW_MAIL_TO),
+    p("allow_mail_to_files", List, "alias, forward", "Where the local agent accepts /file destinations: alias, forward, include.")
+        .one_of(ALLOW_MAIL_TO),
+    p("prepend_delivered_header", List, "command, file, forward", "Local deliveries that get a Delivered-To: header: command, file, forward (mailbox deliveries always do).")
+        .one_of(&["command", "file", "forward"]),
     p("local_command_shell", Text, "", "Shell for local |command deliveries; empty means /bin/sh -c."),
     p("forward_path", List, "$home/.forward${recipient_delimiter}${extension}, $home/.forward", "Where the local agent looks for a user's .forward file ($home, $user, $extension, $recipient_delimiter expand per recipient).")
         .raw(),
-    p("mailbox_delivery_lock", List, "fcntl, dotlock", "Locks taken while the local agent appends to an mbox file: fcntl, flock, dotlock."),
+    p("mailbox_delivery_lock", List, "fcntl, dotlock", "Locks taken while the local agent appends to an mbox file: fcntl, flock, dotlock.")
+        .one_of(LOCKS),
     p("mailbox_size_limit", Size, "51200000", "Largest mailbox or maildir file the local agent writes, in bytes; 0 means unlimited."),
     p("local_recipient_maps", Maps, "proxy:unix:passwd.byname $alias_maps", "Tables of valid local recipients; unknown ones are rejected at RCPT time. Empty disables the check.")
         .differs("follows alias_maps"),
     p("local_transport", Text, "local:$myhostname", "Transport and next hop for the local address class."),
-    p("error_notice_recipient", Text, "postmaster", "Recipient of notices about mail system errors."),
     // --- Address classes and routing ---------------------------------------------
     p("virtual_transport", Text, "virtual", "Transport for the virtual mailbox address class."),
     p("relay_transport", Text, "relay", "Transport for the relay address class."),
@@ -89,8 +118,6 @@ pub static PARAMS: &[ParamDef] = &[
     p("virtual_maps", Maps, "", "Obsolete name of virtual_alias_maps, kept for old configurations."),
     p("virtual_alias_domains", List, "$virtual_alias_maps", "Domains whose every address is an alias (the virtual alias class)."),
     p("virtual_alias_maps", Maps, "$virtual_maps", "Tables rewriting recipient addresses to other addresses, for any domain."),
-    p("virtual_alias_expansion_limit", Int, "1000", "Largest number of addresses one virtual alias may expand to."),
-    p("virtual_alias_recursion_limit", Int, "1000", "Deepest nesting of virtual alias expansion."),
     p("virtual_mailbox_domains", List, "$virtual_mailbox_maps", "Domains delivered by the virtual mailbox agent (the virtual mailbox class)."),
     p("virtual_mailbox_maps", Maps, "", "Tables of valid virtual mailbox recipients and their mailbox paths."),
     p("virtual_mailbox_base", Text, "", "Directory prepended to every path from virtual_mailbox_maps."),
@@ -98,18 +125,16 @@ pub static PARAMS: &[ParamDef] = &[
     p("virtual_gid_maps", Maps, "", "Tables giving the group id the virtual agent writes a mailbox as."),
     p("virtual_minimum_uid", Int, "100", "Smallest user id the virtual agent accepts from virtual_uid_maps."),
     p("virtual_mailbox_limit", Size, "51200000", "Largest mailbox file the virtual agent writes, in bytes; 0 means unlimited."),
-    p("virtual_mailbox_lock", List, "fcntl, dotlock", "How the virtual agent locks mailbox files."),
+    p("virtual_mailbox_lock", List, "fcntl, dotlock", "How the virtual agent locks mailbox files.")
+        .one_of(LOCKS),
     p("relay_recipient_maps", Maps, "", "Tables of valid recipients in relay_domains; unknown ones are rejected at RCPT time. Empty disables the check."),
-    p("canonical_maps", Maps, "", "Tables rewriting sender and recipient addresses in envelope and headers."),
-    p("sender_canonical_maps", Maps, "", "Tables rewriting sender addresses."),
-    p("recipient_canonical_maps", Maps, "", "Tables rewriting recipient addresses."),
-    p("canonical_classes", List, "envelope_sender, envelope_recipient, header_sender, header_recipient", "Which addresses canonical mapping applies to."),
-    p("masquerade_domains", List, "", "Domains whose subdomains are hidden in outgoing addresses."),
     // --- smtpd: limits and timeouts ------------------------------------------------
     p("message_size_limit", Size, "10240000", "Largest message accepted, in bytes, envelope included."),
+    p("queue_minfree", Size, "0", "Free space (bytes) the queue file system must keep: smtpd answers MAIL FROM with 452 4.3.1 Insufficient system storage when no more than this is free, or less than 1.5 times message_size_limit."),
     p("header_size_limit", Size, "102400", "Largest message header kept, in bytes."),
     p("line_length_limit", Size, "2048", "Longest line of a message or SMTP command kept in memory; longer lines are split or refused."),
     p("smtpd_recipient_limit", Int, "1000", "Most recipients one message may have."),
+    p("smtpd_recipient_overshoot_limit", Int, "1000", "RCPT commands beyond smtpd_recipient_limit answered 452 without counting as errors."),
     p("smtpd_timeout", Time('s'), "${stress?{10}:{300}}s", "How long smtpd waits for a client command or data before disconnecting."),
     p("smtpd_hard_error_limit", Int, "${stress?{1}:{20}}", "Errors after which smtpd disconnects a client."),
     p("smtpd_soft_error_limit", Int, "10", "Errors after which smtpd slows down its replies to a client."),
@@ -141,13 +166,15 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_noop_commands", List, "", "Commands smtpd accepts and ignores."),
     p("smtpd_discard_ehlo_keywords", List, "", "EHLO keywords not advertised (e.g. pipelining, chunking, silent-discard)."),
     p("smtpd_authorized_xclient_hosts", List, "", "Clients allowed to use the XCLIENT command."),
-    p("smtpd_upstream_proxy_protocol", Text, "", "Proxy protocol spoken in front of smtpd: empty or haproxy (PROXY v1 and v2)."),
+    p("smtpd_upstream_proxy_protocol", Text, "", "Proxy protocol spoken in front of smtpd: empty or haproxy (PROXY v1 and v2).")
+        .one_of(&["", "haproxy"]),
     p("smtpd_upstream_proxy_timeout", Time('s'), "5s", "How long to wait for the proxy protocol header."),
-    p("smtpd_proxy_filter", Text, "", "host:port of a before-queue content filter smtpd forwards mail through."),
-    p("smtpd_forbid_bare_newline", Text, "normalize", "What to do with a bare LF in SMTP commands or message data: no (accept), normalize (treat as CRLF but never as end of data), yes/reject (reject the message).")
-        .differs("SMTP smuggling defence on by default, as in Postfix 3.9 and later"),
+    p("smtpd_forbid_bare_newline", Text, "normalize", "What to do with a bare LF in SMTP commands or message data: no (accept), normalize or yes (treat as CRLF but never as end of data), reject (reject the command or message).")
+        .differs("SMTP smuggling defence on by default, as in Postfix 3.9 and later")
+        .one_of(&["no", "normalize", "yes", "reject", "note"]),
     p("smtpd_forbid_bare_newline_exclusions", List, "$mynetworks", "Clients exempt from smtpd_forbid_bare_newline.")
         .differs("follows mynetworks"),
+    p("smtpd_forbid_bare_newline_reject_code", Int, "550", "Reply code when smtpd_forbid_bare_newline = reject refuses a command or message."),
     p("smtpd_forbid_unauth_pipelining", Bool, "no", "Disconnect clients that pipeline commands without being offered PIPELINING."),
     // --- smtpd: restrictions and reply codes ------------------------------------
     p("smtpd_client_restrictions", Restrictions, "", "Restrictions on the client's address and host name."),
@@ -158,6 +185,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_data_restrictions", Restrictions, "", "Restrictions applied at the DATA command."),
     p("smtpd_end_of_data_restrictions", Restrictions, "", "Restrictions applied after the message content has been received."),
     p("smtpd_etrn_restrictions", Restrictions, "", "Restrictions on the ETRN command."),
+    p("fast_flush_domains", List, "$relay_domains", "Destinations whose deferred mail ETRN may flush."),
     p("smtpd_restriction_classes", List, "", "Names of user-defined restriction lists, each a parameter of its own, usable as results of access tables."),
     p("smtpd_reject_unlisted_recipient", Bool, "yes", "Reject recipients not in their address class's recipient tables even without reject_unlisted_recipient."),
     p("smtpd_reject_unlisted_sender", Bool, "no", "Reject senders that would be rejected as recipients."),
@@ -189,9 +217,11 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_log_access_permit_actions", List, "", "Restrictions whose PERMIT decisions are logged."),
     // --- smtpd: TLS and SASL ----------------------------------------------------
     p("smtpd_sasl_auth_enable", Bool, "no", "Offer SMTP AUTH."),
-    p("smtpd_sasl_security_options", List, "noanonymous", "Which SASL mechanisms are offered in the clear."),
+    p("smtpd_sasl_security_options", List, "noanonymous", "Which SASL mechanisms are offered in the clear.")
+        .one_of(SASL_OPTIONS),
     p("smtpd_sasl_authenticated_header", Bool, "no", "Record the authenticated user name in the Received header."),
-    p("smtpd_tls_security_level", Text, "", "Server TLS: empty or none (no STARTTLS), may (offer it), encrypt (require it)."),
+    p("smtpd_tls_security_level", Text, "", "Server TLS: empty or none (no STARTTLS), may (offer it), encrypt (require it).")
+        .one_of(TLS_SERVER_LEVELS),
     p("smtpd_tls_cert_file", Text, "", "PEM certificate chain for the server."),
     p("smtpd_tls_key_file", Text, "$smtpd_tls_cert_file", "PEM private key for the server certificate."),
     p("smtpd_tls_auth_only", Bool, "yes", "Offer AUTH only after STARTTLS (or on a wrapper-mode connection).")
@@ -205,20 +235,29 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_tls_chain_files", List, "", "PEM files with the server's private key and certificate chain(s), each file the key followed by its chain; takes precedence over smtpd_tls_cert_file and smtpd_tls_key_file."),
     p("smtpd_tls_wrappermode", Bool, "no", "Run TLS from the first byte (implicit TLS, the smtps/submissions service on port 465) instead of offering STARTTLS."),
     p("smtpd_sasl_type", Text, "corepost", "SASL implementation for SMTP AUTH: corepost (the password file corepost_sasl_password_file) or dovecot (Dovecot's auth server at smtpd_sasl_path).")
-        .differs("corepost has no Cyrus SASL; its own password file takes that place"),
+        .differs("corepost has no Cyrus SASL; its own password file takes that place")
+        .one_of(&["corepost", "dovecot"]),
     p("smtpd_sasl_path", Text, "smtpd", "Where the SASL server is: for dovecot a Unix socket (relative to the queue directory, e.g. private/auth) or inet:host:port."),
     p("smtpd_sasl_service", Text, "smtp", "Service name passed to the SASL server."),
-    p("smtpd_sasl_tls_security_options", List, "$smtpd_sasl_security_options", "Which SASL mechanisms are offered over TLS."),
+    p("smtpd_sasl_tls_security_options", List, "$smtpd_sasl_security_options", "Which SASL mechanisms are offered over TLS.")
+        .one_of(SASL_OPTIONS),
     p("smtpd_sasl_exceptions_networks", List, "", "Clients to which smtpd does not advertise AUTH in its EHLO reply (they may still use it)."),
     p("smtpd_sender_login_maps", Maps, "", "Tables of the SASL login names that own each MAIL FROM address, for the *_sender_login_mismatch restrictions."),
     // --- SMTP and LMTP client ----------------------------------------------------
-    p("smtp_tls_security_level", Text, "", "Client TLS: empty or none, may (opportunistic STARTTLS), encrypt, verify, secure."),
+    p("smtp_tls_security_level", Text, "", "Client TLS: empty or none, may (opportunistic STARTTLS), encrypt, verify, secure.")
+        .one_of(TLS_CLIENT_LEVELS),
     p("smtp_tls_loglevel", Int, "0", "How much the client logs about TLS."),
     p("smtp_tls_CAfile", Text, "", "PEM file of CA certificates for verifying servers."),
     p("smtp_tls_CApath", Text, "", "Directory of CA certificates for verifying servers."),
     p("smtp_tls_policy_maps", Maps, "", "Per-destination TLS policy tables."),
     p("smtp_tls_protocols", List, ">=TLSv1.2", "TLS versions the client offers.")
         .differs("rustls implements TLS 1.2 and 1.3 only"),
+    p("smtp_tls_mandatory_protocols", List, ">=TLSv1.2", "TLS versions the client accepts at the levels that require TLS (encrypt and above).")
+        .differs("rustls implements TLS 1.2 and 1.3 only"),
+    p("smtp_tls_verify_cert_match", List, "hostname", "Names the server certificate must match at the verify level: hostname (the MX host), nexthop, dot-nexthop, a name, or .domain for its subdomains."),
+    p("smtp_tls_secure_cert_match", List, "nexthop, dot-nexthop", "Names the server certificate must match at the secure level (as smtp_tls_verify_cert_match)."),
+    p("smtp_tls_fingerprint_cert_match", List, "", "Certificate or public-key fingerprints accepted at the fingerprint level (hex, colons optional)."),
+    p("smtp_tls_fingerprint_digest", Text, "sha256", "Digest of the fingerprint level: sha256, sha384, sha512 or sha1 (md5 is not supported)."),
     p("smtp_connect_timeout", Time('s'), "30s", "How long the client waits for a TCP connection to complete."),
     p("smtp_helo_timeout", Time('s'), "300s", "How long the client waits for the greeting and the EHLO reply."),
     p("smtp_mail_timeout", Time('s'), "300s", "How long the client waits for the MAIL FROM reply."),
@@ -231,15 +270,23 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_discard_ehlo_keywords", List, "", "EHLO keywords of the server the client ignores (e.g. pipelining, chunking, starttls; silent-discard: do not log)."),
     p("smtp_bind_address", Text, "", "Local IPv4 address for outgoing connections."),
     p("smtp_bind_address6", Text, "", "Local IPv6 address for outgoing connections."),
-    p("smtp_address_preference", Text, "any", "Preferred address family when a host has both: any, ipv4, ipv6."),
+    p("smtp_address_preference", Text, "any", "Preferred address family when a host has both: any, ipv4, ipv6.")
+        .one_of(&["any", "ipv4", "ipv6"]),
     p("smtp_mx_address_limit", Int, "5", "Most MX addresses tried per delivery attempt; 0 means unlimited."),
     p("smtp_mx_session_limit", Int, "2", "Most SMTP sessions per delivery attempt; 0 means unlimited."),
     p("smtp_skip_5xx_greeting", Bool, "yes", "Try the next MX host when a server greets with 5xx."),
     p("smtp_sasl_auth_enable", Bool, "no", "Authenticate to servers with SMTP AUTH."),
     p("smtp_sasl_password_maps", Maps, "", "Tables of user:password per next hop for client authentication."),
-    p("smtp_sasl_security_options", List, "noplaintext, noanonymous", "SASL mechanisms the client may use."),
-    p("smtp_host_lookup", List, "dns", "How the client finds hosts: dns, native (the system resolver), or both."),
-    p("smtp_dns_support_level", Text, "", "DNS features the client uses: empty (as disable_dns_lookups says), disabled, enabled, dnssec."),
+    p("smtp_sasl_security_options", List, "noplaintext, noanonymous", "SASL mechanisms the client may use.")
+        .one_of(SASL_OPTIONS),
+    p("smtp_sasl_tls_security_options", List, "$smtp_sasl_security_options", "SASL mechanisms the client may use over TLS."),
+    p("smtp_sasl_tls_verified_security_options", List, "$smtp_sasl_tls_security_options", "SASL mechanisms the client may use over TLS with a verified server certificate."),
+    p("smtp_sasl_mechanism_filter", List, "", "Server AUTH mechanisms the client considers (names, !name, or type:table); empty means all."),
+    p("smtp_sender_dependent_authentication", Bool, "no", "Look up SASL credentials by sender address first (and use each connection for one sender)."),
+    p("smtp_host_lookup", List, "dns", "How the client finds hosts: dns, native (the system resolver), or both.")
+        .one_of(&["dns", "native"]),
+    p("smtp_dns_support_level", Text, "", "DNS features the client uses: empty (as disable_dns_lookups says), disabled, enabled, dnssec.")
+        .one_of(&["", "disabled", "enabled", "dnssec"]),
     p("disable_dns_lookups", Bool, "no", "Obsolete switch to use only the system's host lookup; see smtp_dns_support_level."),
     p("smtp_line_length_limit", Int, "998", "Longest line the client sends; longer lines are folded."),
     p("smtp_never_send_ehlo", Bool, "no", "Send HELO instead of EHLO."),
@@ -251,7 +298,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_connection_reuse_time_limit", Time('s'), "300s", "How long one connection may be reused for new deliveries."),
     p("smtp_connection_reuse_count_limit", Int, "0", "How many times one connection may be reused; 0 means unlimited."),
     p("lmtp_connect_timeout", Time('s'), "0s", "How long the LMTP client waits for a connection; 0 means the system default."),
-    p("lmtp_tls_security_level", Text, "", "LMTP client TLS level."),
+    p("lmtp_tls_security_level", Text, "", "LMTP client TLS level.")
+        .one_of(TLS_CLIENT_LEVELS),
     p("lmtp_lhlo_name", Text, "$myhostname", "Host name the LMTP client sends in LHLO."),
     p("lmtp_lhlo_timeout", Time('s'), "300s", "How long the LMTP client waits for the greeting and the LHLO reply."),
     p("lmtp_mail_timeout", Time('s'), "300s", "How long the LMTP client waits for the MAIL FROM reply."),
@@ -304,19 +352,20 @@ pub static PARAMS: &[ParamDef] = &[
     // --- Content inspection -------------------------------------------------------------
     p("content_filter", Text, "", "After-queue content filter: transport:nexthop that receives every message before delivery."),
     p("default_filter_nexthop", Text, "", "Next hop for a content_filter or FILTER action that names none; empty means the recipient's domain."),
-    p("receive_override_options", List, "", "Switches that disable address mapping, header/body checks or milters for a service (e.g. no_address_mappings)."),
+    p("receive_override_options", List, "", "Switches that disable address mapping, header/body checks or milters for a service (e.g. no_address_mappings).")
+        .one_of(&["no_unknown_recipient_checks", "no_address_mappings", "no_header_body_checks", "no_milters"]),
     p("header_checks", Maps, "", "Pattern tables applied to each message header."),
     p("mime_header_checks", Maps, "$header_checks", "Pattern tables applied to MIME headers."),
     p("nested_header_checks", Maps, "$header_checks", "Pattern tables applied to headers of attached messages."),
     p("body_checks", Maps, "", "Pattern tables applied to each body line."),
     p("body_checks_size_limit", Size, "51200", "How much of each body part body_checks inspect, in bytes."),
     // --- Notifications ------------------------------------------------------------------
-    p("notify_classes", List, "resource, software", "Problems reported to the postmaster: bounce, 2bounce, data, delay, policy, protocol, resource, software."),
+    p("notify_classes", List, "resource, software", "Problems reported to the postmaster: bounce, 2bounce, data, delay, policy, protocol, resource, software.")
+        .one_of(&["bounce", "2bounce", "data", "delay", "policy", "protocol", "resource", "software"]),
     p("bounce_notice_recipient", Text, "postmaster", "Who gets the postmaster copy of a bounce."),
     p("2bounce_notice_recipient", Text, "postmaster", "Who gets undeliverable bounces."),
     p("delay_notice_recipient", Text, "postmaster", "Who gets the postmaster copy of delay warnings."),
     p("bounce_size_limit", Size, "50000", "How much of the original message a bounce returns, in bytes."),
-    p("bounce_template_file", Text, "", "File of templates for bounce and delay messages."),
     p("double_bounce_sender", Text, "double-bounce", "Sender of notices to the postmaster; mail to it is discarded."),
     p("empty_address_recipient", Text, "MAILER-DAEMON", "Where mail to the null address goes."),
     // --- Logging and commands -------------------------------------------------------------
@@ -324,9 +373,6 @@ pub static PARAMS: &[ParamDef] = &[
     p("maillog_file_prefixes", List, "/var, /dev/stdout", "Allowed prefixes of maillog_file, a guard against writing logs over arbitrary files."),
     p("syslog_name", Text, "${multi_instance_name?{$multi_instance_name}:{corepost}}", "Program name that log lines are tagged with.")
         .differs("log lines name corepost"),
-    p("syslog_facility", Text, "mail", "Syslog facility for log lines."),
-    p("debug_peer_list", List, "", "Clients and servers for which logging is raised by debug_peer_level."),
-    p("debug_peer_level", Int, "2", "How much more to log for debug_peer_list."),
     p("sendmail_path", Text, "/usr/sbin/sendmail", "Path of the sendmail command."),
     p("mailq_path", Text, "/usr/bin/mailq", "Path of the mailq command."),
     p("newaliases_path", Text, "/usr/bin/newaliases", "Path of the newaliases command."),
@@ -339,8 +385,6 @@ pub static PARAMS: &[ParamDef] = &[
         .corepost(),
     p("corepost_control_socket", Text, "$queue_directory/control", "Unix socket the administrative commands (queue, stop, reload, status) talk to the daemon through.")
         .corepost(),
-    p("corepost_metrics_address", Text, "", "host:port where Prometheus metrics are served over HTTP; empty disables.")
-        .corepost(),
     p("corepost_dns_servers", List, "", "Name servers (address or address:port) for mail lookups; empty means those in /etc/resolv.conf. Tests point this at a server on loopback.")
         .corepost(),
     p("corepost_core_backlog_limit", Int, "500000", "Queued messages per core above which smtpd slows new mail down by in_flow_delay and then answers 451 4.3.1, keeping memory and disk bounded when delivery falls behind.")
@@ -348,8 +392,6 @@ pub static PARAMS: &[ParamDef] = &[
     p("corepost_destination_policy_maps", Maps, "", "Per-destination delivery policy, looked up by next hop (e.g. gmail.com, [10.0.0.1]:25), then transport:nexthop, then the parent domains' .domain forms: space-separated settings concurrency=N (connections), rate=N/s|m|h (messages), connection_rate=N/s|m|h (new connections). What Postfix lacks and ESPs ask for.")
         .corepost(),
     p("corepost_local_user_maps", Maps, "unix:passwd.byname", "Where the local agent finds users: tables mapping a user name to a passwd(5) line (name:x:uid:gid:gecos:home:shell); another table serves users without system accounts (containers, tests).")
-        .corepost(),
-    p("corepost_log_format", Text, "postfix", "Log line format: postfix (Postfix's text lines) or json.")
         .corepost(),
     p("corepost_sasl_password_file", Text, "$config_directory/sasl_users", "Password file of smtpd_sasl_type = corepost: lines of user:hash (argon2 or SHA-512-crypt), managed with corepost passwd; re-read when it changes.")
         .corepost(),

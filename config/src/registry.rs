@@ -86,6 +86,9 @@ pub struct ParamDef {
     /// program using it (e.g. `$rbl_code` in `default_rbl_reply`), so the
     /// configuration never expands them.
     pub raw: bool,
+    /// The words the value may be (each word of a list); empty means any
+    /// value of its kind. `""` in the list allows an empty value.
+    pub words: &'static [&'static str],
 }
 
 impl ParamDef {
@@ -104,6 +107,7 @@ impl ParamDef {
             differs: None,
             corepost_only: false,
             raw: false,
+            words: &[],
         }
     }
 
@@ -122,7 +126,15 @@ impl ParamDef {
             differs: None,
             corepost_only: false,
             raw: false,
+            words: &[],
         }
+    }
+
+    /// Restrict the value to Postfix's words for it (case-insensitive, as
+    /// Postfix's `name_code` tables).
+    pub const fn one_of(mut self, words: &'static [&'static str]) -> ParamDef {
+        self.words = words;
+        self
     }
 
     /// Mark the default as deliberately different from Postfix's.
@@ -174,6 +186,7 @@ pub struct Param {
     pub differs: Option<&'static str>,
     pub corepost_only: bool,
     pub raw: bool,
+    pub words: &'static [&'static str],
 }
 
 impl From<&ParamDef> for Param {
@@ -186,6 +199,7 @@ impl From<&ParamDef> for Param {
             differs: def.differs,
             corepost_only: def.corepost_only,
             raw: def.raw,
+            words: def.words,
         }
     }
 }
@@ -228,6 +242,7 @@ impl Registry {
                     differs: None,
                     corepost_only: false,
                     raw: false,
+                    words: &[],
                 });
             }
         }

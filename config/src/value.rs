@@ -80,6 +80,43 @@ pub fn validate(kind: Kind, value: &str) -> Result<(), String> {
     }
 }
 
+/// Check an expanded value against the words Postfix allows for it
+/// ([`crate::registry::Param::words`]): the whole value, or each word of a
+/// list. Case does not matter, as in Postfix.
+pub fn validate_words(param: &crate::registry::Param, value: &str) -> Result<(), String> {
+    if param.words.is_empty() {
+        return Ok(());
+    }
+    let allowed = |w: &str| param.words.iter().any(|a| a.eq_ignore_ascii_case(w));
+    let bad = match param.kind {
+        Kind::List => crate::list::split_list(value)
+            .map_err(|e| e.to_string())?
+            .into_iter()
+            .find(|w| !allowed(w)),
+        _ => Some(value.trim().to_string()).filter(|v| !allowed(v)),
+    };
+    match bad {
+        None => Ok(()),
+        Some(word) => {
+            let expected: Vec<&str> = param
+                .words
+                .iter()
+                .copied()
+                .filter(|w| !w.is_empty())
+                .collect();
+            Err(format!(
+                "bad value \"{word}\" (expected {}{})",
+                if param.words.contains(&"") {
+                    "empty or "
+                } else {
+                    ""
+                },
+                expected.join(", ")
+            ))
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -120,6 +157,31 @@ mod tests {
         assert!(parse_size("10M").is_err());
         assert_eq!(parse_int("-1"), Ok(-1));
         assert!(parse_int("ten").is_err());
+    }
+
+    #[test]
+    fn enumerated_values() {
+        let registry = crate::registry::Registry::builtin();
+        let level = registry.get("smtpd_tls_security_level").unwrap();
+        for ok in ["", "none", "may", "Encrypt"] {
+            assert_eq!(validate_words(level, ok), Ok(()), "{ok}");
+        }
+        assert_eq!(
+            validate_words(level, "sometimes"),
+            Err("bad value \"sometimes\" (expected empty or none, may, encrypt)".into())
+        );
+        let classes = registry.get("notify_classes").unwrap();
+        assert_eq!(
+            validate_words(classes, "resource, software, bounce"),
+            Ok(())
+        );
+        assert!(
+            validate_words(classes, "resource, sofware")
+                .unwrap_err()
+                .contains("\"sofware\"")
+        );
+        let free = registry.get("myhostname").unwrap();
+        assert_eq!(validate_words(free, "anything"), Ok(()));
     }
 
     proptest! {

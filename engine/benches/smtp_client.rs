@@ -103,6 +103,8 @@ fn bench_loopback(c: &mut Criterion) {
         cache_on_demand: true,
         cache_destinations: Vec::new(),
         generic_maps: None,
+        tls_policy: None,
+        sasl: None,
     };
     let body: Vec<u8> = b"Subject: bench\r\n\r\n"
         .iter()

@@ -114,7 +114,9 @@ impl RecipientSet {
 pub struct IndexEntry {
     pub location: Location,
     pub pending: RecipientSet,
-    /// Earliest next attempt, microseconds since the epoch (0 = now).
+    /// Earliest next attempt, microseconds since the epoch (0 = now), as
+    /// the spool records it. A queue manager's lease is not in here (see
+    /// [`Index::lease`]): this is the value compaction may copy.
     pub next_attempt: u64,
     pub held: bool,
 }
@@ -142,8 +144,12 @@ pub enum Applied {
 pub struct Index {
     entries: HashMap<QueueId, IndexEntry>,
     usage: BTreeMap<u64, SegmentUsage>,
-    /// (next attempt, id) of every message not on hold.
+    /// (due time, id) of every message not on hold; the due time is the
+    /// lease when there is one, else the entry's `next_attempt`.
     schedule: BTreeSet<(u64, QueueId)>,
+    /// In-memory leases (see [`Index::lease`]), kept apart from the entries
+    /// so that nothing that persists an entry's state can persist a lease.
+    leases: HashMap<QueueId, u64>,
 }
 
 impl Index {
@@ -180,6 +186,11 @@ impl Index {
         ids
     }
 
+    /// When `id` is due: its lease if it has one, else its next attempt.
+    fn due_time(&self, id: &QueueId, entry: &IndexEntry) -> u64 {
+        self.leases.get(id).copied().unwrap_or(entry.next_attempt)
+    }
+
     /// The earliest next-attempt time of any message not on hold.
     pub fn earliest_due(&self) -> Option<u64> {
         self.schedule.first().map(|(t, _)| *t)
@@ -204,14 +215,20 @@ impl Index {
             next_attempt: envelope.next_attempt,
             held: envelope.held,
         };
+        // A compaction copy replaces the entry of a message that may be
+        // leased: the lease (memory) carries over to the new copy.
+        let lease = self.leases.get(&envelope.queue_id).copied();
         self.remove(&envelope.queue_id);
         if entry.pending.is_empty() {
             return;
         }
         self.add_usage(&entry);
+        if let Some(until) = lease {
+            self.leases.insert(envelope.queue_id, until);
+        }
         if !entry.held {
-            self.schedule
-                .insert((entry.next_attempt, envelope.queue_id));
+            let due = self.due_time(&envelope.queue_id, &entry);
+            self.schedule.insert((due, envelope.queue_id));
         }
         self.entries.insert(envelope.queue_id, entry);
     }
@@ -219,7 +236,8 @@ impl Index {
     /// Forget a message (finished or deleted); returns its entry.
     pub fn remove(&mut self, id: &QueueId) -> Option<IndexEntry> {
         let entry = self.entries.remove(id)?;
-        self.schedule.remove(&(entry.next_attempt, *id));
+        self.schedule.remove(&(self.due_time(id, &entry), *id));
+        self.leases.remove(id);
         if let Some(u) = self.usage.get_mut(&entry.location.segment) {
             u.messages -= 1;
             u.bytes -= u64::from(entry.location.len);
@@ -232,13 +250,17 @@ impl Index {
 
     /// Point a message at a new copy of its record (compaction).
     pub fn relocate(&mut self, id: &QueueId, location: Location) {
+        let lease = self.leases.get(id).copied();
         let Some(mut entry) = self.remove(id) else {
             return;
         };
         entry.location = location;
         self.add_usage(&entry);
+        if let Some(until) = lease {
+            self.leases.insert(*id, until);
+        }
         if !entry.held {
-            self.schedule.insert((entry.next_attempt, *id));
+            self.schedule.insert((self.due_time(id, &entry), *id));
         }
         self.entries.insert(*id, entry);
     }
@@ -252,32 +274,41 @@ impl Index {
     /// Move a message's next attempt in memory only (nothing is logged):
     /// the queue manager leases a message it is delivering so that it is
     /// not picked again meanwhile. A crash forgets the lease, which is what
-    /// we want: the message is due again after recovery.
+    /// we want: the message is due again after recovery. The entry's
+    /// `next_attempt` is left alone, so a compaction copy (which persists
+    /// it) never turns the lease into a real retry time.
     pub fn lease(&mut self, id: &QueueId, until: u64) {
-        let Some(entry) = self.entries.get_mut(id) else {
+        let Some(entry) = self.entries.get(id) else {
             return;
         };
         if !entry.held {
-            self.schedule.remove(&(entry.next_attempt, *id));
+            self.schedule.remove(&(self.due_time(id, entry), *id));
             self.schedule.insert((until, *id));
         }
-        entry.next_attempt = until;
+        self.leases.insert(*id, until);
     }
 
     pub fn apply_outcome(&mut self, o: &Outcome) -> Applied {
-        let Some(entry) = self.entries.get_mut(&o.queue_id) else {
+        let Some(entry) = self.entries.get(&o.queue_id) else {
             return Applied::Unknown;
         };
         match o.kind {
             OutcomeKind::Deferred { next_attempt } => {
                 if !entry.held {
-                    self.schedule.remove(&(entry.next_attempt, o.queue_id));
+                    self.schedule
+                        .remove(&(self.due_time(&o.queue_id, entry), o.queue_id));
                     self.schedule.insert((next_attempt, o.queue_id));
                 }
-                entry.next_attempt = next_attempt;
+                self.leases.remove(&o.queue_id);
+                if let Some(entry) = self.entries.get_mut(&o.queue_id) {
+                    entry.next_attempt = next_attempt;
+                }
                 Applied::Updated
             }
             _ => {
+                let Some(entry) = self.entries.get_mut(&o.queue_id) else {
+                    return Applied::Unknown;
+                };
                 entry.pending.remove(o.recipient);
                 if entry.pending.is_empty() {
                     self.remove(&o.queue_id);
@@ -290,10 +321,16 @@ impl Index {
     }
 
     pub fn apply_admin(&mut self, a: &Admin) -> Applied {
+        let Some(entry) = self.entries.get(&a.queue_id) else {
+            return Applied::Unknown;
+        };
+        let key = (self.due_time(&a.queue_id, entry), a.queue_id);
+        if a.action == AdminAction::Requeue {
+            self.leases.remove(&a.queue_id);
+        }
         let Some(entry) = self.entries.get_mut(&a.queue_id) else {
             return Applied::Unknown;
         };
-        let key = (entry.next_attempt, a.queue_id);
         match a.action {
             AdminAction::Hold => {
                 entry.held = true;

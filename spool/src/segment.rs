@@ -69,8 +69,11 @@ impl SegmentMap {
             .write(true)
             .create_new(true)
             .open(&path)?;
-        preallocate(&file, size)?;
-        Self::finish_create(dir, path, file, core, seq, size)
+        let made = preallocate(&file, size)
+            .and_then(|()| Self::finish_create(dir, path.clone(), file, core, seq, size));
+        // A segment that could not be made (the disk is full) must not stay
+        // behind: the next attempt, once space is back, uses the same name.
+        made.inspect_err(|_| remove_quietly(&path))
     }
 
     /// Turn a spare (a complete, synced, zero-filled file of exactly `size`
@@ -95,8 +98,12 @@ impl SegmentMap {
         }
         let path = dir.join(segment_file_name(seq));
         rename_noreplace(spare, &path)?;
-        let file = OpenOptions::new().read(true).write(true).open(&path)?;
-        Self::finish_create(dir, path, file, core, seq, size)
+        OpenOptions::new()
+            .read(true)
+            .write(true)
+            .open(&path)
+            .and_then(|file| Self::finish_create(dir, path.clone(), file, core, seq, size))
+            .inspect_err(|_| remove_quietly(&path))
     }
 
     /// Map a new segment file of `size` bytes, write its header and make
@@ -284,6 +291,10 @@ impl SegmentWriter {
 #[derive(Debug)]
 pub struct RecoveringSegment {
     map: SegmentMap,
+    /// The file's length when it was shorter than its header says. Every
+    /// segment is made at full size and synced before use, so this is
+    /// damage from outside (a truncated file), never a crash's torn tail.
+    cut_to: Option<usize>,
 }
 
 /// What recovery found in one segment.
@@ -359,9 +370,10 @@ impl RecoveringSegment {
                 header.size
             ));
         }
-        if len < size {
-            // A truncated file: give it back its zero-filled length; what
-            // was cut off is treated like any torn tail.
+        let cut_to = (len < size).then_some(len);
+        if cut_to.is_some() {
+            // A truncated file: give it back its zero-filled length, so the
+            // scan ends where the data ends; the caller reports the loss.
             preallocate(&file, size).map_err(|e| format!("{}: {e}", path.display()))?;
         }
         let map = MmapOptions::new()
@@ -377,11 +389,18 @@ impl RecoveringSegment {
                 published: AtomicUsize::new(SEGMENT_HEADER_LEN),
                 writer_taken: AtomicBool::new(false),
             },
+            cut_to,
         })
     }
 
     pub fn header(&self) -> &SegmentHeader {
         &self.map.header
+    }
+
+    /// The length the file had been cut to, if it was shorter than its
+    /// header says (see the field).
+    pub fn cut_to(&self) -> Option<usize> {
+        self.cut_to
     }
 
     /// Every byte of the segment.
@@ -518,6 +537,12 @@ fn torn_end(data: &[u8], at: usize) -> ScanEnd {
 
 /// Reserve the file's blocks now, so that a full disk is an error here and
 /// never a SIGBUS when a page of the mapping is first written.
+/// Remove a half-made segment file. Failing to is not worse than the
+/// error that made it half-made, which the caller reports.
+fn remove_quietly(path: &Path) {
+    let _ = std::fs::remove_file(path);
+}
+
 fn preallocate(file: &File, size: usize) -> io::Result<()> {
     use std::os::fd::AsRawFd;
     let len = libc::off_t::try_from(size).map_err(|_| io::Error::other("segment too large"))?;

@@ -26,6 +26,7 @@ use std::io::{self, Write};
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Condvar, Mutex, MutexGuard};
 use std::thread::{self, JoinHandle};
+use std::time::{Duration, Instant};
 
 /// A spare being written.
 pub const SPARE_FILE_NAME: &str = "spare.tmp";
@@ -138,10 +139,27 @@ impl Drop for SparePreparer {
     }
 }
 
+/// After a failed preparation the next waits this long, doubling up to
+/// [`MAX_BACKOFF`]: a full disk is not retried (and reported) at every roll.
+const FIRST_BACKOFF: Duration = Duration::from_secs(1);
+const MAX_BACKOFF: Duration = Duration::from_secs(60);
+
 fn run(dir: &Path, size: usize, shared: &Shared) {
+    let mut backoff = Duration::ZERO;
     loop {
         {
             let mut state = shared.lock();
+            if !backoff.is_zero() {
+                // Sleep out the backoff (requests meanwhile stay pending).
+                let until = Instant::now() + backoff;
+                while !state.stop && Instant::now() < until {
+                    let left = until.saturating_duration_since(Instant::now());
+                    state = match shared.wake.wait_timeout(state, left) {
+                        Ok((s, _)) => s,
+                        Err(e) => e.into_inner().0,
+                    };
+                }
+            }
             while !state.wanted && !state.stop {
                 state = shared.wake.wait(state).unwrap_or_else(|e| e.into_inner());
             }
@@ -153,23 +171,65 @@ fn run(dir: &Path, size: usize, shared: &Shared) {
         let mut state = shared.lock();
         state.wanted = false;
         match result {
-            Ok(true) => state.ready = true,
+            Ok(true) => {
+                state.ready = true;
+                backoff = Duration::ZERO;
+            }
             Ok(false) => return, // stopped midway
-            Err(e) => state.error = Some(format!("{}: {e}", dir.join(SPARE_FILE_NAME).display())),
+            Err(e) => {
+                state.error = Some(format!("{}: {e}", dir.join(SPARE_FILE_NAME).display()));
+                backoff = (backoff * 2).clamp(FIRST_BACKOFF, MAX_BACKOFF);
+            }
         }
     }
 }
 
+/// Free bytes for an unprivileged writer on the file system of `dir`.
+pub(crate) fn free_space(dir: &Path) -> io::Result<u64> {
+    use std::os::unix::ffi::OsStrExt;
+    let c = std::ffi::CString::new(dir.as_os_str().as_bytes())
+        .map_err(|_| io::Error::other("NUL in path"))?;
+    // SAFETY: an all-zero statvfs is a valid value of this plain C struct.
+    let mut st: libc::statvfs = unsafe { std::mem::zeroed() };
+    // SAFETY: `c` is a NUL-terminated path that outlives the call and `st`
+    // is a valid, writable statvfs.
+    if unsafe { libc::statvfs(c.as_ptr(), &mut st) } != 0 {
+        return Err(io::Error::last_os_error());
+    }
+    // The field types differ between targets (u32 on some 32-bit ones).
+    #[allow(clippy::useless_conversion)]
+    let free = u64::from(st.f_bavail).saturating_mul(u64::from(st.f_frsize));
+    Ok(free)
+}
+
 /// Write `size` zero bytes into a fresh spare, sync it and rename it ready.
-/// Returns `Ok(false)` when asked to stop midway (the partial file is left
-/// for the next start to remove).
+/// Returns `Ok(false)` when asked to stop midway.
+///
+/// A spare is only a speed-up: it is not made unless, after it, the disk
+/// keeps at least two more segments' worth free — that space is for the
+/// spool's own inline segments, i.e. for accepting mail. A failed attempt
+/// removes its partial file, so a full disk is not kept full by a spare.
 fn prepare(dir: &Path, size: usize, shared: &Shared) -> io::Result<bool> {
+    let free = free_space(dir)?;
+    if free < (size as u64).saturating_mul(3) {
+        return Err(io::Error::other(format!(
+            "not preparing a spare segment: {free} bytes free, keeping room for the queue"
+        )));
+    }
     let tmp = dir.join(SPARE_FILE_NAME);
+    let result = write_spare(dir, &tmp, size, shared);
+    if !matches!(result, Ok(true)) {
+        let _ = std::fs::remove_file(&tmp);
+    }
+    result
+}
+
+fn write_spare(dir: &Path, tmp: &Path, size: usize, shared: &Shared) -> io::Result<bool> {
     let mut file: File = OpenOptions::new()
         .write(true)
         .create(true)
         .truncate(true)
-        .open(&tmp)?;
+        .open(tmp)?;
     let zeros = vec![0u8; CHUNK];
     let mut left = size;
     while left > 0 {
@@ -181,14 +241,13 @@ fn prepare(dir: &Path, size: usize, shared: &Shared) -> io::Result<bool> {
         left -= n;
     }
     file.sync_all()?;
-    std::fs::rename(&tmp, dir.join(READY_FILE_NAME))?;
+    std::fs::rename(tmp, dir.join(READY_FILE_NAME))?;
     Ok(true)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
-    use std::time::{Duration, Instant};
 
     fn wait_ready(p: &SparePreparer) -> PathBuf {
         let deadline = Instant::now() + Duration::from_secs(10);

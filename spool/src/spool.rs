@@ -87,8 +87,13 @@ pub struct RecoveryReport {
     pub messages: usize,
     /// Damaged records or unreadable segments that were skipped, with where.
     pub skipped: Vec<String>,
-    /// Torn tails truncated (`file: bytes`).
+    /// Torn tails truncated (`file: bytes`): the unsynced end of the log
+    /// at a crash, normal.
     pub truncated: Vec<String>,
+    /// Damage that may have lost acknowledged mail: a segment file cut
+    /// shorter than it was made (from outside: every segment is made at
+    /// full size and synced). Warnings, for the log and `corepost status`.
+    pub damaged: Vec<String>,
     /// Directories of cores that no longer exist, taken over by this one.
     pub adopted: Vec<PathBuf>,
 }
@@ -172,6 +177,8 @@ pub struct CoreSpool {
     spare_errors: Vec<String>,
     /// A spare was asked for since the active segment was started.
     spare_requested: bool,
+    /// [`RecoveryReport::damaged`] of the last open, kept for status.
+    damage: Vec<String>,
 }
 
 impl CoreSpool {
@@ -245,15 +252,28 @@ impl CoreSpool {
             spares,
             spare_errors: Vec::new(),
             spare_requested: false,
+            damage: Vec::new(),
         };
         spool.adopt(root, cores, &mut report)?;
         report.messages = spool.index.len();
+        spool.damage = report.damaged.clone();
         spool.reclaim()?;
         Ok((spool, report))
     }
 
     pub fn dir(&self) -> &Path {
         &self.dir
+    }
+
+    /// Free bytes (for an unprivileged writer) on the spool's file system.
+    pub fn free_space(&self) -> std::io::Result<u64> {
+        crate::spare::free_space(&self.dir)
+    }
+
+    /// Damage found when this spool was opened that may have lost
+    /// acknowledged mail (see [`RecoveryReport::damaged`]).
+    pub fn damage(&self) -> &[String] {
+        &self.damage
     }
 
     pub fn core(&self) -> u16 {
@@ -688,6 +708,10 @@ fn recover_dir(dir: &Path, report: &mut RecoveryReport) -> Result<Recovered, Spo
         report.segments += 1;
         let mut events = Vec::new();
         let end = seg.scan(|e| events.push(e));
+        let events_count = events
+            .iter()
+            .filter(|e| matches!(e, ScanEvent::Record { .. }))
+            .count();
         for event in events {
             match event {
                 ScanEvent::Record {
@@ -712,6 +736,16 @@ fn recover_dir(dir: &Path, report: &mut RecoveryReport) -> Result<Recovered, Spo
                     path.display()
                 )),
             }
+        }
+        if let Some(len) = seg.cut_to() {
+            report.damaged.push(format!(
+                "{}: file cut to {len} of {} bytes: records after offset {} are lost \
+                 ({} readable records kept); queued mail in them may be lost",
+                path.display(),
+                seg.header().size,
+                end.tail,
+                events_count
+            ));
         }
         if let Some((start, stop)) = end.torn {
             seg.truncate_torn_tail(start, stop).map_err(io_err(&path))?;

@@ -137,6 +137,43 @@ fn long_deferred_message_is_compacted_out_of_an_old_segment() {
     assert_eq!(spool.index().len(), 1);
 }
 
+/// A queue manager's lease is memory: a message compacted while it is
+/// leased (being delivered) comes back after a crash with its recorded next
+/// attempt, not with the lease as if it were a retry time (issue 17: after
+/// kill -9, recovered mail waited an hour).
+#[test]
+fn a_lease_is_never_copied_into_a_compacted_record() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(root.path(), 0, 1, SEG);
+    let leased = append(&mut spool, 1, 3000);
+    let lease_until = 3_600_000_000;
+    spool.lease(&leased, lease_until);
+    assert_eq!(
+        spool.index().due(lease_until - 1).count(),
+        0,
+        "leased: not due"
+    );
+    let others: Vec<QueueId> = (0..40).map(|_| append(&mut spool, 1, 4000)).collect();
+    for id in &others {
+        spool
+            .record_outcome(&outcome(*id, 0, OutcomeKind::Delivered))
+            .unwrap();
+    }
+    let report = spool.reclaim().unwrap();
+    assert!(report.moved >= 1, "{report:?}");
+    // Still leased in memory after the move.
+    assert_eq!(spool.index().due(lease_until - 1).count(), 0);
+    assert_eq!(spool.index().due(lease_until).count(), 1);
+    let (_, lsn) = spool.admin(leased, AdminAction::Release).unwrap();
+    spool.durable(lsn).wait().unwrap();
+    drop(spool); // a crash: no orderly close
+
+    let (spool, _) = open(root.path(), 0, 1, SEG);
+    let entry = spool.index().get(&leased).expect("still queued");
+    assert_eq!(entry.next_attempt, 0, "the lease leaked into the spool");
+    assert_eq!(spool.index().due(1).collect::<Vec<_>>(), vec![leased]);
+}
+
 #[test]
 fn a_removed_core_is_adopted() {
     let root = tempfile::tempdir().unwrap();
@@ -288,4 +325,44 @@ fn rolls_use_the_spare_segment_prepared_in_the_background() {
     assert_eq!(report.messages, ids.len());
     assert!(!ready.exists());
     spool.close().unwrap();
+}
+
+/// A segment file cut short from outside (not a crash's torn tail: every
+/// segment is made at full size) is reported as damage that may have lost
+/// mail, and the records before the cut are kept.
+#[test]
+fn a_cut_segment_is_reported_as_damage() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(root.path(), 0, 1, SEG);
+    let ids: Vec<QueueId> = (0..10).map(|_| append(&mut spool, 1, 2000)).collect();
+    let seg = spool.index().get(&ids[0]).unwrap().location;
+    let cut_at = spool.index().get(&ids[5]).unwrap().location.offset as u64;
+    let path = spool.segment(seg.segment).unwrap().path().to_path_buf();
+    spool.close().unwrap();
+    let (spool, report) = open(root.path(), 0, 1, SEG);
+    assert!(report.damaged.is_empty(), "{report:?}");
+    assert!(spool.damage().is_empty());
+    drop(spool);
+
+    std::fs::OpenOptions::new()
+        .write(true)
+        .open(&path)
+        .unwrap()
+        .set_len(cut_at)
+        .unwrap();
+    let (spool, report) = open(root.path(), 0, 1, SEG);
+    assert_eq!(report.damaged.len(), 1, "{report:?}");
+    let text = &report.damaged[0];
+    assert!(
+        text.contains("file cut to") && text.contains("may be lost"),
+        "{text}"
+    );
+    assert_eq!(spool.damage(), &report.damaged[..]);
+    for id in &ids[..5] {
+        assert!(
+            spool.index().get(id).is_some(),
+            "{id} before the cut is kept"
+        );
+    }
+    assert!(spool.index().get(&ids[5]).is_none());
 }

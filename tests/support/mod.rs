@@ -417,6 +417,8 @@ pub struct SinkOptions {
     /// Answer the end of data with 500 when a content line is longer than this (RFC 5321's
     /// 1000 octets with CRLF is `Some(998)`).
     pub max_line: Option<usize>,
+    /// Time taken before answering each end of data.
+    pub delay: std::time::Duration,
 }
 
 impl Default for SinkOptions {
@@ -424,6 +426,7 @@ impl Default for SinkOptions {
         SinkOptions {
             eightbitmime: true,
             max_line: None,
+            delay: std::time::Duration::ZERO,
         }
     }
 }
@@ -437,6 +440,18 @@ impl Sink {
     /// to, to bring a "down" destination back).
     pub fn start_on(port: u16) -> Sink {
         Sink::start_with(port, SinkOptions::default())
+    }
+
+    /// A sink that takes `delay` before answering each end of data (a slow
+    /// next hop: messages stay in flight, leased by the queue manager).
+    pub fn start_slow(delay: std::time::Duration) -> Sink {
+        Sink::start_with(
+            0,
+            SinkOptions {
+                delay,
+                ..SinkOptions::default()
+            },
+        )
     }
 
     pub fn start_with(port: u16, options: SinkOptions) -> Sink {
@@ -545,6 +560,7 @@ fn sink_session(
                     let body: &[u8] = if l.starts_with(b"..") { &l[1..] } else { &l };
                     content.extend_from_slice(body);
                 }
+                std::thread::sleep(options.delay);
                 if too_long {
                     "500 5.5.0 line too long\r\n".into()
                 } else {

@@ -59,6 +59,9 @@ struct Args {
     /// Announce STARTTLS (self-signed certificate made at start-up).
     #[arg(long)]
     tls: bool,
+    /// With --tls: write the certificate (PEM) to this file, for a client that verifies it.
+    #[arg(long, value_name = "FILE")]
+    tls_cert_out: Option<std::path::PathBuf>,
     /// Do not announce CHUNKING (BDAT is still accepted).
     #[arg(long)]
     no_chunking: bool,
@@ -248,8 +251,12 @@ fn main() {
         seed: args.seed,
     };
     let tls = args.tls.then(|| {
-        corepost_benches::tls::server_config(&args.hostname)
-            .unwrap_or_else(|e| fatal(format!("TLS: {e}")))
+        let (config, pem) = corepost_benches::tls::server_config_and_pem(&args.hostname)
+            .unwrap_or_else(|e| fatal(format!("TLS: {e}")));
+        if let Some(path) = &args.tls_cert_out {
+            std::fs::write(path, pem).unwrap_or_else(|e| fatal(format!("{}: {e}", path.display())));
+        }
+        config
     });
     let sink = Sink::new(cfg, tls);
 

@@ -17,7 +17,11 @@ pub struct CheckArgs {
 }
 
 pub fn run(args: CheckArgs) -> ExitCode {
+    let named = super::config_dir_named(args.config_dir.as_deref());
     let dir = args.config_dir.unwrap_or_else(default_config_dir);
+    if let Err(e) = super::check_config_dir(&dir, named, true) {
+        return fatal(e);
+    }
     let config = match Config::load(&dir) {
         Ok(c) => c,
         Err(e) => return fatal(e),
@@ -64,6 +68,13 @@ pub fn run(args: CheckArgs) -> ExitCode {
                     .push(format!("service {}: {e}", service.service.id())),
             }
         }
+    }
+    // The delivery agents' settings as `corepost run` resolves them: a client TLS or SASL
+    // setting corepost cannot honour is an error here, never "valid".
+    if report.is_ok()
+        && let Err(e) = crate::qmgr::QmgrSettings::from_config(&config)
+    {
+        report.errors.push(e);
     }
     for w in &report.warnings {
         warning(w);

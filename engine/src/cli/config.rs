@@ -17,6 +17,7 @@ use super::{fatal, warning};
 use clap::{ArgAction, Args};
 use corepost_config::edit::{Edit, edit_main_cf, parse_assignment};
 use corepost_config::mastercf::Service;
+use corepost_config::unsupported;
 use corepost_config::{Config, default_config_dir};
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -58,6 +59,15 @@ pub struct ConfigArgs {
 
 pub fn run(args: ConfigArgs) -> ExitCode {
     let dir = args.config_dir.clone().unwrap_or_else(default_config_dir);
+    // Unlike postconf, an existing directory without main.cf is fine: -e
+    // creates main.cf, and the listing shows the built-in defaults.
+    if let Err(e) = super::check_config_dir(
+        &dir,
+        super::config_dir_named(args.config_dir.as_deref()),
+        false,
+    ) {
+        return fatal(e);
+    }
     if args.edit || args.remove {
         return edit(&dir, &args);
     }
@@ -85,12 +95,23 @@ fn show_params(
     out: &mut impl Write,
 ) -> std::io::Result<ExitCode> {
     if !args.defaults {
-        for w in config.warnings() {
+        let unsupported = unsupported::findings(config);
+        for w in config
+            .warnings()
+            .into_iter()
+            .chain(unsupported.errors)
+            .chain(unsupported.warnings)
+        {
             warning(w);
         }
     }
     let used = config.referenced_names();
-    let is_used = |name: &str| config.registry.contains(name) || used.contains(name);
+    // Unsupported Postfix parameters are listed too, with a marker.
+    let is_used = |name: &str| {
+        config.registry.contains(name)
+            || used.contains(name)
+            || unsupported_entry(config, name).is_some()
+    };
     let names: Vec<String> = if !args.names.is_empty() {
         args.names.clone()
     } else if args.non_default {
@@ -116,6 +137,10 @@ fn show_params(
     };
     let mut failed = false;
     for name in &names {
+        if let Some(entry) = unsupported_entry(config, name) {
+            show_unsupported(config, args, name, entry, out)?;
+            continue;
+        }
         let raw = if args.defaults {
             config.default_raw(name)
         } else if args.non_default {
@@ -162,6 +187,38 @@ fn show_params(
     } else {
         ExitCode::SUCCESS
     })
+}
+
+/// The unsupported-parameter entry of `name`, unless the registry has it.
+fn unsupported_entry(config: &Config, name: &str) -> Option<&'static unsupported::Unsupported> {
+    (!config.registry.contains(name))
+        .then(|| unsupported::lookup(name))
+        .flatten()
+}
+
+/// An unsupported parameter: its main.cf value (Postfix's default with -d
+/// or when main.cf does not set it) after a comment line saying so, so the
+/// listing stays valid main.cf.
+fn show_unsupported(
+    config: &Config,
+    args: &ConfigArgs,
+    name: &str,
+    entry: &unsupported::Unsupported,
+    out: &mut impl Write,
+) -> std::io::Result<()> {
+    let value = match config.main.get(name) {
+        Some(v) if !args.defaults => v.to_string(),
+        _ => entry.postfix_default.to_string(),
+    };
+    if args.values_only {
+        return writeln!(out, "{value}");
+    }
+    writeln!(out, "{}", unsupported::marker(entry))?;
+    if value.is_empty() {
+        writeln!(out, "{name} =")
+    } else {
+        writeln!(out, "{name} = {value}")
+    }
 }
 
 fn show_master(

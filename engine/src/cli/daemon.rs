@@ -19,10 +19,22 @@ impl DaemonArgs {
     fn dir(&self) -> PathBuf {
         self.config_dir.clone().unwrap_or_else(default_config_dir)
     }
+
+    /// A named configuration directory must hold main.cf, as in Postfix.
+    fn check_dir(&self) -> Result<(), String> {
+        super::check_config_dir(
+            &self.dir(),
+            super::config_dir_named(self.config_dir.as_deref()),
+            true,
+        )
+    }
 }
 
 /// `corepost run`: the daemon in the foreground.
 pub fn run(args: DaemonArgs) -> ExitCode {
+    if let Err(e) = args.check_dir() {
+        return fatal(e);
+    }
     let options = crate::runtime::RunOptions {
         config_dir: args.dir(),
     };
@@ -64,6 +76,9 @@ fn signal(pid: i32, sig: i32) -> bool {
 
 /// `corepost status`: exit 0 when running.
 pub fn status(args: DaemonArgs) -> ExitCode {
+    if let Err(e) = args.check_dir() {
+        return fatal(e);
+    }
     match running_pid(&args) {
         Ok(Some(pid)) => {
             println!("corepost: the mail system is running: PID: {pid}");
@@ -88,6 +103,9 @@ pub fn status(args: DaemonArgs) -> ExitCode {
 
 /// `corepost stop`: SIGTERM, then wait for the daemon to finish.
 pub fn stop(args: DaemonArgs) -> ExitCode {
+    if let Err(e) = args.check_dir() {
+        return fatal(e);
+    }
     let pid = match running_pid(&args) {
         Ok(Some(pid)) => pid,
         Ok(None) => return fatal("the mail system is not running"),
@@ -126,15 +144,47 @@ pub(crate) fn reload_if_running(config_dir: &std::path::Path) -> bool {
     matches!(running_pid(&args), Ok(Some(pid)) if signal(pid, libc::SIGHUP))
 }
 
-/// `corepost reload`: SIGHUP.
+/// `corepost reload`: ask the daemon over the control socket and wait for
+/// its verdict. A configuration the daemon refuses (the old one keeps
+/// running) fails with the daemon's errors.
 pub fn reload(args: DaemonArgs) -> ExitCode {
-    match running_pid(&args) {
-        Ok(Some(pid)) if signal(pid, libc::SIGHUP) => {
+    if let Err(e) = args.check_dir() {
+        return fatal(e);
+    }
+    let pid = match running_pid(&args) {
+        Ok(Some(pid)) => pid,
+        Ok(None) => return fatal("the mail system is not running"),
+        Err(e) => return fatal(e),
+    };
+    let socket = Config::load(&args.dir())
+        .map_err(|e| e.to_string())
+        .and_then(|c| crate::control::socket_path(&c));
+    let verdict = socket
+        .map_err(crate::control::ClientError::Io)
+        .and_then(|path| crate::control::request(&path, "reload"));
+    match verdict {
+        Ok(warnings) => {
+            eprint!(
+                "{}",
+                warnings
+                    .lines()
+                    .map(|w| format!("corepost: {w}\n"))
+                    .collect::<String>()
+            );
             println!("corepost: refreshing the mail system (PID {pid})");
             ExitCode::SUCCESS
         }
-        Ok(Some(pid)) => fatal(format!("cannot signal pid {pid}")),
-        Ok(None) => fatal("the mail system is not running"),
-        Err(e) => fatal(e),
+        Err(crate::control::ClientError::Refused(why)) => fatal(format!(
+            "the mail system (PID {pid}) refused the new configuration and keeps the running one: {why}"
+        )),
+        // No control socket to ask (it failed to start): signal, as
+        // Postfix's reload does, without a verdict.
+        Err(e) if signal(pid, libc::SIGHUP) => {
+            super::warning(format!(
+                "control socket: {e:?}; sent SIGHUP to PID {pid} without waiting for its verdict (see the log)"
+            ));
+            ExitCode::SUCCESS
+        }
+        Err(_) => fatal(format!("cannot signal pid {pid}")),
     }
 }

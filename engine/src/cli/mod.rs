@@ -119,6 +119,42 @@ pub(crate) fn newaliases(args: Vec<OsString>) -> ExitCode {
     )
 }
 
+/// Whether the configuration directory was named (`-c DIR` or
+/// `$COREPOST_CONFIG_DIR`, Postfix's `-c` and `$MAIL_CONFIG`) rather than
+/// the built-in `/etc/corepost`.
+pub(crate) fn config_dir_named(arg: Option<&std::path::Path>) -> bool {
+    arg.is_some() || std::env::var_os("COREPOST_CONFIG_DIR").is_some_and(|d| !d.is_empty())
+}
+
+/// Postfix will not run without main.cf ("fatal: open DIR/main.cf: No such
+/// file or directory"). corepost runs on built-in defaults only when no
+/// directory was named; a named directory must exist and, when
+/// `main_cf_required`, hold main.cf.
+pub(crate) fn check_config_dir(
+    dir: &std::path::Path,
+    named: bool,
+    main_cf_required: bool,
+) -> Result<(), String> {
+    if !named {
+        return Ok(());
+    }
+    let main_cf = dir.join("main.cf");
+    let target = if main_cf_required { &main_cf } else { dir };
+    match std::fs::metadata(target) {
+        Ok(_) => Ok(()),
+        Err(e) => Err(format!("open {}: {}", main_cf.display(), os_error_text(&e))),
+    }
+}
+
+/// An I/O error as strerror(3) says it, without Rust's "(os error N)".
+fn os_error_text(e: &std::io::Error) -> String {
+    let text = e.to_string();
+    match text.find(" (os error") {
+        Some(i) => text[..i].to_string(),
+        None => text,
+    }
+}
+
 /// Print `corepost: fatal: {message}` and return the failure exit code.
 pub(crate) fn fatal(message: impl std::fmt::Display) -> ExitCode {
     eprintln!("corepost: fatal: {message}");

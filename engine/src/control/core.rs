@@ -38,6 +38,8 @@ pub struct CoreStatus {
     pub spool_bytes: u64,
     pub segments: usize,
     pub sessions: usize,
+    /// Spool damage found at start that may have lost mail.
+    pub damage: Vec<String>,
 }
 
 /// A core's answer.
@@ -60,6 +62,8 @@ pub type SharedRouter = Arc<std::sync::Mutex<Arc<Router>>>;
 pub struct Endpoint {
     pub requests: flume::Receiver<CoreRequest>,
     pub router: SharedRouter,
+    /// Every core's control channel (this one's included).
+    pub peers: Vec<flume::Sender<CoreRequest>>,
 }
 
 /// A request with the channel for its answer.
@@ -70,7 +74,9 @@ pub struct CoreRequest {
 
 /// Serve control requests on this core until shutdown.
 pub async fn serve(ctx: Rc<CoreContext>, qmgr: Rc<Qmgr>, endpoint: Endpoint) {
-    let Endpoint { requests, router } = endpoint;
+    let Endpoint {
+        requests, router, ..
+    } = endpoint;
     loop {
         let next = futures_lite::future::or(async { requests.recv_async().await.ok() }, async {
             ctx.shutdown.wait().await;
@@ -359,6 +365,7 @@ fn status(ctx: &CoreContext, qmgr: &Qmgr) -> CoreStatus {
         sessions: ctx.sessions.get(),
         segments: spool.segment_count(),
         spool_bytes: spool.segments().map(|m| m.size() as u64).sum(),
+        damage: spool.damage().to_vec(),
         ..CoreStatus::default()
     };
     for (id, e) in spool.index().iter() {

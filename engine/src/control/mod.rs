@@ -62,8 +62,36 @@ pub fn item(
 pub struct DaemonInfo {
     pub started: Instant,
     pub cores: u16,
-    pub listeners: Vec<String>,
+    /// The listening addresses (a reload changes them).
+    pub listeners: Arc<std::sync::Mutex<Vec<String>>>,
     pub pickup: bool,
+    /// Where `reload` requests go (the daemon's signal loop); `None` in
+    /// tests.
+    pub reload: Option<flume::Sender<ReloadReply>>,
+}
+
+/// The channel a reload's verdict comes back on: the new configuration's
+/// warnings, or why it was refused (the old one keeps running).
+pub type ReloadReply = flume::Sender<Result<Vec<String>, String>>;
+
+/// Ask the daemon's signal loop to reload and wait for its verdict.
+fn reload(info: &DaemonInfo) -> Result<String, String> {
+    let requests = info
+        .reload
+        .as_ref()
+        .ok_or("this daemon cannot reload on request")?;
+    let (reply, verdict) = flume::bounded(1);
+    requests
+        .send(reply)
+        .map_err(|_| "the mail system is shutting down".to_string())?;
+    // Wake the signal loop (it waits for signals); a SIGHUP merged with
+    // another one still serves this request.
+    // SAFETY: signalling our own process has no memory-safety preconditions.
+    unsafe { libc::kill(libc::getpid(), libc::SIGHUP) };
+    let warnings = verdict
+        .recv_timeout(Duration::from_secs(600))
+        .map_err(|_| "no verdict from the mail system".to_string())??;
+    Ok(warnings.iter().map(|w| format!("warning: {w}\n")).collect())
 }
 
 /// The socket's path from the configuration.
@@ -312,9 +340,18 @@ fn execute(
                     total.spool_bytes += s.spool_bytes;
                     total.segments += s.segments;
                     total.sessions += s.sessions;
+                    total.damage.extend(s.damage);
                 }
             }
             let up = info.started.elapsed().as_secs();
+            let helper = crate::delivery::helper::status_line()
+                .map(|h| format!("delivery helper: {h}\n"))
+                .unwrap_or_default();
+            let damage: String = total
+                .damage
+                .iter()
+                .map(|d| format!("damage: {d}\n"))
+                .collect();
             Ok(format!(
                 "uptime: {}d {:02}h {:02}m {:02}s\ncores: {}\nqueue: {} messages ({} active, {} deferred, {} held)\nspool: {} bytes in {} segments\nsessions: {}\nlisteners: {}\npickup: {}\n",
                 up / 86400,
@@ -329,10 +366,15 @@ fn execute(
                 total.spool_bytes,
                 total.segments,
                 total.sessions,
-                info.listeners.join(" "),
+                info.listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .join(" "),
                 if info.pickup { "on" } else { "off" },
-            ))
+            ) + &helper
+                + &damage)
         }
+        "reload" => reload(info),
         _ => Err(format!("unknown request: {verb}")),
     }
 }
@@ -356,12 +398,18 @@ mod tests {
         let info = DaemonInfo {
             started: Instant::now(),
             cores: 1,
-            listeners: vec![],
+            listeners: Default::default(),
             pickup: false,
+            reload: None,
         };
         assert!(execute("", &[], &info).is_err());
         assert!(execute("frobnicate", &[], &info).is_err());
         assert!(execute("show", &[], &info).is_err());
+        // Without the signal loop's channel a reload cannot be answered.
+        assert_eq!(
+            execute("reload", &[], &info),
+            Err("this daemon cannot reload on request".into())
+        );
         assert_eq!(
             execute("list", &[], &info).unwrap(),
             "Mail queue is empty\n"
@@ -401,8 +449,15 @@ pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
     stream.read_to_string(&mut answer).map_err(io)?;
     match answer.split_once('\n') {
         Some(("ok", body)) => Ok(body.to_string()),
-        Some((first, _)) if first.starts_with("error ") => {
-            Err(ClientError::Refused(first["error ".len()..].to_string()))
+        // A refusal's explanation may go on over more lines (a reload's
+        // configuration errors).
+        Some((first, rest)) if first.starts_with("error ") => {
+            let mut why = first["error ".len()..].to_string();
+            if !rest.trim().is_empty() {
+                why.push('\n');
+                why.push_str(rest.trim_end());
+            }
+            Err(ClientError::Refused(why))
         }
         _ => Err(ClientError::Io("malformed answer from the daemon".into())),
     }

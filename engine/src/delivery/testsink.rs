@@ -11,7 +11,9 @@
 //! message with its envelope, the raw bytes as they came over the wire, and the content after
 //! dot-unstuffing.
 //!
-//! STARTTLS uses a self-signed certificate made with rcgen when the sink starts.
+//! STARTTLS uses a self-signed certificate made with rcgen when the sink starts, or the chain
+//! and key of [`SinkScript::tls_identity`]. With [`SinkScript::auth`] it offers SMTP AUTH (PLAIN,
+//! LOGIN) and records who authenticated.
 //!
 //! It is not an SMTP server for anything but tests: no limits beyond a read timeout, no
 //! validation of addresses.
@@ -65,6 +67,21 @@ pub struct SinkScript {
     /// before the greeting with `"CONNECT"`.
     pub stall_on: Option<String>,
     pub stall_time: Duration,
+    /// The certificate chain and private key (PEM) for STARTTLS; read when the sink starts.
+    pub tls_identity: Option<(String, String)>,
+    /// Offer and check SMTP AUTH.
+    pub auth: Option<SinkAuth>,
+}
+
+/// SMTP AUTH as the sink offers it.
+#[derive(Debug, Clone)]
+pub struct SinkAuth {
+    /// The mechanisms advertised (`"PLAIN LOGIN"`); PLAIN and LOGIN are understood.
+    pub mechanisms: String,
+    pub user: String,
+    pub password: String,
+    /// Advertise AUTH only after STARTTLS.
+    pub tls_only: bool,
 }
 
 impl Default for SinkScript {
@@ -90,6 +107,8 @@ impl Default for SinkScript {
             hangup_after: None,
             stall_on: None,
             stall_time: Duration::from_secs(3),
+            tls_identity: None,
+            auth: None,
         }
     }
 }
@@ -120,6 +139,8 @@ pub struct ReceivedMessage {
     /// `wire` with dot-stuffing removed (BDAT: the same).
     pub content: Vec<u8>,
     pub tls: bool,
+    /// The user that authenticated on the connection, if any.
+    pub auth: Option<String>,
 }
 
 /// Everything the sink has seen.
@@ -161,21 +182,35 @@ fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
 
-fn tls_config() -> Arc<rustls::ServerConfig> {
-    let certified =
-        rcgen::generate_simple_self_signed(vec!["localhost".to_string(), "sink.test".to_string()])
+fn tls_config(identity: Option<&(String, String)>) -> Arc<rustls::ServerConfig> {
+    use rustls::pki_types::CertificateDer;
+    use rustls::pki_types::pem::PemObject;
+    let (chain, key) = match identity {
+        Some((chain, key)) => (
+            CertificateDer::pem_slice_iter(chain.as_bytes())
+                .collect::<Result<Vec<_>, _>>()
+                .expect("tls_identity certificate chain"),
+            PrivateKeyDer::from_pem_slice(key.as_bytes()).expect("tls_identity key"),
+        ),
+        None => {
+            let certified = rcgen::generate_simple_self_signed(vec![
+                "localhost".to_string(),
+                "sink.test".to_string(),
+            ])
             .expect("rcgen self-signed certificate");
-    let cert = certified.cert.der().clone();
-    let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
-        certified.signing_key.serialize_der(),
-    ));
+            let key = PrivateKeyDer::Pkcs8(PrivatePkcs8KeyDer::from(
+                certified.signing_key.serialize_der(),
+            ));
+            (vec![certified.cert.der().clone()], key)
+        }
+    };
     let config = rustls::ServerConfig::builder_with_provider(Arc::new(
         rustls::crypto::ring::default_provider(),
     ))
     .with_safe_default_protocol_versions()
     .expect("protocol versions")
     .with_no_client_auth()
-    .with_single_cert(vec![cert], key)
+    .with_single_cert(chain, key)
     .expect("server certificate");
     Arc::new(config)
 }
@@ -186,10 +221,10 @@ impl TestSink {
         let listener = TcpListener::bind("127.0.0.1:0")?;
         let addr = listener.local_addr()?;
         let shared = Arc::new(Shared {
+            tls: tls_config(script.tls_identity.as_ref()),
             script: Mutex::new(script),
             received: Mutex::new(Received::default()),
             stop: AtomicBool::new(false),
-            tls: tls_config(),
         });
         let accept_shared = shared.clone();
         let acceptor = std::thread::Builder::new()
@@ -304,6 +339,8 @@ struct Session {
     mail_from: Option<String>,
     rcpt_to: Vec<String>,
     queued: usize,
+    /// The user that authenticated on this connection.
+    auth: Option<String>,
 }
 
 /// Why a session ends early.
@@ -332,6 +369,7 @@ impl Session {
             mail_from: None,
             rcpt_to: Vec::new(),
             queued: 0,
+            auth: None,
         })
     }
 
@@ -446,11 +484,20 @@ impl Session {
                         add(script.dsn, "DSN");
                         add(script.chunking, "CHUNKING");
                         add(script.binarymime, "BINARYMIME");
+                        if let Some(a) = &script.auth
+                            && (self.tls || !a.tls_only)
+                        {
+                            add(true, &format!("AUTH {}", a.mechanisms));
+                        }
                         lines.push("250 ENHANCEDSTATUSCODES".into());
                         self.reply(&lines.join("\n"))?;
                     }
                 },
                 "HELO" => self.reply("250 sink.test")?,
+                "AUTH" => {
+                    let reply = self.authenticate(&script, &line)?;
+                    self.reply(&reply)?;
+                }
                 "STARTTLS" => {
                     if !script.starttls || self.tls {
                         self.reply("502 5.5.1 Error: command not implemented")?;
@@ -580,6 +627,66 @@ impl Session {
         Ok(())
     }
 
+    /// An AUTH exchange (the AUTH command line is `line`); returns the final reply.
+    fn authenticate(&mut self, script: &SinkScript, line: &str) -> Result<String, End> {
+        use base64::Engine;
+        use base64::engine::general_purpose::STANDARD as B64;
+        let Some(auth) = script.auth.as_ref().filter(|a| self.tls || !a.tls_only) else {
+            return Ok("503 5.5.1 Error: authentication not enabled".into());
+        };
+        let mut words = line.split_whitespace().skip(1);
+        let mech = words.next().unwrap_or("").to_ascii_uppercase();
+        let initial = words.next().map(str::to_string);
+        let decode = |s: &str| {
+            String::from_utf8_lossy(&B64.decode(s.trim()).unwrap_or_default()).into_owned()
+        };
+        let (user, password) = match mech.as_str() {
+            "PLAIN" => {
+                let response = match initial {
+                    Some(r) => r,
+                    None => {
+                        self.reply("334 ")?;
+                        self.next_line()?
+                    }
+                };
+                let plain = decode(&response);
+                let mut parts = plain.split('\0').skip(1);
+                (
+                    parts.next().unwrap_or("").to_string(),
+                    parts.next().unwrap_or("").to_string(),
+                )
+            }
+            "LOGIN" => {
+                self.reply("334 VXNlcm5hbWU6")?;
+                let user = decode(&self.next_line()?);
+                self.reply("334 UGFzc3dvcmQ6")?;
+                (user, decode(&self.next_line()?))
+            }
+            _ => return Ok("504 5.5.4 Unrecognized authentication type".into()),
+        };
+        if user == auth.user && password == auth.password {
+            self.auth = Some(user);
+            Ok("235 2.7.0 Authentication successful".into())
+        } else {
+            Ok("535 5.7.8 Error: authentication failed: authentication failure".into())
+        }
+    }
+
+    /// The next line of an exchange (recorded like a command).
+    fn next_line(&mut self) -> Result<String, End> {
+        let Some(line) = self.line()? else {
+            return Err(End::Close);
+        };
+        let line = String::from_utf8_lossy(&line).into_owned();
+        lock(&self.shared.received).commands.push(ReceivedCommand {
+            connection: self.id,
+            read: self.reads,
+            line: line.clone(),
+            tls: self.tls,
+        });
+        Ok(line)
+    }
+
     /// Read a DATA body up to the line `.`; returns it with its final CRLF, without `.` CRLF.
     fn read_data(&mut self) -> Result<Vec<u8>, End> {
         let mut wire = Vec::new();
@@ -609,6 +716,7 @@ impl Session {
                 wire,
                 content,
                 tls: self.tls,
+                auth: self.auth.clone(),
             };
             lock(&self.shared.received).messages.push(message);
         }

@@ -54,6 +54,9 @@ pub struct PickupSettings {
     /// so a filter that re-injects with sendmail is not filtered again).
     pub content_filter: Option<crate::smtpd::filter::ContentFilter>,
     pub default_filter_nexthop: String,
+    /// Where mail to the null address goes (Postfix's cleanup replaces an
+    /// empty recipient with it before qualifying).
+    pub empty_address_recipient: String,
 }
 
 impl PickupSettings {
@@ -85,6 +88,7 @@ impl PickupSettings {
             content_filter: crate::smtpd::filter::ContentFilter::parse(&text("content_filter")?)
                 .map_err(|e| format!("parameter content_filter: {e}"))?,
             default_filter_nexthop: text("default_filter_nexthop")?,
+            empty_address_recipient: text("empty_address_recipient")?,
         }))
     }
 
@@ -96,25 +100,13 @@ impl PickupSettings {
             .strip_prefix('<')
             .and_then(|x| x.strip_suffix('>'))
             .unwrap_or(a);
-        if a.is_empty() {
-            return String::new();
+        crate::routing::qualify::Qualify {
+            myorigin: self.myorigin.clone(),
+            mydomain: self.mydomain.clone(),
+            append_at_myorigin: self.append_at_myorigin,
+            append_dot_mydomain: self.append_dot_mydomain,
         }
-        match a.rfind('@') {
-            None if self.append_at_myorigin => format!("{a}@{}", self.myorigin),
-            None => a.to_string(),
-            Some(i) => {
-                let domain = &a[i + 1..];
-                if self.append_dot_mydomain
-                    && !domain.contains('.')
-                    && !domain.starts_with('[')
-                    && !domain.is_empty()
-                {
-                    format!("{a}.{}", self.mydomain)
-                } else {
-                    a.to_string()
-                }
-            }
-        }
+        .qualify(a)
     }
 }
 
@@ -155,6 +147,10 @@ pub fn prepare(
     };
     let mut recipients = Vec::new();
     for r in &sub.recipients {
+        let r = match r.trim() {
+            "" | "<>" => &s.empty_address_recipient,
+            _ => r,
+        };
         let q = s.qualify(r);
         let mailbox = crate::smtpd::address::parse_mailbox(&q, true)
             .map_err(|e| malformed(format!("recipient <{q}>: {}", e.summary())))?;
@@ -582,6 +578,20 @@ mod tests {
             prepare(&s, &sub, 0, id, 1),
             Err(Refusal::Malformed(_))
         ));
+        // The null address goes to empty_address_recipient, qualified, as
+        // Postfix's cleanup does.
+        sub.recipients = vec!["<>".into(), String::new()];
+        let p = prepare(&s, &sub, 0, id, 1).unwrap();
+        let to: Vec<&str> = p
+            .envelope
+            .recipients
+            .iter()
+            .map(|r| r.address.as_str())
+            .collect();
+        assert_eq!(to, vec!["MAILER-DAEMON@mx.example.com"; 2]);
+        let s2 = settings("empty_address_recipient = nullbox\n");
+        let p = prepare(&s2, &sub, 0, id, 1).unwrap();
+        assert_eq!(p.envelope.recipients[0].address, "nullbox@mx.example.com");
         sub.recipients = vec!["ok@x.example".into()];
         sub.sender = String::new();
         let p = prepare(&s, &sub, 0, id, 1).unwrap();

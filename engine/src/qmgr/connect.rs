@@ -32,6 +32,7 @@ pub(super) async fn open_session(
     client: &ClientSettings,
     unix: Option<&std::path::Path>,
     addrs: &[Destination],
+    nexthop: &str,
     program: &str,
 ) -> Result<SmtpConnection, NoSession> {
     let mut last_error = None;
@@ -53,7 +54,9 @@ pub(super) async fn open_session(
         if let Some(interval) = connection_interval {
             super::deliver::pace(&dest.next_connect, interval).await;
         }
-        match SmtpConnection::connect(d.addr, &d.host, client).await {
+        // TLS policy and SASL credentials are the next hop's; the TLS log lines go here.
+        let log = |line: &str| qmgr.ctx.log.line(program, line);
+        match SmtpConnection::connect_for(d.addr, &d.host, nexthop, client, &log).await {
             Ok(c) => return Ok(c),
             Err(e) => {
                 log_failure(qmgr, program, &e);

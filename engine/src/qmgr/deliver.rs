@@ -233,7 +233,8 @@ async fn smtp_worker(
         Some(LmtpTarget::Unix(path)) => Some(path.as_path()),
         _ => None,
     };
-    let opened = super::connect::open_session(qmgr, dest, client, unix, &addrs, &program).await;
+    let opened =
+        super::connect::open_session(qmgr, dest, client, unix, &addrs, nexthop, &program).await;
     let mut conn = match opened {
         Ok(c) => c,
         Err(super::connect::NoSession {
@@ -246,7 +247,11 @@ async fn smtp_worker(
                 dest.window.borrow_mut().as_mut(),
                 settings.transports.get(&dest.key.transport),
             ) {
-                (Some(w), Some(t)) => w.failure(&t.feedback),
+                (Some(w), Some(t)) => {
+                    let verdict = w.failure(&t.feedback);
+                    log_feedback(qmgr, dest, "qmgr_queue_throttle", w, t.concurrency);
+                    verdict
+                }
                 _ => super::window::AfterFailure::Alive,
             };
             if verdict == super::window::AfterFailure::Dead
@@ -284,7 +289,9 @@ async fn smtp_worker(
     // Jobs delivered over this connection (Postfix's `conn_use=` from the second on).
     let mut uses = 0u32;
     loop {
-        if client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit {
+        if (client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit)
+            || !conn.may_reuse()
+        {
             // Used enough: the next jobs go over a fresh connection.
             requeue_rest(qmgr, dest);
             break;
@@ -387,12 +394,16 @@ async fn smtp_worker(
                     dest.window.borrow_mut().as_mut(),
                     settings.transports.get(&dest.key.transport),
                 ) {
+                    let before = w.get();
                     w.success(
                         &t.feedback,
                         dest.workers.get(),
                         t.initial_concurrency,
                         t.concurrency,
                     );
+                    if w.get() != before {
+                        log_feedback(qmgr, dest, "qmgr_queue_unthrottle", w, t.concurrency);
+                    }
                 }
                 let mut results = Vec::with_capacity(job.recipients.len());
                 for (slot, &i) in job.recipients.iter().enumerate() {
@@ -459,6 +470,25 @@ async fn smtp_worker(
         }
     }
     conn.quit().await;
+}
+
+/// With `destination_concurrency_feedback_debug`, log a destination's
+/// concurrency window after feedback changed it, as Postfix's qmgr does.
+fn log_feedback(
+    qmgr: &Rc<Qmgr>,
+    dest: &Rc<DestQueue>,
+    function: &str,
+    window: &super::window::ConcurrencyWindow,
+    limit: usize,
+) {
+    if !qmgr.settings.borrow().feedback_debug {
+        return;
+    }
+    let queue = format!("{}:{}", dest.key.transport, dest.key.nexthop);
+    qmgr.ctx.log.line(
+        "corepost/qmgr",
+        &format!("{function}: {}", window.debug_line(&queue, limit)),
+    );
 }
 
 /// Wait for the next free slot of a paced event and reserve the one after.

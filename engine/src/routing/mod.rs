@@ -21,6 +21,7 @@
 //! win.
 
 pub mod domain_list;
+pub mod qualify;
 
 use corepost_config::ConfigError;
 use corepost_config::host::interface_networks;

@@ -37,6 +37,8 @@ use std::time::Duration;
 pub struct Helper {
     socket: PathBuf,
     alive: AtomicBool,
+    /// How the helper exited, once it has.
+    exit: std::sync::Mutex<Option<String>>,
     /// The write end of the helper's stdin: the helper exits when it
     /// reads EOF, that is when the daemon is gone.
     _lifeline: std::sync::Mutex<Option<ChildStdin>>,
@@ -47,6 +49,21 @@ static HELPER: OnceLock<Helper> = OnceLock::new();
 /// The helper, when the daemon runs with one.
 pub fn current() -> Option<&'static Helper> {
     HELPER.get()
+}
+
+/// The helper's state for `corepost status`: `running`, or down and why
+/// (deliveries by local, virtual and pipe then defer until a restart: the
+/// unprivileged daemon cannot start a root process again).
+pub fn status_line() -> Option<String> {
+    let h = current()?;
+    if h.alive.load(Ordering::Acquire) {
+        return Some("running".into());
+    }
+    let why = h.exit.lock().unwrap_or_else(|e| e.into_inner()).clone();
+    Some(format!(
+        "down ({}); local, virtual and pipe deliveries defer until corepost is restarted",
+        why.unwrap_or_else(|| "did not start".into())
+    ))
 }
 
 /// The helper's socket in the queue directory.
@@ -77,6 +94,14 @@ pub fn start(
                     let status = child.wait();
                     if let Some(h) = current() {
                         h.alive.store(false, Ordering::Release);
+                        if let Ok(s) = &status {
+                            *h.exit.lock().unwrap_or_else(|e| e.into_inner()) = Some(s.to_string());
+                        }
+                    }
+                    // A clean exit is the helper following the daemon's
+                    // stop (its lifeline closed): nothing to warn about.
+                    if status.as_ref().is_ok_and(|s| s.success()) {
+                        return;
                     }
                     log.line(
                         &program,
@@ -100,6 +125,7 @@ pub fn start(
     let _ = HELPER.set(Helper {
         socket,
         alive: AtomicBool::new(alive),
+        exit: std::sync::Mutex::new(None),
         _lifeline: std::sync::Mutex::new(lifeline),
     });
 }

@@ -3,8 +3,8 @@
 //! (`corepost delivery-helper --worker`, the listening socket as its
 //! standard input) running: a worker that dies is restarted (after a
 //! pause that grows while it keeps dying), as Postfix's master restarts
-//! local. When its own standard input — a pipe from the daemon — reaches
-//! EOF, it removes the socket, sends the worker SIGTERM (the worker
+//! local. SIGTERM and SIGINT do not stop it: when its own standard input
+//! — a pipe from the daemon — reaches EOF, it removes the socket, sends the worker SIGTERM (the worker
 //! finishes its deliveries first) and exits after it.
 //!
 //! The supervisor runs no delivery code; the worker's connections that
@@ -26,9 +26,14 @@ pub fn run(args: &HelperArgs) -> Result<(), String> {
     let log = open_log(&args.config_dir)?;
     let listener = listen(&args.socket, args.peer_uid, args.peer_gid)?;
     // SIGHUP goes on to the worker (which reloads); ^C is for the daemon
-    // (see server.rs).
+    // (see server.rs). So is SIGTERM: `timeout` and process-group kills
+    // send it to every process of the group, and a supervisor that died of
+    // it could not be restarted by the unprivileged daemon. The supervisor
+    // follows the daemon instead: it stops when its lifeline (stdin)
+    // closes, that is when the daemon is gone.
     set_handler(libc::SIGHUP, forward_sighup);
     set_handler(libc::SIGINT, ignore);
+    set_handler(libc::SIGTERM, ignore);
     let stop = Arc::new(AtomicBool::new(false));
     {
         let (stop, socket) = (Arc::clone(&stop), args.socket.clone());

@@ -181,6 +181,10 @@ impl Expansion<'_> {
                 }
                 self.mailbox(&user, ext);
             }
+            Ok(None) if !self.s.fallback_transport.trim().is_empty() => {
+                let transport = self.s.fallback_transport.clone();
+                self.pass_to(&transport);
+            }
             Ok(None) if !self.s.luser_relay.is_empty() => {
                 let relay = self
                     .s
@@ -497,6 +501,26 @@ impl Expansion<'_> {
         }
     }
 
+    /// Hand the recipient to `transport` (`transport[:nexthop]`, as
+    /// mailbox_transport and fallback_transport say): queued again, routed
+    /// there.
+    fn pass_to(&mut self, transport: &str) {
+        let (t, n) = match transport.trim().split_once(':') {
+            Some((t, n)) => (t.to_string(), n.to_string()),
+            None => (transport.trim().to_string(), String::new()),
+        };
+        let mut content = format!("Delivered-To: {}\r\n", self.address).into_bytes();
+        content.extend_from_slice(&self.req.content);
+        self.routed.push(Forward {
+            for_recipient: self.index,
+            sender: self.req.sender.clone(),
+            recipients: vec![self.address.clone()],
+            content,
+            route: Some((t, n)),
+        });
+        self.statuses.push(Status::sent("forwarded"));
+    }
+
     /// The user's mailbox: mailbox_transport, mailbox_command, Maildir or
     /// mbox.
     fn mailbox(&mut self, user: &User, _ext: Option<&str>) {
@@ -504,20 +528,8 @@ impl Expansion<'_> {
             return;
         }
         if !self.s.mailbox_transport.trim().is_empty() {
-            let (t, n) = match self.s.mailbox_transport.trim().split_once(':') {
-                Some((t, n)) => (t.to_string(), n.to_string()),
-                None => (self.s.mailbox_transport.trim().to_string(), String::new()),
-            };
-            let mut content = format!("Delivered-To: {}\r\n", self.address).into_bytes();
-            content.extend_from_slice(&self.req.content);
-            self.routed.push(Forward {
-                for_recipient: self.index,
-                sender: self.req.sender.clone(),
-                recipients: vec![self.address.clone()],
-                content,
-                route: Some((t, n)),
-            });
-            self.statuses.push(Status::sent("forwarded"));
+            let transport = self.s.mailbox_transport.clone();
+            self.pass_to(&transport);
             return;
         }
         if !self.s.mailbox_command.trim().is_empty() {

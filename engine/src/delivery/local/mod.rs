@@ -10,7 +10,8 @@
 //! by the user and not group/world writable); then `mailbox_transport`,
 //! `mailbox_command`, or the mailbox: `home_mailbox` (ending in `/` means
 //! Maildir) or `mail_spool_directory/<user>` (mbox). Unknown users go to
-//! `luser_relay` when set, else bounce.
+//! `fallback_transport` when set, else to `luser_relay` when set, else
+//! bounce (Postfix's order in local/unknown.c).
 //!
 //! Deliveries for a user run as the user (files through the thread's
 //! filesystem identity, commands as a child with the user's uid/gid);
@@ -38,6 +39,7 @@ pub struct LocalSettings {
     pub mail_spool_directory: String,
     pub mailbox_command: String,
     pub mailbox_transport: String,
+    pub fallback_transport: String,
     pub luser_relay: String,
     pub mailbox_size_limit: u64,
     pub locks: Locks,
@@ -87,6 +89,7 @@ impl LocalSettings {
             mail_spool_directory: s("mail_spool_directory")?,
             mailbox_command: s("mailbox_command")?,
             mailbox_transport: s("mailbox_transport")?,
+            fallback_transport: s("fallback_transport")?,
             luser_relay: unexpanded("luser_relay")?,
             mailbox_size_limit: size("mailbox_size_limit")?,
             locks: Locks::parse(&s("mailbox_delivery_lock")?),

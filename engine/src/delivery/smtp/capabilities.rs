@@ -23,6 +23,8 @@ pub struct Capabilities {
     pub binarymime: bool,
     pub starttls: bool,
     pub enhanced_status_codes: bool,
+    /// `AUTH` (or the old `AUTH=`) mechanisms, upper case; `None` when AUTH was not advertised.
+    pub auth: Option<Vec<String>>,
 }
 
 impl Capabilities {
@@ -42,6 +44,21 @@ impl Capabilities {
                 continue;
             };
             let is = |name: &str| keyword.eq_ignore_ascii_case(name.as_bytes());
+            // `AUTH PLAIN LOGIN` and the pre-RFC `AUTH=PLAIN LOGIN`; both lists are merged.
+            if keyword.len() >= 4
+                && keyword[..4].eq_ignore_ascii_case(b"AUTH")
+                && (keyword.len() == 4 || keyword[4] == b'=')
+            {
+                let first = keyword.get(5..).filter(|w| !w.is_empty());
+                let list = caps.auth.get_or_insert_with(Vec::new);
+                for w in first.into_iter().chain(words) {
+                    let mech = String::from_utf8_lossy(w).to_ascii_uppercase();
+                    if !list.contains(&mech) {
+                        list.push(mech);
+                    }
+                }
+                continue;
+            }
             if is("PIPELINING") {
                 caps.pipelining = true;
             } else if is("SIZE") {
@@ -87,6 +104,7 @@ impl Capabilities {
                 "binarymime" => self.binarymime = false,
                 "starttls" => self.starttls = false,
                 "enhancedstatuscodes" => self.enhanced_status_codes = false,
+                "auth" => self.auth = None,
                 _ => {}
             }
         }
@@ -105,6 +123,25 @@ mod tests {
         assert!(c.esmtp && c.pipelining && c.size && c.eightbitmime && c.smtputf8 && c.dsn);
         assert!(c.chunking && c.binarymime && c.starttls && c.enhanced_status_codes);
         assert_eq!(c.size_limit, Some(10_240_000));
+        assert_eq!(c.auth, None);
+    }
+
+    #[test]
+    fn auth_mechanisms_both_forms() {
+        let c =
+            Capabilities::from_ehlo(b"250-x\r\n250-AUTH PLAIN login\r\n250 AUTH=LOGIN XOAUTH2\r\n");
+        assert_eq!(
+            c.auth.as_deref(),
+            Some(&["PLAIN".to_string(), "LOGIN".into(), "XOAUTH2".into()][..])
+        );
+        let mut c = Capabilities::from_ehlo(b"250-x\r\n250 AUTH\r\n");
+        assert_eq!(c.auth.as_deref(), Some(&[][..]));
+        c.discard(&["auth".into()]);
+        assert_eq!(c.auth, None);
+        assert_eq!(
+            Capabilities::from_ehlo(b"250-x\r\n250 AUTHX PLAIN\r\n").auth,
+            None
+        );
     }
 
     #[test]

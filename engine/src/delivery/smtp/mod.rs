@@ -32,7 +32,10 @@ pub mod downgrade;
 pub mod encode;
 pub mod generic;
 pub mod reply;
+pub mod sasl;
+mod starttls;
 pub mod tls;
+pub mod tls_policy;
 
 #[cfg(test)]
 mod tests;
@@ -43,6 +46,7 @@ use std::fmt;
 use std::io;
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use corepost_spool::{BodyType, MailParams, Recipient};
@@ -53,31 +57,8 @@ pub use capabilities::Capabilities;
 use encode::MailOptions;
 pub use reply::ServerReply;
 use tls::Stream;
-
-/// `smtp_tls_security_level`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum TlsLevel {
-    /// `""` or `none`: never STARTTLS.
-    None,
-    /// `may`: STARTTLS when offered, else plaintext.
-    May,
-    /// `encrypt` (and, for now, `verify`/`secure`, see [`tls`]): TLS or no delivery.
-    Encrypt,
-}
-
-impl TlsLevel {
-    pub fn parse(value: &str) -> Result<TlsLevel, String> {
-        match value.trim().to_ascii_lowercase().as_str() {
-            "" | "none" => Ok(TlsLevel::None),
-            "may" => Ok(TlsLevel::May),
-            // Certificates are not verified yet: see the tls module.
-            "encrypt" | "verify" | "secure" | "dane" | "dane-only" | "fingerprint" => {
-                Ok(TlsLevel::Encrypt)
-            }
-            other => Err(format!("unknown TLS security level \"{other}\"")),
-        }
-    }
-}
+pub use tls_policy::TlsLevel;
+use tls_policy::{SitePolicy, TlsSettings};
 
 /// One transport's effective client settings.
 #[derive(Debug, Clone)]
@@ -131,6 +112,10 @@ pub struct ClientSettings {
     pub cache_destinations: Vec<String>,
     /// `<proto>_generic_maps` ([`generic`]); `None` when empty.
     pub generic_maps: Option<generic::GenericMaps>,
+    /// The `smtp_tls_*` settings; `None` means `tls` alone, with any certificate (tests).
+    pub tls_policy: Option<Arc<TlsSettings>>,
+    /// `smtp_sasl_*`; `None` when `smtp_sasl_auth_enable = no`.
+    pub sasl: Option<Arc<sasl::SaslSettings>>,
 }
 
 /// Used for a connect timeout of zero ("the system default", Postfix's `lmtp_connect_timeout`).
@@ -205,8 +190,16 @@ impl ClientSettings {
             }
             Ok(Some(ip))
         };
-        let tls_param = p("smtp_tls_security_level", "lmtp_tls_security_level");
-        let tls = TlsLevel::parse(&text(tls_param)?).map_err(|e| bad(tls_param, e))?;
+        let named = |name: &str| get(name).map_err(|e| e.to_string());
+        let tls_policy = TlsSettings::from_params(&named, lmtp)
+            .map_err(|e| format!("transport {transport}: {e}"))?;
+        let tls = tls_policy.level;
+        let sasl = if lmtp {
+            None
+        } else {
+            sasl::SaslSettings::from_params(&named)
+                .map_err(|e| format!("transport {transport}: {e}"))?
+        };
         let (default_port, socket_directory) = if lmtp {
             let port = text("lmtp_tcp_port")?;
             let port = crate::delivery::lmtp::parse_port(&port)
@@ -277,6 +270,8 @@ impl ClientSettings {
                 )
                 .map_err(|e| bad(name, e))?
             },
+            tls_policy: Some(Arc::new(tls_policy)),
+            sasl,
         })
     }
 }
@@ -389,6 +384,12 @@ pub enum SessionError {
     Protocol(String),
     /// A table the client needs (`smtp_generic_maps`) did not answer: try again later.
     Lookup(String),
+    /// Refused by the TLS or SASL policy (certificate not verified, TLS not offered, AUTH
+    /// failed), with Postfix's status and text; permanent only with a 5xx status.
+    Policy {
+        status: String,
+        text: String,
+    },
     /// The message needs something the server lacks (SMTPUTF8, BINARYMIME, a size under the
     /// advertised limit): permanent for every recipient, with this status.
     Unsupported {
@@ -417,6 +418,7 @@ impl SessionError {
             SessionError::Greeting { reply, skip, .. } => reply.code >= 500 && !skip,
             SessionError::Reply { reply, .. } => reply.code >= 500,
             SessionError::Unsupported { .. } => true,
+            SessionError::Policy { status, .. } => status.starts_with('5'),
             _ => false,
         }
     }
@@ -432,6 +434,7 @@ impl SessionError {
                 reply.status()
             }
             SessionError::Unsupported { status, .. } => status.to_string(),
+            SessionError::Policy { status, .. } => status.clone(),
             SessionError::Tls(_) => "4.7.5".into(),
             SessionError::Protocol(_) => "4.5.0".into(),
             SessionError::Lookup(_) => "4.3.0".into(),
@@ -464,7 +467,9 @@ impl SessionError {
             SessionError::Tls(text) | SessionError::Protocol(text) | SessionError::Lookup(text) => {
                 text.clone()
             }
-            SessionError::Unsupported { text, .. } => text.clone(),
+            SessionError::Unsupported { text, .. } | SessionError::Policy { text, .. } => {
+                text.clone()
+            }
         }
     }
 }
@@ -604,6 +609,16 @@ pub struct SmtpConnection {
     settings: ClientSettings,
     caps: Capabilities,
     tls: Option<String>,
+    /// The next hop this connection serves (policy and SASL lookups).
+    nexthop: String,
+    /// What the session's security is worth to SASL.
+    channel: sasl::Channel,
+    /// AUTH is still to be done before the first MAIL FROM.
+    auth_pending: bool,
+    /// Sender-dependent AUTH: this connection carries one transaction only.
+    single_use: bool,
+    /// A transaction was started (for `single_use`).
+    used: bool,
     transactions: u32,
     created: Instant,
     /// An RSET is owed before the next MAIL FROM.
@@ -622,6 +637,19 @@ impl SmtpConnection {
         host: &str,
         settings: &ClientSettings,
     ) -> Result<SmtpConnection, SessionError> {
+        Self::connect_for(addr, host, host, settings, &|_| {}).await
+    }
+
+    /// [`SmtpConnection::connect`] for mail to `nexthop` (`example.com`, `[relay]:587`), whose
+    /// TLS policy and SASL credentials apply; `log` receives Postfix's TLS log lines.
+    pub async fn connect_for(
+        addr: SocketAddr,
+        host: &str,
+        nexthop: &str,
+        settings: &ClientSettings,
+        log: &dyn Fn(&str),
+    ) -> Result<SmtpConnection, SessionError> {
+        let site = starttls::site_policy(settings, nexthop, log)?;
         let source = if addr.is_ipv6() {
             settings.bind_address6
         } else {
@@ -640,7 +668,16 @@ impl SmtpConnection {
         })?;
         // Commands go out in batches already; do not let Nagle hold back the last one.
         let _ = stream.set_nodelay(true);
-        Self::start(Stream::Plain(stream), Endpoint::Inet(addr), host, settings).await
+        let endpoint = Endpoint::Inet(addr);
+        Self::start(
+            Stream::Plain(stream),
+            endpoint,
+            (host, nexthop),
+            &site,
+            settings,
+            log,
+        )
+        .await
     }
 
     /// Open a session over a Unix-domain socket (LMTP's `unix:` next hops): the greeting and
@@ -660,19 +697,28 @@ impl SmtpConnection {
             reason: io_reason(&io::Error::from(e)),
             host: host.to_string(),
         })?;
-        let settings = ClientSettings {
-            tls: TlsLevel::None,
-            ..settings.clone()
-        };
-        Self::start(Stream::Unix(stream), endpoint, host, &settings).await
+        let site = SitePolicy::plaintext();
+        let names = (host, host);
+        Self::start(
+            Stream::Unix(stream),
+            endpoint,
+            names,
+            &site,
+            settings,
+            &|_| {},
+        )
+        .await
     }
 
-    /// The greeting, EHLO/LHLO and STARTTLS on a connected stream.
+    /// The greeting, EHLO/LHLO and STARTTLS on a connected stream; `names` are the server's
+    /// host name and the next hop.
     async fn start(
         stream: Stream,
         endpoint: Endpoint,
-        host: &str,
+        (host, nexthop): (&str, &str),
+        site: &SitePolicy,
         settings: &ClientSettings,
+        log: &dyn Fn(&str),
     ) -> Result<SmtpConnection, SessionError> {
         let mut conn = SmtpConnection {
             stream,
@@ -686,6 +732,11 @@ impl SmtpConnection {
             settings: settings.clone(),
             caps: Capabilities::default(),
             tls: None,
+            nexthop: nexthop.to_string(),
+            channel: sasl::Channel::Plaintext,
+            auth_pending: false,
+            single_use: settings.sasl.as_ref().is_some_and(|s| s.sender_dependent()),
+            used: false,
             transactions: 0,
             created: Instant::now(),
             needs_reset: false,
@@ -704,16 +755,20 @@ impl SmtpConnection {
         // `smtp_never_send_ehlo` (LMTP: always LHLO).
         let esmtp = settings.always_send_ehlo || contains_esmtp(&greeting.text);
         conn.hello(esmtp && !settings.never_send_ehlo).await?;
-        if settings.tls != TlsLevel::None {
+        if site.level != TlsLevel::None {
             if conn.caps.starttls {
-                conn.starttls().await?;
-            } else if settings.tls == TlsLevel::Encrypt {
-                return Err(SessionError::Tls(format!(
-                    "TLS is required, but was not offered by host {}",
-                    conn.peer
-                )));
+                if let Err(e) = conn.starttls(site, log).await {
+                    conn.quit().await; // polite when the dialogue is still in step
+                    return Err(e);
+                }
+            } else if site.level.requires_tls() {
+                return Err(SessionError::Policy {
+                    status: "4.7.4".into(),
+                    text: format!("TLS is required, but was not offered by host {}", conn.peer),
+                });
             }
         }
+        conn.auth_pending = settings.sasl.is_some() && conn.caps.auth.is_some();
         Ok(conn)
     }
 
@@ -764,71 +819,18 @@ impl SmtpConnection {
         Ok(false)
     }
 
-    /// STARTTLS, the handshake, and EHLO again. A refused STARTTLS is an error only with
-    /// `encrypt`; with `may` the session goes on in plaintext.
-    async fn starttls(&mut self) -> Result<(), SessionError> {
-        let timeout = self.settings.helo_timeout;
-        self.out.clear();
-        self.out.extend_from_slice(b"STARTTLS\r\n");
-        self.send("STARTTLS", timeout).await?;
-        let reply = self.read_reply("STARTTLS", timeout).await?;
-        if reply.code / 100 != 2 {
-            if self.settings.tls == TlsLevel::Encrypt {
-                return Err(self.reply_error("STARTTLS", reply));
-            }
-            return Ok(());
-        }
-        // Whatever the server sent after its 220 came in plaintext and may be an injection
-        // (CVE-2011-0411 style): drop it.
-        self.rstart = 0;
-        self.rend = 0;
-        let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
-            self.broken = true;
-            return Err(SessionError::Protocol("STARTTLS on a TLS session".into()));
-        };
-        let connector = futures_rustls::TlsConnector::from(tls::client_config());
-        let Endpoint::Inet(addr) = self.endpoint else {
-            self.broken = true;
-            return Err(SessionError::Protocol("STARTTLS on a Unix socket".into()));
-        };
-        let name = tls::server_name(&self.host, addr);
-        let handshake = glommio::timer::timeout(timeout, async {
-            connector
-                .connect(name, tcp)
-                .await
-                .map_err(glommio::GlommioError::from)
-        })
-        .await;
-        let stream = match handshake {
-            Ok(s) => s,
-            Err(e) => {
-                self.broken = true;
-                let e = io::Error::from(e);
-                if e.kind() == io::ErrorKind::TimedOut {
-                    return Err(SessionError::Timeout {
-                        stage: "TLS handshake",
-                        peer: self.peer.clone(),
-                    });
-                }
-                return Err(SessionError::Tls(format!(
-                    "Cannot start TLS: handshake failure with {}: {e}",
-                    self.peer
-                )));
-            }
-        };
-        self.tls = Some(tls::describe(stream.get_ref().1));
-        self.stream = Stream::Tls(Box::new(stream));
-        // Over TLS only EHLO makes sense: STARTTLS was announced in an EHLO reply.
-        self.hello(true).await
-    }
-
     /// Run one transaction; see the module docs and [`TransactionResult`].
     pub async fn deliver(&mut self, tx: &Outbound<'_>) -> Result<TransactionResult, SessionError> {
-        if self.broken {
+        if self.broken || !self.may_reuse() {
             return Err(SessionError::Protocol(format!(
                 "connection to {} is not usable after an earlier error",
                 self.peer
             )));
+        }
+        self.used = true;
+        if self.auth_pending {
+            self.auth_pending = false;
+            self.authenticate(tx.sender).await?;
         }
         if tx.recipients.is_empty() {
             return Ok(TransactionResult::new(Vec::new(), None));
@@ -1238,6 +1240,12 @@ impl SmtpConnection {
     /// What the server advertised (after STARTTLS: in the EHLO over TLS).
     pub fn capabilities(&self) -> &Capabilities {
         &self.caps
+    }
+
+    /// False when the connection must carry no further transaction although it is in step
+    /// (sender-dependent SASL authentication: one sender per connection, as Postfix).
+    pub fn may_reuse(&self) -> bool {
+        !(self.single_use && self.used)
     }
 
     /// False once the dialogue is out of step; only [`SmtpConnection::quit`] is left then.

@@ -40,6 +40,8 @@ fn settings() -> ClientSettings {
         cache_on_demand: true,
         cache_destinations: Vec::new(),
         generic_maps: None,
+        tls_policy: None,
+        sasl: None,
     }
 }
 
