@@ -217,6 +217,17 @@ impl Qmgr {
             .spool
             .borrow_mut()
             .lease(&id, now + LEASE.as_micros() as u64);
+        // Postfix's qmgr logs this each time it moves a message into the
+        // active queue; pflogsumm takes the sender and size from it.
+        self.ctx.log.line(
+            "corepost/qmgr",
+            &format!(
+                "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
+                stored.envelope.sender,
+                stored.content().len(),
+                entry.pending.iter().count()
+            ),
+        );
         let mut by_dest: HashMap<DestKey, Vec<u32>> = HashMap::new();
         for i in entry.pending.iter() {
             let Some(r) = stored.envelope.recipients.get(i as usize) else {

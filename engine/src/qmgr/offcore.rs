@@ -119,7 +119,7 @@ async fn record_report(
     let mut failed: HashMap<u32, String> = HashMap::new();
     let mut last = None;
     for f in report.forwards {
-        match queue_forward(qmgr, job, &f) {
+        match queue_forward(qmgr, &f) {
             Ok((id, lsn)) => {
                 forwarded
                     .entry(f.for_recipient)
@@ -180,7 +180,6 @@ async fn record_report(
 /// Append a forwarded message to this core's spool.
 fn queue_forward(
     qmgr: &Rc<Qmgr>,
-    job: &Job,
     f: &Forward,
 ) -> Result<(corepost_spool::QueueId, corepost_spool::Lsn), String> {
     let settings = Arc::clone(&qmgr.settings.borrow());
@@ -231,16 +230,11 @@ fn queue_forward(
         .borrow_mut()
         .append_message(&envelope, &f.content)
         .map_err(|e| e.to_string())?;
-    qmgr.ctx.log.line(
-        "corepost/cleanup",
-        &format!(
-            "{id}: from=<{}>, size={}, nrcpt={} (queue active; forwarded for {})",
-            f.sender,
-            f.content.len(),
-            f.recipients.len(),
-            job.id
-        ),
-    );
+    if let Some(mid) = crate::smtpd::session::message_id(&f.content) {
+        qmgr.ctx
+            .log
+            .line("corepost/cleanup", &format!("{id}: message-id={mid}"));
+    }
     qmgr.ctx.new_mail.notify();
     Ok((id, appended.lsn))
 }
