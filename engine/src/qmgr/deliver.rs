@@ -64,21 +64,8 @@ pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
             );
         }
         TransportKind::Error => {
-            let text = if dest.key.nexthop.is_empty() {
-                "mail for this destination is refused".to_string()
-            } else {
-                dest.key.nexthop.clone()
-            };
-            drain(
-                &qmgr,
-                &dest,
-                |_| Result1 {
-                    kind: Kind::Bounced,
-                    dsn: "5.0.0".into(),
-                    text: text.clone(),
-                },
-                "none",
-            );
+            let r = error_result(&dest.key.nexthop);
+            drain(&qmgr, &dest, |_| r.clone(), "none");
         }
         TransportKind::NotImplemented(command) => {
             let text =
@@ -120,6 +107,46 @@ pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
     }
 }
 
+/// error(8): the next hop is the reason, optionally led by the status
+/// (`error:5.7.1 no mail for you here`); a 4.x.x status defers, anything
+/// else bounces (5.0.0 when none is given), as Postfix's error agent.
+fn error_result(nexthop: &str) -> Result1 {
+    let nexthop = nexthop.trim();
+    let (status, text) = match nexthop.split_once(char::is_whitespace) {
+        Some((first, rest)) if is_status(first) => (first.to_string(), rest.trim().to_string()),
+        _ if is_status(nexthop) => (nexthop.to_string(), String::new()),
+        _ => ("5.0.0".to_string(), nexthop.to_string()),
+    };
+    let text = if text.is_empty() {
+        "mail for this destination is refused".to_string()
+    } else {
+        text
+    };
+    let kind = if status.starts_with('4') {
+        Kind::Deferred
+    } else {
+        Kind::Bounced
+    };
+    Result1 {
+        kind,
+        dsn: status,
+        text,
+    }
+}
+
+/// An RFC 3463 enhanced status code, `4.x.x` or `5.x.x`.
+fn is_status(word: &str) -> bool {
+    let mut parts = word.split('.');
+    matches!(parts.next(), Some("4" | "5"))
+        && parts
+            .by_ref()
+            .take(2)
+            .filter(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+            .count()
+            == 2
+        && parts.next().is_none()
+}
+
 /// Defer every queued job of a destination marked dead.
 pub fn suspend(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, why: &str) {
     let text = format!("delivery temporarily suspended: {why}");
@@ -153,6 +180,7 @@ fn drain(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, result: impl Fn(&Job) -> Result1
                 &program,
                 Duration::ZERO,
                 Duration::ZERO,
+                &|_| Some("delivered"),
             );
         } else {
             qmgr.complete(&job, Vec::new(), None);
@@ -410,7 +438,18 @@ async fn smtp_worker(
                     };
                     results.push((i, r));
                 }
-                finish(qmgr, &job, &stored, results, &relay, &program, setup, xfer);
+                let action = success_action(client.lmtp, conn.capabilities().dsn, settings);
+                finish(
+                    qmgr,
+                    &job,
+                    &stored,
+                    results,
+                    &relay,
+                    &program,
+                    setup,
+                    xfer,
+                    &|_| action,
+                );
                 let all_ok = tx.data.as_ref().is_some_and(|d| d.code < 400);
                 if !all_ok && conn.reset().await.is_err() {
                     requeue_rest(qmgr, dest);
@@ -436,6 +475,7 @@ async fn smtp_worker(
                     &program,
                     setup,
                     xfer,
+                    &|_| None,
                 );
                 // A refused MAIL or DATA (not 421) or a message the server
                 // cannot take leaves the connection usable for the next job.
@@ -449,6 +489,24 @@ async fn smtp_worker(
         }
     }
     conn.quit().await;
+}
+
+/// The NOTIFY=SUCCESS action after an SMTP/LMTP delivery, as Postfix's
+/// smtp_rcpt_done: none when the next hop announced DSN (it reports from
+/// then on), "relayed" otherwise, or "delivered" over LMTP with
+/// `lmtp_assume_final = yes`.
+fn success_action(
+    lmtp: bool,
+    next_hop_dsn: bool,
+    settings: &super::QmgrSettings,
+) -> Option<&'static str> {
+    if next_hop_dsn {
+        None
+    } else if lmtp && settings.lmtp_assume_final {
+        Some("delivered")
+    } else {
+        Some("relayed")
+    }
 }
 
 /// Wait for the next free slot of a paced event and reserve the one after.
@@ -506,7 +564,19 @@ struct Final {
 
 fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u64) -> Final {
     let env = &stored.envelope;
+    let soft_bounce = qmgr.settings.borrow().soft_bounce;
     match r.kind {
+        // soft_bounce: Postfix's bounce_append defers instead, with the
+        // status's class changed to 4; and nothing expires.
+        Kind::Bounced if soft_bounce => Final {
+            recipient: i,
+            kind: OutcomeKind::Deferred {
+                next_attempt: qmgr.backoff(env.arrival, now),
+            },
+            dsn: format!("4{}", r.dsn.get(1..).unwrap_or(".0.0")),
+            text: r.text.clone(),
+            status: "deferred",
+        },
         Kind::Sent => Final {
             recipient: i,
             kind: OutcomeKind::Delivered,
@@ -521,16 +591,18 @@ fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u
             text: r.text.clone(),
             status: "bounced",
         },
-        Kind::Deferred if qmgr.expired(env.arrival, env.sender.is_empty(), now) => Final {
-            recipient: i,
-            kind: OutcomeKind::Expired,
-            dsn: format!("5{}", r.dsn.get(1..).unwrap_or(".4.7")),
-            text: format!(
-                "message expired after being queued too long; last error: {}",
-                r.text
-            ),
-            status: "expired",
-        },
+        // Expired: the last attempt is logged as deferred and the
+        // recipient returned with its last (4.x.x) status, as Postfix's
+        // bounce reports the defer log ("Action: failed").
+        Kind::Deferred if !soft_bounce && qmgr.expired(env.arrival, env.sender.is_empty(), now) => {
+            Final {
+                recipient: i,
+                kind: OutcomeKind::Expired,
+                dsn: r.dsn.clone(),
+                text: r.text.clone(),
+                status: "deferred",
+            }
+        }
         Kind::Deferred => Final {
             recipient: i,
             kind: OutcomeKind::Deferred {
@@ -556,6 +628,7 @@ pub(super) fn finish(
     program: &str,
     setup: Duration,
     xfer: Duration,
+    success: SuccessAction<'_>,
 ) {
     let now = corepost_spool::queue_id::now_micros();
     let finals: Vec<Final> = results
@@ -566,11 +639,21 @@ pub(super) fn finish(
         .iter()
         .filter(|f| matches!(f.kind, OutcomeKind::Bounced | OutcomeKind::Expired))
         .collect();
-    let notice = if failed.is_empty() {
+    let mut notice = if failed.is_empty() {
         None
     } else {
         bounce(qmgr, job.id, stored, &failed, relay, now, program)
     };
+    let delivered: Vec<(&Final, &'static str)> = finals
+        .iter()
+        .zip(&results)
+        .filter(|(f, _)| f.kind == OutcomeKind::Delivered)
+        .filter_map(|(f, (_, r))| Some((f, success(r)?)))
+        .collect();
+    if let Some(lsn) = success_notice(qmgr, job.id, stored, &delivered, relay, now, program) {
+        notice = Some(notice.map_or(lsn, |n: corepost_spool::Lsn| n.max(lsn)));
+    }
+    let expired = finals.iter().any(|f| f.kind == OutcomeKind::Expired);
     let env = &stored.envelope;
     let mut outcomes = Vec::with_capacity(finals.len());
     for f in finals {
@@ -602,7 +685,71 @@ pub(super) fn finish(
             relay: relay.to_string(),
         });
     }
+    if expired {
+        qmgr.ctx.log.line(
+            "corepost/qmgr",
+            &format!(
+                "{}: from=<{}>, status=expired, returned to sender",
+                job.id, env.sender
+            ),
+        );
+    }
     qmgr.complete(job, outcomes, notice);
+}
+
+/// What a delivered recipient that asked for NOTIFY=SUCCESS is reported as
+/// ("delivered", "relayed", "expanded"), or no notice.
+pub(super) type SuccessAction<'a> = &'a dyn Fn(&Result1) -> Option<&'static str>;
+
+/// Queue a success notice (NOTIFY=SUCCESS) for delivered recipients.
+fn success_notice(
+    qmgr: &Rc<Qmgr>,
+    id: QueueId,
+    stored: &StoredMessage,
+    delivered: &[(&Final, &'static str)],
+    relay: &str,
+    now: u64,
+    program: &str,
+) -> Option<corepost_spool::Lsn> {
+    let env = &stored.envelope;
+    let remote = remote_mta(relay);
+    let reports: Vec<crate::bounce::FailedRecipient<'_>> = delivered
+        .iter()
+        .filter_map(|(f, action)| {
+            let recipient = env.recipients.get(f.recipient as usize)?;
+            crate::bounce::wants_report(recipient.notify, crate::bounce::ReportKind::Success).then(
+                || crate::bounce::FailedRecipient {
+                    recipient,
+                    status: f.dsn.clone(),
+                    diagnostic: f.text.clone(),
+                    remote_mta: remote.clone(),
+                    action: Some(action),
+                    will_retry_until: None,
+                },
+            )
+        })
+        .collect();
+    if reports.is_empty() {
+        return None;
+    }
+    queue_report(
+        qmgr,
+        crate::bounce::ReportKind::Success,
+        id,
+        stored,
+        &reports,
+        now,
+        program,
+    )
+}
+
+/// The host of a `host[addr]:port` relay, for `Remote-MTA:`.
+fn remote_mta(relay: &str) -> Option<String> {
+    relay
+        .split('[')
+        .next()
+        .filter(|h| !h.is_empty() && *h != "none" && !relay.starts_with('/'))
+        .map(str::to_string)
 }
 
 /// Queue a delivery status notification for recipients that failed for good.
@@ -616,11 +763,7 @@ fn bounce(
     program: &str,
 ) -> Option<corepost_spool::Lsn> {
     let env = &stored.envelope;
-    let remote = relay
-        .split('[')
-        .next()
-        .filter(|h| !h.is_empty() && *h != "none")
-        .map(str::to_string);
+    let remote = remote_mta(relay);
     let reports: Vec<crate::bounce::FailedRecipient<'_>> = failed
         .iter()
         .filter_map(|f| {
@@ -732,10 +875,10 @@ pub(crate) fn queue_report(
                 "corepost/bounce",
                 &format!(
                     "{id}: sender {} notification: {notice_id}",
-                    if kind == crate::bounce::ReportKind::Delay {
-                        "delay"
-                    } else {
-                        "non-delivery"
+                    match kind {
+                        crate::bounce::ReportKind::Delay => "delay",
+                        crate::bounce::ReportKind::Failure => "non-delivery",
+                        crate::bounce::ReportKind::Success => "delivery status",
                     }
                 ),
             );
@@ -770,5 +913,32 @@ pub(super) fn read_job(
             qmgr.complete(job, Vec::new(), None);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_transport_takes_the_status_from_its_next_hop() {
+        let r = error_result("5.7.1 no mail for you here");
+        assert!(matches!(r.kind, Kind::Bounced));
+        assert_eq!(
+            (r.dsn.as_str(), r.text.as_str()),
+            ("5.7.1", "no mail for you here")
+        );
+        let r = error_result("4.3.2 try later");
+        assert!(matches!(r.kind, Kind::Deferred));
+        assert_eq!(r.dsn, "4.3.2");
+        let r = error_result("mailbox disabled");
+        assert_eq!(
+            (r.dsn.as_str(), r.text.as_str()),
+            ("5.0.0", "mailbox disabled")
+        );
+        let r = error_result("");
+        assert_eq!(r.text, "mail for this destination is refused");
+        assert_eq!(error_result("5.1.10 x").dsn, "5.1.10");
+        assert_eq!(error_result("5.1 x").dsn, "5.0.0");
     }
 }

@@ -76,6 +76,13 @@ pub async fn worker(
             &program,
             Duration::ZERO,
             xfer,
+            &|r| {
+                Some(if r.text.starts_with("forwarded") {
+                    "expanded"
+                } else {
+                    "delivered"
+                })
+            },
         );
     }
 }
