@@ -556,6 +556,13 @@ impl Session {
             facts.instance = &instance;
             self.settings.policy.check(lists, &facts, &mut out).await
         };
+        let verdict = verdict.map(|r| {
+            if self.settings.soft_bounce {
+                r.soft_bounced()
+            } else {
+                r
+            }
+        });
         for w in &out.warnings {
             self.log(&format!("warning: {w}"));
         }
@@ -809,11 +816,14 @@ impl Session {
                 .check_recipient(&address, class)
                 .map_err(lookup_failure)?
         {
-            let reply = Reply::new(
+            let mut reply = Reply::new(
                 code,
                 if code >= 500 { "5.1.1" } else { "4.1.1" },
                 format!("<{address}>: Recipient address rejected: User unknown in {table}"),
             );
+            if self.settings.soft_bounce {
+                reply = reply.soft_bounced();
+            }
             self.log_reject("RCPT", &reply, Some(&address));
             if let Some(tx) = &mut self.tx {
                 tx.rejected += 1;
