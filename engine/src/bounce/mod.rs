@@ -753,7 +753,7 @@ fn original_recipient(orcpt: &str) -> String {
 
 /// RFC 3461 xtext: `+HH` is the byte HH. Malformed escapes are kept as
 /// they are; bytes that do not form UTF-8 become U+FFFD.
-fn decode_xtext(xtext: &str) -> String {
+pub(crate) fn decode_xtext(xtext: &str) -> String {
     let bytes = xtext.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;

@@ -181,6 +181,7 @@ fn drain(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, result: impl Fn(&Job) -> Result1
                 Duration::ZERO,
                 Duration::ZERO,
                 &|_| Some("delivered"),
+                &Expanded::new(),
             );
         } else {
             qmgr.complete(&job, Vec::new(), None);
@@ -449,6 +450,7 @@ async fn smtp_worker(
                     setup,
                     xfer,
                     &|_| action,
+                    &Expanded::new(),
                 );
                 let all_ok = tx.data.as_ref().is_some_and(|d| d.code < 400);
                 if !all_ok && conn.reset().await.is_err() {
@@ -476,6 +478,7 @@ async fn smtp_worker(
                     setup,
                     xfer,
                     &|_| None,
+                    &Expanded::new(),
                 );
                 // A refused MAIL or DATA (not 421) or a message the server
                 // cannot take leaves the connection usable for the next job.
@@ -629,6 +632,7 @@ pub(super) fn finish(
     setup: Duration,
     xfer: Duration,
     success: SuccessAction<'_>,
+    expanded: &Expanded,
 ) {
     let now = corepost_spool::queue_id::now_micros();
     let finals: Vec<Final> = results
@@ -663,18 +667,33 @@ pub(super) fn finish(
             .map_or("", |r| r.address.as_str());
         let total = Duration::from_micros(now.saturating_sub(env.arrival));
         let in_qmgr = job.picked.elapsed();
-        qmgr.ctx.log.line(program, &format!(
-            "{}: to=<{address}>, relay={relay}, delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}, dsn={}, status={} ({})",
-            job.id,
-            total.as_secs_f64(),
-            total.saturating_sub(in_qmgr).as_secs_f64(),
-            in_qmgr.saturating_sub(setup + xfer).as_secs_f64(),
-            setup.as_secs_f64(),
-            xfer.as_secs_f64(),
-            f.dsn,
-            f.status,
-            f.text
-        ));
+        let log = |to: &str, orig_to: &str, dsn: &str, status: &str, text: &str| {
+            qmgr.ctx.log.line(program, &format!(
+                "{}: to=<{to}>, {orig_to}relay={relay}, delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}, dsn={dsn}, status={status} ({text})",
+                job.id,
+                total.as_secs_f64(),
+                total.saturating_sub(in_qmgr).as_secs_f64(),
+                in_qmgr.saturating_sub(setup + xfer).as_secs_f64(),
+                setup.as_secs_f64(),
+                xfer.as_secs_f64(),
+            ));
+        };
+        match expanded.get(&f.recipient) {
+            // Postfix's local logs each final destination of an alias or
+            // .forward, with the recipient it came from.
+            Some(lines) if !lines.is_empty() && !matches!(f.kind, OutcomeKind::Deferred { .. }) => {
+                for (to, r) in lines {
+                    let status = match r.kind {
+                        Kind::Sent => "sent",
+                        Kind::Bounced => "bounced",
+                        Kind::Deferred => "deferred",
+                    };
+                    let orig_to = format!("orig_to=<{address}>, ");
+                    log(to, &orig_to, &r.dsn, status, &r.text);
+                }
+            }
+            _ => log(address, "", &f.dsn, f.status, &f.text),
+        }
         outcomes.push(Outcome {
             queue_id: job.id,
             recipient: f.recipient,
@@ -696,6 +715,11 @@ pub(super) fn finish(
     }
     qmgr.complete(job, outcomes, notice);
 }
+
+/// local(8)'s final destinations per envelope recipient (alias,
+/// `:include:`, `.forward` expansion), each logged as its own line with
+/// `orig_to=<envelope recipient>`.
+pub(super) type Expanded = std::collections::HashMap<u32, Vec<(String, Result1)>>;
 
 /// What a delivered recipient that asked for NOTIFY=SUCCESS is reported as
 /// ("delivered", "relayed", "expanded"), or no notice.
