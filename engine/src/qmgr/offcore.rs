@@ -131,9 +131,14 @@ async fn record_report(
     let mut forwarded: HashMap<u32, Vec<String>> = HashMap::new();
     let mut failed: HashMap<u32, String> = HashMap::new();
     let mut last = None;
+    // Which new message carries each forwarded address (for the lines).
+    let mut carried_by: HashMap<(u32, String), String> = HashMap::new();
     for f in report.forwards {
         match queue_forward(qmgr, &f) {
             Ok((id, lsn)) => {
+                for a in &f.recipients {
+                    carried_by.insert((f.for_recipient, a.clone()), id.to_string());
+                }
                 forwarded
                     .entry(f.for_recipient)
                     .or_default()
@@ -166,7 +171,12 @@ async fn record_report(
     let mut expanded = Expanded::new();
     if failed.is_empty() {
         for (i, to, s) in report.expanded {
-            let text = forwarded_as(i, s.kind, s.text);
+            let text = match carried_by.get(&(i, to.clone())) {
+                Some(id) if s.kind == StatusKind::Sent => {
+                    s.text.replace("forwarded", &format!("forwarded as {id}"))
+                }
+                _ => forwarded_as(i, s.kind, s.text),
+            };
             expanded.entry(i).or_default().push((
                 to,
                 Result1 {
