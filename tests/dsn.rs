@@ -281,3 +281,44 @@ fn soft_bounce_defers_instead_of_bouncing() {
         "no notice"
     );
 }
+
+/// `delay_warning_time`: one "Delayed Mail" notice per message (Action:
+/// delayed, the deferral's 4.x.x status), and not again after a restart.
+#[test]
+fn a_delay_warning_is_sent_once_even_across_a_restart() {
+    let sink = Sink::start();
+    let (mut d, _dir) = daemon(&sink, "delay_warning_time = 1s\n");
+    send(
+        &d,
+        "<sender@example.org>",
+        &["<tempfail@remote.example>"],
+        "Subject: slow\r\n\r\nbody",
+    );
+    let lines = notices(&sink, 1, &d);
+    assert!(
+        lines.iter().any(|l| l.starts_with(
+            "Delayed Mail (still being retried)|rfc822; tempfail@remote.example|delayed|4.2.0|"
+        )),
+        "{lines:#?}"
+    );
+    let deferrals = |d: &Daemon| d.log().matches("to=<tempfail@remote.example>").count();
+    let before = deferrals(&d);
+    d.stop();
+    d.spawn();
+    // Retried at least twice more after the restart (backoff 1-2 s).
+    wait_until(20, || (deferrals(&d) >= before + 2).then_some(()))
+        .unwrap_or_else(|| panic!("no retries after the restart:\n{}", d.log()));
+    let notices_sent = sink
+        .snapshot()
+        .messages
+        .iter()
+        .filter(|(from, _, _)| from.is_empty())
+        .count();
+    assert_eq!(notices_sent, 1, "{}", d.log());
+    assert_eq!(
+        d.log().matches("sender delay notification").count(),
+        1,
+        "{}",
+        d.log()
+    );
+}
