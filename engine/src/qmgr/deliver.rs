@@ -688,7 +688,13 @@ pub(super) fn finish(
                         Kind::Bounced => "bounced",
                         Kind::Deferred => "deferred",
                     };
-                    let orig_to = format!("orig_to=<{address}>, ");
+                    // Only when it differs, as Postfix (a .forward copy
+                    // to the user's own mailbox has none).
+                    let orig_to = if to.eq_ignore_ascii_case(address) {
+                        String::new()
+                    } else {
+                        format!("orig_to=<{address}>, ")
+                    };
                     log(to, &orig_to, &r.dsn, status, &r.text);
                 }
             }
