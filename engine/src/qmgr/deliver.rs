@@ -667,38 +667,26 @@ pub(super) fn finish(
             .map_or("", |r| r.address.as_str());
         let total = Duration::from_micros(now.saturating_sub(env.arrival));
         let in_qmgr = job.picked.elapsed();
-        let log = |to: &str, orig_to: &str, dsn: &str, status: &str, text: &str| {
-            qmgr.ctx.log.line(program, &format!(
-                "{}: to=<{to}>, {orig_to}relay={relay}, delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}, dsn={dsn}, status={status} ({text})",
-                job.id,
-                total.as_secs_f64(),
-                total.saturating_sub(in_qmgr).as_secs_f64(),
-                in_qmgr.saturating_sub(setup + xfer).as_secs_f64(),
-                setup.as_secs_f64(),
-                xfer.as_secs_f64(),
-            ));
+        let delays = format!(
+            "delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}",
+            total.as_secs_f64(),
+            total.saturating_sub(in_qmgr).as_secs_f64(),
+            in_qmgr.saturating_sub(setup + xfer).as_secs_f64(),
+            setup.as_secs_f64(),
+            xfer.as_secs_f64(),
+        );
+        let line = |to: &str, orig_to: &str, dsn: &str, status: &str, text: &str| {
+            let id = job.id;
+            qmgr.ctx.log.line(
+                program,
+                &format!("{id}: to=<{to}>, {orig_to}relay={relay}, {delays}, dsn={dsn}, status={status} ({text})"),
+            );
         };
         match expanded.get(&f.recipient) {
-            // Postfix's local logs each final destination of an alias or
-            // .forward, with the recipient it came from.
             Some(lines) if !lines.is_empty() && !matches!(f.kind, OutcomeKind::Deferred { .. }) => {
-                for (to, r) in lines {
-                    let status = match r.kind {
-                        Kind::Sent => "sent",
-                        Kind::Bounced => "bounced",
-                        Kind::Deferred => "deferred",
-                    };
-                    // Only when it differs, as Postfix (a .forward copy
-                    // to the user's own mailbox has none).
-                    let orig_to = if to.eq_ignore_ascii_case(address) {
-                        String::new()
-                    } else {
-                        format!("orig_to=<{address}>, ")
-                    };
-                    log(to, &orig_to, &r.dsn, status, &r.text);
-                }
+                log_expanded(address, lines, &line);
             }
-            _ => log(address, "", &f.dsn, f.status, &f.text),
+            _ => line(address, "", &f.dsn, f.status, &f.text),
         }
         outcomes.push(Outcome {
             queue_id: job.id,
@@ -730,6 +718,29 @@ pub(super) type Expanded = std::collections::HashMap<u32, Vec<(String, Result1)>
 /// What a delivered recipient that asked for NOTIFY=SUCCESS is reported as
 /// ("delivered", "relayed", "expanded"), or no notice.
 pub(super) type SuccessAction<'a> = &'a dyn Fn(&Result1) -> Option<&'static str>;
+
+/// Postfix's local logs each final destination of an alias or .forward,
+/// with the recipient it came from (`orig_to=`, only when it differs: a
+/// .forward copy to the user's own mailbox has none).
+fn log_expanded(
+    address: &str,
+    lines: &[(String, Result1)],
+    line: &dyn Fn(&str, &str, &str, &str, &str),
+) {
+    for (to, r) in lines {
+        let status = match r.kind {
+            Kind::Sent => "sent",
+            Kind::Bounced => "bounced",
+            Kind::Deferred => "deferred",
+        };
+        let orig_to = if to.eq_ignore_ascii_case(address) {
+            String::new()
+        } else {
+            format!("orig_to=<{address}>, ")
+        };
+        line(to, &orig_to, &r.dsn, status, &r.text);
+    }
+}
 
 /// Queue a success notice (NOTIFY=SUCCESS) for delivered recipients.
 fn success_notice(
