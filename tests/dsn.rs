@@ -142,6 +142,13 @@ fn success_notices_say_relayed_delivered_or_expanded() {
             d.log()
         );
     }
+    // Postfix's text for a relayed recipient names the next hop.
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with("text:<rem@remote.example>: delivery via 127.0.0.1[127.0.0.1]:")),
+        "{lines:#?}"
+    );
     assert!(!lines.iter().any(|l| l.contains("quiet@")), "{lines:#?}");
     assert!(
         lines
@@ -220,8 +227,8 @@ fn expired_and_error_transport_statuses() {
 }
 
 /// soft_bounce = yes: smtpd answers 450 4.1.1 for an unknown local user,
-/// a remote 550 and `error:5.7.1` are deferred with 4.x.x, and no bounce
-/// goes out.
+/// a remote 550 and `error:5.7.1` are deferred with 4.x.x (logged as
+/// `status=SOFTBOUNCE`, as Postfix 3.7 does), and no bounce goes out.
 #[test]
 fn soft_bounce_defers_instead_of_bouncing() {
     let sink = Sink::start();
@@ -260,12 +267,12 @@ fn soft_bounce_defers_instead_of_bouncing() {
     );
     assert!(
         log.contains(
-            "dsn=4.1.1, status=deferred (host 127.0.0.1[127.0.0.1] said: 550 5.1.1 no such user"
+            "dsn=4.1.1, status=SOFTBOUNCE (host 127.0.0.1[127.0.0.1] said: 550 5.1.1 no such user"
         ),
         "{log}"
     );
     assert!(
-        log.contains("dsn=4.7.1, status=deferred (no mail for you here)"),
+        log.contains("dsn=4.7.1, status=SOFTBOUNCE (no mail for you here)"),
         "{log}"
     );
     assert!(

@@ -782,11 +782,16 @@ pub(crate) fn decode_xtext(xtext: &str) -> String {
 /// 5.1.1 text (in reply to RCPT TO command)`, for `Diagnostic-Code: smtp;`
 /// (as Postfix reports it); any other text as it is.
 fn smtp_reply_of(diagnostic: &str) -> &str {
-    let Some(rest) = diagnostic
+    let said = diagnostic
         .strip_prefix("host ")
-        .and_then(|r| r.split_once(" said: "))
-        .map(|(_, reply)| reply)
-    else {
+        .and_then(|r| r.split_once(" said: "));
+    // Success notices: "delivery via mx[addr]:25: 250 2.0.0 Ok".
+    let via = || {
+        diagnostic
+            .strip_prefix("delivery via ")
+            .and_then(|r| r.split_once("]: ").or_else(|| r.split_once(": ")))
+    };
+    let Some(rest) = said.or_else(via).map(|(_, reply)| reply) else {
         return diagnostic;
     };
     let reply = match rest.rfind(" (in reply to ") {

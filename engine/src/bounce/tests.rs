@@ -1085,7 +1085,8 @@ fn success_notice_reports_the_action_with_the_headers() {
     let delivered = |recipient, action| FailedRecipient {
         recipient,
         status: "2.0.0".into(),
-        diagnostic: "250 2.0.0 Ok: queued as 4XyZ".into(),
+        diagnostic: "delivery via mx.example.net[192.0.2.25]:25: 250 2.0.0 Ok: queued as 4XyZ"
+            .into(),
         remote_mta: Some("mx.example.net".into()),
         action: Some(action),
         will_retry_until: None,
@@ -1150,6 +1151,10 @@ fn the_reply_is_taken_out_of_our_diagnostic() {
         "550 5.1.1 no"
     );
     assert_eq!(smtp_reply_of("host a said: 550 x"), "550 x");
+    assert_eq!(
+        smtp_reply_of("delivery via a[1.2.3.4]:25: 250 2.0.0 Ok"),
+        "250 2.0.0 Ok"
+    );
     assert_eq!(
         smtp_reply_of("connect to a: refused"),
         "connect to a: refused"

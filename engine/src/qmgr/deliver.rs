@@ -570,7 +570,8 @@ fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u
     let soft_bounce = qmgr.settings.borrow().soft_bounce;
     match r.kind {
         // soft_bounce: Postfix's bounce_append defers instead, with the
-        // status's class changed to 4; and nothing expires.
+        // status's class changed to 4, logged as status=SOFTBOUNCE; and
+        // nothing expires.
         Kind::Bounced if soft_bounce => Final {
             recipient: i,
             kind: OutcomeKind::Deferred {
@@ -578,7 +579,7 @@ fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u
             },
             dsn: format!("4{}", r.dsn.get(1..).unwrap_or(".0.0")),
             text: r.text.clone(),
-            status: "deferred",
+            status: "SOFTBOUNCE",
         },
         Kind::Sent => Final {
             recipient: i,
@@ -762,7 +763,11 @@ fn success_notice(
                 || crate::bounce::FailedRecipient {
                     recipient,
                     status: f.dsn.clone(),
-                    diagnostic: f.text.clone(),
+                    // Postfix's text: "delivery via mx[addr]:25: 250 ...".
+                    diagnostic: match &remote {
+                        Some(_) => format!("delivery via {relay}: {}", f.text),
+                        None => f.text.clone(),
+                    },
                     remote_mta: remote.clone(),
                     action: Some(action),
                     will_retry_until: None,
@@ -786,10 +791,11 @@ fn success_notice(
 
 /// The host of a `host[addr]:port` relay, for `Remote-MTA:`.
 fn remote_mta(relay: &str) -> Option<String> {
+    // local, virtual and pipe name no host.
     relay
-        .split('[')
-        .next()
-        .filter(|h| !h.is_empty() && *h != "none" && !relay.starts_with('/'))
+        .split_once('[')
+        .map(|(host, _)| host)
+        .filter(|h| !h.is_empty())
         .map(str::to_string)
 }
 
