@@ -269,9 +269,17 @@ fn dnsbl_hit_miss_and_temporary_failure() {
         miss.cmd("RCPT TO:<alice@mx.test.example>")
             .starts_with("250")
     );
+    // An unreachable list is skipped with a warning, as Postfix does
+    // ("We can't block all email simply because an RBL server is
+    // unavailable").
     let mut fail = session(&d, "127.0.0.4", "client.example", "a@example.org");
     let reply = fail.cmd("RCPT TO:<alice@mx.test.example>");
-    assert!(reply.starts_with("450 4.7.1 "), "{reply}");
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert!(
+        d.log().contains("warning: 4.0.0.127.bl.test: RBL lookup error: Host or domain name not found. Name service error for name=4.0.0.127.bl.test type=A: Host not found, try again"),
+        "{}",
+        d.log()
+    );
     let mut rhs = session(&d, "127.0.0.1", "client.example", "x@spam.example");
     assert_eq!(
         rhs.cmd("RCPT TO:<alice@mx.test.example>"),
@@ -742,6 +750,46 @@ fn dns_allow_lists_and_rhsbl_on_names() {
 }
 
 #[test]
+fn client_dns_settings_leave_smtpd_name_lookups_alone() {
+    let dns = dns_server();
+    dns.add_ptr("127.0.0.1".parse().unwrap(), 60, "good.test.example");
+    dns.add_a("good.test.example", 60, Ipv4Addr::new(127, 0, 0, 1));
+    // smtp_dns_support_level and disable_dns_lookups are the SMTP client's
+    // settings: Postfix's smtpd still looks the client's name up.
+    let d = Daemon::start(&format!(
+        "corepost_dns_servers = {}\nsmtp_dns_support_level = disabled\ndisable_dns_lookups = yes\nsmtpd_peername_lookup = yes\nmynetworks = 127.0.0.0/32\nsmtpd_client_restrictions = reject_unknown_client_hostname\n",
+        dns.addr()
+    ));
+    let mut c = session(&d, "127.0.0.1", "client.example", "a@example.org");
+    let reply = c.cmd("RCPT TO:<alice@mx.test.example>");
+    assert!(reply.starts_with("250 "), "{reply}");
+    assert!(
+        d.log()
+            .contains("connect from good.test.example[127.0.0.1]"),
+        "{}",
+        d.log()
+    );
+}
+
+#[test]
+fn an_unreachable_allow_list_turns_a_later_reject_into_450() {
+    let dns = dns_server();
+    dns.set_behaviour("1.0.0.127.wl.test", Behaviour::ServFail);
+    let d = Daemon::start(&format!(
+        "{PATIENT}corepost_dns_servers = {}\nmynetworks = 127.0.0.0/32\nsmtpd_client_restrictions = permit_dnswl_client wl.test, reject\n",
+        dns.addr()
+    ));
+    // Postfix's permit_dnswl_addr: DEFER_IF_REJECT on a soft DNS error.
+    let mut c = Raw::connect_from(d.port, "127.0.0.1");
+    assert!(c.cmd("EHLO client.example").starts_with("250"));
+    assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert_eq!(
+        c.cmd("RCPT TO:<alice@mx.test.example>"),
+        "450 4.7.1 <127.0.0.1>: Client host rejected: Service unavailable\r\n"
+    );
+}
+
+#[test]
 fn helo_checks_non_fqdn_recipient_and_deferred_relay() {
     let d = Daemon::start(&format!(
         "{PATIENT}smtpd_helo_required = yes\n\
@@ -781,4 +829,127 @@ fn helo_checks_non_fqdn_recipient_and_deferred_relay() {
             .cmd("RCPT TO:<someone@foreign.example>")
             .starts_with("250")
     );
+}
+
+#[test]
+fn policy_requests_carry_postfix_attributes_and_the_real_size() {
+    let (stub, port) = PolicyStub::tcp();
+    let dir = tempfile::tempdir().unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["mx.test.example".to_string()]).unwrap();
+    let (cert, key) = (dir.path().join("cert.pem"), dir.path().join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let d = Daemon::start(&format!(
+        "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n\
+         smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:{port}, permit_mynetworks, reject\n\
+         smtpd_end_of_data_restrictions = check_policy_service {{ inet:127.0.0.1:{port}, policy_context=eod }}\n",
+        cert.display(),
+        key.display()
+    ));
+    let (ok, out) = python(&format!(
+        "import smtplib, ssl\n\
+         s = smtplib.SMTP('127.0.0.1', {})\n\
+         s.ehlo('client.example')\n\
+         s.starttls(context=ssl._create_unverified_context())\n\
+         s.ehlo('client.example')\n\
+         print(s.sock.getsockname()[1])\n\
+         s.mail('a@example.org', ['SIZE=99999'])\n\
+         s.rcpt('alice@mx.test.example')\n\
+         s.data(b'Subject: x\\r\\n\\r\\nhello\\r\\n')\n\
+         s.quit()\n",
+        d.port
+    ));
+    assert!(ok, "{out}\n{}", d.log());
+    let client_port = out.trim().to_string();
+    let requests = stub.requests.lock().unwrap().clone();
+    assert_eq!(requests.len(), 2, "{requests:?}");
+    let attr = |r: usize, k: &str| -> String {
+        requests[r]
+            .iter()
+            .find(|(n, _)| n == k)
+            .map(|(_, v)| v.clone())
+            .unwrap_or_else(|| format!("<missing {k}>"))
+    };
+    // Postfix 3.7's attributes, in its order, then 3.8's two.
+    let names: Vec<&str> = requests[0].iter().map(|(n, _)| n.as_str()).collect();
+    assert_eq!(
+        names,
+        [
+            "request",
+            "protocol_state",
+            "protocol_name",
+            "client_address",
+            "client_name",
+            "client_port",
+            "reverse_client_name",
+            "server_address",
+            "server_port",
+            "helo_name",
+            "sender",
+            "recipient",
+            "recipient_count",
+            "queue_id",
+            "instance",
+            "size",
+            "etrn_domain",
+            "stress",
+            "sasl_method",
+            "sasl_username",
+            "sasl_sender",
+            "ccert_subject",
+            "ccert_issuer",
+            "ccert_fingerprint",
+            "ccert_pubkey_fingerprint",
+            "encryption_protocol",
+            "encryption_cipher",
+            "encryption_keysize",
+            "policy_context",
+            "compatibility_level",
+            "mail_version",
+        ]
+    );
+    assert_eq!(attr(0, "protocol_state"), "RCPT");
+    assert_eq!(attr(0, "client_port"), client_port);
+    assert_eq!(attr(0, "server_address"), "127.0.0.1");
+    assert_eq!(attr(0, "server_port"), d.port.to_string());
+    assert_eq!(attr(0, "size"), "99999");
+    assert_eq!(attr(0, "recipient_count"), "0");
+    assert_eq!(attr(0, "stress"), "");
+    assert_eq!(attr(0, "encryption_protocol"), "TLSv1.3");
+    assert!(
+        attr(0, "encryption_cipher").starts_with("TLS_"),
+        "{requests:?}"
+    );
+    let bits = attr(0, "encryption_keysize");
+    assert!(bits == "128" || bits == "256", "{bits}");
+    assert_eq!(attr(0, "compatibility_level"), "3.6");
+    // END-OF-MESSAGE: the size received, not the SIZE announced.
+    assert_eq!(attr(1, "protocol_state"), "END-OF-MESSAGE");
+    assert_eq!(attr(1, "size"), "21");
+    assert_eq!(attr(1, "recipient_count"), "1");
+    assert_eq!(attr(1, "policy_context"), "eod");
+}
+
+#[test]
+fn the_old_connection_limit_exceptions_name_behaves_as_in_postfix() {
+    // Postfix 3.7: smtpd_client_event_limit_exceptions defaults to
+    // ${smtpd_client_connection_limit_exceptions:$mynetworks}, which is
+    // $mynetworks while the old name is empty and *empty* once it is set
+    // (`postconf -x` shows "smtpd_client_event_limit_exceptions ="): setting
+    // the old name exempts no one, not even the clients it lists.
+    let d = Daemon::start(
+        "smtpd_client_connection_limit_exceptions = 127.0.0.2\nsmtpd_client_connection_count_limit = 1\nmynetworks = 127.0.0.0/8\n",
+    );
+    for client in ["127.0.0.2", "127.0.0.3"] {
+        let _held = Raw::connect_from(d.port, client);
+        let (_, greeting) = Raw::open_from(d.port, client);
+        assert_eq!(
+            greeting,
+            format!("421 4.7.0 mx.test.example Error: too many connections from {client}\r\n")
+        );
+    }
+    // Without it, mynetworks is exempt.
+    let d = Daemon::start("smtpd_client_connection_count_limit = 1\nmynetworks = 127.0.0.0/8\n");
+    let _a = Raw::connect_from(d.port, "127.0.0.2");
+    let _b = Raw::connect_from(d.port, "127.0.0.2");
 }

@@ -564,3 +564,67 @@ fn delay_warning_is_sent_once() {
     std::thread::sleep(std::time::Duration::from_secs(3));
     assert_eq!(sink.snapshot().messages.len(), 1, "one warning only");
 }
+
+/// `qmgr_message_active_limit` bounds the messages being delivered at once
+/// (across the cores), as it bounds Postfix's active queue: ten messages
+/// to a next hop that takes 200 ms per message, two at a time, take at
+/// least a second; unbounded they would all be in flight together.
+#[test]
+fn the_active_queue_limit_bounds_messages_in_flight() {
+    let sink = Sink::start_slow(std::time::Duration::from_millis(200));
+    let d = relay_daemon(&sink, "qmgr_message_active_limit = 2\n");
+    let started = std::time::Instant::now();
+    let senders: Vec<_> = (0..10)
+        .map(|i| {
+            let port = d.port;
+            std::thread::spawn(move || {
+                submit(
+                    port,
+                    "a@example.org",
+                    &[&format!("n{i}@remote.example")],
+                    "Subject: active\r\n\r\nbody",
+                )
+            })
+        })
+        .collect();
+    for s in senders {
+        s.join().unwrap();
+    }
+    let got = sink.wait_for(10, 30);
+    assert_eq!(got.messages.len(), 10, "{}", d.log());
+    let took = started.elapsed();
+    assert!(
+        took >= std::time::Duration::from_millis(900),
+        "10 deliveries of 200 ms, 2 at a time, took {took:?}"
+    );
+}
+
+/// `destination_concurrency_feedback_debug = yes` logs each change of a
+/// destination's concurrency window, as Postfix's qmgr does.
+#[test]
+fn feedback_debug_logs_window_changes() {
+    let dead = free_port(); // nothing listens there
+    let d = Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{dead}\ndestination_concurrency_feedback_debug = yes\n"
+    ));
+    submit(
+        d.port,
+        "a@example.org",
+        &["x@remote.example"],
+        "Subject: fb\r\n\r\nbody",
+    );
+    let line = wait_until(20, || {
+        d.log()
+            .lines()
+            .find(|l| l.contains("qmgr_queue_throttle: queue "))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no feedback line:\n{}", d.log()));
+    assert!(
+        line.contains("corepost/qmgr[")
+            && line.contains(&format!(
+                "queue smtp:[127.0.0.1]:{dead}: limit 20 window 4 success 0 failure 0 fail_cohorts 0.25"
+            )),
+        "{line}"
+    );
+}

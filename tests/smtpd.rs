@@ -139,7 +139,8 @@ fn bdat_chunks() {
     c.send(b"BDAT 20\r\nSubject: b\r\n\r\n.\r\n\r\n.");
     assert_eq!(c.reply(), "250 2.0.0 Ok: 20 bytes\r\n");
     c.send(b"BDAT 7 LAST\r\nend\r\n\r\n");
-    assert!(c.reply().starts_with("250 2.0.0 Ok: queued as "));
+    // Postfix's count: every line with its CRLF.
+    assert!(c.reply().starts_with("250 2.0.0 Ok: 27 bytes queued as "));
     // DATA is refused with BINARYMIME.
     c.cmd("MAIL FROM:<a@example.org> BODY=BINARYMIME");
     c.cmd("RCPT TO:<alice@mx.test.example>");
@@ -190,13 +191,13 @@ print('ok')
 fn error_replies_keep_the_session_going() {
     let d = Daemon::start("smtpd_recipient_limit = 2\nmessage_size_limit = 2000\n");
     let mut c = Raw::connect(d.port);
-    assert!(c.cmd("FROB").starts_with("502 5.5.2"));
+    assert!(c.cmd("FROB").starts_with("500 5.5.2"));
     assert!(
         c.cmd("RCPT TO:<alice@mx.test.example>")
             .starts_with("503 5.5.1 Error: need MAIL command")
     );
     assert!(c.cmd("DATA").starts_with("503 5.5.1"));
-    assert!(c.cmd("MAIL FROM:alice").starts_with("501 5.1.3"));
+    assert!(c.cmd("MAIL FROM:<a b>").starts_with("501 5.1.7"));
     assert!(
         c.cmd("MAIL FROM:<a@example.org> FROB=1")
             .starts_with("555 5.5.4")
@@ -205,9 +206,10 @@ fn error_replies_keep_the_session_going() {
         c.cmd("MAIL FROM:<a@example.org> SIZE=5000")
             .starts_with("552 5.3.4")
     );
-    assert!(c.cmd("HELO").starts_with("501 5.5.4"));
+    assert_eq!(c.cmd("HELO"), "501 Syntax: HELO hostname\r\n");
     let long = format!("NOOP {}", "x".repeat(5000));
-    assert!(c.cmd(&long).starts_with("500 5.5.2 Error: line too long"));
+    // As Postfix: cut at line_length_limit and carried out.
+    assert_eq!(c.cmd(&long), "250 2.0.0 Ok\r\n");
     assert!(c.cmd("EHLO x").starts_with("250"));
     assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
     assert!(
@@ -231,10 +233,12 @@ fn error_replies_keep_the_session_going() {
 fn hard_error_limit_disconnects() {
     let d = Daemon::start("smtpd_hard_error_limit = 3\nsmtpd_error_sleep_time = 0\n");
     let mut c = Raw::connect(d.port);
-    assert!(c.cmd("BAD1").starts_with("502"));
-    assert!(c.cmd("BAD2").starts_with("502"));
+    assert!(c.cmd("BAD1").starts_with("500"));
+    assert!(c.cmd("BAD2").starts_with("500"));
+    // As Postfix: the third error's reply, then the 421.
+    assert!(c.cmd("BAD3").starts_with("500 5.5.2"));
     assert!(
-        c.cmd("BAD3")
+        c.reply()
             .starts_with("421 4.7.0 mx.test.example Error: too many errors")
     );
     assert_eq!(c.reply(), "", "connection closed");
@@ -364,8 +368,9 @@ fn smuggling_sequences_do_not_split_messages() {
 
 #[test]
 fn bare_newlines_are_rejected_when_configured() {
-    let d =
-        Daemon::start("smtpd_forbid_bare_newline = yes\nsmtpd_forbid_bare_newline_exclusions =\n");
+    let d = Daemon::start(
+        "smtpd_forbid_bare_newline = reject\nsmtpd_forbid_bare_newline_exclusions =\n",
+    );
     let mut c = Raw::connect(d.port);
     c.cmd("EHLO x");
     c.cmd("MAIL FROM:<a@example.org>");
@@ -374,7 +379,7 @@ fn bare_newlines_are_rejected_when_configured() {
     c.send(b"Subject: x\r\n\r\nline\n.\nmore\r\n.\r\n");
     assert!(
         c.reply()
-            .starts_with("550 5.5.2 Error: bare <CR> or <LF> received")
+            .starts_with("550 5.5.2 mx.test.example Error: bare <LF> received")
     );
     assert!(c.cmd("NOOP").starts_with("250"));
 }
@@ -471,7 +476,8 @@ fn stop_status_and_reload() {
 
 #[test]
 fn many_idle_connections() {
-    let d = Daemon::start("");
+    // More sessions than Postfix's default_process_limit (100) admits.
+    let d = Daemon::start("default_process_limit = 0");
     let before = d.rss();
     let n = 2000;
     let mut conns = Vec::with_capacity(n);

@@ -131,6 +131,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("header_size_limit", Size, "102400", "Largest message header kept, in bytes."),
     p("line_length_limit", Size, "2048", "Longest line of a message or SMTP command kept in memory; longer lines are split or refused."),
     p("smtpd_recipient_limit", Int, "1000", "Most recipients one message may have."),
+    p("smtpd_recipient_overshoot_limit", Int, "1000", "RCPT commands beyond smtpd_recipient_limit answered 452 without counting as errors."),
     p("smtpd_timeout", Time('s'), "${stress?{10}:{300}}s", "How long smtpd waits for a client command or data before disconnecting."),
     p("smtpd_hard_error_limit", Int, "${stress?{1}:{20}}", "Errors after which smtpd disconnects a client."),
     p("smtpd_soft_error_limit", Int, "10", "Errors after which smtpd slows down its replies to a client."),
@@ -165,11 +166,12 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_upstream_proxy_protocol", Text, "", "Proxy protocol spoken in front of smtpd: empty or haproxy (PROXY v1 and v2).")
         .one_of(&["", "haproxy"]),
     p("smtpd_upstream_proxy_timeout", Time('s'), "5s", "How long to wait for the proxy protocol header."),
-    p("smtpd_forbid_bare_newline", Text, "normalize", "What to do with a bare LF in SMTP commands or message data: no (accept), normalize (treat as CRLF but never as end of data), yes/reject (reject the message).")
+    p("smtpd_forbid_bare_newline", Text, "normalize", "What to do with a bare LF in SMTP commands or message data: no (accept), normalize or yes (treat as CRLF but never as end of data), reject (reject the command or message).")
         .differs("SMTP smuggling defence on by default, as in Postfix 3.9 and later")
         .one_of(&["no", "normalize", "yes", "reject", "note"]),
     p("smtpd_forbid_bare_newline_exclusions", List, "$mynetworks", "Clients exempt from smtpd_forbid_bare_newline.")
         .differs("follows mynetworks"),
+    p("smtpd_forbid_bare_newline_reject_code", Int, "550", "Reply code when smtpd_forbid_bare_newline = reject refuses a command or message."),
     p("smtpd_forbid_unauth_pipelining", Bool, "no", "Disconnect clients that pipeline commands without being offered PIPELINING."),
     // --- smtpd: restrictions and reply codes ------------------------------------
     p("smtpd_client_restrictions", Restrictions, "", "Restrictions on the client's address and host name."),
@@ -180,6 +182,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_data_restrictions", Restrictions, "", "Restrictions applied at the DATA command."),
     p("smtpd_end_of_data_restrictions", Restrictions, "", "Restrictions applied after the message content has been received."),
     p("smtpd_etrn_restrictions", Restrictions, "", "Restrictions on the ETRN command."),
+    p("fast_flush_domains", List, "$relay_domains", "Destinations whose deferred mail ETRN may flush."),
     p("smtpd_restriction_classes", List, "", "Names of user-defined restriction lists, each a parameter of its own, usable as results of access tables."),
     p("smtpd_reject_unlisted_recipient", Bool, "yes", "Reject recipients not in their address class's recipient tables even without reject_unlisted_recipient."),
     p("smtpd_reject_unlisted_sender", Bool, "no", "Reject senders that would be rejected as recipients."),

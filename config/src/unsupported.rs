@@ -735,12 +735,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     u("smtpd_authorized_xforward_hosts", Warning, "", SMTPD),
     u("smtpd_dns_reply_filter", Warning, "", SMTPD),
     u(
-        "smtpd_forbid_bare_newline_reject_code",
-        Warning,
-        "550",
-        SMTPD,
-    ),
-    u(
         "unknown_address_tempfail_action",
         Warning,
         "$reject_tempfail_action",

@@ -16,9 +16,6 @@ const SMTPD: &str = "NOT HONOURED YET: smtpd ignores it (issue 15)";
 const CLIENT: &str = "NOT HONOURED YET: the SMTP/LMTP client ignores it (issue 14)";
 /// Not honoured yet: routing ignores it.
 const ROUTING: &str = "NOT HONOURED YET: routing ignores it (issue 14)";
-/// The PROXY protocol is not built.
-const PROXY: &str =
-    "NOT HONOURED YET: no PROXY protocol support (issue 20); implement or move to unsupported.rs";
 
 /// Certificate verification is refused (unsupported.rs, UNHONOURED_VALUES).
 const CA_FILES: &str = "used only to verify servers (levels verify, secure, ...), which corepost refuses until the client verifies certificates (issue 14)";
@@ -43,9 +40,6 @@ pub const UNREAD: &[(&str, &str)] = &[
     ("default_extra_recipient_limit", QMGR),
     ("default_recipient_limit", QMGR),
     ("default_transport_rate_delay", QMGR),
-    ("destination_concurrency_feedback_debug", QMGR),
-    ("header_size_limit", SMTPD),
-    ("line_length_limit", SMTPD),
     ("lmtp_connection_reuse_time_limit", CLIENT),
     ("lmtp_data_init_timeout", CLIENT),
     ("lmtp_data_xfer_timeout", CLIENT),
@@ -55,17 +49,12 @@ pub const UNREAD: &[(&str, &str)] = &[
     ("lmtp_quit_timeout", CLIENT),
     ("lmtp_rcpt_timeout", CLIENT),
     ("local_destination_concurrency_limit", QMGR),
-    (
-        "mail_version",
-        "read-only information, as in Postfix: there for $mail_version in other values (e.g. smtpd_banner)",
-    ),
     ("mailq_path", INSTALL_PATH),
     (
         "multi_instance_name",
         "read through the default of syslog_name (${multi_instance_name?...})",
     ),
     ("newaliases_path", INSTALL_PATH),
-    ("qmgr_message_active_limit", QMGR),
     ("qmgr_message_recipient_limit", QMGR),
     ("queue_run_delay", QMGR),
     ("sender_dependent_default_transport_maps", ROUTING),
@@ -93,17 +82,6 @@ pub const UNREAD: &[(&str, &str)] = &[
     ("smtp_tls_loglevel", CLIENT),
     ("smtp_tls_policy_maps", CLIENT),
     ("smtp_tls_protocols", CLIENT),
-    ("smtpd_authorized_xclient_hosts", SMTPD),
-    (
-        "smtpd_client_connection_limit_exceptions",
-        "read through the default of smtpd_client_event_limit_exceptions",
-    ),
-    ("smtpd_etrn_restrictions", SMTPD),
-    ("smtpd_forbid_unauth_pipelining", SMTPD),
-    ("smtpd_log_access_permit_actions", SMTPD),
-    ("smtpd_noop_commands", SMTPD),
-    ("smtpd_upstream_proxy_protocol", PROXY),
-    ("smtpd_upstream_proxy_timeout", PROXY),
     ("transport_retry_time", QMGR),
     ("unverified_recipient_reject_code", SMTPD),
     (

@@ -62,6 +62,8 @@ pub type SharedRouter = Arc<std::sync::Mutex<Arc<Router>>>;
 pub struct Endpoint {
     pub requests: flume::Receiver<CoreRequest>,
     pub router: SharedRouter,
+    /// Every core's control channel (this one's included).
+    pub peers: Vec<flume::Sender<CoreRequest>>,
 }
 
 /// A request with the channel for its answer.
@@ -72,7 +74,9 @@ pub struct CoreRequest {
 
 /// Serve control requests on this core until shutdown.
 pub async fn serve(ctx: Rc<CoreContext>, qmgr: Rc<Qmgr>, endpoint: Endpoint) {
-    let Endpoint { requests, router } = endpoint;
+    let Endpoint {
+        requests, router, ..
+    } = endpoint;
     loop {
         let next = futures_lite::future::or(async { requests.recv_async().await.ok() }, async {
             ctx.shutdown.wait().await;

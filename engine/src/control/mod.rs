@@ -62,7 +62,8 @@ pub fn item(
 pub struct DaemonInfo {
     pub started: Instant,
     pub cores: u16,
-    pub listeners: Vec<String>,
+    /// The listening addresses (a reload changes them).
+    pub listeners: Arc<std::sync::Mutex<Vec<String>>>,
     pub pickup: bool,
     /// Where `reload` requests go (the daemon's signal loop); `None` in
     /// tests.
@@ -366,7 +367,10 @@ fn execute(
                 total.spool_bytes,
                 total.segments,
                 total.sessions,
-                info.listeners.join(" "),
+                info.listeners
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .join(" "),
                 if info.pickup { "on" } else { "off" },
             ) + &helper
                 + &damage)
@@ -395,7 +399,7 @@ mod tests {
         let info = DaemonInfo {
             started: Instant::now(),
             cores: 1,
-            listeners: vec![],
+            listeners: Default::default(),
             pickup: false,
             reload: None,
         };

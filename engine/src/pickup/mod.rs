@@ -100,25 +100,13 @@ impl PickupSettings {
             .strip_prefix('<')
             .and_then(|x| x.strip_suffix('>'))
             .unwrap_or(a);
-        if a.is_empty() {
-            return String::new();
+        crate::routing::qualify::Qualify {
+            myorigin: self.myorigin.clone(),
+            mydomain: self.mydomain.clone(),
+            append_at_myorigin: self.append_at_myorigin,
+            append_dot_mydomain: self.append_dot_mydomain,
         }
-        match a.rfind('@') {
-            None if self.append_at_myorigin => format!("{a}@{}", self.myorigin),
-            None => a.to_string(),
-            Some(i) => {
-                let domain = &a[i + 1..];
-                if self.append_dot_mydomain
-                    && !domain.contains('.')
-                    && !domain.starts_with('[')
-                    && !domain.is_empty()
-                {
-                    format!("{a}.{}", self.mydomain)
-                } else {
-                    a.to_string()
-                }
-            }
-        }
+        .qualify(a)
     }
 }
 

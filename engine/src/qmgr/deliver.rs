@@ -295,7 +295,11 @@ async fn smtp_worker(
             dest.window.borrow_mut().as_mut(),
             settings.transports.get(&dest.key.transport),
         ) {
-            (Some(w), Some(t)) => w.failure(&t.feedback),
+            (Some(w), Some(t)) => {
+                let verdict = w.failure(&t.feedback);
+                log_feedback(qmgr, dest, "qmgr_queue_throttle", w, t.concurrency);
+                verdict
+            }
             _ => super::window::AfterFailure::Alive,
         };
         if verdict == super::window::AfterFailure::Dead
@@ -411,12 +415,16 @@ async fn smtp_worker(
                     dest.window.borrow_mut().as_mut(),
                     settings.transports.get(&dest.key.transport),
                 ) {
+                    let before = w.get();
                     w.success(
                         &t.feedback,
                         dest.workers.get(),
                         t.initial_concurrency,
                         t.concurrency,
                     );
+                    if w.get() != before {
+                        log_feedback(qmgr, dest, "qmgr_queue_unthrottle", w, t.concurrency);
+                    }
                 }
                 let mut results = Vec::with_capacity(job.recipients.len());
                 for (slot, &i) in job.recipients.iter().enumerate() {
@@ -513,6 +521,25 @@ fn success_action(
 }
 
 /// Wait for the next free slot of a paced event and reserve the one after.
+/// With `destination_concurrency_feedback_debug`, log a destination's
+/// concurrency window after feedback changed it, as Postfix's qmgr does.
+fn log_feedback(
+    qmgr: &Rc<Qmgr>,
+    dest: &Rc<DestQueue>,
+    function: &str,
+    window: &super::window::ConcurrencyWindow,
+    limit: usize,
+) {
+    if !qmgr.settings.borrow().feedback_debug {
+        return;
+    }
+    let queue = format!("{}:{}", dest.key.transport, dest.key.nexthop);
+    qmgr.ctx.log.line(
+        "corepost/qmgr",
+        &format!("{function}: {}", window.debug_line(&queue, limit)),
+    );
+}
+
 async fn pace(next: &std::cell::Cell<Option<Instant>>, interval: Duration) {
     if interval.is_zero() {
         return;

@@ -167,6 +167,7 @@ impl Qmgr {
     /// One scheduling pass; returns how long until the next message is due.
     fn pass(self: &Rc<Self>) -> Option<Duration> {
         let now = corepost_spool::queue_id::now_micros();
+        let room = self.active_room();
         let due: Vec<QueueId> = {
             let spool = self.ctx.spool.borrow();
             let active = self.active.borrow();
@@ -174,11 +175,16 @@ impl Qmgr {
                 .index()
                 .due(now)
                 .filter(|id| !active.contains_key(id))
-                .take(PICK_BATCH)
+                .take(PICK_BATCH.min(room))
                 .collect()
         };
         for id in due {
             self.pick(id, now);
+        }
+        if self.active_room() == 0 {
+            // Full: the next pass comes when a message leaves the active
+            // set (`job_done` notifies), not at once.
+            return Some(Duration::from_secs(1));
         }
         let spool = self.ctx.spool.borrow();
         spool
@@ -570,6 +576,7 @@ impl Qmgr {
 
     /// A job is finished (every recipient has an outcome).
     pub fn job_done(&self, id: QueueId) {
+        let was_full = self.active_room() == 0;
         let mut active = self.active.borrow_mut();
         if let Some(n) = active.get_mut(&id) {
             *n -= 1;
@@ -577,6 +584,26 @@ impl Qmgr {
                 active.remove(&id);
             }
         }
+        drop(active);
+        if was_full && self.active_room() > 0 {
+            self.ctx.new_mail.notify();
+        }
+    }
+
+    /// How many more messages this core may make active: Postfix's
+    /// `qmgr_message_active_limit`, shared evenly by the cores (each core's
+    /// queue manager holds its slice of the queue), so that the limit
+    /// bounds the whole daemon's in-flight messages as it bounds Postfix's
+    /// active queue.
+    fn active_room(&self) -> usize {
+        let cores = self.mesh.as_ref().map_or(1, |m| m.peers).max(1);
+        let limit = self
+            .settings
+            .borrow()
+            .message_active_limit
+            .div_ceil(cores)
+            .max(1);
+        limit.saturating_sub(self.active.borrow().len())
     }
 
     /// The next attempt after a deferral, given the message's age.

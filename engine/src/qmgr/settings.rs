@@ -76,6 +76,11 @@ pub struct QmgrSettings {
     pub router: crate::routing::Router,
     pub bounce: crate::bounce::BounceSettings,
     pub policy_maps: corepost_config::tables::TableList,
+    /// `qmgr_message_active_limit`: most messages being delivered at once,
+    /// across the cores.
+    pub message_active_limit: usize,
+    /// `destination_concurrency_feedback_debug`: log every window change.
+    pub feedback_debug: bool,
 }
 
 fn transport_time(
@@ -275,6 +280,16 @@ impl QmgrSettings {
                     .map_err(|e| e.to_string())?,
             )
             .map_err(|e| format!("corepost_destination_policy_maps: {e}"))?,
+            message_active_limit: usize::try_from(
+                config
+                    .get_int("qmgr_message_active_limit")
+                    .map_err(|e| e.to_string())?,
+            )
+            .unwrap_or(1)
+            .max(1),
+            feedback_debug: config
+                .get_bool("destination_concurrency_feedback_debug")
+                .map_err(|e| e.to_string())?,
         })
     }
 }

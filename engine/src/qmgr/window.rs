@@ -105,6 +105,16 @@ impl ConcurrencyWindow {
         self.window
     }
 
+    /// Postfix's `destination_concurrency_feedback_debug` line (without
+    /// the function name), e.g. `queue smtp:example.com: limit 20 window 3
+    /// success 0.5 failure 0 fail_cohorts 0`.
+    pub fn debug_line(&self, queue: &str, limit: usize) -> String {
+        format!(
+            "queue {queue}: limit {limit} window {} success {} failure {} fail_cohorts {}",
+            self.window, self.success, self.failure, self.failed_cohorts
+        )
+    }
+
     /// Failures since the last success: the destination's feedback state
     /// is worth keeping while its mail is retried.
     pub fn has_failures(&self) -> bool {

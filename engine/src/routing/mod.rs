@@ -11,6 +11,7 @@
 //! classes — Postfix's precedence.
 
 pub mod domain_list;
+pub mod qualify;
 
 use corepost_config::ConfigError;
 use corepost_config::host::interface_networks;

@@ -1,8 +1,9 @@
 //! The thread-per-core runtime behind `corepost run`.
 //!
 //! The main thread loads and checks the configuration, takes the pid-file
-//! lock, binds every listening socket for every core (SO_REUSEPORT, so the
-//! kernel spreads connections over the cores), drops root privileges, then
+//! lock, claims every listening address (no other daemon may serve it, see
+//! `listen.rs`) and binds it for every core (SO_REUSEPORT, so the kernel
+//! spreads connections over the cores), drops root privileges, then
 //! starts one pinned glommio executor per core. Each core opens its own
 //! spool, accepts on its own sockets and runs its sessions to the end; the
 //! cores share nothing but read-only settings and the log.
@@ -10,15 +11,17 @@
 //! The main thread then only handles signals: SIGTERM/SIGINT stop (no new
 //! connections, open sessions get 421 at their next command, the spools
 //! are flushed), SIGHUP reloads the configuration for new sessions without
-//! dropping established ones.
+//! dropping established ones, opening the listeners it adds and closing
+//! those it removes ([`reload`]).
 
+mod accept;
 pub mod listen;
+pub mod services;
 pub mod shutdown;
+mod signals;
 mod start_failure;
 
 use crate::log::Log;
-use crate::smtpd::connection::Connection;
-use crate::smtpd::session::Session;
 use crate::smtpd::settings::SmtpdSettings;
 use corepost_config::Config;
 use corepost_spool::{CoreSpool, Envelope, FlushPolicy, QueueId, SpoolOptions, SyncMethod};
@@ -40,6 +43,9 @@ pub struct CoreContext {
     pub new_mail: crate::qmgr::Signal,
     /// Sessions running on this core.
     pub sessions: Cell<usize>,
+    /// Every core's control channel: smtpd's ETRN asks them to flush
+    /// deferred mail, as `corepost queue flush` does.
+    pub control: Vec<flume::Sender<crate::control::core::CoreRequest>>,
 }
 
 impl CoreContext {
@@ -72,12 +78,18 @@ struct Shared {
     stop: AtomicBool,
     /// Bumped by every reload.
     generation: AtomicU64,
-    /// Current settings per smtpd service, in listener order.
-    settings: Mutex<Vec<Arc<SmtpdSettings>>>,
+    /// Current settings and session counts of the smtpd services.
+    services: Mutex<services::Services>,
     /// Current queue manager settings.
     qmgr: Mutex<Arc<crate::qmgr::QmgrSettings>>,
     /// Cores whose executor has finished.
     exited: std::sync::atomic::AtomicUsize,
+    /// The addresses to listen on; each core closes its other listeners.
+    plan: Mutex<Vec<listen::Planned>>,
+    /// Sockets a reload opened, for each core to accept on.
+    opened: Vec<Mutex<Vec<listen::Bound>>>,
+    /// The last generation each core applied.
+    applied: Vec<AtomicU64>,
 }
 
 /// Counts a core as exited when its main future ends, however it ends.
@@ -118,6 +130,20 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     for w in &warnings {
         log.line(&master, &format!("warning: {w}"));
     }
+    // As Postfix's master: a fatal error is in the log too.
+    run_with_log(options, config, &log, &master).inspect_err(|e| {
+        log.line(&master, &format!("fatal: {e}"));
+        log.flush();
+    })
+}
+
+fn run_with_log(
+    options: &RunOptions,
+    config: Config,
+    log: &Log,
+    master: &str,
+) -> Result<(), String> {
+    let (log, master) = (log.clone(), master.to_string());
     let queue_dir = PathBuf::from(config.get("queue_directory").map_err(|e| e.to_string())?);
     std::fs::create_dir_all(&queue_dir)
         .map_err(|e| format!("queue_directory {}: {e}", queue_dir.display()))?;
@@ -138,7 +164,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             )
         })?;
     let spool_options = spool_options(&config)?;
-    let services = smtpd_settings(&config)?;
+    let services = smtpd_services(&config, &services::Services::new())?;
     let qmgr_settings = Arc::new(crate::qmgr::QmgrSettings::from_config(&config)?);
     let pickup = crate::pickup::PickupSettings::from_config(&config)?.map(Arc::new);
     let control_socket = crate::control::socket_path(&config)?;
@@ -150,11 +176,11 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     if plan.is_empty() {
         return Err("master.cf has no smtpd inet service: nothing to listen on".into());
     }
-    // Bind everything for every core before giving up root.
-    let mut per_core = Vec::new();
-    for _ in 0..cores {
-        per_core.push(listen::bind_all(&plan)?);
-    }
+    // Claim and bind everything for every core before giving up root.
+    let mut listeners = services::Listeners::default();
+    let mut prepared = listeners.prepare(plan, usize::from(cores))?;
+    let per_core = std::mem::take(&mut prepared.per_core);
+    listeners.commit(prepared);
     if let Some(owner) = listen::mail_owner(&config, &log, &master)? {
         // Local, virtual and pipe act as the recipient: a helper process
         // keeps root for them (Postfix's privilege separation).
@@ -171,13 +197,16 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
     // Again as the owner: a chown may have cleared the set-group-id bit.
     crate::pickup::maildrop::prepare(&queue_dir)
         .map_err(|e| format!("maildrop in {}: {e}", queue_dir.display()))?;
-    block_signals();
+    signals::block_signals();
     let shared = Arc::new(Shared {
         stop: AtomicBool::new(false),
         generation: AtomicU64::new(0),
-        settings: Mutex::new(services),
+        services: Mutex::new(services),
         qmgr: Mutex::new(qmgr_settings),
         exited: std::sync::atomic::AtomicUsize::new(0),
+        plan: Mutex::new(listeners.plan().to_vec()),
+        opened: (0..cores).map(|_| Mutex::new(Vec::new())).collect(),
+        applied: (0..cores).map(|_| AtomicU64::new(0)).collect(),
     });
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
@@ -194,6 +223,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
         let control = crate::control::core::Endpoint {
             requests: control_rx,
             router: Arc::clone(&router),
+            peers: control_tx.clone(),
         };
         let mesh = mesh.clone();
         let core = core as u16;
@@ -238,7 +268,12 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             }
         }
     }
-    let addresses: Vec<String> = plan.iter().map(|p| p.address.to_string()).collect();
+    let addresses: Vec<String> = listeners
+        .plan()
+        .iter()
+        .map(|p| p.address.to_string())
+        .collect();
+    let shown_listeners = Arc::new(Mutex::new(addresses.clone()));
     // `corepost reload` asks through the control socket and waits for the
     // verdict, which the signal loop sends back.
     let (reload_tx, reload_rx) = flume::unbounded();
@@ -248,7 +283,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
         crate::control::DaemonInfo {
             started: std::time::Instant::now(),
             cores,
-            listeners: addresses.clone(),
+            listeners: Arc::clone(&shown_listeners),
             pickup: pickup.is_some(),
             reload: Some(reload_tx),
         },
@@ -273,7 +308,12 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
             addresses.join(" ")
         ),
     );
-    signal_loop(&shared, options, &log, &master, &router, &reload_rx);
+    let mut listeners = signals::Reloadable {
+        listeners,
+        shown: shown_listeners,
+        requests: reload_rx,
+    };
+    signals::signal_loop(&shared, options, &log, &master, &router, &mut listeners);
     drop(control);
     for h in handles {
         let _ = h.join();
@@ -315,24 +355,73 @@ fn spool_options(config: &Config) -> Result<SpoolOptions, String> {
     })
 }
 
-/// Settings of every smtpd inet service, in master.cf order.
-fn smtpd_settings(config: &Config) -> Result<Vec<Arc<SmtpdSettings>>, String> {
-    config
+/// Every smtpd inet service: its settings, and its session count (kept
+/// from `previous` across a reload, with the new limit).
+fn smtpd_services(
+    config: &Config,
+    previous: &services::Services,
+) -> Result<services::Services, String> {
+    let default_limit = config
+        .get_int("default_process_limit")
+        .map_err(|e| e.to_string())?;
+    let mut out = services::Services::new();
+    for s in config
         .services()
         .filter(|s| listen::is_smtpd_inet(s.service))
-        .map(|s| {
-            SmtpdSettings::from_service(&s)
+    {
+        let id = s.service.id();
+        let settings = SmtpdSettings::from_service(&s)
+            .map(Arc::new)
+            .map_err(|e| format!("service {id}: {e}"))?;
+        let limit = services::process_limit(s.service.max_proc, default_limit);
+        let public = listen::is_public(config, s.service);
+        // Postfix runs a public service's processes with "-o stress=yes"
+        // once it has been full (STRESS_README).
+        let stressed = if public && limit > 1 {
+            let mut service = s.service.clone();
+            service.overrides.push(corepost_config::mastercf::Override {
+                name: "stress".into(),
+                value: "yes".into(),
+            });
+            let stressed = corepost_config::ServiceConfig {
+                config,
+                service: &service,
+            };
+            SmtpdSettings::from_service(&stressed)
                 .map(Arc::new)
-                .map_err(|e| format!("service {}: {e}", s.service.id()))
-        })
-        .collect()
+                .map_err(|e| format!("service {id}: {e}"))?
+        } else {
+            Arc::clone(&settings)
+        };
+        let slots = match previous.get(&id) {
+            Some(p) => {
+                p.slots.set_limit(limit);
+                Arc::clone(&p.slots)
+            }
+            None => services::Slots::new(
+                &s.service.name,
+                &listen::postfix_name(s.service),
+                limit,
+                public,
+            ),
+        };
+        out.insert(
+            id,
+            services::Service {
+                settings,
+                stressed,
+                slots,
+            },
+        );
+    }
+    Ok(out)
 }
 
 #[allow(clippy::too_many_arguments)]
 async fn core_main(
     core: u16,
     cores: u16,
-    listeners: Vec<listen::Bound>,
+    bound: Vec<listen::Bound>,
     shared: Arc<Shared>,
     log: Log,
     queue_dir: PathBuf,
@@ -399,8 +488,9 @@ async fn core_main(
         spool: RefCell::new(spool),
         sessions: Cell::new(0),
         new_mail: crate::qmgr::Signal::default(),
+        control: control.peers.clone(),
     });
-    let settings = Rc::new(RefCell::new(lock(&shared.settings).clone()));
+    let services = Rc::new(RefCell::new(lock(&shared.services).clone()));
     // Cores exchange delivery jobs and outcomes over a full mesh of
     // bounded channels; every core must join it.
     let (mesh, receivers) = match mesh {
@@ -438,11 +528,9 @@ async fn core_main(
     let pickup_task = pickup
         .filter(|_| core == 0)
         .map(|p| glommio::spawn_local(crate::pickup::run(Rc::clone(&ctx), p)));
-    let mut accept_tasks = Vec::new();
-    for bound in listeners {
-        let ctx = Rc::clone(&ctx);
-        let settings = Rc::clone(&settings);
-        accept_tasks.push(glommio::spawn_local(accept_loop(bound, ctx, settings)));
+    let mut listeners = accept::CoreListeners::new(Rc::clone(&ctx), Rc::clone(&services));
+    for b in bound {
+        listeners.start(b);
     }
     let _ = ready.send(Ok(()));
     // Watch for reloads and the stop signal; reclaim spool space meanwhile.
@@ -453,8 +541,15 @@ async fn core_main(
         let g = shared.generation.load(Ordering::Acquire);
         if g != generation {
             generation = g;
-            *settings.borrow_mut() = lock(&shared.settings).clone();
+            *services.borrow_mut() = lock(&shared.services).clone();
             *qmgr.settings.borrow_mut() = Arc::clone(&lock(&shared.qmgr));
+            let plan = lock(&shared.plan).clone();
+            listeners.retain(&plan).await;
+            let opened = std::mem::take(&mut *lock(&shared.opened[usize::from(core)]));
+            for b in opened {
+                listeners.start(b);
+            }
+            shared.applied[usize::from(core)].store(g, Ordering::Release);
         }
         ticks += 1;
         if ticks.is_multiple_of(10) {
@@ -475,9 +570,7 @@ async fn core_main(
     }
     ctx.shutdown.trigger();
     ctx.new_mail.notify();
-    for t in accept_tasks {
-        t.await;
-    }
+    listeners.join().await;
     qmgr_task.await;
     control_task.await;
     if let Some(t) = pickup_task {
@@ -494,7 +587,7 @@ async fn core_main(
         }
         glommio::timer::sleep(Duration::from_millis(50)).await;
     }
-    drop(settings);
+    drop(services);
     // Delivery workers finish their current transaction; give them a moment.
     for _ in 0..100 {
         if Rc::strong_count(&qmgr) == 1 {
@@ -520,53 +613,6 @@ async fn core_main(
     final_log.flush();
 }
 
-async fn accept_loop(
-    bound: listen::Bound,
-    ctx: Rc<CoreContext>,
-    settings: Rc<RefCell<Vec<Arc<SmtpdSettings>>>>,
-) {
-    let service = bound.service;
-    let listener = bound.into_glommio();
-    loop {
-        let accepted = futures_lite::future::or(async { Some(listener.accept().await) }, async {
-            ctx.shutdown.wait().await;
-            None
-        })
-        .await;
-        let stream = match accepted {
-            None => return,
-            Some(Ok(s)) => s,
-            Some(Err(e)) => {
-                ctx.log
-                    .line("corepost/smtpd", &format!("warning: accept: {e}"));
-                glommio::timer::sleep(Duration::from_millis(10)).await;
-                continue;
-            }
-        };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        let _ = stream.set_nodelay(true);
-        let Some(session_settings) = settings.borrow().get(service).cloned() else {
-            continue;
-        };
-        let core = Rc::clone(&ctx);
-        ctx.sessions.set(ctx.sessions.get() + 1);
-        glommio::spawn_local(async move {
-            Session::new(
-                Connection::new(stream),
-                Rc::clone(&core),
-                session_settings,
-                peer,
-            )
-            .run()
-            .await;
-            core.sessions.set(core.sessions.get() - 1);
-        })
-        .detach();
-    }
-}
-
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|p| p.into_inner())
 }
@@ -586,148 +632,6 @@ fn raise_file_limit() {
             libc::setrlimit(libc::RLIMIT_NOFILE, &lim);
         }
     }
-}
-
-/// Block the signals the main thread handles, before any other thread
-/// exists, so every thread inherits the mask and only `sigtimedwait` in the
-/// main thread sees them.
-fn block_signals() {
-    // SAFETY: sigset_t is a plain C type for which all-zero is a valid
-    // value; sigemptyset/sigaddset initialise it, and pthread_sigmask only
-    // reads it. No Rust invariants are involved.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
-        }
-        libc::pthread_sigmask(libc::SIG_BLOCK, &set, std::ptr::null_mut());
-    }
-}
-
-/// Wait up to `timeout` for one of the blocked signals.
-fn wait_signal(timeout: Duration) -> Option<i32> {
-    // SAFETY: as in block_signals; `ts` and `set` are valid for the call,
-    // and a null siginfo pointer is allowed.
-    unsafe {
-        let mut set: libc::sigset_t = std::mem::zeroed();
-        libc::sigemptyset(&mut set);
-        for sig in [libc::SIGTERM, libc::SIGINT, libc::SIGHUP] {
-            libc::sigaddset(&mut set, sig);
-        }
-        let ts = libc::timespec {
-            tv_sec: timeout.as_secs() as libc::time_t,
-            tv_nsec: timeout.subsec_nanos() as libc::c_long,
-        };
-        let sig = libc::sigtimedwait(&set, std::ptr::null_mut(), &ts);
-        (sig > 0).then_some(sig)
-    }
-}
-
-fn signal_loop(
-    shared: &Arc<Shared>,
-    options: &RunOptions,
-    log: &Log,
-    master: &str,
-    router: &crate::control::core::SharedRouter,
-    reload_requests: &flume::Receiver<crate::control::ReloadReply>,
-) {
-    loop {
-        if shared.exited.load(Ordering::Acquire) > 0 {
-            log.line(
-                master,
-                "warning: a core stopped unexpectedly; shutting down",
-            );
-            break;
-        }
-        match wait_signal(Duration::from_millis(500)) {
-            Some(libc::SIGHUP) => {
-                serve_reload(shared, options, log, master, router, reload_requests)
-            }
-            Some(_) => break,
-            // A request whose signal was merged with another one.
-            None if !reload_requests.is_empty() => {
-                serve_reload(shared, options, log, master, router, reload_requests)
-            }
-            None => {}
-        }
-    }
-    shared.stop.store(true, Ordering::Release);
-}
-
-/// One reload, answering every `corepost reload` that asked before it
-/// started (their configuration changes are on disk by then).
-fn serve_reload(
-    shared: &Arc<Shared>,
-    options: &RunOptions,
-    log: &Log,
-    master: &str,
-    router: &crate::control::core::SharedRouter,
-    reload_requests: &flume::Receiver<crate::control::ReloadReply>,
-) {
-    let waiting: Vec<_> = reload_requests.try_iter().collect();
-    let verdict = reload(shared, options, log, master, router);
-    for reply in waiting {
-        let _ = reply.send(verdict.clone());
-    }
-}
-
-/// Re-read the configuration for new sessions and deliveries. Everything is
-/// resolved before anything is replaced: a configuration with errors keeps
-/// the whole running one. Ok carries the new configuration's warnings.
-fn reload(
-    shared: &Arc<Shared>,
-    options: &RunOptions,
-    log: &Log,
-    master: &str,
-    router: &crate::control::core::SharedRouter,
-) -> Result<Vec<String>, String> {
-    let loaded = load_checked(&options.config_dir).and_then(|(c, warnings)| {
-        let smtpd = smtpd_settings(&c)?;
-        let qmgr = crate::qmgr::QmgrSettings::from_config(&c)?;
-        Ok((c, warnings, smtpd, qmgr))
-    });
-    let (config, warnings, settings, qmgr) = match loaded {
-        Ok(l) => l,
-        Err(e) => {
-            log.line(
-                master,
-                &format!("warning: reload failed, keeping the running configuration: {e}"),
-            );
-            return Err(e);
-        }
-    };
-    let old = lock(&shared.settings).len();
-    if settings.len() != old {
-        log.line(
-            master,
-            "warning: the set of smtpd services changed; restart to open or close listeners",
-        );
-    }
-    if let Ok(r) = crate::routing::Router::from_params(&|n| config.get(n)) {
-        *lock(router) = Arc::new(r);
-    }
-    // Transports, their limits and the delivery agents' settings (aliases,
-    // mailboxes, pipe commands) apply to deliveries started from now.
-    *lock(&shared.qmgr) = Arc::new(qmgr);
-    // Listeners are fixed until a restart: with fewer smtpd services the
-    // running ones keep theirs.
-    if settings.len() >= old {
-        *lock(&shared.settings) = settings;
-    }
-    shared.generation.fetch_add(1, Ordering::AcqRel);
-    for w in &warnings {
-        log.line(master, &format!("warning: {w}"));
-    }
-    log.line(
-        master,
-        &format!(
-            "reload -- version {}, configuration {}",
-            env!("CARGO_PKG_VERSION"),
-            config.config_dir.display()
-        ),
-    );
-    Ok(warnings)
 }
 
 /// The pid file, created and `flock`ed for the daemon's lifetime so a
@@ -770,5 +674,43 @@ impl PidLock {
 impl Drop for PidLock {
     fn drop(&mut self) {
         let _ = std::fs::remove_file(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn public_services_get_stress_settings_and_limits() {
+        let dir = tempfile::tempdir().unwrap();
+        let config = Config::from_parts(
+            dir.path(),
+            Some("inet_interfaces = 192.0.2.1\ninet_protocols = ipv4\nalias_maps =\nalias_database =\ndefault_process_limit = 7\n"),
+            Some("smtp inet n - n - - smtpd\n127.0.0.1:2525 inet n - n - 3 smtpd\n"),
+        )
+        .unwrap();
+        let services = smtpd_services(&config, &services::Services::new()).unwrap();
+        let public = &services["smtp/inet"];
+        // Postfix's -o stress=yes: smtpd_timeout = ${stress?{10}:{300}}s.
+        assert_eq!(public.settings.timeout, Duration::from_secs(300));
+        assert_eq!(public.stressed.timeout, Duration::from_secs(10));
+        assert_eq!(public.slots.limit(), 7);
+        let local = &services["127.0.0.1:2525/inet"];
+        assert!(Arc::ptr_eq(&local.settings, &local.stressed));
+        assert_eq!(local.slots.limit(), 3);
+        // A reload keeps the session count and takes the new limit.
+        let (_held, _) = local.slots.try_take().unwrap();
+        let reloaded = Config::from_parts(
+            dir.path(),
+            Some("inet_interfaces = 192.0.2.1\ninet_protocols = ipv4\nalias_maps =\nalias_database =\n"),
+            Some("127.0.0.1:2525 inet n - n - 1 smtpd\n"),
+        )
+        .unwrap();
+        let again = smtpd_services(&reloaded, &services).unwrap();
+        let slots = &again["127.0.0.1:2525/inet"].slots;
+        assert!(Arc::ptr_eq(slots, &local.slots));
+        assert_eq!(slots.limit(), 1);
+        assert!(!slots.available());
     }
 }

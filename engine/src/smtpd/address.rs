@@ -19,9 +19,33 @@ pub struct Mailbox {
 }
 
 impl Mailbox {
+    /// `local@domain`, or the bare local part of an unqualified address.
     pub fn address(&self) -> String {
-        format!("{}@{}", self.local, self.domain)
+        if self.domain.is_empty() {
+            self.local.clone()
+        } else {
+            format!("{}@{}", self.local, self.domain)
+        }
     }
+}
+
+/// An SMTP envelope address: a mailbox, or — as Postfix accepts — a bare
+/// local part (`MAIL FROM:<user>`), which canonical rewriting qualifies
+/// later (`domain` is then empty).
+pub fn parse_envelope_address(path: &str, allow_utf8: bool) -> Result<Mailbox, Reply> {
+    let bare = match path.rfind(':') {
+        Some(i) if path.starts_with('@') => &path[i + 1..],
+        _ => path,
+    };
+    if bare.contains('@') || bare.is_empty() {
+        return parse_mailbox(path, allow_utf8);
+    }
+    // Check the local part with a placeholder domain: the same rules apply.
+    let checked = parse_mailbox(&format!("{bare}@localhost"), allow_utf8)?;
+    Ok(Mailbox {
+        local: checked.local,
+        domain: String::new(),
+    })
 }
 
 /// Whether the text has non-ASCII characters (needs SMTPUTF8).
@@ -209,6 +233,23 @@ mod tests {
         );
         let long = format!("{}@example.com", "a".repeat(65));
         assert!(parse_mailbox(&long, false).is_err());
+    }
+
+    #[test]
+    fn unqualified_addresses() {
+        let m = parse_envelope_address("user", false).unwrap();
+        assert_eq!(
+            (m.local.as_str(), m.address()),
+            ("user", "user".to_string())
+        );
+        assert!(parse_envelope_address("a b", false).is_err());
+        assert!(parse_envelope_address("", false).is_err());
+        assert_eq!(
+            parse_envelope_address("u@Example.COM", false)
+                .unwrap()
+                .address(),
+            "u@example.com"
+        );
     }
 
     #[test]

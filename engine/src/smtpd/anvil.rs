@@ -178,10 +178,16 @@ impl Limits {
             time_unit: corepost_config::value::parse_time(&s("anvil_rate_time_unit")?, 's')
                 .map_err(|e| format!("anvil_rate_time_unit: {e}"))?
                 .max(Duration::from_secs(1)),
+            // Postfix 2.9's new name: its default,
+            // ${smtpd_client_connection_limit_exceptions:$mynetworks}, keeps
+            // the old name working; an error names both.
             exceptions: super::networks::NetworkList::parse(&s(
                 "smtpd_client_event_limit_exceptions",
             )?)
-            .map_err(|e| format!("smtpd_client_event_limit_exceptions: {e}"))?,
+            .map_err(|e| {
+                let old = "smtpd_client_connection_limit_exceptions";
+                format!("smtpd_client_event_limit_exceptions (or {old}): {e}")
+            })?,
         })
     }
 

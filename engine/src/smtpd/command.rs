@@ -13,18 +13,34 @@ use super::reply::Reply;
 pub enum Command {
     Helo(String),
     Ehlo(String),
-    Mail { path: String, params: Vec<Param> },
-    Rcpt { path: String, params: Vec<Param> },
+    /// `bracketed`: the path was in `<>` (strict_rfc821_envelopes wants it).
+    Mail {
+        path: String,
+        params: Vec<Param>,
+        bracketed: bool,
+    },
+    Rcpt {
+        path: String,
+        params: Vec<Param>,
+        bracketed: bool,
+    },
     Data,
-    Bdat { size: u64, last: bool },
+    Bdat {
+        size: u64,
+        last: bool,
+    },
     Rset,
     Noop,
     Quit,
     Vrfy(String),
-    Expn(String),
-    Help,
+    /// ETRN (RFC 1985) with its argument (empty when none was given).
+    Etrn(String),
     StartTls,
     Auth(String),
+    /// XCLIENT with its attributes.
+    Xclient(String),
+    /// A verb listed in smtpd_noop_commands (see [`parse_command`]).
+    Ignored,
 }
 
 impl Command {
@@ -42,10 +58,11 @@ impl Command {
             Command::Noop => "noop",
             Command::Quit => "quit",
             Command::Vrfy(_) => "vrfy",
-            Command::Expn(_) => "expn",
-            Command::Help => "help",
+            Command::Etrn(_) => "etrn",
+            Command::Xclient(_) => "xclient",
             Command::StartTls => "starttls",
             Command::Auth(_) => "auth",
+            Command::Ignored => "noop",
         }
     }
 }
@@ -55,6 +72,8 @@ impl Command {
 pub struct Param {
     pub keyword: String,
     pub value: Option<String>,
+    /// The word as the client wrote it (Postfix quotes it in replies).
+    pub raw: String,
 }
 
 /// A command that could not be parsed, with the reply it deserves.
@@ -77,8 +96,10 @@ fn error(
     }
 }
 
-/// Parse one command line (CRLF already removed).
-pub fn parse_command(line: &[u8]) -> Result<Command, SyntaxError> {
+/// Parse one command line (CRLF already removed). `noop_commands`
+/// (smtpd_noop_commands, upper case) are verbs answered with 250 and
+/// otherwise ignored, as Postfix does.
+pub fn parse_command(line: &[u8], noop_commands: &[String]) -> Result<Command, SyntaxError> {
     let Ok(line) = std::str::from_utf8(line) else {
         return Err(error(
             500,
@@ -96,6 +117,9 @@ pub fn parse_command(line: &[u8]) -> Result<Command, SyntaxError> {
         None => (line, ""),
     };
     let upper = verb.to_ascii_uppercase();
+    if noop_commands.contains(&upper) {
+        return Ok(Command::Ignored);
+    }
     let no_args = |cmd: Command, name: &'static str| {
         if rest.is_empty() {
             Ok(cmd)
@@ -112,9 +136,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command, SyntaxError> {
         "HELO" | "EHLO" => {
             let name = if upper == "HELO" { "helo" } else { "ehlo" };
             if rest.is_empty() {
+                // Postfix: no enhanced status code here.
                 return Err(error(
                     501,
-                    "5.5.4",
+                    "",
                     format!("Syntax: {} hostname", upper),
                     Some(name),
                 ));
@@ -128,27 +153,40 @@ pub fn parse_command(line: &[u8]) -> Result<Command, SyntaxError> {
             })
         }
         "MAIL" => {
-            let (path, params) = parse_path_command(rest, "FROM:", "mail")?;
-            Ok(Command::Mail { path, params })
+            let (path, params, bracketed) = parse_path_command(rest, "FROM:", "mail")?;
+            Ok(Command::Mail {
+                path,
+                params,
+                bracketed,
+            })
         }
         "RCPT" => {
-            let (path, params) = parse_path_command(rest, "TO:", "rcpt")?;
-            Ok(Command::Rcpt { path, params })
+            let (path, params, bracketed) = parse_path_command(rest, "TO:", "rcpt")?;
+            Ok(Command::Rcpt {
+                path,
+                params,
+                bracketed,
+            })
         }
         "DATA" => no_args(Command::Data, "data"),
         "RSET" => no_args(Command::Rset, "rset"),
         "NOOP" => Ok(Command::Noop), // RFC 5321 allows an argument
         "QUIT" => no_args(Command::Quit, "quit"),
-        "HELP" => Ok(Command::Help),
         "STARTTLS" => no_args(Command::StartTls, "starttls"),
         "VRFY" => {
             if rest.is_empty() {
-                Err(error(501, "5.5.4", "Syntax: VRFY address", Some("vrfy")))
+                Err(error(
+                    501,
+                    "5.5.4",
+                    "Syntax: VRFY address [SMTPUTF8]",
+                    Some("vrfy"),
+                ))
             } else {
                 Ok(Command::Vrfy(rest.to_string()))
             }
         }
-        "EXPN" => Ok(Command::Expn(rest.to_string())),
+        "ETRN" => Ok(Command::Etrn(rest.to_string())),
+        "XCLIENT" => Ok(Command::Xclient(rest.to_string())),
         "AUTH" => Ok(Command::Auth(rest.to_string())),
         "BDAT" => {
             let mut words = rest.split([' ', '\t']).filter(|w| !w.is_empty());
@@ -166,8 +204,10 @@ pub fn parse_command(line: &[u8]) -> Result<Command, SyntaxError> {
                 (Some(size), Some(l), None) if l.eq_ignore_ascii_case("LAST") => {
                     Ok(Command::Bdat { size, last: true })
                 }
+                // Postfix: 521 and hang up, since the chunk that may
+                // follow cannot be skipped.
                 _ => Err(error(
-                    501,
+                    521,
                     "5.5.4",
                     "Syntax: BDAT count [LAST]",
                     Some("bdat"),
@@ -175,7 +215,9 @@ pub fn parse_command(line: &[u8]) -> Result<Command, SyntaxError> {
             }
         }
         "" => Err(error(500, "5.5.2", "Error: bad syntax", None)),
-        _ => Err(error(502, "5.5.2", "Error: command not recognized", None)),
+        // Postfix (and RFC 5321 §4.2.4) answer 500; HELP and EXPN are not
+        // implemented by Postfix either.
+        _ => Err(error(500, "5.5.2", "Error: command not recognized", None)),
     }
 }
 
@@ -184,7 +226,7 @@ fn parse_path_command(
     rest: &str,
     keyword: &str,
     verb: &'static str,
-) -> Result<(String, Vec<Param>), SyntaxError> {
+) -> Result<(String, Vec<Param>, bool), SyntaxError> {
     let syntax = || {
         error(
             501,
@@ -198,9 +240,19 @@ fn parse_path_command(
     }
     // Postfix tolerates whitespace after the colon.
     let rest = rest[keyword.len()..].trim_start_matches([' ', '\t']);
+    let bad_address = || {
+        if verb == "mail" {
+            error(501, "5.1.7", "Bad sender address syntax", Some(verb))
+        } else {
+            error(501, "5.1.3", "Bad recipient address syntax", Some(verb))
+        }
+    };
+    let bracketed = rest.starts_with('<');
+    if rest.is_empty() {
+        return Err(syntax());
+    }
     let (path, params) = if let Some(inner) = rest.strip_prefix('<') {
-        let end = find_path_end(inner)
-            .ok_or_else(|| error(501, "5.1.7", "Bad address syntax", Some(verb)))?;
+        let end = find_path_end(inner).ok_or_else(bad_address)?;
         (&inner[..end], &inner[end + 1..])
     } else {
         // Without angle brackets (tolerated unless strict_rfc821_envelopes).
@@ -210,7 +262,7 @@ fn parse_path_command(
         }
     };
     if !params.is_empty() && !params.starts_with([' ', '\t']) {
-        return Err(error(501, "5.1.7", "Bad address syntax", Some(verb)));
+        return Err(bad_address());
     }
     let mut parsed = Vec::new();
     for word in params.split([' ', '\t']).filter(|w| !w.is_empty()) {
@@ -218,20 +270,15 @@ fn parse_path_command(
             Some((k, v)) => (k, Some(v.to_string())),
             None => (word, None),
         };
-        if k.is_empty() || !k.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'-') {
-            return Err(error(
-                501,
-                "5.5.4",
-                format!("Bad parameter syntax: {word}"),
-                Some(verb),
-            ));
-        }
+        // Malformed words (`=x`) are unsupported options to the session,
+        // as in Postfix.
         parsed.push(Param {
             keyword: k.to_ascii_uppercase(),
             value: v,
+            raw: word.to_string(),
         });
     }
-    Ok((path.to_string(), parsed))
+    Ok((path.to_string(), parsed, bracketed))
 }
 
 /// Index of the `>` closing a path, skipping quoted strings.
@@ -259,11 +306,11 @@ mod tests {
     use proptest::prelude::*;
 
     fn ok(line: &str) -> Command {
-        parse_command(line.as_bytes()).unwrap()
+        parse_command(line.as_bytes(), &[]).unwrap()
     }
 
     fn err(line: &str) -> u16 {
-        parse_command(line.as_bytes()).unwrap_err().reply.code
+        parse_command(line.as_bytes(), &[]).unwrap_err().reply.code
     }
 
     #[test]
@@ -285,34 +332,40 @@ mod tests {
                 params: vec![
                     Param {
                         keyword: "SIZE".into(),
-                        value: Some("1000".into())
+                        value: Some("1000".into()),
+                        raw: "SIZE=1000".into()
                     },
                     Param {
                         keyword: "BODY".into(),
-                        value: Some("8BITMIME".into())
+                        value: Some("8BITMIME".into()),
+                        raw: "BODY=8BITMIME".into()
                     },
-                ]
+                ],
+                bracketed: true
             }
         );
         assert_eq!(
             ok("mail from:<>"),
             Command::Mail {
                 path: "".into(),
-                params: vec![]
+                params: vec![],
+                bracketed: true
             }
         );
         assert_eq!(
             ok("MAIL FROM: <a@b>"),
             Command::Mail {
                 path: "a@b".into(),
-                params: vec![]
+                params: vec![],
+                bracketed: true
             }
         );
         assert_eq!(
             ok("MAIL FROM:a@b"),
             Command::Mail {
                 path: "a@b".into(),
-                params: vec![]
+                params: vec![],
+                bracketed: false
             }
         );
         assert_eq!(
@@ -321,14 +374,15 @@ mod tests {
                 path: "\"odd>name\"@example.com".into(),
                 params: vec![Param {
                     keyword: "NOTIFY".into(),
-                    value: Some("SUCCESS,FAILURE".into())
-                }]
+                    value: Some("SUCCESS,FAILURE".into()),
+                    raw: "NOTIFY=SUCCESS,FAILURE".into()
+                }],
+                bracketed: true
             }
         );
         assert_eq!(err("MAIL TO:<a@b>"), 501);
         assert_eq!(err("MAIL FROM:<a@b"), 501);
         assert_eq!(err("RCPT TO:<a@b>junk"), 501);
-        assert_eq!(err("RCPT TO:<a@b> =x"), 501);
     }
 
     #[test]
@@ -347,10 +401,10 @@ mod tests {
                 last: true
             }
         );
-        assert_eq!(err("BDAT"), 501);
-        assert_eq!(err("BDAT -1"), 501);
-        assert_eq!(err("BDAT 1 FIRST"), 501);
-        assert_eq!(err("BDAT 99999999999999999999"), 501);
+        assert_eq!(err("BDAT"), 521);
+        assert_eq!(err("BDAT -1"), 521);
+        assert_eq!(err("BDAT 1 FIRST"), 521);
+        assert_eq!(err("BDAT 99999999999999999999"), 521);
     }
 
     #[test]
@@ -359,11 +413,37 @@ mod tests {
         assert_eq!(err("DATA now"), 501);
         assert_eq!(ok("NOOP whatever"), Command::Noop);
         assert_eq!(ok("quit"), Command::Quit);
-        assert_eq!(err("FROB"), 502);
+        assert_eq!(err("FROB"), 500);
+        assert_eq!(err("HELP"), 500);
+        assert_eq!(err("EXPN root"), 500);
+        assert_eq!(ok("ETRN example.com"), Command::Etrn("example.com".into()));
+        assert_eq!(
+            parse_command(b"xyzzy 1", &["XYZZY".to_string()]),
+            Ok(Command::Ignored)
+        );
+        let bad = parse_command(b"MAIL FROM:<a@b> junk=1", &[]);
+        assert!(bad.is_ok(), "parameters are judged by the session");
+        assert_eq!(
+            parse_command(b"MAIL FROM:<a@b", &[])
+                .unwrap_err()
+                .reply
+                .summary(),
+            "501 5.1.7 Bad sender address syntax"
+        );
+        assert_eq!(
+            parse_command(b"RCPT TO:<a@b>x", &[])
+                .unwrap_err()
+                .reply
+                .summary(),
+            "501 5.1.3 Bad recipient address syntax"
+        );
         assert_eq!(err(""), 500);
         assert_eq!(err("VRFY"), 501);
         assert_eq!(
-            parse_command(b"MAIL FROM:<\xff>").unwrap_err().reply.code,
+            parse_command(b"MAIL FROM:<\xff>", &[])
+                .unwrap_err()
+                .reply
+                .code,
             500
         );
     }
@@ -371,15 +451,15 @@ mod tests {
     proptest! {
         #[test]
         fn any_bytes_parse_or_error(line in proptest::collection::vec(any::<u8>(), 0..120)) {
-            let _ = parse_command(&line);
+            let _ = parse_command(&line, &[]);
         }
 
         #[test]
         fn mail_paths_round_trip(local in "[a-z0-9.+_-]{1,20}", domain in "[a-z0-9-]{1,10}\\.[a-z]{2,5}") {
             let path = format!("{local}@{domain}");
             prop_assert_eq!(
-                parse_command(format!("MAIL FROM:<{path}>").as_bytes()).unwrap(),
-                Command::Mail { path, params: vec![] }
+                parse_command(format!("MAIL FROM:<{path}>").as_bytes(), &[]).unwrap(),
+                Command::Mail { path, params: vec![], bracketed: true }
             );
         }
     }

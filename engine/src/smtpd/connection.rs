@@ -30,8 +30,10 @@ pub enum Line {
     /// A complete line (without CR LF) — its bytes are in the buffer at the
     /// returned range until [`Connection::consume`].
     Complete { len: usize, consumed: usize },
-    /// The line exceeded the limit; it has been discarded.
-    TooLong,
+    /// The line exceeded the limit; it has been discarded but for its
+    /// first `max` bytes (Postfix truncates an over-long command and
+    /// carries it out).
+    TooLong(Vec<u8>),
     /// More input is needed.
     Incomplete,
 }
@@ -45,6 +47,8 @@ pub struct Connection {
     out: Vec<u8>,
     /// Discarding the rest of an over-long line.
     discarding: bool,
+    /// The first bytes of the line being discarded.
+    head: Vec<u8>,
 }
 
 impl Connection {
@@ -56,6 +60,7 @@ impl Connection {
             end: 0,
             out: Vec::with_capacity(512),
             discarding: false,
+            head: Vec::new(),
         }
     }
 
@@ -86,7 +91,7 @@ impl Connection {
                 if self.discarding {
                     self.discarding = false;
                     self.consume(nl + 1);
-                    return Line::TooLong;
+                    return Line::TooLong(std::mem::take(&mut self.head));
                 }
                 let len = if nl > 0 && data[nl - 1] == b'\r' {
                     nl - 1
@@ -94,8 +99,9 @@ impl Connection {
                     nl
                 };
                 if len > max {
+                    let head = data[..max].to_vec();
                     self.consume(nl + 1);
-                    return Line::TooLong;
+                    return Line::TooLong(head);
                 }
                 Line::Complete {
                     len,
@@ -103,8 +109,11 @@ impl Connection {
                 }
             }
             None => {
-                if self.discarding || data.len() > max + 2 {
+                if !self.discarding && data.len() > max + 2 {
+                    self.head = data[..max].to_vec();
                     self.discarding = true;
+                }
+                if self.discarding {
                     self.discard_input();
                 }
                 Line::Incomplete
@@ -211,6 +220,7 @@ impl Connection {
     ) -> io::Result<()> {
         self.discard_input();
         self.discarding = false;
+        self.head.clear();
         let Stream::Plain(tcp) = std::mem::replace(&mut self.stream, Stream::Gone) else {
             return Err(io::Error::other("TLS already active"));
         };
@@ -220,6 +230,12 @@ impl Connection {
             .map_err(io::Error::from)?;
         self.stream = Stream::Tls(Box::new(tls));
         Ok(())
+    }
+
+    /// Whether input is waiting that has not been read yet (see
+    /// [`Stream::input_waiting`]) or is buffered.
+    pub fn input_waiting(&self) -> bool {
+        !self.buffered().is_empty() || self.stream.input_waiting()
     }
 
     /// Our end of the connection.

@@ -4,8 +4,8 @@
 //! The end of data is `CRLF . CRLF` and nothing else: a `.` line ended by a
 //! bare LF, or preceded by a line ended by a bare LF (`LF.LF`, `LF.CRLF`,
 //! `CRLF.LF`), is content. What happens to bare CR and LF depends on
-//! `smtpd_forbid_bare_newline`: `normalize` (default) turns them into CRLF
-//! line ends, `yes`/`reject` rejects the message with 550 5.5.2, and `no`
+//! `smtpd_forbid_bare_newline`: `normalize` (default; `yes` is an alias) turns them into CRLF
+//! line ends, `reject` rejects the message with 550 5.5.2, and `no`
 //! keeps them as received. In no mode can a smuggled sequence end the
 //! message early or split it in two.
 //!
@@ -28,8 +28,9 @@ impl BareNewline {
     pub fn parse(s: &str) -> Result<BareNewline, String> {
         match s.trim().to_ascii_lowercase().as_str() {
             "no" => Ok(BareNewline::Allow),
-            "normalize" => Ok(BareNewline::Normalize),
-            "yes" | "reject" | "note" => Ok(BareNewline::Reject),
+            // Postfix 3.7.10 and later: "yes" is an alias for "normalize".
+            "normalize" | "yes" => Ok(BareNewline::Normalize),
+            "reject" | "note" => Ok(BareNewline::Reject),
             other => Err(format!(
                 "bad smtpd_forbid_bare_newline value \"{other}\" (expected no, normalize, yes or reject)"
             )),
@@ -173,6 +174,63 @@ impl DataParser {
     }
 }
 
+/// `header_size_limit`, as Postfix's cleanup applies it: a header (with
+/// its folded lines, each line break counted as one byte) longer than
+/// `limit` bytes is cut there and the excess discarded. Returns whether
+/// anything was cut.
+pub fn truncate_long_headers(content: &mut Vec<u8>, limit: usize) -> bool {
+    // (start, end of text, end with line ending) of each header line.
+    let mut lines = Vec::new();
+    let mut at = 0;
+    while at < content.len() {
+        let nl = content[at..].iter().position(|&b| b == b'\n');
+        let end = nl.map_or(content.len(), |n| at + n + 1);
+        let mut text = nl.map_or(content.len(), |n| at + n);
+        if text > at && content[text - 1] == b'\r' {
+            text -= 1;
+        }
+        if text == at {
+            break; // the empty line: end of the header section
+        }
+        lines.push((at, text, end));
+        at = end;
+    }
+    if at <= limit {
+        return false; // no header can be longer than the whole section
+    }
+    let mut out = Vec::with_capacity(content.len());
+    let mut cut = false;
+    let mut i = 0;
+    while i < lines.len() {
+        let mut j = i + 1;
+        while j < lines.len() && matches!(content[lines[j].0], b' ' | b'\t') {
+            j += 1;
+        }
+        let group = &lines[i..j];
+        let size: usize = group.iter().map(|l| l.1 - l.0).sum::<usize>() + group.len() - 1;
+        if size <= limit {
+            out.extend_from_slice(&content[group[0].0..group[group.len() - 1].2]);
+        } else {
+            cut = true;
+            let mut left = limit;
+            for (k, &(start, text, _)) in group.iter().enumerate() {
+                let take = (text - start).min(left);
+                out.extend_from_slice(&content[start..start + take]);
+                out.extend_from_slice(b"\r\n");
+                left -= take;
+                if left <= 1 || k + 1 == group.len() {
+                    break;
+                }
+                left -= 1; // the line break
+            }
+        }
+        i = j;
+    }
+    out.extend_from_slice(&content[at..]);
+    *content = out;
+    cut
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -277,5 +335,29 @@ mod tests {
                 prop_assert_eq!(p.into_body(), whole);
             }
         }
+    }
+
+    #[test]
+    fn long_headers_are_cut_at_the_limit() {
+        let mut c = format!(
+            "A: b\r\nX-Long: {}\r\nZ: z\r\n\r\nbody {}\r\n",
+            "w".repeat(50),
+            "y".repeat(80)
+        )
+        .into_bytes();
+        assert!(truncate_long_headers(&mut c, 20));
+        assert_eq!(
+            String::from_utf8(c).unwrap(),
+            format!(
+                "A: b\r\nX-Long: wwwwwwwwwwww\r\nZ: z\r\n\r\nbody {}\r\n",
+                "y".repeat(80)
+            )
+        );
+        let mut folded = b"X: aaaa\r\n bbbb\r\n cccc\r\n\r\nbody\r\n".to_vec();
+        assert!(truncate_long_headers(&mut folded, 10));
+        assert_eq!(folded, b"X: aaaa\r\n b\r\n\r\nbody\r\n");
+        let mut short = b"A: b\r\n\r\nbody\r\n".to_vec();
+        assert!(!truncate_long_headers(&mut short, 10));
+        assert!(!truncate_long_headers(&mut Vec::new(), 0));
     }
 }

@@ -13,10 +13,7 @@
 //! `maps_rbl_reject_code`, `rbl_reply_maps`, `default_rbl_reply`).
 
 use super::reply::Reply;
-use super::restrictions::{
-    Decision, Facts, NameStatus, Outcome, Stage, fix_dsn, reply_class, reply_name, split_dsn,
-    status_for,
-};
+use super::restrictions::{Decision, Facts, NameStatus, Outcome, fix_dsn, split_dsn, status_for};
 use crate::dns::{DnsError, Resolver, ResolverConfig};
 use corepost_config::restrictions::Restriction;
 use corepost_config::tables::TableList;
@@ -100,11 +97,13 @@ impl DnsChecks {
                 .collect::<Result<_, _>>()
                 .map_err(|e| format!("corepost_dns_servers: {e}"))?;
         }
-        let dns_on = !yes("disable_dns_lookups")? && s("smtp_dns_support_level")? != "disabled";
         let maps = s("rbl_reply_maps")?;
         Ok(DnsChecks {
             resolver: Some(resolver),
-            peername_lookup: dns_on && yes("smtpd_peername_lookup")?,
+            // Only smtpd_peername_lookup: disable_dns_lookups and
+            // smtp_dns_support_level are the SMTP client's (Postfix's smtpd
+            // reads neither).
+            peername_lookup: yes("smtpd_peername_lookup")?,
             rbl_code: s("maps_rbl_reject_code")?
                 .trim()
                 .parse()
@@ -173,7 +172,6 @@ impl DnsChecks {
     pub async fn evaluate(
         &self,
         r: &Restriction,
-        stage: Stage,
         f: &Facts<'_>,
         codes: &Codes,
         out: &mut Outcome,
@@ -329,23 +327,21 @@ impl DnsChecks {
                         .any(|a| filter.is_none_or(|f| filter_matches(f, *a))),
                     Err(e) if e.is_permanent() => false,
                     Err(_) => {
+                        // Postfix gives the client the benefit of the doubt:
+                        // an unreachable list is skipped with a warning (a
+                        // reject list) or defers a later reject (a permit
+                        // list, DEFER_IF_REJECT).
                         out.warnings.push(format!(
-                            "{query}: DNS list lookup failed: {list_domain}: try again later"
+                            "{query}: RBL lookup error: Host or domain name not found. Name service error for name={query} type=A: Host not found, try again"
                         ));
                         if name.starts_with("permit_") {
-                            return (Decision::Dunno, None);
-                        }
-                        let (rn, rc) = (reply_name(stage, f), reply_class(stage));
-                        return (
-                            Decision::Dunno,
-                            Some(Reply::new(
+                            out.defer_if_reject(Reply::new(
                                 450,
                                 "4.7.1",
-                                format!(
-                                    "<{rn}>: {rc} rejected: Unable to look up {list_domain}: DNS lookup failure, try again later"
-                                ),
-                            )),
-                        );
+                                format!("<{what}>: {rbl_class} rejected: Service unavailable"),
+                            ));
+                        }
+                        return (Decision::Dunno, None);
                     }
                 };
                 if !listed {
@@ -573,6 +569,7 @@ async fn mail_domain_exists(resolver: &Resolver, domain: &str) -> Exists {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::smtpd::restrictions::Stage;
 
     #[test]
     fn filters_and_query_names() {
@@ -640,7 +637,7 @@ mod tests {
                 (
                     "smtpd_client_restrictions",
                     Stage::Client,
-                    "450 4.7.1 <unknown[192.0.2.7]>: Client host rejected: Unable to look up bl.test: DNS lookup failure, try again later",
+                    "7.2.0.192.bl.test: RBL lookup error: Host or domain name not found. Name service error for name=7.2.0.192.bl.test type=A: Host not found, try again",
                 ),
                 (
                     "smtpd_helo_restrictions",
@@ -657,8 +654,8 @@ mod tests {
                 let r = p.check(&[(list, stage)], &f, &mut out).await;
                 let got = r.map(|r| r.summary()).unwrap_or_default();
                 if list == "smtpd_client_restrictions" {
-                    // The DNSBL's 4xx is pending (defer_if_permit); the
-                    // unknown client name's 450 rejects first.
+                    // The unreachable DNSBL is skipped (Postfix logs a
+                    // warning); the unknown client name's 450 answers.
                     assert_eq!(
                         got,
                         "450 4.7.25 Client host rejected: cannot find your hostname, [192.0.2.7]"
@@ -667,7 +664,8 @@ mod tests {
                     only_rbl.client_name_status = NameStatus::Ok;
                     let mut out = Outcome::default();
                     let r = p.check(&[(list, stage)], &only_rbl, &mut out).await;
-                    assert_eq!(r.map(|r| r.summary()).unwrap_or_default(), want);
+                    assert_eq!(r.map(|r| r.summary()), None);
+                    assert_eq!(out.warnings, vec![want.to_string()]);
                 } else {
                     assert_eq!(got, want);
                 }

@@ -18,6 +18,7 @@ pub mod connection;
 pub mod data;
 pub mod dns_checks;
 pub mod filter;
+pub mod haproxy;
 pub mod networks;
 pub mod policy_service;
 pub mod reply;

@@ -101,6 +101,14 @@ pub enum Target {
 #[derive(Debug, Clone, Default)]
 pub struct PolicyServices {
     endpoints: HashMap<String, Endpoint>,
+    versions: Versions,
+}
+
+/// `compatibility_level` and `mail_version`, sent with every request.
+#[derive(Debug, Clone, Default)]
+pub struct Versions {
+    pub compatibility_level: String,
+    pub mail_version: String,
 }
 
 impl PolicyServices {
@@ -195,7 +203,14 @@ impl PolicyServices {
             ep.try_limit = ep.try_limit.max(1);
             endpoints.insert(arg.clone(), ep);
         }
-        Ok(PolicyServices { endpoints })
+        let versions = Versions {
+            compatibility_level: s("compatibility_level")?,
+            mail_version: s("mail_version")?,
+        };
+        Ok(PolicyServices {
+            endpoints,
+            versions,
+        })
     }
 
     /// Ask the policy server behind `argument`; the action to apply, or the
@@ -211,7 +226,7 @@ impl PolicyServices {
                 .push(format!("check_policy_service {argument}: not configured"));
             return Some("451 4.3.5 Server configuration problem".into());
         };
-        let request = request(f, &ep.policy_context);
+        let request = request(f, &ep.policy_context, &self.versions);
         let mut last_error = String::new();
         for attempt in 0..ep.try_limit {
             if attempt > 0 {
@@ -233,34 +248,67 @@ impl PolicyServices {
     }
 }
 
-/// The request attributes (SMTPD_POLICY_README, "Protocol description").
-pub fn request(f: &Facts<'_>, context: &str) -> String {
+/// The request attributes, in Postfix's order (SMTPD_POLICY_README,
+/// "Protocol description"; `smtpd_check.c`, `check_policy_service`), then
+/// the two Postfix 3.8 added. corepost asks for no client certificate, so
+/// the `ccert_*` attributes are empty as in Postfix without one.
+pub fn request(f: &Facts<'_>, context: &str, versions: &Versions) -> String {
     let clean = |v: &str| v.replace(['\n', '\r'], " ");
-    let attrs: [(&str, String); 19] = [
+    let tls = f.tls;
+    // Postfix sends the recipient count only once it is final.
+    let final_count = matches!(f.command, "DATA" | "END-OF-MESSAGE");
+    let attrs: [(&str, String); 31] = [
         ("request", "smtpd_access_policy".into()),
         ("protocol_state", f.command.to_string()),
         (
             "protocol_name",
             if f.esmtp { "ESMTP" } else { "SMTP" }.into(),
         ),
-        ("helo_name", clean(f.helo.unwrap_or_default())),
-        ("queue_id", f.queue_id.to_string()),
-        ("sender", clean(f.sender.unwrap_or_default())),
-        ("recipient", clean(f.recipient.unwrap_or_default())),
-        ("recipient_count", f.recipient_count.to_string()),
         ("client_address", f.client_addr.to_string()),
         ("client_name", f.client_name.to_string()),
+        ("client_port", f.client_port.to_string()),
         ("reverse_client_name", f.reverse_client_name.to_string()),
+        (
+            "server_address",
+            f.server.map(|a| a.ip().to_string()).unwrap_or_default(),
+        ),
+        (
+            "server_port",
+            f.server.map(|a| a.port().to_string()).unwrap_or_default(),
+        ),
+        ("helo_name", clean(f.helo.unwrap_or_default())),
+        ("sender", clean(f.sender.unwrap_or_default())),
+        ("recipient", clean(f.recipient.unwrap_or_default())),
+        (
+            "recipient_count",
+            if final_count { f.recipient_count } else { 0 }.to_string(),
+        ),
+        ("queue_id", f.queue_id.to_string()),
         ("instance", f.instance.to_string()),
-        ("sasl_method", String::new()),
+        ("size", f.size.to_string()),
+        ("etrn_domain", clean(f.etrn_domain.unwrap_or_default())),
+        ("stress", if f.stress { "yes" } else { "" }.into()),
+        ("sasl_method", clean(f.sasl_method.unwrap_or_default())),
         ("sasl_username", clean(f.sasl_user.unwrap_or_default())),
         ("sasl_sender", String::new()),
-        ("size", f.size.to_string()),
-        ("encryption_protocol", String::new()),
+        ("ccert_subject", String::new()),
+        ("ccert_issuer", String::new()),
+        ("ccert_fingerprint", String::new()),
+        ("ccert_pubkey_fingerprint", String::new()),
+        (
+            "encryption_protocol",
+            tls.map(|t| t.protocol.clone()).unwrap_or_default(),
+        ),
+        (
+            "encryption_cipher",
+            tls.map(|t| t.cipher.clone()).unwrap_or_default(),
+        ),
+        ("encryption_keysize", tls.map_or(0, |t| t.bits).to_string()),
         ("policy_context", clean(context)),
-        ("compatibility_level", "3.6".into()),
+        ("compatibility_level", clean(&versions.compatibility_level)),
+        ("mail_version", clean(&versions.mail_version)),
     ];
-    let mut s = String::with_capacity(512);
+    let mut s = String::with_capacity(768);
     for (k, v) in attrs {
         s.push_str(k);
         s.push('=');
@@ -394,8 +442,17 @@ mod tests {
         f.command = "RCPT";
         f.sender = Some("a@b.example");
         f.recipient = Some("c@d.example\nx=y");
-        let r = request(&f, "ctx");
+        f.client_port = 4242;
+        f.server = Some("192.0.2.25:25".parse().unwrap());
+        let versions = Versions {
+            compatibility_level: "3.6".into(),
+            mail_version: "1.0".into(),
+        };
+        let r = request(&f, "ctx", &versions);
+        assert!(r.contains("\nclient_port=4242\nreverse_client_name=unknown\nserver_address=192.0.2.25\nserver_port=25\n"));
+        assert!(r.contains("\nencryption_keysize=0\npolicy_context=ctx\ncompatibility_level=3.6\nmail_version=1.0\n\n"));
         assert!(r.starts_with("request=smtpd_access_policy\nprotocol_state=RCPT\n"));
+        assert!(r.contains("\nrecipient_count=0\n"), "{r}");
         assert!(r.contains("\nrecipient=c@d.example x=y\n"));
         assert!(r.contains("\nclient_address=192.0.2.1\n"));
         assert!(r.contains("\npolicy_context=ctx\n"));

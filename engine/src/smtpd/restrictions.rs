@@ -54,6 +54,8 @@ pub enum Stage {
     Recipient,
     Data,
     EndOfData,
+    /// smtpd_etrn_restrictions (the domain is `Facts::etrn_domain`).
+    Etrn,
 }
 
 /// The outcome of a host name lookup (Postfix's `name_status`).
@@ -89,9 +91,10 @@ pub struct Facts<'a> {
     pub recipient_routed: bool,
     pub sasl_user: Option<&'a str>,
     pub esmtp: bool,
-    /// The client sent more input after the current command without waiting
-    /// for the reply.
+    /// The session saw improper pipelining (Postfix's flag).
     pub pipelined: bool,
+    /// Client input is waiting unread right now.
+    pub input_pending: bool,
     /// Postfix's protocol state: CONNECT, EHLO, HELO, MAIL, RCPT, DATA,
     /// END-OF-MESSAGE.
     pub command: &'a str,
@@ -105,6 +108,20 @@ pub struct Facts<'a> {
     pub sender_unlisted: Option<(u16, &'static str)>,
     /// The same for the recipient.
     pub recipient_unlisted: Option<(u16, &'static str)>,
+    /// The client's source port (policy `client_port`).
+    pub client_port: u16,
+    /// The local address and port the client connected to (policy
+    /// `server_address`, `server_port`).
+    pub server: Option<std::net::SocketAddr>,
+    /// The SASL mechanism the client authenticated with.
+    pub sasl_method: Option<&'a str>,
+    /// The ETRN argument, at the ETRN stage (policy `etrn_domain`).
+    pub etrn_domain: Option<&'a str>,
+    /// The service was at its process limit when this session was admitted
+    /// (Postfix's `stress` parameter).
+    pub stress: bool,
+    /// The TLS session, once encrypted.
+    pub tls: Option<&'a super::tls::TlsSummary>,
 }
 
 impl<'a> Facts<'a> {
@@ -124,6 +141,7 @@ impl<'a> Facts<'a> {
             sasl_user: None,
             esmtp: true,
             pipelined: false,
+            input_pending: false,
             command: "CONNECT",
             queue_id: "",
             instance: "",
@@ -131,6 +149,12 @@ impl<'a> Facts<'a> {
             size: 0,
             sender_unlisted: None,
             recipient_unlisted: None,
+            client_port: 0,
+            server: None,
+            sasl_method: None,
+            etrn_domain: None,
+            stress: false,
+            tls: None,
         }
     }
 }
@@ -229,6 +253,14 @@ pub struct Outcome {
     warn_if_reject: bool,
 }
 
+impl Outcome {
+    /// Postfix's DEFER_IF_REJECT: a later reject answers with `reply`
+    /// instead (the first one set wins).
+    pub fn defer_if_reject(&mut self, reply: Reply) {
+        self.defer_if_reject.get_or_insert(reply);
+    }
+}
+
 #[derive(Debug, Clone)]
 struct Compiled {
     restriction: Restriction,
@@ -250,6 +282,8 @@ pub struct Policy {
     codes: Codes,
     /// `smtpd_sender_login_maps` (the `*_sender_login_mismatch` checks).
     sender_login_maps: TableList,
+    /// `smtpd_log_access_permit_actions`.
+    permit_log: permit_log::PermitLog,
     pub(crate) dns: DnsChecks,
     pub(crate) policy_services: PolicyServices,
 }
@@ -278,6 +312,7 @@ pub const LISTS: &[&str] = &[
     "smtpd_recipient_restrictions",
     "smtpd_data_restrictions",
     "smtpd_end_of_data_restrictions",
+    "smtpd_etrn_restrictions",
 ];
 
 /// How deep restriction classes may nest (Postfix allows 100; every level
@@ -352,6 +387,8 @@ impl Policy {
             sender_login_maps: TableList::open(&s("smtpd_sender_login_maps")?)
                 .map_err(|e| format!("smtpd_sender_login_maps: {e}"))?,
             null_sender_key: s("smtpd_null_access_lookup_key")?,
+            permit_log: permit_log::PermitLog::parse(&s("smtpd_log_access_permit_actions")?)
+                .map_err(|e| format!("smtpd_log_access_permit_actions: {e}"))?,
             allow_untrusted_routing: s("allow_untrusted_routing")?.trim() == "yes",
             reject_unlisted_sender,
             needs_unlisted,
@@ -450,6 +487,27 @@ impl Policy {
             for c in list {
                 let warn_only = std::mem::take(&mut out.warn_if_reject);
                 let d = self.one(c, stage, f, out, depth).await;
+                // Access tables (check_*) and restriction classes log their
+                // own permits.
+                let name = c.restriction.name.as_str();
+                if d == Decision::Permit
+                    && !name.starts_with("check_")
+                    && !self.classes.iter().any(|k| k == name)
+                {
+                    // Postfix names what the restriction looked at.
+                    let about = match name {
+                        "permit_mynetworks"
+                        | "permit_inet_interfaces"
+                        | "permit_sasl_authenticated"
+                        | "permit_tls_clientcerts"
+                        | "permit_tls_all_clientcerts"
+                        | "permit_dnswl_client"
+                        | "permit_rhswl_client" => Stage::Client,
+                        "permit_auth_destination" | "permit_mx_backup" => Stage::Recipient,
+                        _ => stage,
+                    };
+                    self.log_permit(name, "", about, f, out);
+                }
                 match d {
                     Decision::Dunno => {}
                     Decision::Warn(w) => out.events.push(("warn", w)),
@@ -464,6 +522,33 @@ impl Policy {
             }
             Decision::Dunno
         })
+    }
+
+    /// `smtpd_log_access_permit_actions`: Postfix's `permit:` event,
+    /// `action=<action> for <class>=<name> [from <table>]`.
+    pub(crate) fn log_permit(
+        &self,
+        action: &str,
+        table: &str,
+        stage: Stage,
+        f: &Facts<'_>,
+        out: &mut Outcome,
+    ) {
+        if self.permit_log.logs(action) {
+            let from = if table.is_empty() {
+                String::new()
+            } else {
+                format!("from {table}")
+            };
+            out.events.push((
+                "permit",
+                format!(
+                    "action={action} for {}={} {from}",
+                    reply_class(stage),
+                    reply_name(stage, f)
+                ),
+            ));
+        }
     }
 
     async fn one(
@@ -518,9 +603,11 @@ impl Policy {
             | "defer_unauth_destination"
             | "permit_auth_destination" => self.relay_check(&r.name, f),
             "reject_unauth_pipelining" => {
-                // Postfix: input is waiting and the client did not say EHLO
-                // (so was not offered PIPELINING), or at DATA.
-                if f.pipelined && (!f.esmtp || matches!(stage, Stage::Data)) {
+                // Postfix: the session saw improper pipelining at some
+                // point (see `Session::check_pipelining`), or input is
+                // waiting now and the client was not offered PIPELINING, or
+                // this is DATA.
+                if f.pipelined || f.input_pending && (!f.esmtp || stage == Stage::Data) {
                     Decision::Reject(Reply::new(
                         503,
                         "5.5.0",
@@ -593,7 +680,7 @@ impl Policy {
                     unknown_hostname: self.codes.unknown_hostname,
                     unknown_address: self.codes.unknown_address,
                 };
-                let (decision, defer) = self.dns.evaluate(r, stage, f, &codes, out).await;
+                let (decision, defer) = self.dns.evaluate(r, f, &codes, out).await;
                 if let Some(d) = defer {
                     out.defer_if_permit.get_or_insert(d);
                 }
@@ -856,6 +943,7 @@ pub(crate) fn reply_name(stage: Stage, f: &Facts<'_>) -> String {
         Stage::Relay | Stage::Recipient => f.recipient.unwrap_or_default().to_string(),
         Stage::Data => "DATA".to_string(),
         Stage::EndOfData => "END-OF-MESSAGE".to_string(),
+        Stage::Etrn => f.etrn_domain.unwrap_or_default().to_string(),
     }
 }
 
@@ -868,6 +956,7 @@ pub(crate) fn reply_class(stage: Stage) -> &'static str {
         Stage::Relay | Stage::Recipient => "Recipient address",
         Stage::Data => "Data command",
         Stage::EndOfData => "End-of-data",
+        Stage::Etrn => "Etrn command",
     }
 }
 
@@ -894,6 +983,7 @@ fn valid_hostname(h: &str) -> bool {
 }
 
 mod access;
+mod permit_log;
 mod relay;
 use relay::unlisted_reply;
 pub use relay::{relay_class, unlisted};

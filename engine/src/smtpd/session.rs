@@ -5,7 +5,7 @@
 //! gets its transport and next hop), appended to this core's spool and made
 //! durable — only then is `250 2.0.0 Ok: queued as <id>` sent.
 
-use super::address::{Mailbox, decode_xtext, parse_mailbox};
+use super::address::{decode_xtext, parse_envelope_address};
 use super::anvil;
 use super::cleanup::{Checked, Origin, cleanup};
 use super::command::{Command, Param, parse_command};
@@ -24,25 +24,31 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+mod protocol;
 mod tls_auth;
-
-/// Longest command line accepted (Postfix's line_length_limit default).
-const MAX_COMMAND_LINE: usize = 2048;
+mod xclient;
 
 /// The envelope under construction.
 #[derive(Debug, Default)]
 struct Transaction {
     queue_id: Option<QueueId>,
+    /// The envelope sender after canonical rewriting (what is queued).
     sender: String,
+    /// The sender as the client gave it (what restrictions and reject
+    /// log lines see, as in Postfix).
+    sender_given: String,
+    /// RCPT commands answered 452 beyond smtpd_recipient_limit.
+    overshoot: usize,
     params: MailParams,
     recipients: Vec<Recipient>,
-    /// RCPT commands rejected in this transaction.
-    rejected: usize,
     /// BDAT content so far.
     chunks: Option<Vec<u8>>,
     /// HOLD, DISCARD, FILTER, REDIRECT, PREPEND from access tables.
     actions: Actions,
     chunks_too_big: bool,
+    /// The size of the message received, once it is (Postfix's
+    /// `act_size`: the policy protocol's `size` at END-OF-MESSAGE).
+    received_size: Option<u64>,
 }
 
 /// Per-verb (accepted, total) counters for the disconnect line.
@@ -61,8 +67,8 @@ impl Counters {
     /// `ehlo=1 mail=1 rcpt=0/1 data=1 quit=1 commands=4/5`
     fn summary(&self) -> String {
         const ORDER: &[&str] = &[
-            "helo", "ehlo", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop",
-            "vrfy", "expn", "help", "quit", "unknown",
+            "helo", "ehlo", "xclient", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset",
+            "noop", "vrfy", "etrn", "quit", "unknown",
         ];
         let mut parts = Vec::new();
         let (mut ok, mut total) = (0, 0);
@@ -106,6 +112,12 @@ pub struct Session {
     core: Rc<CoreContext>,
     settings: std::sync::Arc<SmtpdSettings>,
     peer: SocketAddr,
+    /// The local address the client connected to.
+    local: Option<SocketAddr>,
+    /// Admitted while the service was at its process limit.
+    stress: bool,
+    /// The upstream proxy's header could not be read: Postfix's warning.
+    proxy_failure: Option<String>,
     client_name: String,
     reverse_client_name: String,
     name_status: NameStatus,
@@ -122,6 +134,13 @@ pub struct Session {
     junk: u32,
     counters: Counters,
     last_command: &'static str,
+    /// Improper command pipelining was seen (Postfix's
+    /// SMTPD_FLAG_ILL_PIPELINING; `reject_unauth_pipelining` tests it).
+    ill_pipelining: bool,
+    /// The size Postfix reports after BDAT LAST (see [`Session::accepted`]).
+    bdat_size: Option<u64>,
+    /// The ETRN argument while smtpd_etrn_restrictions are evaluated.
+    etrn_domain: Option<String>,
     /// TLS and AUTH state (see `session/tls_auth.rs`).
     secure: tls_auth::SecureState,
 }
@@ -132,6 +151,7 @@ impl Session {
         core: Rc<CoreContext>,
         settings: std::sync::Arc<SmtpdSettings>,
         peer: SocketAddr,
+        local: Option<SocketAddr>,
     ) -> Session {
         let addr = crate::smtpd::networks::canonical(peer.ip());
         Session {
@@ -139,6 +159,10 @@ impl Session {
             core,
             settings,
             peer: SocketAddr::new(addr, peer.port()),
+            local: local
+                .map(|l| SocketAddr::new(crate::smtpd::networks::canonical(l.ip()), l.port())),
+            stress: false,
+            proxy_failure: None,
             client_name: "unknown".to_string(),
             reverse_client_name: "unknown".to_string(),
             name_status: NameStatus::NotFound,
@@ -152,8 +176,25 @@ impl Session {
             junk: 0,
             counters: Counters::default(),
             last_command: "CONNECT",
+            ill_pipelining: false,
+            etrn_domain: None,
+            bdat_size: None,
             secure: tls_auth::SecureState::default(),
         }
+    }
+
+    /// The upstream proxy's header failed (`haproxy read: ...`): the
+    /// session logs it and hangs up with 421, as Postfix does.
+    pub fn proxy_failed(mut self, warning: Option<String>) -> Session {
+        self.proxy_failure = warning;
+        self
+    }
+
+    /// Mark the session as admitted under stress (its service was at its
+    /// process limit).
+    pub fn under_stress(mut self, stress: bool) -> Session {
+        self.stress = stress;
+        self
     }
 
     fn log(&self, message: &str) {
@@ -166,6 +207,10 @@ impl Session {
 
     /// Run the session to the end.
     pub async fn run(mut self) {
+        let hangup = self.proxy_failure.take();
+        if let Some(w) = &hangup {
+            self.log(&format!("warning: {w}"));
+        }
         let names = self.settings.policy.dns.client_names(self.peer.ip()).await;
         self.client_name = names.name;
         self.name_status = names.name_status;
@@ -180,7 +225,7 @@ impl Session {
             &self.settings.myhostname,
         );
         self._anvil = Some(registration);
-        if self.settings.tls.wrappermode && !self.wrapper_handshake().await {
+        if hangup.is_none() && self.settings.tls.wrappermode && !self.wrapper_handshake().await {
             self.conn.close().await;
             self.log(&format!(
                 "disconnect from {} {}",
@@ -189,7 +234,15 @@ impl Session {
             ));
             return;
         }
-        let mut greeting = if let Some(x) = exceeded {
+        let mut greeting = if hangup.is_some() {
+            // Without the proxy's information there is no audit trail and
+            // no access control: hang up (Postfix's SMTPD_FLAG_HANGUP).
+            Reply::new(
+                421,
+                "4.3.0",
+                format!("{} Server local error", self.settings.myhostname),
+            )
+        } else if let Some(x) = exceeded {
             self.log(&format!("warning: {}", x.warning));
             x.reply
         } else if self.core.shutdown.is_triggered() {
@@ -218,6 +271,19 @@ impl Session {
             self.access_denied = Some(reply.clone());
             greeting = reply;
         }
+        if greeting.code == 220
+            && self.conn.input_waiting()
+            && let Flow::Close = self.talk_before_greeting().await
+        {
+            let _ = self.conn.flush(self.settings.timeout).await;
+            self.conn.close().await;
+            self.log(&format!(
+                "disconnect from {} {}",
+                self.client(),
+                self.counters.summary()
+            ));
+            return;
+        }
         let stop = greeting.code == 421;
         greeting.write_to(self.conn.out());
         if self.conn.flush(self.settings.timeout).await.is_ok() && !stop {
@@ -233,21 +299,41 @@ impl Session {
 
     async fn command_loop(&mut self) {
         loop {
-            match self.conn.next_line(MAX_COMMAND_LINE) {
+            match self.conn.next_line(self.settings.line_length_limit) {
                 Line::Complete { len, consumed } => {
                     let line = self.conn.buffered()[..len].to_vec();
                     self.conn.consume(consumed);
+                    // Ended by LF alone: consumed holds no CR.
+                    if consumed == len + 1 && self.rejects_bare_newline() {
+                        self.bare_newline_command();
+                        let _ = self.conn.flush(self.settings.timeout).await;
+                        return;
+                    }
                     if let Flow::Close = self.handle_line(&line).await {
                         let _ = self.conn.flush(self.settings.timeout).await;
                         return;
                     }
                 }
-                Line::TooLong => {
-                    self.counters.count("unknown", false);
-                    if let Flow::Close = self
-                        .error(Reply::new(500, "5.5.2", "Error: line too long"))
-                        .await
-                    {
+                Line::TooLong(head) => {
+                    // Postfix carries out the command cut at
+                    // line_length_limit, with a warning.
+                    let shown: String = head
+                        .iter()
+                        .take(30)
+                        .map(|&b| {
+                            if (0x20..0x7f).contains(&b) {
+                                b as char
+                            } else {
+                                '?'
+                            }
+                        })
+                        .collect();
+                    self.log(&format!(
+                        "warning: {}: request longer than {}: {shown}...",
+                        self.client(),
+                        self.settings.line_length_limit
+                    ));
+                    if let Flow::Close = self.handle_line(&head).await {
                         let _ = self.conn.flush(self.settings.timeout).await;
                         return;
                     }
@@ -340,17 +426,29 @@ impl Session {
     /// The end of a message the session answers for: counted, and `250
     /// 2.0.0 Ok: queued as <id>` — also for DISCARD, which queues nothing
     /// but must look accepted to the client.
+    /// After BDAT LAST Postfix also says how many bytes: `Ok: <n> bytes
+    /// queued as <id>`.
     fn accepted(&mut self, verb: &'static str, queue_id: QueueId) {
         self.counters.count(verb, true);
-        self.reply(Reply::new(
-            250,
-            "2.0.0",
-            format!("Ok: queued as {queue_id}"),
-        ));
+        let text = match self.bdat_size.take() {
+            Some(n) if verb == "bdat" => format!("Ok: {n} bytes queued as {queue_id}"),
+            _ => format!("Ok: queued as {queue_id}"),
+        };
+        self.reply(Reply::new(250, "2.0.0", text));
     }
 
+    /// As Postfix: the error's reply goes out, then — at the hard error
+    /// limit — `421 Error: too many errors` and the end of the session.
     async fn error(&mut self, reply: Reply) -> Flow {
         self.errors += 1;
+        if self.errors >= self.settings.soft_error_limit
+            && self.errors < self.settings.hard_error_limit
+            && !self.settings.error_sleep.is_zero()
+        {
+            let _ = self.conn.flush(self.settings.timeout).await;
+            glommio::timer::sleep(self.settings.error_sleep).await;
+        }
+        self.reply(reply);
         if self.errors >= self.settings.hard_error_limit {
             self.log(&format!(
                 "too many errors after {} from {}",
@@ -364,25 +462,26 @@ impl Session {
             ));
             return Flow::Close;
         }
-        if self.errors >= self.settings.soft_error_limit && !self.settings.error_sleep.is_zero() {
-            let _ = self.conn.flush(self.settings.timeout).await;
-            glommio::timer::sleep(self.settings.error_sleep).await;
-        }
-        self.reply(reply);
         Flow::Continue
     }
 
     async fn handle_line(&mut self, line: &[u8]) -> Flow {
-        let command = match parse_command(line) {
+        let command = match parse_command(line, &self.settings.noop_commands) {
             Ok(c) => c,
-            Err(e) => {
-                self.counters.count(e.verb.unwrap_or("unknown"), false);
-                self.last_command = e.verb.map_or("UNKNOWN", verb_upper);
-                return self.error(e.reply).await;
-            }
+            Err(e) => return self.syntax_error(e).await,
         };
+        if let Command::Ignored = command {
+            // smtpd_noop_commands: Postfix answers and counts nothing but
+            // the junk limit.
+            let _ = self.junk(Reply::new(250, "2.0.0", "Ok"));
+            self.reply(Reply::new(250, "2.0.0", "Ok"));
+            return Flow::Continue;
+        }
         let verb = command.verb();
         self.last_command = verb_upper(verb);
+        if let Flow::Close = self.check_pipelining(&command) {
+            return Flow::Close;
+        }
         if self.access_denied.is_some() && !matches!(command, Command::Quit) {
             self.counters.count(verb, false);
             let reply = Reply::new(
@@ -398,8 +497,16 @@ impl Session {
                 self.prepare_auth().await;
                 self.helo_checked(host, true).await
             }
-            Command::Mail { path, params } => self.mail(path, params).await,
-            Command::Rcpt { path, params } => self.rcpt(path, params).await,
+            Command::Mail {
+                path,
+                params,
+                bracketed,
+            } => self.mail(path, params, bracketed).await,
+            Command::Rcpt {
+                path,
+                params,
+                bracketed,
+            } => self.rcpt(path, params, bracketed).await,
             Command::Data => return self.data().await,
             Command::Bdat { size, last } => return self.bdat(size, last).await,
             Command::Rset => {
@@ -412,19 +519,19 @@ impl Session {
                 self.reply(Reply::new(221, "2.0.0", "Bye"));
                 return Flow::Close;
             }
-            Command::Vrfy(arg) => {
-                if self.settings.disable_vrfy {
-                    Err(Reply::new(502, "5.5.1", "VRFY command is disabled"))
-                } else {
-                    self.junk(Reply::new(252, "2.0.0", arg))
+            Command::Vrfy(arg) => self.vrfy(&arg).await,
+            Command::Etrn(arg) => self.etrn(&arg).await,
+            Command::Xclient(arg) => match self.xclient(&arg) {
+                // Postfix counts even a successful XCLIENT as not
+                // accepted in the disconnect line.
+                Ok(reply) => {
+                    self.counters.count("xclient", false);
+                    self.reply(reply);
+                    return Flow::Continue;
                 }
-            }
-            Command::Expn(_) => Err(Reply::new(502, "5.5.1", "Error: command not implemented")),
-            Command::Help => Ok(Reply::new(
-                214,
-                "2.0.0",
-                "Commands: HELO EHLO MAIL RCPT DATA BDAT RSET NOOP QUIT VRFY",
-            )),
+                Err(reply) => Err(reply),
+            },
+            Command::Ignored => Ok(Reply::new(250, "2.0.0", "Ok")),
             Command::StartTls => return self.starttls().await,
             Command::Auth(arg) => return self.auth(&arg).await,
         };
@@ -438,6 +545,37 @@ impl Session {
                 self.counters.count(verb, false);
                 self.error(reply).await
             }
+        }
+    }
+
+    /// A command line that did not parse. Postfix judges the session state
+    /// before the syntax; a bad BDAT ends the session (521).
+    async fn syntax_error(&mut self, e: super::command::SyntaxError) -> Flow {
+        self.counters.count(e.verb.unwrap_or("unknown"), false);
+        self.last_command = e.verb.map_or("UNKNOWN", verb_upper);
+        let reply = self.sequence_error(e.verb).unwrap_or(e.reply);
+        if reply.code == 521 {
+            self.reply(reply);
+            return Flow::Close;
+        }
+        self.error(reply).await
+    }
+
+    /// The out-of-sequence reply for a MAIL, RCPT or DATA command, which
+    /// Postfix gives before looking at the command's syntax.
+    fn sequence_error(&self, verb: Option<&'static str>) -> Option<Reply> {
+        match verb? {
+            "mail" if self.settings.helo_required && self.helo.is_none() => {
+                Some(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"))
+            }
+            "mail" if self.tx.is_some() => {
+                Some(Reply::new(503, "5.5.1", "Error: nested MAIL command"))
+            }
+            "rcpt" if self.tx.is_none() => {
+                Some(Reply::new(503, "5.5.1", "Error: need MAIL command"))
+            }
+            "data" => self.content_refusal(false),
+            _ => None,
         }
     }
 
@@ -468,7 +606,11 @@ impl Session {
         if !s.disable_vrfy {
             keywords.push("VRFY".into());
         }
+        keywords.push("ETRN".into());
         self.advertise(&mut keywords);
+        if self.xclient_allowed() {
+            keywords.push(xclient::KEYWORD.into());
+        }
         keywords.extend(["ENHANCEDSTATUSCODES", "8BITMIME", "DSN"].map(String::from));
         if s.smtputf8 {
             keywords.push("SMTPUTF8".into());
@@ -513,22 +655,31 @@ impl Session {
             reverse_client_name: &self.reverse_client_name,
             reverse_name_status: self.reverse_name_status,
             helo: self.helo.as_deref(),
-            sender: tx.map(|t| t.sender.as_str()),
+            sender: tx.map(|t| t.sender_given.as_str()),
             recipient: recipient.map(|r| r.address.as_str()),
             recipient_class: recipient.map(|r| r.class),
             recipient_routed: recipient.is_some_and(|r| r.routed),
             sasl_user: self.secure.sasl.as_ref().map(|a| a.username.as_str()),
             esmtp: self.esmtp,
-            pipelined: !self.conn.buffered().is_empty(),
+            pipelined: self.ill_pipelining,
+            input_pending: self.conn.input_waiting(),
             command,
             queue_id: "",
             instance: "",
             recipient_count: tx.map_or(0, |t| t.recipients.len()),
-            size: tx.and_then(|t| t.params.size).unwrap_or(0),
+            size: tx
+                .and_then(|t| t.received_size.or(t.params.size))
+                .unwrap_or(0),
             sender_unlisted: tx
                 .filter(|t| !t.sender.is_empty() && self.settings.policy.needs_unlisted().0)
                 .and_then(|t| super::restrictions::unlisted(&self.settings.router, &t.sender)),
             recipient_unlisted: recipient.and_then(|r| r.unlisted),
+            client_port: self.peer.port(),
+            server: self.local,
+            sasl_method: self.secure.sasl.as_ref().map(|a| a.method.as_str()),
+            etrn_domain: self.etrn_domain.as_deref(),
+            stress: self.stress,
+            tls: self.secure.tls_summary.as_ref(),
         }
     }
 
@@ -591,7 +742,7 @@ impl Session {
             .map_or_else(|| "NOQUEUE".to_string(), |id| id.to_string());
         let mut line = format!("{id}: {kind}: {command} from {}: {text}", self.client());
         if let Some(tx) = &self.tx {
-            line.push_str(&format!("; from=<{}>", tx.sender));
+            line.push_str(&format!("; from=<{}>", tx.sender_given));
         } else {
             line.push(';');
         }
@@ -599,14 +750,22 @@ impl Session {
             line.push_str(&format!(" to=<{r}>"));
         }
         line.push_str(&format!(
-            " proto={} helo=<{}>",
-            if self.esmtp { "ESMTP" } else { "SMTP" },
-            self.helo.as_deref().unwrap_or("")
+            " proto={}",
+            if self.esmtp { "ESMTP" } else { "SMTP" }
         ));
+        // Postfix leaves helo=<> out before HELO/EHLO.
+        if let Some(helo) = &self.helo {
+            line.push_str(&format!(" helo=<{helo}>"));
+        }
         self.log(&line);
     }
 
-    async fn mail(&mut self, path: String, params: Vec<Param>) -> Result<Reply, Reply> {
+    async fn mail(
+        &mut self,
+        path: String,
+        params: Vec<Param>,
+        bracketed: bool,
+    ) -> Result<Reply, Reply> {
         if self.settings.helo_required && self.helo.is_none() {
             return Err(Reply::new(503, "5.5.1", "Error: send HELO/EHLO first"));
         }
@@ -636,9 +795,9 @@ impl Session {
                         "BINARYMIME" => BodyType::BinaryMime,
                         _ => {
                             return Err(Reply::new(
-                                501,
+                                555,
                                 "5.5.4",
-                                "Unsupported BODY parameter value",
+                                format!("Unsupported option: {}", p.raw),
                             ));
                         }
                     }
@@ -646,16 +805,17 @@ impl Session {
                 ("SMTPUTF8", None) if self.settings.smtputf8 => mp.smtputf8 = true,
                 // RFC 4954 §5: accepted (and not passed on) when AUTH is on.
                 ("AUTH", Some(_)) if self.settings.sasl.enabled => {}
+                // Given twice: a syntax error, as in Postfix.
                 ("RET", Some(v)) => {
                     mp.ret = Some(match v.to_ascii_uppercase().as_str() {
-                        "FULL" => Ret::Full,
-                        "HDRS" => Ret::Headers,
+                        "FULL" if mp.ret.is_none() => Ret::Full,
+                        "HDRS" if mp.ret.is_none() => Ret::Headers,
                         _ => return Err(Reply::new(501, "5.5.4", "Bad RET parameter syntax")),
                     })
                 }
                 ("ENVID", Some(v)) => {
                     let id = decode_xtext(v)
-                        .filter(|id| id.len() <= 100)
+                        .filter(|id| id.len() <= 100 && mp.envid.is_none())
                         .ok_or_else(|| Reply::new(501, "5.5.4", "Bad ENVID parameter syntax"))?;
                     mp.envid = Some(id);
                 }
@@ -663,15 +823,17 @@ impl Session {
                     return Err(Reply::new(
                         555,
                         "5.5.4",
-                        format!("Unsupported option: {}", p.keyword),
+                        format!("Unsupported option: {}", p.raw),
                     ));
                 }
             }
         }
-        let sender = if path.is_empty() {
-            String::new()
+        let (sender_given, sender) = if path.is_empty() && bracketed {
+            (String::new(), String::new())
         } else {
-            parse_mailbox(&path, mp.smtputf8)?.address()
+            let given = self.envelope_address("MAIL", &path, bracketed, mp.smtputf8)?;
+            let qualified = self.settings.qualify.qualify(&given);
+            (given, qualified)
         };
         // Back-pressure: slow down, then refuse, when this core's queue is
         // over its backlog.
@@ -686,6 +848,7 @@ impl Session {
         }
         self.tx = Some(Transaction {
             sender,
+            sender_given,
             params: mp,
             ..Transaction::default()
         });
@@ -716,121 +879,36 @@ impl Session {
         Ok(Reply::new(250, "2.1.0", "Ok"))
     }
 
-    async fn rcpt(&mut self, path: String, params: Vec<Param>) -> Result<Reply, Reply> {
-        let Some(tx) = &self.tx else {
+    async fn rcpt(
+        &mut self,
+        path: String,
+        params: Vec<Param>,
+        bracketed: bool,
+    ) -> Result<Reply, Reply> {
+        let Some(tx) = &mut self.tx else {
             return Err(Reply::new(503, "5.5.1", "Error: need MAIL command"));
         };
         if tx.recipients.len() >= self.settings.recipient_limit {
-            return Err(Reply::new(452, "4.5.3", "Error: too many recipients"));
+            // Postfix: the first smtpd_recipient_overshoot_limit of these
+            // are no errors, so a big list does not end the session.
+            tx.overshoot += 1;
+            let reply = Reply::new(452, "4.5.3", "Error: too many recipients");
+            return if tx.overshoot <= self.settings.recipient_overshoot_limit {
+                Ok(reply)
+            } else {
+                Err(reply)
+            };
         }
         let smtputf8 = tx.params.smtputf8;
-        let mut notify = 0u8;
-        let mut orcpt = None;
-        for p in &params {
-            match (p.keyword.as_str(), p.value.as_deref()) {
-                ("NOTIFY", Some(v)) => {
-                    notify = parse_notify(v).ok_or_else(|| {
-                        Reply::new(501, "5.5.4", "Error: Bad NOTIFY parameter syntax")
-                    })?
-                }
-                ("ORCPT", Some(v)) => {
-                    let decoded = decode_xtext(v)
-                        .filter(|o| o.contains(';') && o.len() <= 500)
-                        .ok_or_else(|| {
-                            Reply::new(501, "5.5.4", "Error: Bad ORCPT parameter syntax")
-                        })?;
-                    orcpt = Some(decoded);
-                }
-                _ => {
-                    return Err(Reply::new(
-                        555,
-                        "5.5.4",
-                        format!("Unsupported option: {}", p.keyword),
-                    ));
-                }
-            }
-        }
-        // A bare "postmaster" is this host's postmaster (RFC 5321 §4.5.1).
-        let mailbox = if path.eq_ignore_ascii_case("postmaster") {
-            Mailbox {
-                local: "postmaster".into(),
-                domain: self.settings.myhostname.to_ascii_lowercase(),
-            }
-        } else {
-            parse_mailbox(&path, smtputf8)?
-        };
-        let address = mailbox.address();
+        let (notify, orcpt) = rcpt_params(&params)?;
+        let given = self.envelope_address("RCPT", &path, bracketed, smtputf8)?;
+        let address = self.settings.qualify.qualify(&given);
+        let (class, _) = self.recipient_verdict(&given, &address, "RCPT").await?;
         let settings = std::sync::Arc::clone(&self.settings);
-        let router = &settings.router;
-        let lookup_failure = |e: corepost_config::tables::TableError| {
-            Reply::new(
-                451,
-                "4.3.0",
-                format!("<{address}>: Temporary lookup failure ({e})"),
-            )
-        };
-        let class = router.classify(&mailbox.domain).map_err(lookup_failure)?;
-        if let Some(x) = anvil::record(
-            &self.settings.limits,
-            &self.settings.service,
-            self.peer.ip(),
-            &self.client(),
-            anvil::Event::Recipient,
-        ) {
-            self.log(&format!("warning: {}", x.warning));
-            return Err(x.reply);
-        }
-        let (relay_class, routed) =
-            super::restrictions::relay_class(router, &address, class).map_err(lookup_failure)?;
-        let rcpt = RcptFacts {
-            address: address.clone(),
-            class: relay_class,
-            routed,
-            unlisted: if settings.policy.needs_unlisted().1 {
-                super::restrictions::unlisted(router, &address)
-            } else {
-                None
-            },
-        };
-        let lists = [
-            ("smtpd_client_restrictions", Stage::Client),
-            ("smtpd_helo_restrictions", Stage::Helo),
-            ("smtpd_sender_restrictions", Stage::Sender),
-            ("smtpd_relay_restrictions", Stage::Relay),
-            ("smtpd_recipient_restrictions", Stage::Recipient),
-        ];
-        let lists = if self.settings.delay_reject {
-            &lists[..]
-        } else {
-            &lists[3..]
-        };
-        if let Some(reply) = self.restrict(lists, Some(&rcpt), "RCPT").await {
-            self.log_reject("RCPT", &reply, Some(&address));
-            if let Some(tx) = &mut self.tx {
-                tx.rejected += 1;
-            }
-            return Err(reply);
-        }
-        if self.settings.reject_unlisted_recipient
-            && let RecipientCheck::Unknown { code, table } = router
-                .check_recipient(&address, class)
-                .map_err(lookup_failure)?
-        {
-            let mut reply = Reply::new(
-                code,
-                if code >= 500 { "5.1.1" } else { "4.1.1" },
-                format!("<{address}>: Recipient address rejected: User unknown in {table}"),
-            );
-            if self.settings.soft_bounce {
-                reply = reply.soft_bounced();
-            }
-            self.log_reject("RCPT", &reply, Some(&address));
-            if let Some(tx) = &mut self.tx {
-                tx.rejected += 1;
-            }
-            return Err(reply);
-        }
-        let route = router.route(&address, class).map_err(lookup_failure)?;
+        let route = settings
+            .router
+            .route(&address, class)
+            .map_err(|e| lookup_failure(&given, e))?;
         let first = self.tx.as_ref().is_some_and(|t| t.queue_id.is_none());
         if first {
             let id = self.core.new_queue_id();
@@ -856,15 +934,134 @@ impl Session {
         Ok(Reply::new(250, "2.1.5", "Ok"))
     }
 
+    /// A MAIL/RCPT/VRFY address as the client gave it (a bare local part
+    /// is accepted, as in Postfix); syntax errors get Postfix's replies
+    /// and warning.
+    fn envelope_address(
+        &self,
+        command: &str,
+        path: &str,
+        bracketed: bool,
+        smtputf8: bool,
+    ) -> Result<String, Reply> {
+        let parsed = if self.settings.strict_rfc821 && !bracketed {
+            Err(Reply::new(501, "", "not in <>"))
+        } else {
+            parse_envelope_address(path, smtputf8).map(|m| m.address())
+        };
+        parsed.map_err(|e| {
+            if e.code != 501 {
+                return e;
+            }
+            let shown = if bracketed {
+                format!("<{path}>")
+            } else {
+                path.to_string()
+            };
+            self.log(&format!(
+                "warning: Illegal address syntax from {} in {command} command: {shown}",
+                self.client()
+            ));
+            if command == "MAIL" {
+                Reply::new(501, "5.1.7", "Bad sender address syntax")
+            } else {
+                Reply::new(501, "5.1.3", "Bad recipient address syntax")
+            }
+        })
+    }
+
+    /// What RCPT and VRFY share (Postfix's smtpd_check_rcpt): the
+    /// restriction lists, then the recipient tables of the address class.
+    /// `given` is the address as the client wrote it, `address` the
+    /// qualified one. A bare `postmaster` passes without restrictions
+    /// (RFC 5321 §4.5.1, as Postfix does).
+    async fn recipient_verdict(
+        &mut self,
+        given: &str,
+        address: &str,
+        command: &str,
+    ) -> Result<(AddressClass, bool), Reply> {
+        let settings = std::sync::Arc::clone(&self.settings);
+        let router = &settings.router;
+        let failure = |e| lookup_failure(given, e);
+        let domain = address.rsplit_once('@').map_or("", |(_, d)| d);
+        let class = if domain.is_empty() {
+            AddressClass::Local
+        } else {
+            router.classify(domain).map_err(failure)?
+        };
+        if given.eq_ignore_ascii_case("postmaster") {
+            return Ok((class, true));
+        }
+        if command == "RCPT"
+            && let Some(x) = anvil::record(
+                &self.settings.limits,
+                &self.settings.service,
+                self.peer.ip(),
+                &self.client(),
+                anvil::Event::Recipient,
+            )
+        {
+            self.log(&format!("warning: {}", x.warning));
+            return Err(x.reply);
+        }
+        let (relay_class, routed) =
+            super::restrictions::relay_class(router, address, class).map_err(failure)?;
+        let rcpt = RcptFacts {
+            address: given.to_string(),
+            class: relay_class,
+            routed,
+            unlisted: if settings.policy.needs_unlisted().1 {
+                super::restrictions::unlisted(router, address)
+            } else {
+                None
+            },
+        };
+        let lists = [
+            ("smtpd_client_restrictions", Stage::Client),
+            ("smtpd_helo_restrictions", Stage::Helo),
+            ("smtpd_sender_restrictions", Stage::Sender),
+            ("smtpd_relay_restrictions", Stage::Relay),
+            ("smtpd_recipient_restrictions", Stage::Recipient),
+        ];
+        let lists = if self.settings.delay_reject {
+            &lists[..]
+        } else {
+            &lists[3..]
+        };
+        let mut verdict = self.restrict(lists, Some(&rcpt), command).await;
+        if verdict.is_none()
+            && self.settings.reject_unlisted_recipient
+            && let RecipientCheck::Unknown { code, table } =
+                router.check_recipient(address, class).map_err(failure)?
+        {
+            let reply = Reply::new(
+                code,
+                if code >= 500 { "5.1.1" } else { "4.1.1" },
+                format!("<{given}>: Recipient address rejected: User unknown in {table}"),
+            );
+            verdict = Some(if self.settings.soft_bounce {
+                reply.soft_bounced()
+            } else {
+                reply
+            });
+        }
+        match verdict {
+            Some(reply) => {
+                self.log_reject(command, &reply, Some(given));
+                Err(reply)
+            }
+            None => Ok((class, false)),
+        }
+    }
+
     /// Why DATA/BDAT cannot start, if it cannot.
     fn content_refusal(&self, bdat: bool) -> Option<Reply> {
         match &self.tx {
             None => Some(Reply::new(503, "5.5.1", "Error: need RCPT command")),
-            Some(tx) if tx.recipients.is_empty() && tx.rejected > 0 => {
-                Some(Reply::new(554, "5.5.1", "Error: no valid recipients"))
-            }
+            // Postfix: in a transaction, with or without RCPT attempts.
             Some(tx) if tx.recipients.is_empty() => {
-                Some(Reply::new(503, "5.5.1", "Error: need RCPT command"))
+                Some(Reply::new(554, "5.5.1", "Error: no valid recipients"))
             }
             Some(tx) if !bdat && tx.params.body == BodyType::BinaryMime => Some(Reply::new(
                 503,
@@ -887,7 +1084,13 @@ impl Session {
             .restrict(&[("smtpd_data_restrictions", Stage::Data)], None, "DATA")
             .await
         {
-            self.log_reject("DATA", &reply, None);
+            // Postfix names the last recipient.
+            let last = self
+                .tx
+                .as_ref()
+                .and_then(|t| t.recipients.last())
+                .map(|r| r.address.clone());
+            self.log_reject("DATA", &reply, last.as_deref());
             self.counters.count("data", false);
             return self.error(reply).await;
         }
@@ -993,6 +1196,7 @@ impl Session {
         }
         let too_big = tx.chunks_too_big;
         let body = tx.chunks.take().unwrap_or_default();
+        self.bdat_size = Some(line_size(&body));
         let end = DataEnd {
             size: body.len() as u64,
             too_big,
@@ -1006,10 +1210,15 @@ impl Session {
     async fn finish_message(
         &mut self,
         end: DataEnd,
-        body: Vec<u8>,
+        mut body: Vec<u8>,
         reject_bare: bool,
         verb: &'static str,
     ) -> Flow {
+        if let Some(tx) = &mut self.tx {
+            tx.received_size = Some(end.size);
+        }
+        // Postfix's cleanup cuts headers longer than header_size_limit.
+        super::data::truncate_long_headers(&mut body, self.settings.header_size_limit);
         if !self
             .settings
             .policy
@@ -1049,15 +1258,21 @@ impl Session {
         }
         if end.bare_newline && reject_bare {
             self.counters.count(verb, false);
-            let reply = Reply::new(550, "5.5.2", "Error: bare <CR> or <LF> received");
-            self.log(&format!(
-                "{queue_id}: reject: {} from {}: {}; from=<{}> proto=ESMTP helo=<{}>",
-                verb.to_uppercase(),
-                self.client(),
-                reply.summary(),
-                tx.sender,
-                self.helo.as_deref().unwrap_or("")
-            ));
+            let reply = self.bare_newline_reply();
+            // Postfix: the event, not the reply, and the last recipient.
+            self.tx = Some(tx);
+            let last = self
+                .tx
+                .as_ref()
+                .and_then(|t| t.recipients.last())
+                .map(|r| r.address.clone());
+            self.log_event(
+                "reject",
+                "END-OF-MESSAGE",
+                "bare <LF> received",
+                last.as_deref(),
+            );
+            self.tx = None;
             return self.error(reply).await;
         }
         let protocol = self.protocol();
@@ -1187,12 +1402,66 @@ fn verb_upper(verb: &'static str) -> &'static str {
         "noop" => "NOOP",
         "quit" => "QUIT",
         "vrfy" => "VRFY",
-        "expn" => "EXPN",
-        "help" => "HELP",
+        "etrn" => "ETRN",
+        "xclient" => "XCLIENT",
         "starttls" => "STARTTLS",
         "auth" => "AUTH",
         _ => "UNKNOWN",
     }
+}
+
+/// The content's size as Postfix counts it after BDAT: every line with a
+/// CRLF ending, the last one included.
+fn line_size(body: &[u8]) -> u64 {
+    let mut lines: Vec<&[u8]> = body.split(|&b| b == b'\n').collect();
+    if lines.last().is_some_and(|l| l.is_empty()) {
+        lines.pop();
+    }
+    lines
+        .iter()
+        .map(|l| l.strip_suffix(b"\r").unwrap_or(l).len() as u64 + 2)
+        .sum()
+}
+
+/// `451 4.3.0 <address>: Temporary lookup failure`.
+fn lookup_failure(address: &str, e: corepost_config::tables::TableError) -> Reply {
+    Reply::new(
+        451,
+        "4.3.0",
+        format!("<{address}>: Temporary lookup failure ({e})"),
+    )
+}
+
+/// RCPT's NOTIFY and ORCPT (RFC 3461); either given twice is a syntax
+/// error, as in Postfix.
+fn rcpt_params(params: &[Param]) -> Result<(u8, Option<String>), Reply> {
+    let mut notify = None;
+    let mut orcpt = None;
+    for p in params {
+        match (p.keyword.as_str(), p.value.as_deref()) {
+            ("NOTIFY", Some(v)) => {
+                let bad = || Reply::new(501, "5.5.4", "Error: Bad NOTIFY parameter syntax");
+                if notify.is_some() {
+                    return Err(bad());
+                }
+                notify = Some(parse_notify(v).ok_or_else(bad)?);
+            }
+            ("ORCPT", Some(v)) => {
+                let decoded = decode_xtext(v)
+                    .filter(|o| o.contains(';') && o.len() <= 500 && orcpt.is_none())
+                    .ok_or_else(|| Reply::new(501, "5.5.4", "Error: Bad ORCPT parameter syntax"))?;
+                orcpt = Some(decoded);
+            }
+            _ => {
+                return Err(Reply::new(
+                    555,
+                    "5.5.4",
+                    format!("Unsupported option: {}", p.raw),
+                ));
+            }
+        }
+    }
+    Ok((notify.unwrap_or(0), orcpt))
 }
 
 fn parse_notify(v: &str) -> Option<u8> {
@@ -1278,6 +1547,13 @@ mod tests {
         c.count("rcpt", true);
         c.count("quit", true);
         assert_eq!(c.summary(), "ehlo=1 mail=1 rcpt=1/2 quit=1 commands=4/5");
+    }
+
+    #[test]
+    fn bdat_size_counts_crlf_lines() {
+        assert_eq!(line_size(b"ab\r\nc"), 7);
+        assert_eq!(line_size(b"ab\r\n"), 4);
+        assert_eq!(line_size(b""), 0);
     }
 
     #[test]

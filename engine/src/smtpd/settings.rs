@@ -25,7 +25,15 @@ pub struct SmtpdSettings {
     pub mail_name: String,
     pub banner: String,
     pub message_size_limit: u64,
+    /// `line_length_limit`: longer command lines are cut (Postfix).
+    pub line_length_limit: usize,
+    /// `header_size_limit`: longer message headers are cut (Postfix's
+    /// cleanup).
+    pub header_size_limit: usize,
     pub recipient_limit: usize,
+    /// `smtpd_recipient_overshoot_limit`: RCPTs beyond the limit that are
+    /// answered 452 without counting as errors.
+    pub recipient_overshoot_limit: usize,
     pub timeout: Duration,
     pub hard_error_limit: u32,
     pub soft_error_limit: u32,
@@ -41,6 +49,18 @@ pub struct SmtpdSettings {
     pub strict_rfc821: bool,
     pub discard_ehlo: Vec<String>,
     pub bare_newline: BareNewline,
+    /// `smtpd_forbid_bare_newline_reject_code`.
+    pub bare_newline_reject_code: u16,
+    /// `smtpd_forbid_unauth_pipelining`: disconnect on improper pipelining.
+    pub forbid_unauth_pipelining: bool,
+    /// `smtpd_noop_commands`, upper case.
+    pub noop_commands: Vec<String>,
+    /// Canonical rewriting of unqualified envelope addresses.
+    pub qualify: crate::routing::qualify::Qualify,
+    /// `smtpd_authorized_xclient_hosts`.
+    pub xclient_hosts: NetworkList,
+    /// `fast_flush_domains`: where ETRN may flush deferred mail.
+    pub fast_flush_domains: crate::routing::domain_list::DomainList,
     pub bare_newline_exclusions: NetworkList,
     pub in_flow_delay: Duration,
     pub backlog_limit: usize,
@@ -55,6 +75,9 @@ pub struct SmtpdSettings {
     /// `content_filter`: where every accepted message goes first.
     pub content_filter: Option<ContentFilter>,
     pub default_filter_nexthop: String,
+    /// `smtpd_upstream_proxy_protocol = haproxy`: the client's address
+    /// comes from the proxy's header.
+    pub upstream_proxy: Option<super::haproxy::ProxySettings>,
     /// `header_checks`, `mime_header_checks`, `nested_header_checks` and
     /// `body_checks` (empty with
     /// `receive_override_options = no_header_body_checks`).
@@ -72,6 +95,18 @@ impl SmtpdSettings {
         let nonneg = |n: &str| -> Result<u64, String> {
             u64::try_from(int(n)?).map_err(|_| format!("parameter {n}: must not be negative"))
         };
+        let reply_code = |n: &str| -> Result<u16, String> {
+            match int(n)? {
+                c @ 400..=599 => Ok(c as u16),
+                c => Err(format!("parameter {n}: {c} is not a 4xx or 5xx reply code")),
+            }
+        };
+        let parent_matches = |feature: &str| -> Result<bool, String> {
+            Ok(s.get_list("parent_domain_matches_subdomains")
+                .map_err(|e| e.to_string())?
+                .iter()
+                .any(|f| f == feature))
+        };
         let syslog_name = text("syslog_name")?;
         let mynetworks =
             NetworkList::parse(&text("mynetworks")?).map_err(|e| format!("mynetworks: {e}"))?;
@@ -83,6 +118,16 @@ impl SmtpdSettings {
             Ok(n) => n,
             Err(_) => return Err(format!("parameter message_size_limit: bad size \"{size}\"")),
         };
+        // Postfix refuses to run below 512 (its smtpd and cleanup).
+        let size = |n: &str| {
+            corepost_config::value::parse_size(&text(n)?).map_err(|e| format!("parameter {n}: {e}"))
+        };
+        let line_length_limit = size("line_length_limit")? as usize;
+        if line_length_limit < 512 {
+            return Err(format!(
+                "invalid line_length_limit parameter value {line_length_limit} < 512"
+            ));
+        }
         let content_checks = if s
             .get_list("receive_override_options")
             .map_err(|e| e.to_string())?
@@ -100,7 +145,10 @@ impl SmtpdSettings {
             mail_name: text("mail_name")?,
             banner: text("smtpd_banner")?,
             message_size_limit,
+            line_length_limit,
+            header_size_limit: size("header_size_limit")? as usize,
             recipient_limit: nonneg("smtpd_recipient_limit")? as usize,
+            recipient_overshoot_limit: nonneg("smtpd_recipient_overshoot_limit")? as usize,
             timeout: time("smtpd_timeout")?,
             hard_error_limit: nonneg("smtpd_hard_error_limit")? as u32,
             soft_error_limit: nonneg("smtpd_soft_error_limit")? as u32,
@@ -120,6 +168,22 @@ impl SmtpdSettings {
                 .map(|k| k.to_ascii_uppercase())
                 .collect(),
             bare_newline: BareNewline::parse(&text("smtpd_forbid_bare_newline")?)?,
+            bare_newline_reject_code: reply_code("smtpd_forbid_bare_newline_reject_code")?,
+            forbid_unauth_pipelining: boolean("smtpd_forbid_unauth_pipelining")?,
+            noop_commands: s
+                .get_list("smtpd_noop_commands")
+                .map_err(|e| e.to_string())?
+                .into_iter()
+                .map(|k| k.to_ascii_uppercase())
+                .collect(),
+            qualify: crate::routing::qualify::Qualify::from_params(&get)?,
+            xclient_hosts: NetworkList::parse(&text("smtpd_authorized_xclient_hosts")?)
+                .map_err(|e| format!("smtpd_authorized_xclient_hosts: {e}"))?,
+            fast_flush_domains: crate::routing::domain_list::DomainList::parse(
+                &text("fast_flush_domains")?,
+                parent_matches("fast_flush_domains")?,
+            )
+            .map_err(|e| format!("parameter fast_flush_domains: {e}"))?,
             bare_newline_exclusions: NetworkList::parse(&text(
                 "smtpd_forbid_bare_newline_exclusions",
             )?)
@@ -134,6 +198,11 @@ impl SmtpdSettings {
             content_filter: ContentFilter::parse(&text("content_filter")?)
                 .map_err(|e| format!("parameter content_filter: {e}"))?,
             default_filter_nexthop: text("default_filter_nexthop")?,
+            upstream_proxy: super::haproxy::ProxySettings::from_params(
+                &text("smtpd_upstream_proxy_protocol")?,
+                time("smtpd_upstream_proxy_timeout")?,
+                &text("inet_protocols")?,
+            )?,
             content_checks,
         })
     }

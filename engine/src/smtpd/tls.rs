@@ -243,15 +243,42 @@ fn server_config(
     Ok(Arc::new(config))
 }
 
-/// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`, Postfix's
-/// wording with OpenSSL's cipher names.
-pub fn describe(conn: &ServerConnection) -> String {
-    let version = match conn.protocol_version() {
+/// What the policy protocol reports of a TLS session (`encryption_protocol`,
+/// `encryption_cipher`, `encryption_keysize`).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TlsSummary {
+    pub protocol: String,
+    pub cipher: String,
+    pub bits: u32,
+}
+
+impl TlsSummary {
+    pub fn of(conn: &ServerConnection) -> TlsSummary {
+        let (cipher, bits) = conn
+            .negotiated_cipher_suite()
+            .map(|s| openssl_name(s.suite()))
+            .unwrap_or_default();
+        TlsSummary {
+            protocol: protocol_name(conn),
+            cipher,
+            bits,
+        }
+    }
+}
+
+fn protocol_name(conn: &ServerConnection) -> String {
+    match conn.protocol_version() {
         Some(rustls::ProtocolVersion::TLSv1_3) => "TLSv1.3".to_string(),
         Some(rustls::ProtocolVersion::TLSv1_2) => "TLSv1.2".to_string(),
         Some(v) => format!("{v:?}"),
         None => "TLS".to_string(),
-    };
+    }
+}
+
+/// `TLSv1.3 with cipher TLS_AES_256_GCM_SHA384 (256/256 bits)`, Postfix's
+/// wording with OpenSSL's cipher names.
+pub fn describe(conn: &ServerConnection) -> String {
+    let version = protocol_name(conn);
     let Some(suite) = conn.negotiated_cipher_suite() else {
         return version;
     };
@@ -290,6 +317,27 @@ impl Stream {
             Stream::Tls(s) => Some(s.get_ref().1),
             _ => None,
         }
+    }
+
+    /// Whether the client has already sent something (a plain TCP stream
+    /// only): a non-blocking peek, for talk before the greeting.
+    pub fn input_waiting(&self) -> bool {
+        use std::os::fd::AsRawFd;
+        let Stream::Plain(s) = self else {
+            return false;
+        };
+        let mut byte = 0u8;
+        // SAFETY: recv with MSG_PEEK into a one-byte buffer we own; the
+        // descriptor stays open for the duration of the call.
+        let n = unsafe {
+            libc::recv(
+                s.as_raw_fd(),
+                (&mut byte as *mut u8).cast(),
+                1,
+                libc::MSG_PEEK | libc::MSG_DONTWAIT,
+            )
+        };
+        n > 0
     }
 
     pub fn local_addr(&self) -> Option<std::net::SocketAddr> {

@@ -154,7 +154,10 @@ impl Policy {
             }
         };
         let decision = match upper.as_str() {
-            "OK" | "PERMIT" | "RELAY" => Decision::Permit,
+            "OK" | "PERMIT" | "RELAY" => {
+                self.log_permit(action, table, stage, f, out);
+                Decision::Permit
+            }
             "DUNNO" => Decision::Dunno,
             "REJECT" => denied(self.codes.access, "5.7.1", "Access denied"),
             "DEFER" => denied(self.codes.access_defer, "4.7.1", "Access denied"),

@@ -254,11 +254,11 @@ fn unknown_client_and_pipelining() {
         ),
         "550 5.7.25 Client host rejected: cannot find your hostname, [192.0.2.9]"
     );
-    // Pipelining: fine after EHLO for MAIL/RCPT, never at DATA.
+    // Pipelining: the session's improper-pipelining flag, at any stage.
     f.pipelined = true;
     assert_eq!(
-        run(&p, "smtpd_sender_restrictions", Stage::Sender, &f).0,
-        Decision::Dunno
+        summary(run(&p, "smtpd_sender_restrictions", Stage::Sender, &f).0),
+        "503 5.5.0 <a@example.org>: Sender address rejected: Improper use of SMTP command pipelining"
     );
     assert_eq!(
         summary(run(&p, "smtpd_data_restrictions", Stage::Data, &f).0),

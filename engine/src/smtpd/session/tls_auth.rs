@@ -22,6 +22,8 @@ const MAX_RESPONSE: usize = 12288;
 pub(super) struct SecureState {
     /// `TLSv1.3 with cipher ...` once TLS is active.
     pub tls: Option<String>,
+    /// The same, for the policy protocol.
+    pub tls_summary: Option<crate::smtpd::tls::TlsSummary>,
     pub sasl: Option<Login>,
     failures: u32,
     dovecot: Option<dovecot::Client>,
@@ -75,6 +77,7 @@ impl Session {
                     ));
                 }
                 self.secure.tls = Some(desc);
+                self.secure.tls_summary = self.conn.tls().map(crate::smtpd::tls::TlsSummary::of);
                 true
             }
             Err(e) => {
@@ -387,7 +390,7 @@ impl Session {
                     self.conn.consume(consumed);
                     return Some(Some(line));
                 }
-                Line::TooLong => return Some(None),
+                Line::TooLong(_) => return Some(None),
                 Line::Incomplete => match self.conn.fill(self.settings.timeout).await {
                     Ok(0) | Err(_) => return None,
                     Ok(_) => {}
