@@ -102,6 +102,8 @@ fn pflogsumm_counts_a_mixed_workload() {
     wait_until(20, || {
         let log = d.log();
         (log.contains("to=<tempfail@remote.example>")
+            && log.contains("to=<ok1@remote.example>")
+            && log.contains("to=<ok2@remote.example>")
             && log.contains("to=<c@example.org>")
             && log.contains("to=<fwd@remote.example>, relay=127"))
         .then_some(())
