@@ -230,7 +230,7 @@ fn unsupported_parameters_and_bad_values_name_file_and_line() {
     let d = dir.path().display().to_string();
     fs::write(
         dir.path().join("main.cf"),
-        "myhostname = mx.example.com\nsoft_bounce = no\nbiff = no\nsender_canonical_maps = inline:{ a=b }\nsmtpd_tls_security_level = sometimes\nno_such_thing = 1\n",
+        "myhostname = mx.example.com\nsmtpd_tls_ask_ccert = no\nbiff = no\nsender_canonical_maps = inline:{ a=b }\nsmtpd_tls_security_level = sometimes\nno_such_thing = 1\n",
     )
     .unwrap();
     fs::write(
@@ -255,7 +255,7 @@ fn unsupported_parameters_and_bad_values_name_file_and_line() {
             "corepost: error: {d}/master.cf, line 2: service 2526/inet: parameter smtpd_milters is not supported by corepost: corepost has no milter client"
         ),
         format!(
-            "corepost: warning: {d}/main.cf, line 2: parameter soft_bounce is not supported by corepost"
+            "corepost: warning: {d}/main.cf, line 2: parameter smtpd_tls_ask_ccert is not supported by corepost"
         ),
         format!(
             "corepost: warning: {d}/main.cf, line 3: parameter biff is not supported by corepost: corepost does not notify the biff service\n"
@@ -264,7 +264,7 @@ fn unsupported_parameters_and_bad_values_name_file_and_line() {
     ] {
         assert!(err.contains(&expected), "expected {expected:?} in:\n{err}");
     }
-    assert!(!err.contains("soft_bounce is not supported by corepost: with soft_bounce = yes Postfix keeps mail it would bounce; corepost would return it to the sender\n"), "{err}");
+    assert!(!err.contains("smtpd_tls_ask_ccert is not supported by corepost: smtpd does not request or verify client certificates\n"), "{err}");
     let run = corepost(&["run", "-c", &d]);
     assert_eq!(run.status.code(), Some(1));
     assert!(
@@ -403,8 +403,8 @@ fn check_reports_what_is_wrong() {
         ),
         (
             "main.cf",
-            "soft_bounce = yes\n",
-            "parameter soft_bounce is not supported by corepost",
+            "smtpd_tls_ask_ccert = yes\n",
+            "parameter smtpd_tls_ask_ccert is not supported by corepost",
         ),
         (
             "master.cf",

@@ -356,3 +356,86 @@ fn mailbox_transport_hands_local_users_to_dovecot() {
         "{log}"
     );
 }
+
+/// `mailbox_transport = lmtp:...` after alias expansion: Dovecot gets the
+/// final users (`RCPT TO:<auditu1@...>`), not the alias — `al1: auditu1`
+/// and `both: auditu1, auditu2` (two recipients) — and corepost's local
+/// logs each final recipient with `orig_to=<alias>`, as Postfix does.
+/// Likewise `fallback_transport` for an alias naming a user unknown to
+/// local (`al2: ghost`, whose mailbox only Dovecot knows).
+#[test]
+fn mailbox_transport_after_aliases_gets_the_final_users() {
+    let dovecot = Dovecot::start(&["auditu1", "auditu2", "ghost"]);
+    let dir = tempfile::tempdir().expect("tempdir");
+    let root = dir.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let (uid, gid) = test_ids();
+    let users: String = ["auditu1", "auditu2"]
+        .iter()
+        .map(|u| format!("{u} {u}:x:{uid}:{gid}::{}:/bin/sh\n", root.display()))
+        .collect();
+    std::fs::write(root.join("users"), users).unwrap();
+    std::fs::write(
+        root.join("aliases"),
+        "al1: auditu1\nboth: auditu1, auditu2\nal2: ghost\n",
+    )
+    .unwrap();
+    let d = Daemon::start_with_master(
+        &format!(
+            "corepost_cores = 1\n\
+             corepost_local_user_maps = texthash:{root}/users\n\
+             alias_maps = hash:{root}/aliases\nalias_database = $alias_maps\n\
+             local_recipient_maps = $corepost_local_user_maps $alias_maps\n\
+             mailbox_transport = lmtp:unix:{socket}\n\
+             fallback_transport = lmtp:unix:{socket}\n\
+             default_transport = discard\nminimal_backoff_time = 100s\n",
+            root = root.display(),
+            socket = dovecot.socket().display()
+        ),
+        "lmtp unix - - n - - lmtp\n",
+    );
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.test");
+    submit(
+        &mut c,
+        "sender@example.org",
+        &["al1@mx.test.example"],
+        "Subject: to the alias\r\n\r\nbody",
+    );
+    submit(
+        &mut c,
+        "sender@example.org",
+        &["both@mx.test.example"],
+        "Subject: to both\r\n\r\nbody",
+    );
+    submit(
+        &mut c,
+        "sender@example.org",
+        &["al2@mx.test.example"],
+        "Subject: to ghost\r\n\r\nbody",
+    );
+    wait_maildir(&dovecot, "ghost", "Subject: to ghost", &d);
+    wait_maildir(&dovecot, "auditu1", "Subject: to the alias", &d);
+    wait_maildir(&dovecot, "auditu1", "Subject: to both", &d);
+    wait_maildir(&dovecot, "auditu2", "Subject: to both", &d);
+    let log = wait_log(&d, "to=<auditu2@mx.test.example>, relay=");
+    for expected in [
+        "to=<auditu1@mx.test.example>, orig_to=<al1@mx.test.example>, relay=local,",
+        "to=<auditu1@mx.test.example>, orig_to=<both@mx.test.example>, relay=local,",
+        "to=<auditu2@mx.test.example>, orig_to=<both@mx.test.example>, relay=local,",
+        "to=<ghost@mx.test.example>, orig_to=<al2@mx.test.example>, relay=local,",
+    ] {
+        assert!(log.contains(expected), "{expected:?} missing:\n{log}");
+    }
+    assert!(
+        !log.contains(": to=<al1@") && !log.contains(": to=<both@") && !log.contains(": to=<al2@"),
+        "the alias never reaches LMTP:\n{log}"
+    );
+    // Each copy names its own forwarded message.
+    for line in log.lines().filter(|l| l.contains("forwarded as ")) {
+        let ids = line.split("forwarded as ").nth(1).unwrap_or("");
+        assert!(!ids.contains(", "), "one message per copy: {line}");
+    }
+    assert!(!log.contains("status=bounced"), "{log}");
+    assert!(!dovecot.log().contains("al1"), "{}", dovecot.log());
+}

@@ -314,8 +314,14 @@ fn mbox_delivery_loops_and_unknown_users() {
         "Subject: mbox two\r\n\r\nx",
     );
     let mbox = w.path("mail/alice");
-    let t = wait_file_contains(&mbox, "Subject: mbox two", &d);
-    wait_file_contains(&mbox, "Subject: mbox one", &d);
+    wait_file_contains(&mbox, "Subject: mbox two", &d);
+    // Both, in whichever order the two deliveries ran.
+    let t = wait_file_contains(&mbox, "Subject: mbox one", &d);
+    let t = if t.contains("Subject: mbox two") {
+        t
+    } else {
+        wait_file_contains(&mbox, "Subject: mbox two", &d)
+    };
     assert!(t.contains("From s@example.org  "), "{t}");
     assert!(t.contains("From MAILER-DAEMON  "), "{t}");
     assert!(t.contains("Delivered-To: alice@mx.test.example\n"), "{t}");
@@ -526,4 +532,104 @@ fn newaliases_applies_to_a_running_daemon() {
         (!m.is_empty()).then_some(m)
     });
     assert!(delivered.is_some(), "{id}: {}", d.log());
+}
+
+/// Postfix's per-recipient logging of expansion and local(8)'s command
+/// environment: every final destination of an alias or `:include:` gets
+/// its own line with `orig_to=<alias>`; an `:include:` file target that
+/// `allow_mail_to_files` refuses bounces alone while the other member gets
+/// its copy; a `.forward` file copy is logged; a `|command` sees
+/// ORIGINAL_RECIPIENT and the CLIENT_* variables.
+#[test]
+fn expansion_is_logged_per_destination_and_commands_get_postfix_environment() {
+    let w = World::new(
+        "envcmd: \"|env > @ROOT@/files/env.out\"\n\
+         inc: :include:@ROOT@/list\n\
+         both: alice, bob\n",
+    );
+    let root = w.dir.path().display().to_string();
+    std::fs::write(w.path("list"), format!("bob\n{root}/files/refused.mbox\n")).unwrap();
+    let fwd = w.path("alice/.forward");
+    std::fs::write(&fwd, format!("{root}/files/alicecopy.mbox, \\alice\n")).unwrap();
+    chown(&fwd);
+    std::fs::set_permissions(&fwd, std::fs::Permissions::from_mode(0o644)).unwrap();
+    // Postfix's default: no files from :include:.
+    let d = Daemon::start(&w.main_cf("home_mailbox = Maildir/\n"));
+    submit(
+        d.port,
+        "s@example.org",
+        &["envcmd@mx.test.example"],
+        "Subject: env\r\n\r\nx",
+    );
+    let env = wait_file_contains(&w.path("files/env.out"), "ORIGINAL_RECIPIENT=", &d);
+    for expected in [
+        "ORIGINAL_RECIPIENT=envcmd@mx.test.example\n",
+        "RECIPIENT=envcmd@mx.test.example\n",
+        "CLIENT_ADDRESS=127.0.0.1\n",
+        "CLIENT_HOSTNAME=unknown\n",
+        "CLIENT_HELO=client.test\n",
+        "CLIENT_PROTOCOL=ESMTP\n",
+    ] {
+        assert!(env.contains(expected), "{expected:?} missing:\n{env}");
+    }
+    assert!(!env.contains("SASL_USERNAME="), "not authenticated: {env}");
+
+    let inc = submit(
+        d.port,
+        "s@example.org",
+        &["inc@mx.test.example"],
+        "Subject: inc\r\n\r\nx",
+    );
+    wait_maildir(&w.path("bob/Maildir"), "Subject: inc", &d);
+    let log = wait_log(&d, &format!("{inc}: to=<inc@mx.test.example>, relay=local"));
+    let lines: Vec<&str> = log
+        .lines()
+        .filter(|l| l.contains(&format!("{inc}: to=")))
+        .collect();
+    assert!(
+        lines.iter().any(|l| l
+            .contains("to=<bob@mx.test.example>, orig_to=<inc@mx.test.example>, relay=local")
+            && l.contains("status=sent (delivered to maildir)")),
+        "{lines:#?}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.contains("to=<inc@mx.test.example>, relay=local")
+                && l.contains(
+                    "dsn=5.7.1, status=bounced (mail to file is restricted (include destination))"
+                )),
+        "{lines:#?}"
+    );
+    assert!(
+        !lines
+            .iter()
+            .any(|l| l.contains("bob@") && l.contains("bounced")),
+        "{lines:#?}"
+    );
+
+    let both = submit(
+        d.port,
+        "s@example.org",
+        &["both@mx.test.example"],
+        "Subject: both\r\n\r\nx",
+    );
+    wait_maildir(&w.path("bob/Maildir"), "Subject: both", &d);
+    wait_file_contains(&w.path("files/alicecopy.mbox"), "Subject: both", &d);
+    let log = wait_log(
+        &d,
+        &format!("{both}: to=<bob@mx.test.example>, orig_to=<both@mx.test.example>"),
+    );
+    for expected in [
+        format!("{both}: to=<alice@mx.test.example>, orig_to=<both@mx.test.example>, relay=local"),
+        format!("{root}/files/alicecopy.mbox)"),
+    ] {
+        assert!(log.contains(&expected), "{expected:?} missing:\n{log}");
+    }
+    assert!(
+        log.lines().any(|l| l.contains(&format!(
+            "{both}: to=<alice@mx.test.example>, orig_to=<both@mx.test.example>"
+        )) && l.contains("(delivered to maildir)")),
+        "{log}"
+    );
 }

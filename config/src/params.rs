@@ -345,6 +345,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("maximal_queue_lifetime", Time('d'), "5d", "How long a message may stay deferred before it is returned; 0 means one attempt."),
     p("bounce_queue_lifetime", Time('d'), "5d", "maximal_queue_lifetime for bounce messages."),
     p("delay_warning_time", Time('h'), "0h", "When to warn the sender that a message is delayed; 0 means never."),
+    p("soft_bounce", Bool, "no", "Safety net: turn every hard failure into a temporary one (smtpd 5xx replies become 4xx, bounces become deferrals), so no mail is returned while it is on."),
+    p("lmtp_assume_final", Bool, "no", "Report a successful LMTP delivery to a server that announced no DSN as \"delivered\" rather than \"relayed\" in NOTIFY=SUCCESS notices."),
     p("qmgr_message_active_limit", Int, "20000", "Most messages in the active queue."),
     p("qmgr_message_recipient_limit", Int, "20000", "Most in-memory recipients across the active queue."),
     p("transport_retry_time", Time('s'), "60s", "How long a failed transport is left alone."),

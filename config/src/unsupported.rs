@@ -5,7 +5,7 @@
 //! ignoring it would cost:
 //!
 //! - [`Severity::Fatal`]: ignoring the setting would weaken security or
-//!   lose or misroute mail (`smtpd_milters`, `soft_bounce`,
+//!   lose or misroute mail (`smtpd_milters`,
 //!   `canonical_maps`...). A value other than Postfix's default is an error
 //!   in `corepost check` and stops `corepost run` and a reload; Postfix's
 //!   default value changes nothing and is only a warning.
@@ -108,12 +108,6 @@ const LMTP_REASON: &str = "the LMTP client verifies no server certificates (leve
 
 /// Every Postfix parameter corepost knows it does not implement.
 pub static UNSUPPORTED: &[Unsupported] = &[
-    u(
-        "soft_bounce",
-        Fatal,
-        "no",
-        "with soft_bounce = yes Postfix keeps mail it would bounce; corepost would return it to the sender",
-    ),
     u("smtpd_milters", Fatal, "", MILTER),
     u("non_smtpd_milters", Fatal, "", MILTER),
     u("smtpd_milter_maps", Fatal, "", MILTER),
@@ -1150,7 +1144,7 @@ pub fn marker(entry: &Unsupported) -> String {
 }
 
 /// Whether `value` is Postfix's default for `entry`, i.e. setting it
-/// changes nothing (`soft_bounce = no`, `smtpd_milters =`).
+/// changes nothing (`smtpd_tls_ask_ccert = no`, `smtpd_milters =`).
 pub fn is_postfix_default(entry: &Unsupported, value: &str, config: &Config) -> bool {
     let words = |v: &str| {
         split_list(v)
@@ -1315,7 +1309,10 @@ mod tests {
 
     #[test]
     fn lookup_knows_twins_and_prefixes() {
-        assert_eq!(lookup("soft_bounce").unwrap().severity, Severity::Fatal);
+        assert_eq!(
+            lookup("smtpd_tls_ask_ccert").unwrap().severity,
+            Severity::Fatal
+        );
         assert_eq!(
             lookup("lmtp_header_checks").unwrap().name,
             "smtp_header_checks"
@@ -1324,22 +1321,26 @@ mod tests {
             lookup("postscreen_dnsbl_sites").unwrap().severity,
             Severity::Warning
         );
-        assert!(lookup("soft_bounc").is_none());
+        assert!(lookup("smtpd_tls_ask_cce").is_none());
     }
 
     #[test]
     fn fatal_only_when_the_value_changes_behaviour() {
         let master = "2525 inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:8891\n";
         let config = load(
-            "myhostname = a.example\nsoft_bounce = yes\nsmtpd_tls_req_ccert = no\nbiff = no\nsender_bcc_maps =\n",
+            "myhostname = a.example\nsmtpd_tls_ask_ccert = yes\nsmtpd_tls_req_ccert = no\nbiff = no\nsender_bcc_maps =\n",
             master,
         );
         let f = findings(&config);
         assert_eq!(
             f.errors,
             vec![
-                "/etc/corepost/main.cf, line 2: parameter soft_bounce is not supported by corepost: with soft_bounce = yes Postfix keeps mail it would bounce; corepost would return it to the sender".to_string(),
-                format!("/etc/corepost/master.cf, line 1: service 2525/inet: parameter smtpd_milters is not supported by corepost: {MILTER}"),
+                format!(
+                    "/etc/corepost/main.cf, line 2: parameter smtpd_tls_ask_ccert is not supported by corepost: {CCERT}"
+                ),
+                format!(
+                    "/etc/corepost/master.cf, line 1: service 2525/inet: parameter smtpd_milters is not supported by corepost: {MILTER}"
+                ),
             ]
         );
         assert_eq!(f.warnings.len(), 3, "{:?}", f.warnings);

@@ -119,6 +119,8 @@ pub struct IndexEntry {
     /// [`Index::lease`]): this is the value compaction may copy.
     pub next_attempt: u64,
     pub held: bool,
+    /// A delay warning was sent (an Admin `DelayWarned` record).
+    pub delay_warned: bool,
 }
 
 /// Messages and bytes whose current record is in one segment.
@@ -214,6 +216,7 @@ impl Index {
             pending,
             next_attempt: envelope.next_attempt,
             held: envelope.held,
+            delay_warned: false,
         };
         // A compaction copy replaces the entry of a message that may be
         // leased: the lease (memory) carries over to the new copy.
@@ -353,6 +356,7 @@ impl Index {
                 self.remove(&a.queue_id);
                 return Applied::Finished;
             }
+            AdminAction::DelayWarned => entry.delay_warned = true,
         }
         Applied::Updated
     }

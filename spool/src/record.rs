@@ -381,6 +381,9 @@ pub enum AdminAction {
     Delete,
     /// Make the message eligible for delivery now.
     Requeue,
+    /// A delay warning (`delay_warning_time`) went to the sender: never
+    /// again for this message, across restarts.
+    DelayWarned,
 }
 
 /// An administrative record.
@@ -399,6 +402,7 @@ impl Admin {
             AdminAction::Release => 2,
             AdminAction::Delete => 3,
             AdminAction::Requeue => 4,
+            AdminAction::DelayWarned => 5,
         });
         e.varint(self.at);
     }
@@ -410,6 +414,7 @@ impl Admin {
             2 => AdminAction::Release,
             3 => AdminAction::Delete,
             4 => AdminAction::Requeue,
+            5 => AdminAction::DelayWarned,
             _ => return Err(DecodeError("bad admin action")),
         };
         Ok(Admin {

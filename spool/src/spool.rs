@@ -548,6 +548,11 @@ impl CoreSpool {
             .ok_or_else(|| SpoolError::Invalid(format!("{id}: not queued")))?;
         let envelope = with_current_state(&stored.envelope, &entry);
         let appended = self.append_envelope(RecordType::Moved, &envelope, stored.content())?;
+        if entry.delay_warned {
+            // Not part of the envelope: carried by its own record, after
+            // the copy (which starts the message's state afresh).
+            return Ok(self.admin(*id, AdminAction::DelayWarned)?.1);
+        }
         Ok(appended.lsn)
     }
 
@@ -592,6 +597,9 @@ impl CoreSpool {
                     self.append_envelope(RecordType::Moved, &envelope, stored.content())?
                         .lsn,
                 );
+                if entry.delay_warned {
+                    last = Some(self.admin(*id, AdminAction::DelayWarned)?.1);
+                }
             }
             if let Some(lsn) = last {
                 self.durable(lsn).wait().map_err(SpoolError::Failed)?;

@@ -366,3 +366,39 @@ fn a_cut_segment_is_reported_as_damage() {
     }
     assert!(spool.index().get(&ids[5]).is_none());
 }
+
+/// A delay warning is remembered across a restart, and across compaction
+/// of the segment that held the message and its warning record.
+#[test]
+fn a_delay_warning_mark_survives_restart_and_compaction() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(root.path(), 0, 1, SEG);
+    let warned = append(&mut spool, 1, 3000);
+    let quiet = append(&mut spool, 1, 3000);
+    spool.admin(warned, AdminAction::DelayWarned).unwrap();
+    assert!(spool.index().get(&warned).unwrap().delay_warned);
+    assert!(!spool.index().get(&quiet).unwrap().delay_warned);
+    let others: Vec<QueueId> = (0..40).map(|_| append(&mut spool, 1, 4000)).collect();
+    for id in &others {
+        spool
+            .record_outcome(&outcome(*id, 0, OutcomeKind::Delivered))
+            .unwrap();
+    }
+    let first_segment = spool.index().get(&warned).unwrap().location.segment;
+    let report = spool.reclaim().unwrap();
+    assert!(report.moved >= 2, "{report:?}");
+    assert!(spool.index().get(&warned).unwrap().delay_warned);
+    let (_, lsn) = spool.admin(quiet, AdminAction::Hold).unwrap();
+    spool.durable(lsn).wait().unwrap();
+    spool.reclaim().unwrap();
+    assert!(
+        spool.segment(first_segment).is_none(),
+        "old segment deleted"
+    );
+    spool.close().unwrap();
+
+    let (spool, report) = open(root.path(), 0, 1, SEG);
+    assert!(report.skipped.is_empty(), "{report:?}");
+    assert!(spool.index().get(&warned).unwrap().delay_warned);
+    assert!(!spool.index().get(&quiet).unwrap().delay_warned);
+}

@@ -127,6 +127,8 @@ pub enum ReportKind {
     Failure,
     /// Delay warning: the recipients are still being retried.
     Delay,
+    /// Success notice (NOTIFY=SUCCESS): delivered, relayed or expanded.
+    Success,
 }
 
 /// One recipient to report, with what happened to it.
@@ -200,6 +202,11 @@ pub fn build_report(
             reason: "sender is the double-bounce address",
         };
     }
+    if envelope.sender.is_empty() && kind == ReportKind::Success {
+        return BounceOutcome::Nothing {
+            reason: "no success notice for the null sender",
+        };
+    }
     if envelope.sender.is_empty() {
         // The original is itself a notice: never bounce it again.
         if !settings.has_class("2bounce") {
@@ -266,6 +273,11 @@ pub fn postmaster_copy(
     let (class, to) = match kind {
         ReportKind::Failure => ("bounce", &settings.bounce_notice_recipient),
         ReportKind::Delay => ("delay", &settings.delay_notice_recipient),
+        ReportKind::Success => {
+            return BounceOutcome::Nothing {
+                reason: "no postmaster copy of success notices",
+            };
+        }
     };
     if !settings.has_class(class) {
         return BounceOutcome::Nothing {
@@ -302,10 +314,9 @@ pub fn wants_report(notify_bits: u8, kind: ReportKind) -> bool {
     if notify_bits & notify::NEVER != 0 {
         return false;
     }
-    if notify_bits == 0 {
-        return true;
-    }
     match kind {
+        ReportKind::Success => notify_bits & notify::SUCCESS != 0,
+        _ if notify_bits == 0 => true,
         ReportKind::Failure => notify_bits & notify::FAILURE != 0,
         ReportKind::Delay => notify_bits & notify::DELAY != 0,
     }
@@ -361,6 +372,7 @@ fn compose(c: &Compose<'_, '_, '_, '_>) -> BounceOutcome {
     let subject = match (c.audience, c.kind) {
         (Audience::Sender, ReportKind::Failure) => "Undelivered Mail Returned to Sender",
         (Audience::Sender, ReportKind::Delay) => "Delayed Mail (still being retried)",
+        (_, ReportKind::Success) => "Successful Mail Delivery Report",
         (_, ReportKind::Failure) => "Postmaster Copy: Undelivered Mail",
         (_, ReportKind::Delay) => "Postmaster Warning: Delayed Mail",
     };
@@ -383,6 +395,7 @@ fn compose(c: &Compose<'_, '_, '_, '_>) -> BounceOutcome {
             match (c.audience, c.kind) {
                 (Audience::Sender, ReportKind::Failure) => "bounce",
                 (Audience::Sender, ReportKind::Delay) => "delay",
+                (_, ReportKind::Success) => "success",
                 (Audience::DoubleBounce, ReportKind::Failure) => "2bounce",
                 (Audience::DoubleBounce, ReportKind::Delay) => "2bounce-delay",
                 (Audience::PostmasterCopy, ReportKind::Failure) => "bounce-copy",
@@ -474,6 +487,16 @@ fn human_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
                 ),
             );
         }
+        (_, ReportKind::Success) => {
+            para(
+                &mut body,
+                "Your message was successfully delivered to the destination(s) \
+                 listed below. If the message was delivered to mailbox you will \
+                 receive no further notifications. Otherwise you may still \
+                 receive notifications of mail delivery errors from other \
+                 systems.",
+            );
+        }
         (Audience::DoubleBounce, ReportKind::Failure) => {
             para(
                 &mut body,
@@ -521,13 +544,9 @@ fn human_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
     for f in c.reported {
         let address = text::clean(&f.recipient.address, MAX_SHORT);
         let diagnostic = text::clean(&f.diagnostic, MAX_DIAGNOSTIC);
-        let mut line = match &f.remote_mta {
-            Some(mta) => format!(
-                "<{address}>: host {} said: {diagnostic}",
-                text::clean(mta, 255)
-            ),
-            None => format!("<{address}>: {diagnostic}"),
-        };
+        // The diagnostic already names the host that said it
+        // ("host mx[addr] said: 550 ..."), as in Postfix's text.
+        let mut line = format!("<{address}>: {diagnostic}");
         if let Some(until) = f.will_retry_until.filter(|_| c.kind == ReportKind::Delay) {
             line.push_str(&format!(
                 " (will be retried until {})",
@@ -609,6 +628,7 @@ fn status_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
         let action = f.action.unwrap_or(match c.kind {
             ReportKind::Failure => "failed",
             ReportKind::Delay => "delayed",
+            ReportKind::Success => "delivered",
         });
         body.push_str(&text::field("Action", &text::clean_ascii(action, 40)));
         body.push_str(&text::field("Status", &status_code(&f.status, c.kind)));
@@ -620,7 +640,7 @@ fn status_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
         if !remote_mta.is_empty() {
             body.push_str(&text::field("Remote-MTA", &format!("dns; {remote_mta}")));
         }
-        let diagnostic = text::clean_ascii(&f.diagnostic, MAX_DIAGNOSTIC);
+        let diagnostic = text::clean_ascii(smtp_reply_of(&f.diagnostic), MAX_DIAGNOSTIC);
         if !diagnostic.is_empty() {
             let looks_smtp =
                 diagnostic.len() >= 3 && diagnostic.as_bytes()[..3].iter().all(u8::is_ascii_digit);
@@ -659,6 +679,7 @@ fn status_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
 fn original_part(c: &Compose<'_, '_, '_, '_>) -> Part {
     let limit = c.settings.bounce_size_limit;
     let headers_only = c.kind == ReportKind::Delay
+        || c.kind == ReportKind::Success && c.envelope.params.ret != Some(Ret::Full)
         || c.audience == Audience::PostmasterCopy
         || c.envelope.params.ret == Some(Ret::Headers) && c.audience == Audience::Sender
         || c.original.len() > limit;
@@ -703,6 +724,7 @@ fn original_part(c: &Compose<'_, '_, '_, '_>) -> Part {
     let description = match c.kind {
         ReportKind::Failure => description.to_string(),
         ReportKind::Delay => description.replace("Undelivered", "Delayed"),
+        ReportKind::Success => description.replace("Undelivered", "Delivered"),
     };
     let mut headers =
         format!("Content-Description: {description}\r\nContent-Type: {content_type}\r\n");
@@ -731,7 +753,7 @@ fn original_recipient(orcpt: &str) -> String {
 
 /// RFC 3461 xtext: `+HH` is the byte HH. Malformed escapes are kept as
 /// they are; bytes that do not form UTF-8 become U+FFFD.
-fn decode_xtext(xtext: &str) -> String {
+pub(crate) fn decode_xtext(xtext: &str) -> String {
     let bytes = xtext.as_bytes();
     let mut out = Vec::with_capacity(bytes.len());
     let mut i = 0;
@@ -756,6 +778,33 @@ fn decode_xtext(xtext: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// The server's reply in a diagnostic of ours, `host mx[addr] said: 550
+/// 5.1.1 text (in reply to RCPT TO command)`, for `Diagnostic-Code: smtp;`
+/// (as Postfix reports it); any other text as it is.
+fn smtp_reply_of(diagnostic: &str) -> &str {
+    let said = diagnostic
+        .strip_prefix("host ")
+        .and_then(|r| r.split_once(" said: "));
+    // Success notices: "delivery via mx[addr]:25: 250 2.0.0 Ok".
+    let via = || {
+        diagnostic
+            .strip_prefix("delivery via ")
+            .and_then(|r| r.split_once("]: ").or_else(|| r.split_once(": ")))
+    };
+    let Some(rest) = said.or_else(via).map(|(_, reply)| reply) else {
+        return diagnostic;
+    };
+    let reply = match rest.rfind(" (in reply to ") {
+        Some(at) if rest.ends_with(" command)") => &rest[..at],
+        _ => rest,
+    };
+    if reply.len() >= 3 && reply.as_bytes()[..3].iter().all(u8::is_ascii_digit) {
+        reply
+    } else {
+        diagnostic
+    }
+}
+
 /// `status` if it is a well-formed enhanced status code (RFC 3463,
 /// `class.subject.detail`), else the generic one for the report kind.
 fn status_code(status: &str, kind: ReportKind) -> String {
@@ -771,6 +820,7 @@ fn status_code(status: &str, kind: ReportKind) -> String {
         match kind {
             ReportKind::Failure => "5.0.0".to_string(),
             ReportKind::Delay => "4.0.0".to_string(),
+            ReportKind::Success => "2.0.0".to_string(),
         }
     }
 }

@@ -49,7 +49,10 @@ fn failed(recipient: &Recipient) -> FailedRecipient<'_> {
     FailedRecipient {
         recipient,
         status: "5.1.1".into(),
-        diagnostic: format!("550 5.1.1 <{}>: User unknown", recipient.address),
+        diagnostic: format!(
+            "host mx.example.net[192.0.2.25] said: 550 5.1.1 <{}>: User unknown (in reply to RCPT TO command)",
+            recipient.address
+        ),
         remote_mta: Some("mx.example.net".into()),
         action: None,
         will_retry_until: None,
@@ -188,7 +191,9 @@ fn failure_goes_to_the_sender_from_the_null_sender() {
     );
     let human = text(&p.parts[0].1);
     assert!(human.contains("mail system at host mx.example.com"));
-    assert!(human.contains("<bob@example.net>: host mx.example.net said: 550 5.1.1"));
+    // The host is named once (Postfix's text), not "host x said: host x said:".
+    assert!(human.contains("<bob@example.net>: host mx.example.net[192.0.2.25] said: 550 5.1.1"));
+    assert_eq!(human.matches("said:").count(), 1, "{human}");
     assert!(
         p.parts[1]
             .0
@@ -1070,4 +1075,92 @@ print('ok')
         String::from_utf8_lossy(&output.stderr)
     );
     assert_eq!(String::from_utf8_lossy(&output.stdout).trim(), "ok");
+}
+
+#[test]
+fn success_notice_reports_the_action_with_the_headers() {
+    let r = recipient("bob@example.net", notify::SUCCESS);
+    let quiet = recipient("carol@example.net", 0);
+    let env = envelope("alice@example.org");
+    let delivered = |recipient, action| FailedRecipient {
+        recipient,
+        status: "2.0.0".into(),
+        diagnostic: "delivery via mx.example.net[192.0.2.25]:25: 250 2.0.0 Ok: queued as 4XyZ"
+            .into(),
+        remote_mta: Some("mx.example.net".into()),
+        action: Some(action),
+        will_retry_until: None,
+    };
+    let reports = [delivered(&r, "relayed"), delivered(&quiet, "relayed")];
+    let n = notice(report(ReportKind::Success, &env, ORIGINAL, &reports));
+    assert_eq!(
+        (n.sender.as_str(), n.recipient.as_str()),
+        ("", "alice@example.org")
+    );
+    let p = parse(&n.content);
+    assert!(
+        p.head
+            .contains("Subject: Successful Mail Delivery Report\r\n")
+    );
+    let ds = text(&p.parts[1].1);
+    assert!(ds.contains("Final-Recipient: rfc822; bob@example.net\r\nAction: relayed\r\nStatus: 2.0.0\r\nRemote-MTA: dns; mx.example.net\r\nDiagnostic-Code: smtp; 250 2.0.0 Ok: queued as 4XyZ\r\n"), "{ds}");
+    assert!(
+        !ds.contains("carol"),
+        "NOTIFY without SUCCESS gets no notice: {ds}"
+    );
+    assert!(
+        p.parts[2].0.contains("text/rfc822-headers"),
+        "{}",
+        p.parts[2].0
+    );
+    // Nobody asked: nothing.
+    let none = report(
+        ReportKind::Success,
+        &env,
+        ORIGINAL,
+        &[delivered(&quiet, "delivered")],
+    );
+    assert!(matches!(none, BounceOutcome::Nothing { .. }));
+}
+
+#[test]
+fn expired_recipient_keeps_its_temporary_status_and_fails() {
+    let r = recipient("bob@example.net", 0);
+    let env = envelope("alice@example.org");
+    let f = FailedRecipient {
+        recipient: &r,
+        status: "4.7.0".into(),
+        diagnostic: "host mx.example.net[192.0.2.25] said: 450 4.7.0 greylisted (in reply to RCPT TO command)".into(),
+        remote_mta: Some("mx.example.net".into()),
+        action: None,
+        will_retry_until: None,
+    };
+    let n = notice(report(ReportKind::Failure, &env, ORIGINAL, &[f]));
+    let ds = text(&parse(&n.content).parts[1].1);
+    assert!(ds.contains("Action: failed\r\nStatus: 4.7.0\r\n"), "{ds}");
+    assert!(
+        ds.contains("Diagnostic-Code: smtp; 450 4.7.0 greylisted\r\n"),
+        "{ds}"
+    );
+}
+
+#[test]
+fn the_reply_is_taken_out_of_our_diagnostic() {
+    assert_eq!(
+        smtp_reply_of("host a[1.2.3.4] said: 550 5.1.1 no (in reply to RCPT TO command)"),
+        "550 5.1.1 no"
+    );
+    assert_eq!(smtp_reply_of("host a said: 550 x"), "550 x");
+    assert_eq!(
+        smtp_reply_of("delivery via a[1.2.3.4]:25: 250 2.0.0 Ok"),
+        "250 2.0.0 Ok"
+    );
+    assert_eq!(
+        smtp_reply_of("connect to a: refused"),
+        "connect to a: refused"
+    );
+    assert_eq!(
+        smtp_reply_of("host a said: no digits"),
+        "host a said: no digits"
+    );
 }

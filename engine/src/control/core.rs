@@ -305,6 +305,7 @@ async fn admin(
         AdminAction::Release => "released from hold",
         AdminAction::Delete => "removed",
         AdminAction::Requeue => "requeued",
+        AdminAction::DelayWarned => "marked as warned",
     };
     for id in &done {
         ctx.log.line("corepost/postsuper", &format!("{id}: {what}"));

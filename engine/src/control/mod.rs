@@ -308,6 +308,7 @@ fn execute(
                 AdminAction::Release => "Released from hold",
                 AdminAction::Delete => "Deleted",
                 AdminAction::Requeue => "Requeued",
+                AdminAction::DelayWarned => "Marked as warned",
             };
             Ok(format!(
                 "corepost: {what}: {done} message{}\n",

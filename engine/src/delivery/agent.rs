@@ -30,6 +30,8 @@ pub struct Request {
     pub client_addr: String,
     pub client_helo: String,
     pub client_protocol: String,
+    /// The SASL login name of the submitting client, empty if none.
+    pub sasl_username: String,
 }
 
 /// What happened to one recipient.
@@ -103,6 +105,11 @@ pub struct Forward {
 pub struct Report {
     pub results: Vec<(u32, Status)>,
     pub forwards: Vec<Forward>,
+    /// local(8): what each final destination an envelope recipient was
+    /// expanded to (alias, `:include:`, `.forward`) got — (recipient
+    /// index, final address or `/file` or `|command`, status) — logged one
+    /// line each with `orig_to=`, as Postfix does.
+    pub expanded: Vec<(u32, String, Status)>,
 }
 
 /// Postfix's mapping of a command's sysexits(3) code to a status.

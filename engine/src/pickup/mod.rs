@@ -330,7 +330,7 @@ async fn pass(
         .filter(|n| !n.starts_with('.') && !retry_after.contains_key(n))
         .take(BATCH)
         .collect();
-    let mut queued: Vec<(PathBuf, QueueId, Envelope, usize)> = Vec::new();
+    let mut queued: Vec<(PathBuf, QueueId)> = Vec::new();
     let mut last_lsn = None;
     for name in &names {
         let path = dir.join(name);
@@ -385,8 +385,7 @@ async fn pass(
                     &format!("{id}: message-id={}", prepared.message_id),
                 );
                 last_lsn = Some(a.lsn);
-                let size = prepared.content.len();
-                queued.push((path, id, prepared.envelope, size));
+                queued.push((path, id));
             }
             Err(e) => {
                 ctx.log.line(
@@ -408,21 +407,13 @@ async fn pass(
             );
             return names.len();
         }
-        for (path, id, envelope, size) in &queued {
+        for (path, id) in &queued {
             if let Err(e) = std::fs::remove_file(path) {
                 ctx.log.line(
                     &s.program,
                     &format!("warning: {id}: remove {}: {e}", path.display()),
                 );
             }
-            ctx.log.line(
-                "corepost/qmgr",
-                &format!(
-                    "{id}: from=<{}>, size={size}, nrcpt={} (queue active)",
-                    envelope.sender,
-                    envelope.recipients.len()
-                ),
-            );
         }
         if !queued.is_empty() {
             let _ = std::fs::File::open(&dir).and_then(|d| d.sync_all());

@@ -64,21 +64,8 @@ pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
             );
         }
         TransportKind::Error => {
-            let text = if dest.key.nexthop.is_empty() {
-                "mail for this destination is refused".to_string()
-            } else {
-                dest.key.nexthop.clone()
-            };
-            drain(
-                &qmgr,
-                &dest,
-                |_| Result1 {
-                    kind: Kind::Bounced,
-                    dsn: "5.0.0".into(),
-                    text: text.clone(),
-                },
-                "none",
-            );
+            let r = error_result(&dest.key.nexthop);
+            drain(&qmgr, &dest, |_| r.clone(), "none");
         }
         TransportKind::NotImplemented(command) => {
             let text =
@@ -120,6 +107,46 @@ pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
     }
 }
 
+/// error(8): the next hop is the reason, optionally led by the status
+/// (`error:5.7.1 no mail for you here`); a 4.x.x status defers, anything
+/// else bounces (5.0.0 when none is given), as Postfix's error agent.
+fn error_result(nexthop: &str) -> Result1 {
+    let nexthop = nexthop.trim();
+    let (status, text) = match nexthop.split_once(char::is_whitespace) {
+        Some((first, rest)) if is_status(first) => (first.to_string(), rest.trim().to_string()),
+        _ if is_status(nexthop) => (nexthop.to_string(), String::new()),
+        _ => ("5.0.0".to_string(), nexthop.to_string()),
+    };
+    let text = if text.is_empty() {
+        "mail for this destination is refused".to_string()
+    } else {
+        text
+    };
+    let kind = if status.starts_with('4') {
+        Kind::Deferred
+    } else {
+        Kind::Bounced
+    };
+    Result1 {
+        kind,
+        dsn: status,
+        text,
+    }
+}
+
+/// An RFC 3463 enhanced status code, `4.x.x` or `5.x.x`.
+fn is_status(word: &str) -> bool {
+    let mut parts = word.split('.');
+    matches!(parts.next(), Some("4" | "5"))
+        && parts
+            .by_ref()
+            .take(2)
+            .filter(|p| (1..=3).contains(&p.len()) && p.bytes().all(|b| b.is_ascii_digit()))
+            .count()
+            == 2
+        && parts.next().is_none()
+}
+
 /// Defer every queued job of a destination marked dead.
 pub fn suspend(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, why: &str) {
     let text = format!("delivery temporarily suspended: {why}");
@@ -150,6 +177,8 @@ fn drain(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, result: impl Fn(&Job) -> Result1
                 program: &program,
                 setup: Duration::ZERO,
                 xfer: Duration::ZERO,
+                success: &|_| Some("delivered"),
+                expanded: &Expanded::new(),
             };
             finish(qmgr, &job, &stored, same_for_all(&job, &r), &done);
         } else {
@@ -426,12 +455,15 @@ async fn smtp_worker(
                     };
                     results.push((i, r));
                 }
+                let action = success_action(client.lmtp, conn.capabilities().dsn, settings);
                 let done = Done {
                     relay: &relay,
                     conn_use: uses,
                     program: &program,
                     setup,
                     xfer,
+                    success: &|_| action,
+                    expanded: &Expanded::new(),
                 };
                 finish(qmgr, &job, &stored, results, &done);
                 let all_ok = tx.data.as_ref().is_some_and(|d| d.code < 400);
@@ -456,6 +488,8 @@ async fn smtp_worker(
                     program: &program,
                     setup,
                     xfer,
+                    success: &|_| None,
+                    expanded: &Expanded::new(),
                 };
                 finish(qmgr, &job, &stored, same_for_all(&job, &r), &done);
                 // A refused MAIL or DATA (not 421) or a message the server
@@ -470,6 +504,24 @@ async fn smtp_worker(
         }
     }
     conn.quit().await;
+}
+
+/// The NOTIFY=SUCCESS action after an SMTP/LMTP delivery, as Postfix's
+/// smtp_rcpt_done: none when the next hop announced DSN (it reports from
+/// then on), "relayed" otherwise, or "delivered" over LMTP with
+/// `lmtp_assume_final = yes`.
+fn success_action(
+    lmtp: bool,
+    next_hop_dsn: bool,
+    settings: &super::QmgrSettings,
+) -> Option<&'static str> {
+    if next_hop_dsn {
+        None
+    } else if lmtp && settings.lmtp_assume_final {
+        Some("delivered")
+    } else {
+        Some("relayed")
+    }
 }
 
 /// With `destination_concurrency_feedback_debug`, log a destination's
@@ -546,7 +598,20 @@ struct Final {
 
 fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u64) -> Final {
     let env = &stored.envelope;
+    let soft_bounce = qmgr.settings.borrow().soft_bounce;
     match r.kind {
+        // soft_bounce: Postfix's bounce_append defers instead, with the
+        // status's class changed to 4, logged as status=SOFTBOUNCE; and
+        // nothing expires.
+        Kind::Bounced if soft_bounce => Final {
+            recipient: i,
+            kind: OutcomeKind::Deferred {
+                next_attempt: qmgr.backoff(env.arrival, now),
+            },
+            dsn: format!("4{}", r.dsn.get(1..).unwrap_or(".0.0")),
+            text: r.text.clone(),
+            status: "SOFTBOUNCE",
+        },
         Kind::Sent => Final {
             recipient: i,
             kind: OutcomeKind::Delivered,
@@ -561,16 +626,18 @@ fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u
             text: r.text.clone(),
             status: "bounced",
         },
-        Kind::Deferred if qmgr.expired(env.arrival, env.sender.is_empty(), now) => Final {
-            recipient: i,
-            kind: OutcomeKind::Expired,
-            dsn: format!("5{}", r.dsn.get(1..).unwrap_or(".4.7")),
-            text: format!(
-                "message expired after being queued too long; last error: {}",
-                r.text
-            ),
-            status: "expired",
-        },
+        // Expired: the last attempt is logged as deferred and the
+        // recipient returned with its last (4.x.x) status, as Postfix's
+        // bounce reports the defer log ("Action: failed").
+        Kind::Deferred if !soft_bounce && qmgr.expired(env.arrival, env.sender.is_empty(), now) => {
+            Final {
+                recipient: i,
+                kind: OutcomeKind::Expired,
+                dsn: r.dsn.clone(),
+                text: r.text.clone(),
+                status: "deferred",
+            }
+        }
         Kind::Deferred => Final {
             recipient: i,
             kind: OutcomeKind::Deferred {
@@ -593,6 +660,10 @@ pub(super) struct Done<'a> {
     pub(super) program: &'a str,
     pub(super) setup: Duration,
     pub(super) xfer: Duration,
+    /// The NOTIFY=SUCCESS action for a delivered recipient, if any.
+    pub(super) success: SuccessAction<'a>,
+    /// Per recipient, the final destinations of an alias or .forward.
+    pub(super) expanded: &'a Expanded,
 }
 
 /// Record one job's results: first the notice for recipients that failed
@@ -611,6 +682,8 @@ pub(super) fn finish(
         program,
         setup,
         xfer,
+        success,
+        expanded,
     } = *done;
     let now = corepost_spool::queue_id::now_micros();
     let finals: Vec<Final> = results
@@ -621,11 +694,21 @@ pub(super) fn finish(
         .iter()
         .filter(|f| matches!(f.kind, OutcomeKind::Bounced | OutcomeKind::Expired))
         .collect();
-    let notice = if failed.is_empty() {
+    let mut notice = if failed.is_empty() {
         None
     } else {
         bounce(qmgr, job.id, stored, &failed, relay, now, program)
     };
+    let delivered: Vec<(&Final, &'static str)> = finals
+        .iter()
+        .zip(&results)
+        .filter(|(f, _)| f.kind == OutcomeKind::Delivered)
+        .filter_map(|(f, (_, r))| Some((f, success(r)?)))
+        .collect();
+    if let Some(lsn) = success_notice(qmgr, job.id, stored, &delivered, relay, now, program) {
+        notice = Some(notice.map_or(lsn, |n: corepost_spool::Lsn| n.max(lsn)));
+    }
+    let expired = finals.iter().any(|f| f.kind == OutcomeKind::Expired);
     let env = &stored.envelope;
     let mut outcomes = Vec::with_capacity(finals.len());
     for f in finals {
@@ -640,18 +723,27 @@ pub(super) fn finish(
         } else {
             String::new()
         };
-        qmgr.ctx.log.line(program, &format!(
-            "{}: to=<{address}>, relay={relay}{conn_use}, delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}, dsn={}, status={} ({})",
-            job.id,
+        let delays = format!(
+            "delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}",
             total.as_secs_f64(),
             total.saturating_sub(in_qmgr).as_secs_f64(),
             in_qmgr.saturating_sub(setup + xfer).as_secs_f64(),
             setup.as_secs_f64(),
             xfer.as_secs_f64(),
-            f.dsn,
-            f.status,
-            f.text
-        ));
+        );
+        let line = |to: &str, orig_to: &str, dsn: &str, status: &str, text: &str| {
+            let id = job.id;
+            qmgr.ctx.log.line(
+                program,
+                &format!("{id}: to=<{to}>, {orig_to}relay={relay}{conn_use}, {delays}, dsn={dsn}, status={status} ({text})"),
+            );
+        };
+        match expanded.get(&f.recipient) {
+            Some(lines) if !lines.is_empty() && !matches!(f.kind, OutcomeKind::Deferred { .. }) => {
+                log_expanded(address, lines, &line);
+            }
+            _ => line(address, "", &f.dsn, f.status, &f.text),
+        }
         outcomes.push(Outcome {
             queue_id: job.id,
             recipient: f.recipient,
@@ -662,7 +754,104 @@ pub(super) fn finish(
             relay: relay.to_string(),
         });
     }
+    if expired {
+        qmgr.ctx.log.line(
+            "corepost/qmgr",
+            &format!(
+                "{}: from=<{}>, status=expired, returned to sender",
+                job.id, env.sender
+            ),
+        );
+    }
     qmgr.complete(job, outcomes, notice);
+}
+
+/// local(8)'s final destinations per envelope recipient (alias,
+/// `:include:`, `.forward` expansion), each logged as its own line with
+/// `orig_to=<envelope recipient>`.
+pub(super) type Expanded = std::collections::HashMap<u32, Vec<(String, Result1)>>;
+
+/// What a delivered recipient that asked for NOTIFY=SUCCESS is reported as
+/// ("delivered", "relayed", "expanded"), or no notice.
+pub(super) type SuccessAction<'a> = &'a dyn Fn(&Result1) -> Option<&'static str>;
+
+/// Postfix's local logs each final destination of an alias or .forward,
+/// with the recipient it came from (`orig_to=`, only when it differs: a
+/// .forward copy to the user's own mailbox has none).
+fn log_expanded(
+    address: &str,
+    lines: &[(String, Result1)],
+    line: &dyn Fn(&str, &str, &str, &str, &str),
+) {
+    for (to, r) in lines {
+        let status = match r.kind {
+            Kind::Sent => "sent",
+            Kind::Bounced => "bounced",
+            Kind::Deferred => "deferred",
+        };
+        let orig_to = if to.eq_ignore_ascii_case(address) {
+            String::new()
+        } else {
+            format!("orig_to=<{address}>, ")
+        };
+        line(to, &orig_to, &r.dsn, status, &r.text);
+    }
+}
+
+/// Queue a success notice (NOTIFY=SUCCESS) for delivered recipients.
+fn success_notice(
+    qmgr: &Rc<Qmgr>,
+    id: QueueId,
+    stored: &StoredMessage,
+    delivered: &[(&Final, &'static str)],
+    relay: &str,
+    now: u64,
+    program: &str,
+) -> Option<corepost_spool::Lsn> {
+    let env = &stored.envelope;
+    let remote = remote_mta(relay);
+    let reports: Vec<crate::bounce::FailedRecipient<'_>> = delivered
+        .iter()
+        .filter_map(|(f, action)| {
+            let recipient = env.recipients.get(f.recipient as usize)?;
+            crate::bounce::wants_report(recipient.notify, crate::bounce::ReportKind::Success).then(
+                || crate::bounce::FailedRecipient {
+                    recipient,
+                    status: f.dsn.clone(),
+                    // Postfix's text: "delivery via mx[addr]:25: 250 ...".
+                    diagnostic: match &remote {
+                        Some(_) => format!("delivery via {relay}: {}", f.text),
+                        None => f.text.clone(),
+                    },
+                    remote_mta: remote.clone(),
+                    action: Some(action),
+                    will_retry_until: None,
+                },
+            )
+        })
+        .collect();
+    if reports.is_empty() {
+        return None;
+    }
+    queue_report(
+        qmgr,
+        crate::bounce::ReportKind::Success,
+        id,
+        stored,
+        &reports,
+        now,
+        program,
+    )
+}
+
+/// The host of a `host[addr]:port` relay, for `Remote-MTA:`.
+fn remote_mta(relay: &str) -> Option<String> {
+    // local, virtual and pipe name no host.
+    relay
+        .split_once('[')
+        .map(|(host, _)| host)
+        .filter(|h| !h.is_empty())
+        .map(str::to_string)
 }
 
 /// Queue a delivery status notification for recipients that failed for good.
@@ -676,11 +865,7 @@ fn bounce(
     program: &str,
 ) -> Option<corepost_spool::Lsn> {
     let env = &stored.envelope;
-    let remote = relay
-        .split('[')
-        .next()
-        .filter(|h| !h.is_empty() && *h != "none")
-        .map(str::to_string);
+    let remote = remote_mta(relay);
     let reports: Vec<crate::bounce::FailedRecipient<'_>> = failed
         .iter()
         .filter_map(|f| {
@@ -792,10 +977,10 @@ pub(crate) fn queue_report(
                 "corepost/bounce",
                 &format!(
                     "{id}: sender {} notification: {notice_id}",
-                    if kind == crate::bounce::ReportKind::Delay {
-                        "delay"
-                    } else {
-                        "non-delivery"
+                    match kind {
+                        crate::bounce::ReportKind::Delay => "delay",
+                        crate::bounce::ReportKind::Failure => "non-delivery",
+                        crate::bounce::ReportKind::Success => "delivery status",
                     }
                 ),
             );
@@ -830,5 +1015,32 @@ pub(super) fn read_job(
             qmgr.complete(job, Vec::new(), None);
             None
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn error_transport_takes_the_status_from_its_next_hop() {
+        let r = error_result("5.7.1 no mail for you here");
+        assert!(matches!(r.kind, Kind::Bounced));
+        assert_eq!(
+            (r.dsn.as_str(), r.text.as_str()),
+            ("5.7.1", "no mail for you here")
+        );
+        let r = error_result("4.3.2 try later");
+        assert!(matches!(r.kind, Kind::Deferred));
+        assert_eq!(r.dsn, "4.3.2");
+        let r = error_result("mailbox disabled");
+        assert_eq!(
+            (r.dsn.as_str(), r.text.as_str()),
+            ("5.0.0", "mailbox disabled")
+        );
+        let r = error_result("");
+        assert_eq!(r.text, "mail for this destination is refused");
+        assert_eq!(error_result("5.1.10 x").dsn, "5.1.10");
+        assert_eq!(error_result("5.1 x").dsn, "5.0.0");
     }
 }

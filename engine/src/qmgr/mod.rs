@@ -136,8 +136,6 @@ pub struct Qmgr {
     active: RefCell<HashMap<QueueId, usize>>,
     /// Links to the other cores (None with one core).
     pub mesh: Option<Mesh>,
-    /// Messages the sender was warned about (`delay_warning_time`).
-    warned: RefCell<std::collections::HashSet<QueueId>>,
 }
 
 impl Qmgr {
@@ -150,7 +148,6 @@ impl Qmgr {
             dests: RefCell::new(HashMap::new()),
             active: RefCell::new(HashMap::new()),
             mesh,
-            warned: RefCell::new(std::collections::HashSet::new()),
         })
     }
 
@@ -224,6 +221,17 @@ impl Qmgr {
             .spool
             .borrow_mut()
             .lease(&id, now + LEASE.as_micros() as u64);
+        // Postfix's qmgr logs this each time it moves a message into the
+        // active queue; pflogsumm takes the sender and size from it.
+        self.ctx.log.line(
+            "corepost/qmgr",
+            &format!(
+                "{id}: from=<{}>, size={}, nrcpt={} (queue active)",
+                stored.envelope.sender,
+                stored.content().len(),
+                entry.pending.iter().count()
+            ),
+        );
         let mut by_dest: HashMap<DestKey, Vec<u32>> = HashMap::new();
         for i in entry.pending.iter() {
             let Some(r) = stored.envelope.recipients.get(i as usize) else {
@@ -460,7 +468,6 @@ impl Qmgr {
         for o in &outcomes {
             match self.ctx.spool.borrow_mut().record_outcome(o) {
                 Ok((Applied::Finished, _)) => {
-                    self.warned.borrow_mut().remove(&id);
                     self.ctx
                         .log
                         .line("corepost/qmgr", &format!("{id}: removed"));
@@ -476,11 +483,21 @@ impl Qmgr {
     }
 
     /// `delay_warning_time`: the first time recipients of a message that
-    /// old are deferred, tell the sender (once per message while this
-    /// process runs; a restart may warn again).
+    /// old are deferred, tell the sender — once per message, as Postfix:
+    /// the spool records that it was done (an Admin `DelayWarned` record,
+    /// appended after the notice, so a crash in between can warn twice
+    /// but never lose the warning), so a restart does not warn again.
     fn maybe_warn(&self, id: QueueId, outcomes: &[Outcome]) {
         let after = self.settings.borrow().delay_warning;
-        if after.is_zero() || self.warned.borrow().contains(&id) {
+        let warned = |qmgr: &Qmgr| {
+            qmgr.ctx
+                .spool
+                .borrow()
+                .index()
+                .get(&id)
+                .is_none_or(|e| e.delay_warned)
+        };
+        if after.is_zero() || warned(self) {
             return;
         }
         let deferred: Vec<&Outcome> = outcomes
@@ -512,7 +529,6 @@ impl Qmgr {
                 })
             })
             .collect();
-        self.warned.borrow_mut().insert(id);
         let now = corepost_spool::queue_id::now_micros();
         deliver::queue_report(
             self,
@@ -523,6 +539,17 @@ impl Qmgr {
             now,
             "corepost/qmgr",
         );
+        let marked = self
+            .ctx
+            .spool
+            .borrow_mut()
+            .admin(id, corepost_spool::record::AdminAction::DelayWarned);
+        if let Err(e) = marked {
+            self.ctx.log.line(
+                "corepost/qmgr",
+                &format!("warning: {id}: cannot record the delay warning: {e}"),
+            );
+        }
     }
 
     /// Handle messages from other cores until shutdown.

@@ -9,7 +9,7 @@
 //! this core's spool and made durable *before* the recipient they deliver
 //! for is recorded as sent, so a crash cannot lose them.
 
-use super::deliver::{Kind, Result1, finish, read_job};
+use super::deliver::{Expanded, Kind, Result1, finish, read_job};
 use super::{DestQueue, Job, Qmgr, TransportSettings};
 use crate::delivery::agent::{Forward, Report, Request, RequestRecipient, StatusKind};
 use crate::delivery::pool::BlockingPool;
@@ -50,8 +50,13 @@ pub async fn worker(
             })
             .await;
         let xfer = started.elapsed();
+        let mut expanded = Expanded::new();
         let results = match report {
-            Some(report) => record_report(qmgr, &job, &stored, report, &program).await,
+            Some(report) => {
+                let (results, lines) = record_report(qmgr, &job, report, &program).await;
+                expanded = lines;
+                results
+            }
             None => job
                 .recipients
                 .iter()
@@ -73,6 +78,14 @@ pub async fn worker(
             program: &program,
             setup: Duration::ZERO,
             xfer,
+            success: &|r| {
+                Some(if r.text.starts_with("forwarded") {
+                    "expanded"
+                } else {
+                    "delivered"
+                })
+            },
+            expanded: &expanded,
         };
         finish(qmgr, &job, &stored, results, &done);
     }
@@ -102,6 +115,7 @@ fn request(job: &Job, stored: &StoredMessage, transport: &str, nexthop: &str) ->
         client_addr: env.client.addr.clone(),
         client_helo: env.client.helo.clone(),
         client_protocol: env.client.protocol.clone(),
+        sasl_username: env.client.sasl_username.clone().unwrap_or_default(),
     }
 }
 
@@ -109,16 +123,20 @@ fn request(job: &Job, stored: &StoredMessage, transport: &str, nexthop: &str) ->
 async fn record_report(
     qmgr: &Rc<Qmgr>,
     job: &Job,
-    stored: &StoredMessage,
     report: Report,
     program: &str,
-) -> Vec<(u32, Result1)> {
+) -> (Vec<(u32, Result1)>, Expanded) {
     let mut forwarded: HashMap<u32, Vec<String>> = HashMap::new();
     let mut failed: HashMap<u32, String> = HashMap::new();
     let mut last = None;
+    // Which new message carries each forwarded address (for the lines).
+    let mut carried_by: HashMap<(u32, String), String> = HashMap::new();
     for f in report.forwards {
-        match queue_forward(qmgr, job, &f) {
+        match queue_forward(qmgr, &f) {
             Ok((id, lsn)) => {
+                for a in &f.recipients {
+                    carried_by.insert((f.for_recipient, a.clone()), id.to_string());
+                }
                 forwarded
                     .entry(f.for_recipient)
                     .or_default()
@@ -142,8 +160,32 @@ async fn record_report(
             }
         }
     }
-    let _ = stored;
-    report
+    let forwarded_as = |i: u32, kind: StatusKind, text: String| match forwarded.get(&i) {
+        Some(ids) if kind == StatusKind::Sent => {
+            text.replace("forwarded", &format!("forwarded as {}", ids.join(", ")))
+        }
+        _ => text,
+    };
+    let mut expanded = Expanded::new();
+    if failed.is_empty() {
+        for (i, to, s) in report.expanded {
+            let text = match carried_by.get(&(i, to.clone())) {
+                Some(id) if s.kind == StatusKind::Sent => {
+                    s.text.replace("forwarded", &format!("forwarded as {id}"))
+                }
+                _ => forwarded_as(i, s.kind, s.text),
+            };
+            expanded.entry(i).or_default().push((
+                to,
+                Result1 {
+                    kind: kind_of(s.kind),
+                    dsn: s.dsn,
+                    text,
+                },
+            ));
+        }
+    }
+    let results = report
         .results
         .into_iter()
         .map(|(i, s)| {
@@ -154,31 +196,29 @@ async fn record_report(
                     text: format!("cannot queue the forwarded message: {e}"),
                 }
             } else {
-                let mut text = s.text;
-                if let Some(ids) = forwarded.get(&i)
-                    && s.kind == StatusKind::Sent
-                {
-                    text = text.replace("forwarded", &format!("forwarded as {}", ids.join(", ")));
-                }
                 Result1 {
-                    kind: match s.kind {
-                        StatusKind::Sent => Kind::Sent,
-                        StatusKind::Deferred => Kind::Deferred,
-                        StatusKind::Bounced => Kind::Bounced,
-                    },
+                    kind: kind_of(s.kind),
+                    text: forwarded_as(i, s.kind, s.text),
                     dsn: s.dsn,
-                    text,
                 }
             };
             (i, r)
         })
-        .collect()
+        .collect();
+    (results, expanded)
+}
+
+fn kind_of(kind: StatusKind) -> Kind {
+    match kind {
+        StatusKind::Sent => Kind::Sent,
+        StatusKind::Deferred => Kind::Deferred,
+        StatusKind::Bounced => Kind::Bounced,
+    }
 }
 
 /// Append a forwarded message to this core's spool.
 fn queue_forward(
     qmgr: &Rc<Qmgr>,
-    job: &Job,
     f: &Forward,
 ) -> Result<(corepost_spool::QueueId, corepost_spool::Lsn), String> {
     let settings = Arc::clone(&qmgr.settings.borrow());
@@ -229,16 +269,11 @@ fn queue_forward(
         .borrow_mut()
         .append_message(&envelope, &f.content)
         .map_err(|e| e.to_string())?;
-    qmgr.ctx.log.line(
-        "corepost/cleanup",
-        &format!(
-            "{id}: from=<{}>, size={}, nrcpt={} (queue active; forwarded for {})",
-            f.sender,
-            f.content.len(),
-            f.recipients.len(),
-            job.id
-        ),
-    );
+    if let Some(mid) = crate::smtpd::session::message_id(&f.content) {
+        qmgr.ctx
+            .log
+            .line("corepost/cleanup", &format!("{id}: message-id={mid}"));
+    }
     qmgr.ctx.new_mail.notify();
     Ok((id, appended.lsn))
 }

@@ -59,6 +59,10 @@ pub struct QmgrSettings {
     pub bounce_queue_lifetime: Duration,
     /// `delay_warning_time` (zero: never warn).
     pub delay_warning: Duration,
+    /// `soft_bounce`: hard failures are deferred instead of bounced.
+    pub soft_bounce: bool,
+    /// `lmtp_assume_final`: LMTP success is "delivered", not "relayed".
+    pub lmtp_assume_final: bool,
     /// main.cf's `smtp_connection_*` limits. Workers use their transport's own
     /// (`ClientSettings`: `smtp_*` or `lmtp_*`, with master.cf `-o` overrides).
     pub cache_time_limit: Duration,
@@ -253,6 +257,10 @@ impl QmgrSettings {
             maximal_queue_lifetime: time("maximal_queue_lifetime")?,
             bounce_queue_lifetime: time("bounce_queue_lifetime")?,
             delay_warning: time("delay_warning_time")?,
+            soft_bounce: config.get_bool("soft_bounce").map_err(|e| e.to_string())?,
+            lmtp_assume_final: config
+                .get_bool("lmtp_assume_final")
+                .map_err(|e| e.to_string())?,
             cache_time_limit: time("smtp_connection_cache_time_limit")?,
             reuse_time_limit: time("smtp_connection_reuse_time_limit")?,
             reuse_count_limit: u32::try_from(

@@ -64,6 +64,27 @@ impl Reply {
         }
     }
 
+    /// `soft_bounce`: a 5xx reply becomes 4xx and its enhanced status
+    /// 4.x.x, as Postfix's smtpd_check_reject does.
+    pub fn soft_bounced(self) -> Reply {
+        if !(500..600).contains(&self.code) {
+            return self;
+        }
+        let code = self.code - 100;
+        if let Some(rest) = self.status.strip_prefix('5') {
+            return Reply::with_status(code, &format!("4{rest}"), self.text);
+        }
+        let text = match self.text.strip_prefix('5') {
+            Some(rest) if self.text.as_bytes().get(1) == Some(&b'.') => format!("4{rest}"),
+            _ => self.text,
+        };
+        Reply {
+            code,
+            status: self.status,
+            text,
+        }
+    }
+
     pub fn is_positive(&self) -> bool {
         self.code < 400
     }
@@ -76,6 +97,16 @@ impl Reply {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn soft_bounce_turns_5xx_into_4xx() {
+        let r = Reply::new(554, "5.7.1", "<a@b>: Relay access denied").soft_bounced();
+        assert_eq!(r.summary(), "454 4.7.1 <a@b>: Relay access denied");
+        let r = Reply::with_status(550, "5.1.1", "unknown").soft_bounced();
+        assert_eq!(r.summary(), "450 4.1.1 unknown");
+        let r = Reply::new(451, "4.3.0", "x").soft_bounced();
+        assert_eq!(r.summary(), "451 4.3.0 x");
+    }
 
     #[test]
     fn single_and_multi_line() {

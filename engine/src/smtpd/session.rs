@@ -707,6 +707,13 @@ impl Session {
             facts.instance = &instance;
             self.settings.policy.check(lists, &facts, &mut out).await
         };
+        let verdict = verdict.map(|r| {
+            if self.settings.soft_bounce {
+                r.soft_bounced()
+            } else {
+                r
+            }
+        });
         for w in &out.warnings {
             self.log(&format!("warning: {w}"));
         }
@@ -1050,11 +1057,16 @@ impl Session {
             && let RecipientCheck::Unknown { code, table } =
                 router.check_recipient(address, class).map_err(failure)?
         {
-            verdict = Some(Reply::new(
+            let reply = Reply::new(
                 code,
                 if code >= 500 { "5.1.1" } else { "4.1.1" },
                 format!("<{given}>: Recipient address rejected: User unknown in {table}"),
-            ));
+            );
+            verdict = Some(if self.settings.soft_bounce {
+                reply.soft_bounced()
+            } else {
+                reply
+            });
         }
         match verdict {
             Some(reply) => {
@@ -1344,8 +1356,11 @@ impl Session {
             self.accepted(verb, queue_id);
             return Flow::Continue;
         }
+        // Postfix's cleanup logs these lines, and pflogsumm reads them
+        // by that process name.
+        let cleanup_log = |line: &str| self.core.log.line("corepost/cleanup", line);
         if let Some(mid) = message_id(&body) {
-            self.log(&format!("{queue_id}: message-id={mid}"));
+            cleanup_log(&format!("{queue_id}: message-id={mid}"));
         }
         if !self.settings.content_checks.is_empty() {
             let settings = std::sync::Arc::clone(&self.settings);
@@ -1356,13 +1371,12 @@ impl Session {
                 proto: &envelope.client.protocol,
                 helo: self.helo.as_deref().unwrap_or(""),
             };
-            let log = |line: &str| self.log(line);
             match cleanup(
                 &settings,
                 &origin,
                 &mut envelope.recipients,
                 &mut content,
-                &log,
+                &cleanup_log,
             ) {
                 Checked::Queue { hold, filter } => {
                     envelope.held |= hold;
@@ -1380,15 +1394,11 @@ impl Session {
                 }
             }
         }
-        let nrcpt = envelope.recipients.len();
         match self.core.queue(&envelope, &content).await {
             Ok(()) => {
-                self.log(&format!(
-                    "{queue_id}: from=<{}>, size={}, nrcpt={nrcpt} (queue {})",
-                    envelope.sender,
-                    content.len(),
-                    if envelope.held { "hold" } else { "active" }
-                ));
+                // The `from=<>, size=, nrcpt= (queue active)` line is the
+                // queue manager's, when it takes the message (as Postfix's
+                // qmgr); a held message gets it when released.
                 self.accepted(verb, queue_id);
                 Flow::Continue
             }
@@ -1529,7 +1539,7 @@ fn received_header(
 }
 
 /// The Message-ID header's value, if the header section has one.
-fn message_id(body: &[u8]) -> Option<String> {
+pub(crate) fn message_id(body: &[u8]) -> Option<String> {
     let headers_end = body
         .windows(4)
         .position(|w| w == b"\r\n\r\n")

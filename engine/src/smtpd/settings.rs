@@ -42,6 +42,8 @@ pub struct SmtpdSettings {
     pub helo_required: bool,
     pub delay_reject: bool,
     pub reject_unlisted_recipient: bool,
+    /// `soft_bounce`: restriction rejects answer 4xx instead of 5xx.
+    pub soft_bounce: bool,
     pub disable_vrfy: bool,
     pub smtputf8: bool,
     pub strict_rfc821: bool,
@@ -157,6 +159,7 @@ impl SmtpdSettings {
             helo_required: boolean("smtpd_helo_required")?,
             delay_reject: boolean("smtpd_delay_reject")?,
             reject_unlisted_recipient: boolean("smtpd_reject_unlisted_recipient")?,
+            soft_bounce: boolean("soft_bounce")?,
             disable_vrfy: boolean("disable_vrfy_command")?,
             smtputf8: boolean("smtputf8_enable")?,
             strict_rfc821: boolean("strict_rfc821_envelopes")?,

@@ -212,5 +212,6 @@ pub fn defer_all(request: &Request, why: &str) -> Report {
             .map(|r| (r.index, Status::deferred("4.3.0", why)))
             .collect(),
         forwards: Vec::new(),
+        expanded: Vec::new(),
     }
 }

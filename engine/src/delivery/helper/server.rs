@@ -430,6 +430,7 @@ mod tests {
             client_addr: "127.0.0.1".into(),
             client_helo: String::new(),
             client_protocol: "ESMTP".into(),
+            sasl_username: String::new(),
         }
     }
 

@@ -167,6 +167,7 @@ pub fn encode_request(r: &Request) -> Vec<u8> {
     w.text(&r.client_addr);
     w.text(&r.client_helo);
     w.text(&r.client_protocol);
+    w.text(&r.sasl_username);
     w.0
 }
 
@@ -196,6 +197,7 @@ pub fn decode_request(buf: &[u8]) -> Result<Request, String> {
         client_addr: r.text()?,
         client_helo: r.text()?,
         client_protocol: r.text()?,
+        sasl_username: r.text()?,
     };
     r.end()?;
     Ok(request)
@@ -207,13 +209,13 @@ pub fn encode_report(report: &Report) -> Vec<u8> {
     w.len(report.results.len());
     for (i, s) in &report.results {
         w.u32(*i);
-        w.u8(match s.kind {
-            StatusKind::Sent => 0,
-            StatusKind::Deferred => 1,
-            StatusKind::Bounced => 2,
-        });
-        w.text(&s.dsn);
-        w.text(&s.text);
+        encode_status(&mut w, s);
+    }
+    w.len(report.expanded.len());
+    for (i, to, s) in &report.expanded {
+        w.u32(*i);
+        w.text(to);
+        encode_status(&mut w, s);
     }
     w.len(report.forwards.len());
     for f in &report.forwards {
@@ -236,26 +238,44 @@ pub fn encode_report(report: &Report) -> Vec<u8> {
     w.0
 }
 
+fn encode_status(w: &mut Writer, s: &Status) {
+    w.u8(match s.kind {
+        StatusKind::Sent => 0,
+        StatusKind::Deferred => 1,
+        StatusKind::Bounced => 2,
+    });
+    w.text(&s.dsn);
+    w.text(&s.text);
+}
+
+fn decode_status(r: &mut Reader<'_>) -> Result<Status, String> {
+    let kind = match r.u8()? {
+        0 => StatusKind::Sent,
+        1 => StatusKind::Deferred,
+        2 => StatusKind::Bounced,
+        k => return Err(format!("bad status kind {k}")),
+    };
+    Ok(Status {
+        kind,
+        dsn: r.text()?,
+        text: r.text()?,
+    })
+}
+
 pub fn decode_report(buf: &[u8]) -> Result<Report, String> {
     let mut r = Reader::start(buf)?;
     let n = r.count(13)?;
     let mut results = Vec::with_capacity(n);
     for _ in 0..n {
         let i = r.u32()?;
-        let kind = match r.u8()? {
-            0 => StatusKind::Sent,
-            1 => StatusKind::Deferred,
-            2 => StatusKind::Bounced,
-            k => return Err(format!("bad status kind {k}")),
-        };
-        results.push((
-            i,
-            Status {
-                kind,
-                dsn: r.text()?,
-                text: r.text()?,
-            },
-        ));
+        results.push((i, decode_status(&mut r)?));
+    }
+    let n = r.count(17)?;
+    let mut expanded = Vec::with_capacity(n);
+    for _ in 0..n {
+        let i = r.u32()?;
+        let to = r.text()?;
+        expanded.push((i, to, decode_status(&mut r)?));
     }
     let n = r.count(17)?;
     let mut forwards = Vec::with_capacity(n);
@@ -282,7 +302,11 @@ pub fn decode_report(buf: &[u8]) -> Result<Report, String> {
         });
     }
     r.end()?;
-    Ok(Report { results, forwards })
+    Ok(Report {
+        results,
+        forwards,
+        expanded,
+    })
 }
 
 #[cfg(test)]
@@ -313,6 +337,7 @@ mod tests {
             client_addr: "127.0.0.1".into(),
             client_helo: "client".into(),
             client_protocol: "ESMTP".into(),
+            sasl_username: "alice".into(),
         }
     }
 
@@ -329,6 +354,7 @@ mod tests {
                 content: b"body".to_vec(),
                 route: Some(("lmtp".into(), "[::1]:24".into())),
             }],
+            expanded: vec![(3, "/var/mail/x".into(), Status::sent("delivered to file"))],
         }
     }
 

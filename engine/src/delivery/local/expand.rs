@@ -39,6 +39,16 @@ struct Expansion<'a> {
     req: &'a Request,
     /// The envelope recipient, lower case.
     address: String,
+    /// The recipient being delivered now: the envelope recipient, or the
+    /// local address an alias or `.forward` led to (`user@$myorigin`
+    /// when the entry has no domain, as Postfix's local qualifies it).
+    current: String,
+    /// The recipient before any rewriting (ORCPT when given).
+    original: String,
+    /// Final destinations and their statuses, for the log lines.
+    expanded: Vec<(String, Status)>,
+    /// Whether an alias, `:include:` or `.forward` was followed.
+    followed: bool,
     domain: String,
     statuses: Vec<Status>,
     forward_to: Vec<String>,
@@ -57,20 +67,32 @@ pub fn deliver_recipient(
     s: &LocalSettings,
     req: &Request,
     rcpt: &RequestRecipient,
-) -> (Status, Vec<Forward>) {
+) -> (Status, Vec<Forward>, Vec<(String, Status)>) {
     let address = rcpt.address.to_lowercase();
     if has_delivered_to(&req.content, &address) {
         return (
             Status::bounced("5.4.6", format!("mail forwarding loop for {address}")),
             Vec::new(),
+            Vec::new(),
         );
     }
+    let original = rcpt
+        .orcpt
+        .as_deref()
+        .and_then(|o| o.split_once(';'))
+        .filter(|(kind, _)| kind.trim().eq_ignore_ascii_case("rfc822"))
+        .map(|(_, a)| crate::bounce::decode_xtext(a.trim()))
+        .unwrap_or_else(|| rcpt.address.clone());
     let (local, domain) = crate::routing::split_address(&address);
     let (local, domain) = (local.to_string(), domain.to_string());
     let mut x = Expansion {
         s,
         req,
         address: address.clone(),
+        current: address.clone(),
+        original,
+        expanded: Vec::new(),
+        followed: false,
         domain,
         statuses: Vec::new(),
         forward_to: Vec::new(),
@@ -85,7 +107,10 @@ pub fn deliver_recipient(
 }
 
 impl Expansion<'_> {
-    fn finish(mut self) -> (Status, Vec<Forward>) {
+    fn finish(mut self) -> (Status, Vec<Forward>, Vec<(String, Status)>) {
+        for to in &self.forward_to {
+            self.expanded.push((to.clone(), Status::sent("forwarded")));
+        }
         if !self.forward_to.is_empty() {
             let mut content = format!("Delivered-To: {}\r\n", self.address).into_bytes();
             content.extend_from_slice(&self.req.content);
@@ -113,7 +138,28 @@ impl Expansion<'_> {
         } else {
             self.routed
         };
-        (status, forwards)
+        // Per-destination lines only when the recipient was expanded and
+        // the expansion stands (a deferral redoes all of it).
+        let expanded = if self.followed && status.kind != StatusKind::Deferred {
+            self.expanded
+        } else {
+            Vec::new()
+        };
+        (status, forwards, expanded)
+    }
+
+    /// The status of one final destination of the current recipient.
+    fn record(&mut self, status: Status) {
+        self.expanded.push((self.current.clone(), status.clone()));
+        self.statuses.push(status);
+    }
+
+    /// Deliver to the local name of `address` with it as the current
+    /// recipient.
+    fn name_as(&mut self, address: String, name: &str, depth: usize) {
+        let saved = std::mem::replace(&mut self.current, address);
+        self.name(name, depth);
+        self.current = saved;
     }
 
     fn first_time(&mut self, key: String) -> bool {
@@ -150,6 +196,7 @@ impl Expansion<'_> {
                     {
                         self.forward_sender = Some(format!("owner-{key}@{}", self.s.myorigin));
                     }
+                    self.followed = true;
                     self.chain.push(key);
                     for d in split_alias_value(&value) {
                         self.destination(&d, Origin::Alias, &privs, depth + 1);
@@ -170,6 +217,7 @@ impl Expansion<'_> {
                 if !self.chain.contains(&guard)
                     && let Some(entries) = self.forward_file(&user, ext)
                 {
+                    self.followed = true;
                     self.chain.push(guard);
                     self.chain.push(user.name.clone());
                     for d in entries {
@@ -197,8 +245,8 @@ impl Expansion<'_> {
                     .replace("$extension", ext.unwrap_or(""))
                     .replace("${domain}", &self.domain)
                     .replace("$domain", &self.domain)
-                    .replace("${recipient}", &self.address)
-                    .replace("$recipient", &self.address);
+                    .replace("${recipient}", &self.current)
+                    .replace("$recipient", &self.current);
                 let relay = if relay.contains('@') {
                     relay
                 } else {
@@ -208,7 +256,7 @@ impl Expansion<'_> {
                     self.forward_to.push(relay);
                 }
             }
-            Ok(None) => self.statuses.push(Status::bounced(
+            Ok(None) => self.record(Status::bounced(
                 "5.1.1",
                 format!("unknown user: \"{name}\""),
             )),
@@ -278,7 +326,7 @@ impl Expansion<'_> {
     fn destination(&mut self, d: &str, origin: Origin, privs: &User, depth: usize) {
         if let Some(cmd) = d.strip_prefix('|') {
             if !Self::allowed(&self.s.commands_allowed, origin) {
-                self.statuses.push(Status::bounced(
+                self.record(Status::bounced(
                     "5.7.1",
                     format!(
                         "mail to command is restricted ({} destination)",
@@ -287,23 +335,28 @@ impl Expansion<'_> {
                 ));
             } else if self.first_time(format!("cmd:{cmd}")) {
                 let s = self.command(cmd, privs, "command");
-                self.statuses.push(s);
+                self.record(s);
             }
         } else if let Some(path) = d.strip_prefix(":include:") {
             self.include(path.trim(), origin, privs, depth);
         } else if d.starts_with('/') {
             if !Self::allowed(&self.s.files_allowed, origin) {
-                self.statuses.push(Status::bounced(
+                self.record(Status::bounced(
                     "5.7.1",
                     format!("mail to file is restricted ({} destination)", origin.word()),
                 ));
             } else if self.first_time(format!("file:{d}")) {
                 let s = self.file(Path::new(d), privs);
-                self.statuses.push(s);
+                self.record(s);
             }
         } else if let Some(user) = d.strip_prefix('\\') {
             match self.s.user(user) {
-                Ok(Some(u)) => self.mailbox(&u, None),
+                Ok(Some(u)) => {
+                    let address = format!("{}@{}", u.name, self.s.myorigin);
+                    let saved = std::mem::replace(&mut self.current, address);
+                    self.mailbox(&u, None);
+                    self.current = saved;
+                }
                 Ok(None) => self.statuses.push(Status::bounced(
                     "5.1.1",
                     format!("unknown user: \"{user}\""),
@@ -319,7 +372,12 @@ impl Expansion<'_> {
                     Ok(crate::routing::AddressClass::Local)
                 );
             if is_local {
-                self.name(&local.to_lowercase(), depth);
+                let address = if domain.is_empty() {
+                    format!("{}@{}", local.to_lowercase(), self.s.myorigin)
+                } else {
+                    d.to_lowercase()
+                };
+                self.name_as(address, &local.to_lowercase(), depth);
             } else if self.first_time(format!("fwd:{}", d.to_lowercase())) {
                 self.forward_to.push(d.to_string());
             }
@@ -445,19 +503,32 @@ impl Expansion<'_> {
         if argv.is_empty() {
             argv = command::shell(cmd);
         }
-        let (local, _) = crate::routing::split_address(&self.address);
+        let (local, domain) = crate::routing::split_address(&self.current);
         let (_, ext) = split_extension(local, &self.s.recipient_delimiter);
-        let env = vec![
+        let mut env = vec![
             ("HOME".to_string(), privs.home.display().to_string()),
             ("LOGNAME".into(), privs.name.clone()),
             ("USER".into(), privs.name.clone()),
             ("SHELL".into(), privs.shell.clone()),
             ("SENDER".into(), self.req.sender.clone()),
-            ("RECIPIENT".into(), self.address.clone()),
+            ("RECIPIENT".into(), self.current.clone()),
             ("LOCAL".into(), local.to_string()),
             ("EXTENSION".into(), ext.unwrap_or("").to_string()),
-            ("DOMAIN".into(), self.domain.clone()),
+            ("DOMAIN".into(), domain.to_string()),
+            ("ORIGINAL_RECIPIENT".into(), self.original.clone()),
         ];
+        // Postfix's local(8) adds these when the queue file has them.
+        for (name, value) in [
+            ("CLIENT_ADDRESS", &self.req.client_addr),
+            ("CLIENT_HOSTNAME", &self.req.client_name),
+            ("CLIENT_HELO", &self.req.client_helo),
+            ("CLIENT_PROTOCOL", &self.req.client_protocol),
+            ("SASL_USERNAME", &self.req.sasl_username),
+        ] {
+            if !value.is_empty() {
+                env.push((name.to_string(), value.clone()));
+            }
+        }
         let mut input = from_line(&self.req.sender);
         input.extend(mailbox::local_copy(
             &self.req.content,
@@ -511,14 +582,16 @@ impl Expansion<'_> {
         };
         let mut content = format!("Delivered-To: {}\r\n", self.address).into_bytes();
         content.extend_from_slice(&self.req.content);
+        // The final user, not the alias that led to it (Postfix passes
+        // the expanded recipient to mailbox_transport/fallback_transport).
         self.routed.push(Forward {
             for_recipient: self.index,
             sender: self.req.sender.clone(),
-            recipients: vec![self.address.clone()],
+            recipients: vec![self.current.clone()],
             content,
             route: Some((t, n)),
         });
-        self.statuses.push(Status::sent("forwarded"));
+        self.record(Status::sent("forwarded"));
     }
 
     /// The user's mailbox: mailbox_transport, mailbox_command, Maildir or
@@ -535,7 +608,7 @@ impl Expansion<'_> {
         if !self.s.mailbox_command.trim().is_empty() {
             let cmd = self.s.mailbox_command.clone();
             let s = self.command(&cmd, user, "command");
-            self.statuses.push(s);
+            self.record(s);
             return;
         }
         let copy = mailbox::local_copy(
@@ -567,7 +640,7 @@ impl Expansion<'_> {
             )
             .map(|()| "mailbox")
         };
-        self.statuses.push(match result {
+        self.record(match result {
             Ok(kind) => Status::sent(format!("delivered to {kind}")),
             Err(e) => mailbox::write_error_status(&path.display().to_string(), &e),
         });

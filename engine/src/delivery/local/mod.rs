@@ -149,9 +149,12 @@ impl LocalSettings {
 pub fn deliver(settings: &LocalSettings, request: &Request) -> Report {
     let mut report = Report::default();
     for rcpt in &request.recipients {
-        let (status, forward) = expand::deliver_recipient(settings, request, rcpt);
+        let (status, forward, expanded) = expand::deliver_recipient(settings, request, rcpt);
         report.results.push((rcpt.index, status));
         report.forwards.extend(forward);
+        report
+            .expanded
+            .extend(expanded.into_iter().map(|(to, s)| (rcpt.index, to, s)));
     }
     report
 }

@@ -343,6 +343,7 @@ pub fn deliver(s: &PipeSettings, req: &Request) -> Report {
             .map(|r| (r.index, status.clone()))
             .collect(),
         forwards: Vec::new(),
+        expanded: Vec::new(),
     };
     if s.size_limit > 0 && req.content.len() as u64 > s.size_limit {
         return same(Status::bounced("5.2.3", "message file too big"));
@@ -398,6 +399,7 @@ mod tests {
             client_addr: "192.0.2.1".into(),
             client_helo: "h".into(),
             client_protocol: "ESMTP".into(),
+            sasl_username: String::new(),
         }
     }
 

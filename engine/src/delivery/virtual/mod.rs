@@ -134,6 +134,7 @@ pub fn deliver(s: &VirtualSettings, req: &Request) -> Report {
             .map(|r| (r.index, deliver_one(s, req, &r.address)))
             .collect(),
         forwards: Vec::new(),
+        expanded: Vec::new(),
     }
 }
 
