@@ -179,6 +179,7 @@ pub fn prepare(
             transport: route.transport,
             nexthop: route.nexthop,
             state: corepost_spool::RecipientState::Pending,
+            original: None,
         });
     }
     if recipients.is_empty() {

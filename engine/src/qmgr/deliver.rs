@@ -717,6 +717,7 @@ pub(crate) fn queue_report(
             transport: route.transport,
             nexthop: route.nexthop,
             state: corepost_spool::RecipientState::Pending,
+            original: None,
         }],
         next_attempt: 0,
         held: false,

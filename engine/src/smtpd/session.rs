@@ -841,6 +841,7 @@ impl Session {
                 transport: route.transport,
                 nexthop: route.nexthop,
                 state: RecipientState::Pending,
+                original: None,
             });
         }
         Ok(Reply::new(250, "2.1.5", "Ok"))
