@@ -50,6 +50,8 @@ pub struct PickupSettings {
     pub append_dot_mydomain: bool,
     pub message_size_limit: u64,
     pub router: Router,
+    /// canonical and virtual alias rewriting (cleanup's address mapping).
+    pub rewriter: crate::rewrite::Rewriter,
     /// `content_filter` (often `-o content_filter=` on the pickup service,
     /// so a filter that re-injects with sendmail is not filtered again).
     pub content_filter: Option<crate::smtpd::filter::ContentFilter>,
@@ -79,12 +81,13 @@ impl PickupSettings {
             queue_dir: PathBuf::from(text("queue_directory")?),
             myhostname: text("myhostname")?,
             mail_name: text("mail_name")?,
-            myorigin: text("myorigin")?.to_ascii_lowercase(),
+            myorigin: crate::rewrite::myorigin(&text("myorigin")?)?,
             mydomain: text("mydomain")?.to_ascii_lowercase(),
             append_at_myorigin: boolean("append_at_myorigin")?,
             append_dot_mydomain: boolean("append_dot_mydomain")?,
             message_size_limit,
             router: Router::from_params(&|n| s.get(n))?,
+            rewriter: crate::rewrite::Rewriter::from_params(&|n| s.get(n))?,
             content_filter: crate::smtpd::filter::ContentFilter::parse(&text("content_filter")?)
                 .map_err(|e| format!("parameter content_filter: {e}"))?,
             default_filter_nexthop: text("default_filter_nexthop")?,
@@ -185,6 +188,11 @@ pub fn prepare(
     if recipients.is_empty() {
         return Err(malformed("no recipients".into()));
     }
+    let (sender, recipients) = if s.rewriter.is_active() {
+        rewrite(s, sender, recipients)?
+    } else {
+        (sender, recipients)
+    };
     let mut parsed = headers::parse(&sub.content);
     parsed.remove("bcc");
     let mut extra = Vec::new();
@@ -259,6 +267,30 @@ pub fn prepare(
         content,
         message_id,
     })
+}
+
+/// cleanup's address mapping (canonical maps, virtual aliases). A limit
+/// or a failed lookup leaves the file for a later pass, as Postfix's
+/// pickup does when cleanup defers.
+fn rewrite(
+    s: &PickupSettings,
+    sender: String,
+    recipients: Vec<Recipient>,
+) -> Result<(String, Vec<Recipient>), Refusal> {
+    let sender = s
+        .rewriter
+        .envelope_sender(&s.router, &sender)
+        .map_err(|e| Refusal::Temporary(format!("address rewriting: {e}")))?;
+    let recipients = s
+        .rewriter
+        .recipients(&s.router, recipients)
+        .map_err(|e| match e {
+            crate::rewrite::RewriteError::Limit(w) => Refusal::Temporary(w),
+            crate::rewrite::RewriteError::Lookup(e) => {
+                Refusal::Temporary(format!("address rewriting: {e}"))
+            }
+        })?;
+    Ok((sender, recipients))
 }
 
 /// A display name, quoted when it has RFC 5322 specials.

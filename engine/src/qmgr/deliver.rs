@@ -574,14 +574,16 @@ pub(super) fn finish(
     let env = &stored.envelope;
     let mut outcomes = Vec::with_capacity(finals.len());
     for f in finals {
-        let address = env
-            .recipients
-            .get(f.recipient as usize)
-            .map_or("", |r| r.address.as_str());
+        let recipient = env.recipients.get(f.recipient as usize);
+        let address = recipient.map_or("", |r| r.address.as_str());
+        let orig_to = match recipient.and_then(|r| r.original.as_deref()) {
+            Some(o) => format!(", orig_to=<{o}>"),
+            None => String::new(),
+        };
         let total = Duration::from_micros(now.saturating_sub(env.arrival));
         let in_qmgr = job.picked.elapsed();
         qmgr.ctx.log.line(program, &format!(
-            "{}: to=<{address}>, relay={relay}, delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}, dsn={}, status={} ({})",
+            "{}: to=<{address}>{orig_to}, relay={relay}, delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}, dsn={}, status={} ({})",
             job.id,
             total.as_secs_f64(),
             total.saturating_sub(in_qmgr).as_secs_f64(),

@@ -805,8 +805,30 @@ impl Session {
             return Err(reply);
         }
         if self.settings.reject_unlisted_recipient
+            && !settings.relocated_maps.is_empty()
+            && let Some(moved) = settings
+                .rewriter
+                .lookup(router, &settings.relocated_maps, &address)
+                .map_err(lookup_failure)?
+        {
+            let reply = Reply::new(
+                550,
+                "5.1.6",
+                format!("<{address}>: Recipient address rejected: User has moved to {moved}"),
+            );
+            self.log_reject("RCPT", &reply, Some(&address));
+            if let Some(tx) = &mut self.tx {
+                tx.rejected += 1;
+            }
+            return Err(reply);
+        }
+        if self.settings.reject_unlisted_recipient
             && let RecipientCheck::Unknown { code, table } = router
                 .check_recipient(&address, class)
+                .map_err(lookup_failure)?
+            && !settings
+                .rewriter
+                .has_canonical_recipient(router, &address)
                 .map_err(lookup_failure)?
         {
             let reply = Reply::new(
@@ -1080,6 +1102,12 @@ impl Session {
             next_attempt: 0,
             held: false,
         };
+        if self.settings.rewriter.is_active()
+            && let Err(reply) = self.rewrite(&mut envelope)
+        {
+            self.counters.count(verb, false);
+            return self.error(reply).await;
+        }
         // content_filter first: an access-table FILTER (applied next) and a
         // header/body-check FILTER (after that) override it.
         if let Some(filter) = &self.settings.content_filter {
@@ -1163,6 +1191,37 @@ impl Session {
                 self.counters.count(verb, false);
                 self.error(Reply::new(451, "4.3.0", "Error: queue file write error"))
                     .await
+            }
+        }
+    }
+}
+
+impl Session {
+    /// cleanup's address mapping: canonical maps, virtual aliases.
+    fn rewrite(&self, envelope: &mut Envelope) -> Result<(), Reply> {
+        let settings = &self.settings;
+        let id = envelope.queue_id;
+        let result = settings
+            .rewriter
+            .envelope_sender(&settings.router, &envelope.sender)
+            .map_err(|e| crate::rewrite::RewriteError::Lookup(e.to_string()))
+            .and_then(|sender| {
+                envelope.sender = sender;
+                let recipients = std::mem::take(&mut envelope.recipients);
+                settings.rewriter.recipients(&settings.router, recipients)
+            });
+        match result {
+            Ok(recipients) => {
+                envelope.recipients = recipients;
+                Ok(())
+            }
+            Err(crate::rewrite::RewriteError::Limit(warning)) => {
+                self.log(&format!("warning: {id}: {warning}"));
+                Err(Reply::new(451, "4.6.0", "Alias expansion error"))
+            }
+            Err(crate::rewrite::RewriteError::Lookup(e)) => {
+                self.log(&format!("warning: {id}: address rewriting: {e}"));
+                Err(Reply::new(451, "4.3.0", "Error: queue file write error"))
             }
         }
     }

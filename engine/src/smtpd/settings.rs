@@ -43,6 +43,10 @@ pub struct SmtpdSettings {
     pub in_flow_delay: Duration,
     pub backlog_limit: usize,
     pub router: Router,
+    /// canonical and virtual alias rewriting (cleanup's address mapping).
+    pub rewriter: crate::rewrite::Rewriter,
+    /// relocated_maps: recipients answered 550 5.1.6 "User has moved to".
+    pub relocated_maps: corepost_config::tables::TableList,
     pub policy: Policy,
     /// STARTTLS / wrapper mode, with the certificate loaded.
     pub tls: ServerTls,
@@ -124,6 +128,11 @@ impl SmtpdSettings {
             in_flow_delay: time("in_flow_delay")?,
             backlog_limit: nonneg("corepost_core_backlog_limit")? as usize,
             router: Router::from_params(&get)?,
+            rewriter: crate::rewrite::Rewriter::from_params(&get)?,
+            relocated_maps: corepost_config::tables::TableList::open(
+                &get("relocated_maps").map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| format!("relocated_maps: {e}"))?,
             policy: Policy::from_params(&get, mynetworks)?,
             tls,
             sasl,

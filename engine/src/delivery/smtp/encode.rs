@@ -87,7 +87,10 @@ pub fn push_rcpt_to(out: &mut Vec<u8>, rcpt: &Recipient, dsn: bool) {
                 }
             }
         }
-        if let Some(orcpt) = &rcpt.orcpt {
+        // A rewritten recipient without the client's ORCPT announces the
+        // address as received, as Postfix's smtp client does.
+        let original = rcpt.original.as_ref().map(|o| format!("rfc822;{o}"));
+        if let Some(orcpt) = rcpt.orcpt.as_ref().or(original.as_ref()) {
             // Stored decoded, as `type;address`: only the address part is xtext.
             let (kind, address) = orcpt.split_once(';').unwrap_or(("rfc822", orcpt));
             out.extend_from_slice(b" ORCPT=");
