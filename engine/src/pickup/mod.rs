@@ -195,6 +195,7 @@ pub fn prepare(
     };
     let mut parsed = headers::parse(&sub.content);
     parsed.remove("bcc");
+    rewrite_headers(s, &mut parsed)?;
     let mut extra = Vec::new();
     if !parsed.has("from") {
         let from = if sender.is_empty() {
@@ -291,6 +292,36 @@ fn rewrite(
             }
         })?;
     Ok((sender, recipients))
+}
+
+/// Header addresses of local mail, as Postfix's cleanup in the local
+/// rewriting context: qualified like envelope addresses (`To: auditu1` →
+/// `auditu1@$myorigin`), then the header classes of the canonical maps.
+fn rewrite_headers(s: &PickupSettings, parsed: &mut headers::Parsed) -> Result<(), Refusal> {
+    for field in &mut parsed.fields {
+        let Some(sender) = crate::rewrite::headers::address_header(&field.name) else {
+            continue;
+        };
+        let Ok(raw) = std::str::from_utf8(&field.raw) else {
+            continue;
+        };
+        let Some((name, value)) = raw.split_once(':') else {
+            continue;
+        };
+        let new = crate::rewrite::headers::rewrite_value(value, |a| {
+            let q = s.qualify(a);
+            if s.rewriter.is_active() {
+                s.rewriter.header_address(&s.router, &q, sender)
+            } else {
+                Ok(q)
+            }
+        })
+        .map_err(|e| Refusal::Temporary(format!("address rewriting: {e}")))?;
+        if let Some(value) = new {
+            field.raw = format!("{name}:{value}").into_bytes();
+        }
+    }
+    Ok(())
 }
 
 /// A display name, quoted when it has RFC 5322 specials.

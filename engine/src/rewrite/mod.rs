@@ -19,6 +19,8 @@
 //! With no map configured [`Rewriter::is_active`] is false and the callers
 //! skip all of this: relaying pays one boolean test per message.
 
+pub mod headers;
+
 use crate::routing::{AddressClass, Router, split_address};
 use corepost_config::ConfigError;
 use corepost_config::tables::keys::{address_keys, strip_extension};
