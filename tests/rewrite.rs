@@ -242,3 +242,49 @@ fn an_unreadable_myorigin_file_is_refused_by_check_and_sendmail() {
         stderr(&check)
     );
 }
+
+#[test]
+fn header_addresses_of_local_smtp_clients_are_completed_and_others_left_alone() {
+    let sink = Sink::start();
+    let message = "From: me\r\nTo: auditu1, Bob <bob>\r\nX-To: raw\r\nSubject: t\r\n\r\nTo: body";
+    // 127.0.0.1 is one of this host's addresses: permit_inet_interfaces.
+    let d = Daemon::start(&format!("relayhost = [127.0.0.1]:{}\n", sink.port));
+    submit(d.port, "s@src.test", &["r@remote.test"], message);
+    let log = sink.wait_for(1, 10);
+    let text = String::from_utf8_lossy(&log.messages[0].2).into_owned();
+    assert!(
+        text.contains("From: me@mx.test.example\r\nTo: auditu1@mx.test.example, Bob <bob@mx.test.example>\r\nX-To: raw\r\n"),
+        "{text}"
+    );
+    assert!(text.ends_with("\r\n\r\nTo: body\r\n"), "{text}");
+    drop(d);
+    // Not a local client, no remote_header_rewrite_domain: untouched.
+    let sink = Sink::start();
+    let d = Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{}\nlocal_header_rewrite_clients =\n",
+        sink.port
+    ));
+    submit(d.port, "s@src.test", &["r@remote.test"], message);
+    let log = sink.wait_for(1, 10);
+    let text = String::from_utf8_lossy(&log.messages[0].2).into_owned();
+    assert!(
+        text.contains("From: me\r\nTo: auditu1, Bob <bob>\r\n"),
+        "{text}"
+    );
+    drop(d);
+    // remote_header_rewrite_domain completes bare names only.
+    let sink = Sink::start();
+    let d = Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{}\nlocal_header_rewrite_clients =\nremote_header_rewrite_domain = remote.example\n",
+        sink.port
+    ));
+    submit(
+        d.port,
+        "s@src.test",
+        &["r@remote.test"],
+        "To: a, b@host\r\n\r\nx",
+    );
+    let log = sink.wait_for(1, 10);
+    let text = String::from_utf8_lossy(&log.messages[0].2).into_owned();
+    assert!(text.contains("To: a@remote.example, b@host\r\n"), "{text}");
+}

@@ -125,6 +125,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("canonical_classes", List, "envelope_sender, envelope_recipient, header_sender, header_recipient", "Which addresses canonical_maps rewrites."),
     p("sender_canonical_classes", List, "envelope_sender, header_sender", "Which addresses sender_canonical_maps rewrites."),
     p("recipient_canonical_classes", List, "envelope_recipient, header_recipient", "Which addresses recipient_canonical_maps rewrites."),
+    p("local_header_rewrite_clients", List, "permit_inet_interfaces", "SMTP clients whose header addresses are completed with $myorigin (and canonical maps applied): permit_inet_interfaces, permit_mynetworks, permit_sasl_authenticated, static:all."),
+    p("remote_header_rewrite_domain", Text, "", "Domain appended to incomplete header addresses of other SMTP clients; empty: their headers are not rewritten."),
     p("relocated_maps", Maps, "", "Tables of users or domains that moved: smtpd answers 550 5.1.6 \"User has moved to <value>\"."),
     p("virtual_mailbox_domains", List, "$virtual_mailbox_maps", "Domains delivered by the virtual mailbox agent (the virtual mailbox class)."),
     p("virtual_mailbox_maps", Maps, "", "Tables of valid virtual mailbox recipients and their mailbox paths."),

@@ -268,13 +268,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         REWRITING,
     ),
     u("masquerade_exceptions", Warning, "", REWRITING),
-    u("remote_header_rewrite_domain", Warning, "", REWRITING),
-    u(
-        "local_header_rewrite_clients",
-        Warning,
-        "permit_inet_interfaces",
-        REWRITING,
-    ),
     u(
         "virtual_alias_address_length_limit",
         Warning,

@@ -140,6 +140,100 @@ fn trim(value: &str, start: usize, end: usize) -> (usize, usize) {
     (s, e.max(s))
 }
 
+/// Which SMTP clients' header addresses are rewritten, and how: Postfix's
+/// `local_header_rewrite_clients` (local context: complete with
+/// `$myorigin`) and `remote_header_rewrite_domain` (everyone else: complete
+/// with that domain; empty: leave remote headers alone).
+#[derive(Debug, Clone)]
+pub struct SmtpHeaderRewrite {
+    own_addresses: Vec<std::net::IpAddr>,
+    mynetworks: Option<crate::smtpd::networks::NetworkList>,
+    sasl: bool,
+    all: bool,
+    local: Completion,
+    remote: Option<Completion>,
+}
+
+impl SmtpHeaderRewrite {
+    pub fn from_params(
+        get: &dyn Fn(&str) -> Result<String, corepost_config::ConfigError>,
+    ) -> Result<SmtpHeaderRewrite, String> {
+        let s = |n: &str| get(n).map_err(|e| e.to_string());
+        let flag = |n: &str| -> Result<bool, String> {
+            Ok(matches!(
+                s(n)?.trim().to_ascii_lowercase().as_str(),
+                "yes" | "true" | "1"
+            ))
+        };
+        let mut r = SmtpHeaderRewrite {
+            own_addresses: Vec::new(),
+            mynetworks: None,
+            sasl: false,
+            all: false,
+            local: Completion {
+                domain: if flag("append_at_myorigin")? {
+                    super::myorigin(&s("myorigin")?)?
+                } else {
+                    String::new()
+                },
+                dot_mydomain: flag("append_dot_mydomain")?
+                    .then(|| s("mydomain").map(|d| d.to_ascii_lowercase()))
+                    .transpose()?,
+            },
+            remote: None,
+        };
+        let clients = s("local_header_rewrite_clients")?;
+        for word in corepost_config::list::split_list(&clients).unwrap_or_default() {
+            match word.to_ascii_lowercase().as_str() {
+                "permit_inet_interfaces" => {
+                    let interfaces =
+                        corepost_config::host::interface_networks(&s("inet_interfaces")?);
+                    r.own_addresses
+                        .extend(interfaces.into_iter().map(|(a, _)| a));
+                }
+                "permit_mynetworks" => {
+                    r.mynetworks = Some(
+                        crate::smtpd::networks::NetworkList::parse(&s("mynetworks")?)
+                            .map_err(|e| format!("mynetworks: {e}"))?,
+                    )
+                }
+                "permit_sasl_authenticated" => r.sasl = true,
+                "static:all" => r.all = true,
+                other => {
+                    return Err(format!(
+                        "local_header_rewrite_clients: \"{other}\" is not supported by corepost (permit_inet_interfaces, permit_mynetworks, permit_sasl_authenticated, static:all are)"
+                    ));
+                }
+            }
+        }
+        let remote = s("remote_header_rewrite_domain")?
+            .trim()
+            .to_ascii_lowercase();
+        if !remote.is_empty() {
+            r.remote = Some(Completion {
+                domain: remote,
+                dot_mydomain: None,
+            });
+        }
+        Ok(r)
+    }
+
+    /// How this client's header addresses are completed; `None`: not
+    /// rewritten at all (a remote client, no remote_header_rewrite_domain).
+    pub fn for_client(&self, addr: std::net::IpAddr, authenticated: bool) -> Option<&Completion> {
+        let addr = crate::smtpd::networks::canonical(addr);
+        let local = self.all
+            || (self.sasl && authenticated)
+            || self.own_addresses.contains(&addr)
+            || self.mynetworks.as_ref().is_some_and(|n| n.contains(addr));
+        if local {
+            Some(&self.local)
+        } else {
+            self.remote.as_ref()
+        }
+    }
+}
+
 /// Rewrite the addresses of a header value with `map`; `None` when
 /// nothing changed (the header is then left exactly as it was).
 pub fn rewrite_value<E>(
@@ -167,6 +261,78 @@ pub fn rewrite_value<E>(
         return Ok(None);
     }
     out.push_str(&value[last..]);
+    Ok(Some(out))
+}
+
+/// How incomplete header addresses are completed: `user` →
+/// `user@domain`, and (local context, `append_dot_mydomain`) `user@host`
+/// → `user@host.mydomain`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Completion {
+    /// `$myorigin` (local context, when `append_at_myorigin`) or
+    /// `$remote_header_rewrite_domain`; empty: leave bare names alone.
+    pub domain: String,
+    pub dot_mydomain: Option<String>,
+}
+
+impl Completion {
+    pub fn complete(&self, address: &str) -> String {
+        match address.rfind('@') {
+            None if !self.domain.is_empty() => format!("{address}@{}", self.domain),
+            None => address.to_string(),
+            Some(i) => {
+                let host = &address[i + 1..];
+                match &self.dot_mydomain {
+                    Some(d)
+                        if !host.is_empty() && !host.contains('.') && !host.starts_with('[') =>
+                    {
+                        format!("{address}.{d}")
+                    }
+                    _ => address.to_string(),
+                }
+            }
+        }
+    }
+}
+
+/// Rewrite the address headers of a message's header section with
+/// `map(address, is_sender_header)`; `None` when nothing changed (the
+/// content is then used as it is, without a copy).
+pub fn rewrite_section<E>(
+    content: &[u8],
+    mut map: impl FnMut(&str, bool) -> Result<String, E>,
+) -> Result<Option<Vec<u8>>, E> {
+    let parsed = crate::pickup::headers::parse(content);
+    let mut changed: Vec<(usize, Vec<u8>)> = Vec::new();
+    for (i, field) in parsed.fields.iter().enumerate() {
+        let Some(sender) = address_header(&field.name) else {
+            continue;
+        };
+        let Ok(raw) = std::str::from_utf8(&field.raw) else {
+            continue;
+        };
+        let Some((name, value)) = raw.split_once(':') else {
+            continue;
+        };
+        if let Some(new) = rewrite_value(value, |a| map(a, sender))? {
+            changed.push((i, format!("{name}:{new}").into_bytes()));
+        }
+    }
+    if changed.is_empty() {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(content.len() + 64);
+    let mut next = changed.into_iter().peekable();
+    for (i, field) in parsed.fields.iter().enumerate() {
+        match next.next_if(|(j, _)| *j == i) {
+            Some((_, raw)) => out.extend_from_slice(&raw),
+            None => out.extend_from_slice(&field.raw),
+        }
+    }
+    if parsed.separator {
+        out.extend_from_slice(b"\r\n");
+    }
+    out.extend_from_slice(&parsed.body);
     Ok(Some(out))
 }
 
@@ -210,6 +376,27 @@ mod tests {
             Some(" auditu1@o.example,\r\n\tBob <bob@o.example> (x)".to_string())
         );
         assert_eq!(rewrite_value(" a@b, <c@d>", q).unwrap(), None);
+    }
+
+    #[test]
+    fn a_header_section_is_rewritten_only_where_needed() {
+        let c = Completion {
+            domain: "o.example".into(),
+            dot_mydomain: Some("d.example".into()),
+        };
+        let content = b"From: me\r\nX-To: x\r\nTo: a@host,\r\n b@h.example\r\nSubject: To: y\r\n\r\nTo: body\r\n";
+        let out = rewrite_section(content, |a, _| Ok::<_, ()>(c.complete(a)))
+            .unwrap()
+            .unwrap();
+        assert_eq!(
+            String::from_utf8(out).unwrap(),
+            "From: me@o.example\r\nX-To: x\r\nTo: a@host.d.example,\r\n b@h.example\r\nSubject: To: y\r\n\r\nTo: body\r\n"
+        );
+        let same = b"From: me@x.example\r\nTo: <b@h.example>\r\n\r\nbody";
+        assert_eq!(
+            rewrite_section(same, |a, _| Ok::<_, ()>(c.complete(a))).unwrap(),
+            None
+        );
     }
 
     #[test]

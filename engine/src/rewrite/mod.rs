@@ -143,8 +143,16 @@ impl Rewriter {
             },
         ];
         let virtual_alias_maps = maps("virtual_alias_maps")?;
-        let active = !virtual_alias_maps.is_empty()
-            || sender.iter().chain(&recipient).any(|c| !c.maps.is_empty());
+        // cleanup's receive_override_options = no_address_mappings (set on
+        // the service before an after-queue filter): rewrite after it.
+        let overrides = s("receive_override_options")?;
+        let disabled = corepost_config::list::split_list(&overrides)
+            .unwrap_or_default()
+            .iter()
+            .any(|o| o == "no_address_mappings");
+        let active = !disabled
+            && (!virtual_alias_maps.is_empty()
+                || sender.iter().chain(&recipient).any(|c| !c.maps.is_empty()));
         Ok(Rewriter {
             virtual_alias_maps,
             sender,

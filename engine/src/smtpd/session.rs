@@ -1019,7 +1019,7 @@ impl Session {
     async fn finish_message(
         &mut self,
         end: DataEnd,
-        body: Vec<u8>,
+        mut body: Vec<u8>,
         reject_bare: bool,
         verb: &'static str,
     ) -> Flow {
@@ -1107,6 +1107,14 @@ impl Session {
         {
             self.counters.count(verb, false);
             return self.error(reply).await;
+        }
+        match self.rewrite_headers(&body) {
+            Ok(Some(rewritten)) => body = rewritten,
+            Ok(None) => {}
+            Err(reply) => {
+                self.counters.count(verb, false);
+                return self.error(reply).await;
+            }
         }
         // content_filter first: an access-table FILTER (applied next) and a
         // header/body-check FILTER (after that) override it.
@@ -1197,6 +1205,32 @@ impl Session {
 }
 
 impl Session {
+    /// cleanup's header address rewriting for this client (see
+    /// `local_header_rewrite_clients`); `None` when nothing changed.
+    fn rewrite_headers(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Reply> {
+        let settings = &self.settings;
+        let Some(completion) = settings
+            .header_rewrite
+            .for_client(self.peer.ip(), self.secure.sasl.is_some())
+        else {
+            return Ok(None);
+        };
+        crate::rewrite::headers::rewrite_section(body, |address, sender| {
+            let complete = completion.complete(address);
+            if settings.rewriter.is_active() {
+                settings
+                    .rewriter
+                    .header_address(&settings.router, &complete, sender)
+            } else {
+                Ok(complete)
+            }
+        })
+        .map_err(|e| {
+            self.log(&format!("warning: header address rewriting: {e}"));
+            Reply::new(451, "4.3.0", "Error: queue file write error")
+        })
+    }
+
     /// cleanup's address mapping: canonical maps, virtual aliases.
     fn rewrite(&self, envelope: &mut Envelope) -> Result<(), Reply> {
         let settings = &self.settings;
