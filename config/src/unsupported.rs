@@ -6,7 +6,7 @@
 //!
 //! - [`Severity::Fatal`]: ignoring the setting would weaken security or
 //!   lose or misroute mail (`smtpd_milters`, `soft_bounce`,
-//!   `masquerade_domains`...). A value other than Postfix's default is an error
+//!   `always_bcc`...). A value other than Postfix's default is an error
 //!   in `corepost check` and stops `corepost run` and a reload; Postfix's
 //!   default value changes nothing and is only a warning.
 //! - [`Severity::Warning`]: a tuning knob or a feature whose absence loses
@@ -245,7 +245,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     u("fallback_transport_maps", Fatal, "", LOCAL_ROUTING),
     u("mailbox_transport_maps", Fatal, "", LOCAL_ROUTING),
     u("mailbox_command_maps", Fatal, "", LOCAL_ROUTING),
-    u("masquerade_domains", Fatal, "", REWRITING),
     u("always_bcc", Fatal, "", BCC),
     u("sender_bcc_maps", Fatal, "", BCC),
     u("recipient_bcc_maps", Fatal, "", BCC),
@@ -261,13 +260,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "${{$compatibility_level} <level {3.6} ? {no} : {yes}}",
         "corepost always evaluates smtpd_relay_restrictions first",
     ),
-    u(
-        "masquerade_classes",
-        Warning,
-        "envelope_sender, header_sender, header_recipient",
-        REWRITING,
-    ),
-    u("masquerade_exceptions", Warning, "", REWRITING),
     u(
         "virtual_alias_address_length_limit",
         Warning,

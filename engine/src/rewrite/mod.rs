@@ -86,6 +86,11 @@ pub struct Rewriter {
     sender: [Canonical; 2],
     /// recipient_canonical_maps, then canonical_maps.
     recipient: [Canonical; 2],
+    /// masquerade_domains (`!domain` excludes), masquerade_exceptions
+    /// (local parts never masqueraded) and masquerade_classes.
+    masquerade_domains: Vec<String>,
+    masquerade_exceptions: Vec<String>,
+    masquerade_classes: Classes,
     recursion_limit: usize,
     expansion_limit: usize,
     propagate_virtual: bool,
@@ -150,11 +155,23 @@ impl Rewriter {
             .unwrap_or_default()
             .iter()
             .any(|o| o == "no_address_mappings");
+        let words = |n: &str| -> Result<Vec<String>, String> {
+            Ok(corepost_config::list::split_list(&s(n)?)
+                .unwrap_or_default()
+                .into_iter()
+                .map(|w| w.to_ascii_lowercase())
+                .collect())
+        };
+        let masquerade_domains = words("masquerade_domains")?;
         let active = !disabled
             && (!virtual_alias_maps.is_empty()
+                || !masquerade_domains.is_empty()
                 || sender.iter().chain(&recipient).any(|c| !c.maps.is_empty()));
         Ok(Rewriter {
             virtual_alias_maps,
+            masquerade_domains,
+            masquerade_exceptions: words("masquerade_exceptions")?,
+            masquerade_classes: classes("masquerade_classes")?,
             sender,
             recipient,
             recursion_limit: limit("virtual_alias_recursion_limit")?,
@@ -192,7 +209,52 @@ impl Rewriter {
         if sender.is_empty() {
             return Ok(String::new());
         }
-        self.canonical(router, &self.sender, sender, |c| c.envelope_sender)
+        let address = self.canonical(router, &self.sender, sender, |c| c.envelope_sender)?;
+        Ok(self.masquerade_if(self.masquerade_classes.envelope_sender, address))
+    }
+
+    fn masquerade_if(&self, class: bool, address: String) -> String {
+        if class && !self.masquerade_domains.is_empty() {
+            self.masquerade(&address).unwrap_or(address)
+        } else {
+            address
+        }
+    }
+
+    /// cleanup_masquerade.c: `user@host.sub.example` → `user@sub.example`
+    /// for the first of masquerade_domains that is a parent of the domain
+    /// (none when the domain equals one, or the matching one is `!`ed);
+    /// local parts in masquerade_exceptions keep their domain.
+    pub fn masquerade(&self, address: &str) -> Option<String> {
+        let (local, domain) = split_address(address);
+        if domain.is_empty()
+            || self
+                .masquerade_exceptions
+                .iter()
+                .any(|e| e.eq_ignore_ascii_case(local))
+        {
+            return None;
+        }
+        let domain_lc = domain.to_ascii_lowercase();
+        for masq in &self.masquerade_domains {
+            let (excluded, masq) = match masq.strip_prefix('!') {
+                Some(m) => (true, m),
+                None => (false, masq.as_str()),
+            };
+            if masq.is_empty() {
+                continue;
+            }
+            if domain_lc == masq {
+                return None;
+            }
+            if domain_lc.len() > masq.len()
+                && domain_lc.ends_with(masq)
+                && domain_lc.as_bytes()[domain_lc.len() - masq.len() - 1] == b'.'
+            {
+                return (!excluded).then(|| format!("{local}@{masq}"));
+            }
+        }
+        None
     }
 
     /// A header address after the canonical tables.
@@ -202,11 +264,13 @@ impl Rewriter {
         address: &str,
         sender: bool,
     ) -> Result<String, TableError> {
-        if sender {
-            self.canonical(router, &self.sender, address, |c| c.header_sender)
+        Ok(if sender {
+            let a = self.canonical(router, &self.sender, address, |c| c.header_sender)?;
+            self.masquerade_if(self.masquerade_classes.header_sender, a)
         } else {
-            self.canonical(router, &self.recipient, address, |c| c.header_recipient)
-        }
+            let a = self.canonical(router, &self.recipient, address, |c| c.header_recipient)?;
+            self.masquerade_if(self.masquerade_classes.header_recipient, a)
+        })
     }
 
     /// Apply canonical tables in order, each recursively (cleanup_map11).
@@ -253,6 +317,8 @@ impl Rewriter {
             let canonical = self.canonical(router, &self.recipient, &r.address, |c| {
                 c.envelope_recipient
             })?;
+            let canonical =
+                self.masquerade_if(self.masquerade_classes.envelope_recipient, canonical);
             for target in self.expand_virtual(router, &canonical)? {
                 let same = |o: &Recipient| {
                     o.address == target && o.original.as_deref().unwrap_or(&o.address) == original

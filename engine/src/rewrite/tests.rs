@@ -241,3 +241,56 @@ fn myorigin_from_a_file() {
             .starts_with(&format!("open {}: ", missing.display()))
     );
 }
+
+#[test]
+fn masquerading_hides_subdomains_as_postfix() {
+    let (router, rw) = setup(
+        "masquerade_domains = !keep.example.com, example.com, other.example\nmasquerade_exceptions = root\n",
+    );
+    assert!(rw.is_active());
+    let m = |a: &str| rw.masquerade(a);
+    assert_eq!(m("u@host.example.com").as_deref(), Some("u@example.com"));
+    assert_eq!(m("u@a.b.example.com").as_deref(), Some("u@example.com"));
+    assert_eq!(m("u@example.com"), None, "the domain itself is left alone");
+    assert_eq!(
+        m("u@x.keep.example.com"),
+        None,
+        "an excluded domain matches first"
+    );
+    assert_eq!(m("u@badexample.com"), None, "only at a dot");
+    assert_eq!(m("root@host.example.com"), None, "masquerade_exceptions");
+    // Classes: envelope sender and header addresses by default, not
+    // envelope recipients.
+    assert_eq!(
+        rw.envelope_sender(&router, "u@h.other.example").unwrap(),
+        "u@other.example"
+    );
+    assert_eq!(
+        rw.header_address(&router, "u@h.other.example", false)
+            .unwrap(),
+        "u@other.example"
+    );
+    let out = rw
+        .recipients(&router, vec![rcpt("u@h.other.example")])
+        .unwrap();
+    assert_eq!(out[0].address, "u@h.other.example");
+    let (router, rw) =
+        setup("masquerade_domains = other.example\nmasquerade_classes = envelope_recipient\n");
+    let out = rw
+        .recipients(&router, vec![rcpt("u@h.other.example")])
+        .unwrap();
+    assert_eq!(out[0].address, "u@other.example");
+    assert_eq!(out[0].original.as_deref(), Some("u@h.other.example"));
+    assert_eq!(
+        rw.envelope_sender(&router, "u@h.other.example").unwrap(),
+        "u@h.other.example"
+    );
+}
+
+#[test]
+fn no_address_mappings_turns_rewriting_off() {
+    let (_, rw) = setup(
+        "virtual_alias_maps = inline:{ a@x.example=b@y.example }\nreceive_override_options = no_address_mappings\n",
+    );
+    assert!(!rw.is_active());
+}
