@@ -244,6 +244,24 @@ mod tests {
         out.clear();
         push_rcpt_to(&mut out, &never, true);
         assert_eq!(out, b"RCPT TO:<v@x> NOTIFY=NEVER\r\n");
+        // A rewritten recipient announces the address as received, as
+        // Postfix (`ORCPT=rfc822;info@valias.test`); the client's own
+        // ORCPT wins.
+        let mut aliased = Recipient {
+            address: "b@remote.test".into(),
+            original: Some("user+tag@valias.test".into()),
+            ..Recipient::default()
+        };
+        out.clear();
+        push_rcpt_to(&mut out, &aliased, true);
+        assert_eq!(
+            out,
+            b"RCPT TO:<b@remote.test> ORCPT=rfc822;user+2Btag@valias.test\r\n"
+        );
+        aliased.orcpt = Some("rfc822;given@x".into());
+        out.clear();
+        push_rcpt_to(&mut out, &aliased, true);
+        assert_eq!(out, b"RCPT TO:<b@remote.test> ORCPT=rfc822;given@x\r\n");
     }
 
     proptest! {
