@@ -272,19 +272,28 @@ fn header_addresses_of_local_smtp_clients_are_completed_and_others_left_alone() 
         "{text}"
     );
     drop(d);
-    // remote_header_rewrite_domain completes bare names only.
-    let sink = Sink::start();
-    let d = Daemon::start(&format!(
-        "relayhost = [127.0.0.1]:{}\nlocal_header_rewrite_clients =\nremote_header_rewrite_domain = remote.example\n",
-        sink.port
-    ));
-    submit(
-        d.port,
-        "s@src.test",
-        &["r@remote.test"],
-        "To: a, b@host\r\n\r\nx",
-    );
-    let log = sink.wait_for(1, 10);
-    let text = String::from_utf8_lossy(&log.messages[0].2).into_owned();
-    assert!(text.contains("To: a@remote.example, b@host\r\n"), "{text}");
+    // remote_header_rewrite_domain completes other clients' addresses
+    // (and user@host too under append_dot_mydomain, as Postfix 3.7).
+    for (dot, expected) in [
+        ("no", "To: a@remote.example, b@host, c@h.x\r\n"),
+        (
+            "yes",
+            "To: a@remote.example, b@host.remote.example, c@h.x\r\n",
+        ),
+    ] {
+        let sink = Sink::start();
+        let d = Daemon::start(&format!(
+            "relayhost = [127.0.0.1]:{}\nlocal_header_rewrite_clients =\nremote_header_rewrite_domain = remote.example\nappend_dot_mydomain = {dot}\n",
+            sink.port
+        ));
+        submit(
+            d.port,
+            "s@src.test",
+            &["r@remote.test"],
+            "To: a, b@host, c@h.x\r\n\r\nx",
+        );
+        let log = sink.wait_for(1, 10);
+        let text = String::from_utf8_lossy(&log.messages[0].2).into_owned();
+        assert!(text.contains(expected), "{text}");
+    }
 }

@@ -210,9 +210,12 @@ impl SmtpHeaderRewrite {
             .trim()
             .to_ascii_lowercase();
         if !remote.is_empty() {
+            // Postfix's remote context uses this domain for both $myorigin
+            // and $mydomain: `b@host` → `b@host.<domain>` under
+            // append_dot_mydomain.
             r.remote = Some(Completion {
+                dot_mydomain: flag("append_dot_mydomain")?.then(|| remote.clone()),
                 domain: remote,
-                dot_mydomain: None,
             });
         }
         Ok(r)
