@@ -170,14 +170,16 @@ fn local_mail_is_rewritten_and_its_headers_qualified_with_myorigin_from_a_file()
     let d = daemon(&sink, &format!("myorigin = {}\n", mailname.display()));
     let out = sendmail(
         &d,
-        &["-f", "sender", "fwd@remote.test"],
+        &["-f", "sender", "fwd@remote.test", "zz"],
         "To: fwd@remote.test, auditu1\nCc: Bob <bob> (home)\nReply-To: rr\nX-Other: zz\nSubject: t\n\nhi\n",
     );
     assert!(out.status.success(), "{out:?}");
     let log = sink.wait_for(1, 15);
     let (from, rcpts, content) = &log.messages[0];
     assert_eq!(from, "sender@mail.example.org");
-    assert_eq!(rcpts, &["b@remote.test"]);
+    let mut rcpts = rcpts.clone();
+    rcpts.sort();
+    assert_eq!(rcpts, ["b@remote.test", "zz@mail.example.org"]);
     let text = String::from_utf8_lossy(content);
     assert!(
         text.contains("To: fwd@remote.test, auditu1@mail.example.org\r\n"),
@@ -190,6 +192,7 @@ fn local_mail_is_rewritten_and_its_headers_qualified_with_myorigin_from_a_file()
     assert!(text.contains("Reply-To: rr@mail.example.org\r\n"), "{text}");
     assert!(text.contains("X-Other: zz\r\n"), "{text}");
     wait_for_log(&d, "to=<b@remote.test>, orig_to=<fwd@remote.test>, relay=");
+    wait_for_log(&d, "to=<zz@mail.example.org>, orig_to=<zz>, relay=");
     assert!(!d.log().contains("malformed"), "{}", d.log());
 }
 

@@ -175,6 +175,15 @@ pub fn prepare(
         };
         let class = s.router.classify(&mailbox.domain).map_err(lookup)?;
         let route = s.router.route(&address, class).map_err(lookup)?;
+        // As given to sendmail: Postfix logs `to=<root@origin>,
+        // orig_to=<root>` for a qualified recipient.
+        let given = r.trim();
+        let given = given
+            .strip_prefix('<')
+            .and_then(|g| g.strip_suffix('>'))
+            .unwrap_or(given);
+        let original =
+            (given != address && given != s.empty_address_recipient).then(|| given.to_string());
         recipients.push(Recipient {
             address,
             orcpt: None,
@@ -182,7 +191,7 @@ pub fn prepare(
             transport: route.transport,
             nexthop: route.nexthop,
             state: corepost_spool::RecipientState::Pending,
-            original: None,
+            original,
         });
     }
     if recipients.is_empty() {
