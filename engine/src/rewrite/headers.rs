@@ -30,10 +30,10 @@ pub const RECIPIENT_HEADERS: &[&str] = &[
 
 /// Is `name` an address header, and of which class (`true`: sender)?
 pub fn address_header(name: &str) -> Option<bool> {
-    let name = name.to_ascii_lowercase();
-    if SENDER_HEADERS.contains(&name.as_str()) {
+    let is = |list: &[&str]| list.iter().any(|h| h.eq_ignore_ascii_case(name));
+    if is(SENDER_HEADERS) {
         Some(true)
-    } else if RECIPIENT_HEADERS.contains(&name.as_str()) {
+    } else if is(RECIPIENT_HEADERS) {
         Some(false)
     } else {
         None
@@ -299,43 +299,72 @@ impl Completion {
 }
 
 /// Rewrite the address headers of a message's header section with
-/// `map(address, is_sender_header)`; `None` when nothing changed (the
-/// content is then used as it is, without a copy).
+/// `map(address, is_sender_header)`; `None` when nothing changed. The
+/// header section is read in place: nothing is allocated or copied unless
+/// an address changes (this runs for every message of a local client).
 pub fn rewrite_section<E>(
     content: &[u8],
     mut map: impl FnMut(&str, bool) -> Result<String, E>,
 ) -> Result<Option<Vec<u8>>, E> {
-    let parsed = crate::pickup::headers::parse(content);
-    let mut changed: Vec<(usize, Vec<u8>)> = Vec::new();
-    for (i, field) in parsed.fields.iter().enumerate() {
-        let Some(sender) = address_header(&field.name) else {
-            continue;
+    // (start of the value, end of the field, new value)
+    let mut changes: Vec<(usize, usize, String)> = Vec::new();
+    let mut field: Option<(usize, bool)> = None;
+    let mut finish = |field: Option<(usize, bool)>, end: usize| -> Result<(), E> {
+        let Some((value_start, sender)) = field else {
+            return Ok(());
         };
-        let Ok(raw) = std::str::from_utf8(&field.raw) else {
-            continue;
-        };
-        let Some((name, value)) = raw.split_once(':') else {
-            continue;
-        };
-        if let Some(new) = rewrite_value(value, |a| map(a, sender))? {
-            changed.push((i, format!("{name}:{new}").into_bytes()));
+        if let Ok(value) = std::str::from_utf8(&content[value_start..end])
+            && let Some(new) = rewrite_value(value, |a| map(a, sender))?
+        {
+            changes.push((value_start, end, new));
         }
+        Ok(())
+    };
+    let mut at = 0;
+    while at < content.len() {
+        let end = content[at..]
+            .iter()
+            .position(|&b| b == b'\n')
+            .map_or(content.len(), |p| at + p + 1);
+        let line = &content[at..end];
+        let bare = line
+            .strip_suffix(b"\r\n")
+            .or_else(|| line.strip_suffix(b"\n"))
+            .unwrap_or(line);
+        if bare.is_empty() {
+            break;
+        }
+        if bare[0] == b' ' || bare[0] == b'\t' {
+            at = end;
+            continue;
+        }
+        finish(field.take(), at)?;
+        let Some(colon) = bare.iter().position(|&b| b == b':') else {
+            break;
+        };
+        let name = &bare[..colon];
+        if name.is_empty() || !name.iter().all(|&b| (33..=126).contains(&b)) {
+            break;
+        }
+        field = std::str::from_utf8(name)
+            .ok()
+            .and_then(address_header)
+            .map(|sender| (at + colon + 1, sender));
+        at = end;
     }
-    if changed.is_empty() {
+    finish(field.take(), at)?;
+    drop(finish);
+    if changes.is_empty() {
         return Ok(None);
     }
     let mut out = Vec::with_capacity(content.len() + 64);
-    let mut next = changed.into_iter().peekable();
-    for (i, field) in parsed.fields.iter().enumerate() {
-        match next.next_if(|(j, _)| *j == i) {
-            Some((_, raw)) => out.extend_from_slice(&raw),
-            None => out.extend_from_slice(&field.raw),
-        }
+    let mut last = 0;
+    for (start, end, new) in changes {
+        out.extend_from_slice(&content[last..start]);
+        out.extend_from_slice(new.as_bytes());
+        last = end;
     }
-    if parsed.separator {
-        out.extend_from_slice(b"\r\n");
-    }
-    out.extend_from_slice(&parsed.body);
+    out.extend_from_slice(&content[last..]);
     Ok(Some(out))
 }
 
