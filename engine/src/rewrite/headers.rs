@@ -353,7 +353,6 @@ pub fn rewrite_section<E>(
         at = end;
     }
     finish(field.take(), at)?;
-    drop(finish);
     if changes.is_empty() {
         return Ok(None);
     }
