@@ -5,8 +5,8 @@
 //! ignoring it would cost:
 //!
 //! - [`Severity::Fatal`]: ignoring the setting would weaken security or
-//!   lose or misroute mail (`smtpd_milters`,
-//!   `canonical_maps`...). A value other than Postfix's default is an error
+//!   lose or misroute mail (`smtpd_milters`, `always_bcc`,
+//!   `smtpd_tls_ask_ccert`...). A value other than Postfix's default is an error
 //!   in `corepost check` and stops `corepost run` and a reload; Postfix's
 //!   default value changes nothing and is only a warning.
 //! - [`Severity::Warning`]: a tuning knob or a feature whose absence loses
@@ -67,7 +67,8 @@ const TLS_MATCH: &str = "the SMTP client does not implement this certificate mat
 const OUTBOUND_CHECKS: &str = "the SMTP client applies no content checks to outgoing mail";
 const ROUTING: &str = "corepost resolves addresses as Postfix's default for this setting does";
 const LOCAL_ROUTING: &str = "the local agent does not consult per-user transport or command tables";
-const REWRITING: &str = "corepost does not rewrite addresses yet (issue 16)";
+const REWRITING: &str =
+    "corepost does not implement this part of Postfix's address rewriting yet (issue 16)";
 const BCC: &str = "corepost sends no automatic BCC copies";
 const DEBUG: &str = "corepost has no per-peer debug logging";
 const CIPHERS: &str = "rustls chooses its own modern cipher suites and curves";
@@ -89,10 +90,7 @@ const NOT_BUILT: &str = "not implemented yet (issue 18)";
 
 /// Registry parameters corepost reads but cannot honour in full: a value
 /// that is not empty once expanded is refused with the reason.
-pub const NOT_YET: &[(&str, &str)] = &[(
-    "virtual_alias_maps",
-    "corepost validates recipients against it but does not rewrite them yet (issue 16): mail would reach the original address instead of the alias's targets",
-)];
+pub const NOT_YET: &[(&str, &str)] = &[];
 
 /// Values of registry parameters that are valid Postfix but that corepost
 /// cannot honour: refused with the reason.
@@ -236,16 +234,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     u("fallback_transport_maps", Fatal, "", LOCAL_ROUTING),
     u("mailbox_transport_maps", Fatal, "", LOCAL_ROUTING),
     u("mailbox_command_maps", Fatal, "", LOCAL_ROUTING),
-    u("canonical_maps", Fatal, "", REWRITING),
-    u("sender_canonical_maps", Fatal, "", REWRITING),
-    u("recipient_canonical_maps", Fatal, "", REWRITING),
-    u("masquerade_domains", Fatal, "", REWRITING),
-    u(
-        "relocated_maps",
-        Fatal,
-        "",
-        "corepost would accept mail for moved users instead of answering 550 5.1.6 (issue 16)",
-    ),
     u("always_bcc", Fatal, "", BCC),
     u("sender_bcc_maps", Fatal, "", BCC),
     u("recipient_bcc_maps", Fatal, "", BCC),
@@ -260,44 +248,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         Fatal,
         "${{$compatibility_level} <level {3.6} ? {no} : {yes}}",
         "corepost always evaluates smtpd_relay_restrictions first",
-    ),
-    u(
-        "canonical_classes",
-        Warning,
-        "envelope_sender, envelope_recipient, header_sender, header_recipient",
-        REWRITING,
-    ),
-    u(
-        "sender_canonical_classes",
-        Warning,
-        "envelope_sender, header_sender",
-        REWRITING,
-    ),
-    u(
-        "recipient_canonical_classes",
-        Warning,
-        "envelope_recipient, header_recipient",
-        REWRITING,
-    ),
-    u(
-        "masquerade_classes",
-        Warning,
-        "envelope_sender, header_sender, header_recipient",
-        REWRITING,
-    ),
-    u("masquerade_exceptions", Warning, "", REWRITING),
-    u(
-        "propagate_unmatched_extensions",
-        Warning,
-        "canonical, virtual",
-        REWRITING,
-    ),
-    u("remote_header_rewrite_domain", Warning, "", REWRITING),
-    u(
-        "local_header_rewrite_clients",
-        Warning,
-        "permit_inet_interfaces",
-        REWRITING,
     ),
     u(
         "virtual_alias_address_length_limit",
@@ -1102,8 +1052,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     u("meta_directory", Warning, "/etc/postfix", INSTALL),
     u("openssl_path", Warning, "openssl", INSTALL),
     u("fault_injection_code", Warning, "0", DEBUG),
-    u("virtual_alias_expansion_limit", Warning, "1000", REWRITING),
-    u("virtual_alias_recursion_limit", Warning, "1000", REWRITING),
     u(
         "error_notice_recipient",
         Warning,
@@ -1355,22 +1303,6 @@ mod tests {
         );
         // And they are no longer "unused parameter" warnings.
         assert!(config.warnings().is_empty(), "{:?}", config.warnings());
-    }
-
-    #[test]
-    fn virtual_alias_maps_with_entries_is_refused() {
-        let f = findings(&load(
-            "virtual_alias_maps = inline:{ a@x.example=b@y.example }\n",
-            "",
-        ));
-        assert_eq!(f.errors.len(), 1);
-        assert!(f.errors[0].starts_with("/etc/corepost/main.cf, line 1: parameter virtual_alias_maps = inline:{ a@x.example=b@y.example } is not supported by corepost: corepost validates"), "{:?}", f.errors);
-        assert!(
-            findings(&load("virtual_alias_maps =\n", ""))
-                .errors
-                .is_empty()
-        );
-        assert!(findings(&load("", "")).errors.is_empty());
     }
 
     #[test]

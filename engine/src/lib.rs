@@ -13,6 +13,7 @@ pub mod dns;
 pub mod log;
 pub mod pickup;
 pub mod qmgr;
+pub mod rewrite;
 pub mod routing;
 pub mod runtime;
 pub mod smtpd;

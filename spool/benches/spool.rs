@@ -44,6 +44,7 @@ fn envelope(id: QueueId) -> Envelope {
             transport: "smtp".into(),
             nexthop: "example.com".into(),
             state: RecipientState::Pending,
+            original: None,
         }],
         next_attempt: 0,
         held: false,

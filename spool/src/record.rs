@@ -107,6 +107,10 @@ pub struct Recipient {
     pub nexthop: String,
     /// Only moved records carry states other than Pending.
     pub state: RecipientState,
+    /// The address as received, when address rewriting (virtual aliases,
+    /// canonical maps) changed it: Postfix's `orig_to`. `None` when the
+    /// address was not rewritten.
+    pub original: Option<String>,
 }
 
 /// The client and protocol attributes of the session that handed the
@@ -157,6 +161,11 @@ pub struct Envelope {
     pub held: bool,
 }
 
+/// Set in a recipient's state byte when the address as received follows
+/// it (the recipient was rewritten). Records without rewritten recipients
+/// are byte-for-byte what earlier versions wrote.
+const ORIGINAL_FOLLOWS: u8 = 0x80;
+
 /// Most recipients one message record may carry.
 pub const MAX_RECIPIENTS: usize = 1 << 20;
 
@@ -197,13 +206,20 @@ impl Envelope {
             e.u8(r.notify);
             e.str(&r.transport);
             e.str(&r.nexthop);
-            e.u8(match r.state {
+            let state = match r.state {
                 RecipientState::Pending => 0,
                 RecipientState::Delivered => 1,
                 RecipientState::Bounced => 2,
                 RecipientState::Expired => 3,
                 RecipientState::Finished => 4,
-            });
+            };
+            match &r.original {
+                None => e.u8(state),
+                Some(original) => {
+                    e.u8(state | ORIGINAL_FOLLOWS);
+                    e.str(original);
+                }
+            }
         }
     }
 
@@ -246,20 +262,33 @@ impl Envelope {
         // what the payload can hold.
         let mut recipients = Vec::with_capacity(count.min(d.remaining() / 6));
         for _ in 0..count {
+            let address = d.str()?;
+            let orcpt = d.opt_str()?;
+            let notify = d.u8()?;
+            let transport = d.str()?;
+            let nexthop = d.str()?;
+            let byte = d.u8()?;
+            let state = match byte & !ORIGINAL_FOLLOWS {
+                0 => RecipientState::Pending,
+                1 => RecipientState::Delivered,
+                2 => RecipientState::Bounced,
+                3 => RecipientState::Expired,
+                4 => RecipientState::Finished,
+                _ => return Err(DecodeError("bad recipient state")),
+            };
+            let original = if byte & ORIGINAL_FOLLOWS != 0 {
+                Some(d.str()?)
+            } else {
+                None
+            };
             recipients.push(Recipient {
-                address: d.str()?,
-                orcpt: d.opt_str()?,
-                notify: d.u8()?,
-                transport: d.str()?,
-                nexthop: d.str()?,
-                state: match d.u8()? {
-                    0 => RecipientState::Pending,
-                    1 => RecipientState::Delivered,
-                    2 => RecipientState::Bounced,
-                    3 => RecipientState::Expired,
-                    4 => RecipientState::Finished,
-                    _ => return Err(DecodeError("bad recipient state")),
-                },
+                address,
+                orcpt,
+                notify,
+                transport,
+                nexthop,
+                state,
+                original,
             });
         }
         Ok(Envelope {
@@ -458,12 +487,32 @@ pub(crate) mod tests {
                     notify: notify::FAILURE | notify::DELAY,
                     transport: "smtp".into(),
                     nexthop: "example.com".into(),
-                    state: RecipientState::Pending,
+                    state: if i == 1 {
+                        RecipientState::Delivered
+                    } else {
+                        RecipientState::Pending
+                    },
+                    original: (i % 2 == 1).then(|| format!("alias{i}@example.net")),
                 })
                 .collect(),
             next_attempt: 0,
             held: false,
         }
+    }
+
+    #[test]
+    fn an_unrewritten_recipient_is_encoded_as_before() {
+        let mut env = sample_envelope(QueueId::from_parts(1, 2, 3), 1);
+        let mut e = Encoder::default();
+        env.encode(&mut e);
+        // The state byte is the last one and has no flag.
+        assert_eq!(e.buf.last(), Some(&0));
+        env.recipients[0].original = Some("info@alias.example".into());
+        let mut e2 = Encoder::default();
+        env.encode(&mut e2);
+        assert_eq!(e2.buf.len(), e.buf.len() + 1 + "info@alias.example".len());
+        let back = Envelope::decode(&mut Decoder::new(&e2.buf)).unwrap();
+        assert_eq!(back, env);
     }
 
     #[test]

@@ -619,7 +619,10 @@ fn status_part(c: &Compose<'_, '_, '_, '_>, host: &str) -> Part {
             "Final-Recipient",
             &address(&f.recipient.address),
         ));
-        if let Some(orcpt) = f.recipient.orcpt.as_deref() {
+        // The client's ORCPT, else the address as received when it was
+        // rewritten (Postfix's orig_rcpt).
+        let original = f.recipient.original.as_ref().map(|o| format!("rfc822;{o}"));
+        if let Some(orcpt) = f.recipient.orcpt.as_deref().or(original.as_deref()) {
             body.push_str(&text::field(
                 "Original-Recipient",
                 &original_recipient(orcpt),

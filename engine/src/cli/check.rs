@@ -76,6 +76,11 @@ pub fn run(args: CheckArgs) -> ExitCode {
     {
         report.errors.push(e);
     }
+    if report.is_ok()
+        && let Err(e) = crate::pickup::PickupSettings::from_config(&config)
+    {
+        report.errors.push(format!("service pickup: {e}"));
+    }
     for w in &report.warnings {
         warning(w);
     }

@@ -254,6 +254,15 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(EX_CONFIG, e),
     };
+    // As Debian's Postfix: a myorigin file that cannot be read is fatal
+    // here, not a submission pickup would have to set aside.
+    if let Err(e) = config
+        .get("myorigin")
+        .map_err(|e| e.to_string())
+        .and_then(|v| crate::rewrite::myorigin(&v))
+    {
+        return fail(EX_CONFIG, e);
+    }
     let limit = config
         .get_size("message_size_limit")
         .ok()

@@ -50,6 +50,8 @@ pub struct PickupSettings {
     pub append_dot_mydomain: bool,
     pub message_size_limit: u64,
     pub router: Router,
+    /// canonical and virtual alias rewriting (cleanup's address mapping).
+    pub rewriter: crate::rewrite::Rewriter,
     /// `content_filter` (often `-o content_filter=` on the pickup service,
     /// so a filter that re-injects with sendmail is not filtered again).
     pub content_filter: Option<crate::smtpd::filter::ContentFilter>,
@@ -79,12 +81,13 @@ impl PickupSettings {
             queue_dir: PathBuf::from(text("queue_directory")?),
             myhostname: text("myhostname")?,
             mail_name: text("mail_name")?,
-            myorigin: text("myorigin")?.to_ascii_lowercase(),
+            myorigin: crate::rewrite::myorigin(&text("myorigin")?)?,
             mydomain: text("mydomain")?.to_ascii_lowercase(),
             append_at_myorigin: boolean("append_at_myorigin")?,
             append_dot_mydomain: boolean("append_dot_mydomain")?,
             message_size_limit,
             router: Router::from_params(&|n| s.get(n))?,
+            rewriter: crate::rewrite::Rewriter::from_params(&|n| s.get(n))?,
             content_filter: crate::smtpd::filter::ContentFilter::parse(&text("content_filter")?)
                 .map_err(|e| format!("parameter content_filter: {e}"))?,
             default_filter_nexthop: text("default_filter_nexthop")?,
@@ -160,6 +163,15 @@ pub fn prepare(
         };
         let class = s.router.classify(&mailbox.domain).map_err(lookup)?;
         let route = s.router.route(&sender, &address, class).map_err(lookup)?;
+        // As given to sendmail: Postfix logs `to=<root@origin>,
+        // orig_to=<root>` for a qualified recipient.
+        let given = r.trim();
+        let given = given
+            .strip_prefix('<')
+            .and_then(|g| g.strip_suffix('>'))
+            .unwrap_or(given);
+        let original =
+            (given != address && given != s.empty_address_recipient).then(|| given.to_string());
         recipients.push(Recipient {
             address,
             orcpt: None,
@@ -167,13 +179,20 @@ pub fn prepare(
             transport: route.transport,
             nexthop: route.nexthop,
             state: corepost_spool::RecipientState::Pending,
+            original,
         });
     }
     if recipients.is_empty() {
         return Err(malformed("no recipients".into()));
     }
+    let (sender, recipients) = if s.rewriter.is_active() {
+        rewrite(s, sender, recipients)?
+    } else {
+        (sender, recipients)
+    };
     let mut parsed = headers::parse(&sub.content);
     parsed.remove("bcc");
+    rewrite_headers(s, &mut parsed)?;
     let mut extra = Vec::new();
     if !parsed.has("from") {
         let from = if sender.is_empty() {
@@ -246,6 +265,60 @@ pub fn prepare(
         content,
         message_id,
     })
+}
+
+/// cleanup's address mapping (canonical maps, virtual aliases). A limit
+/// or a failed lookup leaves the file for a later pass, as Postfix's
+/// pickup does when cleanup defers.
+fn rewrite(
+    s: &PickupSettings,
+    sender: String,
+    recipients: Vec<Recipient>,
+) -> Result<(String, Vec<Recipient>), Refusal> {
+    let sender = s
+        .rewriter
+        .envelope_sender(&s.router, &sender)
+        .map_err(|e| Refusal::Temporary(format!("address rewriting: {e}")))?;
+    let recipients = s
+        .rewriter
+        .recipients(&s.router, &sender, recipients)
+        .map_err(|e| match e {
+            crate::rewrite::RewriteError::Limit(w) => Refusal::Temporary(w),
+            crate::rewrite::RewriteError::Lookup(e) => {
+                Refusal::Temporary(format!("address rewriting: {e}"))
+            }
+        })?;
+    Ok((sender, recipients))
+}
+
+/// Header addresses of local mail, as Postfix's cleanup in the local
+/// rewriting context: qualified like envelope addresses (`To: auditu1` →
+/// `auditu1@$myorigin`), then the header classes of the canonical maps.
+fn rewrite_headers(s: &PickupSettings, parsed: &mut headers::Parsed) -> Result<(), Refusal> {
+    for field in &mut parsed.fields {
+        let Some(sender) = crate::rewrite::headers::address_header(&field.name) else {
+            continue;
+        };
+        let Ok(raw) = std::str::from_utf8(&field.raw) else {
+            continue;
+        };
+        let Some((name, value)) = raw.split_once(':') else {
+            continue;
+        };
+        let new = crate::rewrite::headers::rewrite_value(value, |a| {
+            let q = s.qualify(a);
+            if s.rewriter.is_active() {
+                s.rewriter.header_address(&s.router, &q, sender)
+            } else {
+                Ok(q)
+            }
+        })
+        .map_err(|e| Refusal::Temporary(format!("address rewriting: {e}")))?;
+        if let Some(value) = new {
+            field.raw = format!("{name}:{value}").into_bytes();
+        }
+    }
+    Ok(())
 }
 
 /// A display name, quoted when it has RFC 5322 specials.

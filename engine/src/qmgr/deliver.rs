@@ -712,10 +712,14 @@ pub(super) fn finish(
     let env = &stored.envelope;
     let mut outcomes = Vec::with_capacity(finals.len());
     for f in finals {
-        let address = env
-            .recipients
-            .get(f.recipient as usize)
-            .map_or("", |r| r.address.as_str());
+        let recipient = env.recipients.get(f.recipient as usize);
+        let address = recipient.map_or("", |r| r.address.as_str());
+        // The address as received, when rewriting changed it (virtual
+        // aliases, canonical maps, qualification): Postfix's `orig_to=`.
+        let orig_to = match recipient.and_then(|r| r.original.as_deref()) {
+            Some(o) => format!("orig_to=<{o}>, "),
+            None => String::new(),
+        };
         let total = Duration::from_micros(now.saturating_sub(env.arrival));
         let in_qmgr = job.picked.elapsed();
         let conn_use = if conn_use > 1 {
@@ -742,7 +746,7 @@ pub(super) fn finish(
             Some(lines) if !lines.is_empty() && !matches!(f.kind, OutcomeKind::Deferred { .. }) => {
                 log_expanded(address, lines, &line);
             }
-            _ => line(address, "", &f.dsn, f.status, &f.text),
+            _ => line(address, &orig_to, &f.dsn, f.status, &f.text),
         }
         outcomes.push(Outcome {
             queue_id: job.id,
@@ -962,6 +966,7 @@ pub(crate) fn queue_report(
             transport: route.transport,
             nexthop: route.nexthop,
             state: corepost_spool::RecipientState::Pending,
+            original: None,
         }],
         next_attempt: 0,
         held: false,

@@ -250,6 +250,7 @@ fn queue_forward(
             transport,
             nexthop,
             state: corepost_spool::RecipientState::Pending,
+            original: None,
         });
     }
     let id = qmgr.ctx.new_queue_id();

@@ -951,6 +951,7 @@ impl Session {
                 transport: route.transport,
                 nexthop: route.nexthop,
                 state: RecipientState::Pending,
+                original: None,
             });
         }
         Ok(Reply::new(250, "2.1.5", "Ok"))
@@ -1052,21 +1053,39 @@ impl Session {
             &lists[3..]
         };
         let mut verdict = self.restrict(lists, Some(&rcpt), command).await;
+        // relocated_maps (Postfix: before the unknown-recipient check).
+        if verdict.is_none()
+            && self.settings.reject_unlisted_recipient
+            && !settings.relocated_maps.is_empty()
+            && let Some(moved) = settings
+                .rewriter
+                .lookup(router, &settings.relocated_maps, address)
+                .map_err(failure)?
+        {
+            verdict = Some(Reply::new(
+                550,
+                "5.1.6",
+                format!("<{given}>: Recipient address rejected: User has moved to {moved}"),
+            ));
+        }
+        // A recipient that canonical_maps rewrite counts as known.
         if verdict.is_none()
             && self.settings.reject_unlisted_recipient
             && let RecipientCheck::Unknown { code, table } =
                 router.check_recipient(address, class).map_err(failure)?
+            && !settings
+                .rewriter
+                .has_canonical_recipient(router, address)
+                .map_err(failure)?
         {
-            let reply = Reply::new(
+            verdict = Some(Reply::new(
                 code,
                 if code >= 500 { "5.1.1" } else { "4.1.1" },
                 format!("<{given}>: Recipient address rejected: User unknown in {table}"),
-            );
-            verdict = Some(if self.settings.soft_bounce {
-                reply.soft_bounced()
-            } else {
-                reply
-            });
+            ));
+        }
+        if self.settings.soft_bounce {
+            verdict = verdict.map(Reply::soft_bounced);
         }
         match verdict {
             Some(reply) => {
@@ -1326,6 +1345,20 @@ impl Session {
             next_attempt: 0,
             held: false,
         };
+        if self.settings.rewriter.is_active()
+            && let Err(reply) = self.rewrite(&mut envelope)
+        {
+            self.counters.count(verb, false);
+            return self.error(reply).await;
+        }
+        match self.rewrite_headers(&body) {
+            Ok(Some(rewritten)) => body = rewritten,
+            Ok(None) => {}
+            Err(reply) => {
+                self.counters.count(verb, false);
+                return self.error(reply).await;
+            }
+        }
         // content_filter first: an access-table FILTER (applied next) and a
         // header/body-check FILTER (after that) override it.
         if let Some(filter) = &self.settings.content_filter {
@@ -1407,6 +1440,66 @@ impl Session {
                 self.counters.count(verb, false);
                 self.error(Reply::new(451, "4.3.0", "Error: queue file write error"))
                     .await
+            }
+        }
+    }
+}
+
+impl Session {
+    /// cleanup's header address rewriting for this client (see
+    /// `local_header_rewrite_clients`); `None` when nothing changed.
+    fn rewrite_headers(&self, body: &[u8]) -> Result<Option<Vec<u8>>, Reply> {
+        let settings = &self.settings;
+        let Some(completion) = settings
+            .header_rewrite
+            .for_client(self.peer.ip(), self.secure.sasl.is_some())
+        else {
+            return Ok(None);
+        };
+        crate::rewrite::headers::rewrite_section(body, |address, sender| {
+            let complete = completion.complete(address);
+            if settings.rewriter.is_active() {
+                settings
+                    .rewriter
+                    .header_address(&settings.router, &complete, sender)
+            } else {
+                Ok(complete)
+            }
+        })
+        .map_err(|e| {
+            self.log(&format!("warning: header address rewriting: {e}"));
+            Reply::new(451, "4.3.0", "Error: queue file write error")
+        })
+    }
+
+    /// cleanup's address mapping: canonical maps, virtual aliases.
+    fn rewrite(&self, envelope: &mut Envelope) -> Result<(), Reply> {
+        let settings = &self.settings;
+        let id = envelope.queue_id;
+        let result = settings
+            .rewriter
+            .envelope_sender(&settings.router, &envelope.sender)
+            .map_err(|e| crate::rewrite::RewriteError::Lookup(e.to_string()))
+            .and_then(|sender| {
+                let recipients = std::mem::take(&mut envelope.recipients);
+                let rewritten = settings
+                    .rewriter
+                    .recipients(&settings.router, &sender, recipients);
+                envelope.sender = sender;
+                rewritten
+            });
+        match result {
+            Ok(recipients) => {
+                envelope.recipients = recipients;
+                Ok(())
+            }
+            Err(crate::rewrite::RewriteError::Limit(warning)) => {
+                self.log(&format!("warning: {id}: {warning}"));
+                Err(Reply::new(451, "4.6.0", "Alias expansion error"))
+            }
+            Err(crate::rewrite::RewriteError::Lookup(e)) => {
+                self.log(&format!("warning: {id}: address rewriting: {e}"));
+                Err(Reply::new(451, "4.3.0", "Error: queue file write error"))
             }
         }
     }

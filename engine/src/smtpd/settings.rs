@@ -67,6 +67,12 @@ pub struct SmtpdSettings {
     /// `queue_minfree`: see [`super::session`]'s free-space check.
     pub queue_minfree: u64,
     pub router: Router,
+    /// canonical and virtual alias rewriting (cleanup's address mapping).
+    pub rewriter: crate::rewrite::Rewriter,
+    /// Which clients' header addresses are completed, and with what.
+    pub header_rewrite: crate::rewrite::headers::SmtpHeaderRewrite,
+    /// relocated_maps: recipients answered 550 5.1.6 "User has moved to".
+    pub relocated_maps: corepost_config::tables::TableList,
     pub policy: Policy,
     /// STARTTLS / wrapper mode, with the certificate loaded.
     pub tls: ServerTls,
@@ -194,6 +200,12 @@ impl SmtpdSettings {
             backlog_limit: nonneg("corepost_core_backlog_limit")? as usize,
             queue_minfree: size("queue_minfree")?,
             router: Router::from_params(&get)?,
+            rewriter: crate::rewrite::Rewriter::from_params(&get)?,
+            header_rewrite: crate::rewrite::headers::SmtpHeaderRewrite::from_params(&get)?,
+            relocated_maps: corepost_config::tables::TableList::open(
+                &get("relocated_maps").map_err(|e| e.to_string())?,
+            )
+            .map_err(|e| format!("relocated_maps: {e}"))?,
             policy: Policy::from_params(&get, mynetworks)?,
             tls,
             sasl,

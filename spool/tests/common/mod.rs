@@ -57,6 +57,7 @@ pub fn envelope(id: QueueId, recipients: usize) -> Envelope {
                 transport: "smtp".into(),
                 nexthop: "example.com".into(),
                 state: RecipientState::Pending,
+                original: None,
             })
             .collect(),
         next_attempt: 0,

@@ -83,7 +83,7 @@ impl LocalSettings {
             user_maps: TableList::open(&s("corepost_local_user_maps")?)
                 .map_err(|e| format!("corepost_local_user_maps: {e}"))?,
             router: crate::routing::Router::from_params(get)?,
-            myorigin: s("myorigin")?,
+            myorigin: crate::rewrite::myorigin(&s("myorigin")?)?,
             recipient_delimiter: s("recipient_delimiter")?,
             home_mailbox: s("home_mailbox")?,
             mail_spool_directory: s("mail_spool_directory")?,

@@ -87,7 +87,10 @@ pub fn push_rcpt_to(out: &mut Vec<u8>, rcpt: &Recipient, dsn: bool) {
                 }
             }
         }
-        if let Some(orcpt) = &rcpt.orcpt {
+        // A rewritten recipient without the client's ORCPT announces the
+        // address as received, as Postfix's smtp client does.
+        let original = rcpt.original.as_ref().map(|o| format!("rfc822;{o}"));
+        if let Some(orcpt) = rcpt.orcpt.as_ref().or(original.as_ref()) {
             // Stored decoded, as `type;address`: only the address part is xtext.
             let (kind, address) = orcpt.split_once(';').unwrap_or(("rfc822", orcpt));
             out.extend_from_slice(b" ORCPT=");
@@ -398,6 +401,24 @@ mod tests {
         out.clear();
         push_rcpt_to(&mut out, &never, true);
         assert_eq!(out, b"RCPT TO:<v@x> NOTIFY=NEVER\r\n");
+        // A rewritten recipient announces the address as received, as
+        // Postfix (`ORCPT=rfc822;info@valias.test`); the client's own
+        // ORCPT wins.
+        let mut aliased = Recipient {
+            address: "b@remote.test".into(),
+            original: Some("user+tag@valias.test".into()),
+            ..Recipient::default()
+        };
+        out.clear();
+        push_rcpt_to(&mut out, &aliased, true);
+        assert_eq!(
+            out,
+            b"RCPT TO:<b@remote.test> ORCPT=rfc822;user+2Btag@valias.test\r\n"
+        );
+        aliased.orcpt = Some("rfc822;given@x".into());
+        out.clear();
+        push_rcpt_to(&mut out, &aliased, true);
+        assert_eq!(out, b"RCPT TO:<b@remote.test> ORCPT=rfc822;given@x\r\n");
     }
 
     proptest! {
