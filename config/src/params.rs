@@ -225,7 +225,6 @@ pub static PARAMS: &[ParamDef] = &[
     p("maps_rbl_reject_code", Int, "554", "Reply code when a DNS block list matches."),
     p("reject_code", Int, "554", "Reply code of the reject restriction."),
     p("defer_code", Int, "450", "Reply code of the defer restriction."),
-    p("unverified_recipient_reject_code", Int, "450", "Reply code when recipient address verification fails."),
     p("rbl_reply_maps", Maps, "", "Tables of reply templates per DNS block list."),
     p("default_rbl_reply", Text, "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}", "Reply template used when a DNS block list matches; $rbl_code, $rbl_class, $rbl_what, $rbl_domain and $rbl_reason are filled in by smtpd.")
         .raw(),
@@ -288,7 +287,6 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_address_preference", Text, "any", "Preferred address family when a host has both: any, ipv4, ipv6.")
         .one_of(&["any", "ipv4", "ipv6"]),
     p("smtp_mx_address_limit", Int, "5", "Most MX addresses tried per delivery attempt; 0 means unlimited."),
-    p("smtp_mx_session_limit", Int, "2", "Most SMTP sessions per delivery attempt; 0 means unlimited."),
     p("smtp_skip_5xx_greeting", Bool, "yes", "Try the next MX host when a server greets with 5xx."),
     p("smtp_sasl_auth_enable", Bool, "no", "Authenticate to servers with SMTP AUTH."),
     p("smtp_sasl_password_maps", Maps, "", "Tables of user:password per next hop for client authentication."),
@@ -344,9 +342,6 @@ pub static PARAMS: &[ParamDef] = &[
     p("default_destination_concurrency_failed_cohort_limit", Int, "1", "Failed connections in a row after which a destination is considered dead."),
     p("default_destination_concurrency_positive_feedback", Text, "1", "How much a success raises a destination's concurrency (a number or 1/concurrency)."),
     p("default_destination_concurrency_negative_feedback", Text, "1", "How much a failure lowers a destination's concurrency."),
-    p("default_recipient_limit", Int, "20000", "Most in-memory recipients per transport."),
-    p("default_extra_recipient_limit", Int, "1000", "Recipients a transport may hold beyond its limit while a message is read in."),
-    p("default_transport_rate_delay", Time('s'), "0s", "Pause between deliveries through one transport, any destination."),
     p("default_process_limit", Int, "100", "Default maxproc of master.cf services."),
     p("default_privs", Text, "nobody", "Account used for deliveries to external files and commands when no other is known."),
     p("destination_concurrency_feedback_debug", Bool, "no", "Log every concurrency change."),
@@ -354,7 +349,6 @@ pub static PARAMS: &[ParamDef] = &[
     p("local_destination_recipient_limit", Int, "1", "Recipients per local delivery (1: one delivery per user)."),
     p("command_time_limit", Time('s'), "1000s", "How long a pipe or local command may run."),
     // --- Queue ------------------------------------------------------------------------
-    p("queue_run_delay", Time('s'), "300s", "How often the deferred queue is scanned."),
     p("minimal_backoff_time", Time('s'), "300s", "Shortest time a deferred message waits before its next attempt."),
     p("maximal_backoff_time", Time('s'), "4000s", "Longest time a deferred message waits between attempts."),
     p("maximal_queue_lifetime", Time('d'), "5d", "How long a message may stay deferred before it is returned; 0 means one attempt."),
@@ -363,8 +357,6 @@ pub static PARAMS: &[ParamDef] = &[
     p("soft_bounce", Bool, "no", "Safety net: turn every hard failure into a temporary one (smtpd 5xx replies become 4xx, bounces become deferrals), so no mail is returned while it is on."),
     p("lmtp_assume_final", Bool, "no", "Report a successful LMTP delivery to a server that announced no DSN as \"delivered\" rather than \"relayed\" in NOTIFY=SUCCESS notices."),
     p("qmgr_message_active_limit", Int, "20000", "Most messages in the active queue."),
-    p("qmgr_message_recipient_limit", Int, "20000", "Most in-memory recipients across the active queue."),
-    p("transport_retry_time", Time('s'), "60s", "How long a failed transport is left alone."),
     p("in_flow_delay", Time('s'), "1s", "How long smtpd slows a client down when the queue is over its backlog; 0 disables."),
     // --- Content inspection -------------------------------------------------------------
     p("content_filter", Text, "", "After-queue content filter: transport:nexthop that receives every message before delivery."),
@@ -460,24 +452,6 @@ pub static PER_TRANSPORT: &[TransportParamDef] = &[
         Text,
         "default_destination_concurrency_negative_feedback",
         "Concurrency lost per failure",
-    ),
-    t(
-        "recipient_limit",
-        Int,
-        "default_recipient_limit",
-        "Most in-memory recipients",
-    ),
-    t(
-        "extra_recipient_limit",
-        Int,
-        "default_extra_recipient_limit",
-        "Extra in-memory recipients",
-    ),
-    t(
-        "transport_rate_delay",
-        Time('s'),
-        "default_transport_rate_delay",
-        "Pause between deliveries through the transport",
     ),
     TransportParamDef {
         suffix: "time_limit",

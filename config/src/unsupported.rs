@@ -106,6 +106,50 @@ const LMTP_REASON: &str = "the LMTP client verifies no server certificates (leve
 
 /// Every Postfix parameter corepost knows it does not implement.
 pub static UNSUPPORTED: &[Unsupported] = &[
+    // Queue manager knobs with no counterpart in corepost's design.
+    u(
+        "default_recipient_limit",
+        Warning,
+        "20000",
+        "corepost bounds the queue manager's in-memory work by qmgr_message_active_limit; recipients are not limited per transport",
+    ),
+    u(
+        "default_extra_recipient_limit",
+        Warning,
+        "1000",
+        "corepost bounds the queue manager's in-memory work by qmgr_message_active_limit; recipients are not limited per transport",
+    ),
+    u(
+        "qmgr_message_recipient_limit",
+        Warning,
+        "20000",
+        "corepost bounds the queue manager's in-memory work by qmgr_message_active_limit; recipients are not counted separately",
+    ),
+    u(
+        "default_transport_rate_delay",
+        Warning,
+        "0s",
+        "corepost paces deliveries per destination (default_destination_rate_delay, corepost_destination_policy_maps), not per transport",
+    ),
+    u(
+        "queue_run_delay",
+        Warning,
+        "300s",
+        "corepost's queue manager retries each deferred message at its own next-attempt time; there is no periodic deferred-queue scan to tune",
+    ),
+    u(
+        "transport_retry_time",
+        Warning,
+        "60s",
+        "corepost has no per-transport failure state: a transport that fails defers each message with its own backoff",
+    ),
+    u(
+        "smtp_mx_session_limit",
+        Warning,
+        "2",
+        "after a session fails past its handshake corepost defers the job to its next attempt instead of trying the next MX host at once",
+    ),
+    u("unverified_recipient_reject_code", Warning, "450", VERIFY),
     u("smtpd_milters", Fatal, "", MILTER),
     u("non_smtpd_milters", Fatal, "", MILTER),
     u("smtpd_milter_maps", Fatal, "", MILTER),

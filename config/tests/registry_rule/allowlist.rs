@@ -8,18 +8,6 @@ const INSTALL_PATH: &str = "informational, as in Postfix: only Postfix's install
 /// The generic form of a per-transport parameter.
 const PER_TRANSPORT_DEFAULT: &str =
     "read through <transport>_destination_concurrency_*_feedback, whose default it is";
-/// Not honoured yet: the queue manager ignores it.
-const QMGR: &str = "NOT HONOURED YET: the queue manager ignores it";
-/// Not honoured yet: smtpd ignores it (issue 15, smtpd items).
-const SMTPD: &str = "NOT HONOURED YET: smtpd ignores it (issue 15)";
-/// Not honoured yet: the SMTP/LMTP client ignores it.
-const CLIENT: &str = "NOT HONOURED YET: the SMTP/LMTP client ignores it (issue 14)";
-/// Not honoured yet: routing ignores it.
-const ROUTING: &str = "NOT HONOURED YET: routing ignores it (issue 14)";
-
-/// Certificate verification is refused (unsupported.rs, UNHONOURED_VALUES).
-const CA_FILES: &str = "used only to verify servers (levels verify, secure, ...), which corepost refuses until the client verifies certificates (issue 14)";
-
 /// (name, why no code reads it).
 pub const UNREAD: &[(&str, &str)] = &[
     ("command_directory", INSTALL_PATH),
@@ -35,22 +23,17 @@ pub const UNREAD: &[(&str, &str)] = &[
         "default_destination_concurrency_positive_feedback",
         PER_TRANSPORT_DEFAULT,
     ),
-    ("default_extra_recipient_limit", QMGR),
-    ("default_recipient_limit", QMGR),
-    ("default_transport_rate_delay", QMGR),
-    ("local_destination_concurrency_limit", QMGR),
+    (
+        "local_destination_concurrency_limit",
+        "read as <transport>_destination_concurrency_limit for the local transport (a static entry overrides the derived one); corepost's local destination is the host, not each recipient",
+    ),
     ("mailq_path", INSTALL_PATH),
     (
         "multi_instance_name",
         "read through the default of syslog_name (${multi_instance_name?...})",
     ),
     ("newaliases_path", INSTALL_PATH),
-    ("qmgr_message_recipient_limit", QMGR),
-    ("queue_run_delay", QMGR),
     ("sendmail_path", INSTALL_PATH),
-    ("smtp_mx_session_limit", CLIENT),
-    ("transport_retry_time", QMGR),
-    ("unverified_recipient_reject_code", SMTPD),
     (
         "virtual_maps",
         "read through the default of virtual_alias_maps ($virtual_maps)",
