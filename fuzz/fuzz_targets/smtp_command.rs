@@ -4,5 +4,5 @@
 use libfuzzer_sys::fuzz_target;
 
 fuzz_target!(|line: &[u8]| {
-    let _ = corepost::smtpd::command::parse_command(line);
+    let _ = corepost::smtpd::command::parse_command(line, &[]);
 });

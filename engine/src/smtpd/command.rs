@@ -235,7 +235,12 @@ fn parse_path_command(
             Some(verb),
         )
     };
-    if rest.len() < keyword.len() || !rest[..keyword.len()].eq_ignore_ascii_case(keyword) {
+    // `get`: the keyword's length may fall inside a multi-byte character
+    // (found by the smtp_command fuzz target).
+    if !rest
+        .get(..keyword.len())
+        .is_some_and(|k| k.eq_ignore_ascii_case(keyword))
+    {
         return Err(syntax());
     }
     // Postfix tolerates whitespace after the colon.
@@ -303,6 +308,15 @@ fn find_path_end(s: &str) -> Option<usize> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// fuzz/artifacts/smtp_command crash: a multi-byte character where the
+    /// `TO:` keyword would end panicked on a slice.
+    #[test]
+    fn a_multibyte_character_at_the_keyword_boundary_is_a_syntax_error() {
+        let line = b"RCPT \x0f,\xd4\x95\xd4\x95\xd4\x95RYCPT \x0f,RFYPP";
+        assert!(parse_command(line, &[]).is_err());
+        assert!(parse_command("MAIL FRéOM:<a@b>".as_bytes(), &[]).is_err());
+    }
     use proptest::prelude::*;
 
     fn ok(line: &str) -> Command {
