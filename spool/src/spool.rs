@@ -632,6 +632,26 @@ fn stopgap_size(segment_size: usize) -> usize {
     (segment_size / 16).max(MIN_SEGMENT_SIZE).div_ceil(PAGE) * PAGE
 }
 
+/// The queue id a damaged record was about, where it can still be read:
+/// every record's payload starts with its queue id, so a record whose
+/// checksum fails elsewhere still names the message it concerned. Only a
+/// plausible id is given — 80 bits, not in the future and at most 30 days
+/// older than the segment (messages moved in by compaction or adoption are
+/// older than it) — so random damage is rarely reported as a message.
+fn damaged_record_id(
+    bytes: &[u8],
+    offset: usize,
+    header: &crate::frame::SegmentHeader,
+) -> Option<QueueId> {
+    let start = offset.checked_add(crate::frame::FRAME_HEADER_LEN)?;
+    let raw: [u8; 16] = bytes.get(start..start.checked_add(16)?)?.try_into().ok()?;
+    let id = QueueId::from_u128(u128::from_le_bytes(raw))?;
+    let day = 86_400_000_000;
+    let now = crate::queue_id::now_micros();
+    let plausible = id.micros() <= now && id.micros().saturating_add(30 * day) >= header.created;
+    plausible.then_some(id)
+}
+
 /// The envelope a `Moved` record carries: the original with the index's
 /// state folded in — recipients no longer pending marked finished, the
 /// next attempt and the hold flag.
@@ -740,8 +760,11 @@ fn recover_dir(dir: &Path, report: &mut RecoveryReport) -> Result<Recovered, Spo
                     end,
                     reason,
                 } => report.skipped.push(format!(
-                    "{}: bytes {offset}..{end} skipped: {reason}",
-                    path.display()
+                    "{}: bytes {offset}..{end} skipped: {reason}{}",
+                    path.display(),
+                    damaged_record_id(seg.bytes(), offset, seg.header())
+                        .map(|id| format!(" (a record of queue id {id}; its mail may be lost)"))
+                        .unwrap_or_default()
                 )),
             }
         }

@@ -402,3 +402,27 @@ fn a_delay_warning_mark_survives_restart_and_compaction() {
     assert!(spool.index().get(&warned).unwrap().delay_warned);
     assert!(!spool.index().get(&quiet).unwrap().delay_warned);
 }
+
+/// A record whose checksum fails still names its queue id in the warning
+/// (issue 17: damage warnings named only byte ranges).
+#[test]
+fn a_damaged_record_names_its_queue_id() {
+    let root = tempfile::tempdir().unwrap();
+    let (mut spool, _) = open(root.path(), 0, 1, SEG);
+    let ids: Vec<QueueId> = (0..3).map(|_| append(&mut spool, 1, 2000)).collect();
+    let loc = spool.index().get(&ids[1]).unwrap().location;
+    let path = spool.segment(loc.segment).unwrap().path().to_path_buf();
+    spool.close().unwrap();
+    // Flip a byte well inside the second record's content.
+    let mut bytes = std::fs::read(&path).unwrap();
+    bytes[loc.offset as usize + 600] ^= 0xff;
+    std::fs::write(&path, &bytes).unwrap();
+    let (spool, report) = open(root.path(), 0, 1, SEG);
+    assert!(spool.index().get(&ids[1]).is_none());
+    assert!(spool.index().get(&ids[2]).is_some());
+    let text = report.skipped.join("\n");
+    assert!(
+        text.contains(&format!("a record of queue id {}", ids[1])),
+        "{text}"
+    );
+}
