@@ -48,25 +48,6 @@ fn a_low_memlock_limit_is_named() {
     );
 }
 
-/// The X-Seq numbers the sink received, and how many messages in all.
-fn received(sink: &Sink) -> (std::collections::HashSet<usize>, usize) {
-    let got = sink.snapshot();
-    let seen = got
-        .messages
-        .iter()
-        .filter_map(|m| {
-            let t = String::from_utf8_lossy(&m.2).into_owned();
-            t.split("X-Seq: ")
-                .nth(1)?
-                .split("\r\n")
-                .next()?
-                .parse()
-                .ok()
-        })
-        .collect();
-    (seen, got.messages.len())
-}
-
 /// Send numbered messages from `first` on until the daemon goes away;
 /// the numbers it acknowledged with 250.
 fn send_until_killed(port: u16, first: usize) -> Vec<usize> {
@@ -135,7 +116,7 @@ fn acknowledged_mail_survives_a_kill_loop_and_is_not_held_back() {
     }
     let started = std::time::Instant::now();
     let missing = loop {
-        let (seen, _) = received(&sink);
+        let (seen, _) = sink.sequence_numbers();
         let missing: Vec<usize> = acked
             .iter()
             .copied()
@@ -146,7 +127,7 @@ fn acknowledged_mail_survives_a_kill_loop_and_is_not_held_back() {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     };
-    let (seen, total) = received(&sink);
+    let (seen, total) = sink.sequence_numbers();
     eprintln!(
         "{cycles} kill -9 cycles: {} acknowledged, {} delivered, {} duplicates, {} lost, drained in {:?}",
         acked.len(),

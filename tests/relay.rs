@@ -268,23 +268,10 @@ fn acknowledged_mail_is_delivered_after_sigkill() {
     let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
     let mut missing;
     loop {
-        let got = sink.snapshot();
-        let seen: std::collections::HashSet<usize> = got
-            .messages
-            .iter()
-            .filter_map(|m| {
-                let t = String::from_utf8_lossy(&m.2).into_owned();
-                t.split("X-Seq: ")
-                    .nth(1)?
-                    .split("\r\n")
-                    .next()?
-                    .parse()
-                    .ok()
-            })
-            .collect();
+        let (seen, total) = sink.sequence_numbers();
         missing = acked.iter().filter(|i| !seen.contains(i)).count();
         if missing == 0 || std::time::Instant::now() > deadline {
-            let duplicates = got.messages.len().saturating_sub(seen.len());
+            let duplicates = total.saturating_sub(seen.len());
             eprintln!(
                 "{want} acknowledged before the kill; {} delivered; {duplicates} duplicates",
                 seen.len()

@@ -468,6 +468,26 @@ impl Sink {
         Sink { port, log }
     }
 
+    /// The distinct `X-Seq:` numbers of the messages received (load tests
+    /// number their messages so), and how many messages arrived in all.
+    pub fn sequence_numbers(&self) -> (std::collections::HashSet<usize>, usize) {
+        let got = self.snapshot();
+        let seen = got
+            .messages
+            .iter()
+            .filter_map(|m| {
+                let t = String::from_utf8_lossy(&m.2).into_owned();
+                t.split("X-Seq: ")
+                    .nth(1)?
+                    .split("\r\n")
+                    .next()?
+                    .parse()
+                    .ok()
+            })
+            .collect();
+        (seen, got.messages.len())
+    }
+
     pub fn snapshot(&self) -> SinkLog {
         self.log.lock().map(|l| l.clone()).unwrap_or_default()
     }

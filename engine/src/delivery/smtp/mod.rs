@@ -129,6 +129,44 @@ fn pick(lmtp: bool, smtp: &'static str, lmtp_name: &'static str) -> &'static str
 }
 
 impl ClientSettings {
+    /// Settings for unit tests: 5 s timeouts, no TLS policy or SASL, Postfix's defaults
+    /// elsewhere; LMTP on port 24 with `lmtp`.
+    #[cfg(test)]
+    pub(crate) fn for_tests(tls: TlsLevel, lmtp: bool) -> ClientSettings {
+        let t = Duration::from_secs(5);
+        ClientSettings {
+            helo_name: "client.test".into(),
+            connect_timeout: t,
+            helo_timeout: t,
+            mail_timeout: t,
+            rcpt_timeout: t,
+            data_init_timeout: t,
+            data_xfer_timeout: t,
+            data_done_timeout: t,
+            quit_timeout: Duration::from_secs(1),
+            tls,
+            discard_ehlo_keywords: Vec::new(),
+            lmtp,
+            default_port: if lmtp { 24 } else { 25 },
+            socket_directory: PathBuf::new(),
+            cache_time_limit: Duration::from_secs(2),
+            reuse_time_limit: Duration::from_secs(300),
+            reuse_count_limit: 0,
+            line_length_limit: 998,
+            mime_output_conversion: true,
+            always_send_ehlo: true,
+            never_send_ehlo: false,
+            skip_5xx_greeting: true,
+            bind_address: None,
+            bind_address6: None,
+            cache_on_demand: true,
+            cache_destinations: Vec::new(),
+            generic_maps: None,
+            tls_policy: None,
+            sasl: None,
+        }
+    }
+
     /// Resolve the settings from a parameter getter. `get` is expected to be the transport's view
     /// of the configuration (main.cf with its master.cf `-o` overrides); `transport` only names it
     /// in error messages. Errors name the parameter.

@@ -22,38 +22,7 @@ where
 }
 
 fn settings(tls: TlsLevel) -> ClientSettings {
-    let t = Duration::from_secs(5);
-    ClientSettings {
-        helo_name: "client.test".into(),
-        connect_timeout: t,
-        helo_timeout: t,
-        mail_timeout: t,
-        rcpt_timeout: t,
-        data_init_timeout: t,
-        data_xfer_timeout: t,
-        data_done_timeout: t,
-        quit_timeout: Duration::from_secs(1),
-        tls,
-        discard_ehlo_keywords: Vec::new(),
-        lmtp: false,
-        default_port: 25,
-        socket_directory: std::path::PathBuf::new(),
-        cache_time_limit: Duration::from_secs(2),
-        reuse_time_limit: Duration::from_secs(300),
-        reuse_count_limit: 0,
-        line_length_limit: 998,
-        mime_output_conversion: true,
-        always_send_ehlo: true,
-        never_send_ehlo: false,
-        skip_5xx_greeting: true,
-        bind_address: None,
-        bind_address6: None,
-        cache_on_demand: true,
-        cache_destinations: Vec::new(),
-        generic_maps: None,
-        tls_policy: None,
-        sasl: None,
-    }
+    ClientSettings::for_tests(tls, false)
 }
 
 fn rcpt(address: &str) -> Recipient {

@@ -3,46 +3,13 @@
 //! (`smtp_always_send_ehlo`, `smtp_never_send_ehlo`, `smtp_bind_address`), against the
 //! scripted [`TestSink`].
 
-use std::time::Duration;
-
 use corepost_spool::{BodyType, MailParams, Recipient};
 
 use super::*;
 use crate::delivery::testsink::{Received, SinkScript, TestSink};
 
 fn settings() -> ClientSettings {
-    let t = Duration::from_secs(5);
-    ClientSettings {
-        helo_name: "client.test".into(),
-        connect_timeout: t,
-        helo_timeout: t,
-        mail_timeout: t,
-        rcpt_timeout: t,
-        data_init_timeout: t,
-        data_xfer_timeout: t,
-        data_done_timeout: t,
-        quit_timeout: Duration::from_secs(1),
-        tls: TlsLevel::None,
-        discard_ehlo_keywords: Vec::new(),
-        lmtp: false,
-        default_port: 25,
-        socket_directory: PathBuf::new(),
-        cache_time_limit: Duration::from_secs(2),
-        reuse_time_limit: Duration::from_secs(300),
-        reuse_count_limit: 0,
-        line_length_limit: 998,
-        mime_output_conversion: true,
-        always_send_ehlo: true,
-        never_send_ehlo: false,
-        skip_5xx_greeting: true,
-        bind_address: None,
-        bind_address6: None,
-        cache_on_demand: true,
-        cache_destinations: Vec::new(),
-        generic_maps: None,
-        tls_policy: None,
-        sasl: None,
-    }
+    ClientSettings::for_tests(TlsLevel::None, false)
 }
 
 /// Deliver `content` once over a new connection with `settings`; the sink's record, and
