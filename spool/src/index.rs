@@ -130,6 +130,21 @@ pub struct SegmentUsage {
     pub bytes: u64,
 }
 
+/// The queue's shape for monitoring ([`Index::census`]).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Census {
+    /// Messages queued.
+    pub messages: usize,
+    /// On hold.
+    pub held: usize,
+    /// Leased by the queue manager: being delivered.
+    pub active: usize,
+    /// Waiting for a later attempt (not held, not leased).
+    pub deferred: usize,
+    /// Bytes of the messages' current records.
+    pub bytes: u64,
+}
+
 /// What applying an outcome did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Applied {
@@ -169,6 +184,24 @@ impl Index {
 
     pub fn iter(&self) -> impl Iterator<Item = (&QueueId, &IndexEntry)> {
         self.entries.iter()
+    }
+
+    /// Counts by state at `now` (microseconds since the epoch). Costs a walk
+    /// over the messages due later (the deferred ones) and over the
+    /// segments; everything else is a length.
+    pub fn census(&self, now: u64) -> Census {
+        let later = self
+            .schedule
+            .range((now.saturating_add(1), QueueId::default())..)
+            .filter(|(_, id)| !self.leases.contains_key(id))
+            .count();
+        Census {
+            messages: self.entries.len(),
+            held: self.entries.len().saturating_sub(self.schedule.len()),
+            active: self.leases.len(),
+            deferred: later,
+            bytes: self.usage.values().map(|u| u.bytes).sum(),
+        }
     }
 
     /// Messages whose current record is in `segment`.

@@ -729,6 +729,7 @@ impl Session {
 
     /// Log a rejection the way Postfix does.
     fn log_reject(&self, command: &str, reply: &Reply, recipient: Option<&str>) {
+        crate::metrics::rejected(command, reply.code, reply.status);
         self.log_event("reject", command, &reply.summary(), recipient);
     }
 
@@ -1429,6 +1430,8 @@ impl Session {
         }
         match self.core.queue(&envelope, &content).await {
             Ok(()) => {
+                let (n, size) = (envelope.recipients.len(), content.len());
+                crate::metrics::received(crate::metrics::Source::Smtpd, n, size);
                 // The `from=<>, size=, nrcpt= (queue active)` line is the
                 // queue manager's, when it takes the message (as Postfix's
                 // qmgr); a held message gets it when released.
