@@ -335,3 +335,41 @@ fn encode_helper(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), Error>
     }
     Ok(())
 }
+
+#[cfg(test)]
+mod tests {
+    use super::super::Metrics;
+    use super::super::slot::{Counter, Mode};
+    use super::*;
+
+    #[test]
+    fn the_exposition_has_every_family_with_its_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::new(2, dir.path());
+        m.cores[1].add(Counter::ReceivedSmtpd, 3, Mode::Owner);
+        m.cores[0].destination("smtp", "other", |c| {
+            c.sent = 2;
+            c.bytes = 10;
+        });
+        m.cores[0].reject(("RCPT", "policy", "permanent"));
+        let text = encode(&Snapshot::collect(&m));
+        for line in [
+            "# TYPE corepost_messages_received_total counter",
+            "corepost_messages_received_total{source=\"smtpd\"} 3",
+            "corepost_deliveries_total{transport=\"smtp\",destination=\"other\",status=\"sent\"} 2",
+            "corepost_sent_bytes_total{transport=\"smtp\",destination=\"other\"} 10",
+            "corepost_smtpd_rejects_total{command=\"RCPT\",class=\"policy\",severity=\"permanent\"} 1",
+            "corepost_smtpd_sessions_open{core=\"1\"} 0",
+            "corepost_spool_sync_seconds_bucket{le=\"+Inf\"} 0",
+            "corepost_spool_sync_seconds_count 0",
+            "corepost_queue_messages{queue=\"deferred\"} 0",
+            "corepost_messages_removed_total 0",
+        ] {
+            assert!(
+                text.lines().any(|l| l == line),
+                "{line} missing from:\n{text}"
+            );
+        }
+        assert!(!text.contains("# EOF"), "Prometheus text, not OpenMetrics");
+    }
+}

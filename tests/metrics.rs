@@ -1,0 +1,365 @@
+//! Prometheus metrics end to end: `corepost_metrics_address` on a loopback port, a mixed
+//! workload (delivered to a sink, a rejected RCPT, a bounce from a 5xx, a deferral to a dead
+//! next hop), then `/metrics` scraped over HTTP and its counters checked. The exposition
+//! text is parsed (names, labels, values), not searched for substrings.
+
+mod support;
+
+use std::collections::BTreeMap;
+use std::io::{Read, Write};
+use support::*;
+
+/// One sample: metric name and its labels.
+type Key = (String, BTreeMap<String, String>);
+
+/// Parse the Prometheus text format: `name{a="x",b="y"} value` lines, comments skipped.
+fn parse(text: &str) -> BTreeMap<Key, f64> {
+    let mut out = BTreeMap::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.is_empty() && !l.starts_with('#'))
+    {
+        let (series, value) = line.rsplit_once(' ').expect("name and value");
+        let value: f64 = match value {
+            "+Inf" => f64::INFINITY,
+            v => v.parse().unwrap_or_else(|_| panic!("bad value in {line}")),
+        };
+        let (name, labels) = match series.split_once('{') {
+            None => (series.to_string(), BTreeMap::new()),
+            Some((name, rest)) => {
+                let body = rest.strip_suffix('}').expect("closing brace");
+                (name.to_string(), parse_labels(body))
+            }
+        };
+        assert!(
+            name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_'),
+            "metric name {name}"
+        );
+        assert!(
+            out.insert((name, labels), value).is_none(),
+            "duplicate series {line}"
+        );
+    }
+    out
+}
+
+/// `a="x",b="y\"z"` into a map.
+fn parse_labels(body: &str) -> BTreeMap<String, String> {
+    let mut labels = BTreeMap::new();
+    let mut chars = body.chars().peekable();
+    while chars.peek().is_some() {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        assert_eq!(chars.next(), Some('"'), "quoted value after {key}");
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => panic!("dangling escape"),
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        labels.insert(key, value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    labels
+}
+
+/// GET `path` over HTTP/1.1: (status line, headers and body).
+fn http_get(port: u16, path: &str) -> (String, String) {
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).expect("connect metrics");
+    s.set_read_timeout(Some(std::time::Duration::from_secs(10)))
+        .unwrap();
+    write!(s, "GET {path} HTTP/1.1\r\nHost: 127.0.0.1\r\n\r\n").unwrap();
+    let mut reply = String::new();
+    s.read_to_string(&mut reply).expect("read reply");
+    let (head, body) = reply.split_once("\r\n\r\n").expect("head and body");
+    (head.to_string(), body.to_string())
+}
+
+fn scrape(port: u16) -> BTreeMap<Key, f64> {
+    let (head, body) = http_get(port, "/metrics");
+    assert!(head.starts_with("HTTP/1.1 200 OK"), "{head}");
+    assert!(
+        head.contains("Content-Type: text/plain; version=0.0.4"),
+        "{head}"
+    );
+    parse(&body)
+}
+
+/// The value of `name` with exactly these labels (0 when absent).
+fn value(m: &BTreeMap<Key, f64>, name: &str, labels: &[(&str, &str)]) -> f64 {
+    let labels: BTreeMap<String, String> = labels
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    m.get(&(name.to_string(), labels)).copied().unwrap_or(0.0)
+}
+
+/// The sum of `name` over every series.
+fn sum(m: &BTreeMap<Key, f64>, name: &str) -> f64 {
+    m.iter()
+        .filter(|((n, _), _)| n == name)
+        .map(|(_, v)| *v)
+        .sum()
+}
+
+#[test]
+fn counters_after_a_mixed_workload() {
+    let sink = Sink::start();
+    let dead = free_port(); // nothing listens there
+    let metrics = free_port();
+    let tables = tempfile::tempdir().unwrap();
+    let policy = tables.path().join("policy");
+    std::fs::write(
+        &policy,
+        format!("[127.0.0.1]:{} concurrency=4\n", sink.port),
+    )
+    .unwrap();
+    let d = Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{}\n\
+         transport_maps = inline:{{ dead.example=smtp:[127.0.0.1]:{dead} }}\n\
+         corepost_destination_policy_maps = texthash:{}\n\
+         corepost_metrics_address = 127.0.0.1:{metrics}\n",
+        sink.port,
+        policy.display()
+    ));
+    // Delivered: two recipients; a third, unknown, is rejected at RCPT.
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<x@remote.example>").starts_with("250"));
+    let rejected = c.cmd("RCPT TO:<nobody@mx.test.example>");
+    assert!(rejected.starts_with("550 5.1.1"), "{rejected}");
+    assert!(c.cmd("RCPT TO:<y@remote.example>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"Subject: delivered\r\n\r\nhello\r\n.\r\n");
+    assert!(c.reply().starts_with("250"));
+    c.cmd("QUIT");
+    // Bounced by the sink's 550 (its notice to a@example.org is delivered to the sink too).
+    submit(
+        d.port,
+        "a@example.org",
+        &["permfail@remote.example"],
+        "Subject: bounce\r\n\r\nx",
+    );
+    // Deferred: its next hop refuses connections.
+    submit(
+        d.port,
+        "a@example.org",
+        &["u@dead.example"],
+        "Subject: deferred\r\n\r\nx",
+    );
+
+    let sink_dest = format!("[127.0.0.1]:{}", sink.port);
+    let m = wait_until(30, || {
+        let m = scrape(metrics);
+        let done = value(&m, "corepost_messages_removed_total", &[]) >= 3.0
+            && value(&m, "corepost_queue_messages", &[("queue", "deferred")]) >= 1.0
+            && sum(&m, "corepost_smtpd_sessions_open") == 0.0;
+        done.then_some(m)
+    })
+    .unwrap_or_else(|| {
+        panic!(
+            "metrics never settled:\n{}\nlog:\n{}",
+            http_get(metrics, "/metrics").1,
+            d.log()
+        )
+    });
+
+    let smtpd = [("source", "smtpd")];
+    assert_eq!(value(&m, "corepost_messages_received_total", &smtpd), 3.0);
+    assert_eq!(value(&m, "corepost_recipients_received_total", &smtpd), 4.0);
+    assert!(value(&m, "corepost_received_bytes_total", &smtpd) > 100.0);
+    assert_eq!(
+        value(
+            &m,
+            "corepost_messages_received_total",
+            &[("source", "pickup")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "corepost_smtpd_rejects_total",
+            &[
+                ("command", "RCPT"),
+                ("class", "address"),
+                ("severity", "permanent")
+            ]
+        ),
+        1.0
+    );
+    assert_eq!(sum(&m, "corepost_smtpd_rejects_total"), 1.0);
+    // The sink's destination has a policy entry: its own label. The dead one is "other".
+    let sent = |status: &str, dest: &str| {
+        value(
+            &m,
+            "corepost_deliveries_total",
+            &[
+                ("transport", "smtp"),
+                ("destination", dest),
+                ("status", status),
+            ],
+        )
+    };
+    assert_eq!(
+        sent("sent", &sink_dest),
+        3.0,
+        "two recipients and the bounce notice"
+    );
+    assert_eq!(sent("bounced", &sink_dest), 1.0);
+    assert!(sent("deferred", "other") >= 1.0);
+    assert_eq!(sent("sent", "other"), 0.0);
+    assert_eq!(
+        value(&m, "corepost_messages_total", &[("status", "bounced")]),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "corepost_messages_total", &[("status", "delivered")]),
+        2.0
+    );
+    assert!(value(&m, "corepost_messages_total", &[("status", "deferred")]) >= 1.0);
+    assert_eq!(value(&m, "corepost_messages_removed_total", &[]), 3.0);
+    let conns = |dest: &str, result: &str| {
+        value(
+            &m,
+            "corepost_connections_total",
+            &[
+                ("transport", "smtp"),
+                ("destination", dest),
+                ("result", result),
+            ],
+        )
+    };
+    assert!(conns(&sink_dest, "ok") >= 1.0);
+    assert_eq!(conns(&sink_dest, "failed"), 0.0);
+    assert!(conns("other", "failed") >= 1.0);
+    let bytes = value(
+        &m,
+        "corepost_sent_bytes_total",
+        &[("transport", "smtp"), ("destination", &sink_dest)],
+    );
+    assert!(bytes > 100.0, "{bytes}");
+    assert!(value(&m, "corepost_smtpd_sessions_total", &[]) >= 3.0);
+    assert_eq!(
+        m.keys()
+            .filter(|(n, _)| n == "corepost_smtpd_sessions_open")
+            .count(),
+        2,
+        "one gauge per core"
+    );
+    // Queue: only the deferred message is left.
+    assert_eq!(
+        value(&m, "corepost_queue_messages", &[("queue", "deferred")]),
+        1.0
+    );
+    assert_eq!(
+        value(&m, "corepost_queue_messages", &[("queue", "active")]),
+        0.0
+    );
+    assert_eq!(
+        value(&m, "corepost_queue_messages", &[("queue", "hold")]),
+        0.0
+    );
+    assert_eq!(
+        value(&m, "corepost_queue_messages", &[("queue", "maildrop")]),
+        0.0
+    );
+    assert!(value(&m, "corepost_spool_bytes", &[("kind", "live")]) > 0.0);
+    assert!(
+        value(&m, "corepost_spool_bytes", &[("kind", "allocated")])
+            >= value(&m, "corepost_spool_bytes", &[("kind", "live")])
+    );
+    // Group commits: every queued message and outcome was synced; the histogram is whole.
+    let syncs = value(&m, "corepost_spool_syncs_total", &[]);
+    assert!(syncs >= 3.0, "{syncs}");
+    assert_eq!(value(&m, "corepost_spool_sync_seconds_count", &[]), syncs);
+    assert_eq!(
+        value(&m, "corepost_spool_sync_seconds_bucket", &[("le", "+Inf")]),
+        syncs
+    );
+    assert_eq!(
+        value(
+            &m,
+            "corepost_anvil_rejections_total",
+            &[("limit", "connection_count")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "corepost_build_info",
+            &[("version", env!("CARGO_PKG_VERSION"))]
+        ),
+        1.0
+    );
+    // Only /metrics is served.
+    assert!(http_get(metrics, "/").0.starts_with("HTTP/1.1 404"));
+}
+
+#[test]
+fn check_rejects_a_malformed_address_with_file_and_line() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.cf"),
+        format!(
+            "queue_directory = {}/spool\nalias_maps =\nalias_database =\ncorepost_metrics_address = 127.0.0.1\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(dir.path().join("master.cf"), "").unwrap();
+    let out = corepost(&["check", "-c", &dir.path().display().to_string()]);
+    let err = stderr(&out);
+    assert!(!out.status.success(), "{err}");
+    assert!(
+        err.contains(&format!(
+            "{}, line 4: parameter corepost_metrics_address: bad address \"127.0.0.1\": no port",
+            dir.path().join("main.cf").display()
+        )),
+        "{err}"
+    );
+}
+
+#[test]
+fn a_taken_address_stops_the_start() {
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = taken.local_addr().unwrap().port();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.cf"),
+        format!(
+            "queue_directory = {0}/spool\nmail_owner = root\nalias_maps =\nalias_database =\ncorepost_cores = 1\nmaillog_file = {0}/maillog\nmaillog_file_prefixes = /\ncorepost_metrics_address = 127.0.0.1:{port}\n",
+            dir.path().display()
+        ),
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("master.cf"),
+        format!("127.0.0.1:{} inet n - n - - smtpd\n", free_port()),
+    )
+    .unwrap();
+    let out = std::process::Command::new(corepost_bin())
+        .args(["run", "-c", &dir.path().display().to_string()])
+        .env_remove("COREPOST_CONFIG_DIR")
+        .stdin(std::process::Stdio::null())
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let log = std::fs::read_to_string(dir.path().join("maillog")).unwrap_or_default();
+    assert!(
+        log.contains(&format!(
+            "fatal: corepost_metrics_address = 127.0.0.1:{port}: "
+        )),
+        "{log}{}",
+        stderr(&out)
+    );
+}
