@@ -363,3 +363,29 @@ fn a_taken_address_stops_the_start() {
         stderr(&out)
     );
 }
+
+#[test]
+fn a_reload_that_changes_the_address_warns_and_keeps_the_endpoint() {
+    let metrics = free_port();
+    let d = Daemon::start(&format!("corepost_metrics_address = 127.0.0.1:{metrics}\n"));
+    let main_cf = d.dir.path().join("main.cf");
+    let other = free_port();
+    let text = std::fs::read_to_string(&main_cf).unwrap().replace(
+        &format!("corepost_metrics_address = 127.0.0.1:{metrics}"),
+        &format!("corepost_metrics_address = 127.0.0.1:{other}"),
+    );
+    std::fs::write(&main_cf, text).unwrap();
+    let out = corepost(&["reload", "-c", &d.config_dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let warning = format!(
+        "warning: corepost_metrics_address changed to 127.0.0.1:{other}: metrics stay on 127.0.0.1:{metrics} until corepost is restarted"
+    );
+    let logged = wait_until(5, || d.log().contains(&warning).then_some(()));
+    assert!(logged.is_some(), "{}", d.log());
+    // Still served where it was; nothing on the new address.
+    assert!(
+        scrape(metrics)
+            .contains_key(&("corepost_smtpd_sessions_total".to_string(), BTreeMap::new()))
+    );
+    assert!(std::net::TcpStream::connect(("127.0.0.1", other)).is_err());
+}

@@ -40,6 +40,8 @@ pub struct Metrics {
     spools: Mutex<Vec<Option<Arc<corepost_spool::FlushStats>>>>,
     /// `$queue_directory`, to count the maildrop at scrape time.
     queue_dir: PathBuf,
+    /// Where the endpoint listens (for the reload warning).
+    address: Option<std::net::SocketAddr>,
 }
 
 impl Metrics {
@@ -49,6 +51,7 @@ impl Metrics {
             shared: Slot::default(),
             spools: Mutex::new(vec![None; usize::from(cores)]),
             queue_dir: queue_dir.to_path_buf(),
+            address: None,
         }
     }
 }
@@ -60,9 +63,37 @@ thread_local! {
     static CORE: Cell<Option<&'static Slot>> = const { Cell::new(None) };
 }
 
-/// Turn metrics on, before the cores start. Only the first call counts.
-pub fn enable(cores: u16, queue_dir: &Path) -> &'static Metrics {
-    METRICS.get_or_init(|| Metrics::new(cores, queue_dir))
+/// Turn metrics on, before the cores start, for an endpoint on `address`. Only the first
+/// call counts.
+pub fn enable(cores: u16, queue_dir: &Path, address: std::net::SocketAddr) -> &'static Metrics {
+    METRICS.get_or_init(|| Metrics {
+        address: Some(address),
+        ..Metrics::new(cores, queue_dir)
+    })
+}
+
+/// The endpoint is bound once, at start: a reload that changes `corepost_metrics_address`
+/// gets a warning saying so (the old endpoint keeps serving, or none is started).
+pub fn reload_warning(config: &corepost_config::Config) -> Vec<String> {
+    let wanted = config
+        .get("corepost_metrics_address")
+        .ok()
+        .and_then(|v| corepost_config::value::parse_listen_address(&v).ok())
+        .flatten();
+    let running = METRICS.get().and_then(|m| m.address);
+    if wanted == running {
+        return Vec::new();
+    }
+    let show =
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
+    vec![format!(
+        "corepost_metrics_address changed to {}: metrics stay {} until corepost is restarted",
+        show(wanted),
+        match running {
+            Some(a) => format!("on {a}"),
+            None => "off".to_string(),
+        }
+    )]
 }
 
 /// Called by each core's thread when it starts: its hooks write the core's own slot.

@@ -343,7 +343,7 @@ fn metrics_endpoint(
         return Ok(None);
     };
     let endpoint = crate::metrics::start(address)?;
-    crate::metrics::enable(cores, queue_dir);
+    crate::metrics::enable(cores, queue_dir, address);
     Ok(Some(endpoint))
 }
 
