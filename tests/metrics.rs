@@ -389,3 +389,95 @@ fn a_reload_that_changes_the_address_warns_and_keeps_the_endpoint() {
     );
     assert!(std::net::TcpStream::connect(("127.0.0.1", other)).is_err());
 }
+
+/// A self-signed certificate for smtpd, written into `dir`: (cert, key) paths.
+fn make_cert(dir: &std::path::Path) -> (String, String) {
+    let c = rcgen::generate_simple_self_signed(vec!["mx.test.example".to_string()]).expect("rcgen");
+    let (cert, key) = (dir.join("cert.pem"), dir.join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).expect("cert");
+    std::fs::write(&key, c.signing_key.serialize_pem()).expect("key");
+    (cert.display().to_string(), key.display().to_string())
+}
+
+#[test]
+fn dns_tls_and_anvil_are_counted() {
+    use corepost::delivery::testsink::{SinkScript, TestSink};
+    let sink = TestSink::start(SinkScript {
+        starttls: true,
+        ..SinkScript::default()
+    })
+    .expect("sink");
+    let dns = corepost::dns::testserver::TestServer::start().expect("test dns");
+    dns.add_mx("tls.test", 60, 10, "mx.tls.test");
+    dns.add_a("mx.tls.test", 60, "127.0.0.1".parse().unwrap());
+    let certs = tempfile::tempdir().unwrap();
+    let (cert, key) = make_cert(certs.path());
+    let metrics = free_port();
+    let d = Daemon::start(&format!(
+        "corepost_dns_servers = {}\n\
+         transport_maps = inline:{{ tls.test=smtp:tls.test:{} }}\n\
+         smtp_tls_security_level = encrypt\n\
+         smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n\
+         smtpd_client_connection_count_limit = 1\nsmtpd_client_event_limit_exceptions =\n\
+         corepost_metrics_address = 127.0.0.1:{metrics}\n",
+        dns.addr(),
+        sink.addr().port()
+    ));
+    // smtpd's side of a handshake.
+    let (ok, out) = python(&format!(
+        "import smtplib, ssl\nctx = ssl._create_unverified_context()\n\
+         s = smtplib.SMTP('127.0.0.1', {})\ns.starttls(context=ctx)\ns.ehlo()\ns.quit()\n",
+        d.port
+    ));
+    assert!(ok, "{out}");
+    // The client's side, after an MX and an A lookup.
+    submit(
+        d.port,
+        "a@example.org",
+        &["u@tls.test"],
+        "Subject: tls\r\n\r\nhi",
+    );
+    // A second connection while one is open: anvil's connection count refuses it.
+    let _first = Raw::connect(d.port);
+    let (_second, greeting) = Raw::open_from(d.port, "127.0.0.1");
+    assert!(greeting.starts_with("421 4.7.0"), "{greeting}");
+
+    let m = wait_until(30, || {
+        let m = scrape(metrics);
+        (value(&m, "corepost_messages_removed_total", &[]) >= 1.0).then_some(m)
+    })
+    .unwrap_or_else(|| panic!("not delivered; log:\n{}", d.log()));
+    let tls = |side: &str, result: &str| {
+        value(
+            &m,
+            "corepost_tls_handshakes_total",
+            &[("side", side), ("result", result)],
+        )
+    };
+    assert_eq!(tls("server", "ok"), 1.0);
+    assert_eq!(tls("client", "ok"), 1.0);
+    assert_eq!(tls("server", "failed") + tls("client", "failed"), 0.0);
+    let dns_lookups = |result: &str| value(&m, "corepost_dns_lookups_total", &[("result", result)]);
+    assert!(dns_lookups("miss") >= 2.0, "MX and A at least");
+    assert!(value(&m, "corepost_dns_queries_total", &[]) >= dns_lookups("miss"));
+    assert_eq!(
+        value(
+            &m,
+            "corepost_anvil_rejections_total",
+            &[("limit", "connection_count")]
+        ),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "corepost_deliveries_total",
+            &[
+                ("transport", "smtp"),
+                ("destination", "other"),
+                ("status", "sent")
+            ]
+        ),
+        1.0
+    );
+}
