@@ -390,6 +390,21 @@ mod tests {
     use super::*;
 
     #[test]
+    fn sync_durations_land_in_their_buckets() {
+        let stats = FlushStats::default();
+        stats.record(Duration::from_micros(100)); // le 0.0001 (bounds are inclusive)
+        stats.record(Duration::from_micros(101)); // le 0.00025
+        stats.record(Duration::from_secs(3)); // past the last bound
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(load(&stats.syncs), 3);
+        assert_eq!(load(&stats.micros), 3_000_201);
+        assert_eq!(load(&stats.buckets[0]), 1);
+        assert_eq!(load(&stats.buckets[1]), 1);
+        assert_eq!(load(&stats.buckets[SYNC_BUCKETS_MICROS.len()]), 1);
+        assert_eq!(stats.buckets.iter().map(load).sum::<u64>(), 3);
+    }
+
+    #[test]
     fn policies_parse() {
         assert_eq!("always".parse(), Ok(FlushPolicy::Always));
         assert_eq!("never".parse(), Ok(FlushPolicy::Never));

@@ -421,6 +421,40 @@ mod tests {
     }
 
     #[test]
+    fn census_counts_each_state_once() {
+        let mut index = Index::default();
+        let ids: Vec<QueueId> = (0..4).map(|i| QueueId::from_parts(10, 0, i)).collect();
+        for (n, id) in ids.iter().enumerate() {
+            index.insert(&sample_envelope(*id, 2), loc(n as u64 % 2));
+        }
+        // 0: due now; 1: deferred to 500; 2: leased (in delivery); 3: held.
+        index.apply_outcome(&outcome(
+            ids[1],
+            0,
+            OutcomeKind::Deferred { next_attempt: 500 },
+        ));
+        index.lease(&ids[2], 900);
+        index.apply_admin(&Admin {
+            queue_id: ids[3],
+            action: AdminAction::Hold,
+            at: 1,
+        });
+        let c = index.census(100);
+        assert_eq!(
+            c,
+            Census {
+                messages: 4,
+                held: 1,
+                active: 1,
+                deferred: 1,
+                bytes: 4 * 4096,
+            }
+        );
+        // Once its time has come, the deferred message is due, no longer deferred.
+        assert_eq!(index.census(600).deferred, 0);
+    }
+
+    #[test]
     fn lifecycle() {
         let mut index = Index::default();
         let id = QueueId::from_parts(10, 0, 0);
