@@ -146,8 +146,15 @@ pub fn received(source: Source, recipients: usize, bytes: usize) {
     });
 }
 
-/// smtpd rejected `command` (Postfix's `reject:` log line) with this reply.
-pub fn rejected(command: &str, code: u16, status: &str) {
+/// smtpd rejected `command` (Postfix's `reject:` log line) with this reply: its code, its
+/// enhanced status, and its text (whose first word is the enhanced status of replies made
+/// from a table's text, such as header_checks' REJECT).
+pub fn rejected(command: &str, code: u16, status: &str, text: &str) {
+    let status = if status.is_empty() {
+        text.split_whitespace().next().unwrap_or("")
+    } else {
+        status
+    };
     let key = (
         snapshot::command_label(command),
         snapshot::reason_class(status),

@@ -150,7 +150,12 @@ pub(crate) fn command_label(command: &str) -> &'static str {
 /// (relay access denied, an access table's REJECT) is "policy", `5.1.1` (unknown user)
 /// "address".
 pub(crate) fn reason_class(status: &str) -> &'static str {
-    match status.split('.').nth(1) {
+    let mut parts = status.split('.');
+    let well_formed = matches!(parts.next(), Some("2" | "4" | "5")) && parts.clone().count() == 2;
+    if !well_formed {
+        return "other";
+    }
+    match parts.next() {
         Some("1") => "address",
         Some("2") => "mailbox",
         Some("3") => "system",
@@ -225,5 +230,7 @@ mod tests {
         assert_eq!(reason_class("5.7.1"), "policy");
         assert_eq!(reason_class("4.1.1"), "address");
         assert_eq!(reason_class(""), "other");
+        assert_eq!(reason_class("Error:"), "other");
+        assert_eq!(reason_class("5.6"), "other");
     }
 }

@@ -729,7 +729,7 @@ impl Session {
 
     /// Log a rejection the way Postfix does.
     fn log_reject(&self, command: &str, reply: &Reply, recipient: Option<&str>) {
-        crate::metrics::rejected(command, reply.code, reply.status);
+        crate::metrics::rejected(command, reply.code, reply.status, &reply.text);
         self.log_event("reject", command, &reply.summary(), recipient);
     }
 
@@ -1419,6 +1419,7 @@ impl Session {
                     }
                 }
                 Checked::Refuse(reply) => {
+                    crate::metrics::rejected("END-OF-MESSAGE", reply.code, "", &reply.text);
                     self.counters.count(verb, false);
                     return self.error(reply).await;
                 }
