@@ -373,3 +373,77 @@ mod tests {
         assert!(!text.contains("# EOF"), "Prometheus text, not OpenMetrics");
     }
 }
+
+#[cfg(test)]
+mod docs {
+    use super::super::Metrics;
+    use super::*;
+    use std::collections::BTreeSet;
+
+    /// Every sample name of a full exposition (the delivery helper's gauge included).
+    fn exposed() -> BTreeSet<String> {
+        let dir = tempfile::tempdir().unwrap();
+        let m = Metrics::new(1, dir.path());
+        m.cores[0].destination("smtp", "other", |c| c.sent = 1);
+        m.cores[0].reject(("RCPT", "policy", "permanent"));
+        let mut snapshot = Snapshot::collect(&m);
+        snapshot.helper_up = Some(true);
+        encode(&snapshot)
+            .lines()
+            .filter(|l| !l.starts_with('#'))
+            .filter_map(|l| l.split(['{', ' ']).next())
+            .map(str::to_string)
+            .collect()
+    }
+
+    /// `corepost_...` words in `text`.
+    fn names_in(text: &str) -> BTreeSet<String> {
+        text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_'))
+            .filter(|w| w.starts_with("corepost_") && !w.ends_with('_'))
+            .map(str::to_string)
+            .collect()
+    }
+
+    #[test]
+    fn every_metric_is_documented() {
+        let doc = names_in(include_str!("../../../METRICS.md"));
+        for name in exposed() {
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|s| name.strip_suffix(s))
+                .filter(|f| f.ends_with("_seconds"))
+                .unwrap_or(&name);
+            assert!(doc.contains(family), "{family} is not in METRICS.md");
+        }
+    }
+
+    #[test]
+    fn the_dashboard_uses_existing_metrics_only() {
+        let dashboard = include_str!("../../../contrib/grafana/corepost.json");
+        let exposed = exposed();
+        let queries: String = dashboard
+            .lines()
+            .filter(|l| l.trim_start().starts_with("\"expr\":"))
+            .collect();
+        let used = names_in(&queries);
+        assert!(used.len() > 10, "{used:?}");
+        for name in &used {
+            assert!(
+                exposed.contains(name),
+                "the dashboard uses {name}, which is not exposed"
+            );
+        }
+        let documented = names_in(include_str!("../../../METRICS.md"));
+        let unused: Vec<_> = documented
+            .iter()
+            .filter(|n| n.ends_with("_total") || !n.contains("_total"))
+            .filter(|n| exposed.contains(*n) || exposed.contains(&format!("{n}_count")))
+            .filter(|n| !used.contains(*n) && !used.contains(&format!("{n}_bucket")))
+            .filter(|n| n.as_str() != "corepost_build_info")
+            .collect();
+        assert!(
+            unused.is_empty(),
+            "metrics the dashboard does not show: {unused:?}"
+        );
+    }
+}
