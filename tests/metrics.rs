@@ -481,3 +481,85 @@ fn dns_tls_and_anvil_are_counted() {
         1.0
     );
 }
+
+/// `sendmail -C <config> -f a@example.org rcpt` with a short message, through a `sendmail`
+/// link to the corepost binary.
+fn sendmail(d: &Daemon, rcpt: &str) {
+    use std::process::{Command, Stdio};
+    let link = d.dir.path().join("sendmail");
+    if !link.exists() {
+        std::os::unix::fs::symlink(corepost_bin(), &link).expect("symlink");
+    }
+    let mut child = Command::new(&link)
+        .args(["-C", &d.config_dir(), "-f", "a@example.org", rcpt])
+        .env_remove("COREPOST_CONFIG_DIR")
+        .stdin(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .expect("sendmail");
+    child
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: local\n\nhello\n")
+        .unwrap();
+    let out = child.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stderr(&out));
+}
+
+#[test]
+fn maildrop_and_pickup_are_counted() {
+    let sink = Sink::start();
+    // Without a pickup service the submission waits in the maildrop.
+    let metrics = free_port();
+    let d = Daemon::start(&format!("corepost_metrics_address = 127.0.0.1:{metrics}\n"));
+    sendmail(&d, "x@remote.example");
+    let m = scrape(metrics);
+    assert_eq!(
+        value(&m, "corepost_queue_messages", &[("queue", "maildrop")]),
+        1.0
+    );
+    assert_eq!(
+        value(
+            &m,
+            "corepost_messages_received_total",
+            &[("source", "pickup")]
+        ),
+        0.0
+    );
+    drop(d);
+    // With one, it is queued and delivered.
+    let metrics = free_port();
+    let d = Daemon::start_with_master_lines(
+        &format!(
+            "relayhost = [127.0.0.1]:{}\ncorepost_metrics_address = 127.0.0.1:{metrics}\n",
+            sink.port
+        ),
+        "pickup unix n - n 60 1 pickup\n",
+    );
+    sendmail(&d, "x@remote.example");
+    let m = wait_until(20, || {
+        let m = scrape(metrics);
+        (value(&m, "corepost_messages_removed_total", &[]) == 1.0).then_some(m)
+    })
+    .unwrap_or_else(|| panic!("not delivered; log:\n{}", d.log()));
+    let pickup = [("source", "pickup")];
+    assert_eq!(value(&m, "corepost_messages_received_total", &pickup), 1.0);
+    assert_eq!(
+        value(&m, "corepost_recipients_received_total", &pickup),
+        1.0
+    );
+    assert!(value(&m, "corepost_received_bytes_total", &pickup) > 0.0);
+    assert_eq!(
+        value(
+            &m,
+            "corepost_messages_received_total",
+            &[("source", "smtpd")]
+        ),
+        0.0
+    );
+    assert_eq!(
+        value(&m, "corepost_queue_messages", &[("queue", "maildrop")]),
+        0.0
+    );
+}
