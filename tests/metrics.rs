@@ -563,3 +563,48 @@ fn maildrop_and_pickup_are_counted() {
         0.0
     );
 }
+
+#[test]
+fn expiry_is_counted() {
+    // maximal_queue_lifetime = 0: one attempt, then the message is returned to its sender;
+    // the notice (null sender, bounce_queue_lifetime = 0) expires in turn and is dropped.
+    let dead = free_port();
+    let metrics = free_port();
+    let d = Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{dead}\nmaximal_queue_lifetime = 0\nbounce_queue_lifetime = 0\n\
+         corepost_metrics_address = 127.0.0.1:{metrics}\n"
+    ));
+    submit(
+        d.port,
+        "a@example.org",
+        &["x@remote.example"],
+        "Subject: expire\r\n\r\nx",
+    );
+    let m = wait_until(20, || {
+        let m = scrape(metrics);
+        // Queue sizes are published once a second: wait for the empty queue too.
+        let done = value(&m, "corepost_messages_removed_total", &[]) == 2.0
+            && sum(&m, "corepost_queue_messages") == 0.0;
+        done.then_some(m)
+    })
+    .unwrap_or_else(|| panic!("not expired; log:\n{}", d.log()));
+    let expired = [
+        ("transport", "smtp"),
+        ("destination", "other"),
+        ("status", "expired"),
+    ];
+    assert_eq!(
+        value(&m, "corepost_deliveries_total", &expired),
+        2.0,
+        "the message and its notice"
+    );
+    assert_eq!(
+        value(&m, "corepost_messages_total", &[("status", "expired")]),
+        2.0
+    );
+    assert_eq!(
+        value(&m, "corepost_messages_total", &[("status", "deferred")]),
+        0.0
+    );
+    assert_eq!(sum(&m, "corepost_queue_messages"), 0.0);
+}
