@@ -187,14 +187,19 @@ impl Index {
     }
 
     /// Counts by state at `now` (microseconds since the epoch). Costs a walk
-    /// over the messages due later (the deferred ones) and over the
-    /// segments; everything else is a length.
+    /// over the schedule's entries due later (the deferred messages, a few
+    /// nanoseconds each), the leases (messages in delivery) and the segments;
+    /// everything else is a length.
     pub fn census(&self, now: u64) -> Census {
-        let later = self
-            .schedule
-            .range((now.saturating_add(1), QueueId::default())..)
-            .filter(|(_, id)| !self.leases.contains_key(id))
+        let after = (now.saturating_add(1), QueueId::default());
+        let scheduled_later = self.schedule.range(after..).count();
+        // Leased messages are scheduled at their lease's end, mostly later.
+        let leased_later = self
+            .leases
+            .iter()
+            .filter(|(id, until)| **until > now && self.entries.get(id).is_some_and(|e| !e.held))
             .count();
+        let later = scheduled_later.saturating_sub(leased_later);
         Census {
             messages: self.entries.len(),
             held: self.entries.len().saturating_sub(self.schedule.len()),

@@ -500,6 +500,7 @@ async fn core_main(
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(spool.dir(), std::fs::Permissions::from_mode(0o700));
             crate::metrics::register_spool(core, spool.flush_stats());
+            crate::metrics::publish_queue(&spool);
             spool
         }
         Err(e) => {
