@@ -85,7 +85,7 @@ pub fn reload_warning(config: &corepost_config::Config) -> Vec<String> {
         return Vec::new();
     }
     let show =
-        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "off".to_string(), |a| a.to_string());
+        |a: Option<std::net::SocketAddr>| a.map_or_else(|| "empty".to_string(), |a| a.to_string());
     vec![format!(
         "corepost_metrics_address changed to {}: metrics stay {} until corepost is restarted",
         show(wanted),
