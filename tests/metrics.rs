@@ -608,3 +608,103 @@ fn expiry_is_counted() {
     );
     assert_eq!(sum(&m, "corepost_queue_messages"), 0.0);
 }
+
+/// A child of `pid` running as root.
+fn root_child(pid: u32) -> Option<u32> {
+    let uid = |p: u32| -> Option<u32> {
+        std::fs::read_to_string(format!("/proc/{p}/status"))
+            .ok()?
+            .lines()
+            .find_map(|l| l.strip_prefix("Uid:"))?
+            .split_whitespace()
+            .next()?
+            .parse()
+            .ok()
+    };
+    wait_until(10, || {
+        std::fs::read_to_string(format!("/proc/{pid}/task/{pid}/children"))
+            .unwrap_or_default()
+            .split_whitespace()
+            .filter_map(|p| p.parse::<u32>().ok())
+            .find(|p| uid(*p) == Some(0))
+    })
+}
+
+#[test]
+fn delivery_helper_health() {
+    use std::os::unix::fs::PermissionsExt;
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("note: delivery helper test skipped: it needs root");
+        return;
+    }
+    let w = tempfile::tempdir().unwrap();
+    let root = w.path();
+    std::fs::set_permissions(root, std::fs::Permissions::from_mode(0o755)).unwrap();
+    let home = root.join("carol");
+    std::fs::create_dir(&home).unwrap();
+    std::os::unix::fs::chown(&home, Some(1), Some(1)).unwrap();
+    std::fs::write(
+        root.join("users"),
+        format!("carol carol:x:1:1::{}:/bin/sh\n", home.display()),
+    )
+    .unwrap();
+    let metrics = free_port();
+    let d = Daemon::start_unprivileged(
+        &format!(
+            "corepost_local_user_maps = texthash:{r}/users\nlocal_recipient_maps = $corepost_local_user_maps\n\
+             home_mailbox = Maildir/\nminimal_backoff_time = 100s\ncorepost_metrics_address = 127.0.0.1:{metrics}\n",
+            r = root.display()
+        ),
+        "",
+    );
+    let helper = |m: &BTreeMap<Key, f64>, result: &str| {
+        value(
+            m,
+            "corepost_delivery_helper_requests_total",
+            &[("result", result)],
+        )
+    };
+    submit(
+        d.port,
+        "s@example.org",
+        &["carol@mx.test.example"],
+        "Subject: 1\r\n\r\nx",
+    );
+    let m = wait_until(15, || {
+        Some(scrape(metrics)).filter(|m| helper(m, "ok") == 1.0)
+    })
+    .unwrap_or_else(|| panic!("not delivered through the helper; log:\n{}", d.log()));
+    assert_eq!(value(&m, "corepost_delivery_helper_up", &[]), 1.0);
+    assert_eq!(
+        value(
+            &m,
+            "corepost_deliveries_total",
+            &[
+                ("transport", "local"),
+                ("destination", "other"),
+                ("status", "sent")
+            ]
+        ),
+        1.0
+    );
+    // Without its supervisor the helper is down and deliveries fail over to deferral.
+    let supervisor = root_child(d.pid()).expect("the helper: a root child of the daemon");
+    // SAFETY: signalling a process this test's daemon started.
+    unsafe { libc::kill(supervisor as i32, libc::SIGKILL) };
+    let down = wait_until(15, || {
+        Some(scrape(metrics)).filter(|m| value(m, "corepost_delivery_helper_up", &[]) == 0.0)
+    });
+    assert!(down.is_some(), "{}", d.log());
+    submit(
+        d.port,
+        "s@example.org",
+        &["carol@mx.test.example"],
+        "Subject: 2\r\n\r\nx",
+    );
+    let m = wait_until(15, || {
+        Some(scrape(metrics)).filter(|m| helper(m, "failed") == 1.0)
+    })
+    .unwrap_or_else(|| panic!("no failed request; log:\n{}", d.log()));
+    assert_eq!(helper(&m, "ok"), 1.0);
+}
