@@ -419,6 +419,7 @@ fn dns_tls_and_anvil_are_counted() {
          smtp_tls_security_level = encrypt\n\
          smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n\
          smtpd_client_connection_count_limit = 1\nsmtpd_client_event_limit_exceptions =\n\
+         message_size_limit = 4000\n\
          corepost_metrics_address = 127.0.0.1:{metrics}\n",
         dns.addr(),
         sink.addr().port()
@@ -437,6 +438,17 @@ fn dns_tls_and_anvil_are_counted() {
         &["u@tls.test"],
         "Subject: tls\r\n\r\nhi",
     );
+    // Too big: rejected at the end of DATA.
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<u@tls.test>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(format!("Subject: big\r\n\r\n{}\r\n.\r\n", "x".repeat(5000)).as_bytes());
+    let big = c.reply();
+    assert!(big.starts_with("552 5.3.4"), "{big}");
+    c.cmd("QUIT");
+    drop(c);
     // A second connection while one is open: anvil's connection count refuses it.
     let _first = Raw::connect(d.port);
     let (_second, greeting) = Raw::open_from(d.port, "127.0.0.1");
@@ -468,6 +480,12 @@ fn dns_tls_and_anvil_are_counted() {
         ),
         1.0
     );
+    let too_big = [
+        ("command", "DATA"),
+        ("class", "system"),
+        ("severity", "permanent"),
+    ];
+    assert_eq!(value(&m, "corepost_smtpd_rejects_total", &too_big), 1.0);
     assert_eq!(
         value(
             &m,

@@ -1288,6 +1288,7 @@ impl Session {
         if end.too_big {
             self.counters.count(verb, false);
             let reply = Reply::new(552, "5.3.4", "Error: message file too big");
+            crate::metrics::rejected(verb, reply.code, reply.status, "");
             self.log(&format!(
                 "{queue_id}: reject: {} from {}: {}; from=<{}> proto=ESMTP helo=<{}>",
                 verb.to_uppercase(),
@@ -1301,6 +1302,7 @@ impl Session {
         if end.bare_newline && reject_bare {
             self.counters.count(verb, false);
             let reply = self.bare_newline_reply();
+            crate::metrics::rejected("END-OF-MESSAGE", reply.code, reply.status, "");
             // Postfix: the event, not the reply, and the last recipient.
             self.tx = Some(tx);
             let last = self
