@@ -193,17 +193,20 @@ impl Index {
     pub fn census(&self, now: u64) -> Census {
         let after = (now.saturating_add(1), QueueId::default());
         let scheduled_later = self.schedule.range(after..).count();
-        // Leased messages are scheduled at their lease's end, mostly later.
-        let leased_later = self
-            .leases
-            .iter()
-            .filter(|(id, until)| **until > now && self.entries.get(id).is_some_and(|e| !e.held))
-            .count();
+        // A message put on hold while in delivery counts as held. The others
+        // are scheduled at their lease's end, mostly later.
+        let (mut active, mut leased_later) = (0, 0);
+        for (id, until) in &self.leases {
+            if self.entries.get(id).is_some_and(|e| !e.held) {
+                active += 1;
+                leased_later += usize::from(*until > now);
+            }
+        }
         let later = scheduled_later.saturating_sub(leased_later);
         Census {
             messages: self.entries.len(),
             held: self.entries.len().saturating_sub(self.schedule.len()),
-            active: self.leases.len(),
+            active,
             deferred: later,
             bytes: self.usage.values().map(|u| u.bytes).sum(),
         }
@@ -422,6 +425,46 @@ mod tests {
             dsn: "2.0.0".into(),
             reply: "ok".into(),
             relay: "none".into(),
+        }
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn census_matches_a_count_of_every_entry(
+            ops in proptest::collection::vec((0u8..5, 0u16..6, 0u64..1000), 0..60),
+            now in 0u64..1000,
+        ) {
+            let mut index = Index::default();
+            let id = |n: u16| QueueId::from_parts(10, 0, n);
+            for (op, n, t) in ops {
+                match op {
+                    0 => index.insert(&sample_envelope(id(n), 1), loc(u64::from(n % 2))),
+                    1 => index.lease(&id(n), t),
+                    2 => {
+                        index.apply_outcome(&outcome(id(n), 0, OutcomeKind::Deferred { next_attempt: t }));
+                    }
+                    3 => {
+                        let action = if t % 2 == 0 { AdminAction::Hold } else { AdminAction::Release };
+                        index.apply_admin(&Admin { queue_id: id(n), action, at: 1 });
+                    }
+                    _ => {
+                        index.apply_outcome(&outcome(id(n), 0, OutcomeKind::Delivered));
+                    }
+                }
+            }
+            let mut naive = Census::default();
+            for (qid, e) in index.iter() {
+                naive.messages += 1;
+                naive.bytes += u64::from(e.location.len);
+                if e.held {
+                    naive.held += 1;
+                } else if index.leases.contains_key(qid) {
+                    naive.active += 1;
+                } else if e.next_attempt > now {
+                    naive.deferred += 1;
+                }
+            }
+            proptest::prop_assert_eq!(index.census(now), naive);
         }
     }
 
