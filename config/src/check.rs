@@ -149,6 +149,10 @@ fn check_param(
         report.errors.push(format!("{context}: {e}"));
         return;
     }
+    if let Err(e) = validate_value(name, &value) {
+        report.errors.push(format!("{context}: {e}"));
+        return;
+    }
     let mut table_specs: Vec<String> = Vec::new();
     match param.kind {
         Kind::Maps => table_specs.extend(crate::list::split_list(&value).unwrap_or_default()),
@@ -177,5 +181,13 @@ fn check_param(
                 report.warnings.push(message);
             }
         }
+    }
+}
+
+/// Checks of values whose syntax is more than their kind's.
+fn validate_value(name: &str, value: &str) -> Result<(), String> {
+    match name {
+        "corepost_metrics_address" => value::parse_listen_address(value).map(drop),
+        _ => Ok(()),
     }
 }

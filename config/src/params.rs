@@ -406,6 +406,8 @@ pub static PARAMS: &[ParamDef] = &[
         .corepost(),
     p("corepost_smtpd_sasl_failure_limit", Int, "3", "Failed AUTH attempts after which smtpd disconnects the client (421 4.7.0); 0 means only smtpd_hard_error_limit applies.")
         .corepost(),
+    p("corepost_metrics_address", Text, "", "Where the HTTP endpoint serving /metrics in the Prometheus text format listens: host:port, the host an IPv4 address, a bracketed IPv6 address ([::1]:9154) or localhost; 0.0.0.0 or [::] listens on every interface. Empty (the default) turns metrics off. Read at start; the metrics are described in METRICS.md.")
+        .corepost(),
 ];
 
 /// Per-transport forms of the scheduling parameters (see

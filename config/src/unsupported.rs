@@ -1103,7 +1103,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "corepost sends no notices about resource, software, policy or protocol problems",
     ),
     u("corepost_log_format", Warning, "postfix", NOT_BUILT),
-    u("corepost_metrics_address", Warning, "", NOT_BUILT),
 ];
 
 /// Parameters of Postfix programs corepost lacks, as table entries whose

@@ -65,6 +65,41 @@ pub fn parse_time(text: &str, default_unit: char) -> Result<Duration, String> {
         .ok_or_else(|| format!("time value \"{t}\" is too large"))
 }
 
+/// A listening address `host:port` (`corepost_metrics_address`): the host an
+/// IPv4 address, a bracketed IPv6 address or `localhost` (127.0.0.1), the
+/// port 1 to 65535. Empty is `None` (off). No name is looked up: a listener
+/// bound to whatever a resolver answers at start would be a surprise.
+pub fn parse_listen_address(text: &str) -> Result<Option<std::net::SocketAddr>, String> {
+    use std::net::{IpAddr, Ipv4Addr, SocketAddr};
+    let t = text.trim();
+    if t.is_empty() {
+        return Ok(None);
+    }
+    let bad = |why: &str| {
+        format!(
+            "bad address \"{t}\": {why} (expected host:port, e.g. 127.0.0.1:9154 or [::1]:9154)"
+        )
+    };
+    let (host, port) = t.rsplit_once(':').ok_or_else(|| bad("no port"))?;
+    let port: u16 = port
+        .parse()
+        .ok()
+        .filter(|p| *p != 0)
+        .ok_or_else(|| bad("the port is not a number from 1 to 65535"))?;
+    let ip: IpAddr = if host.eq_ignore_ascii_case("localhost") {
+        IpAddr::V4(Ipv4Addr::LOCALHOST)
+    } else if let Some(v6) = host.strip_prefix('[').and_then(|h| h.strip_suffix(']')) {
+        v6.parse::<std::net::Ipv6Addr>()
+            .map(IpAddr::V6)
+            .map_err(|_| bad("not an IPv6 address in brackets"))?
+    } else {
+        host.parse::<Ipv4Addr>()
+            .map(IpAddr::V4)
+            .map_err(|_| bad("the host is not an IPv4 address, [IPv6 address] or localhost"))?
+    };
+    Ok(Some(SocketAddr::new(ip, port)))
+}
+
 /// Check an expanded value against its kind. Lists, tables and
 /// restrictions are checked elsewhere (they need more than syntax).
 pub fn validate(kind: Kind, value: &str) -> Result<(), String> {
@@ -121,6 +156,29 @@ pub fn validate_words(param: &crate::registry::Param, value: &str) -> Result<(),
 mod tests {
     use super::*;
     use proptest::prelude::*;
+
+    #[test]
+    fn listen_addresses() {
+        let ok = |t: &str| parse_listen_address(t).unwrap().map(|a| a.to_string());
+        assert_eq!(ok(""), None);
+        assert_eq!(ok("127.0.0.1:9154").as_deref(), Some("127.0.0.1:9154"));
+        assert_eq!(ok(" localhost:80 ").as_deref(), Some("127.0.0.1:80"));
+        assert_eq!(ok("[::1]:9154").as_deref(), Some("[::1]:9154"));
+        assert_eq!(ok("0.0.0.0:9154").as_deref(), Some("0.0.0.0:9154"));
+        for bad in [
+            "9154",
+            "127.0.0.1",
+            "127.0.0.1:0",
+            "127.0.0.1:65536",
+            "::1:9154",
+            "example.com:9154",
+            "[::1:9154",
+            "1.2.3:9154",
+            ":9154",
+        ] {
+            assert!(parse_listen_address(bad).is_err(), "{bad} accepted");
+        }
+    }
 
     #[test]
     fn booleans() {

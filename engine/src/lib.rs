@@ -12,6 +12,7 @@ pub mod control;
 pub mod delivery;
 pub mod dns;
 pub mod log;
+pub mod metrics;
 pub mod pickup;
 pub mod qmgr;
 pub mod rewrite;

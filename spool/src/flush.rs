@@ -23,7 +23,44 @@ use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 use std::task::{Context, Poll, Wake, Waker};
 use std::thread::{self, JoinHandle};
-use std::time::Duration;
+use std::time::{Duration, Instant};
+
+/// Upper bounds (microseconds) of the buckets of [`FlushStats`]; a last
+/// bucket counts everything slower.
+pub const SYNC_BUCKETS_MICROS: [u64; 13] = [
+    100, 250, 500, 1_000, 2_500, 5_000, 10_000, 25_000, 50_000, 100_000, 250_000, 500_000,
+    1_000_000,
+];
+
+/// How long the flusher's syncs (group commits) took: written by the
+/// flusher thread only, read by whoever monitors the spool.
+#[derive(Debug, Default)]
+pub struct FlushStats {
+    /// Group commits that synced something.
+    pub syncs: AtomicU64,
+    /// Their total duration, microseconds.
+    pub micros: AtomicU64,
+    /// Syncs per duration bucket (not cumulative): `SYNC_BUCKETS_MICROS`
+    /// then one for anything slower.
+    pub buckets: [AtomicU64; SYNC_BUCKETS_MICROS.len() + 1],
+}
+
+impl FlushStats {
+    fn record(&self, took: Duration) {
+        let micros = u64::try_from(took.as_micros()).unwrap_or(u64::MAX);
+        let bucket = SYNC_BUCKETS_MICROS
+            .iter()
+            .position(|b| micros <= *b)
+            .unwrap_or(SYNC_BUCKETS_MICROS.len());
+        // One writer: plain load and store, no read-modify-write needed.
+        let bump = |a: &AtomicU64, n: u64| {
+            a.store(a.load(Ordering::Relaxed).wrapping_add(n), Ordering::Relaxed)
+        };
+        bump(&self.buckets[bucket], 1);
+        bump(&self.micros, micros);
+        bump(&self.syncs, 1);
+    }
+}
 
 /// When acknowledged mail reaches the disk.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -85,6 +122,7 @@ struct Shared {
     /// Segments that may hold unflushed bytes, by sequence number.
     segments: Mutex<BTreeMap<u64, Arc<SegmentMap>>>,
     error: Mutex<Option<String>>,
+    stats: Arc<FlushStats>,
 }
 
 fn lock<T>(m: &Mutex<T>) -> MutexGuard<'_, T> {
@@ -118,6 +156,7 @@ impl Flusher {
             waiters: Mutex::new(Vec::new()),
             segments: Mutex::new(BTreeMap::new()),
             error: Mutex::new(None),
+            stats: Arc::default(),
         });
         let thread = match policy {
             FlushPolicy::Never => None,
@@ -152,6 +191,11 @@ impl Flusher {
         {
             t.thread().unpark();
         }
+    }
+
+    /// The durations of this flusher's syncs.
+    pub fn stats(&self) -> Arc<FlushStats> {
+        Arc::clone(&self.shared.stats)
     }
 
     pub fn flushed(&self) -> Lsn {
@@ -201,7 +245,10 @@ fn run(shared: &Shared, policy: FlushPolicy, method: SyncMethod) {
         let target = shared.appended.load(Ordering::Acquire);
         let done = shared.flushed.load(Ordering::Acquire);
         if target > done && !shared.failed.load(Ordering::Acquire) {
-            match sync_range(shared, done, target, method) {
+            let started = Instant::now();
+            let synced = sync_range(shared, done, target, method);
+            shared.stats.record(started.elapsed());
+            match synced {
                 Ok(()) => shared.flushed.store(target, Ordering::Release),
                 Err(e) => {
                     *lock(&shared.error) = Some(format!("spool flush failed: {e}"));
@@ -341,6 +388,21 @@ impl Future for Durable {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn sync_durations_land_in_their_buckets() {
+        let stats = FlushStats::default();
+        stats.record(Duration::from_micros(100)); // le 0.0001 (bounds are inclusive)
+        stats.record(Duration::from_micros(101)); // le 0.00025
+        stats.record(Duration::from_secs(3)); // past the last bound
+        let load = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        assert_eq!(load(&stats.syncs), 3);
+        assert_eq!(load(&stats.micros), 3_000_201);
+        assert_eq!(load(&stats.buckets[0]), 1);
+        assert_eq!(load(&stats.buckets[1]), 1);
+        assert_eq!(load(&stats.buckets[SYNC_BUCKETS_MICROS.len()]), 1);
+        assert_eq!(stats.buckets.iter().map(load).sum::<u64>(), 3);
+    }
 
     #[test]
     fn policies_parse() {

@@ -27,8 +27,8 @@ pub mod snapshot;
 pub mod spare;
 mod spool;
 
-pub use flush::{Durable, FlushPolicy, Lsn, SyncMethod};
-pub use index::{Applied, Index, IndexEntry, Location, RecipientSet};
+pub use flush::{Durable, FlushPolicy, FlushStats, Lsn, SyncMethod};
+pub use index::{Applied, Census, Index, IndexEntry, Location, RecipientSet};
 pub use queue_id::{QueueId, QueueIdGenerator};
 pub use record::{
     Admin, AdminAction, BodyType, ClientInfo, Envelope, MailParams, Outcome, OutcomeKind,

@@ -280,6 +280,11 @@ impl CoreSpool {
         self.core
     }
 
+    /// How long this spool's group commits take (see [`crate::FlushStats`]).
+    pub fn flush_stats(&self) -> Arc<crate::FlushStats> {
+        self.flusher.stats()
+    }
+
     pub fn index(&self) -> &Index {
         &self.index
     }

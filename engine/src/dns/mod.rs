@@ -664,11 +664,13 @@ impl Resolver {
             let hit = self.cache.borrow_mut().get(&key, Instant::now());
             if let Some(hit) = hit {
                 bump(&self.counters.cache_hits);
+                crate::metrics::dns(crate::metrics::Dns::Hit);
                 return hit;
             }
             let pending = self.inflight.borrow().get(&key).cloned();
             if let Some(pending) = pending {
                 bump(&self.counters.coalesced);
+                crate::metrics::dns(crate::metrics::Dns::Coalesced);
                 match pending.wait().await {
                     Settled::Done(outcome) => return outcome,
                     Settled::Abandoned => continue,
@@ -680,6 +682,7 @@ impl Resolver {
             };
             debug_assert_eq!(fq.text, key.0, "fast_key and fqdn agree");
             let guard = LeaderGuard::new(&self.inflight, key.clone());
+            crate::metrics::dns(crate::metrics::Dns::Miss);
             let (outcome, ttl) = self.resolve(&fq, rtype).await;
             self.cache
                 .borrow_mut()
@@ -768,6 +771,7 @@ impl Resolver {
         for _ in 0..self.config.attempts.max(1) {
             for &server in &self.config.nameservers {
                 bump(&self.counters.queries_sent);
+                crate::metrics::dns(crate::metrics::Dns::Query);
                 let reply = transport::udp_exchange(
                     server,
                     &question,
@@ -779,6 +783,7 @@ impl Resolver {
                     Ok(msg) if msg.metadata.truncation => {
                         bump(&self.counters.tcp_fallbacks);
                         bump(&self.counters.queries_sent);
+                        crate::metrics::dns(crate::metrics::Dns::Query);
                         transport::tcp_exchange(server, &question, self.config.timeout).await
                     }
                     other => other,

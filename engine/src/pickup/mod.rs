@@ -449,6 +449,8 @@ async fn pass(
             .append_message(&prepared.envelope, &prepared.content);
         match appended {
             Ok(a) => {
+                let (n, size) = (prepared.envelope.recipients.len(), prepared.content.len());
+                crate::metrics::received(crate::metrics::Source::Pickup, n, size);
                 ctx.log.line(
                     &s.program,
                     &format!("{id}: uid={uid} from=<{}>", sub.sender),

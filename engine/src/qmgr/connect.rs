@@ -38,7 +38,9 @@ pub(super) async fn open_session(
     let mut last_error = None;
     let mut relay = "none".to_string();
     if let Some(path) = unix {
-        match SmtpConnection::connect_unix(path, &client.helo_name, client).await {
+        let opened = SmtpConnection::connect_unix(path, &client.helo_name, client).await;
+        count_connection(dest, opened.is_ok());
+        match opened {
             Ok(c) => return Ok(c),
             Err(e) => {
                 log_failure(qmgr, program, &e);
@@ -56,7 +58,9 @@ pub(super) async fn open_session(
         }
         // TLS policy and SASL credentials are the next hop's; the TLS log lines go here.
         let log = |line: &str| qmgr.ctx.log.line(program, line);
-        match SmtpConnection::connect_for(d.addr, &d.host, nexthop, client, &log).await {
+        let opened = SmtpConnection::connect_for(d.addr, &d.host, nexthop, client, &log).await;
+        count_connection(dest, opened.is_ok());
+        match opened {
             Ok(c) => return Ok(c),
             Err(e) => {
                 log_failure(qmgr, program, &e);
@@ -76,6 +80,11 @@ pub(super) async fn open_session(
         error: last_error,
         relay,
     })
+}
+
+fn count_connection(dest: &DestQueue, ok: bool) {
+    let (transport, nexthop) = (&dest.key.transport, &dest.key.nexthop);
+    crate::metrics::connection(transport, nexthop, dest.policy.is_some(), ok);
 }
 
 /// Postfix logs a failed connect at info level, whatever comes next.

@@ -179,6 +179,7 @@ fn drain(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, result: impl Fn(&Job) -> Result1
                 xfer: Duration::ZERO,
                 success: &|_| Some("delivered"),
                 expanded: &Expanded::new(),
+                dest,
             };
             finish(qmgr, &job, &stored, same_for_all(&job, &r), &done);
         } else {
@@ -464,6 +465,7 @@ async fn smtp_worker(
                     xfer,
                     success: &|_| action,
                     expanded: &Expanded::new(),
+                    dest,
                 };
                 finish(qmgr, &job, &stored, results, &done);
                 let all_ok = tx.data.as_ref().is_some_and(|d| d.code < 400);
@@ -490,6 +492,7 @@ async fn smtp_worker(
                     xfer,
                     success: &|_| None,
                     expanded: &Expanded::new(),
+                    dest,
                 };
                 finish(qmgr, &job, &stored, same_for_all(&job, &r), &done);
                 // A refused MAIL or DATA (not 421) or a message the server
@@ -664,6 +667,8 @@ pub(super) struct Done<'a> {
     pub(super) success: SuccessAction<'a>,
     /// Per recipient, the final destinations of an alias or .forward.
     pub(super) expanded: &'a Expanded,
+    /// The destination the job was for (metrics: transport and destination labels).
+    pub(super) dest: &'a super::DestQueue,
 }
 
 /// Record one job's results: first the notice for recipients that failed
@@ -684,6 +689,7 @@ pub(super) fn finish(
         xfer,
         success,
         expanded,
+        dest,
     } = *done;
     let now = corepost_spool::queue_id::now_micros();
     let finals: Vec<Final> = results
@@ -709,6 +715,13 @@ pub(super) fn finish(
         notice = Some(notice.map_or(lsn, |n: corepost_spool::Lsn| n.max(lsn)));
     }
     let expired = finals.iter().any(|f| f.kind == OutcomeKind::Expired);
+    let statuses = finals.iter().map(|f| metrics_status(f.kind));
+    let (transport, nexthop, policy) = (
+        &dest.key.transport,
+        &dest.key.nexthop,
+        dest.policy.is_some(),
+    );
+    crate::metrics::delivered(transport, nexthop, policy, statuses, stored.content().len());
     let env = &stored.envelope;
     let mut outcomes = Vec::with_capacity(finals.len());
     for f in finals {
@@ -768,6 +781,15 @@ pub(super) fn finish(
         );
     }
     qmgr.complete(job, outcomes, notice);
+}
+
+fn metrics_status(kind: OutcomeKind) -> crate::metrics::Status {
+    match kind {
+        OutcomeKind::Delivered => crate::metrics::Status::Sent,
+        OutcomeKind::Bounced => crate::metrics::Status::Bounced,
+        OutcomeKind::Expired => crate::metrics::Status::Expired,
+        _ => crate::metrics::Status::Deferred,
+    }
 }
 
 /// local(8)'s final destinations per envelope recipient (alias,

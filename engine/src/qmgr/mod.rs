@@ -467,6 +467,7 @@ impl Qmgr {
         for o in &outcomes {
             match self.ctx.spool.borrow_mut().record_outcome(o) {
                 Ok((Applied::Finished, _)) => {
+                    crate::metrics::removed();
                     self.ctx
                         .log
                         .line("corepost/qmgr", &format!("{id}: removed"));

@@ -86,6 +86,7 @@ pub async fn worker(
                 })
             },
             expanded: &expanded,
+            dest,
         };
         finish(qmgr, &job, &stored, results, &done);
     }

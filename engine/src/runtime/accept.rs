@@ -202,6 +202,7 @@ async fn accept_loop(
         };
         let core = Rc::clone(&ctx);
         ctx.sessions.set(ctx.sessions.get() + 1);
+        crate::metrics::session_started();
         glommio::spawn_local(async move {
             let mut stream = stream;
             let (mut peer, mut local, mut failure) = (peer, local, None);
@@ -225,6 +226,7 @@ async fn accept_loop(
             .await;
             drop(slot);
             core.sessions.set(core.sessions.get() - 1);
+            crate::metrics::session_ended();
         })
         .detach();
     }

@@ -137,6 +137,7 @@ fn run_with_log(
     }
     // Claim and bind everything for every core before giving up root.
     let mut listeners = services::Listeners::default();
+    let metrics = metrics_endpoint(&config, cores, &queue_dir)?;
     let mut prepared = listeners.prepare(plan, usize::from(cores))?;
     let per_core = std::mem::take(&mut prepared.per_core);
     listeners.commit(prepared);
@@ -227,6 +228,9 @@ fn run_with_log(
             }
         }
     }
+    if let Some(endpoint) = metrics {
+        endpoint.serve()?;
+    }
     let addresses: Vec<String> = listeners
         .plan()
         .iter()
@@ -280,6 +284,26 @@ fn run_with_log(
     drop(pid);
     log.line(&master, "terminating on signal");
     Ok(())
+}
+
+/// Turn metrics on and bind their endpoint when `corepost_metrics_address` is set (before
+/// root is given up, so any port works); served once the cores run.
+fn metrics_endpoint(
+    config: &Config,
+    cores: u16,
+    queue_dir: &Path,
+) -> Result<Option<crate::metrics::server::Endpoint>, String> {
+    let address = config
+        .get("corepost_metrics_address")
+        .map_err(|e| e.to_string())?;
+    let Some(address) = corepost_config::value::parse_listen_address(&address)
+        .map_err(|e| format!("corepost_metrics_address: {e}"))?
+    else {
+        return Ok(None);
+    };
+    let endpoint = crate::metrics::start(address)?;
+    crate::metrics::enable(cores, queue_dir, address);
+    Ok(Some(endpoint))
 }
 
 /// Load and check the configuration: its errors refuse it (at start and at
@@ -397,6 +421,7 @@ async fn core_main(
 ) {
     let _exit = ExitGuard(Arc::clone(&shared));
     log.buffer_this_thread();
+    crate::metrics::bind_core(core);
     let final_log = log.clone();
     let flusher_log = log.clone();
     glommio::spawn_local(async move {
@@ -433,6 +458,8 @@ async fn core_main(
             // The queue is readable by the mail system only.
             use std::os::unix::fs::PermissionsExt;
             let _ = std::fs::set_permissions(spool.dir(), std::fs::Permissions::from_mode(0o700));
+            crate::metrics::register_spool(core, spool.flush_stats());
+            crate::metrics::publish_queue(&spool);
             spool
         }
         Err(e) => {
@@ -513,6 +540,7 @@ async fn core_main(
         ticks += 1;
         if ticks.is_multiple_of(10) {
             let mut spool = ctx.spool.borrow_mut();
+            crate::metrics::publish_queue(&spool);
             if let Err(e) = spool.reclaim() {
                 ctx.log.line(
                     "corepost/spool",

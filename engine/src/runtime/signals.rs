@@ -126,6 +126,7 @@ fn reload(
             return Err("master.cf has no smtpd inet service: nothing to listen on".into());
         }
         let prepared = listeners.prepare(plan, cores)?;
+        let warnings = [warnings, crate::metrics::reload_warning(&c)].concat();
         Ok((c, warnings, smtpd, qmgr, router, prepared))
     });
     let (config, warnings, smtpd, qmgr, new_router, mut prepared) = match loaded {

@@ -252,6 +252,7 @@ pub fn connect(
         )
     };
     if limits.connection_count > 0 && count > limits.connection_count {
+        crate::metrics::anvil_rejected(crate::metrics::Anvil::ConnectionCount);
         return (
             reg,
             Some(Exceeded {
@@ -263,6 +264,7 @@ pub fn connect(
         );
     }
     if limits.connection_rate > 0 && rate > limits.connection_rate {
+        crate::metrics::anvil_rejected(crate::metrics::Anvil::ConnectionRate);
         return (
             reg,
             Some(Exceeded {
@@ -285,21 +287,24 @@ pub fn record(
     client: &str,
     event: Event,
 ) -> Option<Exceeded> {
-    let (limit, what, reply) = match event {
+    let (limit, what, reply, metric) = match event {
         Event::Message => (
             limits.message_rate,
             "Message delivery request rate limit exceeded",
             "Error: too much mail from",
+            crate::metrics::Anvil::MessageRate,
         ),
         Event::Recipient => (
             limits.recipient_rate,
             "Recipient address rate limit exceeded",
             "Error: too many recipients from",
+            crate::metrics::Anvil::RecipientRate,
         ),
         Event::Auth => (
             limits.auth_rate,
             "AUTH command rate limit exceeded",
             "Error: too many AUTH commands from",
+            crate::metrics::Anvil::AuthRate,
         ),
         Event::Connection => return None,
     };
@@ -307,9 +312,12 @@ pub fn record(
         return None;
     }
     let n = global().event(service, addr, event, limits.time_unit, Instant::now());
-    (n > limit).then(|| Exceeded {
-        warning: format!("{what}: {n} from {client} for service {service}"),
-        reply: super::reply::Reply::new(450, "4.7.1", format!("{reply} {addr}")),
+    (n > limit).then(|| {
+        crate::metrics::anvil_rejected(metric);
+        Exceeded {
+            warning: format!("{what}: {n} from {client} for service {service}"),
+            reply: super::reply::Reply::new(450, "4.7.1", format!("{reply} {addr}")),
+        }
     })
 }
 

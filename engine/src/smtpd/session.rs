@@ -729,6 +729,7 @@ impl Session {
 
     /// Log a rejection the way Postfix does.
     fn log_reject(&self, command: &str, reply: &Reply, recipient: Option<&str>) {
+        crate::metrics::rejected(command, reply.code, reply.status, &reply.text);
         self.log_event("reject", command, &reply.summary(), recipient);
     }
 
@@ -1287,6 +1288,7 @@ impl Session {
         if end.too_big {
             self.counters.count(verb, false);
             let reply = Reply::new(552, "5.3.4", "Error: message file too big");
+            crate::metrics::rejected(verb, reply.code, reply.status, "");
             self.log(&format!(
                 "{queue_id}: reject: {} from {}: {}; from=<{}> proto=ESMTP helo=<{}>",
                 verb.to_uppercase(),
@@ -1300,6 +1302,7 @@ impl Session {
         if end.bare_newline && reject_bare {
             self.counters.count(verb, false);
             let reply = self.bare_newline_reply();
+            crate::metrics::rejected("END-OF-MESSAGE", reply.code, reply.status, "");
             // Postfix: the event, not the reply, and the last recipient.
             self.tx = Some(tx);
             let last = self
@@ -1418,6 +1421,7 @@ impl Session {
                     }
                 }
                 Checked::Refuse(reply) => {
+                    crate::metrics::rejected("END-OF-MESSAGE", reply.code, "", &reply.text);
                     self.counters.count(verb, false);
                     return self.error(reply).await;
                 }
@@ -1429,6 +1433,8 @@ impl Session {
         }
         match self.core.queue(&envelope, &content).await {
             Ok(()) => {
+                let (n, size) = (envelope.recipients.len(), content.len());
+                crate::metrics::received(crate::metrics::Source::Smtpd, n, size);
                 // The `from=<>, size=, nrcpt= (queue active)` line is the
                 // queue manager's, when it takes the message (as Postfix's
                 // qmgr); a held message gets it when released.

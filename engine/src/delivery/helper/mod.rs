@@ -185,9 +185,12 @@ impl Helper {
     /// failure to get an answer defers every recipient.
     pub fn deliver(&self, request: &Request) -> Report {
         if !self.alive.load(Ordering::Acquire) {
+            crate::metrics::helper_request(false);
             return defer_all(request, "delivery helper is not running");
         }
-        match self.exchange(request) {
+        let exchanged = self.exchange(request);
+        crate::metrics::helper_request(exchanged.is_ok());
+        match exchanged {
             Ok(report) => report,
             Err(e) => defer_all(request, &format!("delivery helper: {e}")),
         }

@@ -123,6 +123,7 @@ impl SmtpConnection {
                 .map_err(glommio::GlommioError::from)
         })
         .await;
+        crate::metrics::tls_handshake(false, handshake.is_ok());
         match handshake {
             Ok(s) => Ok(s),
             Err(e) => {

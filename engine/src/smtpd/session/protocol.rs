@@ -95,6 +95,7 @@ impl Session {
     pub(super) fn bare_newline_command(&mut self) {
         self.log_event("reject", self.last_command, "bare <LF> received", None);
         let reply = self.bare_newline_reply();
+        crate::metrics::rejected(self.last_command, reply.code, reply.status, "");
         self.reply(reply);
     }
 

@@ -69,6 +69,7 @@ impl Session {
             .await
         {
             Ok(()) => {
+                crate::metrics::tls_handshake(true, true);
                 let desc = self.conn.tls().map(describe).unwrap_or_default();
                 if self.settings.tls.loglevel >= 1 {
                     self.log(&format!(
@@ -81,6 +82,7 @@ impl Session {
                 true
             }
             Err(e) => {
+                crate::metrics::tls_handshake(true, false);
                 self.log(&format!("SSL_accept error from {}: {e}", self.client()));
                 self.log(&format!(
                     "lost connection after {} from {}",
