@@ -16,8 +16,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct PasswdArgs {
-    /// Configuration directory (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
-    #[arg(short = 'c', value_name = "DIR")]
+    /// Configuration directory; -C is the same (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
+    #[arg(short = 'c', short_alias = 'C', value_name = "DIR")]
     config_dir: Option<PathBuf>,
     /// Password file (default: corepost_sasl_password_file of main.cf).
     #[arg(short = 'f', value_name = "FILE")]

@@ -14,8 +14,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct QueueArgs {
-    /// Configuration directory (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
-    #[arg(short = 'c', value_name = "DIR", global = true)]
+    /// Configuration directory; -C is the same (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
+    #[arg(short = 'c', short_alias = 'C', value_name = "DIR", global = true)]
     config_dir: Option<PathBuf>,
     #[command(subcommand)]
     action: Action,
@@ -23,8 +23,13 @@ pub struct QueueArgs {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// List the queue in mailq format (`*` active, `!` on hold).
-    List,
+    /// List the queue in mailq format (`*` active, `!` on hold), the
+    /// maildrop included.
+    List {
+        /// One JSON object per message and line, as Postfix's `postqueue -j`.
+        #[arg(long, short = 'j')]
+        json: bool,
+    },
     /// Show a message's envelope and content.
     Show { id: String },
     /// Retry deferred mail now, or only mail for one destination domain.
@@ -86,7 +91,8 @@ pub fn run(args: QueueArgs) -> ExitCode {
         Err(e) => return fatal(e),
     };
     let line = match &args.action {
-        Action::List => "list".to_string(),
+        Action::List { json: false } => "list".to_string(),
+        Action::List { json: true } => "list json".to_string(),
         Action::Show { id } => format!("show {id}"),
         Action::Flush { domain } => format!("flush {}", domain.as_deref().unwrap_or("")),
         Action::Delete { ids } => format!("delete {}", ids.join(" ")),
@@ -114,12 +120,12 @@ fn offline(config: &Config, action: &Action) -> ExitCode {
     };
     let now = corepost_spool::queue_id::now_micros();
     match action {
-        Action::List | Action::Shape => match control::offline_items(&queue_dir) {
+        Action::List { .. } | Action::Shape => match control::offline_items(&queue_dir) {
             Ok(items) => {
-                if matches!(action, Action::List) {
-                    print!("{}", format::mailq(&items));
-                } else {
-                    print!("{}", format::shape(&items, now));
+                match action {
+                    Action::List { json: true } => print!("{}", format::json(&items)),
+                    Action::List { json: false } => print!("{}", format::mailq(&items)),
+                    _ => print!("{}", format::shape(&items, now)),
                 }
                 ExitCode::SUCCESS
             }

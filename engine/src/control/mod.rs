@@ -19,7 +19,7 @@ pub mod format;
 
 use self::core::{CoreAnswer, CoreCommand, CoreRequest, CoreStatus};
 use corepost_spool::{AdminAction, QueueId};
-use format::QueueItem;
+use format::{QueueItem, QueueName};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
@@ -39,19 +39,28 @@ pub fn item(
     active: bool,
     reasons: &corepost_spool::snapshot::Reasons,
 ) -> QueueItem {
+    let reasons_of = |i: u32| reasons.get(&(id, i)).cloned();
+    let queue = if entry.held {
+        QueueName::Hold
+    } else if active {
+        QueueName::Active
+    } else if entry.next_attempt != 0 || entry.pending.iter().any(|i| reasons_of(i).is_some()) {
+        QueueName::Deferred
+    } else {
+        QueueName::Incoming
+    };
     QueueItem {
-        id,
+        id: id.to_string(),
+        queue,
         arrival: envelope.arrival,
         size: size as u64,
         sender: envelope.sender.clone(),
-        held: entry.held,
-        active,
         recipients: entry
             .pending
             .iter()
             .filter_map(|i| {
                 let r = envelope.recipients.get(i as usize)?;
-                Some((r.address.clone(), reasons.get(&(id, i)).cloned()))
+                Some((r.address.clone(), reasons_of(i)))
             })
             .collect(),
     }
@@ -65,6 +74,9 @@ pub struct DaemonInfo {
     /// The listening addresses (a reload changes them).
     pub listeners: Arc<std::sync::Mutex<Vec<String>>>,
     pub pickup: bool,
+    /// `$queue_directory`, whose maildrop the listing includes; `None` in
+    /// tests.
+    pub queue_dir: Option<PathBuf>,
     /// Where `reload` requests go (the daemon's signal loop); `None` in
     /// tests.
     pub reload: Option<flume::Sender<ReloadReply>>,
@@ -240,15 +252,18 @@ fn parse_ids(words: &[&str]) -> Result<(Option<Vec<QueueId>>, bool), String> {
     Ok((if all { None } else { Some(ids) }, deferred_only))
 }
 
-/// Sorted listing of every core's messages.
-fn list(cores: &[flume::Sender<CoreRequest>]) -> Result<Vec<QueueItem>, String> {
-    let mut items = Vec::new();
+/// Sorted listing of the maildrop and of every core's messages.
+fn list(cores: &[flume::Sender<CoreRequest>], info: &DaemonInfo) -> Result<Vec<QueueItem>, String> {
+    let mut items = match &info.queue_dir {
+        Some(q) => maildrop_items(q),
+        None => Vec::new(),
+    };
     for a in ask_all(cores, CoreCommand::List)? {
         if let CoreAnswer::List(mut l) = a {
             items.append(&mut l);
         }
     }
-    items.sort_by_key(|i| i.id);
+    format::sort(&mut items);
     Ok(items)
 }
 
@@ -262,9 +277,13 @@ fn execute(
         return Err("empty request".into());
     };
     match verb {
-        "list" => Ok(format::mailq(&list(cores)?)),
+        "list" => match args {
+            [] => Ok(format::mailq(&list(cores, info)?)),
+            ["json"] => Ok(format::json(&list(cores, info)?)),
+            _ => Err("usage: list [json]".into()),
+        },
         "shape" => Ok(format::shape(
-            &list(cores)?,
+            &list(cores, info)?,
             corepost_spool::queue_id::now_micros(),
         )),
         "show" => {
@@ -401,6 +420,7 @@ mod tests {
             cores: 1,
             listeners: Default::default(),
             pickup: false,
+            queue_dir: None,
             reload: None,
         };
         assert!(execute("", &[], &info).is_err());
@@ -466,7 +486,7 @@ pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
 
 /// The queue of a stopped daemon, read from the spool without writing.
 pub fn offline_items(queue_dir: &Path) -> Result<Vec<QueueItem>, String> {
-    let mut items = Vec::new();
+    let mut items = maildrop_items(queue_dir);
     for view in offline_views(queue_dir)? {
         for (id, entry) in view.index().iter() {
             if let Some((envelope, content)) = view.read(id) {
@@ -481,8 +501,66 @@ pub fn offline_items(queue_dir: &Path) -> Result<Vec<QueueItem>, String> {
             }
         }
     }
-    items.sort_by_key(|i| i.id);
+    format::sort(&mut items);
     Ok(items)
+}
+
+/// The submissions waiting in the maildrop (Postfix's mailq lists its
+/// "maildrop queue" too), as far as this process may read them: the
+/// daemon's account can, other users cannot even list the directory.
+/// Files being written (`.name.tmp`), unreadable or not valid
+/// submissions are left out.
+pub fn maildrop_items(queue_dir: &Path) -> Vec<QueueItem> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(entries) = std::fs::read_dir(crate::pickup::maildrop::dir(queue_dir)) else {
+        return Vec::new();
+    };
+    let mut items = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(entry.path())
+        else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let mut reader = BufReader::new(file);
+        let Ok((submission, size)) =
+            crate::pickup::maildrop::Submission::decode_envelope(&mut reader)
+        else {
+            continue;
+        };
+        let arrival = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_micros() as u64);
+        items.push(QueueItem {
+            id: name,
+            queue: QueueName::Maildrop,
+            arrival,
+            size: size as u64,
+            sender: submission.sender,
+            recipients: submission
+                .recipients
+                .into_iter()
+                .map(|r| (r, None))
+                .collect(),
+        });
+    }
+    items
 }
 
 /// `show` on a stopped daemon's spool.

@@ -285,6 +285,7 @@ fn run_with_log(
             cores,
             listeners: Arc::clone(&shown_listeners),
             pickup: pickup.is_some(),
+            queue_dir: Some(queue_dir.clone()),
             reload: Some(reload_tx),
         },
     ) {
