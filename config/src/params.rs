@@ -385,6 +385,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("sendmail_path", Text, "/usr/sbin/sendmail", "Path of the sendmail command."),
     p("mailq_path", Text, "/usr/bin/mailq", "Path of the mailq command."),
     p("newaliases_path", Text, "/usr/bin/newaliases", "Path of the newaliases command."),
+    p("authorized_mailq_users", List, "static:anyone", "Users allowed to list the queue (mailq, corepost queue list) through the daemon's public socket; root and mail_owner always are."),
+    p("authorized_flush_users", List, "static:anyone", "Users allowed to flush the queue (sendmail -q, corepost queue flush) through the daemon's public socket; root and mail_owner always are."),
     // --- corepost's own -----------------------------------------------------------------
     c("corepost_cores", Int, host::cores, "Number of per-core executors (threads pinned to CPUs), each with its own connections and spool; the default is one per available CPU.")
         .corepost(),

@@ -101,13 +101,21 @@ pub fn run(args: QueueArgs) -> ExitCode {
         Action::Requeue { ids } => format!("requeue {}", ids.join(" ")),
         Action::Shape => "shape".to_string(),
     };
-    match control::request(&socket, line.trim()) {
+    let mut answer = control::request(&socket, line.trim());
+    // Other users list and flush through the public socket, as far as
+    // authorized_mailq_users / authorized_flush_users let them.
+    if let Err(ClientError::Denied(_)) = &answer
+        && control::public::Access::of(line.trim()).is_some()
+    {
+        answer = control::request(&control::public::socket_path(&socket), line.trim());
+    }
+    match answer {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
         }
         Err(ClientError::Refused(e)) => fatal(e),
-        Err(ClientError::Io(e)) => fatal(e),
+        Err(ClientError::Io(e)) | Err(ClientError::Denied(e)) => fatal(e),
         Err(ClientError::NotRunning) => offline(&config, &args.action),
     }
 }

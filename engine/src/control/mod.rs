@@ -16,6 +16,7 @@
 
 pub mod core;
 pub mod format;
+pub mod public;
 
 use self::core::{CoreAnswer, CoreCommand, CoreRequest, CoreStatus};
 use corepost_spool::{AdminAction, QueueId};
@@ -77,6 +78,9 @@ pub struct DaemonInfo {
     /// `$queue_directory`, whose maildrop the listing includes; `None` in
     /// tests.
     pub queue_dir: Option<PathBuf>,
+    /// The configuration directory, whose main.cf names the users the
+    /// public socket serves; `None` in tests.
+    pub config_dir: Option<PathBuf>,
     /// Where `reload` requests go (the daemon's signal loop); `None` in
     /// tests.
     pub reload: Option<flume::Sender<ReloadReply>>,
@@ -114,39 +118,48 @@ pub fn socket_path(config: &corepost_config::Config) -> Result<PathBuf, String> 
         .map_err(|e| e.to_string())
 }
 
-/// The listening control socket, running on its own thread.
+/// The listening control sockets (owner-only and public), served by one
+/// thread.
 pub struct ControlServer {
-    path: PathBuf,
+    paths: [PathBuf; 2],
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Bind a Unix socket at `path` (replacing a stale socket) with `mode`,
+/// created with that mode so there is no moment with a wider one.
+fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, String> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(!mode & 0o777) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("control socket: {e}"))?;
+    Ok(listener)
+}
+
 impl ControlServer {
-    /// Bind `path` (replacing a stale socket), owner-only, and serve.
+    /// Bind `path` owner-only and its public twin (see [`public`]), and
+    /// serve both.
     pub fn start(
         path: &Path,
         cores: Vec<flume::Sender<CoreRequest>>,
         info: DaemonInfo,
     ) -> Result<ControlServer, String> {
-        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-        if let Ok(meta) = std::fs::symlink_metadata(path)
-            && meta.file_type().is_socket()
-        {
-            let _ = std::fs::remove_file(path);
-        }
-        // Created owner-only from the start: no window where others could
-        // connect.
-        // SAFETY: umask only changes this process's file creation mask.
-        let old = unsafe { libc::umask(0o177) };
-        let bound = UnixListener::bind(path);
-        // SAFETY: as above, restoring the previous mask.
-        unsafe { libc::umask(old) };
-        let listener = bound.map_err(|e| format!("control socket {}: {e}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("control socket {}: {e}", path.display()))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("control socket: {e}"))?;
+        let public_path = public::socket_path(path);
+        let owner = bind_socket(path, 0o600)?;
+        let anyone = bind_socket(&public_path, 0o666)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let cores = Arc::new(cores);
@@ -155,25 +168,26 @@ impl ControlServer {
             .name("control".into())
             .spawn(move || {
                 while !flag.load(Ordering::Acquire) {
-                    match listener.accept() {
+                    let mut idle = true;
+                    for (listener, is_public) in [(&owner, false), (&anyone, true)] {
                         // One thread per request, so a client that never
                         // sends its line cannot hold up the others.
-                        Ok((stream, _)) => {
+                        if let Ok((stream, _)) = listener.accept() {
+                            idle = false;
                             let (cores, info) = (Arc::clone(&cores), Arc::clone(&info));
                             let _ = std::thread::Builder::new()
                                 .name("control-request".into())
-                                .spawn(move || serve(stream, &cores, &info));
+                                .spawn(move || serve(stream, &cores, &info, is_public));
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                    if idle {
+                        std::thread::sleep(Duration::from_millis(20));
                     }
                 }
             })
             .map_err(|e| format!("control thread: {e}"))?;
         Ok(ControlServer {
-            path: path.to_path_buf(),
+            paths: [path.to_path_buf(), public_path],
             stop,
             thread: Some(thread),
         })
@@ -186,11 +200,37 @@ impl Drop for ControlServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        for p in &self.paths {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
-fn serve(stream: UnixStream, cores: &[flume::Sender<CoreRequest>], info: &DaemonInfo) {
+/// A request on the public socket: only what [`public::Access`] allows,
+/// for whom the lists allow it.
+fn execute_public(
+    stream: &UnixStream,
+    request: &str,
+    cores: &[flume::Sender<CoreRequest>],
+    info: &DaemonInfo,
+) -> Result<String, String> {
+    let access = public::Access::of(request)
+        .ok_or("only list and flush are served on this socket; use corepost_control_socket")?;
+    let uid = public::peer_uid(stream).map_err(|e| format!("SO_PEERCRED: {e}"))?;
+    let dir = info
+        .config_dir
+        .as_deref()
+        .unwrap_or(Path::new("/nonexistent"));
+    public::authorize(access, uid, dir)?;
+    execute(request, cores, info)
+}
+
+fn serve(
+    stream: UnixStream,
+    cores: &[flume::Sender<CoreRequest>],
+    info: &DaemonInfo,
+    is_public: bool,
+) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
@@ -200,7 +240,12 @@ fn serve(stream: UnixStream, cores: &[flume::Sender<CoreRequest>], info: &Daemon
         return;
     }
     let request = String::from_utf8_lossy(&line).trim().to_string();
-    let answer = match execute(&request, cores, info) {
+    let result = if is_public {
+        execute_public(&stream, &request, cores, info)
+    } else {
+        execute(&request, cores, info)
+    };
+    let answer = match result {
         Ok(body) => format!("ok\n{body}"),
         Err(e) => format!("error {e}\n"),
     };
@@ -421,6 +466,7 @@ mod tests {
             listeners: Default::default(),
             pickup: false,
             queue_dir: None,
+            config_dir: None,
             reload: None,
         };
         assert!(execute("", &[], &info).is_err());
@@ -445,6 +491,8 @@ pub enum ClientError {
     NotRunning,
     /// The daemon answered with an error.
     Refused(String),
+    /// This user may not connect to the socket (the owner-only one).
+    Denied(String),
     Io(String),
 }
 
@@ -459,6 +507,9 @@ pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
             ) =>
         {
             return Err(ClientError::NotRunning);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(ClientError::Denied(format!("{}: {e}", path.display())));
         }
         Err(e) => return Err(ClientError::Io(format!("{}: {e}", path.display()))),
     };

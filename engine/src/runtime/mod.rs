@@ -286,6 +286,7 @@ fn run_with_log(
             listeners: Arc::clone(&shown_listeners),
             pickup: pickup.is_some(),
             queue_dir: Some(queue_dir.clone()),
+            config_dir: Some(options.config_dir.clone()),
             reload: Some(reload_tx),
         },
     ) {
