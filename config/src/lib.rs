@@ -22,6 +22,7 @@ pub mod host;
 pub mod list;
 pub mod maincf;
 pub mod mastercf;
+pub mod owner_access;
 pub mod params;
 pub mod registry;
 pub mod relay_guard;
