@@ -21,6 +21,7 @@ pub mod fs_safety;
 pub mod host;
 pub mod list;
 pub mod maincf;
+pub mod master_transports;
 pub mod mastercf;
 pub mod owner_access;
 pub mod params;
