@@ -953,3 +953,69 @@ fn the_old_connection_limit_exceptions_name_behaves_as_in_postfix() {
     let _a = Raw::connect_from(d.port, "127.0.0.2");
     let _b = Raw::connect_from(d.port, "127.0.0.2");
 }
+
+#[test]
+fn the_hosts_file_names_clients_before_dns_as_the_system_resolver_does() {
+    // DNS knows neither 127.0.0.1 nor 127.0.0.5 (no PTR); 127.0.0.6's PTR
+    // name is confirmed by the hosts file, not by DNS (which has no A).
+    let dns = dns_server();
+    dns.add_ptr("127.0.0.6".parse().unwrap(), 60, "mapped.test.example");
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n127.0.0.1 vm\n::1 localhost ip6-localhost\n127.0.0.6 mapped.test.example\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&format!(
+        "corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\ncorepost_hosts_file = {}\nmynetworks = 127.0.0.0/8\nsmtpd_client_restrictions = reject_unknown_client_hostname\n",
+        dns.addr(),
+        hosts.display()
+    ));
+    let mut local = session(&d, "127.0.0.1", "client.example", "a@example.org");
+    assert!(
+        local
+            .cmd("RCPT TO:<alice@mx.test.example>")
+            .starts_with("250 ")
+    );
+    let mut mapped = session(&d, "127.0.0.6", "client.example", "a@example.org");
+    assert!(
+        mapped
+            .cmd("RCPT TO:<alice@mx.test.example>")
+            .starts_with("250 ")
+    );
+    let mut other = session(&d, "127.0.0.5", "client.example", "a@example.org");
+    assert_eq!(
+        other.cmd("RCPT TO:<alice@mx.test.example>"),
+        "450 4.7.25 Client host rejected: cannot find your hostname, [127.0.0.5]\r\n"
+    );
+    let log = d.log();
+    for line in [
+        "connect from localhost[127.0.0.1]",
+        "connect from mapped.test.example[127.0.0.6]",
+        "connect from unknown[127.0.0.5]",
+    ] {
+        assert!(log.contains(line), "{line}\n{log}");
+    }
+    // The machine's own /etc/hosts, where it names 127.0.0.1 (it usually
+    // does: localhost), gives the same as the system resolver.
+    let system = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let first = system.lines().find_map(|l| {
+        let mut w = l.split('#').next()?.split_whitespace();
+        (w.next()? == "127.0.0.1").then(|| w.next().map(str::to_ascii_lowercase))?
+    });
+    if let Some(name) = first {
+        let d = Daemon::start(&format!(
+            "corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\ncorepost_hosts_file = /etc/hosts\n",
+            dns.addr()
+        ));
+        let mut c = Raw::connect_from(d.port, "127.0.0.1");
+        assert!(c.cmd("EHLO client.example").starts_with("250"));
+        c.cmd("QUIT");
+        let log = d.log();
+        assert!(
+            log.contains(&format!("connect from {name}[127.0.0.1]")),
+            "{log}"
+        );
+    }
+}

@@ -398,6 +398,8 @@ pub static PARAMS: &[ParamDef] = &[
         .corepost(),
     p("corepost_dns_servers", List, "", "Name servers (address or address:port) for mail lookups; empty means those in /etc/resolv.conf. Tests point this at a server on loopback.")
         .corepost(),
+    p("corepost_hosts_file", Text, "/etc/hosts", "Hosts file smtpd's client name lookup reads before DNS, as the system resolver does with nsswitch.conf's \"hosts: files dns\" (Postfix's smtpd uses the system resolver); empty: DNS only. Read at start and reload. Tests point this at their own file.")
+        .corepost(),
     p("corepost_core_backlog_limit", Int, "500000", "Queued messages per core above which smtpd slows new mail down by in_flow_delay and then answers 451 4.3.1, keeping memory and disk bounded when delivery falls behind.")
         .corepost(),
     p("corepost_destination_policy_maps", Maps, "", "Per-destination delivery policy, looked up by next hop (e.g. gmail.com, [10.0.0.1]:25), then transport:nexthop, then the parent domains' .domain forms: space-separated settings concurrency=N (connections), rate=N/s|m|h (messages), connection_rate=N/s|m|h (new connections). What Postfix lacks and ESPs ask for.")
