@@ -425,7 +425,7 @@ fn other_users_list_and_flush_through_the_public_socket_as_authorized() {
     }
     use std::os::unix::fs::PermissionsExt;
     let sink = Sink::start();
-    let d = Daemon::start(&format!(
+    let mut d = Daemon::start(&format!(
         "relayhost = [127.0.0.1]:{}\nminimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nmail_owner = daemon\n",
         sink.port
     ));
@@ -495,4 +495,15 @@ fn other_users_list_and_flush_through_the_public_socket_as_authorized() {
     assert!(ok(&queue(&d, &["list"])).contains(&id));
     let as_owner = corepost_as(1, &["queue", "-c", &dir, "list"]);
     assert!(stdout(&as_owner).contains(&id), "{}", stderr(&as_owner));
+    // Stopped: only those who can read the spool get a listing (Postfix's
+    // postqueue: "Queue report unavailable", EX_UNAVAILABLE).
+    d.stop();
+    let down = corepost_as(2, &["queue", "-c", &dir, "list"]);
+    assert_eq!(down.status.code(), Some(69), "{}", stderr(&down));
+    assert!(
+        stderr(&down).contains("fatal: Queue report unavailable - mail system is down"),
+        "{}",
+        stderr(&down)
+    );
+    assert!(ok(&queue(&d, &["list"])).contains(&id));
 }

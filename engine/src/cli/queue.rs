@@ -126,6 +126,12 @@ fn offline(config: &Config, action: &Action) -> ExitCode {
         Ok(q) => PathBuf::from(q),
         Err(e) => return fatal(e),
     };
+    // Only root and the queue's owner (mail_owner) can read the spool;
+    // other users can only ask the daemon, as with Postfix's postqueue.
+    if matches!(action, Action::List { .. }) && !may_read_queue(&queue_dir) {
+        eprintln!("corepost: fatal: Queue report unavailable - mail system is down");
+        return ExitCode::from(69);
+    }
     let now = corepost_spool::queue_id::now_micros();
     match action {
         Action::List { .. } | Action::Shape => match control::offline_items(&queue_dir) {
@@ -154,4 +160,13 @@ fn offline(config: &Config, action: &Action) -> ExitCode {
         }
         _ => fatal("the mail system is not running; this action needs it"),
     }
+}
+
+/// Whether this process may read the queue directly: root, or the owner
+/// of the queue directory (a missing one holds no queue to read).
+fn may_read_queue(queue_dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    me == 0 || std::fs::metadata(queue_dir).map_or(true, |m| m.uid() == me)
 }
