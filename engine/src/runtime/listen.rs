@@ -254,11 +254,14 @@ pub fn mail_owner(
     Ok(Some(owner))
 }
 
+/// An account: login name, uid, gid.
+pub type Account = (String, u32, u32);
+
 /// The account a daemon started as root runs as — name, uid, gid — and,
 /// when main.cf does not set `mail_owner` and the built-in account does
 /// not exist, the warning that `nobody` is used instead. `corepost passwd`
 /// and `corepost check` use it to judge who must read which file.
-pub fn mail_owner_account(config: &Config) -> Result<((String, u32, u32), Option<String>), String> {
+pub fn mail_owner_account(config: &Config) -> Result<(Account, Option<String>), String> {
     let mut owner = config.get("mail_owner").map_err(|e| e.to_string())?;
     let table =
         corepost_config::tables::open_table("unix:passwd.byname").map_err(|e| e.to_string())?;
