@@ -322,8 +322,10 @@ fn client_name_lookup_and_unknown_checks() {
     dns.add_a("forged.test.example", 60, Ipv4Addr::new(192, 0, 2, 1));
     dns.add_a("helo.test.example", 60, Ipv4Addr::new(192, 0, 2, 2));
     dns.add_mx("sender.test.example", 60, 10, "mx.sender.test.example");
+    // No hosts file: the machine's /etc/hosts names 127.0.0.1 (these tests
+    // ask the test DNS server only).
     let d = Daemon::start(&format!(
-        "{PATIENT}corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\nsmtpd_client_restrictions = reject_unknown_reverse_client_hostname, reject_unknown_client_hostname\nsmtpd_helo_restrictions = reject_unknown_helo_hostname\nsmtpd_sender_restrictions = reject_unknown_sender_domain\nsmtpd_recipient_restrictions = reject_unknown_recipient_domain\nmynetworks = 127.0.0.1/32\n",
+        "{PATIENT}corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\ncorepost_hosts_file =\nsmtpd_client_restrictions = reject_unknown_reverse_client_hostname, reject_unknown_client_hostname\nsmtpd_helo_restrictions = reject_unknown_helo_hostname\nsmtpd_sender_restrictions = reject_unknown_sender_domain\nsmtpd_recipient_restrictions = reject_unknown_recipient_domain\nmynetworks = 127.0.0.1/32\n",
         dns.addr()
     ));
     let mut good = session(
@@ -725,7 +727,7 @@ fn dns_allow_lists_and_rhsbl_on_names() {
     dns.add_a("host.spammy.test.rhs.test", 60, Ipv4Addr::new(127, 0, 0, 2));
     dns.add_a("bad.helo.test.rhs.test", 60, Ipv4Addr::new(127, 0, 0, 2));
     let d = Daemon::start(&format!(
-        "{PATIENT}corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\nmynetworks = 127.0.0.1/32\nsmtpd_client_restrictions = permit_dnswl_client wl.test, reject_rhsbl_client rhs.test, reject_rhsbl_helo rhs.test\n",
+        "{PATIENT}corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\ncorepost_hosts_file =\nmynetworks = 127.0.0.1/32\nsmtpd_client_restrictions = permit_dnswl_client wl.test, reject_rhsbl_client rhs.test, reject_rhsbl_helo rhs.test\n",
         dns.addr()
     ));
     // Allow-listed: passes even with a listed HELO name.
@@ -757,7 +759,7 @@ fn client_dns_settings_leave_smtpd_name_lookups_alone() {
     // smtp_dns_support_level and disable_dns_lookups are the SMTP client's
     // settings: Postfix's smtpd still looks the client's name up.
     let d = Daemon::start(&format!(
-        "corepost_dns_servers = {}\nsmtp_dns_support_level = disabled\ndisable_dns_lookups = yes\nsmtpd_peername_lookup = yes\nmynetworks = 127.0.0.0/32\nsmtpd_client_restrictions = reject_unknown_client_hostname\n",
+        "corepost_dns_servers = {}\nsmtp_dns_support_level = disabled\ndisable_dns_lookups = yes\nsmtpd_peername_lookup = yes\ncorepost_hosts_file =\nmynetworks = 127.0.0.0/32\nsmtpd_client_restrictions = reject_unknown_client_hostname\n",
         dns.addr()
     ));
     let mut c = session(&d, "127.0.0.1", "client.example", "a@example.org");

@@ -135,7 +135,7 @@ impl Daemon {
         }
         let port = free_port();
         let main = format!(
-            "myhostname = mx.test.example\nqueue_directory = {}/spool\nmail_owner = {owner}\ncorepost_cores = 2\nalias_maps =\nalias_database =\nlocal_recipient_maps = inline:{{ alice=1, postmaster=1 }}\nmaillog_file = {}/maillog\nmaillog_file_prefixes = /\nsmtpd_peername_lookup = no\ncorepost_hosts_file =\n{extra}\n",
+            "myhostname = mx.test.example\nqueue_directory = {}/spool\nmail_owner = {owner}\ncorepost_cores = 2\nalias_maps =\nalias_database =\nlocal_recipient_maps = inline:{{ alice=1, postmaster=1 }}\nmaillog_file = {}/maillog\nmaillog_file_prefixes = /\nsmtpd_peername_lookup = no\n{extra}\n",
             dir.path().display(),
             dir.path().display()
         );
