@@ -25,7 +25,7 @@ use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Longest request line.
@@ -164,6 +164,7 @@ impl ControlServer {
         let flag = Arc::clone(&stop);
         let cores = Arc::new(cores);
         let info = Arc::new(info);
+        let public_busy = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
@@ -174,10 +175,25 @@ impl ControlServer {
                         // sends its line cannot hold up the others.
                         if let Ok((stream, _)) = listener.accept() {
                             idle = false;
+                            // Any local user reaches the public socket: a
+                            // bounded number of its requests at once.
+                            let slot = match is_public {
+                                true => match PublicSlot::take(&public_busy) {
+                                    Some(slot) => Some(slot),
+                                    None => {
+                                        busy(&stream);
+                                        continue;
+                                    }
+                                },
+                                false => None,
+                            };
                             let (cores, info) = (Arc::clone(&cores), Arc::clone(&info));
                             let _ = std::thread::Builder::new()
                                 .name("control-request".into())
-                                .spawn(move || serve(stream, &cores, &info, is_public));
+                                .spawn(move || {
+                                    serve(stream, &cores, &info, is_public);
+                                    drop(slot);
+                                });
                         }
                     }
                     if idle {
@@ -204,6 +220,35 @@ impl Drop for ControlServer {
             let _ = std::fs::remove_file(p);
         }
     }
+}
+
+/// Most requests on the public socket served at once.
+const PUBLIC_REQUEST_LIMIT: usize = 16;
+
+/// One of the [`PUBLIC_REQUEST_LIMIT`] places, given back on drop.
+struct PublicSlot(Arc<AtomicUsize>);
+
+impl PublicSlot {
+    fn take(busy: &Arc<AtomicUsize>) -> Option<PublicSlot> {
+        busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < PUBLIC_REQUEST_LIMIT).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| PublicSlot(Arc::clone(busy)))
+    }
+}
+
+impl Drop for PublicSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Turn a public request away without a thread.
+fn busy(stream: &UnixStream) {
+    let _ = stream.set_nonblocking(true);
+    let mut w = stream;
+    let _ = w.write_all(b"error too many queue requests at once; try again\n");
 }
 
 /// A request on the public socket: only what [`public::Access`] allows,
@@ -447,6 +492,19 @@ fn execute(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn public_requests_are_bounded() {
+        let busy = Arc::new(AtomicUsize::new(0));
+        let mut slots: Vec<PublicSlot> = (0..PUBLIC_REQUEST_LIMIT)
+            .map(|_| PublicSlot::take(&busy).expect("a place"))
+            .collect();
+        assert!(PublicSlot::take(&busy).is_none());
+        slots.pop();
+        assert!(PublicSlot::take(&busy).is_some());
+        drop(slots);
+        assert_eq!(busy.load(Ordering::Acquire), 0);
+    }
 
     #[test]
     fn request_words() {
