@@ -73,10 +73,13 @@ pub fn run(args: PasswdArgs) -> ExitCode {
         },
         (None, None) => return fatal("no configuration"),
     };
-    let reader = match daemon_reader(config.as_ref()) {
-        Ok(r) => r,
-        Err(e) => return fatal(e),
-    };
+    let reader = daemon_reader(config.as_ref()).unwrap_or_else(|e| {
+        super::warning(format!(
+            "{e}; {} stays readable by root only",
+            path.display()
+        ));
+        None
+    });
     let group = reader.as_ref().map(|(_, gid)| *gid);
     let readable_by = match &reader {
         Some((name, gid)) => format!(" (mode 0640, group {gid}: readable by mail_owner {name})"),
