@@ -494,3 +494,50 @@ fn unsupported_parameters_are_logged_at_start_and_reload() {
         stderr(&reload)
     );
 }
+
+#[test]
+fn check_reports_transports_master_cf_lacks_and_config_m_is_the_starting_point() {
+    let dir = tempfile::tempdir().unwrap();
+    let q = dir.path().join("q");
+    fs::write(
+        dir.path().join("main.cf"),
+        format!("queue_directory = {}\n", q.display()),
+    )
+    .unwrap();
+    let d = dir.path().to_str().unwrap();
+    // No master.cf: the built-in one, which `config -M` prints.
+    let builtin = corepost(&["config", "-c", d, "-M"]);
+    assert!(builtin.status.success(), "{}", stderr(&builtin));
+    // A master.cf with only an smtpd line replaces all of it.
+    fs::write(
+        dir.path().join("master.cf"),
+        "127.0.0.1:2525 inet n - n - - smtpd\n",
+    )
+    .unwrap();
+    let out = corepost(&["check", "-c", d]);
+    assert!(
+        out.status.success(),
+        "a warning, not an error: {}",
+        stderr(&out)
+    );
+    let master = dir.path().join("master.cf");
+    for (transport, parameter) in [("smtp", "default_transport"), ("local", "local_transport")] {
+        let line = format!(
+            "corepost: warning: {}: transport \"{transport}\" (from parameter {parameter}) has no master.cf entry; mail routed there will be deferred",
+            master.display()
+        );
+        assert!(stderr(&out).contains(&line), "{line}\n{}", stderr(&out));
+    }
+    // Starting from `corepost config -M`, nothing is missing.
+    fs::write(&master, stdout(&builtin)).unwrap();
+    let out = corepost(&["check", "-c", d]);
+    assert!(
+        !stderr(&out).contains("has no master.cf entry"),
+        "{}",
+        stderr(&out)
+    );
+    // -C is -c for check.
+    let out = corepost(&["check", "-C", d]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(stdout(&out).contains(&format!("configuration in {d} is valid")));
+}

@@ -322,8 +322,10 @@ fn client_name_lookup_and_unknown_checks() {
     dns.add_a("forged.test.example", 60, Ipv4Addr::new(192, 0, 2, 1));
     dns.add_a("helo.test.example", 60, Ipv4Addr::new(192, 0, 2, 2));
     dns.add_mx("sender.test.example", 60, 10, "mx.sender.test.example");
+    // No hosts file: the machine's /etc/hosts names 127.0.0.1 (these tests
+    // ask the test DNS server only).
     let d = Daemon::start(&format!(
-        "{PATIENT}corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\nsmtpd_client_restrictions = reject_unknown_reverse_client_hostname, reject_unknown_client_hostname\nsmtpd_helo_restrictions = reject_unknown_helo_hostname\nsmtpd_sender_restrictions = reject_unknown_sender_domain\nsmtpd_recipient_restrictions = reject_unknown_recipient_domain\nmynetworks = 127.0.0.1/32\n",
+        "{PATIENT}corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\ncorepost_hosts_file =\nsmtpd_client_restrictions = reject_unknown_reverse_client_hostname, reject_unknown_client_hostname\nsmtpd_helo_restrictions = reject_unknown_helo_hostname\nsmtpd_sender_restrictions = reject_unknown_sender_domain\nsmtpd_recipient_restrictions = reject_unknown_recipient_domain\nmynetworks = 127.0.0.1/32\n",
         dns.addr()
     ));
     let mut good = session(
@@ -725,7 +727,7 @@ fn dns_allow_lists_and_rhsbl_on_names() {
     dns.add_a("host.spammy.test.rhs.test", 60, Ipv4Addr::new(127, 0, 0, 2));
     dns.add_a("bad.helo.test.rhs.test", 60, Ipv4Addr::new(127, 0, 0, 2));
     let d = Daemon::start(&format!(
-        "{PATIENT}corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\nmynetworks = 127.0.0.1/32\nsmtpd_client_restrictions = permit_dnswl_client wl.test, reject_rhsbl_client rhs.test, reject_rhsbl_helo rhs.test\n",
+        "{PATIENT}corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\ncorepost_hosts_file =\nmynetworks = 127.0.0.1/32\nsmtpd_client_restrictions = permit_dnswl_client wl.test, reject_rhsbl_client rhs.test, reject_rhsbl_helo rhs.test\n",
         dns.addr()
     ));
     // Allow-listed: passes even with a listed HELO name.
@@ -757,7 +759,7 @@ fn client_dns_settings_leave_smtpd_name_lookups_alone() {
     // smtp_dns_support_level and disable_dns_lookups are the SMTP client's
     // settings: Postfix's smtpd still looks the client's name up.
     let d = Daemon::start(&format!(
-        "corepost_dns_servers = {}\nsmtp_dns_support_level = disabled\ndisable_dns_lookups = yes\nsmtpd_peername_lookup = yes\nmynetworks = 127.0.0.0/32\nsmtpd_client_restrictions = reject_unknown_client_hostname\n",
+        "corepost_dns_servers = {}\nsmtp_dns_support_level = disabled\ndisable_dns_lookups = yes\nsmtpd_peername_lookup = yes\ncorepost_hosts_file =\nmynetworks = 127.0.0.0/32\nsmtpd_client_restrictions = reject_unknown_client_hostname\n",
         dns.addr()
     ));
     let mut c = session(&d, "127.0.0.1", "client.example", "a@example.org");
@@ -952,4 +954,70 @@ fn the_old_connection_limit_exceptions_name_behaves_as_in_postfix() {
     let d = Daemon::start("smtpd_client_connection_count_limit = 1\nmynetworks = 127.0.0.0/8\n");
     let _a = Raw::connect_from(d.port, "127.0.0.2");
     let _b = Raw::connect_from(d.port, "127.0.0.2");
+}
+
+#[test]
+fn the_hosts_file_names_clients_before_dns_as_the_system_resolver_does() {
+    // DNS knows neither 127.0.0.1 nor 127.0.0.5 (no PTR); 127.0.0.6's PTR
+    // name is confirmed by the hosts file, not by DNS (which has no A).
+    let dns = dns_server();
+    dns.add_ptr("127.0.0.6".parse().unwrap(), 60, "mapped.test.example");
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(
+        &hosts,
+        "127.0.0.1 localhost\n127.0.0.1 vm\n::1 localhost ip6-localhost\n127.0.0.6 mapped.test.example\n",
+    )
+    .unwrap();
+    let d = Daemon::start(&format!(
+        "corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\ncorepost_hosts_file = {}\nmynetworks = 127.0.0.0/8\nsmtpd_client_restrictions = reject_unknown_client_hostname\n",
+        dns.addr(),
+        hosts.display()
+    ));
+    let mut local = session(&d, "127.0.0.1", "client.example", "a@example.org");
+    assert!(
+        local
+            .cmd("RCPT TO:<alice@mx.test.example>")
+            .starts_with("250 ")
+    );
+    let mut mapped = session(&d, "127.0.0.6", "client.example", "a@example.org");
+    assert!(
+        mapped
+            .cmd("RCPT TO:<alice@mx.test.example>")
+            .starts_with("250 ")
+    );
+    let mut other = session(&d, "127.0.0.5", "client.example", "a@example.org");
+    assert_eq!(
+        other.cmd("RCPT TO:<alice@mx.test.example>"),
+        "450 4.7.25 Client host rejected: cannot find your hostname, [127.0.0.5]\r\n"
+    );
+    let log = d.log();
+    for line in [
+        "connect from localhost[127.0.0.1]",
+        "connect from mapped.test.example[127.0.0.6]",
+        "connect from unknown[127.0.0.5]",
+    ] {
+        assert!(log.contains(line), "{line}\n{log}");
+    }
+    // The machine's own /etc/hosts, where it names 127.0.0.1 (it usually
+    // does: localhost), gives the same as the system resolver.
+    let system = std::fs::read_to_string("/etc/hosts").unwrap_or_default();
+    let first = system.lines().find_map(|l| {
+        let mut w = l.split('#').next()?.split_whitespace();
+        (w.next()? == "127.0.0.1").then(|| w.next().map(str::to_ascii_lowercase))?
+    });
+    if let Some(name) = first {
+        let d = Daemon::start(&format!(
+            "corepost_dns_servers = {}\nsmtpd_peername_lookup = yes\ncorepost_hosts_file = /etc/hosts\n",
+            dns.addr()
+        ));
+        let mut c = Raw::connect_from(d.port, "127.0.0.1");
+        assert!(c.cmd("EHLO client.example").starts_with("250"));
+        c.cmd("QUIT");
+        let log = d.log();
+        assert!(
+            log.contains(&format!("connect from {name}[127.0.0.1]")),
+            "{log}"
+        );
+    }
 }

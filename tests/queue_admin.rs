@@ -306,3 +306,204 @@ fn delete_all_deferred_spares_held_mail() {
         "{list}"
     );
 }
+
+/// `args` of `corepost` as the user `uid` (group the same number).
+fn corepost_as(uid: u32, args: &[&str]) -> std::process::Output {
+    use std::os::unix::process::CommandExt;
+    Command::new(corepost_bin())
+        .args(args)
+        .env_remove("COREPOST_CONFIG_DIR")
+        .uid(uid)
+        .gid(uid)
+        .output()
+        .expect("run")
+}
+
+#[test]
+fn list_json_is_postqueue_j_running_or_stopped_with_the_maildrop() {
+    let sink = Sink::start();
+    let mut d = daemon(sink.port);
+    let id = send(d.port, &["tempfail@remote.example"], "json");
+    let log = wait_log(&d, "status=deferred", 20);
+    assert!(log.contains("status=deferred"), "{log}");
+    // No pickup service in the harness's master.cf: a submission waits in
+    // the maildrop, which mailq lists too (Postfix's "maildrop queue").
+    let mut submit = Command::new({
+        let link = d.dir.path().join("sendmail");
+        std::os::unix::fs::symlink(corepost_bin(), &link).expect("symlink");
+        link
+    })
+    .args([
+        "-C",
+        &d.config_dir(),
+        "-f",
+        "dropper@example.org",
+        "a@remote.example",
+        "b@remote.example",
+    ])
+    .stdin(std::process::Stdio::piped())
+    .spawn()
+    .expect("sendmail");
+    use std::io::Write;
+    submit
+        .stdin
+        .take()
+        .unwrap()
+        .write_all(b"Subject: waiting\n\nin the maildrop\n")
+        .unwrap();
+    assert!(submit.wait().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    let check = |json: &str| {
+        let objects: Vec<serde_json::Value> = json
+            .lines()
+            .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .collect();
+        assert_eq!(objects.len(), 2, "{json}");
+        let drop = &objects[0];
+        assert_eq!(drop["queue_name"], "maildrop", "{json}");
+        assert_eq!(drop["sender"], "dropper@example.org");
+        assert_eq!(drop["recipients"][1]["address"], "b@remote.example");
+        assert!(drop["queue_id"].as_str().is_some_and(|s| !s.is_empty()));
+        let deferred = &objects[1];
+        let keys: Vec<&str> = deferred
+            .as_object()
+            .unwrap()
+            .keys()
+            .map(String::as_str)
+            .collect();
+        // postqueue -j's members (serde_json sorts them).
+        assert_eq!(
+            keys,
+            [
+                "arrival_time",
+                "forced_expire",
+                "message_size",
+                "queue_id",
+                "queue_name",
+                "recipients",
+                "sender"
+            ]
+        );
+        assert_eq!(deferred["queue_name"], "deferred");
+        assert_eq!(deferred["queue_id"], id.as_str());
+        assert_eq!(deferred["sender"], "sender@example.org");
+        assert_eq!(deferred["forced_expire"], false);
+        assert!(deferred["message_size"].as_u64().unwrap() > 20);
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_secs();
+        let arrival = deferred["arrival_time"].as_u64().unwrap();
+        assert!(arrival <= now && arrival + 120 > now, "{arrival} {now}");
+        let rcpt = &deferred["recipients"][0];
+        assert_eq!(rcpt["address"], "tempfail@remote.example");
+        assert!(
+            rcpt["delay_reason"]
+                .as_str()
+                .unwrap()
+                .contains("said: 450 4.2.0 try again later"),
+            "{json}"
+        );
+    };
+    let running = ok(&queue(&d, &["list", "--json"]));
+    check(&running);
+    let text = ok(&queue(&d, &["list"]));
+    assert!(text.contains("dropper@example.org"), "{text}");
+    assert!(text.trim_end().ends_with("in 2 Requests."), "{text}");
+    d.stop();
+    let stopped = ok(&queue(&d, &["list", "-j"]));
+    check(&stopped);
+    assert_eq!(stopped, running);
+}
+
+#[test]
+fn other_users_list_and_flush_through_the_public_socket_as_authorized() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root to switch users");
+        return;
+    }
+    use std::os::unix::fs::PermissionsExt;
+    let sink = Sink::start();
+    let mut d = Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{}\nminimal_backoff_time = 1h\nmaximal_backoff_time = 2h\nmail_owner = daemon\n",
+        sink.port
+    ));
+    // Other users reach the configuration (as on a real host).
+    std::fs::set_permissions(d.dir.path(), std::fs::Permissions::from_mode(0o755)).unwrap();
+    let id = send(d.port, &["tempfail@remote.example"], "public");
+    let log = wait_log(&d, "status=deferred", 20);
+    assert!(log.contains("status=deferred"), "{log}");
+    let dir = d.config_dir();
+    let public = d.spool_dir().join("control.public");
+    let mode = std::fs::metadata(&public).unwrap().permissions().mode() & 0o777;
+    assert_eq!(mode, 0o666);
+    // Postfix's default (static:anyone): nobody lists, in both formats...
+    let nobody = 65534;
+    let list = corepost_as(nobody, &["queue", "-c", &dir, "list"]);
+    assert!(list.status.success(), "{}", stderr(&list));
+    assert!(stdout(&list).contains(&id), "{}", stdout(&list));
+    let json = corepost_as(nobody, &["queue", "-c", &dir, "list", "--json"]);
+    assert!(stdout(&json).contains(&format!("\"queue_id\": \"{id}\"")));
+    // ... but may not read a message or steer the queue.
+    for action in [
+        vec!["show", id.as_str()],
+        vec!["hold", "ALL"],
+        vec!["delete", "ALL"],
+    ] {
+        let mut args = vec!["queue", "-c", &dir];
+        args.extend(action.iter().copied());
+        let out = corepost_as(nobody, &args);
+        assert!(!out.status.success(), "nobody ran {action:?}");
+    }
+    assert!(ok(&queue(&d, &["list"])).contains(&id), "still queued");
+    // Narrowed lists, read at each request as postqueue reads main.cf.
+    let main_cf = d.dir.path().join("main.cf");
+    let mut main = std::fs::read_to_string(&main_cf).unwrap();
+    main.push_str(
+        "authorized_mailq_users = bin\nauthorized_flush_users = !nobody, static:anyone\n",
+    );
+    std::fs::write(&main_cf, main).unwrap();
+    let refused = corepost_as(nobody, &["queue", "-c", &dir, "list"]);
+    assert!(!refused.status.success());
+    assert!(
+        stderr(&refused).contains("User nobody(65534) is not allowed to view the mail queue"),
+        "{}",
+        stderr(&refused)
+    );
+    let refused = corepost_as(nobody, &["queue", "-c", &dir, "flush"]);
+    assert!(
+        stderr(&refused).contains("User nobody(65534) is not allowed to flush the mail queue"),
+        "{}",
+        stderr(&refused)
+    );
+    let bin = corepost_as(2, &["queue", "-c", &dir, "list"]);
+    assert!(
+        stdout(&bin).contains(&id),
+        "{}{}",
+        stdout(&bin),
+        stderr(&bin)
+    );
+    let flush = corepost_as(2, &["queue", "-c", &dir, "flush"]);
+    assert!(
+        stdout(&flush).contains("flushed 1 deferred message"),
+        "{}{}",
+        stdout(&flush),
+        stderr(&flush)
+    );
+    // Root and mail_owner are always allowed.
+    assert!(ok(&queue(&d, &["list"])).contains(&id));
+    let as_owner = corepost_as(1, &["queue", "-c", &dir, "list"]);
+    assert!(stdout(&as_owner).contains(&id), "{}", stderr(&as_owner));
+    // Stopped: only those who can read the spool get a listing (Postfix's
+    // postqueue: "Queue report unavailable", EX_UNAVAILABLE).
+    d.stop();
+    let down = corepost_as(2, &["queue", "-c", &dir, "list"]);
+    assert_eq!(down.status.code(), Some(69), "{}", stderr(&down));
+    assert!(
+        stderr(&down).contains("fatal: Queue report unavailable - mail system is down"),
+        "{}",
+        stderr(&down)
+    );
+    assert!(ok(&queue(&d, &["list"])).contains(&id));
+}

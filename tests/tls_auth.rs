@@ -984,3 +984,65 @@ fn auth_attempts_are_rate_limited_per_client() {
         "{log}"
     );
 }
+
+/// `corepost check -c DIR`'s output (stdout and stderr).
+fn check_output(d: &Daemon) -> String {
+    let out = corepost(&["check", "-c", &d.config_dir()]);
+    format!("{}{}", stdout(&out), stderr(&out))
+}
+
+#[test]
+fn passwd_as_root_writes_a_file_the_unprivileged_daemon_reads_and_check_warns_otherwise() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    use std::os::unix::fs::{MetadataExt, PermissionsExt};
+    // Plaintext AUTH keeps the test short; the file is what matters.
+    let d = Daemon::start_unprivileged(
+        "smtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\n",
+        "",
+    );
+    let file = d.dir.path().join("sasl_users");
+    // The file as a root-only tool would leave it.
+    add_user(&d, "alice", "secret");
+    std::fs::set_permissions(&file, std::fs::Permissions::from_mode(0o600)).unwrap();
+    std::os::unix::fs::chown(&file, Some(0), Some(0)).unwrap();
+    let auth = |expect: u16| {
+        let (ok, out) = python(&format!(
+            r#"import smtplib
+s = smtplib.SMTP('127.0.0.1', {})
+s.ehlo('client.example')
+code, msg = s.docmd('AUTH PLAIN AGFsaWNlAHNlY3JldA==')
+assert code == {expect}, (code, msg)
+print('ok')
+"#,
+            d.port
+        ));
+        assert!(ok, "{out}\n{}", d.log());
+    };
+    auth(454);
+    let warned = check_output(&d);
+    assert!(
+        warned.contains(&format!(
+            "{} (from corepost_sasl_password_file): mail_owner nobody (uid 65534, gid 65534) cannot read it: mode 600, owner 0:0",
+            file.display()
+        )),
+        "{warned}"
+    );
+    assert!(
+        warned.contains("every SMTP AUTH will fail (454)"),
+        "{warned}"
+    );
+    // corepost passwd as root: root's file, readable by mail_owner's group.
+    add_user(&d, "alice", "secret");
+    let meta = std::fs::metadata(&file).unwrap();
+    assert_eq!(
+        (meta.uid(), meta.gid(), meta.mode() & 0o777),
+        (0, 65534, 0o640)
+    );
+    auth(235);
+    let clean = check_output(&d);
+    assert!(!clean.contains("cannot read it"), "{clean}");
+}

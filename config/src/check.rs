@@ -66,6 +66,9 @@ pub fn check(config: &Config) -> Report {
     report
         .errors
         .extend(crate::relay_guard::open_relay_errors(config));
+    report
+        .warnings
+        .extend(crate::master_transports::missing_transports(config));
     let unsupported = crate::unsupported::findings(config);
     report.errors.extend(unsupported.errors);
     report.warnings.extend(unsupported.warnings);

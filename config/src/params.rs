@@ -385,6 +385,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("sendmail_path", Text, "/usr/sbin/sendmail", "Path of the sendmail command."),
     p("mailq_path", Text, "/usr/bin/mailq", "Path of the mailq command."),
     p("newaliases_path", Text, "/usr/bin/newaliases", "Path of the newaliases command."),
+    p("authorized_mailq_users", List, "static:anyone", "Users allowed to list the queue (mailq, corepost queue list) through the daemon's public socket; root and mail_owner always are."),
+    p("authorized_flush_users", List, "static:anyone", "Users allowed to flush the queue (sendmail -q, corepost queue flush) through the daemon's public socket; root and mail_owner always are."),
     // --- corepost's own -----------------------------------------------------------------
     c("corepost_cores", Int, host::cores, "Number of per-core executors (threads pinned to CPUs), each with its own connections and spool; the default is one per available CPU.")
         .corepost(),
@@ -395,6 +397,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("corepost_control_socket", Text, "$queue_directory/control", "Unix socket the administrative commands (queue, stop, reload, status) talk to the daemon through.")
         .corepost(),
     p("corepost_dns_servers", List, "", "Name servers (address or address:port) for mail lookups; empty means those in /etc/resolv.conf. Tests point this at a server on loopback.")
+        .corepost(),
+    p("corepost_hosts_file", Text, "/etc/hosts", "Hosts file smtpd's client name lookup reads before DNS, as the system resolver does with nsswitch.conf's \"hosts: files dns\" (Postfix's smtpd uses the system resolver); empty: DNS only. Read at start and reload. Tests point this at their own file.")
         .corepost(),
     p("corepost_core_backlog_limit", Int, "500000", "Queued messages per core above which smtpd slows new mail down by in_flow_delay and then answers 451 4.3.1, keeping memory and disk bounded when delivery falls behind.")
         .corepost(),

@@ -899,18 +899,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     ),
     u("export_environment", Warning, "TZ MAIL_CONFIG LANG", LOCAL),
     u(
-        "authorized_mailq_users",
-        Warning,
-        "static:anyone",
-        "only the account corepost runs as, and root, can reach the control socket",
-    ),
-    u(
-        "authorized_flush_users",
-        Warning,
-        "static:anyone",
-        "only the account corepost runs as, and root, can reach the control socket",
-    ),
-    u(
         "biff",
         Warning,
         "yes",

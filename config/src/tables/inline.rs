@@ -65,6 +65,10 @@ impl LookupTable for InlineTable {
     fn spec(&self) -> &str {
         &self.spec
     }
+
+    fn values(&self) -> Option<Vec<String>> {
+        Some(self.entries.values().cloned().collect())
+    }
 }
 
 #[cfg(test)]

@@ -69,6 +69,13 @@ pub trait LookupTable: Send + Sync + fmt::Debug {
 
     /// The `type:name` this table was opened from, for log messages.
     fn spec(&self) -> &str;
+
+    /// Every value the table can answer, when it can list them (`check`
+    /// uses this to see which transports `transport_maps` routes to);
+    /// `None` for tables whose results depend on the key (regexp, unix).
+    fn values(&self) -> Option<Vec<String>> {
+        None
+    }
 }
 
 /// Why a table could not be opened or queried.

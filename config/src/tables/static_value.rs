@@ -46,6 +46,10 @@ impl LookupTable for StaticTable {
     fn spec(&self) -> &str {
         &self.spec
     }
+
+    fn values(&self) -> Option<Vec<String>> {
+        Some(vec![self.value.clone()])
+    }
 }
 
 #[cfg(test)]

@@ -79,6 +79,10 @@ impl LookupTable for TextFileTable {
     fn spec(&self) -> &str {
         &self.spec
     }
+
+    fn values(&self) -> Option<Vec<String>> {
+        Some(self.entries.values().cloned().collect())
+    }
 }
 
 /// Split a logical line into key and value as postmap does.

@@ -20,8 +20,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct AliasesArgs {
-    /// Configuration directory (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
-    #[arg(short = 'c', value_name = "DIR")]
+    /// Configuration directory; -C is the same (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
+    #[arg(short = 'c', short_alias = 'C', value_name = "DIR")]
     config_dir: Option<PathBuf>,
     /// Print the value of this alias (from the files given, else from alias_maps).
     #[arg(short = 'q', value_name = "NAME")]

@@ -11,8 +11,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct CheckArgs {
-    /// Configuration directory (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
-    #[arg(short = 'c', value_name = "DIR")]
+    /// Configuration directory; -C is the same (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
+    #[arg(short = 'c', short_alias = 'C', value_name = "DIR")]
     config_dir: Option<PathBuf>,
 }
 
@@ -33,6 +33,15 @@ pub fn run(args: CheckArgs) -> ExitCode {
         ));
     }
     let mut report = check(&config);
+    // Files the daemon reads again after giving root up (AUTH, reload).
+    if let Ok(((name, uid, gid), _)) = crate::runtime::listen::mail_owner_account(&config) {
+        let owner = corepost_config::owner_access::Owner { name, uid, gid };
+        report
+            .warnings
+            .extend(corepost_config::owner_access::unreadable_files(
+                &config, &owner,
+            ));
+    }
     // What only the engine can check: each smtpd service's settings as
     // `corepost run` resolves them (TLS certificates, SASL back end, ...).
     if report.is_ok() {

@@ -10,8 +10,8 @@ use std::time::{Duration, Instant};
 
 #[derive(Debug, Args)]
 pub struct DaemonArgs {
-    /// Configuration directory (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
-    #[arg(short = 'c', value_name = "DIR")]
+    /// Configuration directory; -C is the same (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
+    #[arg(short = 'c', short_alias = 'C', value_name = "DIR")]
     config_dir: Option<PathBuf>,
 }
 

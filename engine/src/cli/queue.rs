@@ -14,8 +14,8 @@ use std::process::ExitCode;
 
 #[derive(Debug, Args)]
 pub struct QueueArgs {
-    /// Configuration directory (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
-    #[arg(short = 'c', value_name = "DIR", global = true)]
+    /// Configuration directory; -C is the same (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
+    #[arg(short = 'c', short_alias = 'C', value_name = "DIR", global = true)]
     config_dir: Option<PathBuf>,
     #[command(subcommand)]
     action: Action,
@@ -23,8 +23,13 @@ pub struct QueueArgs {
 
 #[derive(Debug, Subcommand)]
 enum Action {
-    /// List the queue in mailq format (`*` active, `!` on hold).
-    List,
+    /// List the queue in mailq format (`*` active, `!` on hold), the
+    /// maildrop included.
+    List {
+        /// One JSON object per message and line, as Postfix's `postqueue -j`.
+        #[arg(long, short = 'j')]
+        json: bool,
+    },
     /// Show a message's envelope and content.
     Show { id: String },
     /// Retry deferred mail now, or only mail for one destination domain.
@@ -86,7 +91,8 @@ pub fn run(args: QueueArgs) -> ExitCode {
         Err(e) => return fatal(e),
     };
     let line = match &args.action {
-        Action::List => "list".to_string(),
+        Action::List { json: false } => "list".to_string(),
+        Action::List { json: true } => "list json".to_string(),
         Action::Show { id } => format!("show {id}"),
         Action::Flush { domain } => format!("flush {}", domain.as_deref().unwrap_or("")),
         Action::Delete { ids } => format!("delete {}", ids.join(" ")),
@@ -95,13 +101,21 @@ pub fn run(args: QueueArgs) -> ExitCode {
         Action::Requeue { ids } => format!("requeue {}", ids.join(" ")),
         Action::Shape => "shape".to_string(),
     };
-    match control::request(&socket, line.trim()) {
+    let mut answer = control::request(&socket, line.trim());
+    // Other users list and flush through the public socket, as far as
+    // authorized_mailq_users / authorized_flush_users let them.
+    if let Err(ClientError::Denied(_)) = &answer
+        && control::public::Access::of(line.trim()).is_some()
+    {
+        answer = control::request(&control::public::socket_path(&socket), line.trim());
+    }
+    match answer {
         Ok(out) => {
             print!("{out}");
             ExitCode::SUCCESS
         }
         Err(ClientError::Refused(e)) => fatal(e),
-        Err(ClientError::Io(e)) => fatal(e),
+        Err(ClientError::Io(e)) | Err(ClientError::Denied(e)) => fatal(e),
         Err(ClientError::NotRunning) => offline(&config, &args.action),
     }
 }
@@ -112,14 +126,20 @@ fn offline(config: &Config, action: &Action) -> ExitCode {
         Ok(q) => PathBuf::from(q),
         Err(e) => return fatal(e),
     };
+    // Only root and the queue's owner (mail_owner) can read the spool;
+    // other users can only ask the daemon, as with Postfix's postqueue.
+    if matches!(action, Action::List { .. }) && !may_read_queue(&queue_dir) {
+        eprintln!("corepost: fatal: Queue report unavailable - mail system is down");
+        return ExitCode::from(69);
+    }
     let now = corepost_spool::queue_id::now_micros();
     match action {
-        Action::List | Action::Shape => match control::offline_items(&queue_dir) {
+        Action::List { .. } | Action::Shape => match control::offline_items(&queue_dir) {
             Ok(items) => {
-                if matches!(action, Action::List) {
-                    print!("{}", format::mailq(&items));
-                } else {
-                    print!("{}", format::shape(&items, now));
+                match action {
+                    Action::List { json: true } => print!("{}", format::json(&items)),
+                    Action::List { json: false } => print!("{}", format::mailq(&items)),
+                    _ => print!("{}", format::shape(&items, now)),
                 }
                 ExitCode::SUCCESS
             }
@@ -140,4 +160,13 @@ fn offline(config: &Config, action: &Action) -> ExitCode {
         }
         _ => fatal("the mail system is not running; this action needs it"),
     }
+}
+
+/// Whether this process may read the queue directly: root, or the owner
+/// of the queue directory (a missing one holds no queue to read).
+fn may_read_queue(queue_dir: &std::path::Path) -> bool {
+    use std::os::unix::fs::MetadataExt;
+    // SAFETY: geteuid has no preconditions.
+    let me = unsafe { libc::geteuid() };
+    me == 0 || std::fs::metadata(queue_dir).map_or(true, |m| m.uid() == me)
 }

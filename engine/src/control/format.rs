@@ -2,23 +2,70 @@
 //! `postcat`-style message display, and `qshape`'s table — the same text
 //! whether it comes from the running daemon or from a stopped spool.
 
-use corepost_spool::QueueId;
 use std::collections::BTreeMap;
 use std::fmt::Write;
+
+/// Which of Postfix's queues a message would be in: what `postqueue -j`
+/// calls `queue_name`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord)]
+pub enum QueueName {
+    /// A `sendmail` submission that pickup has not taken yet.
+    Maildrop,
+    /// Queued and never tried yet.
+    Incoming,
+    /// Being delivered right now.
+    Active,
+    /// Tried and waiting for a retry.
+    Deferred,
+    /// On hold.
+    Hold,
+}
+
+impl QueueName {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            QueueName::Maildrop => "maildrop",
+            QueueName::Incoming => "incoming",
+            QueueName::Active => "active",
+            QueueName::Deferred => "deferred",
+            QueueName::Hold => "hold",
+        }
+    }
+
+    /// mailq's status character after the queue id.
+    fn flag(self) -> char {
+        match self {
+            QueueName::Hold => '!',
+            QueueName::Active => '*',
+            _ => ' ',
+        }
+    }
+}
 
 /// One queued message as the listing shows it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct QueueItem {
-    pub id: QueueId,
+    /// The queue id, or a maildrop file's name.
+    pub id: String,
+    pub queue: QueueName,
     /// Microseconds since the epoch.
     pub arrival: u64,
     pub size: u64,
     pub sender: String,
-    pub held: bool,
-    /// Being delivered right now.
-    pub active: bool,
     /// Pending recipients: address and last deferral reason.
     pub recipients: Vec<(String, Option<String>)>,
+}
+
+/// The listing's order: the maildrop first (as Postfix's showq, which
+/// reads it first), then by arrival.
+pub fn sort(items: &mut [QueueItem]) {
+    items.sort_by(|a, b| {
+        (a.queue != QueueName::Maildrop, a.arrival, &a.id).cmp(&(
+            b.queue != QueueName::Maildrop,
+            b.arrival,
+            &b.id,
+        ))
+    });
 }
 
 /// Width of the queue id column (corepost's ids are 16 characters).
@@ -41,13 +88,7 @@ pub fn mailq(items: &[QueueItem]) -> String {
     let mut bytes = 0u64;
     for item in items {
         bytes += item.size;
-        let flag = if item.held {
-            '!'
-        } else if item.active {
-            '*'
-        } else {
-            ' '
-        };
+        let flag = item.queue.flag();
         let sender = if item.sender.is_empty() {
             "MAILER-DAEMON"
         } else {
@@ -56,7 +97,7 @@ pub fn mailq(items: &[QueueItem]) -> String {
         let _ = writeln!(
             out,
             "{:<w$}{flag} {:>8} {}  {sender}",
-            item.id.to_string(),
+            item.id,
             item.size,
             crate::time::mailq_stamp((item.arrival / 1_000_000) as i64),
             w = ID_WIDTH
@@ -80,6 +121,63 @@ pub fn mailq(items: &[QueueItem]) -> String {
         bytes.div_ceil(1024),
         if n == 1 { "" } else { "s" }
     );
+    out
+}
+
+/// `postqueue -j`: one JSON object per message, each on its own line,
+/// with Postfix's members, order and spacing. corepost has no
+/// `postsuper -f` (forced expiry), so `forced_expire` is always false.
+pub fn json(items: &[QueueItem]) -> String {
+    let mut out = String::new();
+    for item in items {
+        let sender = if item.sender.is_empty() {
+            "MAILER-DAEMON"
+        } else {
+            &item.sender
+        };
+        let _ = write!(
+            out,
+            "{{\"queue_name\": \"{}\", \"queue_id\": {}, \"arrival_time\": {}, \"message_size\": {}, \"forced_expire\": false, \"sender\": {}, \"recipients\": [",
+            item.queue.as_str(),
+            json_string(&item.id),
+            item.arrival / 1_000_000,
+            item.size,
+            json_string(sender),
+        );
+        for (i, (address, reason)) in item.recipients.iter().enumerate() {
+            if i > 0 {
+                out.push_str(", ");
+            }
+            let _ = write!(out, "{{\"address\": {}", json_string(address));
+            if let Some(r) = reason {
+                let _ = write!(out, ", \"delay_reason\": {}", json_string(&one_line(r)));
+            }
+            out.push('}');
+        }
+        out.push_str("]}\n");
+    }
+    out
+}
+
+/// A JSON string literal: quotes, backslashes and control characters
+/// escaped, everything else (UTF-8 included) as is.
+fn json_string(s: &str) -> String {
+    let mut out = String::with_capacity(s.len() + 2);
+    out.push('"');
+    for c in s.chars() {
+        match c {
+            '"' => out.push_str("\\\""),
+            '\\' => out.push_str("\\\\"),
+            '\n' => out.push_str("\\n"),
+            '\r' => out.push_str("\\r"),
+            '\t' => out.push_str("\\t"),
+            c if (c as u32) < 0x20 || c == '\u{7f}' => {
+                let _ = write!(out, "\\u{:04x}", c as u32);
+            }
+            c => out.push(c),
+        }
+    }
+    out.push('"');
     out
 }
 
@@ -182,17 +280,17 @@ pub fn show(
 #[cfg(test)]
 mod tests {
     use super::*;
+    use corepost_spool::QueueId;
 
     #[test]
     fn mailq_format() {
         let id = QueueId::from_parts(1_700_000_000_000_000, 0, 1);
         let items = vec![QueueItem {
-            id,
+            id: id.to_string(),
+            queue: QueueName::Hold,
             arrival: 1_700_000_000_000_000,
             size: 2000,
             sender: String::new(),
-            held: true,
-            active: false,
             recipients: vec![
                 ("a@x".into(), Some("connect to x: refused".into())),
                 ("b@x".into(), Some("connect to x: refused".into())),
@@ -222,5 +320,50 @@ mod tests {
             "{s}"
         );
         assert!(s.contains("x      2"), "{s}");
+    }
+
+    #[test]
+    fn json_lines_are_postqueue_j() {
+        let items = vec![
+            QueueItem {
+                id: "0123456789abcdef0123456789abcdef".into(),
+                queue: QueueName::Maildrop,
+                arrival: 1_796_546_752_000_000,
+                size: 122,
+                sender: "a\"b\\c@x".into(),
+                recipients: vec![("r1@remote.example".into(), None)],
+            },
+            QueueItem {
+                id: "ECA5498C5D2".into(),
+                queue: QueueName::Deferred,
+                arrival: 1_796_546_752_999_999,
+                size: 255,
+                sender: String::new(),
+                recipients: vec![
+                    (
+                        "rcpt1@remote.example".into(),
+                        Some("connect to\n x: refused".into()),
+                    ),
+                    ("rcpt2@remote.example".into(), None),
+                ],
+            },
+        ];
+        let text = json(&items);
+        // Byte for byte what Postfix 3.7's postqueue -j printed for the
+        // same messages (members, order, spacing; the null sender).
+        assert_eq!(
+            text.lines().nth(1).unwrap(),
+            r#"{"queue_name": "deferred", "queue_id": "ECA5498C5D2", "arrival_time": 1796546752, "message_size": 255, "forced_expire": false, "sender": "MAILER-DAEMON", "recipients": [{"address": "rcpt1@remote.example", "delay_reason": "connect to x: refused"}, {"address": "rcpt2@remote.example"}]}"#
+        );
+        assert!(text.ends_with("}\n"));
+        let first: serde_json::Value = serde_json::from_str(text.lines().next().unwrap()).unwrap();
+        assert_eq!(first["queue_name"], "maildrop");
+        assert_eq!(first["sender"], "a\"b\\c@x");
+        assert_eq!(first["arrival_time"], 1_796_546_752);
+        assert_eq!(first["forced_expire"], false);
+        assert_eq!(first["recipients"][0]["address"], "r1@remote.example");
+        assert!(first["recipients"][0].get("delay_reason").is_none());
+        assert_eq!(json(&[]), "");
+        assert_eq!(json_string("\u{1}é"), "\"\\u0001é\"");
     }
 }

@@ -16,15 +16,16 @@
 
 pub mod core;
 pub mod format;
+pub mod public;
 
 use self::core::{CoreAnswer, CoreCommand, CoreRequest, CoreStatus};
 use corepost_spool::{AdminAction, QueueId};
-use format::QueueItem;
+use format::{QueueItem, QueueName};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 /// Longest request line.
@@ -39,19 +40,28 @@ pub fn item(
     active: bool,
     reasons: &corepost_spool::snapshot::Reasons,
 ) -> QueueItem {
+    let reasons_of = |i: u32| reasons.get(&(id, i)).cloned();
+    let queue = if entry.held {
+        QueueName::Hold
+    } else if active {
+        QueueName::Active
+    } else if entry.next_attempt != 0 || entry.pending.iter().any(|i| reasons_of(i).is_some()) {
+        QueueName::Deferred
+    } else {
+        QueueName::Incoming
+    };
     QueueItem {
-        id,
+        id: id.to_string(),
+        queue,
         arrival: envelope.arrival,
         size: size as u64,
         sender: envelope.sender.clone(),
-        held: entry.held,
-        active,
         recipients: entry
             .pending
             .iter()
             .filter_map(|i| {
                 let r = envelope.recipients.get(i as usize)?;
-                Some((r.address.clone(), reasons.get(&(id, i)).cloned()))
+                Some((r.address.clone(), reasons_of(i)))
             })
             .collect(),
     }
@@ -65,6 +75,12 @@ pub struct DaemonInfo {
     /// The listening addresses (a reload changes them).
     pub listeners: Arc<std::sync::Mutex<Vec<String>>>,
     pub pickup: bool,
+    /// `$queue_directory`, whose maildrop the listing includes; `None` in
+    /// tests.
+    pub queue_dir: Option<PathBuf>,
+    /// The configuration directory, whose main.cf names the users the
+    /// public socket serves; `None` in tests.
+    pub config_dir: Option<PathBuf>,
     /// Where `reload` requests go (the daemon's signal loop); `None` in
     /// tests.
     pub reload: Option<flume::Sender<ReloadReply>>,
@@ -102,66 +118,92 @@ pub fn socket_path(config: &corepost_config::Config) -> Result<PathBuf, String> 
         .map_err(|e| e.to_string())
 }
 
-/// The listening control socket, running on its own thread.
+/// The listening control sockets (owner-only and public), served by one
+/// thread.
 pub struct ControlServer {
-    path: PathBuf,
+    paths: [PathBuf; 2],
     stop: Arc<AtomicBool>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
+/// Bind a Unix socket at `path` (replacing a stale socket) with `mode`,
+/// created with that mode so there is no moment with a wider one.
+fn bind_socket(path: &Path, mode: u32) -> Result<UnixListener, String> {
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    if let Ok(meta) = std::fs::symlink_metadata(path)
+        && meta.file_type().is_socket()
+    {
+        let _ = std::fs::remove_file(path);
+    }
+    // SAFETY: umask only changes this process's file creation mask.
+    let old = unsafe { libc::umask(!mode & 0o777) };
+    let bound = UnixListener::bind(path);
+    // SAFETY: as above, restoring the previous mask.
+    unsafe { libc::umask(old) };
+    let listener = bound.map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode))
+        .map_err(|e| format!("control socket {}: {e}", path.display()))?;
+    listener
+        .set_nonblocking(true)
+        .map_err(|e| format!("control socket: {e}"))?;
+    Ok(listener)
+}
+
 impl ControlServer {
-    /// Bind `path` (replacing a stale socket), owner-only, and serve.
+    /// Bind `path` owner-only and its public twin (see [`public`]), and
+    /// serve both.
     pub fn start(
         path: &Path,
         cores: Vec<flume::Sender<CoreRequest>>,
         info: DaemonInfo,
     ) -> Result<ControlServer, String> {
-        use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-        if let Ok(meta) = std::fs::symlink_metadata(path)
-            && meta.file_type().is_socket()
-        {
-            let _ = std::fs::remove_file(path);
-        }
-        // Created owner-only from the start: no window where others could
-        // connect.
-        // SAFETY: umask only changes this process's file creation mask.
-        let old = unsafe { libc::umask(0o177) };
-        let bound = UnixListener::bind(path);
-        // SAFETY: as above, restoring the previous mask.
-        unsafe { libc::umask(old) };
-        let listener = bound.map_err(|e| format!("control socket {}: {e}", path.display()))?;
-        std::fs::set_permissions(path, std::fs::Permissions::from_mode(0o600))
-            .map_err(|e| format!("control socket {}: {e}", path.display()))?;
-        listener
-            .set_nonblocking(true)
-            .map_err(|e| format!("control socket: {e}"))?;
+        let public_path = public::socket_path(path);
+        let owner = bind_socket(path, 0o600)?;
+        let anyone = bind_socket(&public_path, 0o666)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
         let cores = Arc::new(cores);
         let info = Arc::new(info);
+        let public_busy = Arc::new(AtomicUsize::new(0));
         let thread = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
                 while !flag.load(Ordering::Acquire) {
-                    match listener.accept() {
+                    let mut idle = true;
+                    for (listener, is_public) in [(&owner, false), (&anyone, true)] {
                         // One thread per request, so a client that never
                         // sends its line cannot hold up the others.
-                        Ok((stream, _)) => {
+                        if let Ok((stream, _)) = listener.accept() {
+                            idle = false;
+                            // Any local user reaches the public socket: a
+                            // bounded number of its requests at once.
+                            let slot = match is_public {
+                                true => match PublicSlot::take(&public_busy) {
+                                    Some(slot) => Some(slot),
+                                    None => {
+                                        busy(&stream);
+                                        continue;
+                                    }
+                                },
+                                false => None,
+                            };
                             let (cores, info) = (Arc::clone(&cores), Arc::clone(&info));
                             let _ = std::thread::Builder::new()
                                 .name("control-request".into())
-                                .spawn(move || serve(stream, &cores, &info));
+                                .spawn(move || {
+                                    serve(stream, &cores, &info, is_public);
+                                    drop(slot);
+                                });
                         }
-                        Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
-                            std::thread::sleep(Duration::from_millis(20));
-                        }
-                        Err(_) => std::thread::sleep(Duration::from_millis(20)),
+                    }
+                    if idle {
+                        std::thread::sleep(Duration::from_millis(20));
                     }
                 }
             })
             .map_err(|e| format!("control thread: {e}"))?;
         Ok(ControlServer {
-            path: path.to_path_buf(),
+            paths: [path.to_path_buf(), public_path],
             stop,
             thread: Some(thread),
         })
@@ -174,11 +216,66 @@ impl Drop for ControlServer {
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }
-        let _ = std::fs::remove_file(&self.path);
+        for p in &self.paths {
+            let _ = std::fs::remove_file(p);
+        }
     }
 }
 
-fn serve(stream: UnixStream, cores: &[flume::Sender<CoreRequest>], info: &DaemonInfo) {
+/// Most requests on the public socket served at once.
+const PUBLIC_REQUEST_LIMIT: usize = 16;
+
+/// One of the [`PUBLIC_REQUEST_LIMIT`] places, given back on drop.
+struct PublicSlot(Arc<AtomicUsize>);
+
+impl PublicSlot {
+    fn take(busy: &Arc<AtomicUsize>) -> Option<PublicSlot> {
+        busy.fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+            (n < PUBLIC_REQUEST_LIMIT).then_some(n + 1)
+        })
+        .ok()
+        .map(|_| PublicSlot(Arc::clone(busy)))
+    }
+}
+
+impl Drop for PublicSlot {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// Turn a public request away without a thread.
+fn busy(stream: &UnixStream) {
+    let _ = stream.set_nonblocking(true);
+    let mut w = stream;
+    let _ = w.write_all(b"error too many queue requests at once; try again\n");
+}
+
+/// A request on the public socket: only what [`public::Access`] allows,
+/// for whom the lists allow it.
+fn execute_public(
+    stream: &UnixStream,
+    request: &str,
+    cores: &[flume::Sender<CoreRequest>],
+    info: &DaemonInfo,
+) -> Result<String, String> {
+    let access = public::Access::of(request)
+        .ok_or("only list and flush are served on this socket; use corepost_control_socket")?;
+    let uid = public::peer_uid(stream).map_err(|e| format!("SO_PEERCRED: {e}"))?;
+    let dir = info
+        .config_dir
+        .as_deref()
+        .unwrap_or(Path::new("/nonexistent"));
+    public::authorize(access, uid, dir)?;
+    execute(request, cores, info)
+}
+
+fn serve(
+    stream: UnixStream,
+    cores: &[flume::Sender<CoreRequest>],
+    info: &DaemonInfo,
+    is_public: bool,
+) {
     let _ = stream.set_nonblocking(false);
     let _ = stream.set_read_timeout(Some(Duration::from_secs(10)));
     let _ = stream.set_write_timeout(Some(Duration::from_secs(30)));
@@ -188,7 +285,12 @@ fn serve(stream: UnixStream, cores: &[flume::Sender<CoreRequest>], info: &Daemon
         return;
     }
     let request = String::from_utf8_lossy(&line).trim().to_string();
-    let answer = match execute(&request, cores, info) {
+    let result = if is_public {
+        execute_public(&stream, &request, cores, info)
+    } else {
+        execute(&request, cores, info)
+    };
+    let answer = match result {
         Ok(body) => format!("ok\n{body}"),
         Err(e) => format!("error {e}\n"),
     };
@@ -240,15 +342,18 @@ fn parse_ids(words: &[&str]) -> Result<(Option<Vec<QueueId>>, bool), String> {
     Ok((if all { None } else { Some(ids) }, deferred_only))
 }
 
-/// Sorted listing of every core's messages.
-fn list(cores: &[flume::Sender<CoreRequest>]) -> Result<Vec<QueueItem>, String> {
-    let mut items = Vec::new();
+/// Sorted listing of the maildrop and of every core's messages.
+fn list(cores: &[flume::Sender<CoreRequest>], info: &DaemonInfo) -> Result<Vec<QueueItem>, String> {
+    let mut items = match &info.queue_dir {
+        Some(q) => maildrop_items(q),
+        None => Vec::new(),
+    };
     for a in ask_all(cores, CoreCommand::List)? {
         if let CoreAnswer::List(mut l) = a {
             items.append(&mut l);
         }
     }
-    items.sort_by_key(|i| i.id);
+    format::sort(&mut items);
     Ok(items)
 }
 
@@ -262,9 +367,13 @@ fn execute(
         return Err("empty request".into());
     };
     match verb {
-        "list" => Ok(format::mailq(&list(cores)?)),
+        "list" => match args {
+            [] => Ok(format::mailq(&list(cores, info)?)),
+            ["json"] => Ok(format::json(&list(cores, info)?)),
+            _ => Err("usage: list [json]".into()),
+        },
         "shape" => Ok(format::shape(
-            &list(cores)?,
+            &list(cores, info)?,
             corepost_spool::queue_id::now_micros(),
         )),
         "show" => {
@@ -385,6 +494,19 @@ mod tests {
     use super::*;
 
     #[test]
+    fn public_requests_are_bounded() {
+        let busy = Arc::new(AtomicUsize::new(0));
+        let mut slots: Vec<PublicSlot> = (0..PUBLIC_REQUEST_LIMIT)
+            .map(|_| PublicSlot::take(&busy).expect("a place"))
+            .collect();
+        assert!(PublicSlot::take(&busy).is_none());
+        slots.pop();
+        assert!(PublicSlot::take(&busy).is_some());
+        drop(slots);
+        assert_eq!(busy.load(Ordering::Acquire), 0);
+    }
+
+    #[test]
     fn request_words() {
         let id = QueueId::from_parts(1_700_000_000_000_000, 1, 2);
         let text = id.to_string();
@@ -401,6 +523,8 @@ mod tests {
             cores: 1,
             listeners: Default::default(),
             pickup: false,
+            queue_dir: None,
+            config_dir: None,
             reload: None,
         };
         assert!(execute("", &[], &info).is_err());
@@ -425,6 +549,8 @@ pub enum ClientError {
     NotRunning,
     /// The daemon answered with an error.
     Refused(String),
+    /// This user may not connect to the socket (the owner-only one).
+    Denied(String),
     Io(String),
 }
 
@@ -439,6 +565,9 @@ pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
             ) =>
         {
             return Err(ClientError::NotRunning);
+        }
+        Err(e) if e.kind() == std::io::ErrorKind::PermissionDenied => {
+            return Err(ClientError::Denied(format!("{}: {e}", path.display())));
         }
         Err(e) => return Err(ClientError::Io(format!("{}: {e}", path.display()))),
     };
@@ -466,7 +595,7 @@ pub fn request(path: &Path, line: &str) -> Result<String, ClientError> {
 
 /// The queue of a stopped daemon, read from the spool without writing.
 pub fn offline_items(queue_dir: &Path) -> Result<Vec<QueueItem>, String> {
-    let mut items = Vec::new();
+    let mut items = maildrop_items(queue_dir);
     for view in offline_views(queue_dir)? {
         for (id, entry) in view.index().iter() {
             if let Some((envelope, content)) = view.read(id) {
@@ -481,8 +610,66 @@ pub fn offline_items(queue_dir: &Path) -> Result<Vec<QueueItem>, String> {
             }
         }
     }
-    items.sort_by_key(|i| i.id);
+    format::sort(&mut items);
     Ok(items)
+}
+
+/// The submissions waiting in the maildrop (Postfix's mailq lists its
+/// "maildrop queue" too), as far as this process may read them: the
+/// daemon's account can, other users cannot even list the directory.
+/// Files being written (`.name.tmp`), unreadable or not valid
+/// submissions are left out.
+pub fn maildrop_items(queue_dir: &Path) -> Vec<QueueItem> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let Ok(entries) = std::fs::read_dir(crate::pickup::maildrop::dir(queue_dir)) else {
+        return Vec::new();
+    };
+    let mut items = Vec::new();
+    for entry in entries.filter_map(Result::ok) {
+        let Some(name) = entry.file_name().to_str().map(str::to_string) else {
+            continue;
+        };
+        if name.starts_with('.') {
+            continue;
+        }
+        let Ok(file) = std::fs::OpenOptions::new()
+            .read(true)
+            .custom_flags(libc::O_NOFOLLOW | libc::O_NONBLOCK)
+            .open(entry.path())
+        else {
+            continue;
+        };
+        let Ok(meta) = file.metadata() else {
+            continue;
+        };
+        if !meta.is_file() {
+            continue;
+        }
+        let mut reader = BufReader::new(file);
+        let Ok((submission, size)) =
+            crate::pickup::maildrop::Submission::decode_envelope(&mut reader)
+        else {
+            continue;
+        };
+        let arrival = meta
+            .modified()
+            .ok()
+            .and_then(|t| t.duration_since(std::time::UNIX_EPOCH).ok())
+            .map_or(0, |d| d.as_micros() as u64);
+        items.push(QueueItem {
+            id: name,
+            queue: QueueName::Maildrop,
+            arrival,
+            size: size as u64,
+            sender: submission.sender,
+            recipients: submission
+                .recipients
+                .into_iter()
+                .map(|r| (r, None))
+                .collect(),
+        });
+    }
+    items
 }
 
 /// `show` on a stopped daemon's spool.

@@ -45,6 +45,7 @@
 //! resolver.
 
 pub mod cache;
+pub mod hosts;
 pub mod nexthop;
 pub mod resolv_conf;
 pub mod testserver;

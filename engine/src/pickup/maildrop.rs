@@ -28,7 +28,7 @@
 //! content 1234
 //! ```
 
-use std::io::Write;
+use std::io::{BufRead, Write};
 use std::os::unix::fs::{OpenOptionsExt, PermissionsExt};
 use std::path::{Path, PathBuf};
 
@@ -118,18 +118,33 @@ impl Submission {
 
     /// Parse a file's bytes; the error says what is wrong.
     pub fn decode(bytes: &[u8]) -> Result<Submission, String> {
+        let mut reader = bytes;
+        let (mut s, len) = Submission::decode_envelope(&mut reader)?;
+        if reader.len() != len {
+            return Err(format!("content is {} bytes, expected {len}", reader.len()));
+        }
+        s.content = reader.to_vec();
+        Ok(s)
+    }
+
+    /// Parse the lines before the content (the envelope); returns it with
+    /// the content's announced length, leaving `reader` at the content.
+    /// The listing of the maildrop reads no further.
+    pub fn decode_envelope<R: std::io::BufRead>(
+        reader: &mut R,
+    ) -> Result<(Submission, usize), String> {
         let mut s = Submission::default();
-        let mut at = 0;
         let mut first = true;
+        let mut raw = Vec::new();
         loop {
-            let rest = &bytes[at..];
-            let nl = rest
-                .iter()
-                .take(MAX_LINE)
-                .position(|&b| b == b'\n')
-                .ok_or("truncated or overlong header line")?;
-            let line = std::str::from_utf8(&rest[..nl]).map_err(|_| "header line is not UTF-8")?;
-            at += nl + 1;
+            raw.clear();
+            std::io::Read::take(&mut *reader, MAX_LINE as u64)
+                .read_until(b'\n', &mut raw)
+                .map_err(|e| e.to_string())?;
+            let Some(line) = raw.strip_suffix(b"\n") else {
+                return Err("truncated or overlong header line".into());
+            };
+            let line = std::str::from_utf8(line).map_err(|_| "header line is not UTF-8")?;
             if first {
                 if line != MAGIC {
                     return Err("not a corepost maildrop file".into());
@@ -158,15 +173,7 @@ impl Submission {
                 }
                 "content" => {
                     let len: usize = value.parse().map_err(|_| "bad content length")?;
-                    let content = &bytes[at..];
-                    if content.len() != len {
-                        return Err(format!(
-                            "content is {} bytes, expected {len}",
-                            content.len()
-                        ));
-                    }
-                    s.content = content.to_vec();
-                    return Ok(s);
+                    return Ok((s, len));
                 }
                 _ => return Err(format!("unknown record {key:?}")),
             }

@@ -240,17 +240,39 @@ pub fn mail_owner(
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
     }
+    let (owner, fallback) = mail_owner_account(config)?;
+    if let Some(warning) = fallback {
+        log.line(program, &format!("warning: {warning}"));
+    }
+    if owner.1 == 0 {
+        log.line(
+            program,
+            "warning: mail_owner is root; not dropping privileges",
+        );
+        return Ok(None);
+    }
+    Ok(Some(owner))
+}
+
+/// An account: login name, uid, gid.
+pub type Account = (String, u32, u32);
+
+/// The account a daemon started as root runs as — name, uid, gid — and,
+/// when main.cf does not set `mail_owner` and the built-in account does
+/// not exist, the warning that `nobody` is used instead. `corepost passwd`
+/// and `corepost check` use it to judge who must read which file.
+pub fn mail_owner_account(config: &Config) -> Result<(Account, Option<String>), String> {
     let mut owner = config.get("mail_owner").map_err(|e| e.to_string())?;
     let table =
         corepost_config::tables::open_table("unix:passwd.byname").map_err(|e| e.to_string())?;
     let mut entry = table.lookup(&owner).map_err(|e| e.to_string())?;
+    let mut fallback = None;
     if entry.is_none() && config.main.get("mail_owner").is_none() {
         // The built-in default account does not exist on this host (a fresh
         // install): still never keep running as root.
-        log.line(
-            program,
-            &format!("warning: mail_owner {owner}: no such user; running as nobody (create the account or set mail_owner)"),
-        );
+        fallback = Some(format!(
+            "mail_owner {owner}: no such user; running as nobody (create the account or set mail_owner)"
+        ));
         owner = "nobody".to_string();
         entry = table.lookup(&owner).map_err(|e| e.to_string())?;
     }
@@ -265,14 +287,7 @@ pub fn mail_owner(
         (Some(u), Some(g)) => (u, g),
         _ => return Err(format!("mail_owner {owner}: unreadable password entry")),
     };
-    if uid == 0 {
-        log.line(
-            program,
-            "warning: mail_owner is root; not dropping privileges",
-        );
-        return Ok(None);
-    }
-    Ok(Some((owner, uid, gid)))
+    Ok(((owner, uid, gid), fallback))
 }
 
 /// As root: hand the queue directory to `mail_owner` (see [`mail_owner`])

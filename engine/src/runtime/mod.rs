@@ -142,6 +142,14 @@ fn run_with_log(
     let per_core = std::mem::take(&mut prepared.per_core);
     listeners.commit(prepared);
     if let Some(owner) = listen::mail_owner(&config, &log, &master)? {
+        let reader = corepost_config::owner_access::Owner {
+            name: owner.0.clone(),
+            uid: owner.1,
+            gid: owner.2,
+        };
+        for w in corepost_config::owner_access::unreadable_files(&config, &reader) {
+            log.line(&master, &format!("warning: {w}"));
+        }
         // Local, virtual and pipe act as the recipient: a helper process
         // keeps root for them (Postfix's privilege separation).
         crate::delivery::helper::start(
@@ -248,6 +256,8 @@ fn run_with_log(
             cores,
             listeners: Arc::clone(&shown_listeners),
             pickup: pickup.is_some(),
+            queue_dir: Some(queue_dir.clone()),
+            config_dir: Some(options.config_dir.clone()),
             reload: Some(reload_tx),
         },
     ) {

@@ -21,6 +21,14 @@ use std::cell::RefCell;
 use std::net::IpAddr;
 use std::rc::Rc;
 
+/// Whether a name from a PTR record or the hosts file may be the
+/// client's name: a syntactically valid domain, not an address.
+fn usable_name(name: &str) -> bool {
+    !name.is_empty()
+        && super::address::parse_domain(name).is_ok()
+        && name.parse::<IpAddr>().is_err()
+}
+
 /// Reply codes the DNS checks use (from the restriction settings).
 pub struct Codes {
     pub unknown_hostname: u16,
@@ -33,6 +41,8 @@ pub struct DnsChecks {
     resolver: Option<ResolverConfig>,
     /// Look up the client's name at connect.
     peername_lookup: bool,
+    /// `corepost_hosts_file`, consulted before DNS for the client's name.
+    hosts: Option<std::sync::Arc<crate::dns::hosts::HostsFile>>,
     rbl_code: u16,
     rbl_reply_maps: Option<TableList>,
     default_rbl_reply: String,
@@ -98,8 +108,15 @@ impl DnsChecks {
                 .map_err(|e| format!("corepost_dns_servers: {e}"))?;
         }
         let maps = s("rbl_reply_maps")?;
+        let hosts_file = s("corepost_hosts_file")?;
+        let hosts = (!hosts_file.trim().is_empty()).then(|| {
+            std::sync::Arc::new(crate::dns::hosts::HostsFile::load(std::path::Path::new(
+                hosts_file.trim(),
+            )))
+        });
         Ok(DnsChecks {
             resolver: Some(resolver),
+            hosts,
             // Only smtpd_peername_lookup: disable_dns_lookups and
             // smtp_dns_support_level are the SMTP client's (Postfix's smtpd
             // reads neither).
@@ -122,6 +139,7 @@ impl DnsChecks {
         DnsChecks {
             resolver: Some(resolver),
             peername_lookup: true,
+            hosts: None,
             rbl_code: 554,
             rbl_reply_maps: None,
             default_rbl_reply: "$rbl_code Service unavailable; $rbl_class [$rbl_what] blocked using $rbl_domain${rbl_reason?; $rbl_reason}".into(),
@@ -138,22 +156,37 @@ impl DnsChecks {
         if !self.peername_lookup {
             return ClientNames::unknown(NameStatus::NotFound);
         }
+        // The hosts file first, as nsswitch's "files dns": its lines map
+        // both ways, so a name found there is confirmed by the same file.
+        let hosts = self.hosts.as_deref();
+        if let Some(name) = hosts.and_then(|h| h.name_of(ip)).filter(|n| usable_name(n)) {
+            return ClientNames {
+                name: name.to_string(),
+                name_status: NameStatus::Ok,
+                reverse_name: name.to_string(),
+                reverse_status: NameStatus::Ok,
+            };
+        }
         let Some(resolver) = self.resolver() else {
             return ClientNames::unknown(NameStatus::NotFound);
         };
         let ptr = match resolver.lookup_ptr(ip).await {
-            Ok(names) => names.into_iter().find(|n| {
-                !n.is_empty()
-                    && super::address::parse_domain(n).is_ok()
-                    && n.parse::<IpAddr>().is_err()
-            }),
+            Ok(names) => names.into_iter().find(|n| usable_name(n)),
             Err(e) if !e.is_permanent() => return ClientNames::unknown(NameStatus::TempFail),
             Err(_) => None,
         };
         let Some(reverse) = ptr else {
             return ClientNames::unknown(NameStatus::NotFound);
         };
-        let (name, name_status) = match resolver.lookup_ip(&reverse).await {
+        // Forward confirmation asks the hosts file first too.
+        let listed = hosts
+            .and_then(|h| h.addresses_of(&reverse))
+            .map(<[IpAddr]>::to_vec);
+        let forward = match listed {
+            Some(addrs) => Ok(addrs),
+            None => resolver.lookup_ip(&reverse).await,
+        };
+        let (name, name_status) = match forward {
             Ok(addrs) if addrs.contains(&ip) => (reverse.clone(), NameStatus::Ok),
             Ok(_) => ("unknown".to_string(), NameStatus::NotFound),
             Err(e) if !e.is_permanent() => ("unknown".to_string(), NameStatus::TempFail),

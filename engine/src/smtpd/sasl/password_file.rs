@@ -157,19 +157,27 @@ fn strip_scheme(hash: &str) -> &str {
 }
 
 /// Add `user` or change their password; writes a new file and renames it
-/// over the old one (mode 0600). Returns whether the user existed.
-pub fn set_user(path: &Path, user: &str, password: &str) -> Result<bool, String> {
+/// over the old one: mode 0600, or 0640 with group `group` when given (the
+/// daemon's group, so that it can read the file but not change it).
+/// Returns whether the user existed.
+pub fn set_user(
+    path: &Path,
+    user: &str,
+    password: &str,
+    group: Option<u32>,
+) -> Result<bool, String> {
     valid_user(user)?;
     let hash = hash_password(password)?;
-    edit(path, user, Some(&hash))
+    edit(path, user, Some(&hash), group)
 }
 
-/// Remove `user`; returns whether they existed.
-pub fn remove_user(path: &Path, user: &str) -> Result<bool, String> {
-    edit(path, user, None)
+/// Remove `user`; returns whether they existed. `group` as for
+/// [`set_user`].
+pub fn remove_user(path: &Path, user: &str, group: Option<u32>) -> Result<bool, String> {
+    edit(path, user, None, group)
 }
 
-fn edit(path: &Path, user: &str, hash: Option<&str>) -> Result<bool, String> {
+fn edit(path: &Path, user: &str, hash: Option<&str>, group: Option<u32>) -> Result<bool, String> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => String::new(),
@@ -201,6 +209,12 @@ fn edit(path: &Path, user: &str, hash: Option<&str>) -> Result<bool, String> {
             .create_new(true)
             .mode(0o600)
             .open(&tmp)?;
+        if let Some(gid) = group {
+            // Group first, then the group's read bit: never readable by
+            // the wrong group.
+            std::os::unix::fs::fchown(&f, None, Some(gid))?;
+            f.set_permissions(std::os::unix::fs::PermissionsExt::from_mode(0o640))?;
+        }
         f.write_all(out.as_bytes())?;
         f.sync_all()?;
         std::fs::rename(&tmp, path)
@@ -221,23 +235,31 @@ mod tests {
     fn add_verify_change_remove() {
         let dir = tempfile::tempdir().unwrap();
         let path = dir.path().join("sasl_users");
-        assert!(!set_user(&path, "alice", "secret").unwrap());
-        assert!(!set_user(&path, "bob@example.org", "hunter2").unwrap());
+        assert!(!set_user(&path, "alice", "secret", None).unwrap());
+        assert!(!set_user(&path, "bob@example.org", "hunter2", None).unwrap());
         let file = PasswordFile::new(&path);
         assert!(file.verify("alice", "secret").unwrap());
         assert!(!file.verify("alice", "Secret").unwrap());
         assert!(!file.verify("carol", "secret").unwrap());
-        assert!(set_user(&path, "alice", "changed").unwrap());
+        assert!(set_user(&path, "alice", "changed", None).unwrap());
         assert!(file.verify("alice", "changed").unwrap());
-        assert!(remove_user(&path, "alice").unwrap());
+        assert!(remove_user(&path, "alice", None).unwrap());
         assert!(!file.verify("alice", "changed").unwrap());
         assert!(file.verify("bob@example.org", "hunter2").unwrap());
-        assert!(set_user(&path, "bad user", "x").is_err());
+        assert!(set_user(&path, "bad user", "x", None).is_err());
         use std::os::unix::fs::PermissionsExt;
         assert_eq!(
             std::fs::metadata(&path).unwrap().permissions().mode() & 0o777,
             0o600
         );
+        // For the daemon's group: readable by it, 0640.
+        use std::os::unix::fs::MetadataExt;
+        // SAFETY: getegid has no preconditions.
+        let gid = unsafe { libc::getegid() };
+        assert!(set_user(&path, "carol", "pw", Some(gid)).is_ok());
+        let meta = std::fs::metadata(&path).unwrap();
+        assert_eq!((meta.gid(), meta.mode() & 0o777), (gid, 0o640));
+        assert!(file.verify("carol", "pw").unwrap());
     }
 
     #[test]
