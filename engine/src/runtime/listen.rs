@@ -240,17 +240,36 @@ pub fn mail_owner(
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
     }
+    let (owner, warning) = mail_owner_account(config)?;
+    if let Some(w) = warning {
+        log.line(program, &w);
+    }
+    if owner.1 == 0 {
+        log.line(
+            program,
+            "warning: mail_owner is root; not dropping privileges",
+        );
+        return Ok(None);
+    }
+    Ok(Some(owner))
+}
+
+/// `mail_owner`'s name, uid and gid from the password database, whoever
+/// asks: the built-in `corepost` falls back to `nobody` when the account
+/// does not exist (with the warning to log). Also what `sendmail` run as
+/// root gives a maildrop it creates, so the daemon can read it.
+pub fn mail_owner_account(
+    config: &Config,
+) -> Result<((String, u32, u32), Option<String>), String> {
     let mut owner = config.get("mail_owner").map_err(|e| e.to_string())?;
     let table =
         corepost_config::tables::open_table("unix:passwd.byname").map_err(|e| e.to_string())?;
     let mut entry = table.lookup(&owner).map_err(|e| e.to_string())?;
+    let mut warning = None;
     if entry.is_none() && config.main.get("mail_owner").is_none() {
         // The built-in default account does not exist on this host (a fresh
         // install): still never keep running as root.
-        log.line(
-            program,
-            &format!("warning: mail_owner {owner}: no such user; running as nobody (create the account or set mail_owner)"),
-        );
+        warning = Some(format!("warning: mail_owner {owner}: no such user; running as nobody (create the account or set mail_owner)"));
         owner = "nobody".to_string();
         entry = table.lookup(&owner).map_err(|e| e.to_string())?;
     }
@@ -258,21 +277,13 @@ pub fn mail_owner(
         format!("mail_owner {owner}: no such user (create the account or set mail_owner)")
     })?;
     let fields: Vec<&str> = entry.split(':').collect();
-    let (uid, gid): (u32, u32) = match (
+    match (
         fields.get(2).and_then(|u| u.parse().ok()),
         fields.get(3).and_then(|g| g.parse().ok()),
     ) {
-        (Some(u), Some(g)) => (u, g),
-        _ => return Err(format!("mail_owner {owner}: unreadable password entry")),
-    };
-    if uid == 0 {
-        log.line(
-            program,
-            "warning: mail_owner is root; not dropping privileges",
-        );
-        return Ok(None);
+        (Some(uid), Some(gid)) => Ok(((owner, uid, gid), warning)),
+        _ => Err(format!("mail_owner {owner}: unreadable password entry")),
     }
-    Ok(Some((owner, uid, gid)))
 }
 
 /// As root: hand the queue directory to `mail_owner` (see [`mail_owner`])
@@ -342,14 +353,25 @@ fn keep_bind_service_capability() {
     }
 }
 
+/// A queue directory created before the daemon first ran (by `corepost
+/// install` or root's `sendmail`): owned by `mail_owner` as the daemon
+/// leaves it, the maildrop 3733 again (a chown clears the set-group-id bit
+/// on some file systems).
+pub fn hand_queue_directory(queue_dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    chown_tree(queue_dir, uid, gid)?;
+    crate::pickup::maildrop::prepare(queue_dir)
+}
+
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
-    // Maildrop files belong to the users who submitted them (pickup
-    // reports their uid); only the directory changes hands.
-    if path.is_dir() && path.file_name() != Some(std::ffi::OsStr::new("maildrop")) {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
+    if !path.is_dir() {
+        return Ok(());
+    }
+    if path.file_name() == Some(std::ffi::OsStr::new("maildrop")) {
+        return crate::pickup::maildrop::adopt_files(path, gid);
+    }
+    for entry in std::fs::read_dir(path)? {
+        chown_tree(&entry?.path(), uid, gid)?;
     }
     Ok(())
 }
