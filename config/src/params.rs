@@ -385,6 +385,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("sendmail_path", Text, "/usr/sbin/sendmail", "Path of the sendmail command."),
     p("mailq_path", Text, "/usr/bin/mailq", "Path of the mailq command."),
     p("newaliases_path", Text, "/usr/bin/newaliases", "Path of the newaliases command."),
+    p("manpage_directory", Text, "/usr/share/man", "Where `corepost install` puts the manual pages (man8/corepost*.8)."),
     // --- corepost's own -----------------------------------------------------------------
     c("corepost_cores", Int, host::cores, "Number of per-core executors (threads pinned to CPUs), each with its own connections and spool; the default is one per available CPU.")
         .corepost(),

@@ -258,9 +258,7 @@ pub fn mail_owner(
 /// asks: the built-in `corepost` falls back to `nobody` when the account
 /// does not exist (with the warning to log). Also what `sendmail` run as
 /// root gives a maildrop it creates, so the daemon can read it.
-pub fn mail_owner_account(
-    config: &Config,
-) -> Result<((String, u32, u32), Option<String>), String> {
+pub fn mail_owner_account(config: &Config) -> Result<((String, u32, u32), Option<String>), String> {
     let mut owner = config.get("mail_owner").map_err(|e| e.to_string())?;
     let table =
         corepost_config::tables::open_table("unix:passwd.byname").map_err(|e| e.to_string())?;
@@ -269,7 +267,9 @@ pub fn mail_owner_account(
     if entry.is_none() && config.main.get("mail_owner").is_none() {
         // The built-in default account does not exist on this host (a fresh
         // install): still never keep running as root.
-        warning = Some(format!("warning: mail_owner {owner}: no such user; running as nobody (create the account or set mail_owner)"));
+        warning = Some(format!(
+            "warning: mail_owner {owner}: no such user; running as nobody (create the account or set mail_owner)"
+        ));
         owner = "nobody".to_string();
         entry = table.lookup(&owner).map_err(|e| e.to_string())?;
     }
