@@ -47,6 +47,15 @@ fn installed(root: &Path, args: &[&str]) -> Output {
         .expect("run the installed corepost")
 }
 
+/// Stops the daemon `corepost start` left running if the test ends early.
+struct StopOnDrop(PathBuf, String);
+
+impl Drop for StopOnDrop {
+    fn drop(&mut self) {
+        let _ = installed(&self.0, &["stop", "-c", &self.1]);
+    }
+}
+
 fn mode(path: &Path) -> u32 {
     std::fs::metadata(path).expect("stat").permissions().mode() & 0o7777
 }
@@ -243,6 +252,7 @@ fn a_fresh_machine_delivers_mail_submitted_before_and_after_the_daemon_starts() 
     let second = sendmail_as(&sendmail, &config_dir, None, 2);
     assert!(second.status.success(), "{}", stderr(&second));
     let start = installed(root.path(), &["start", "-c", &config_dir]);
+    let _stop = StopOnDrop(root.path().to_path_buf(), config_dir.clone());
     assert!(start.status.success(), "{}", stderr(&start));
     assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_ok());
     // After it started.
@@ -264,8 +274,6 @@ fn a_fresh_machine_delivers_mail_submitted_before_and_after_the_daemon_starts() 
     );
     let corrupt = root.path().join("var/spool/corepost/corrupt");
     assert_eq!(std::fs::read_dir(&corrupt).unwrap().count(), 0, "{log}");
-    let stop = installed(root.path(), &["stop", "-c", &config_dir]);
-    assert!(stop.status.success(), "{}", stderr(&stop));
 }
 
 #[test]
@@ -353,4 +361,44 @@ fn a_users_sendmail_without_a_system_spool_fails_instead_of_writing_where_nobody
         stderr(&out)
     );
     assert!(!cwd.path().join("corepost-spool").exists());
+}
+
+#[test]
+fn config_edit_on_a_fresh_machine_names_the_install_step() {
+    let root = fresh_root();
+    let missing = root.path().join("etc/corepost");
+    // The built-in /etc/corepost, only where it does not exist (the
+    // command then cannot write anything).
+    if Path::new("/etc/corepost").exists() {
+        eprintln!("skipped the first half: /etc/corepost exists on this host");
+    } else {
+        let out = corepost(&["config", "-e", "relayhost = [smarthost.example.net]:587"]);
+        assert_eq!(out.status.code(), Some(1));
+        let text = stderr(&out);
+        assert!(
+            text.contains("cannot write /etc/corepost/main.cf: ")
+                && text.contains("(`corepost install` creates /etc/corepost)"),
+            "{text}"
+        );
+        assert!(!Path::new("/etc/corepost").exists());
+    }
+    // After the install step the README's tour step works.
+    assert!(install(root.path()).status.success());
+    let out = corepost(&[
+        "config",
+        "-c",
+        &missing.display().to_string(),
+        "-e",
+        "relayhost = [smarthost.example.net]:587",
+    ]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let main = std::fs::read_to_string(missing.join("main.cf")).unwrap();
+    assert!(
+        main.contains("\nrelayhost = [smarthost.example.net]:587"),
+        "{main}"
+    );
+    assert!(
+        main.starts_with("# corepost main.cf"),
+        "the comments stay: {main}"
+    );
 }
