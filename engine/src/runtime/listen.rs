@@ -254,11 +254,14 @@ pub fn mail_owner(
     Ok(Some(owner))
 }
 
+/// An account's name, uid and gid.
+pub type Account = (String, u32, u32);
+
 /// `mail_owner`'s name, uid and gid from the password database, whoever
 /// asks: the built-in `corepost` falls back to `nobody` when the account
 /// does not exist (with the warning to log). Also what `sendmail` run as
 /// root gives a maildrop it creates, so the daemon can read it.
-pub fn mail_owner_account(config: &Config) -> Result<((String, u32, u32), Option<String>), String> {
+pub fn mail_owner_account(config: &Config) -> Result<(Account, Option<String>), String> {
     let mut owner = config.get("mail_owner").map_err(|e| e.to_string())?;
     let table =
         corepost_config::tables::open_table("unix:passwd.byname").map_err(|e| e.to_string())?;
