@@ -325,28 +325,32 @@ fn roots_sendmail_before_the_daemon_ever_ran_leaves_a_maildrop_the_daemon_can_re
 
 #[test]
 fn a_users_sendmail_without_a_system_spool_fails_instead_of_writing_where_nobody_reads() {
-    if !is_root() || Path::new("/var/spool/corepost").exists() {
-        eprintln!("skipped: needs root and a host without /var/spool/corepost");
+    if !is_root() || !can_unshare() {
+        eprintln!("skipped: needs root and a private mount namespace (unshare -m)");
         return;
     }
     // No main.cf at all: the built-in defaults, as on a fresh machine
-    // before `corepost install`.
+    // before `corepost install`; where this host has a system spool, a
+    // private mount namespace hides it (an empty /var/spool).
     let dir = fresh_root();
     let cwd = fresh_root();
     std::fs::set_permissions(cwd.path(), std::fs::Permissions::from_mode(0o777)).unwrap();
     let link = dir.path().join("sendmail");
     std::os::unix::fs::symlink(corepost_bin(), &link).unwrap();
-    let mut cmd = Command::new(&link);
-    cmd.arg("someone@remote.example")
+    let as_nobody = "mount --make-rprivate / && mount -t tmpfs none /var/spool && \
+        exec setpriv --reuid=65534 --regid=65534 --clear-groups \"$@\"";
+    let mut child = Command::new("unshare")
+        .args(["-m", "sh", "-c", as_nobody, "sh"])
+        .arg(&link)
+        .arg("someone@remote.example")
         .env("COREPOST_CONFIG_DIR", dir.path())
         .env_remove("XDG_STATE_HOME")
         .current_dir(cwd.path())
-        .uid(NOBODY.0)
-        .gid(NOBODY.1)
         .stdin(Stdio::piped())
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    let mut child = cmd.spawn().unwrap();
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
     child
         .stdin
         .take()
@@ -361,6 +365,102 @@ fn a_users_sendmail_without_a_system_spool_fails_instead_of_writing_where_nobody
         stderr(&out)
     );
     assert!(!cwd.path().join("corepost-spool").exists());
+}
+
+/// Whether a private mount namespace with its own mounts can be made.
+fn can_unshare() -> bool {
+    Command::new("unshare")
+        .args([
+            "-m",
+            "sh",
+            "-c",
+            "mount --make-rprivate / && mount -t tmpfs none /mnt",
+        ])
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
+/// The whole first run on this machine as if it were fresh, with nothing
+/// written to it: /etc, /usr and /var are overlays in a private mount
+/// namespace (`unshare -m`), so `corepost install` runs for real — the
+/// `corepost` account made with useradd, /usr/sbin/corepost and the
+/// /usr/sbin/sendmail link, /var/spool/corepost, the systemd unit — and
+/// everything it wrote is gone with the namespace. Then, as `nobody`,
+/// `sendmail` before and after `corepost start`; every message reaches the
+/// sink.
+const FRESH_MACHINE: &str = r#"
+set -eu
+mount --make-rprivate /
+for d in /etc /usr /var; do
+    mkdir -p "$T/upper$d" "$T/work$d"
+    mount -t overlay overlay -o "lowerdir=$d,upperdir=$T/upper$d,workdir=$T/work$d" "$d"
+done
+# A machine without another mail system or an earlier corepost.
+rm -rf /usr/sbin/sendmail /usr/bin/mailq /usr/bin/newaliases /etc/corepost /var/spool/corepost
+if getent passwd corepost >/dev/null; then userdel corepost; fi
+if getent group corepost >/dev/null; then groupdel corepost; fi
+"$BIN" install
+getent passwd corepost
+if command -v systemd-analyze >/dev/null; then
+    systemd-analyze verify --man=no /etc/systemd/system/corepost.service
+fi
+/usr/sbin/corepost config -e "relayhost = [127.0.0.1]:$SINK" "myhostname = mx.test.example" \
+    "corepost_cores = 1" "alias_maps =" "alias_database =" "smtpd_peername_lookup = no"
+sed -i "s/^2525      inet/127.0.0.1:$PORT inet/" /etc/corepost/master.cf
+submit() {
+    printf 'Subject: message %s\n\nbody\n' "$1" |
+        setpriv --reuid=65534 --regid=65534 --clear-groups \
+            /usr/sbin/sendmail -f sender@example.org "rcpt$1@remote.example"
+}
+submit 1
+/usr/sbin/corepost start
+submit 2
+stat -c '%U %a' /var/spool/corepost/maildrop
+for i in $(seq 300); do
+    [ "$(grep -c 'status=sent' /var/log/corepost.log || true)" -ge 2 ] && break
+    sleep 0.1
+done
+/usr/sbin/corepost stop
+ls /var/spool/corepost/corrupt | wc -l
+"#;
+
+#[test]
+fn a_fresh_machine_first_run_in_a_throwaway_namespace() {
+    if !is_root() {
+        eprintln!("skipped: needs root");
+        return;
+    }
+    if !can_unshare() {
+        eprintln!("skipped: no private mount namespace with overlay mounts here (unshare -m)");
+        return;
+    }
+    let sink = Sink::start();
+    let scratch = tempfile::tempdir().unwrap();
+    let out = Command::new("unshare")
+        .args(["-m", "sh", "-c", FRESH_MACHINE])
+        .env("T", scratch.path())
+        .env("BIN", corepost_bin())
+        .env("SINK", sink.port.to_string())
+        .env("PORT", free_port().to_string())
+        .env_remove("COREPOST_CONFIG_DIR")
+        .output()
+        .expect("unshare");
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{text}");
+    assert!(text.contains("created the account corepost"), "{text}");
+    assert!(text.contains("corepost 3733"), "maildrop: {text}");
+    assert!(
+        stdout(&out).trim_end().ends_with("\n0"),
+        "nothing in corrupt/: {text}"
+    );
+    let got = sink.wait_for(2, 10);
+    let mut rcpts: Vec<String> = got.messages.iter().flat_map(|m| m.1.clone()).collect();
+    rcpts.sort();
+    assert_eq!(
+        rcpts,
+        vec!["rcpt1@remote.example", "rcpt2@remote.example"],
+        "{text}"
+    );
 }
 
 #[test]
