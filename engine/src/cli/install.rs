@@ -111,7 +111,7 @@ fn install(args: &InstallArgs, root: PathBuf) -> Result<(), String> {
     super::install_docs::completions(&plan.root)?;
     install_service_files(&plan, &binary)?;
     println!(
-        "corepost: install: done; start the mail system with `corepost start`, or `systemctl enable --now corepost`"
+        "corepost: install: done; start the mail system with `corepost start`, or `systemctl daemon-reload && systemctl enable --now corepost`"
     );
     Ok(())
 }
@@ -170,14 +170,14 @@ fn create_account(plan: &Plan, owner: &str) -> Result<(), String> {
         );
         return Ok(());
     }
-    let group_exists = run_quiet("getent", &["group", owner]);
-    if !group_exists {
-        run_checked("groupadd", &["--system", owner])?;
-        println!("corepost: install: created the group {owner}");
-    }
+    // An existing account keeps its group (nobody's is nogroup).
     if run_quiet("getent", &["passwd", owner]) {
         println!("corepost: install: kept the existing account {owner}");
         return Ok(());
+    }
+    if !run_quiet("getent", &["group", owner]) {
+        run_checked("groupadd", &["--system", owner])?;
+        println!("corepost: install: created the group {owner}");
     }
     let home = plan.system_param(
         "queue_directory",
