@@ -16,7 +16,8 @@ pub fn man_pages(manpage_dir: &Path) -> Result<(), String> {
     for sub in command.get_subcommands().filter(|s| !s.is_hide_set()) {
         // clap names are &'static str; a handful, once per install.
         let name: &'static str = format!("corepost-{}", sub.get_name()).leak();
-        write_page(&dir, name, sub.clone().name(name))?;
+        let synopsis = format!("corepost {}", sub.get_name());
+        write_page(&dir, name, sub.clone().name(name).bin_name(synopsis))?;
     }
     println!(
         "corepost: install: wrote the manual pages in {}",
