@@ -380,6 +380,21 @@ fn can_unshare() -> bool {
         .is_ok_and(|o| o.status.success())
 }
 
+/// Whether an overlay of /etc with its upper layer under `scratch` can be
+/// mounted in a private mount namespace (not on every container's file
+/// systems).
+fn can_overlay(scratch: &Path) -> bool {
+    let probe = "mount --make-rprivate / && mkdir -p \"$T/u\" \"$T/w\" && \
+        mount -t overlay overlay -o \"lowerdir=/etc,upperdir=$T/u,workdir=$T/w\" /etc";
+    let ok = Command::new("unshare")
+        .args(["-m", "sh", "-c", probe])
+        .env("T", scratch.join("probe"))
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let _ = std::fs::remove_dir_all(scratch.join("probe"));
+    ok
+}
+
 /// The whole first run on this machine as if it were fresh, with nothing
 /// written to it: /etc, /usr and /var are overlays in a private mount
 /// namespace (`unshare -m`), so `corepost install` runs for real — the
@@ -430,12 +445,12 @@ fn a_fresh_machine_first_run_in_a_throwaway_namespace() {
         eprintln!("skipped: needs root");
         return;
     }
-    if !can_unshare() {
+    let scratch = tempfile::tempdir().unwrap();
+    if !can_overlay(scratch.path()) {
         eprintln!("skipped: no private mount namespace with overlay mounts here (unshare -m)");
         return;
     }
     let sink = Sink::start();
-    let scratch = tempfile::tempdir().unwrap();
     let out = Command::new("unshare")
         .args(["-m", "sh", "-c", FRESH_MACHINE])
         .env("T", scratch.path())
