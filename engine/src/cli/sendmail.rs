@@ -361,10 +361,10 @@ fn create_maildrop(config: &Config, queue_dir: &std::path::Path) -> Result<(), D
         .and_then(|()| {
             // Others must reach the maildrop whatever our umask.
             use std::os::unix::fs::PermissionsExt;
-            match created {
-                true => std::fs::set_permissions(queue_dir, std::fs::Permissions::from_mode(0o755)),
-                false => Ok(()),
+            if !created {
+                return Ok(());
             }
+            std::fs::set_permissions(queue_dir, std::fs::Permissions::from_mode(0o755))
         })
         .and_then(|()| maildrop::prepare(queue_dir))
         .map_err(|e| cannot(e.to_string()))?;
