@@ -220,13 +220,27 @@ pub fn config_directory(_get: &dyn Fn(&str) -> String) -> String {
     std::env::var("COREPOST_CONFIG_DIR").unwrap_or_else(|_| "/etc/corepost".to_string())
 }
 
-/// The spool root: `/var/spool/corepost` as root; otherwise
-/// `$XDG_STATE_HOME/corepost`; otherwise `corepost-spool` under the working
-/// directory.
+/// The system spool: the queue directory of every command, whoever runs
+/// it, unless main.cf names another.
+pub const SYSTEM_QUEUE_DIRECTORY: &str = "/var/spool/corepost";
+
+/// The spool root: [`SYSTEM_QUEUE_DIRECTORY`] for everyone once it exists
+/// (`corepost install` or a daemon started as root made it), so a user's
+/// `sendmail` always reaches the system daemon's maildrop. Only on a host
+/// with no system spool does a user other than root get a personal one
+/// (`$XDG_STATE_HOME/corepost`, else `./corepost-spool`), for running
+/// `corepost run` from a checkout; `sendmail` never creates a personal
+/// spool (see `cli::sendmail`), so it cannot leave mail where no daemon
+/// looks.
 pub fn queue_directory(_get: &dyn Fn(&str) -> String) -> String {
-    if is_root() {
-        return "/var/spool/corepost".to_string();
+    if is_root() || std::fs::symlink_metadata(SYSTEM_QUEUE_DIRECTORY).is_ok() {
+        return SYSTEM_QUEUE_DIRECTORY.to_string();
     }
+    personal_queue_directory()
+}
+
+/// Where a user's own daemon spools on a host without a system spool.
+pub fn personal_queue_directory() -> String {
     if let Ok(state) = std::env::var("XDG_STATE_HOME")
         && !state.is_empty()
     {

@@ -48,8 +48,8 @@ pub static PARAMS: &[ParamDef] = &[
         .differs("corepost has no legacy mode: its built-in defaults are Postfix's compatibility_level = 3.6 ones"),
     c("config_directory", Text, host::config_directory, "Directory holding main.cf and master.cf: the -c option, else $COREPOST_CONFIG_DIR, else /etc/corepost.")
         .differs("corepost's own configuration lives in /etc/corepost"),
-    c("queue_directory", Text, host::queue_directory, "Root of the spool: one subdirectory per core, the maildrop, the control socket. Built-in: /var/spool/corepost as root, else $XDG_STATE_HOME/corepost, else ./corepost-spool.")
-        .differs("runs without root on built-in defaults, so the spool goes where the user can write"),
+    c("queue_directory", Text, host::queue_directory, "Root of the spool: one subdirectory per core, the maildrop, the control socket. Built-in: /var/spool/corepost for every user once it exists (corepost install, or a daemon started as root, creates it); only on a host without it does a user other than root get a personal spool, $XDG_STATE_HOME/corepost or else ./corepost-spool.")
+        .differs("corepost's own spool; on a host without it (never installed, never run as root) a user's own daemon spools where that user can write"),
     p("data_directory", Text, "$queue_directory/data", "Directory for corepost's writable caches (e.g. TLS session and address verification caches).")
         .differs("kept under the queue directory so an unprivileged instance is self-contained"),
     p("command_directory", Text, "/usr/sbin", "Directory where the administrative commands are installed."),
@@ -387,6 +387,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("newaliases_path", Text, "/usr/bin/newaliases", "Path of the newaliases command."),
     p("authorized_mailq_users", List, "static:anyone", "Users allowed to list the queue (mailq, corepost queue list) through the daemon's public socket; root and mail_owner always are."),
     p("authorized_flush_users", List, "static:anyone", "Users allowed to flush the queue (sendmail -q, corepost queue flush) through the daemon's public socket; root and mail_owner always are."),
+    p("manpage_directory", Text, "/usr/share/man", "Where `corepost install` puts the manual pages (man8/corepost*.8)."),
     // --- corepost's own -----------------------------------------------------------------
     c("corepost_cores", Int, host::cores, "Number of per-core executors (threads pinned to CPUs), each with its own connections and spool; the default is one per available CPU.")
         .corepost(),

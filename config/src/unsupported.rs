@@ -1072,7 +1072,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "/usr/share/doc/postfix/html",
         INSTALL,
     ),
-    u("manpage_directory", Warning, "/usr/share/man", INSTALL),
     u("sample_directory", Warning, "/etc/postfix", INSTALL),
     u(
         "daemon_directory",

@@ -3,14 +3,11 @@
 //! it (the test fails until it does), and a new unread parameter is not
 //! added here without a reason a reviewer accepts.
 
-/// Only Postfix's install scripts read it; as in Postfix, no daemon does.
-const INSTALL_PATH: &str = "informational, as in Postfix: only Postfix's installation scripts use it and corepost has none";
 /// The generic form of a per-transport parameter.
 const PER_TRANSPORT_DEFAULT: &str =
     "read through <transport>_destination_concurrency_*_feedback, whose default it is";
 /// (name, why no code reads it).
 pub const UNREAD: &[(&str, &str)] = &[
-    ("command_directory", INSTALL_PATH),
     (
         "data_directory",
         "Postfix keeps its tlsmgr, verify and postscreen caches there; corepost has no such cache yet, so nothing writes there",
@@ -27,13 +24,10 @@ pub const UNREAD: &[(&str, &str)] = &[
         "local_destination_concurrency_limit",
         "read as <transport>_destination_concurrency_limit for the local transport (a static entry overrides the derived one); corepost's local destination is the host, not each recipient",
     ),
-    ("mailq_path", INSTALL_PATH),
     (
         "multi_instance_name",
         "read through the default of syslog_name (${multi_instance_name?...})",
     ),
-    ("newaliases_path", INSTALL_PATH),
-    ("sendmail_path", INSTALL_PATH),
     (
         "virtual_maps",
         "read through the default of virtual_alias_maps ($virtual_maps)",

@@ -308,7 +308,14 @@ fn edit(dir: &Path, args: &ConfigArgs) -> ExitCode {
         return fatal(format!("refusing to write {}: {e}", path.display()));
     }
     if let Err(e) = write_atomically(&path, &new_text) {
-        return fatal(format!("cannot write {}: {e}", path.display()));
+        // A fresh machine: the configuration directory is made by the
+        // install step, as Postfix's is by its post-install.
+        let hint = if dir.is_dir() {
+            String::new()
+        } else {
+            format!(" (`corepost install` creates {})", dir.display())
+        };
+        return fatal(format!("cannot write {}: {e}{hint}", path.display()));
     }
     ExitCode::SUCCESS
 }

@@ -12,16 +12,16 @@ use std::time::{Duration, Instant};
 pub struct DaemonArgs {
     /// Configuration directory; -C is the same (default: $COREPOST_CONFIG_DIR, else /etc/corepost).
     #[arg(short = 'c', short_alias = 'C', value_name = "DIR")]
-    config_dir: Option<PathBuf>,
+    pub(super) config_dir: Option<PathBuf>,
 }
 
 impl DaemonArgs {
-    fn dir(&self) -> PathBuf {
+    pub(super) fn dir(&self) -> PathBuf {
         self.config_dir.clone().unwrap_or_else(default_config_dir)
     }
 
     /// A named configuration directory must hold main.cf, as in Postfix.
-    fn check_dir(&self) -> Result<(), String> {
+    pub(super) fn check_dir(&self) -> Result<(), String> {
         super::check_config_dir(
             &self.dir(),
             super::config_dir_named(self.config_dir.as_deref()),
@@ -40,7 +40,11 @@ pub fn run(args: DaemonArgs) -> ExitCode {
     };
     match crate::runtime::run(&options) {
         Ok(()) => ExitCode::SUCCESS,
-        Err(e) => fatal(e),
+        Err(e) => {
+            // For systemd's status line and `corepost start`.
+            crate::runtime::notify::status(&format!("fatal: {e}"));
+            fatal(e)
+        }
     }
 }
 
@@ -48,7 +52,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
 /// exclusive lock on its pid file for as long as it runs, so "running"
 /// means "the lock is held" — a stale pid file, or a pid reused by another
 /// process, is never mistaken for the daemon.
-fn running_pid(args: &DaemonArgs) -> Result<Option<i32>, String> {
+pub(super) fn running_pid(args: &DaemonArgs) -> Result<Option<i32>, String> {
     let config = Config::load(&args.dir()).map_err(|e| e.to_string())?;
     let path = crate::runtime::pid_file(&config)?;
     if !lock_held(&path) {

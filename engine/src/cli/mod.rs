@@ -5,7 +5,7 @@
 //! (Postfix's `postconf: fatal: ...` form) so operators' log habits carry
 //! over.
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 use std::ffi::OsString;
 use std::process::ExitCode;
 
@@ -13,10 +13,13 @@ mod aliases;
 mod check;
 mod config;
 mod daemon;
+mod install;
+mod install_docs;
 mod passwd;
 mod queue;
 mod sendmail;
 mod sendmail_bs;
+mod start;
 
 #[derive(Debug, Parser)]
 #[command(
@@ -39,6 +42,9 @@ enum Command {
     Check(check::CheckArgs),
     /// Run the mail system in the foreground (for systemd and terminals).
     Run(daemon::DaemonArgs),
+    /// Start the mail system in the background (output to maillog_file)
+    /// and wait until it listens, like `postfix start`.
+    Start(daemon::DaemonArgs),
     /// Stop the running mail system: no new connections, open sessions
     /// finish or get 421, the spool is flushed.
     Stop(daemon::DaemonArgs),
@@ -46,6 +52,10 @@ enum Command {
     Status(daemon::DaemonArgs),
     /// Re-read the configuration without dropping sessions.
     Reload(daemon::DaemonArgs),
+    /// Set up this machine, like Postfix's post-install: /etc/corepost,
+    /// the mail_owner account, the queue directory, the sendmail/mailq/
+    /// newaliases links, manual pages, completions, the systemd unit.
+    Install(install::InstallArgs),
     /// Manage SMTP AUTH users (the corepost_sasl_password_file).
     Passwd(passwd::PasswdArgs),
     /// Inspect and steer the queue: list, show, flush, delete, hold,
@@ -95,9 +105,11 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Command::Aliases(args) => aliases::run(args),
         Command::Check(args) => check::run(args),
         Command::Run(args) => daemon::run(args),
+        Command::Start(args) => start::start(args),
         Command::Stop(args) => daemon::stop(args),
         Command::Status(args) => daemon::status(args),
         Command::Reload(args) => daemon::reload(args),
+        Command::Install(args) => install::run(args),
         Command::Passwd(args) => passwd::run(args),
         Command::Queue(args) => queue::run(args),
         Command::Sendmail { args } => sendmail::main(args),
@@ -106,6 +118,11 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
             Err(e) => fatal(e),
         },
     }
+}
+
+/// The command line definition, for manual pages and completions.
+pub(crate) fn command() -> clap::Command {
+    Cli::command()
 }
 
 /// `newaliases` and `sendmail -bi`: the `corepost aliases` subcommand of

@@ -318,15 +318,7 @@ fn try_deposit(config: &Config, submission: &Submission) -> Result<PathBuf, Depo
     );
     let dir = maildrop::dir(&queue_dir);
     if !dir.is_dir() {
-        // First use before the daemon ever ran: make it if we may.
-        std::fs::create_dir_all(&queue_dir)
-            .and_then(|()| maildrop::prepare(&queue_dir))
-            .map_err(|e| {
-                (
-                    EX_UNAVAILABLE,
-                    format!("cannot create the maildrop {}: {e}", dir.display()),
-                )
-            })?;
+        create_maildrop(config, &queue_dir)?;
     }
     submission.encode().map_err(|e| (EX_DATAERR, e))?;
     maildrop::deposit(&dir, submission).map_err(|e| {
@@ -335,6 +327,54 @@ fn try_deposit(config: &Config, submission: &Submission) -> Result<PathBuf, Depo
             format!("cannot write to the maildrop {}: {e}", dir.display()),
         )
     })
+}
+
+/// First use before the daemon ever ran: make the maildrop if we may, as
+/// the daemon would make it. A personal spool (no system spool on this
+/// host, no queue_directory in main.cf) is never created here: only the
+/// user's own `corepost run` reads it, so a submission left there while
+/// none ever ran would sit unread; the caller gets a temporary failure
+/// instead, and nothing is lost. Root gives what it creates to
+/// `mail_owner` (directories and modes as at daemon start), so the daemon
+/// can read files deposited before it first ran.
+fn create_maildrop(config: &Config, queue_dir: &std::path::Path) -> Result<(), DepositError> {
+    let dir = maildrop::dir(queue_dir);
+    let personal = config.main.get("queue_directory").is_none()
+        && queue_dir != std::path::Path::new(corepost_config::host::SYSTEM_QUEUE_DIRECTORY);
+    if personal && !queue_dir.is_dir() {
+        return Err((
+            EX_TEMPFAIL,
+            format!(
+                "the mail system is not installed: {} does not exist (run `corepost install` as root, or start `corepost run` first)",
+                corepost_config::host::SYSTEM_QUEUE_DIRECTORY
+            ),
+        ));
+    }
+    let cannot = |e: String| {
+        (
+            EX_UNAVAILABLE,
+            format!("cannot create the maildrop {}: {e}", dir.display()),
+        )
+    };
+    let created = !queue_dir.exists();
+    std::fs::create_dir_all(queue_dir)
+        .and_then(|()| {
+            // Others must reach the maildrop whatever our umask.
+            use std::os::unix::fs::PermissionsExt;
+            if !created {
+                return Ok(());
+            }
+            std::fs::set_permissions(queue_dir, std::fs::Permissions::from_mode(0o755))
+        })
+        .and_then(|()| maildrop::prepare(queue_dir))
+        .map_err(|e| cannot(e.to_string()))?;
+    if corepost_config::host::is_root() {
+        let ((_, uid, gid), _) =
+            crate::runtime::listen::mail_owner_account(config).map_err(cannot)?;
+        crate::runtime::listen::hand_queue_directory(queue_dir, uid, gid)
+            .map_err(|e| cannot(e.to_string()))?;
+    }
+    Ok(())
 }
 
 /// Leave a submission in the maildrop of `config`'s queue directory.

@@ -82,6 +82,35 @@ pub fn prepare(queue_dir: &Path) -> std::io::Result<()> {
     std::fs::set_permissions(&c, std::fs::Permissions::from_mode(0o700))
 }
 
+/// As root before the daemon drops privileges: give every maildrop file
+/// the mail system's group, keeping its owner (the submitter, whom pickup
+/// names as `from userid N`). A file deposited while the maildrop had
+/// another group — `sendmail` run as root before the daemon ever ran —
+/// is then readable by pickup through its 0640 group bit instead of being
+/// set aside as unreadable. Symbolic links are changed themselves, never
+/// followed (pickup refuses them anyway).
+pub fn adopt_files(maildrop: &Path, gid: u32) -> std::io::Result<()> {
+    use std::os::unix::fs::MetadataExt;
+    for entry in std::fs::read_dir(maildrop)? {
+        let entry = entry?;
+        let meta = match entry.metadata() {
+            Ok(m) => m,
+            // Picked up (or withdrawn) meanwhile.
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => continue,
+            Err(e) => return Err(e),
+        };
+        if meta.gid() == gid {
+            continue;
+        }
+        match std::os::unix::fs::lchown(entry.path(), None, Some(gid)) {
+            Ok(()) => {}
+            Err(e) if e.kind() == std::io::ErrorKind::NotFound => {}
+            Err(e) => return Err(e),
+        }
+    }
+    Ok(())
+}
+
 fn clean(value: &str) -> Result<&str, String> {
     if value.contains(['\n', '\r', '\0']) || value.len() > MAX_LINE - 16 {
         return Err(format!("bad value {value:?}"));

@@ -240,9 +240,9 @@ pub fn mail_owner(
     if unsafe { libc::geteuid() } != 0 {
         return Ok(None);
     }
-    let (owner, fallback) = mail_owner_account(config)?;
-    if let Some(warning) = fallback {
-        log.line(program, &format!("warning: {warning}"));
+    let (owner, warning) = mail_owner_account(config)?;
+    if let Some(w) = warning {
+        log.line(program, &w);
     }
     if owner.1 == 0 {
         log.line(
@@ -254,24 +254,25 @@ pub fn mail_owner(
     Ok(Some(owner))
 }
 
-/// An account: login name, uid, gid.
+/// An account's name, uid and gid.
 pub type Account = (String, u32, u32);
 
-/// The account a daemon started as root runs as — name, uid, gid — and,
-/// when main.cf does not set `mail_owner` and the built-in account does
-/// not exist, the warning that `nobody` is used instead. `corepost passwd`
-/// and `corepost check` use it to judge who must read which file.
+/// `mail_owner`'s name, uid and gid from the password database, whoever
+/// asks: the built-in `corepost` falls back to `nobody` when the account
+/// does not exist (with the warning to log). Also what `sendmail` run as
+/// root gives a maildrop it creates, so the daemon can read it; `corepost
+/// passwd` and `corepost check` use it to judge who must read which file.
 pub fn mail_owner_account(config: &Config) -> Result<(Account, Option<String>), String> {
     let mut owner = config.get("mail_owner").map_err(|e| e.to_string())?;
     let table =
         corepost_config::tables::open_table("unix:passwd.byname").map_err(|e| e.to_string())?;
     let mut entry = table.lookup(&owner).map_err(|e| e.to_string())?;
-    let mut fallback = None;
+    let mut warning = None;
     if entry.is_none() && config.main.get("mail_owner").is_none() {
         // The built-in default account does not exist on this host (a fresh
         // install): still never keep running as root.
-        fallback = Some(format!(
-            "mail_owner {owner}: no such user; running as nobody (create the account or set mail_owner)"
+        warning = Some(format!(
+            "warning: mail_owner {owner}: no such user; running as nobody (create the account or set mail_owner)"
         ));
         owner = "nobody".to_string();
         entry = table.lookup(&owner).map_err(|e| e.to_string())?;
@@ -280,14 +281,13 @@ pub fn mail_owner_account(config: &Config) -> Result<(Account, Option<String>), 
         format!("mail_owner {owner}: no such user (create the account or set mail_owner)")
     })?;
     let fields: Vec<&str> = entry.split(':').collect();
-    let (uid, gid): (u32, u32) = match (
+    match (
         fields.get(2).and_then(|u| u.parse().ok()),
         fields.get(3).and_then(|g| g.parse().ok()),
     ) {
-        (Some(u), Some(g)) => (u, g),
-        _ => return Err(format!("mail_owner {owner}: unreadable password entry")),
-    };
-    Ok(((owner, uid, gid), fallback))
+        (Some(uid), Some(gid)) => Ok(((owner, uid, gid), warning)),
+        _ => Err(format!("mail_owner {owner}: unreadable password entry")),
+    }
 }
 
 /// As root: hand the queue directory to `mail_owner` (see [`mail_owner`])
@@ -357,14 +357,25 @@ fn keep_bind_service_capability() {
     }
 }
 
+/// A queue directory created before the daemon first ran (by `corepost
+/// install` or root's `sendmail`): owned by `mail_owner` as the daemon
+/// leaves it, the maildrop 3733 again (a chown clears the set-group-id bit
+/// on some file systems).
+pub fn hand_queue_directory(queue_dir: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
+    chown_tree(queue_dir, uid, gid)?;
+    crate::pickup::maildrop::prepare(queue_dir)
+}
+
 fn chown_tree(path: &Path, uid: u32, gid: u32) -> std::io::Result<()> {
     std::os::unix::fs::chown(path, Some(uid), Some(gid))?;
-    // Maildrop files belong to the users who submitted them (pickup
-    // reports their uid); only the directory changes hands.
-    if path.is_dir() && path.file_name() != Some(std::ffi::OsStr::new("maildrop")) {
-        for entry in std::fs::read_dir(path)? {
-            chown_tree(&entry?.path(), uid, gid)?;
-        }
+    if !path.is_dir() {
+        return Ok(());
+    }
+    if path.file_name() == Some(std::ffi::OsStr::new("maildrop")) {
+        return crate::pickup::maildrop::adopt_files(path, gid);
+    }
+    for entry in std::fs::read_dir(path)? {
+        chown_tree(&entry?.path(), uid, gid)?;
     }
     Ok(())
 }

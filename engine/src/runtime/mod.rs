@@ -16,6 +16,7 @@
 
 mod accept;
 pub mod listen;
+pub mod notify;
 pub mod services;
 mod signals;
 mod start_failure;
@@ -281,6 +282,7 @@ fn run_with_log(
             addresses.join(" ")
         ),
     );
+    notify::ready(&format!("listening on {}", addresses.join(" ")));
     let mut listeners = signals::Reloadable {
         listeners,
         shown: shown_listeners,

@@ -70,6 +70,7 @@ pub(super) fn signal_loop(
             None => {}
         }
     }
+    super::notify::stopping();
     shared.stop.store(true, Ordering::Release);
 }
 
@@ -84,7 +85,15 @@ fn serve_reload(
     reloadable: &mut Reloadable,
 ) {
     let waiting: Vec<_> = reloadable.requests.try_iter().collect();
+    super::notify::reloading();
     let verdict = reload(shared, options, log, master, router, reloadable);
+    super::notify::ready(&match &verdict {
+        Ok(_) => format!(
+            "reloaded; listening on {}",
+            lock(&reloadable.shown).join(" ")
+        ),
+        Err(e) => format!("reload refused, running the previous configuration: {e}"),
+    });
     for reply in waiting {
         let _ = reply.send(verdict.clone());
     }
