@@ -110,12 +110,10 @@ fn busiest_window(times: &[Instant], width: Duration) -> usize {
         .unwrap_or(0)
 }
 
-#[test]
-fn nodes_behind_haproxy_share_a_destination_limit_through_redis() {
-    let sink = Sink::start();
-    let redis_port = free_port();
-    let _redis = redis_server(redis_port);
-    let config = format!(
+/// main.cf lines of a node: behind the proxy, relaying to the sink under
+/// the shared policy.
+fn node_config(sink: u16, redis_port: u16, nodes: usize) -> String {
+    format!(
         "smtpd_upstream_proxy_protocol = haproxy\n\
          mynetworks = 127.0.0.2/32\n\
          smtpd_client_restrictions = permit_mynetworks, reject\n\
@@ -123,11 +121,18 @@ fn nodes_behind_haproxy_share_a_destination_limit_through_redis() {
          relayhost = [127.0.0.1]:{sink}\n\
          corepost_destination_policy_maps = inline:{{ {{ [127.0.0.1]:{sink} = concurrency={CONNECTIONS} rate={RATE}/s }} }}\n\
          corepost_shared_throttle_redis = redis://127.0.0.1:{redis_port}\n\
-         corepost_cluster_node_count = {NODES}\n\
+         corepost_cluster_node_count = {nodes}\n\
          corepost_shared_throttle_timeout_ms = 1000\n\
-         corepost_shared_throttle_lease_time = 3s\n",
-        sink = sink.port
-    );
+         corepost_shared_throttle_lease_time = 3s\n"
+    )
+}
+
+#[test]
+fn nodes_behind_haproxy_share_a_destination_limit_through_redis() {
+    let sink = Sink::start();
+    let redis_port = free_port();
+    let _redis = redis_server(redis_port);
+    let config = node_config(sink.port, redis_port, NODES);
     let mut nodes: Vec<Daemon> = (0..NODES).map(|_| Daemon::start(&config)).collect();
     let ports: Vec<u16> = nodes.iter().map(|d| d.port).collect();
     let front = free_port();
@@ -250,4 +255,65 @@ fn nodes_behind_haproxy_share_a_destination_limit_through_redis() {
             "node {i}:\n{log}"
         );
     }
+}
+
+/// Redis goes away mid-run: each node logs it once, takes its share of the
+/// limits (rate / 2, one connection each) and keeps delivering; when Redis
+/// is back, each node logs that once and shares again.
+#[test]
+fn without_redis_each_node_takes_its_share() {
+    let sink = Sink::start();
+    let redis_port = free_port();
+    let mut redis = Some(redis_server(redis_port));
+    let config = node_config(sink.port, redis_port, 2);
+    let nodes: Vec<Daemon> = (0..2).map(|_| Daemon::start(&config)).collect();
+    let ports: Vec<u16> = nodes.iter().map(|d| d.port).collect();
+    let front = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let _proxy = haproxy(dir.path(), front, &ports);
+    // Shared first, so the outage is a change the nodes notice.
+    assert!(send_one(front, 0) && send_one(front, 1));
+    sink.wait_for(2, 10);
+    drop(redis.take());
+    let total = 40;
+    for seq in 2..total {
+        assert!(send_one(front, seq), "message {seq} refused");
+    }
+    let got = sink.wait_for(total, 20);
+    assert_eq!(got.messages.len(), total, "delivery stalled");
+    // Each node at RATE / 2 (one slot every 2/RATE s, plus jitter), so the
+    // two together at most RATE a second, and one connection each.
+    let after: Vec<Instant> = got.mail_times[2..].to_vec();
+    let busiest = busiest_window(&after, Duration::from_secs(1));
+    assert!(busiest <= RATE + 2, "{busiest} deliveries in one second");
+    assert!(got.max_open <= CONNECTIONS, "{} connections", got.max_open);
+    for (i, d) in nodes.iter().enumerate() {
+        let log = d.log();
+        assert_eq!(
+            log.matches("warning: shared throttle: redis://127.0.0.1:")
+                .count(),
+            1,
+            "node {i}:\n{log}"
+        );
+        assert!(
+            log.contains("using this node's share of each limit (1/2)"),
+            "node {i}:\n{log}"
+        );
+    }
+    // Redis is back: the next deliveries share again, which is logged once.
+    redis = Some(redis_server(redis_port));
+    std::thread::sleep(Duration::from_millis(1500));
+    for seq in total..total + 4 {
+        assert!(send_one(front, seq), "message {seq} refused");
+    }
+    sink.wait_for(total + 4, 10);
+    for (i, d) in nodes.iter().enumerate() {
+        let log = d.log();
+        assert_eq!(
+            log.matches("reachable again; limits are shared").count(),
+            1,
+            "node {i}:\n{log}"
+        );
+    }
+    drop(redis);
 }
