@@ -54,7 +54,7 @@ impl ClusterSettings {
             .get("corepost_shared_throttle_redis")
             .map_err(|e| e.to_string())?;
         let url = url.trim();
-        if !url.is_empty() && !(url.starts_with("redis://") || url.starts_with("redis+unix://")) {
+        if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("redis+unix://")) {
             return Err(format!(
                 "corepost_shared_throttle_redis = {url}: expected redis://host:port[/db] or redis+unix:///path"
             ));
