@@ -317,3 +317,36 @@ fn without_redis_each_node_takes_its_share() {
     }
     drop(redis);
 }
+
+/// A setting the shared throttles cannot use is an error in `corepost check`
+/// (and at start), never a silently per-node limit.
+#[test]
+fn check_refuses_bad_shared_throttle_settings() {
+    for (line, want) in [
+        (
+            "corepost_shared_throttle_redis = 127.0.0.1:6379",
+            "corepost_shared_throttle_redis = 127.0.0.1:6379: expected redis://host:port[/db] or redis+unix:///path",
+        ),
+        (
+            "corepost_cluster_node_count = 0",
+            "corepost_cluster_node_count = 0: must be 1 or more",
+        ),
+    ] {
+        let dir = tempfile::tempdir().expect("tempdir");
+        let d = dir.path().display().to_string();
+        std::fs::write(
+            dir.path().join("main.cf"),
+            format!("myhostname = mx.test.example\nqueue_directory = {d}/spool\n{line}\n"),
+        )
+        .expect("main.cf");
+        std::fs::write(
+            dir.path().join("master.cf"),
+            "127.0.0.1:2525 inet n - n - - smtpd\nsmtp unix - - n - - smtp\n",
+        )
+        .expect("master.cf");
+        let out = corepost(&["check", "-c", &d]);
+        let err = stderr(&out);
+        assert_eq!(out.status.code(), Some(1), "{err}");
+        assert!(err.contains(&format!("corepost: error: {want}")), "{err}");
+    }
+}
