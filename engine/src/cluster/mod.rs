@@ -114,7 +114,7 @@ pub(crate) enum Ask {
 pub(crate) enum Answer {
     /// Wait this long: then the reserved slot has come.
     Wait(Duration),
-    /// Whether the lease was granted (or, for a renewal, still held).
+    /// Whether the lease was granted (a renewal: always).
     Granted(bool),
 }
 

@@ -18,8 +18,10 @@
 //!   at least one interval apart across all nodes, as the local pacing.
 //! - [`LEASE`]: a sorted set of connection leases scored by expiry
 //!   (milliseconds): expired members are dropped, and a new member is added
-//!   only while fewer than the limit remain. [`RENEW`] moves an existing
-//!   member's expiry; a release is a plain `ZREM`.
+//!   only while fewer than the limit remain. [`RENEW`] moves a member's
+//!   expiry, adding it back if Redis lost it (a restarted Redis learns the
+//!   open connections again within a third of the lease time, so the count
+//!   is right again after at most that long); a release is a plain `ZREM`.
 
 use super::{Answer, Ask, Health, Request};
 use std::sync::Arc;
@@ -58,11 +60,11 @@ return 0
 ";
 
 /// KEYS[1] the lease set; ARGV[1] member, ARGV[2] lifetime in milliseconds.
-/// Returns 1 when the lease was still held.
+/// Returns 1 (the member's expiry changed or it was added back).
 pub(super) const RENEW: &str = r"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local held = redis.call('ZADD', KEYS[1], 'XX', 'CH', string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
+local held = redis.call('ZADD', KEYS[1], 'CH', string.format('%d', now + tonumber(ARGV[2])), ARGV[1])
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return held
 ";

@@ -200,3 +200,32 @@ fn settings_are_checked() {
     assert!(config("corepost_shared_throttle_timeout_ms = 0\n").is_err());
     assert!(Cluster::shared(&s).is_some());
 }
+
+#[test]
+fn a_renewal_restores_a_lease_redis_lost() {
+    let redis = RedisServer::start();
+    let c = link(&settings(redis.port, "t4"));
+    run(async {
+        let key = c.key("conns", "smtp", "example.com");
+        let lease = |member: &str| Ask::Lease {
+            key: key.clone(),
+            member: member.into(),
+            limit: 1,
+            lifetime: Duration::from_secs(3),
+        };
+        assert_eq!(c.ask(lease("x1")).await, Ok(Answer::Granted(true)));
+        // As after a Redis restart: the set no longer holds x1.
+        c.tell(Ask::Release {
+            key: key.clone(),
+            member: "x1".into(),
+        });
+        let renew = Ask::Renew {
+            key: key.clone(),
+            member: "x1".into(),
+            lifetime: Duration::from_secs(3),
+        };
+        assert_eq!(c.ask(renew).await, Ok(Answer::Granted(true)));
+        // x1's connection counts again: no place for another.
+        assert_eq!(c.ask(lease("x2")).await, Ok(Answer::Granted(false)));
+    });
+}
