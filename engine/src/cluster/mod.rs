@@ -16,11 +16,18 @@
 //! (`warning: shared throttle: ...: using this node's share`) and once
 //! more when Redis answers again.
 //!
-//! Known limit of the rule: during a partial partition (some nodes reach
-//! Redis, others do not), the nodes that reach it use the whole budget
-//! while the others use their share, so the total can reach
-//! `limit × (1 + k/N)` for `k` cut-off nodes of `N`; a concurrency limit
-//! below the node count gives each falling-back node one connection.
+//! Known limits of the rule:
+//! - At the switch, a node may hold more connections than its share (taken
+//!   while Redis answered): each such connection closes at its next job
+//!   (`qmgr::shared::over_share`), so the nodes together exceed the limit by
+//!   those connections for at most one transaction; slots Redis reserved
+//!   before the outage are still used, at most one per connection.
+//! - During a partial partition (some nodes reach Redis, others do not),
+//!   the nodes that reach it use the whole budget while the others use
+//!   their share, so the total can reach `limit × (1 + k/N)` for `k`
+//!   cut-off nodes of `N`.
+//! - A concurrency limit below the node count gives each falling-back node
+//!   one connection.
 
 mod redis;
 
@@ -142,6 +149,12 @@ impl Health {
             *w = why.to_string();
         }
         self.down.store(true, Ordering::Release);
+    }
+
+    /// Whether the node is using its fallback share: Redis known to be
+    /// down, or a failure logged and no answer since.
+    pub(crate) fn degraded(&self) -> bool {
+        self.is_down() || self.logged_down.load(Ordering::Acquire)
     }
 
     /// Whether requests are worth sending.

@@ -264,7 +264,7 @@ async fn smtp_worker(
     };
     // A place in the destination's connection limit across nodes, held
     // until the connection is gone (declared first, dropped last).
-    let Ok(_lease) = super::shared::connection_lease(qmgr, dest).await else {
+    let Ok(mut lease) = super::shared::connection_lease(qmgr, dest).await else {
         return;
     };
     let opened =
@@ -323,6 +323,13 @@ async fn smtp_worker(
     // Jobs delivered over this connection (Postfix's `conn_use=` from the second on).
     let mut uses = 0u32;
     loop {
+        if super::shared::over_share(qmgr, &mut lease) {
+            // Redis is unreachable and this node holds more than its share
+            // of the destination's connections: the next jobs go to the
+            // connections within the share.
+            requeue_rest(qmgr, dest);
+            break;
+        }
         if (client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit)
             || !conn.may_reuse()
         {

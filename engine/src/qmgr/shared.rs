@@ -83,10 +83,18 @@ pub(super) async fn pace_connection(qmgr: &Qmgr, dest: &DestQueue) {
     }
 }
 
+/// This node's share of a connection limit while Redis is unreachable.
+fn share(limit: usize, cluster: &Cluster) -> usize {
+    (limit / cluster.settings.node_count as usize).max(1)
+}
+
 /// One open connection's place in the destination's `concurrency=` limit
 /// across nodes: released (and its renewals stopped) when dropped.
 pub(super) struct Lease {
     dest: Rc<DestQueue>,
+    /// No longer counted: the connection is closing to bring the node back
+    /// to its share.
+    shed: bool,
     /// The Redis lease (None when the node took its fallback share).
     shared: Option<(Arc<Cluster>, String, String)>,
     _renew: Option<glommio::Task<()>>,
@@ -94,9 +102,11 @@ pub(super) struct Lease {
 
 impl Drop for Lease {
     fn drop(&mut self) {
-        self.dest
-            .connections
-            .set(self.dest.connections.get().saturating_sub(1));
+        if !self.shed {
+            self.dest
+                .connections
+                .set(self.dest.connections.get().saturating_sub(1));
+        }
         if let Some((cluster, key, member)) = self.shared.take() {
             cluster.tell(Ask::Release { key, member });
         }
@@ -122,6 +132,7 @@ impl Lease {
         });
         Lease {
             dest: Rc::clone(dest),
+            shed: false,
             shared,
             _renew: renew,
         }
@@ -166,8 +177,7 @@ pub(super) async fn connection_lease(
                 });
                 let why = other.err().unwrap_or_else(|| "unexpected answer".into());
                 failed(qmgr, &cluster, &why);
-                let share = (limit / cluster.settings.node_count as usize).max(1);
-                if dest.connections.get() < share {
+                if dest.connections.get() < share(limit, &cluster) {
                     return Ok(Some(Lease::new(dest, None)));
                 }
             }
@@ -182,4 +192,27 @@ pub(super) async fn connection_lease(
             return Err(());
         }
     }
+}
+
+/// Whether this connection should close: Redis is unreachable and the node
+/// holds more of the destination's connections than its share (taken while
+/// Redis still answered). Such a connection stops counting at once, so only
+/// the excess closes. Until it has, the nodes together can exceed the limit
+/// by the connections held above the share, for at most one transaction.
+pub(super) fn over_share(qmgr: &Qmgr, lease: &mut Option<Lease>) -> bool {
+    let Some(l) = lease.as_mut() else {
+        return false;
+    };
+    let Some(cluster) = cluster_of(qmgr) else {
+        return false;
+    };
+    let Some(limit) = l.dest.policy.as_ref().and_then(|p| p.concurrency) else {
+        return false;
+    };
+    if l.shed || !cluster.health.degraded() || l.dest.connections.get() <= share(limit, &cluster) {
+        return false;
+    }
+    l.shed = true;
+    l.dest.connections.set(l.dest.connections.get() - 1);
+    true
 }
