@@ -100,6 +100,46 @@ fn send_one(front: u16, seq: usize) -> bool {
     acked
 }
 
+/// One message straight to a node (no HAProxy), with the PROXY v1 header
+/// HAProxy would have written: whether it was acknowledged.
+fn send_direct(port: u16, seq: usize) -> bool {
+    use std::io::{Read, Write};
+    let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) else {
+        return false;
+    };
+    let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
+    let mut reply = |s: &mut std::net::TcpStream| {
+        let mut got = Vec::new();
+        let mut buf = [0u8; 4096];
+        loop {
+            let text = String::from_utf8_lossy(&got).into_owned();
+            if let Some(last) = text.lines().last()
+                && text.ends_with("\r\n")
+                && last.as_bytes().get(3) == Some(&b' ')
+            {
+                return text;
+            }
+            match s.read(&mut buf) {
+                Ok(0) | Err(_) => return text,
+                Ok(n) => got.extend_from_slice(&buf[..n]),
+            }
+        }
+    };
+    let mut step = |line: &str, want: &str| {
+        s.write_all(line.as_bytes()).is_ok() && reply(&mut s).starts_with(want)
+    };
+    step("PROXY TCP4 127.0.0.2 127.0.0.1 40000 25\r\n", "220")
+        && step("EHLO load.test\r\n", "250")
+        && step("MAIL FROM:<load@example.org>\r\n", "250")
+        && step("RCPT TO:<x@remote.example>\r\n", "250")
+        && step("DATA\r\n", "354")
+        && step(
+            &format!("Subject: n{seq}\r\nX-Seq: {seq}\r\n\r\nbody\r\n.\r\n"),
+            "250",
+        )
+        && step("QUIT\r\n", "221")
+}
+
 /// The most MAIL FROMs that fell in any window of `width`.
 fn busiest_window(times: &[Instant], width: Duration) -> usize {
     let mut t = times.to_vec();
@@ -355,4 +395,39 @@ fn check_refuses_bad_shared_throttle_settings() {
         assert_eq!(out.status.code(), Some(1), "{err}");
         assert!(err.contains(&format!("corepost: error: {want}")), "{err}");
     }
+}
+
+/// A node that holds more than its share of the connections when Redis
+/// goes away (here: all of them) closes the excess at its next job, so the
+/// other node's fallback connection does not take the cluster over the
+/// limit for longer than a transaction.
+#[test]
+fn a_node_above_its_share_sheds_connections_when_redis_goes_away() {
+    let sink = Sink::start_slow(Duration::from_millis(150));
+    let redis_port = free_port();
+    let redis = redis_server(redis_port);
+    let config = node_config(sink.port, redis_port, 2);
+    let nodes: Vec<Daemon> = (0..2).map(|_| Daemon::start(&config)).collect();
+    // Node 0 alone has mail: it takes both places of the cluster.
+    for seq in 0..30 {
+        assert!(send_direct(nodes[0].port, seq), "message {seq}");
+    }
+    wait_until(10, || (sink.snapshot().open == CONNECTIONS).then_some(()))
+        .expect("node 0 holds both connections");
+    drop(redis);
+    for seq in 30..40 {
+        assert!(send_direct(nodes[1].port, seq), "message {seq}");
+    }
+    // One transaction (150 ms at the sink) for node 0 to shed; then never
+    // more than the limit while both nodes work through their mail.
+    std::thread::sleep(Duration::from_millis(400));
+    let mut most = 0;
+    let until = Instant::now() + Duration::from_secs(2);
+    while Instant::now() < until {
+        most = most.max(sink.snapshot().open);
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    assert!(most <= CONNECTIONS, "{most} connections after the switch");
+    let got = sink.wait_for(40, 30);
+    assert_eq!(got.messages.len(), 40, "delivery stalled");
 }
