@@ -108,7 +108,7 @@ fn send_direct(port: u16, seq: usize) -> bool {
         return false;
     };
     let _ = s.set_read_timeout(Some(Duration::from_secs(20)));
-    let mut reply = |s: &mut std::net::TcpStream| {
+    let reply = |s: &mut std::net::TcpStream| {
         let mut got = Vec::new();
         let mut buf = [0u8; 4096];
         loop {
