@@ -94,6 +94,16 @@ impl ClusterSettings {
     }
 }
 
+/// `redis://user:secret@host:6379/0` as `redis://***@host:6379/0`.
+fn redacted(url: &str) -> String {
+    let (scheme, rest) = url.split_once("://").unwrap_or(("", url));
+    let authority = rest.split('/').next().unwrap_or(rest);
+    match authority.rsplit_once('@') {
+        Some((_, host)) => format!("{scheme}://***@{host}{}", &rest[authority.len()..]),
+        None => url.to_string(),
+    }
+}
+
 /// A request to the Redis thread.
 #[derive(Debug, Clone)]
 pub(crate) enum Ask {
@@ -192,6 +202,8 @@ impl Health {
 pub struct Cluster {
     pub settings: ClusterSettings,
     url: String,
+    /// `url` without its user information, for the log.
+    shown: String,
     tx: flume::Sender<Request>,
     /// Taken by the thread when it starts.
     rx: std::sync::Mutex<Option<flume::Receiver<Request>>>,
@@ -224,6 +236,7 @@ impl Cluster {
         let (tx, rx) = flume::bounded(QUEUE);
         let cluster = Arc::new(Cluster {
             settings: settings.clone(),
+            shown: redacted(&url),
             url,
             tx,
             rx: std::sync::Mutex::new(Some(rx)),
@@ -254,8 +267,9 @@ impl Cluster {
         true
     }
 
+    /// The server as logged: without a password given in the URL.
     pub fn url(&self) -> &str {
-        &self.url
+        &self.shown
     }
 
     /// The key of one limit of one destination.
