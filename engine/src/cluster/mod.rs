@@ -268,7 +268,7 @@ impl Cluster {
     }
 
     /// The server as logged: without a password given in the URL.
-    pub fn url(&self) -> &str {
+    pub fn shown_url(&self) -> &str {
         &self.shown
     }
 

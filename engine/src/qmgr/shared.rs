@@ -25,14 +25,14 @@ fn cluster_of(qmgr: &Qmgr) -> Option<Arc<Cluster>> {
 /// Redis failed this caller: log it if nobody has yet.
 fn failed(qmgr: &Qmgr, cluster: &Cluster, why: &str) {
     let nodes = cluster.settings.node_count;
-    if let Some(line) = cluster.health.note_failure(cluster.url(), why, nodes) {
+    if let Some(line) = cluster.health.note_failure(cluster.shown_url(), why, nodes) {
         qmgr.ctx.log.line("corepost/qmgr", &line);
     }
 }
 
 /// Redis answered: log the recovery if a failure was logged.
 fn answered(qmgr: &Qmgr, cluster: &Cluster) {
-    if let Some(line) = cluster.health.note_success(cluster.url()) {
+    if let Some(line) = cluster.health.note_success(cluster.shown_url()) {
         qmgr.ctx.log.line("corepost/qmgr", &line);
     }
 }
