@@ -51,10 +51,16 @@ fn redis_server(port: u16) -> Killed {
 /// HAProxy on `front`, round robin over the nodes with PROXY protocol v2;
 /// a node that refuses connections is retried on another.
 fn haproxy(dir: &std::path::Path, front: u16, nodes: &[u16]) -> Killed {
+    let nodes: Vec<String> = nodes.iter().map(|p| format!("127.0.0.1:{p}")).collect();
+    haproxy_to(dir, front, &nodes)
+}
+
+/// [`haproxy`] with the nodes given as address:port.
+fn haproxy_to(dir: &std::path::Path, front: u16, nodes: &[String]) -> Killed {
     let servers: String = nodes
         .iter()
         .enumerate()
-        .map(|(i, p)| format!("  server node{i} 127.0.0.1:{p} send-proxy-v2\n"))
+        .map(|(i, a)| format!("  server node{i} {a} send-proxy-v2\n"))
         .collect();
     let cfg = dir.join("haproxy.cfg");
     std::fs::write(
@@ -447,4 +453,55 @@ fn a_node_above_its_share_sheds_connections_when_redis_goes_away() {
     assert!(most <= CONNECTIONS, "{most} connections after the switch");
     let got = sink.wait_for(40, 30);
     assert_eq!(got.messages.len(), 40, "delivery stalled");
+}
+
+/// With `corepost_shared_smtpd_client_limits`, a client spread over the
+/// nodes by round robin meets `smtpd_client_message_rate_limit` once for
+/// the cluster, not once per node. The nodes listen on one port at two
+/// addresses, as a cluster's nodes do.
+#[test]
+fn smtpd_client_rate_limits_hold_across_nodes() {
+    let sink = Sink::start();
+    let redis_port = free_port();
+    let _redis = redis_server(redis_port);
+    let config = format!(
+        "{}smtpd_client_message_rate_limit = 4\n\
+         smtpd_client_event_limit_exceptions =\n\
+         corepost_shared_smtpd_client_limits = yes\n",
+        node_config(sink.port, redis_port, 2)
+    );
+    let port = free_port();
+    let nodes: Vec<Daemon> = (0..2)
+        .map(|i| {
+            Daemon::start_with_master(
+                &config,
+                &format!("127.0.0.{}:{port} inet n - n - - smtpd\n", 11 + i),
+            )
+        })
+        .collect();
+    let front = free_port();
+    let dir = tempfile::tempdir().expect("tempdir");
+    let backends = ["127.0.0.11", "127.0.0.12"].map(|a| format!("{a}:{port}"));
+    let _proxy = haproxy_to(dir.path(), front, &backends);
+    let mut replies = Vec::new();
+    for _ in 0..6 {
+        let (mut c, greeting) = Raw::open_from(front, "127.0.0.2");
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        c.cmd("EHLO load.test");
+        replies.push(c.cmd("MAIL FROM:<load@example.org>").trim().to_string());
+        c.cmd("QUIT");
+    }
+    // Three MAILs per node, four allowed in all.
+    let refused = "450 4.7.1 Error: too much mail from 127.0.0.2";
+    assert_eq!(
+        replies[..4].iter().filter(|r| r.starts_with("250")).count(),
+        4,
+        "{replies:?}"
+    );
+    assert_eq!(replies[4..], [refused, refused], "{replies:?}");
+    let logs: String = nodes.iter().map(Daemon::log).collect();
+    assert!(
+        logs.contains("warning: Message delivery request rate limit exceeded: 5 from unknown[127.0.0.2] for service "),
+        "{logs}"
+    );
 }

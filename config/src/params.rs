@@ -410,6 +410,8 @@ pub static PARAMS: &[ParamDef] = &[
         .corepost(),
     p("corepost_shared_throttle_key_prefix", Text, "corepost", "Prefix of the Redis keys (prefix:rate:transport:nexthop, prefix:connect:..., prefix:conns:...), so several clusters can share one Redis.")
         .corepost(),
+    p("corepost_shared_smtpd_client_limits", Bool, "no", "With corepost_shared_throttle_redis: count smtpd_client_message_rate_limit, smtpd_client_recipient_rate_limit and smtpd_client_auth_rate_limit for all nodes together in Redis (per service and client, in windows of anvil_rate_time_unit from the client's first such event) instead of per node, so a client spread over the nodes by a load balancer meets the limit once. When Redis does not answer, a node compares its own count with the limit divided by corepost_cluster_node_count. The connection count and rate limits stay per node.")
+        .corepost(),
     p("corepost_local_user_maps", Maps, "unix:passwd.byname", "Where the local agent finds users: tables mapping a user name to a passwd(5) line (name:x:uid:gid:gecos:home:shell); another table serves users without system accounts (containers, tests).")
         .corepost(),
     p("corepost_sasl_password_file", Text, "$config_directory/sasl_users", "Password file of smtpd_sasl_type = corepost: lines of user:hash (argon2 or SHA-512-crypt), managed with corepost passwd; re-read when it changes.")

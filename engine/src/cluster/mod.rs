@@ -1,4 +1,6 @@
 //! Limits shared by several corepost nodes (`corepost_shared_throttle_redis`).
+//! smtpd's client rates use the same link when
+//! `corepost_shared_smtpd_client_limits = yes` (see `crate::smtpd::anvil`).
 //!
 //! `corepost_destination_policy_maps` limits a destination per node: every
 //! node paces its own `rate=` and `connection_rate=` and counts its own
@@ -57,16 +59,23 @@ pub struct ClusterSettings {
 
 impl ClusterSettings {
     pub fn from_config(config: &Config) -> Result<ClusterSettings, String> {
-        let url = config
-            .get("corepost_shared_throttle_redis")
-            .map_err(|e| e.to_string())?;
+        ClusterSettings::from_params(&|n| config.get(n))
+    }
+
+    /// From a service's view of the parameters (smtpd's `-o` overrides).
+    pub fn from_params(
+        get: &dyn Fn(&str) -> Result<String, corepost_config::ConfigError>,
+    ) -> Result<ClusterSettings, String> {
+        use corepost_config::value::{parse_int, parse_time};
+        let text = |n: &str| get(n).map_err(|e| e.to_string());
+        let url = text("corepost_shared_throttle_redis")?;
         let url = url.trim();
         if !(url.is_empty() || url.starts_with("redis://") || url.starts_with("redis+unix://")) {
             return Err(format!(
                 "corepost_shared_throttle_redis = {url}: expected redis://host:port[/db] or redis+unix:///path"
             ));
         }
-        let int = |name: &str| config.get_int(name).map_err(|e| e.to_string());
+        let int = |name: &str| parse_int(&text(name)?).map_err(|e| format!("{name}: {e}"));
         let nodes = int("corepost_cluster_node_count")?;
         let node_count = u32::try_from(nodes)
             .ok()
@@ -76,9 +85,8 @@ impl ClusterSettings {
         let ms = u64::try_from(ms).ok().filter(|m| *m >= 1).ok_or_else(|| {
             format!("corepost_shared_throttle_timeout_ms = {ms}: must be 1 or more")
         })?;
-        let lease_time = config
-            .get_time("corepost_shared_throttle_lease_time")
-            .map_err(|e| e.to_string())?;
+        let lease_time = parse_time(&text("corepost_shared_throttle_lease_time")?, 's')
+            .map_err(|e| format!("corepost_shared_throttle_lease_time: {e}"))?;
         if lease_time < Duration::from_secs(3) {
             return Err("corepost_shared_throttle_lease_time: must be 3s or more".into());
         }
@@ -87,9 +95,7 @@ impl ClusterSettings {
             node_count,
             timeout: Duration::from_millis(ms),
             lease_time,
-            key_prefix: config
-                .get("corepost_shared_throttle_key_prefix")
-                .map_err(|e| e.to_string())?,
+            key_prefix: text("corepost_shared_throttle_key_prefix")?,
         })
     }
 }
@@ -124,6 +130,8 @@ pub(crate) enum Ask {
     },
     /// Give a lease back (no answer awaited).
     Release { key: String, member: String },
+    /// Count an event in a window that starts with the first event.
+    Count { key: String, window: Duration },
 }
 
 /// What Redis answered.
@@ -133,6 +141,8 @@ pub(crate) enum Answer {
     Wait(Duration),
     /// Whether the lease was granted (a renewal: always).
     Granted(bool),
+    /// Events in the current window, this one included.
+    Count(u64),
 }
 
 struct Request {

@@ -69,11 +69,22 @@ redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return held
 ";
 
+/// KEYS[1] the counter; ARGV[1] the window in milliseconds. The window
+/// starts with its first event (as Postfix's anvil). Returns the count.
+pub(super) const COUNT: &str = r"
+local n = redis.call('INCR', KEYS[1])
+if n == 1 then
+  redis.call('PEXPIRE', KEYS[1], ARGV[1])
+end
+return n
+";
+
 /// The scripts' SHA1s, loaded on every (re)connection.
 struct Loaded {
     pace: String,
     lease: String,
     renew: String,
+    count: String,
 }
 
 struct Link {
@@ -146,6 +157,7 @@ fn connect(url: &str, timeout: Duration, health: &Health) -> Option<Link> {
             pace: redis::Script::new(PACE).load(&mut conn)?,
             lease: redis::Script::new(LEASE).load(&mut conn)?,
             renew: redis::Script::new(RENEW).load(&mut conn)?,
+            count: redis::Script::new(COUNT).load(&mut conn)?,
         };
         Ok(Link { conn, scripts })
     };
@@ -200,6 +212,13 @@ fn round_trip(link: &mut Link, batch: &[Request]) -> redis::RedisResult<Vec<redi
             Ask::Release { key, member } => {
                 pipe.cmd("ZREM").arg(key).arg(member);
             }
+            Ask::Count { key, window } => {
+                pipe.cmd("EVALSHA")
+                    .arg(&s.count)
+                    .arg(1)
+                    .arg(key)
+                    .arg(millis(*window));
+            }
         }
     }
     pipe.query(&mut link.conn)
@@ -221,6 +240,9 @@ fn reply(batch: Vec<Request>, answers: Option<Vec<redis::Value>>) {
             (Some(redis::Value::Int(us)), Ask::Pace { .. }) => Ok(Answer::Wait(
                 Duration::from_micros(u64::try_from(us).unwrap_or(0)),
             )),
+            (Some(redis::Value::Int(n)), Ask::Count { .. }) => {
+                Ok(Answer::Count(u64::try_from(n).unwrap_or(0)))
+            }
             (Some(redis::Value::Int(n)), _) => Ok(Answer::Granted(n == 1)),
             (Some(other), _) => Err(format!("unexpected reply {other:?}")),
             (None, _) => Err("Redis unreachable".to_string()),

@@ -53,7 +53,7 @@ async fn shared_slot(qmgr: &Qmgr, dest: &DestQueue, kind: &str, interval: Durati
             }
             Duration::ZERO
         }
-        Ok(Answer::Granted(_)) => {
+        Ok(_) => {
             failed(qmgr, &cluster, "unexpected answer");
             interval * cluster.settings.node_count
         }

@@ -879,7 +879,10 @@ impl Session {
             self.peer.ip(),
             &self.client(),
             anvil::Event::Message,
-        ) {
+            &|l| self.log(l),
+        )
+        .await
+        {
             self.log(&format!("warning: {}", x.warning));
             self.tx = None;
             return Err(x.reply);
@@ -1023,7 +1026,9 @@ impl Session {
                 self.peer.ip(),
                 &self.client(),
                 anvil::Event::Recipient,
+                &|l| self.log(l),
             )
+            .await
         {
             self.log(&format!("warning: {}", x.warning));
             return Err(x.reply);
