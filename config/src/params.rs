@@ -403,7 +403,19 @@ pub static PARAMS: &[ParamDef] = &[
         .corepost(),
     p("corepost_core_backlog_limit", Int, "500000", "Queued messages per core above which smtpd slows new mail down by in_flow_delay and then answers 451 4.3.1, keeping memory and disk bounded when delivery falls behind.")
         .corepost(),
-    p("corepost_destination_policy_maps", Maps, "", "Per-destination delivery policy, looked up by next hop (e.g. gmail.com, [10.0.0.1]:25), then transport:nexthop, then the parent domains' .domain forms: space-separated settings concurrency=N (connections), rate=N/s|m|h (messages), connection_rate=N/s|m|h (new connections). What Postfix lacks and ESPs ask for.")
+    p("corepost_destination_policy_maps", Maps, "", "Per-destination delivery policy, looked up by next hop (e.g. gmail.com, [10.0.0.1]:25), then transport:nexthop, then the parent domains' .domain forms: space-separated settings concurrency=N (connections), rate=N/s|m|h (messages), connection_rate=N/s|m|h (new connections). What Postfix lacks and ESPs ask for. The limits are per node unless corepost_shared_throttle_redis shares them across nodes.")
+        .corepost(),
+    p("corepost_shared_throttle_redis", Text, "", "Redis server (redis://host:port[/db]) through which several corepost nodes share the rate= and connection_rate= pacing and the concurrency= connection count of corepost_destination_policy_maps, so the limits hold for the cluster as a whole instead of per node; empty means every node enforces them alone. Rates are paced by a Lua script (GCRA: one reserved slot per message or connection, on Redis's clock); connections are leases that expire after corepost_shared_throttle_lease_time unless renewed, so a crashed node's connections are freed. When Redis does not answer within corepost_shared_throttle_timeout_ms a node falls back to its share of each limit (the limit divided by corepost_cluster_node_count; a concurrency share is at least 1), logs that once and again once Redis answers.")
+        .corepost(),
+    p("corepost_cluster_node_count", Int, "1", "How many corepost nodes share corepost_shared_throttle_redis: while Redis is unreachable each node paces at rate / N and opens at most concurrency / N connections (at least one) per destination, so the nodes together stay within the limit.")
+        .corepost(),
+    p("corepost_shared_throttle_timeout_ms", Int, "200", "Milliseconds a delivery waits for Redis's answer (a slot or a connection lease) before it uses the node's fallback share; delivery never waits longer on Redis.")
+        .corepost(),
+    p("corepost_shared_throttle_lease_time", Time('s'), "30s", "Lifetime of a connection lease in Redis; an open connection renews its lease every third of this, so a crashed node's connections stop counting after at most this long.")
+        .corepost(),
+    p("corepost_shared_throttle_key_prefix", Text, "corepost", "Prefix of the Redis keys (prefix:rate:transport:nexthop, prefix:connect:..., prefix:conns:...), so several clusters can share one Redis.")
+        .corepost(),
+    p("corepost_shared_smtpd_client_limits", Bool, "no", "With corepost_shared_throttle_redis: count smtpd_client_message_rate_limit, smtpd_client_recipient_rate_limit and smtpd_client_auth_rate_limit for all nodes together in Redis (per service and client, in windows of anvil_rate_time_unit from the client's first such event) instead of per node, so a client spread over the nodes by a load balancer meets the limit once. When Redis does not answer, a node compares its own count with the limit divided by corepost_cluster_node_count. The connection count and rate limits stay per node.")
         .corepost(),
     p("corepost_local_user_maps", Maps, "unix:passwd.byname", "Where the local agent finds users: tables mapping a user name to a passwd(5) line (name:x:uid:gid:gecos:home:shell); another table serves users without system accounts (containers, tests).")
         .corepost(),

@@ -399,6 +399,39 @@ pub struct SinkLog {
     pub peers: Vec<std::net::SocketAddr>,
     /// One entry per completed transaction: (sender, recipients, content).
     pub messages: Vec<(String, Vec<String>, Vec<u8>)>,
+    /// When each message's MAIL FROM arrived (same order as `messages`).
+    pub mail_times: Vec<std::time::Instant>,
+    /// Connections open now, and the most open at once. A connection stops
+    /// counting when QUIT arrives (before the 221 goes out) or at EOF.
+    pub open: usize,
+    pub max_open: usize,
+}
+
+/// Counts a sink connection as open until closed or dropped.
+struct OpenGuard(Option<std::sync::Arc<std::sync::Mutex<SinkLog>>>);
+
+impl OpenGuard {
+    fn new(log: &std::sync::Arc<std::sync::Mutex<SinkLog>>) -> OpenGuard {
+        if let Ok(mut l) = log.lock() {
+            l.open += 1;
+            l.max_open = l.max_open.max(l.open);
+        }
+        OpenGuard(Some(std::sync::Arc::clone(log)))
+    }
+
+    fn close(&mut self) {
+        if let Some(log) = self.0.take()
+            && let Ok(mut l) = log.lock()
+        {
+            l.open -= 1;
+        }
+    }
+}
+
+impl Drop for OpenGuard {
+    fn drop(&mut self) {
+        self.close();
+    }
 }
 
 /// A small SMTP sink on 127.0.0.1 for end-to-end delivery tests: accepts
@@ -517,6 +550,8 @@ fn sink_session(
             l.peers.push(peer);
         }
     }
+    let mut open = OpenGuard::new(&log);
+    let mut mail_at = std::time::Instant::now();
     let mut w = stream.try_clone().expect("clone");
     let mut r = BufReader::new(stream);
     let _ = w.write_all(b"220 sink.test ESMTP\r\n");
@@ -538,6 +573,7 @@ fn sink_session(
         } else if upper.starts_with("HELO") || upper.starts_with("NOOP") {
             "250 ok\r\n".into()
         } else if upper.starts_with("MAIL FROM:") {
+            mail_at = std::time::Instant::now();
             from = cmd[10..]
                 .split('>')
                 .next()
@@ -586,6 +622,7 @@ fn sink_session(
                 } else {
                     if let Ok(mut lg) = log.lock() {
                         lg.messages.push((from.clone(), rcpts.clone(), content));
+                        lg.mail_times.push(mail_at);
                     }
                     "250 2.0.0 queued\r\n".into()
                 }
@@ -594,6 +631,7 @@ fn sink_session(
             rcpts.clear();
             "250 ok\r\n".into()
         } else if upper.starts_with("QUIT") {
+            open.close();
             let _ = w.write_all(b"221 bye\r\n");
             return;
         } else {

@@ -51,11 +51,8 @@ pub(super) async fn open_session(
             }
         }
     }
-    let connection_interval = dest.policy.as_ref().and_then(|p| p.connection_interval);
     for d in addrs {
-        if let Some(interval) = connection_interval {
-            super::deliver::pace(&dest.next_connect, interval).await;
-        }
+        super::shared::pace_connection(qmgr, dest).await;
         // TLS policy and SASL credentials are the next hop's; the TLS log lines go here.
         let log = |line: &str| qmgr.ctx.log.line(program, line);
         let opened = SmtpConnection::connect_for(d.addr, &d.host, nexthop, client, &log).await;

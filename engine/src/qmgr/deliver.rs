@@ -263,6 +263,11 @@ async fn smtp_worker(
         Some(LmtpTarget::Unix(path)) => Some(path.as_path()),
         _ => None,
     };
+    // A place in the destination's connection limit across nodes, held
+    // until the connection is gone (declared first, dropped last).
+    let Ok(mut lease) = super::shared::connection_lease(qmgr, dest).await else {
+        return;
+    };
     let opened =
         super::connect::open_session(qmgr, dest, client, unix, &addrs, nexthop, &program).await;
     let mut conn = match opened {
@@ -319,6 +324,13 @@ async fn smtp_worker(
     // Jobs delivered over this connection (Postfix's `conn_use=` from the second on).
     let mut uses = 0u32;
     loop {
+        if super::shared::over_share(qmgr, &mut lease) {
+            // Redis is unreachable and this node holds more than its share
+            // of the destination's connections: the next jobs go to the
+            // connections within the share.
+            requeue_rest(qmgr, dest);
+            break;
+        }
         if (client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit)
             || !conn.may_reuse()
         {
@@ -392,17 +404,13 @@ async fn smtp_worker(
         };
         // Message pacing: the transport's rate delay or the destination
         // policy's rate, whichever is slower; slots are reserved, so it
-        // holds across all of the destination's connections.
+        // holds across all of the destination's connections (and nodes,
+        // with shared throttles).
         let rate_delay = settings
             .transports
             .get(&dest.key.transport)
             .map_or(Duration::ZERO, |t| t.rate_delay);
-        let interval = dest
-            .policy
-            .as_ref()
-            .and_then(|p| p.message_interval)
-            .map_or(rate_delay, |i| i.max(rate_delay));
-        pace(&dest.next_delivery, interval).await;
+        super::shared::pace_delivery(qmgr, dest, rate_delay).await;
         let t = Instant::now();
         let result = conn.deliver(&outbound).await;
         let xfer = t.elapsed();

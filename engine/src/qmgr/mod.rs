@@ -30,6 +30,7 @@ pub mod deliver;
 mod offcore;
 pub mod policy;
 pub mod settings;
+mod shared;
 pub mod window;
 
 use crate::context::CoreContext;
@@ -116,6 +117,8 @@ pub struct DestQueue {
     /// The earliest start of the next delivery / new connection (pacing).
     pub next_delivery: Cell<Option<Instant>>,
     pub next_connect: Cell<Option<Instant>>,
+    /// Open connections holding a place in a shared `concurrency=` limit.
+    pub connections: Cell<usize>,
     /// `corepost_destination_policy_maps` entry, looked up once.
     pub policy: Option<policy::Policy>,
     /// Until when the destination is considered dead, and why: its mail
@@ -304,6 +307,7 @@ impl Qmgr {
                         window: RefCell::new(None),
                         next_delivery: Cell::new(None),
                         next_connect: Cell::new(None),
+                        connections: Cell::new(0),
                         policy: self.policy_of(&key),
                         dead: RefCell::new(None),
                         arrivals: Signal::default(),

@@ -6,6 +6,23 @@
 //! `concurrency=4 rate=600/m connection_rate=30/m`. Keys tried, first hit
 //! wins: the next hop as written (`gmail.com`, `[10.0.0.1]:25`), then
 //! `transport:nexthop`, then `.parent` forms of the next hop's domain.
+//!
+//! The limits are per node (the destination's owner core paces and counts).
+//! With `corepost_shared_throttle_redis = redis://host:port` they hold for
+//! all the nodes that name the same Redis (and key prefix) together:
+//! - `rate=` and `connection_rate=`: every message / new connection takes the
+//!   next slot of a GCRA schedule in Redis (key
+//!   `<prefix>:rate:<transport>:<nexthop>`, `<prefix>:connect:...`), so
+//!   starts are at least one interval apart across the cluster; no burst.
+//! - `concurrency=`: every connection holds a lease in a sorted set
+//!   (`<prefix>:conns:<transport>:<nexthop>`), renewed while it is open and
+//!   expiring `corepost_shared_throttle_lease_time` after a crash; a node
+//!   still opens at most `concurrency` connections itself.
+//! - Redis not answering within `corepost_shared_throttle_timeout_ms`: the
+//!   node's share, rate / `corepost_cluster_node_count` and concurrency / N
+//!   (at least 1), logged once per outage. See `crate::cluster`.
+//!
+//! The transport's `<transport>_destination_rate_delay` stays per node.
 
 use corepost_config::tables::TableList;
 use std::time::Duration;

@@ -81,6 +81,9 @@ pub struct QmgrSettings {
     pub message_active_limit: usize,
     /// `destination_concurrency_feedback_debug`: log every window change.
     pub feedback_debug: bool,
+    /// `corepost_shared_throttle_redis`: the policy limits shared with
+    /// other nodes (None: this node's alone).
+    pub cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
 }
 
 fn transport_time(
@@ -290,6 +293,9 @@ impl QmgrSettings {
             feedback_debug: config
                 .get_bool("destination_concurrency_feedback_debug")
                 .map_err(|e| e.to_string())?,
+            cluster: crate::cluster::Cluster::shared(
+                &crate::cluster::ClusterSettings::from_config(config)?,
+            ),
         })
     }
 }

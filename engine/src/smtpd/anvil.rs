@@ -14,6 +14,15 @@
 //! windows of one time unit starting at a client's first event, as anvil
 //! does; idle entries are dropped when their window is over and they hold
 //! no connection.
+//!
+//! With `corepost_shared_smtpd_client_limits = yes` (and
+//! `corepost_shared_throttle_redis`), the message, recipient and AUTH rates
+//! are counted for all nodes together in Redis (key
+//! `<prefix>:anvil:<service port or name>:<event>:<address>`, a window of
+//! `anvil_rate_time_unit` starting with the client's first such event),
+//! since a load balancer spreads one client over the nodes. When Redis does
+//! not answer, the node's own count is compared with the limit divided by
+//! `corepost_cluster_node_count`. The connection limits stay per node.
 
 use std::collections::HashMap;
 use std::hash::{Hash, Hasher};
@@ -155,6 +164,8 @@ pub struct Limits {
     pub auth_rate: u32,
     pub time_unit: Duration,
     pub exceptions: super::networks::NetworkList,
+    /// `corepost_shared_smtpd_client_limits`: the rates counted in Redis.
+    pub cluster: Option<Arc<crate::cluster::Cluster>>,
 }
 
 impl Limits {
@@ -188,6 +199,15 @@ impl Limits {
                 let old = "smtpd_client_connection_limit_exceptions";
                 format!("smtpd_client_event_limit_exceptions (or {old}): {e}")
             })?,
+            cluster: if corepost_config::value::parse_bool(&s(
+                "corepost_shared_smtpd_client_limits",
+            )?)
+            .map_err(|e| format!("corepost_shared_smtpd_client_limits: {e}"))?
+            {
+                crate::cluster::Cluster::shared(&crate::cluster::ClusterSettings::from_params(get)?)
+            } else {
+                None
+            },
         })
     }
 
@@ -279,13 +299,15 @@ pub fn connect(
 }
 
 /// Count a MAIL, RCPT or AUTH; `Some` when its rate limit is exceeded.
-/// The AUTH code calls this with [`Event::Auth`] for every attempt.
-pub fn record(
+/// The AUTH code calls this with [`Event::Auth`] for every attempt. `log`
+/// takes the one line about Redis failing or answering again.
+pub async fn record(
     limits: &Limits,
     service: &str,
     addr: IpAddr,
     client: &str,
     event: Event,
+    log: &dyn Fn(&str),
 ) -> Option<Exceeded> {
     let (limit, what, reply, metric) = match event {
         Event::Message => (
@@ -311,7 +333,28 @@ pub fn record(
     if limit == 0 || limits.exempt(addr) {
         return None;
     }
-    let n = global().event(service, addr, event, limits.time_unit, Instant::now());
+    let mut n = global().event(service, addr, event, limits.time_unit, Instant::now());
+    let mut limit = limit;
+    if let Some(cluster) = &limits.cluster {
+        match shared_count(cluster, service, addr, event, limits.time_unit).await {
+            Ok(total) => {
+                if let Some(line) = cluster.health.note_success(cluster.shown_url()) {
+                    log(&line);
+                }
+                n = total;
+            }
+            Err(why) => {
+                let nodes = cluster.settings.node_count;
+                if let Some(line) = cluster
+                    .health
+                    .note_failure(cluster.shown_url(), &why, nodes)
+                {
+                    log(&line);
+                }
+                limit = (limit / nodes).max(1);
+            }
+        }
+    }
     (n > limit).then(|| {
         crate::metrics::anvil_rejected(metric);
         Exceeded {
@@ -319,6 +362,33 @@ pub fn record(
             reply: super::reply::Reply::new(450, "4.7.1", format!("{reply} {addr}")),
         }
     })
+}
+
+/// The cluster's count of `event` for this client in its current window.
+async fn shared_count(
+    cluster: &crate::cluster::Cluster,
+    service: &str,
+    addr: IpAddr,
+    event: Event,
+    window: Duration,
+) -> Result<u32, String> {
+    let name = match event {
+        Event::Connection => "connection",
+        Event::Message => "message",
+        Event::Recipient => "recipient",
+        Event::Auth => "auth",
+    };
+    // Per service port or name: the nodes listen on the same port at
+    // different addresses (`10.0.0.1:25`, `10.0.0.2:25`).
+    let service = service.rsplit_once(':').map_or(service, |(_, port)| port);
+    let key = cluster.key("anvil", &format!("{service}:{name}"), &addr.to_string());
+    match cluster
+        .ask(crate::cluster::Ask::Count { key, window })
+        .await?
+    {
+        crate::cluster::Answer::Count(n) => Ok(u32::try_from(n).unwrap_or(u32::MAX)),
+        other => Err(format!("unexpected answer {other:?}")),
+    }
 }
 
 #[cfg(test)]
@@ -363,5 +433,46 @@ mod tests {
             h.join().unwrap();
         }
         assert_eq!(a.event("smtp", ip, Event::Message, unit, t0), 401);
+    }
+
+    /// Redis unreachable: the node's own count against the limit divided
+    /// by the node count, and one log line.
+    #[test]
+    fn without_redis_a_node_takes_its_share_of_a_shared_rate() {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .unwrap()
+            .port();
+        let cluster = crate::cluster::Cluster::shared(&crate::cluster::ClusterSettings {
+            redis: Some(format!("redis://127.0.0.1:{port}")),
+            node_count: 2,
+            timeout: Duration::from_millis(300),
+            lease_time: Duration::from_secs(30),
+            key_prefix: "anvil-test".into(),
+        });
+        let limits = Limits {
+            message_rate: 4,
+            time_unit: Duration::from_secs(60),
+            cluster,
+            ..Limits::default()
+        };
+        let ip: IpAddr = "192.0.2.99".parse().unwrap();
+        let lines = std::cell::RefCell::new(Vec::new());
+        let log = |l: &str| lines.borrow_mut().push(l.to_string());
+        let verdicts: Vec<bool> = glommio::LocalExecutorBuilder::default()
+            .make()
+            .unwrap()
+            .run(async {
+                let mut v = Vec::new();
+                for _ in 0..3 {
+                    let x = record(&limits, "smtp", ip, "c[192.0.2.99]", Event::Message, &log);
+                    v.push(x.await.is_some());
+                }
+                v
+            });
+        assert_eq!(verdicts, [false, false, true]);
+        let lines = lines.into_inner();
+        assert_eq!(lines.len(), 1, "{lines:?}");
+        assert!(lines[0].starts_with("warning: shared throttle: redis://127.0.0.1:"));
     }
 }

@@ -880,7 +880,10 @@ impl Session {
             self.peer.ip(),
             &self.client(),
             anvil::Event::Message,
-        ) {
+            &|l| self.log(l),
+        )
+        .await
+        {
             self.log(&format!("warning: {}", x.warning));
             self.tx = None;
             return Err(x.reply);
@@ -1024,7 +1027,9 @@ impl Session {
                 self.peer.ip(),
                 &self.client(),
                 anvil::Event::Recipient,
+                &|l| self.log(l),
             )
+            .await
         {
             self.log(&format!("warning: {}", x.warning));
             return Err(x.reply);

@@ -272,7 +272,10 @@ impl Session {
             self.peer.ip(),
             &self.client(),
             crate::smtpd::anvil::Event::Auth,
-        ) {
+            &|l| self.log(l),
+        )
+        .await
+        {
             self.log(&format!("warning: {}", x.warning));
             return self.refuse("auth", x.reply).await;
         }
