@@ -305,12 +305,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "",
         "bounce and delay notices use corepost's built-in text",
     ),
-    u(
-        "syslog_facility",
-        Warning,
-        "mail",
-        "corepost logs to maillog_file or standard error, not to syslog",
-    ),
     u("debug_peer_list", Warning, "", DEBUG),
     u("debug_peer_level", Warning, "2", DEBUG),
     u("debugger_command", Warning, "", DEBUG),
@@ -940,13 +934,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "${{$compatibility_level} <level {3.6} ? {no} : {yes}}",
         LOGGING,
     ),
-    u("maillog_file_compressor", Warning, "gzip", LOGGING),
-    u(
-        "maillog_file_rotate_suffix",
-        Warning,
-        "%Y%m%d-%H%M%S",
-        LOGGING,
-    ),
     u("default_delivery_slot_cost", Warning, "5", SCHEDULER),
     u("default_delivery_slot_discount", Warning, "50", SCHEDULER),
     u("default_delivery_slot_loan", Warning, "3", SCHEDULER),
@@ -1102,7 +1089,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "postmaster",
         "corepost sends no notices about resource, software, policy or protocol problems",
     ),
-    u("corepost_log_format", Warning, "postfix", NOT_BUILT),
     u("corepost_metrics_address", Warning, "", NOT_BUILT),
 ];
 

@@ -10,6 +10,7 @@ pub mod cli;
 pub mod control;
 pub mod delivery;
 pub mod dns;
+pub mod events;
 pub mod log;
 pub mod pickup;
 pub mod qmgr;
