@@ -34,8 +34,8 @@ const TLS_CLIENT_LEVELS: &[&str] = &[
 const LOCKS: &[&str] = &["fcntl", "flock", "dotlock"];
 /// Postfix's facility names (msg_syslog.c), numbered as syslog(3) does in `engine/src/log/syslog.rs`.
 const SYSLOG_FACILITIES: &[&str] = &[
-    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv", "ftp",
-    "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
 ];
 const ALLOW_MAIL_TO: &[&str] = &["alias", "forward", "include"];
 const SASL_OPTIONS: &[&str] = &[

@@ -1,8 +1,10 @@
 //! Logging in Postfix's format, so existing log tools work unchanged:
 //! `Nov 24 07:30:00 mx corepost/smtpd[1234]: connect from unknown[192.0.2.1]`.
 //!
-//! Lines go to standard error, or to `maillog_file` (opened for appending;
-//! its path must start with one of `maillog_file_prefixes`). On the cores,
+//! Lines go to `maillog_file` (opened for appending; its path must start
+//! with one of `maillog_file_prefixes`), syslog, journald or standard error
+//! (the rule is in `log/output.rs`); `corepost_log_format = json` writes
+//! each line as a JSON object instead. On the cores,
 //! lines are collected in a per-thread buffer and written every few
 //! milliseconds (the runtime calls [`Log::flush`]) or when the buffer
 //! fills — a relay writes several lines per message, and one write(2) per
@@ -95,7 +97,11 @@ impl Log {
             .facility
             .store(target.facility(), Ordering::Relaxed);
         *self.sink.target.write().unwrap_or_else(|p| p.into_inner()) = target;
-        *self.sink.settings.write().unwrap_or_else(|p| p.into_inner()) = settings;
+        *self
+            .sink
+            .settings
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = settings;
         Ok(())
     }
 

@@ -16,12 +16,12 @@ pub struct DaemonArgs {
 }
 
 impl DaemonArgs {
-    fn dir(&self) -> PathBuf {
+    pub(super) fn dir(&self) -> PathBuf {
         self.config_dir.clone().unwrap_or_else(default_config_dir)
     }
 
     /// A named configuration directory must hold main.cf, as in Postfix.
-    fn check_dir(&self) -> Result<(), String> {
+    pub(super) fn check_dir(&self) -> Result<(), String> {
         super::check_config_dir(
             &self.dir(),
             super::config_dir_named(self.config_dir.as_deref()),
@@ -48,7 +48,7 @@ pub fn run(args: DaemonArgs) -> ExitCode {
 /// exclusive lock on its pid file for as long as it runs, so "running"
 /// means "the lock is held" — a stale pid file, or a pid reused by another
 /// process, is never mistaken for the daemon.
-fn running_pid(args: &DaemonArgs) -> Result<Option<i32>, String> {
+pub(super) fn running_pid(args: &DaemonArgs) -> Result<Option<i32>, String> {
     let config = Config::load(&args.dir()).map_err(|e| e.to_string())?;
     let path = crate::runtime::pid_file(&config)?;
     if !lock_held(&path) {
@@ -69,7 +69,7 @@ fn lock_held(path: &std::path::Path) -> bool {
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
 }
 
-fn signal(pid: i32, sig: i32) -> bool {
+pub(super) fn signal(pid: i32, sig: i32) -> bool {
     // SAFETY: sending a signal has no memory-safety preconditions.
     unsafe { libc::kill(pid, sig) == 0 }
 }

@@ -13,6 +13,7 @@ mod aliases;
 mod check;
 mod config;
 mod daemon;
+mod logrotate;
 mod passwd;
 mod queue;
 mod sendmail;
@@ -46,6 +47,9 @@ enum Command {
     Status(daemon::DaemonArgs),
     /// Re-read the configuration without dropping sessions.
     Reload(daemon::DaemonArgs),
+    /// Rotate maillog_file (rename with maillog_file_rotate_suffix, reopen,
+    /// compress with maillog_file_compressor), like `postfix logrotate`.
+    Logrotate(daemon::DaemonArgs),
     /// Manage SMTP AUTH users (the corepost_sasl_password_file).
     Passwd(passwd::PasswdArgs),
     /// Inspect and steer the queue: list, show, flush, delete, hold,
@@ -98,6 +102,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Command::Stop(args) => daemon::stop(args),
         Command::Status(args) => daemon::status(args),
         Command::Reload(args) => daemon::reload(args),
+        Command::Logrotate(args) => logrotate::run(args),
         Command::Passwd(args) => passwd::run(args),
         Command::Queue(args) => queue::run(args),
         Command::Sendmail { args } => sendmail::main(args),

@@ -32,7 +32,10 @@ impl HookTarget {
                 return Ok(HookTarget::Unix(path.to_string()));
             }
         } else if let Some(address) = text.strip_prefix("tcp:") {
-            if address.rsplit_once(':').is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) {
+            if address
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok())
+            {
                 return Ok(HookTarget::Tcp(address.to_string()));
             }
         } else if let Some(rest) = text.strip_prefix("http://") {

@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+mod events;
 mod protocol;
 mod tls_auth;
 mod xclient;
@@ -730,6 +731,9 @@ impl Session {
     /// Log a rejection the way Postfix does.
     fn log_reject(&self, command: &str, reply: &Reply, recipient: Option<&str>) {
         self.log_event("reject", command, &reply.summary(), recipient);
+        if crate::events::enabled() {
+            self.reject_event(command, reply, recipient);
+        }
     }
 
     /// `NOQUEUE: reject: RCPT from client: text; from=<> to=<> proto=ESMTP helo=<>`
@@ -1429,6 +1433,7 @@ impl Session {
         }
         match self.core.queue(&envelope, &content).await {
             Ok(()) => {
+                crate::events::reception(&self.settings.program, &envelope, content.len());
                 // The `from=<>, size=, nrcpt= (queue active)` line is the
                 // queue manager's, when it takes the message (as Postfix's
                 // qmgr); a held message gets it when released.
