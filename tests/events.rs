@@ -1,0 +1,518 @@
+//! Structured events and where the log goes (issue 18): the JSON events of
+//! a mixed run, from the event file and from a Unix-socket hook, matched
+//! against the Postfix-format lines of the same run; syslog and journald
+//! datagrams received by a test socket; `corepost logrotate`.
+
+mod support;
+
+use serde_json::Value;
+use std::collections::{BTreeSet, HashMap};
+use std::io::{BufRead, BufReader};
+use std::os::unix::net::{UnixDatagram, UnixListener};
+use std::path::Path;
+use std::process::{Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+use support::*;
+
+/// Send one message; the RCPT replies.
+fn send(port: u16, from: &str, rcpts: &[&str]) -> Vec<String> {
+    let mut c = Raw::connect(port);
+    c.cmd("EHLO client.example");
+    assert!(c.cmd(&format!("MAIL FROM:<{from}>")).starts_with("250"));
+    let replies: Vec<String> = rcpts
+        .iter()
+        .map(|r| c.cmd(&format!("RCPT TO:<{r}>")))
+        .collect();
+    if replies.iter().any(|r| r.starts_with("250")) {
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(b"Subject: events\r\n\r\nhello\r\n.\r\n");
+        let r = c.reply();
+        assert!(r.starts_with("250"), "{r}");
+    }
+    c.cmd("QUIT");
+    replies
+}
+
+/// Every line of `text` as a JSON object, with the line in the message if
+/// one does not parse.
+fn parse_events(text: &str) -> Vec<Value> {
+    text.lines()
+        .map(|l| {
+            let v: Value = serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"));
+            for field in ["time", "event", "host", "program"] {
+                assert!(v[field].is_string(), "no {field} in {l}");
+            }
+            v
+        })
+        .collect()
+}
+
+/// A Unix stream listener collecting the lines hooks send.
+fn hook_listener(path: &Path) -> Arc<Mutex<Vec<String>>> {
+    let listener = UnixListener::bind(path).expect("bind hook socket");
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let shared = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                for line in BufReader::new(stream).lines().map_while(Result::ok) {
+                    shared.lock().unwrap().push(line);
+                }
+            });
+        }
+    });
+    lines
+}
+
+/// `Q: to=<R>, ..., relay=X, ..., dsn=D, status=S (` of each delivery line:
+/// (queue id, recipient) → (relay, dsn, status).
+fn delivery_lines(log: &str) -> HashMap<(String, String), (String, String, String)> {
+    let mut out = HashMap::new();
+    for line in log.lines() {
+        let Some((_, rest)) = line.split_once("]: ") else {
+            continue;
+        };
+        let Some((id, rest)) = rest.split_once(": to=<") else {
+            continue;
+        };
+        let field = |name: &str| -> String {
+            rest.split(", ")
+                .find_map(|f| f.strip_prefix(name))
+                .map(|v| v.split(' ').next().unwrap_or("").to_string())
+                .unwrap_or_default()
+        };
+        let to = rest.split('>').next().unwrap_or("").to_string();
+        out.insert(
+            (id.to_string(), to),
+            (field("relay="), field("dsn="), field("status=")),
+        );
+    }
+    out
+}
+
+fn events_of<'a>(events: &'a [Value], kind: &str) -> Vec<&'a Value> {
+    events.iter().filter(|e| e["event"] == kind).collect()
+}
+
+#[test]
+fn json_events_match_the_postfix_log_of_the_same_run() {
+    let sink = Sink::start();
+    let hooks = tempfile::tempdir().unwrap();
+    let hook = hooks.path().join("hook.sock");
+    let hooked = hook_listener(&hook);
+    let events_file = hooks.path().join("events.json");
+    let mut d = Daemon::start(&format!(
+        "corepost_cores = 1\nrelayhost = [127.0.0.1]:{}\n\
+         corepost_event_log_file = {}\ncorepost_event_hooks = unix:{}\n\
+         minimal_backoff_time = 300s\nmaximal_backoff_time = 600s\n",
+        sink.port,
+        events_file.display(),
+        hook.display()
+    ));
+    send(d.port, "a@example.org", &["ok1@remote.example", "ok2@remote.example"]);
+    send(d.port, "b@example.org", &["tempfail@remote.example"]);
+    send(d.port, "c@example.org", &["permfail@remote.example"]);
+    let refused = send(d.port, "e@example.org", &["nosuch@mx.test.example"]);
+    assert!(refused[0].starts_with("550"), "{refused:?}");
+    // ok1, ok2 and the bounce notice to c@example.org.
+    sink.wait_for(2, 20);
+    wait_until(20, || {
+        let log = d.log();
+        (log.contains("to=<tempfail@remote.example>")
+            && log.contains("to=<ok2@remote.example>")
+            && log.contains("to=<c@example.org>"))
+        .then_some(())
+    })
+    .unwrap_or_else(|| panic!("workload unfinished:\n{}", d.log()));
+    // A stop writes what the event writer and the hook hold.
+    d.stop();
+    let log = d.log();
+    let events = parse_events(&std::fs::read_to_string(&events_file).unwrap());
+
+    // Each to=<> line is one delivery, deferral or bounce event, and back.
+    let lines = delivery_lines(&log);
+    let attempts: Vec<&Value> = events
+        .iter()
+        .filter(|e| ["delivery", "deferral", "bounce"].contains(&e["event"].as_str().unwrap()))
+        .collect();
+    assert_eq!(attempts.len(), lines.len(), "{log}\n{events:#?}");
+    for e in &attempts {
+        let key = (
+            e["queue_id"].as_str().unwrap().to_string(),
+            e["recipient"].as_str().unwrap().to_string(),
+        );
+        let (relay, dsn, status) = lines
+            .get(&key)
+            .unwrap_or_else(|| panic!("no log line for {e}\n{log}"));
+        assert_eq!(e["next_hop"].as_str().unwrap(), relay, "{e}");
+        assert_eq!(e["dsn"].as_str().unwrap(), dsn, "{e}");
+        assert_eq!(e["status"].as_str().unwrap(), status, "{e}");
+        let kind = match status.as_str() {
+            "sent" => "delivery",
+            "bounced" => "bounce",
+            _ => "deferral",
+        };
+        assert_eq!(e["event"], kind, "{e}");
+        assert!(e["size"].as_u64().unwrap() > 0, "{e}");
+        assert!(e["delay"].as_f64().is_some(), "{e}");
+    }
+    let status_of = |to: &str| {
+        let e = attempts
+            .iter()
+            .find(|e| e["recipient"] == to)
+            .unwrap_or_else(|| panic!("no event for {to}"));
+        (e["event"].as_str().unwrap().to_string(), e["dsn"].as_str().unwrap().to_string())
+    };
+    assert_eq!(status_of("ok1@remote.example").0, "delivery");
+    assert_eq!(status_of("tempfail@remote.example").0, "deferral");
+    assert_eq!(status_of("permfail@remote.example").0, "bounce");
+    assert!(status_of("permfail@remote.example").1.starts_with("5."));
+
+    // Receptions: the queue ids smtpd logged `client=` for, with the
+    // sender and size the queue manager logged.
+    let receptions = events_of(&events, "reception");
+    let client_ids: BTreeSet<String> = log
+        .lines()
+        .filter_map(|l| l.split_once("]: ")?.1.split_once(": client=").map(|(id, _)| id.to_string()))
+        .collect();
+    let received: BTreeSet<String> = receptions
+        .iter()
+        .map(|e| e["queue_id"].as_str().unwrap().to_string())
+        .collect();
+    assert_eq!(received, client_ids, "{log}");
+    for e in &receptions {
+        let line = format!(
+            "{}: from=<{}>, size={}, nrcpt={} (queue active)",
+            e["queue_id"].as_str().unwrap(),
+            e["sender"].as_str().unwrap(),
+            e["size"],
+            e["recipients"].as_array().unwrap().len()
+        );
+        assert!(log.contains(&line), "{line}\n{log}");
+        assert_eq!(e["protocol"], "ESMTP");
+        assert_eq!(e["helo"], "client.example");
+    }
+
+    // The rejection, as smtpd's NOQUEUE line.
+    let rejections = events_of(&events, "rejection");
+    assert_eq!(rejections.len(), 1, "{events:#?}");
+    let r = rejections[0];
+    assert!(log.contains("NOQUEUE: reject: RCPT from"), "{log}");
+    assert!(log.contains(r["response"].as_str().unwrap()), "{r}\n{log}");
+    assert_eq!(r["recipient"], "nosuch@mx.test.example");
+    assert_eq!(r["sender"], "e@example.org");
+    assert_eq!(r["stage"], "RCPT");
+    assert_eq!(r["code"], 550);
+    assert_eq!(r["dsn"], "5.1.1");
+    assert!(r.get("queue_id").is_none(), "{r}");
+
+    // The hook got the same events.
+    let from_file: Vec<String> = std::fs::read_to_string(&events_file)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    wait_until(10, || (hooked.lock().unwrap().len() >= from_file.len()).then_some(()));
+    assert_eq!(*hooked.lock().unwrap(), from_file);
+}
+
+#[test]
+fn a_hook_that_is_down_keeps_its_buffer_and_counts_what_it_drops() {
+    let hooks = tempfile::tempdir().unwrap();
+    let hook = hooks.path().join("late.sock");
+    // No local delivery: each message gives a reception event only.
+    let d = Daemon::start_keeping_local_mail(&format!(
+        "corepost_event_hooks = unix:{}\ncorepost_event_hook_buffer = 2\n",
+        hook.display()
+    ));
+    for _ in 0..4 {
+        send(d.port, "a@example.org", &["alice@mx.test.example"]);
+    }
+    let warning = wait_until(20, || {
+        let log = d.log();
+        log.lines()
+            .find(|l| l.contains("events dropped: its buffer of 2 events was full"))
+            .map(str::to_string)
+    })
+    .unwrap_or_else(|| panic!("no dropped-events warning:\n{}", d.log()));
+    assert!(warning.contains(&format!("warning: event hook unix:{}", hook.display())), "{warning}");
+    assert!(d.log().contains("connect:"), "{}", d.log());
+    // Mail was never held up by the hook.
+    assert_eq!(d.log().matches("(queue active)").count(), 4, "{}", d.log());
+    // Back: it gets what it kept.
+    let hooked = hook_listener(&hook);
+    wait_until(40, || (hooked.lock().unwrap().len() >= 2).then_some(()))
+        .unwrap_or_else(|| panic!("the hook got nothing back:\n{}", d.log()));
+    std::thread::sleep(Duration::from_millis(500));
+    let got = hooked.lock().unwrap().clone();
+    // The oldest two events were kept: the first message's reception and
+    // its deferral (no local transport).
+    assert_eq!(got.len(), 2, "{got:?}");
+    let events = parse_events(&got.join("\n"));
+    assert_eq!(events[0]["event"], "reception", "{got:?}");
+    assert_eq!(events[0]["sender"], "a@example.org", "{got:?}");
+}
+
+#[test]
+fn corepost_log_format_json_writes_each_log_line_as_an_object() {
+    let d = Daemon::start("corepost_log_format = json\n");
+    send(d.port, "a@example.org", &["nosuch@mx.test.example"]);
+    let log = wait_until(10, || {
+        let log = d.log();
+        log.contains("NOQUEUE: reject").then_some(log)
+    })
+    .unwrap_or_else(|| panic!("{}", d.log()));
+    let lines: Vec<Value> = log
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+        .collect();
+    let started = lines
+        .iter()
+        .find(|l| l["message"].as_str().unwrap().starts_with("daemon started"))
+        .unwrap();
+    assert_eq!(started["program"], "corepost/master");
+    assert_eq!(started["host"], "mx.test.example");
+    assert_eq!(started["severity"], "info");
+    assert!(lines.iter().any(|l| l["program"] == "corepost/smtpd"
+        && l["message"].as_str().unwrap().starts_with("NOQUEUE: reject: RCPT from")));
+}
+
+/// `corepost run` with main.cf's log going to syslog or journald: a test
+/// datagram socket named by `$COREPOST_SYSLOG_SOCKET` /
+/// `$COREPOST_JOURNAL_SOCKET` stands for /dev/log and journald's.
+struct Foreground {
+    dir: tempfile::TempDir,
+    port: u16,
+    child: std::process::Child,
+    socket: UnixDatagram,
+}
+
+impl Foreground {
+    fn start(extra: &str, env: &str, stderr: Stdio) -> Foreground {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        std::fs::write(
+            dir.path().join("main.cf"),
+            format!(
+                "myhostname = mx.test.example\nqueue_directory = {}/spool\nmail_owner = root\n\
+                 corepost_cores = 1\nalias_maps =\nalias_database =\nsmtpd_peername_lookup = no\n\
+                 local_recipient_maps = inline:{{ alice=1 }}\n{extra}\n",
+                dir.path().display()
+            ),
+        )
+        .unwrap();
+        std::fs::write(
+            dir.path().join("master.cf"),
+            format!("127.0.0.1:{port} inet n - n - - smtpd\n"),
+        )
+        .unwrap();
+        let path = dir.path().join("log.sock");
+        let socket = UnixDatagram::bind(&path).unwrap();
+        socket
+            .set_read_timeout(Some(Duration::from_secs(20)))
+            .unwrap();
+        let child = Command::new(corepost_bin())
+            .args(["run", "-c", &dir.path().display().to_string()])
+            .env_remove("COREPOST_CONFIG_DIR")
+            .env_remove("JOURNAL_STREAM")
+            .env(env, &path)
+            .stdin(Stdio::null())
+            .stderr(stderr)
+            .spawn()
+            .unwrap();
+        Foreground {
+            dir,
+            port,
+            child,
+            socket,
+        }
+    }
+
+    /// Datagrams until one contains `needle`.
+    fn until(&self, needle: &str) -> Vec<String> {
+        let mut got = Vec::new();
+        let mut buf = vec![0u8; 65536];
+        loop {
+            let n = self
+                .socket
+                .recv(&mut buf)
+                .unwrap_or_else(|e| panic!("{e} waiting for {needle:?}; got {got:#?}"));
+            got.push(String::from_utf8_lossy(&buf[..n]).into_owned());
+            if got.last().unwrap().contains(needle) {
+                return got;
+            }
+        }
+    }
+}
+
+impl Drop for Foreground {
+    fn drop(&mut self) {
+        // SAFETY: signalling our own child.
+        unsafe { libc::kill(self.child.id() as i32, libc::SIGTERM) };
+        let _ = self.child.wait();
+    }
+}
+
+#[test]
+fn syslog_datagrams_carry_facility_severity_and_tag() {
+    // `debug_peer_level` is not supported: a warning at start.
+    let d = Foreground::start(
+        "corepost_log_destination = syslog\nsyslog_facility = local3\nsyslog_name = mta\n\
+         debug_peer_level = 3\n",
+        "COREPOST_SYSLOG_SOCKET",
+        Stdio::piped(),
+    );
+    let got = d.until("daemon started");
+    let pid = d.child.id();
+    let stamp = r"[A-Z][a-z]{2} [ 1-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9]";
+    // local3 is 19: warning 19*8+4, info 19*8+6.
+    let warning = regex_line(&format!(r"^<156>{stamp} mta/master\[{pid}\]: warning: .*debug_peer_level"));
+    let info = regex_line(&format!(r"^<158>{stamp} mta/master\[{pid}\]: daemon started -- version"));
+    assert!(got.iter().any(|l| warning(l)), "{got:#?}");
+    assert!(info(got.last().unwrap()), "{got:#?}");
+    send(d.port, "a@example.org", &["nosuch@mx.test.example"]);
+    let got = d.until("NOQUEUE: reject: RCPT");
+    let reject = regex_line(&format!(r"^<158>{stamp} mta/smtpd\[{pid}\]: NOQUEUE: reject: RCPT from [a-z]+\[127\.0\.0\.1\]: 550 5\.1\.1 "));
+    assert!(reject(got.last().unwrap()), "{got:#?}");
+    assert!(got.iter().all(|l| !l.ends_with('\n')), "{got:#?}");
+}
+
+#[test]
+fn a_detached_daemon_logs_to_syslog_and_a_terminal_one_to_stderr() {
+    // Standard error on /dev/null, as after `corepost start`: syslog, as
+    // Postfix with an empty maillog_file.
+    let d = Foreground::start("", "COREPOST_SYSLOG_SOCKET", Stdio::null());
+    let got = d.until("daemon started");
+    assert!(got.last().unwrap().starts_with("<22>"), "{got:#?}");
+    drop(d);
+    // Standard error a pipe (a terminal, a test, a supervisor): stays there.
+    let mut d = Foreground::start("", "COREPOST_SYSLOG_SOCKET", Stdio::piped());
+    let mut stderr = BufReader::new(d.child.stderr.take().unwrap());
+    let mut line = String::new();
+    while !line.contains("daemon started") {
+        line.clear();
+        assert!(stderr.read_line(&mut line).unwrap() > 0, "stderr closed");
+    }
+    assert!(line.contains(" mx.test.example corepost/master["), "{line}");
+    d.socket.set_nonblocking(true).unwrap();
+    assert!(d.socket.recv(&mut [0u8; 512]).is_err(), "a datagram went to syslog too");
+    let _ = d.dir.path();
+}
+
+#[test]
+fn journald_entries_carry_priority_and_identifier() {
+    let d = Foreground::start(
+        "corepost_log_destination = journal\ndebug_peer_level = 3\n",
+        "COREPOST_JOURNAL_SOCKET",
+        Stdio::piped(),
+    );
+    let got = d.until("daemon started");
+    let pid = d.child.id();
+    let warning = got
+        .iter()
+        .find(|e| e.contains("debug_peer_level"))
+        .unwrap_or_else(|| panic!("{got:#?}"));
+    assert!(
+        warning.starts_with(&format!(
+            "PRIORITY=4\nSYSLOG_FACILITY=2\nSYSLOG_IDENTIFIER=corepost/master\nSYSLOG_PID={pid}\nMESSAGE=warning: "
+        )),
+        "{warning}"
+    );
+    assert!(got.last().unwrap().starts_with("PRIORITY=6\n"), "{got:#?}");
+}
+
+/// A matcher for one line (a tiny regex: the test crate has no regex
+/// dependency, so this asks grep -E).
+fn regex_line(pattern: &str) -> impl Fn(&str) -> bool + use<> {
+    let pattern = pattern.to_string();
+    move |line: &str| {
+        let mut child = Command::new("grep")
+            .args(["-qE", &pattern])
+            .stdin(Stdio::piped())
+            .spawn()
+            .unwrap();
+        use std::io::Write;
+        child
+            .stdin
+            .take()
+            .unwrap()
+            .write_all(line.as_bytes())
+            .unwrap();
+        child.wait().unwrap().success()
+    }
+}
+
+#[test]
+fn logrotate_renames_compresses_and_loses_nothing() {
+    let events = tempfile::tempdir().unwrap();
+    let events_file = events.path().join("events.json");
+    let d = Daemon::start_keeping_local_mail(&format!(
+        "corepost_event_log_file = {}\n",
+        events_file.display()
+    ));
+    send(d.port, "before@example.org", &["alice@mx.test.example"]);
+    wait_until(10, || d.log().contains("from=<before@example.org>, size=").then_some(()))
+        .unwrap_or_else(|| panic!("{}", d.log()));
+    let out = corepost(&["logrotate", "-c", &d.config_dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    let rotated = |dir: &Path, base: &str| -> Vec<std::path::PathBuf> {
+        std::fs::read_dir(dir)
+            .unwrap()
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| {
+                let name = p.file_name().unwrap().to_string_lossy().into_owned();
+                name.starts_with(&format!("{base}.")) && name.ends_with(".gz")
+            })
+            .collect()
+    };
+    let old = rotated(d.dir.path(), "maillog");
+    assert_eq!(old.len(), 1, "{old:?}");
+    // maillog.YYYYMMDD-HHMMSS.gz
+    let name = old[0].file_name().unwrap().to_string_lossy().into_owned();
+    assert_eq!(name.len(), "maillog.".len() + 15 + 3, "{name}");
+    send(d.port, "after@example.org", &["alice@mx.test.example"]);
+    wait_until(10, || d.log().contains("from=<after@example.org>, size=").then_some(()))
+        .unwrap_or_else(|| panic!("{}", d.log()));
+    let gunzip = |p: &Path| {
+        let out = Command::new("gzip").arg("-dc").arg(p).output().unwrap();
+        String::from_utf8(out.stdout).unwrap()
+    };
+    let before = gunzip(&old[0]);
+    let after = d.log();
+    assert!(before.contains("from=<before@example.org>, size="), "{before}");
+    assert!(!before.contains("after@example.org"), "{before}");
+    assert!(after.contains("from=<after@example.org>, size="), "{after}");
+    assert!(!after.contains("before@example.org"), "{after}");
+    assert!(before.contains("daemon started"), "{before}");
+    // The event file was rotated with it.
+    let old_events = rotated(events.path(), "events.json");
+    assert_eq!(old_events.len(), 1);
+    assert!(gunzip(&old_events[0]).contains("\"sender\":\"before@example.org\""));
+    let new_events = wait_until(10, || {
+        std::fs::read_to_string(&events_file)
+            .ok()
+            .filter(|t| t.contains("\"sender\":\"after@example.org\""))
+    });
+    assert!(new_events.is_some());
+}
+
+#[test]
+fn logrotate_refuses_what_postfix_refuses() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("main.cf"), "maillog_file =\n").unwrap();
+    let out = corepost(&["logrotate", "-c", &dir.path().display().to_string()]);
+    assert!(!out.status.success());
+    assert_eq!(
+        stderr(&out).trim(),
+        "corepost: fatal: empty 'maillog_file' parameter value - logfile rotation failed"
+    );
+    std::fs::write(dir.path().join("main.cf"), "maillog_file = /dev/stdout\n").unwrap();
+    let out = corepost(&["logrotate", "-c", &dir.path().display().to_string()]);
+    assert_eq!(
+        stderr(&out).trim(),
+        "corepost: fatal: not rotating '/dev/stdout'"
+    );
+}
