@@ -111,7 +111,11 @@ fn json_events_match_the_postfix_log_of_the_same_run() {
         events_file.display(),
         hook.display()
     ));
-    send(d.port, "a@example.org", &["ok1@remote.example", "ok2@remote.example"]);
+    send(
+        d.port,
+        "a@example.org",
+        &["ok1@remote.example", "ok2@remote.example"],
+    );
     send(d.port, "b@example.org", &["tempfail@remote.example"]);
     send(d.port, "c@example.org", &["permfail@remote.example"]);
     let refused = send(d.port, "e@example.org", &["nosuch@mx.test.example"]);
@@ -163,7 +167,10 @@ fn json_events_match_the_postfix_log_of_the_same_run() {
             .iter()
             .find(|e| e["recipient"] == to)
             .unwrap_or_else(|| panic!("no event for {to}"));
-        (e["event"].as_str().unwrap().to_string(), e["dsn"].as_str().unwrap().to_string())
+        (
+            e["event"].as_str().unwrap().to_string(),
+            e["dsn"].as_str().unwrap().to_string(),
+        )
     };
     assert_eq!(status_of("ok1@remote.example").0, "delivery");
     assert_eq!(status_of("tempfail@remote.example").0, "deferral");
@@ -175,7 +182,12 @@ fn json_events_match_the_postfix_log_of_the_same_run() {
     let receptions = events_of(&events, "reception");
     let client_ids: BTreeSet<String> = log
         .lines()
-        .filter_map(|l| l.split_once("]: ")?.1.split_once(": client=").map(|(id, _)| id.to_string()))
+        .filter_map(|l| {
+            l.split_once("]: ")?
+                .1
+                .split_once(": client=")
+                .map(|(id, _)| id.to_string())
+        })
         .collect();
     let received: BTreeSet<String> = receptions
         .iter()
@@ -214,7 +226,9 @@ fn json_events_match_the_postfix_log_of_the_same_run() {
         .lines()
         .map(str::to_string)
         .collect();
-    wait_until(10, || (hooked.lock().unwrap().len() >= from_file.len()).then_some(()));
+    wait_until(10, || {
+        (hooked.lock().unwrap().len() >= from_file.len()).then_some(())
+    });
     assert_eq!(*hooked.lock().unwrap(), from_file);
 }
 
@@ -237,7 +251,10 @@ fn a_hook_that_is_down_keeps_its_buffer_and_counts_what_it_drops() {
             .map(str::to_string)
     })
     .unwrap_or_else(|| panic!("no dropped-events warning:\n{}", d.log()));
-    assert!(warning.contains(&format!("warning: event hook unix:{}", hook.display())), "{warning}");
+    assert!(
+        warning.contains(&format!("warning: event hook unix:{}", hook.display())),
+        "{warning}"
+    );
     assert!(d.log().contains("connect:"), "{}", d.log());
     // Mail was never held up by the hook.
     assert_eq!(d.log().matches("(queue active)").count(), 4, "{}", d.log());
@@ -275,8 +292,13 @@ fn corepost_log_format_json_writes_each_log_line_as_an_object() {
     assert_eq!(started["program"], "corepost/master");
     assert_eq!(started["host"], "mx.test.example");
     assert_eq!(started["severity"], "info");
-    assert!(lines.iter().any(|l| l["program"] == "corepost/smtpd"
-        && l["message"].as_str().unwrap().starts_with("NOQUEUE: reject: RCPT from")));
+    assert!(lines.iter().any(|l| {
+        l["program"] == "corepost/smtpd"
+            && l["message"]
+                .as_str()
+                .unwrap()
+                .starts_with("NOQUEUE: reject: RCPT from")
+    }));
 }
 
 /// `corepost run` with main.cf's log going to syslog or journald: a test
@@ -368,13 +390,19 @@ fn syslog_datagrams_carry_facility_severity_and_tag() {
     let pid = d.child.id();
     let stamp = r"[A-Z][a-z]{2} [ 1-3][0-9] [0-2][0-9]:[0-5][0-9]:[0-6][0-9]";
     // local3 is 19: warning 19*8+4, info 19*8+6.
-    let warning = regex_line(&format!(r"^<156>{stamp} mta/master\[{pid}\]: warning: .*debug_peer_level"));
-    let info = regex_line(&format!(r"^<158>{stamp} mta/master\[{pid}\]: daemon started -- version"));
+    let warning = regex_line(&format!(
+        r"^<156>{stamp} mta/master\[{pid}\]: warning: .*debug_peer_level"
+    ));
+    let info = regex_line(&format!(
+        r"^<158>{stamp} mta/master\[{pid}\]: daemon started -- version"
+    ));
     assert!(got.iter().any(|l| warning(l)), "{got:#?}");
     assert!(info(got.last().unwrap()), "{got:#?}");
     send(d.port, "a@example.org", &["nosuch@mx.test.example"]);
     let got = d.until("NOQUEUE: reject: RCPT");
-    let reject = regex_line(&format!(r"^<158>{stamp} mta/smtpd\[{pid}\]: NOQUEUE: reject: RCPT from [a-z]+\[127\.0\.0\.1\]: 550 5\.1\.1 "));
+    let reject = regex_line(&format!(
+        r"^<158>{stamp} mta/smtpd\[{pid}\]: NOQUEUE: reject: RCPT from [a-z]+\[127\.0\.0\.1\]: 550 5\.1\.1 "
+    ));
     assert!(reject(got.last().unwrap()), "{got:#?}");
     assert!(got.iter().all(|l| !l.ends_with('\n')), "{got:#?}");
 }
@@ -397,7 +425,10 @@ fn a_detached_daemon_logs_to_syslog_and_a_terminal_one_to_stderr() {
     }
     assert!(line.contains(" mx.test.example corepost/master["), "{line}");
     d.socket.set_nonblocking(true).unwrap();
-    assert!(d.socket.recv(&mut [0u8; 512]).is_err(), "a datagram went to syslog too");
+    assert!(
+        d.socket.recv(&mut [0u8; 512]).is_err(),
+        "a datagram went to syslog too"
+    );
     let _ = d.dir.path();
 }
 
@@ -453,8 +484,12 @@ fn logrotate_renames_compresses_and_loses_nothing() {
         events_file.display()
     ));
     send(d.port, "before@example.org", &["alice@mx.test.example"]);
-    wait_until(10, || d.log().contains("from=<before@example.org>, size=").then_some(()))
-        .unwrap_or_else(|| panic!("{}", d.log()));
+    wait_until(10, || {
+        d.log()
+            .contains("from=<before@example.org>, size=")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", d.log()));
     let out = corepost(&["logrotate", "-c", &d.config_dir()]);
     assert!(out.status.success(), "{}", stderr(&out));
     let rotated = |dir: &Path, base: &str| -> Vec<std::path::PathBuf> {
@@ -474,15 +509,22 @@ fn logrotate_renames_compresses_and_loses_nothing() {
     let name = old[0].file_name().unwrap().to_string_lossy().into_owned();
     assert_eq!(name.len(), "maillog.".len() + 15 + 3, "{name}");
     send(d.port, "after@example.org", &["alice@mx.test.example"]);
-    wait_until(10, || d.log().contains("from=<after@example.org>, size=").then_some(()))
-        .unwrap_or_else(|| panic!("{}", d.log()));
+    wait_until(10, || {
+        d.log()
+            .contains("from=<after@example.org>, size=")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", d.log()));
     let gunzip = |p: &Path| {
         let out = Command::new("gzip").arg("-dc").arg(p).output().unwrap();
         String::from_utf8(out.stdout).unwrap()
     };
     let before = gunzip(&old[0]);
     let after = d.log();
-    assert!(before.contains("from=<before@example.org>, size="), "{before}");
+    assert!(
+        before.contains("from=<before@example.org>, size="),
+        "{before}"
+    );
     assert!(!before.contains("after@example.org"), "{before}");
     assert!(after.contains("from=<after@example.org>, size="), "{after}");
     assert!(!after.contains("before@example.org"), "{after}");
@@ -514,5 +556,24 @@ fn logrotate_refuses_what_postfix_refuses() {
     assert_eq!(
         stderr(&out).trim(),
         "corepost: fatal: not rotating '/dev/stdout'"
+    );
+}
+
+#[test]
+fn check_refuses_a_bad_event_hook() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("main.cf"),
+        "corepost_event_hooks = ftp://logs.example\n",
+    )
+    .unwrap();
+    let out = corepost(&["check", "-c", &dir.path().display().to_string()]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(
+            "corepost: error: corepost_event_hooks: ftp://logs.example: expected unix:/path, tcp:host:port or http://host[:port]/path"
+        ),
+        "{}",
+        stderr(&out)
     );
 }
