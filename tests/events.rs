@@ -577,3 +577,76 @@ fn check_refuses_a_bad_event_hook() {
         stderr(&out)
     );
 }
+
+/// A TCP listener collecting lines (a `tcp:` hook) or HTTP POST bodies
+/// (an `http://` hook, answered 200).
+fn tcp_collector(http: bool) -> (u16, Arc<Mutex<Vec<String>>>) {
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let lines = Arc::new(Mutex::new(Vec::new()));
+    let shared = Arc::clone(&lines);
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let shared = Arc::clone(&shared);
+            std::thread::spawn(move || {
+                let mut reader = BufReader::new(stream.try_clone().unwrap());
+                if !http {
+                    for line in reader.lines().map_while(Result::ok) {
+                        shared.lock().unwrap().push(line);
+                    }
+                    return;
+                }
+                let mut head = String::new();
+                let mut length = 0;
+                while reader.read_line(&mut head).unwrap_or(0) > 0 && !head.ends_with("\r\n\r\n") {
+                    if let Some(v) = head
+                        .lines()
+                        .last()
+                        .and_then(|l| l.strip_prefix("Content-Length: "))
+                    {
+                        length = v.trim().parse().unwrap();
+                    }
+                }
+                assert!(head.starts_with("POST /events HTTP/1.1\r\n"), "{head}");
+                assert!(
+                    head.contains("Content-Type: application/x-ndjson\r\n"),
+                    "{head}"
+                );
+                let mut body = vec![0u8; length];
+                std::io::Read::read_exact(&mut reader, &mut body).unwrap();
+                let body = String::from_utf8(body).unwrap();
+                shared
+                    .lock()
+                    .unwrap()
+                    .extend(body.lines().map(str::to_string));
+                use std::io::Write;
+                let _ = (&stream).write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 0\r\n\r\n");
+            });
+        }
+    });
+    (port, lines)
+}
+
+#[test]
+fn tcp_and_http_hooks_get_the_events() {
+    let (tcp, by_tcp) = tcp_collector(false);
+    let (http, by_http) = tcp_collector(true);
+    let d = Daemon::start_keeping_local_mail(&format!(
+        "corepost_event_hooks = tcp:127.0.0.1:{tcp}, http://127.0.0.1:{http}/events\n"
+    ));
+    send(d.port, "a@example.org", &["alice@mx.test.example"]);
+    for got in [by_tcp, by_http] {
+        let lines = wait_until(20, || {
+            let lines = got.lock().unwrap().clone();
+            lines
+                .iter()
+                .any(|l| l.contains("\"event\":\"reception\""))
+                .then_some(lines)
+        })
+        .unwrap_or_else(|| panic!("no event:\n{}", d.log()));
+        let events = parse_events(&lines.join("\n"));
+        let reception = events.iter().find(|e| e["event"] == "reception").unwrap();
+        assert_eq!(reception["sender"], "a@example.org");
+        assert_eq!(reception["recipients"][0], "alice@mx.test.example");
+    }
+}
