@@ -264,8 +264,9 @@ impl Datagrams {
 /// systemd's `$JOURNAL_STREAM` is `device:inode` of the stream it connected
 /// to our standard error; a daemon that redirected stderr must not trust it.
 fn auto_destination() -> &'static str {
-    // SAFETY: fstat writes only into `st`, a plain C struct.
+    // SAFETY: all-zero is a valid value of the plain C struct `stat`.
     let mut st: libc::stat = unsafe { std::mem::zeroed() };
+    // SAFETY: fstat writes only into `st`, which lives across the call.
     if unsafe { libc::fstat(2, &mut st) } != 0 {
         return "syslog";
     }
