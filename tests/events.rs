@@ -650,3 +650,36 @@ fn tcp_and_http_hooks_get_the_events() {
         assert_eq!(reception["recipients"][0], "alice@mx.test.example");
     }
 }
+
+#[test]
+fn logrotate_is_followed_by_a_daemon_that_gave_up_root() {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        eprintln!("note: skipped: it needs root");
+        return;
+    }
+    // The configuration directory (holding maillog) is root's: the daemon,
+    // running as nobody, could not create a new maillog there itself.
+    let d = Daemon::start_unprivileged("", "");
+    send(
+        d.port,
+        "before@example.org",
+        &["postmaster@mx.test.example"],
+    );
+    wait_until(10, || {
+        d.log()
+            .contains("from=<before@example.org>, size=")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", d.log()));
+    let out = corepost(&["logrotate", "-c", &d.config_dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    send(d.port, "after@example.org", &["postmaster@mx.test.example"]);
+    wait_until(10, || {
+        d.log()
+            .contains("from=<after@example.org>, size=")
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("no new lines in the new maillog:\n{}", d.log()));
+    assert!(!d.log().contains("before@example.org"), "{}", d.log());
+}

@@ -88,6 +88,11 @@ impl Log {
             Some(s) => s.clone(),
             None => read(&self.sink.settings).clone(),
         };
+        // The same file, still there: keep it (the daemon may no longer
+        // have the right to open it).
+        if settings == *read(&self.sink.settings) && !read(&self.sink.target).moved(false) {
+            return Ok(());
+        }
         let target = Target::open(&settings)?;
         self.flush();
         self.sink
@@ -126,6 +131,15 @@ impl Log {
         }
     }
 
+    /// Before the daemon gives up root: `maillog_file` becomes the mail
+    /// owner's, so that a rotation can be followed (see `log/output.rs`).
+    pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), String> {
+        match &*read(&self.sink.target) {
+            Target::File(f) => f.chown(uid, gid),
+            _ => Ok(()),
+        }
+    }
+
     /// Collect this thread's lines until [`Log::flush`] (the cores do).
     pub fn buffer_this_thread(&self) {
         BUFFERED.with(|b| b.set(true));
@@ -142,7 +156,7 @@ impl Log {
     fn write(&self, data: &[u8]) {
         let target = read(&self.sink.target);
         target.write(data);
-        if target.moved() {
+        if target.moved(true) {
             drop(target);
             let _ = self.reopen(None);
         }

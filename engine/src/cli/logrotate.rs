@@ -61,14 +61,32 @@ fn rotate(args: &DaemonArgs) -> Result<(), String> {
     Ok(())
 }
 
+/// Rename `file`, and put an empty one with its owner and mode in its
+/// place (logrotate's `create`): the daemon, no longer root, reopens it.
 fn rename(file: &str, suffix: &str) -> Result<String, String> {
+    use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let to = format!("{file}.{suffix}");
+    let old = std::fs::metadata(file).ok();
     std::fs::rename(file, &to).map_err(|e| {
         format!(
             "mv: cannot move '{file}' to '{to}': {}",
             super::os_error_text(&e)
         )
     })?;
+    if let Some(old) = old {
+        let mode = old.permissions().mode() & 0o777;
+        let created = std::fs::OpenOptions::new()
+            .append(true)
+            .create_new(true)
+            .mode(mode)
+            .open(file);
+        if let Ok(new) = created {
+            // As another user than root these may fail: then the file is
+            // ours, as the daemon's would be.
+            let _ = std::os::unix::fs::fchown(&new, Some(old.uid()), Some(old.gid()));
+            let _ = new.set_permissions(std::fs::Permissions::from_mode(mode));
+        }
+    }
     Ok(to)
 }
 

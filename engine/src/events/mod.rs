@@ -97,6 +97,17 @@ pub fn configure(settings: &EventSettings, log: &Log) -> Result<(), String> {
     Ok(())
 }
 
+/// Before the daemon gives up root: the event file becomes the mail
+/// owner's, as `maillog_file` (see `Log::hand_over`).
+pub fn hand_over(uid: u32, gid: u32) -> Result<(), String> {
+    let dispatch = DISPATCH.read().unwrap_or_else(|p| p.into_inner());
+    match dispatch.as_ref().map(|d| d.settings.file.as_str()) {
+        Some(file) if !file.is_empty() => std::os::unix::fs::lchown(file, Some(uid), Some(gid))
+            .map_err(|e| format!("corepost_event_log_file {file}: chown: {e}")),
+        _ => Ok(()),
+    }
+}
+
 /// Reopen the event file (`corepost logrotate`).
 pub fn reopen() {
     if let Some(d) = DISPATCH.read().unwrap_or_else(|p| p.into_inner()).as_ref() {

@@ -112,9 +112,8 @@ impl Writer {
             let mut batch: Vec<String> = Vec::with_capacity(64);
             batch.extend(Some(first).filter(|e| !e.is_empty()));
             batch.extend(rx.try_iter().take(BATCH).filter(|e| !e.is_empty()));
-            if self.reopen.swap(false, Ordering::Relaxed)
-                || self.file.as_mut().is_some_and(EventFile::moved)
-            {
+            let asked = self.reopen.swap(false, Ordering::Relaxed);
+            if self.file.as_mut().is_some_and(|f| f.moved(!asked)) {
                 self.reopen_file();
             }
             if !batch.is_empty() {
@@ -196,9 +195,11 @@ impl EventFile {
         })
     }
 
-    /// Renamed or removed by an external rotation (checked once a second).
-    fn moved(&mut self) -> bool {
-        if self.checked.elapsed() < Duration::from_secs(1) {
+    /// Renamed or removed by a rotation (`throttled`: checked once a
+    /// second). A file still in place is kept: the daemon may no longer have
+    /// the right to open it.
+    fn moved(&mut self, throttled: bool) -> bool {
+        if throttled && self.checked.elapsed() < Duration::from_secs(1) {
             return false;
         }
         self.checked = Instant::now();

@@ -15,6 +15,11 @@
 //!   or closed (a detached daemon, where Postfix would use syslog), else
 //!   standard error.
 //!
+//! The daemon gives up root after opening `maillog_file`; to open it
+//! again it must own it, so the file is handed to `mail_owner` at start and
+//! `corepost logrotate` creates the new one with the old one's owner and
+//! mode. (Postfix's postlogd keeps root instead: its file stays root's.)
+//!
 //! For tests, `$COREPOST_SYSLOG_SOCKET` and `$COREPOST_JOURNAL_SOCKET`
 //! replace /dev/log and /run/systemd/journal/socket.
 
@@ -216,15 +221,16 @@ impl Target {
     }
 
     /// Whether the file was renamed or removed under us (an external
-    /// logrotate): then the caller opens it again. Checked once a second.
-    pub fn moved(&self) -> bool {
+    /// logrotate): then the caller opens it again. `throttled`: checked at
+    /// most once a second.
+    pub fn moved(&self, throttled: bool) -> bool {
         let Target::File(f) = self else {
             return false;
         };
         let now = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map_or(0, |d| d.as_secs());
-        if f.checked.swap(now, Ordering::Relaxed) == now {
+        if f.checked.swap(now, Ordering::Relaxed) == now && throttled {
             return false;
         }
         match std::fs::metadata(&f.path) {
@@ -235,6 +241,14 @@ impl Target {
 }
 
 impl LogFile {
+    /// Give the open file to the account the daemon is about to become,
+    /// so that it can open it again after a rotation (Postfix's postlogd
+    /// keeps root for that; corepost's cores do not).
+    pub fn chown(&self, uid: u32, gid: u32) -> Result<(), String> {
+        std::os::unix::fs::fchown(&self.file, Some(uid), Some(gid))
+            .map_err(|e| format!("maillog_file {}: chown: {e}", self.path.display()))
+    }
+
     fn open(path: PathBuf) -> Result<LogFile, String> {
         let file = OpenOptions::new()
             .create(true)

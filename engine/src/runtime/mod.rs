@@ -179,6 +179,8 @@ fn run_with_log(
     let per_core = std::mem::take(&mut prepared.per_core);
     listeners.commit(prepared);
     if let Some(owner) = listen::mail_owner(&config, &log, &master)? {
+        log.hand_over(owner.1, owner.2)?;
+        crate::events::hand_over(owner.1, owner.2)?;
         // Local, virtual and pipe act as the recipient: a helper process
         // keeps root for them (Postfix's privilege separation).
         crate::delivery::helper::start(
