@@ -537,8 +537,45 @@ fn logrotate_renames_compresses_and_loses_nothing() {
         std::fs::read_to_string(&events_file)
             .ok()
             .filter(|t| t.contains("\"sender\":\"after@example.org\""))
-    });
-    assert!(new_events.is_some());
+    })
+    .unwrap();
+    let new_events = parse_events(&new_events);
+    assert!(
+        new_events
+            .iter()
+            .any(|e| e["event"] == "admin" && e["action"] == "logrotate"),
+        "{new_events:#?}"
+    );
+    // A queue administration action: the event beside postsuper's line.
+    let id = new_events
+        .iter()
+        .find(|e| e["event"] == "reception")
+        .unwrap()["queue_id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    let out = corepost(&["queue", "-c", &d.config_dir(), "delete", &id]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(10, || {
+        d.log()
+            .contains(&format!("corepost/postsuper["))
+            .then_some(())
+    })
+    .unwrap_or_else(|| panic!("{}", d.log()));
+    assert!(
+        d.log().contains(&format!("]: {id}: removed")),
+        "{}",
+        d.log()
+    );
+    let removed = wait_until(10, || {
+        let text = std::fs::read_to_string(&events_file).unwrap();
+        parse_events(&text)
+            .into_iter()
+            .find(|e| e["event"] == "admin" && e["action"] == "removed")
+    })
+    .unwrap();
+    assert_eq!(removed["queue_id"], id.as_str());
+    assert_eq!(removed["program"], "corepost/postsuper");
 }
 
 #[test]
@@ -682,4 +719,45 @@ fn logrotate_is_followed_by_a_daemon_that_gave_up_root() {
     })
     .unwrap_or_else(|| panic!("no new lines in the new maillog:\n{}", d.log()));
     assert!(!d.log().contains("before@example.org"), "{}", d.log());
+}
+
+#[test]
+fn reload_opens_the_log_main_cf_names_now() {
+    let events = tempfile::tempdir().unwrap();
+    let events_file = events.path().join("events.json");
+    let d = Daemon::start(&format!(
+        "corepost_event_log_file = {}\n",
+        events_file.display()
+    ));
+    let main_cf = d.dir.path().join("main.cf");
+    let mut text = std::fs::read_to_string(&main_cf).unwrap();
+    let second = d.dir.path().join("maillog2");
+    text.push_str(&format!("maillog_file = {}\n", second.display()));
+    std::fs::write(&main_cf, text).unwrap();
+    let out = corepost(&["reload", "-c", &d.config_dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    send(d.port, "a@example.org", &["nosuch@mx.test.example"]);
+    let new = wait_until(10, || {
+        std::fs::read_to_string(&second)
+            .ok()
+            .filter(|t| t.contains("NOQUEUE: reject: RCPT"))
+    })
+    .unwrap_or_else(|| panic!("nothing in maillog2; maillog:\n{}", d.log()));
+    assert!(new.contains("corepost/master["), "{new}");
+    assert!(new.contains("]: reload -- version "), "{new}");
+    assert!(!d.log().contains("NOQUEUE"), "{}", d.log());
+    // The reload is an admin event.
+    let events = wait_until(10, || {
+        std::fs::read_to_string(&events_file)
+            .ok()
+            .filter(|t| t.contains("\"rejection\""))
+    })
+    .unwrap();
+    let events = parse_events(&events);
+    assert!(
+        events
+            .iter()
+            .any(|e| e["event"] == "admin" && e["action"] == "reload"),
+        "{events:#?}"
+    );
 }
