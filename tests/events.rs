@@ -761,3 +761,56 @@ fn reload_opens_the_log_main_cf_names_now() {
         "{events:#?}"
     );
 }
+
+#[test]
+fn a_tls_session_is_an_event_beside_postfix_tls_line() {
+    let certs = tempfile::tempdir().unwrap();
+    let c = rcgen::generate_simple_self_signed(vec!["mx.test.example".to_string()]).unwrap();
+    let (cert, key) = (certs.path().join("cert.pem"), certs.path().join("key.pem"));
+    std::fs::write(&cert, c.cert.pem()).unwrap();
+    std::fs::write(&key, c.signing_key.serialize_pem()).unwrap();
+    let events_file = certs.path().join("events.json");
+    let mut d = Daemon::start_keeping_local_mail(&format!(
+        "smtpd_tls_security_level = may\nsmtpd_tls_cert_file = {}\nsmtpd_tls_key_file = {}\n\
+         smtpd_tls_loglevel = 1\ncorepost_event_log_file = {}\n",
+        cert.display(),
+        key.display(),
+        events_file.display()
+    ));
+    let (ok, out) = python(&format!(
+        r#"import smtplib, ssl
+ctx = ssl.create_default_context()
+ctx.check_hostname = False
+ctx.verify_mode = ssl.CERT_NONE
+s = smtplib.SMTP('127.0.0.1', {port})
+s.ehlo('client.example')
+s.starttls(context=ctx)
+s.ehlo('client.example')
+s.sendmail('t@example.org', ['alice@mx.test.example'], 'Subject: tls\r\n\r\nx\r\n')
+s.quit()
+print('ok')
+"#,
+        port = d.port
+    ));
+    assert!(ok, "{out}");
+    d.stop();
+    let log = d.log();
+    let line = log
+        .lines()
+        .find_map(|l| l.split_once("Anonymous TLS connection established from "))
+        .unwrap_or_else(|| panic!("{log}"))
+        .1;
+    let (peer, description) = line.split_once(": ").unwrap();
+    let events = parse_events(&std::fs::read_to_string(&events_file).unwrap());
+    let tls = events_of(&events, "tls");
+    assert_eq!(tls.len(), 1, "{events:#?}");
+    assert_eq!(tls[0]["direction"], "inbound");
+    assert_eq!(tls[0]["peer"], peer);
+    assert_eq!(tls[0]["description"], description);
+    let reception = events_of(&events, "reception")[0];
+    assert_eq!(reception["protocol"], "ESMTPS");
+    assert!(
+        description.starts_with(reception["tls"].as_str().unwrap()),
+        "{reception} vs {description}"
+    );
+}
