@@ -814,3 +814,33 @@ print('ok')
         "{reception} vs {description}"
     );
 }
+
+#[test]
+fn an_expired_message_is_an_expiry_event_beside_qmgr_line() {
+    let sink = Sink::start();
+    let files = tempfile::tempdir().unwrap();
+    let events_file = files.path().join("events.json");
+    let mut d = Daemon::start(&format!(
+        "corepost_cores = 1\nrelayhost = [127.0.0.1]:{}\nmaximal_queue_lifetime = 0\n\
+         corepost_event_log_file = {}\n",
+        sink.port,
+        events_file.display()
+    ));
+    send(d.port, "late@example.org", &["tempfail@remote.example"]);
+    wait_until(20, || d.log().contains("status=expired").then_some(()))
+        .unwrap_or_else(|| panic!("{}", d.log()));
+    d.stop();
+    let log = d.log();
+    let events = parse_events(&std::fs::read_to_string(&events_file).unwrap());
+    let expiry = events_of(&events, "expiry");
+    assert_eq!(expiry.len(), 1, "{events:#?}");
+    let line = format!(
+        "{}: from=<late@example.org>, status=expired, returned to sender",
+        expiry[0]["queue_id"].as_str().unwrap()
+    );
+    assert!(log.contains(&line), "{line}\n{log}");
+    // The last attempt is logged (and is an event) as deferred.
+    let deferral = events_of(&events, "deferral");
+    assert_eq!(deferral[0]["queue_id"], expiry[0]["queue_id"]);
+    assert_eq!(deferral[0]["status"], "deferred");
+}
