@@ -588,6 +588,19 @@ fn logrotate_refuses_what_postfix_refuses() {
         stderr(&out).trim(),
         "corepost: fatal: empty 'maillog_file' parameter value - logfile rotation failed"
     );
+    std::fs::write(
+        dir.path().join("main.cf"),
+        format!("maillog_file = {}/none\n", dir.path().display()),
+    )
+    .unwrap();
+    let out = corepost(&["logrotate", "-c", &dir.path().display().to_string()]);
+    assert_eq!(
+        stderr(&out).trim(),
+        format!(
+            "corepost: fatal: logfile '{0}/none' rotation failed: mv: cannot stat '{0}/none': No such file or directory",
+            dir.path().display()
+        )
+    );
     std::fs::write(dir.path().join("main.cf"), "maillog_file = /dev/stdout\n").unwrap();
     let out = corepost(&["logrotate", "-c", &dir.path().display().to_string()]);
     assert_eq!(

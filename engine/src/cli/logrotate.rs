@@ -66,26 +66,26 @@ fn rotate(args: &DaemonArgs) -> Result<(), String> {
 fn rename(file: &str, suffix: &str) -> Result<String, String> {
     use std::os::unix::fs::{MetadataExt, OpenOptionsExt, PermissionsExt};
     let to = format!("{file}.{suffix}");
-    let old = std::fs::metadata(file).ok();
+    // mv(1)'s words, which Postfix's message quotes.
+    let old = std::fs::metadata(file)
+        .map_err(|e| format!("mv: cannot stat '{file}': {}", super::os_error_text(&e)))?;
     std::fs::rename(file, &to).map_err(|e| {
         format!(
             "mv: cannot move '{file}' to '{to}': {}",
             super::os_error_text(&e)
         )
     })?;
-    if let Some(old) = old {
-        let mode = old.permissions().mode() & 0o777;
-        let created = std::fs::OpenOptions::new()
-            .append(true)
-            .create_new(true)
-            .mode(mode)
-            .open(file);
-        if let Ok(new) = created {
-            // As another user than root these may fail: then the file is
-            // ours, as the daemon's would be.
-            let _ = std::os::unix::fs::fchown(&new, Some(old.uid()), Some(old.gid()));
-            let _ = new.set_permissions(std::fs::Permissions::from_mode(mode));
-        }
+    let mode = old.permissions().mode() & 0o777;
+    let created = std::fs::OpenOptions::new()
+        .append(true)
+        .create_new(true)
+        .mode(mode)
+        .open(file);
+    if let Ok(new) = created {
+        // As another user than root these may fail: then the file is
+        // ours, as the daemon's would be.
+        let _ = std::os::unix::fs::fchown(&new, Some(old.uid()), Some(old.gid()));
+        let _ = new.set_permissions(std::fs::Permissions::from_mode(mode));
     }
     Ok(to)
 }
