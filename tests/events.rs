@@ -556,12 +556,8 @@ fn logrotate_renames_compresses_and_loses_nothing() {
         .to_string();
     let out = corepost(&["queue", "-c", &d.config_dir(), "delete", &id]);
     assert!(out.status.success(), "{}", stderr(&out));
-    wait_until(10, || {
-        d.log()
-            .contains(&format!("corepost/postsuper["))
-            .then_some(())
-    })
-    .unwrap_or_else(|| panic!("{}", d.log()));
+    wait_until(10, || d.log().contains("corepost/postsuper[").then_some(()))
+        .unwrap_or_else(|| panic!("{}", d.log()));
     assert!(
         d.log().contains(&format!("]: {id}: removed")),
         "{}",

@@ -96,6 +96,9 @@ impl Session {
     pub(super) fn bare_newline_command(&mut self) {
         self.log_event("reject", self.last_command, "bare <LF> received", None);
         let reply = self.bare_newline_reply();
+        if crate::events::enabled() {
+            self.reject_event(self.last_command, &reply, None);
+        }
         self.reply(reply);
     }
 
