@@ -383,7 +383,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("double_bounce_sender", Text, "double-bounce", "Sender of notices to the postmaster; mail to it is discarded."),
     p("empty_address_recipient", Text, "MAILER-DAEMON", "Where mail to the null address goes."),
     // --- Logging and commands -------------------------------------------------------------
-    p("maillog_file", Text, "", "File that log lines go to instead of standard error; /dev/stdout also works."),
+    p("maillog_file", Text, "", "File that log lines go to; /dev/stdout also works. Empty: see corepost_log_destination.")
+        .differs("empty means syslog, as in Postfix, only for a detached daemon (standard error /dev/null or closed) or with corepost_log_destination = syslog; a foreground `corepost run` writes standard error, and under systemd journald"),
     p("maillog_file_prefixes", List, "/var, /dev/stdout", "Allowed prefixes of maillog_file, a guard against writing logs over arbitrary files."),
     p("syslog_name", Text, "${multi_instance_name?{$multi_instance_name}:{corepost}}", "Program name that log lines are tagged with.")
         .differs("log lines name corepost"),
