@@ -313,6 +313,15 @@ struct Foreground {
 
 impl Foreground {
     fn start(extra: &str, env: &str, stderr: Stdio) -> Foreground {
+        Foreground::start_with_env(extra, env, stderr, &[])
+    }
+
+    fn start_with_env(
+        extra: &str,
+        env: &str,
+        stderr: Stdio,
+        more_env: &[(&str, String)],
+    ) -> Foreground {
         let dir = tempfile::tempdir().unwrap();
         let port = free_port();
         std::fs::write(
@@ -340,6 +349,7 @@ impl Foreground {
             .env_remove("COREPOST_CONFIG_DIR")
             .env_remove("JOURNAL_STREAM")
             .env(env, &path)
+            .envs(more_env.iter().map(|(k, v)| (k, v)))
             .stdin(Stdio::null())
             .stderr(stderr)
             .spawn()
@@ -852,4 +862,31 @@ fn an_expired_message_is_an_expiry_event_beside_qmgr_line() {
     let deferral = events_of(&events, "deferral");
     assert_eq!(deferral[0]["queue_id"], expiry[0]["queue_id"]);
     assert_eq!(deferral[0]["status"], "deferred");
+}
+
+#[test]
+fn under_systemd_the_journal_stream_means_journald() {
+    use std::os::unix::fs::MetadataExt;
+    // Standard error is the stream $JOURNAL_STREAM names, as systemd
+    // connects it.
+    let files = tempfile::tempdir().unwrap();
+    let stream = std::fs::File::create(files.path().join("stream")).unwrap();
+    let m = stream.metadata().unwrap();
+    let d = Foreground::start_with_env(
+        "",
+        "COREPOST_JOURNAL_SOCKET",
+        Stdio::from(stream),
+        &[("JOURNAL_STREAM", format!("{}:{}", m.dev(), m.ino()))],
+    );
+    let got = d.until("daemon started");
+    assert!(
+        got.last()
+            .unwrap()
+            .starts_with("PRIORITY=6\nSYSLOG_FACILITY=2\nSYSLOG_IDENTIFIER=corepost/master\n"),
+        "{got:#?}"
+    );
+    drop(d);
+    // Nothing went to the stream itself.
+    let text = std::fs::read_to_string(files.path().join("stream")).unwrap();
+    assert!(!text.contains("daemon started"), "{text}");
 }
