@@ -17,6 +17,21 @@
 //! `corepost_event_hook_buffer` events and drops the newer ones, with a
 //! warning in the log that counts them (as does a full channel).
 
+//! Every event has `time` (UTC, RFC 3339, microseconds), `event`, `host`
+//! (myhostname) and `program` (the Postfix process name of the matching
+//! log line); then, by `event`:
+//!
+//! | event | fields |
+//! |---|---|
+//! | `reception` | queue_id, sender, recipients, size, client, protocol, helo, sasl_username, tls |
+//! | `delivery`, `deferral`, `bounce` | queue_id, sender, recipient, orig_recipient, next_hop (`relay=`), status, dsn, response, size, delay, delay_before_qmgr, delay_in_qmgr, delay_conn_setup, delay_transmission (`delays=a/b/c/d`) |
+//! | `expiry` | queue_id, sender, status (`expired`) |
+//! | `rejection` | queue_id (none for NOQUEUE), stage (the command), client, sender, recipient, status, code, dsn, response |
+//! | `tls` | direction (inbound/outbound), peer, trust, description (as the TLS log line) |
+//! | `admin` | queue_id, action (`removed`, `placed on hold`, ..., `reload`, `logrotate`) |
+//!
+//! Absent values are left out rather than null.
+
 mod hooks;
 pub mod json;
 mod sites;
