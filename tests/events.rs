@@ -890,3 +890,42 @@ fn under_systemd_the_journal_stream_means_journald() {
     let text = std::fs::read_to_string(files.path().join("stream")).unwrap();
     assert!(!text.contains("daemon started"), "{text}");
 }
+
+#[test]
+fn an_outbound_tls_session_is_an_event_beside_the_client_tls_line() {
+    use corepost::delivery::testsink::{SinkScript, TestSink};
+    let sink = TestSink::start(SinkScript {
+        starttls: true,
+        ..SinkScript::default()
+    })
+    .unwrap();
+    let files = tempfile::tempdir().unwrap();
+    let events_file = files.path().join("events.json");
+    let mut d = Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{}\nsmtp_tls_security_level = may\nsmtp_tls_loglevel = 1\n\
+         corepost_event_log_file = {}\n",
+        sink.addr().port(),
+        events_file.display()
+    ));
+    send(d.port, "a@example.org", &["b@remote.example"]);
+    wait_until(20, || d.log().contains("status=sent").then_some(()))
+        .unwrap_or_else(|| panic!("{}", d.log()));
+    d.stop();
+    let log = d.log();
+    let (trust, rest) = log
+        .lines()
+        .find_map(|l| {
+            let (_, m) = l.split_once("]: ")?;
+            m.split_once(" TLS connection established to ")
+        })
+        .unwrap_or_else(|| panic!("{log}"));
+    let (peer, description) = rest.split_once(": ").unwrap();
+    let events = parse_events(&std::fs::read_to_string(&events_file).unwrap());
+    let tls = events_of(&events, "tls");
+    assert_eq!(tls.len(), 1, "{events:#?}");
+    assert_eq!(tls[0]["direction"], "outbound");
+    assert_eq!(tls[0]["program"], "corepost/smtp");
+    assert_eq!(tls[0]["trust"], trust);
+    assert_eq!(tls[0]["peer"], peer);
+    assert_eq!(tls[0]["description"], description);
+}
