@@ -134,9 +134,35 @@ fn json_events_match_the_postfix_log_of_the_same_run() {
     d.stop();
     let log = d.log();
     let events = parse_events(&std::fs::read_to_string(&events_file).unwrap());
+    attempts_match_to_lines(&log, &events);
+    receptions_match_client_and_qmgr_lines(&log, &events);
+    // The rejection, as smtpd's NOQUEUE line.
+    let rejections = events_of(&events, "rejection");
+    assert_eq!(rejections.len(), 1, "{events:#?}");
+    let r = rejections[0];
+    assert!(log.contains("NOQUEUE: reject: RCPT from"), "{log}");
+    assert!(log.contains(r["response"].as_str().unwrap()), "{r}\n{log}");
+    assert_eq!(r["recipient"], "nosuch@mx.test.example");
+    assert_eq!(r["sender"], "e@example.org");
+    assert_eq!(r["stage"], "RCPT");
+    assert_eq!(r["code"], 550);
+    assert_eq!(r["dsn"], "5.1.1");
+    assert!(r.get("queue_id").is_none(), "{r}");
+    // The hook got the same events.
+    let from_file: Vec<String> = std::fs::read_to_string(&events_file)
+        .unwrap()
+        .lines()
+        .map(str::to_string)
+        .collect();
+    wait_until(10, || {
+        (hooked.lock().unwrap().len() >= from_file.len()).then_some(())
+    });
+    assert_eq!(*hooked.lock().unwrap(), from_file);
+}
 
-    // Each to=<> line is one delivery, deferral or bounce event, and back.
-    let lines = delivery_lines(&log);
+/// Each to=<> line is one delivery, deferral or bounce event, and back.
+fn attempts_match_to_lines(log: &str, events: &[Value]) {
+    let lines = delivery_lines(log);
     let attempts: Vec<&Value> = events
         .iter()
         .filter(|e| ["delivery", "deferral", "bounce"].contains(&e["event"].as_str().unwrap()))
@@ -176,10 +202,12 @@ fn json_events_match_the_postfix_log_of_the_same_run() {
     assert_eq!(status_of("tempfail@remote.example").0, "deferral");
     assert_eq!(status_of("permfail@remote.example").0, "bounce");
     assert!(status_of("permfail@remote.example").1.starts_with("5."));
+}
 
-    // Receptions: the queue ids smtpd logged `client=` for, with the
-    // sender and size the queue manager logged.
-    let receptions = events_of(&events, "reception");
+/// Receptions: the queue ids smtpd logged `client=` for, with the sender
+/// and size the queue manager logged.
+fn receptions_match_client_and_qmgr_lines(log: &str, events: &[Value]) {
+    let receptions = events_of(events, "reception");
     let client_ids: BTreeSet<String> = log
         .lines()
         .filter_map(|l| {
@@ -206,30 +234,6 @@ fn json_events_match_the_postfix_log_of_the_same_run() {
         assert_eq!(e["protocol"], "ESMTP");
         assert_eq!(e["helo"], "client.example");
     }
-
-    // The rejection, as smtpd's NOQUEUE line.
-    let rejections = events_of(&events, "rejection");
-    assert_eq!(rejections.len(), 1, "{events:#?}");
-    let r = rejections[0];
-    assert!(log.contains("NOQUEUE: reject: RCPT from"), "{log}");
-    assert!(log.contains(r["response"].as_str().unwrap()), "{r}\n{log}");
-    assert_eq!(r["recipient"], "nosuch@mx.test.example");
-    assert_eq!(r["sender"], "e@example.org");
-    assert_eq!(r["stage"], "RCPT");
-    assert_eq!(r["code"], 550);
-    assert_eq!(r["dsn"], "5.1.1");
-    assert!(r.get("queue_id").is_none(), "{r}");
-
-    // The hook got the same events.
-    let from_file: Vec<String> = std::fs::read_to_string(&events_file)
-        .unwrap()
-        .lines()
-        .map(str::to_string)
-        .collect();
-    wait_until(10, || {
-        (hooked.lock().unwrap().len() >= from_file.len()).then_some(())
-    });
-    assert_eq!(*hooked.lock().unwrap(), from_file);
 }
 
 #[test]
