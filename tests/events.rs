@@ -560,7 +560,11 @@ fn logrotate_renames_compresses_and_loses_nothing() {
             .any(|e| e["event"] == "admin" && e["action"] == "logrotate"),
         "{new_events:#?}"
     );
-    // A queue administration action: the event beside postsuper's line.
+    queue_delete_is_an_admin_event(&d, &events_file, &new_events);
+}
+
+/// A queue administration action: the event beside postsuper's line.
+fn queue_delete_is_an_admin_event(d: &Daemon, events_file: &Path, new_events: &[Value]) {
     let id = new_events
         .iter()
         .find(|e| e["event"] == "reception")
