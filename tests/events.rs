@@ -582,7 +582,7 @@ fn queue_delete_is_an_admin_event(d: &Daemon, events_file: &Path, new_events: &[
         d.log()
     );
     let removed = wait_until(10, || {
-        let text = std::fs::read_to_string(&events_file).unwrap();
+        let text = std::fs::read_to_string(events_file).unwrap();
         parse_events(&text)
             .into_iter()
             .find(|e| e["event"] == "admin" && e["action"] == "removed")
