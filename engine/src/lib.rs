@@ -7,6 +7,7 @@
 
 pub mod bounce;
 pub mod cli;
+pub mod context;
 pub mod control;
 pub mod delivery;
 pub mod dns;

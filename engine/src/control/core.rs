@@ -3,9 +3,9 @@
 //! deleting and flushing happen on the core, between its other tasks.
 
 use super::format::QueueItem;
+use crate::context::CoreContext;
 use crate::qmgr::Qmgr;
 use crate::routing::Router;
-use crate::runtime::CoreContext;
 use corepost_spool::{AdminAction, Applied, QueueId};
 use std::rc::Rc;
 use std::sync::Arc;
@@ -70,6 +70,26 @@ pub struct Endpoint {
 pub struct CoreRequest {
     pub command: CoreCommand,
     pub reply: flume::Sender<CoreAnswer>,
+}
+
+impl crate::context::CorePeers for Vec<flume::Sender<CoreRequest>> {
+    /// Like Postfix's flush service, the answer does not wait for the
+    /// deliveries.
+    fn flush(&self, domain: Option<&str>) -> bool {
+        let mut sent = false;
+        for core in self {
+            // Nobody waits for the answer: a bounded channel of one keeps
+            // the core's reply from blocking.
+            let (reply, _) = flume::bounded(1);
+            sent |= core
+                .send(CoreRequest {
+                    command: CoreCommand::Flush(domain.map(str::to_string)),
+                    reply,
+                })
+                .is_ok();
+        }
+        sent
+    }
 }
 
 /// Serve control requests on this core until shutdown.

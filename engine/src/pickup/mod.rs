@@ -19,8 +19,8 @@
 pub mod headers;
 pub mod maildrop;
 
+use crate::context::CoreContext;
 use crate::routing::Router;
-use crate::runtime::CoreContext;
 use corepost_config::Config;
 use corepost_spool::{BodyType, ClientInfo, Envelope, MailParams, QueueId, Recipient};
 use std::collections::HashMap;

@@ -30,13 +30,12 @@ pub mod deliver;
 mod offcore;
 pub mod policy;
 pub mod settings;
-pub mod signal;
 pub mod window;
 
-use crate::runtime::CoreContext;
+use crate::context::CoreContext;
+pub use crate::context::Signal;
 use corepost_spool::{Applied, Lsn, Outcome, QueueId, SegmentMap};
 pub use settings::{QmgrSettings, TransportKind, TransportSettings};
-pub use signal::Signal;
 use std::cell::{Cell, RefCell};
 use std::collections::{HashMap, VecDeque};
 use std::rc::Rc;

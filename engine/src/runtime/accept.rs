@@ -3,9 +3,9 @@
 //! the set of addresses.
 
 use super::CoreContext;
-use super::Shutdown;
 use super::listen::{Bound, Planned};
 use super::services::{Service, Services, Slot};
+use crate::context::Shutdown;
 use crate::smtpd::connection::Connection;
 use crate::smtpd::session::Session;
 use std::cell::RefCell;

@@ -17,61 +17,20 @@
 mod accept;
 pub mod listen;
 pub mod services;
-pub mod shutdown;
 mod signals;
 mod start_failure;
 
+use crate::context::{CoreContext, Shutdown};
 use crate::log::Log;
 use crate::smtpd::settings::SmtpdSettings;
 use corepost_config::Config;
-use corepost_spool::{CoreSpool, Envelope, FlushPolicy, QueueId, SpoolOptions, SyncMethod};
-pub use shutdown::Shutdown;
+use corepost_spool::{CoreSpool, FlushPolicy, SpoolOptions, SyncMethod};
 use std::cell::{Cell, RefCell};
 use std::path::{Path, PathBuf};
 use std::rc::Rc;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
-
-/// What one core needs to serve sessions.
-pub struct CoreContext {
-    pub id: u16,
-    pub log: Log,
-    pub shutdown: Shutdown,
-    pub(crate) spool: RefCell<CoreSpool>,
-    /// Notified whenever a message is queued, to wake the queue manager.
-    pub new_mail: crate::qmgr::Signal,
-    /// Sessions running on this core.
-    pub sessions: Cell<usize>,
-    /// Every core's control channel: smtpd's ETRN asks them to flush
-    /// deferred mail, as `corepost queue flush` does.
-    pub control: Vec<flume::Sender<crate::control::core::CoreRequest>>,
-}
-
-impl CoreContext {
-    pub fn new_queue_id(&self) -> QueueId {
-        self.spool.borrow_mut().new_queue_id()
-    }
-
-    /// Messages queued on this core.
-    pub fn queued(&self) -> usize {
-        self.spool.borrow().index().len()
-    }
-
-    /// Append a message and wait until it is durable.
-    pub async fn queue(&self, envelope: &Envelope, content: &[u8]) -> Result<(), String> {
-        let durable = {
-            let mut spool = self.spool.borrow_mut();
-            let appended = spool
-                .append_message(envelope, content)
-                .map_err(|e| e.to_string())?;
-            spool.durable(appended.lsn)
-        };
-        durable.await?;
-        self.new_mail.notify();
-        Ok(())
-    }
-}
 
 /// State the main thread shares with the cores.
 struct Shared {
@@ -490,8 +449,8 @@ async fn core_main(
         shutdown: Shutdown::default(),
         spool: RefCell::new(spool),
         sessions: Cell::new(0),
-        new_mail: crate::qmgr::Signal::default(),
-        control: control.peers.clone(),
+        new_mail: crate::context::Signal::default(),
+        peers: Box::new(control.peers.clone()),
     });
     let services = Rc::new(RefCell::new(lock(&shared.services).clone()));
     // Cores exchange delivery jobs and outcomes over a full mesh of

@@ -14,8 +14,8 @@ use super::data::{BareNewline, DataEnd, DataParser};
 use super::reply::Reply;
 use super::restrictions::{Actions, Facts, NameStatus, Outcome, Stage};
 use super::settings::SmtpdSettings;
+use crate::context::CoreContext;
 use crate::routing::{AddressClass, RecipientCheck};
-use crate::runtime::CoreContext;
 use corepost_spool::{
     BodyType, ClientInfo, Envelope, MailParams, QueueId, Recipient, RecipientState, Ret,
 };

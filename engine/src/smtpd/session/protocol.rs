@@ -8,7 +8,6 @@
 //! session's state.
 
 use super::{Command, Flow, Reply, Session, Stage, verb_upper};
-use crate::control::core::{CoreCommand, CoreRequest};
 use crate::smtpd::data::BareNewline;
 
 /// How much of the waiting input the improper-pipelining log line shows.
@@ -182,7 +181,7 @@ impl Session {
                 return Err(Reply::new(458, "", "Unable to queue messages"));
             }
         }
-        if !self.flush_everywhere(&domain) {
+        if !self.core.peers.flush(Some(&domain)) {
             return Err(Reply::new(458, "", "Unable to queue messages"));
         }
         Ok(Reply::new(250, "", "Queuing started"))
@@ -210,24 +209,6 @@ impl Session {
         let reply = verdict?;
         self.log_reject("ETRN", &reply, None);
         Some(reply)
-    }
-
-    /// Ask every core to flush `domain`'s deferred mail; like Postfix's
-    /// flush service the answer does not wait for the deliveries.
-    fn flush_everywhere(&self, domain: &str) -> bool {
-        let mut sent = false;
-        for core in &self.core.control {
-            // Nobody waits for the answer: a bounded channel of one keeps
-            // the core's reply from blocking.
-            let (reply, _) = flume::bounded(1);
-            sent |= core
-                .send(CoreRequest {
-                    command: CoreCommand::Flush(Some(domain.to_string())),
-                    reply,
-                })
-                .is_ok();
-        }
-        sent
     }
 }
 
