@@ -937,3 +937,42 @@ fn an_outbound_tls_session_is_an_event_beside_the_client_tls_line() {
     assert_eq!(tls[0]["peer"], peer);
     assert_eq!(tls[0]["description"], description);
 }
+
+#[test]
+fn a_message_refused_by_header_checks_is_a_rejection_event() {
+    let files = tempfile::tempdir().unwrap();
+    let checks = files.path().join("header_checks");
+    std::fs::write(&checks, "/^Subject: events/ REJECT no events here\n").unwrap();
+    let events_file = files.path().join("events.json");
+    let mut d = Daemon::start_keeping_local_mail(&format!(
+        "header_checks = regexp:{}\ncorepost_event_log_file = {}\n",
+        checks.display(),
+        events_file.display()
+    ));
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.example");
+    c.cmd("MAIL FROM:<spam@example.org>");
+    c.cmd("RCPT TO:<alice@mx.test.example>");
+    c.cmd("DATA");
+    c.send(b"Subject: events\r\n\r\nhello\r\n.\r\n");
+    let reply = c.reply();
+    assert!(reply.starts_with("550 5.7.1 no events here"), "{reply}");
+    d.stop();
+    let log = d.log();
+    let line = log
+        .lines()
+        .find(|l| l.contains(": reject: header Subject: events"))
+        .unwrap_or_else(|| panic!("{log}"));
+    let events = parse_events(&std::fs::read_to_string(&events_file).unwrap());
+    let r = events_of(&events, "rejection");
+    assert_eq!(r.len(), 1, "{events:#?}");
+    let id = r[0]["queue_id"].as_str().unwrap();
+    assert!(line.contains(&format!("corepost/cleanup[")), "{line}");
+    assert!(line.contains(&format!("]: {id}: reject: header")), "{line}");
+    assert_eq!(r[0]["program"], "corepost/cleanup");
+    assert_eq!(r[0]["sender"], "spam@example.org");
+    assert_eq!(r[0]["code"], 550);
+    assert_eq!(r[0]["dsn"], "5.7.1");
+    assert_eq!(r[0]["response"], "no events here");
+    assert!(events_of(&events, "reception").is_empty(), "{events:#?}");
+}

@@ -1299,6 +1299,13 @@ impl Session {
                 tx.sender,
                 self.helo.as_deref().unwrap_or("")
             ));
+            self.message_reject_event(
+                &self.settings.program,
+                queue_id,
+                &verb.to_uppercase(),
+                &tx.sender,
+                &reply,
+            );
             return self.error(reply).await;
         }
         if end.bare_newline && reject_bare {
@@ -1422,6 +1429,13 @@ impl Session {
                     }
                 }
                 Checked::Refuse(reply) => {
+                    self.message_reject_event(
+                        "corepost/cleanup",
+                        queue_id,
+                        "END-OF-MESSAGE",
+                        &envelope.sender,
+                        &reply,
+                    );
                     self.counters.count(verb, false);
                     return self.error(reply).await;
                 }
