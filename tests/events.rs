@@ -967,7 +967,7 @@ fn a_message_refused_by_header_checks_is_a_rejection_event() {
     let r = events_of(&events, "rejection");
     assert_eq!(r.len(), 1, "{events:#?}");
     let id = r[0]["queue_id"].as_str().unwrap();
-    assert!(line.contains(&format!("corepost/cleanup[")), "{line}");
+    assert!(line.contains("corepost/cleanup["), "{line}");
     assert!(line.contains(&format!("]: {id}: reject: header")), "{line}");
     assert_eq!(r[0]["program"], "corepost/cleanup");
     assert_eq!(r[0]["sender"], "spam@example.org");
