@@ -32,6 +32,11 @@ const TLS_CLIENT_LEVELS: &[&str] = &[
     "secure",
 ];
 const LOCKS: &[&str] = &["fcntl", "flock", "dotlock"];
+/// Postfix's facility names (msg_syslog.c), numbered as syslog(3) does in `engine/src/log/syslog.rs`.
+const SYSLOG_FACILITIES: &[&str] = &[
+    "kern", "user", "mail", "daemon", "auth", "syslog", "lpr", "news", "uucp", "cron", "authpriv",
+    "ftp", "local0", "local1", "local2", "local3", "local4", "local5", "local6", "local7",
+];
 const ALLOW_MAIL_TO: &[&str] = &["alias", "forward", "include"];
 const SASL_OPTIONS: &[&str] = &[
     "noanonymous",
@@ -378,10 +383,27 @@ pub static PARAMS: &[ParamDef] = &[
     p("double_bounce_sender", Text, "double-bounce", "Sender of notices to the postmaster; mail to it is discarded."),
     p("empty_address_recipient", Text, "MAILER-DAEMON", "Where mail to the null address goes."),
     // --- Logging and commands -------------------------------------------------------------
-    p("maillog_file", Text, "", "File that log lines go to instead of standard error; /dev/stdout also works."),
+    p("maillog_file", Text, "", "File that log lines go to; /dev/stdout also works. Empty: see corepost_log_destination.")
+        .differs("empty means syslog, as in Postfix, only for a detached daemon (standard error /dev/null or closed) or with corepost_log_destination = syslog; a foreground `corepost run` writes standard error, and under systemd journald"),
     p("maillog_file_prefixes", List, "/var, /dev/stdout", "Allowed prefixes of maillog_file, a guard against writing logs over arbitrary files."),
     p("syslog_name", Text, "${multi_instance_name?{$multi_instance_name}:{corepost}}", "Program name that log lines are tagged with.")
         .differs("log lines name corepost"),
+    p("syslog_facility", Text, "mail", "Syslog facility of the log lines when they go to syslog or journald (see corepost_log_destination).")
+        .one_of(SYSLOG_FACILITIES),
+    p("maillog_file_rotate_suffix", Text, "%Y%m%d-%H%M%S", "strftime(3) format of the suffix `corepost logrotate` appends to the rotated maillog_file."),
+    p("maillog_file_compressor", Text, "gzip", "Command `corepost logrotate` runs on the rotated maillog_file."),
+    p("corepost_log_destination", Text, "auto", "Where log lines go when maillog_file is empty: auto (journald when standard error is systemd's journal stream, syslog when standard error is /dev/null or closed as for a detached daemon, else standard error), stderr, syslog (RFC 3164 datagrams to /dev/log) or journal (journald's native protocol).")
+        .one_of(&["auto", "stderr", "syslog", "journal"])
+        .corepost(),
+    p("corepost_log_format", Text, "postfix", "Format of the lines written to maillog_file or standard error: postfix (Postfix's text lines) or json (one JSON object per line: time, host, program, pid, severity, queue_id, message).")
+        .one_of(&["postfix", "json"])
+        .corepost(),
+    p("corepost_event_log_file", Text, "", "File that structured events (reception, delivery, deferral, bounce, expiry, rejection, TLS, admin) are appended to, one JSON object per line; empty: none. Its path must start with one of maillog_file_prefixes.")
+        .corepost(),
+    p("corepost_event_hooks", List, "", "Where structured events are also sent, batched, as JSON lines: unix:/path (stream socket), tcp:host:port, http://host:port/path (POST, application/x-ndjson). A hook that is down keeps up to corepost_event_hook_buffer events, then drops new ones with a logged count; mail never waits for a hook.")
+        .corepost(),
+    p("corepost_event_hook_buffer", Int, "10000", "Events kept per event hook while it cannot take them; beyond that new events are dropped and counted in a warning.")
+        .corepost(),
     p("sendmail_path", Text, "/usr/sbin/sendmail", "Path of the sendmail command."),
     p("mailq_path", Text, "/usr/bin/mailq", "Path of the mailq command."),
     p("newaliases_path", Text, "/usr/bin/newaliases", "Path of the newaliases command."),

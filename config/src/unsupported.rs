@@ -86,7 +86,6 @@ const SCHEDULER: &str = "corepost's queue manager has no such setting";
 const ROUTING_KEYS: &str = "corepost does not look the null sender up in these tables";
 const INSTANCES: &str = "corepost has no multi-instance management";
 const INSTALL: &str = "an installation path of Postfix's; corepost does not use it";
-const NOT_BUILT: &str = "not implemented yet (issue 18)";
 
 /// Registry parameters corepost reads but cannot honour in full: a value
 /// that is not empty once expanded is refused with the reason.
@@ -304,12 +303,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         Warning,
         "",
         "bounce and delay notices use corepost's built-in text",
-    ),
-    u(
-        "syslog_facility",
-        Warning,
-        "mail",
-        "corepost logs to maillog_file or standard error, not to syslog",
     ),
     u("debug_peer_list", Warning, "", DEBUG),
     u("debug_peer_level", Warning, "2", DEBUG),
@@ -928,13 +921,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "${{$compatibility_level} <level {3.6} ? {no} : {yes}}",
         LOGGING,
     ),
-    u("maillog_file_compressor", Warning, "gzip", LOGGING),
-    u(
-        "maillog_file_rotate_suffix",
-        Warning,
-        "%Y%m%d-%H%M%S",
-        LOGGING,
-    ),
     u("default_delivery_slot_cost", Warning, "5", SCHEDULER),
     u("default_delivery_slot_discount", Warning, "50", SCHEDULER),
     u("default_delivery_slot_loan", Warning, "3", SCHEDULER),
@@ -1089,7 +1075,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "postmaster",
         "corepost sends no notices about resource, software, policy or protocol problems",
     ),
-    u("corepost_log_format", Warning, "postfix", NOT_BUILT),
 ];
 
 /// Parameters of Postfix programs corepost lacks, as table entries whose

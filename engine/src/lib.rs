@@ -12,6 +12,7 @@ pub mod context;
 pub mod control;
 pub mod delivery;
 pub mod dns;
+pub mod events;
 pub mod log;
 pub mod metrics;
 pub mod pickup;

@@ -1,8 +1,10 @@
 //! Logging in Postfix's format, so existing log tools work unchanged:
 //! `Nov 24 07:30:00 mx corepost/smtpd[1234]: connect from unknown[192.0.2.1]`.
 //!
-//! Lines go to standard error, or to `maillog_file` (opened for appending;
-//! its path must start with one of `maillog_file_prefixes`). On the cores,
+//! Lines go to `maillog_file` (opened for appending; its path must start
+//! with one of `maillog_file_prefixes`), syslog, journald or standard error
+//! (the rule is in `log/output.rs`); `corepost_log_format = json` writes
+//! each line as a JSON object instead. On the cores,
 //! lines are collected in a per-thread buffer and written every few
 //! milliseconds (the runtime calls [`Log::flush`]) or when the buffer
 //! fills — a relay writes several lines per message, and one write(2) per
@@ -10,10 +12,13 @@
 //! lines, so lines from different cores never interleave. Elsewhere (the
 //! main thread, tools) each line is written at once.
 
+mod output;
+
+pub use output::LogSettings;
+use output::{Style, Target};
 use std::cell::{Cell, RefCell};
-use std::fs::{File, OpenOptions};
-use std::io::Write;
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU8, Ordering};
+use std::sync::{Arc, RwLock};
 
 /// Write the per-thread buffer once it holds this much.
 const BUFFER_LIMIT: usize = 32 * 1024;
@@ -31,71 +36,87 @@ pub struct Log {
     pid: u32,
 }
 
+/// The destination (replaced by a reopen) and how lines are shaped for it,
+/// read once per line without a lock.
 #[derive(Debug)]
-enum Sink {
-    Stderr,
-    File(File),
+struct Sink {
+    target: RwLock<Target>,
+    /// `Style` as a number.
+    style: AtomicU8,
+    facility: AtomicU8,
+    /// The settings `target` was opened with.
+    settings: RwLock<LogSettings>,
 }
 
 impl Log {
     /// Log to `maillog_file` if set, else to standard error.
     pub fn open(maillog_file: &str, prefixes: &[String], hostname: &str) -> Result<Log, String> {
-        let sink = if maillog_file.is_empty() {
-            Sink::Stderr
-        } else {
-            if maillog_file != "/dev/stderr"
-                && !prefixes
-                    .iter()
-                    .any(|p| maillog_file.starts_with(p.as_str()))
-            {
-                return Err(format!(
-                    "maillog_file {maillog_file} does not start with one of maillog_file_prefixes ({})",
-                    prefixes.join(", ")
-                ));
-            }
-            Sink::File(
-                OpenOptions::new()
-                    .create(true)
-                    .append(true)
-                    .open(maillog_file)
-                    .map_err(|e| format!("maillog_file {maillog_file}: {e}"))?,
-            )
-        };
+        Log::with_settings(&LogSettings::file(maillog_file, prefixes), hostname)
+    }
+
+    /// Log where main.cf says: `maillog_file`, syslog, journald or
+    /// standard error (see `log/output.rs`), as `corepost_log_format` says.
+    pub fn from_config(config: &corepost_config::Config) -> Result<Log, String> {
+        let hostname = config.get("myhostname").map_err(|e| e.to_string())?;
+        Log::with_settings(&LogSettings::from_config(config)?, &hostname)
+    }
+
+    fn with_settings(settings: &LogSettings, hostname: &str) -> Result<Log, String> {
+        let target = Target::open(settings)?;
         Ok(Log {
-            sink: Arc::new(sink),
+            sink: Arc::new(Sink {
+                style: AtomicU8::new(target.style(settings.json) as u8),
+                facility: AtomicU8::new(target.facility()),
+                target: RwLock::new(target),
+                settings: RwLock::new(settings.clone()),
+            }),
             hostname: hostname.into(),
             pid: std::process::id(),
         })
     }
 
     pub fn stderr(hostname: &str) -> Log {
-        Log {
-            sink: Arc::new(Sink::Stderr),
-            hostname: hostname.into(),
-            pid: std::process::id(),
+        Log::with_settings(&LogSettings::file("", &[]), hostname)
+            .expect("standard error needs nothing opened")
+    }
+
+    /// Open the destination again, with `settings` (a reload's) or the
+    /// current ones: `corepost reload` and `corepost logrotate` (Postfix's
+    /// postlogd reopens maillog_file on both). On error the old one stays.
+    pub fn reopen(&self, settings: Option<&LogSettings>) -> Result<(), String> {
+        let settings = match settings {
+            Some(s) => s.clone(),
+            None => read(&self.sink.settings).clone(),
+        };
+        // The same file, still there: keep it (the daemon may no longer
+        // have the right to open it).
+        if settings == *read(&self.sink.settings) && !read(&self.sink.target).moved(false) {
+            return Ok(());
         }
+        let target = Target::open(&settings)?;
+        self.flush();
+        self.sink
+            .style
+            .store(target.style(settings.json) as u8, Ordering::Relaxed);
+        self.sink
+            .facility
+            .store(target.facility(), Ordering::Relaxed);
+        *self.sink.target.write().unwrap_or_else(|p| p.into_inner()) = target;
+        *self
+            .sink
+            .settings
+            .write()
+            .unwrap_or_else(|p| p.into_inner()) = settings;
+        Ok(())
     }
 
     /// Write one line as `program` (e.g. `corepost/smtpd`).
     pub fn line(&self, program: &str, message: &str) {
-        let mut line = String::with_capacity(message.len() + 64);
-        line.push_str(&crate::time::log_stamp());
-        line.push(' ');
-        line.push_str(&self.hostname);
-        line.push(' ');
-        line.push_str(program);
-        line.push('[');
-        line.push_str(&self.pid.to_string());
-        line.push_str("]: ");
-        for c in message.chars() {
-            // Never let peer-controlled text break the line structure.
-            if c.is_control() {
-                line.push('?')
-            } else {
-                line.push(c)
-            }
-        }
-        line.push('\n');
+        let line = match self.sink.style.load(Ordering::Relaxed) {
+            s if s == Style::Json as u8 => self.json_line(program, message),
+            s if s == Style::Syslog as u8 => self.text_line(program, message, true),
+            _ => self.text_line(program, message, false),
+        };
         if !BUFFERED.with(Cell::get) {
             self.write(line.as_bytes());
             return;
@@ -107,6 +128,15 @@ impl Log {
         });
         if full {
             self.flush();
+        }
+    }
+
+    /// Before the daemon gives up root: `maillog_file` becomes the mail
+    /// owner's, so that a rotation can be followed (see `log/output.rs`).
+    pub fn hand_over(&self, uid: u32, gid: u32) -> Result<(), String> {
+        match &*read(&self.sink.target) {
+            Target::File(f) => f.chown(uid, gid),
+            _ => Ok(()),
         }
     }
 
@@ -124,9 +154,70 @@ impl Log {
     }
 
     fn write(&self, data: &[u8]) {
-        let _ = match &*self.sink {
-            Sink::Stderr => std::io::stderr().lock().write_all(data),
-            Sink::File(f) => (&*f).write_all(data),
-        };
+        let target = read(&self.sink.target);
+        target.write(data);
+        if target.moved(true) {
+            drop(target);
+            let _ = self.reopen(None);
+        }
     }
+
+    /// Postfix's line, or (for syslog) `<PRI>` and no hostname, as
+    /// syslog(3) sends it.
+    fn text_line(&self, program: &str, message: &str, syslog: bool) -> String {
+        let mut line = String::with_capacity(message.len() + 64);
+        if syslog {
+            let facility = self.sink.facility.load(Ordering::Relaxed);
+            let priority = facility * 8 + output::severity(message).0;
+            line.push('<');
+            line.push_str(&priority.to_string());
+            line.push('>');
+        }
+        line.push_str(&crate::time::log_stamp());
+        line.push(' ');
+        if !syslog {
+            line.push_str(&self.hostname);
+            line.push(' ');
+        }
+        line.push_str(program);
+        line.push('[');
+        line.push_str(&self.pid.to_string());
+        line.push_str("]: ");
+        for c in message.chars() {
+            // Never let peer-controlled text break the line structure.
+            if c.is_control() {
+                line.push('?')
+            } else {
+                line.push(c)
+            }
+        }
+        line.push('\n');
+        line
+    }
+
+    /// `corepost_log_format = json`: the same line as an object.
+    fn json_line(&self, program: &str, message: &str) -> String {
+        let queue_id = message
+            .split_once(": ")
+            .map(|(id, _)| id)
+            .filter(|id| id.parse::<corepost_spool::QueueId>().is_ok());
+        let mut line = crate::events::json::Object::new()
+            .str(
+                "time",
+                &crate::events::json::rfc3339_micros(corepost_spool::queue_id::now_micros()),
+            )
+            .str("host", &self.hostname)
+            .str("program", program)
+            .num("pid", u64::from(self.pid))
+            .str("severity", output::severity(message).1)
+            .opt("queue_id", queue_id)
+            .str("message", message)
+            .finish();
+        line.push('\n');
+        line
+    }
+}
+
+fn read<T>(lock: &RwLock<T>) -> std::sync::RwLockReadGuard<'_, T> {
+    lock.read().unwrap_or_else(|p| p.into_inner())
 }

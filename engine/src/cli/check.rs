@@ -90,6 +90,13 @@ pub fn run(args: CheckArgs) -> ExitCode {
     {
         report.errors.push(format!("service pickup: {e}"));
     }
+    // The log and event outputs as `corepost run` opens them.
+    if report.is_ok()
+        && let Err(e) = crate::events::EventSettings::from_config(&config)
+            .and(crate::log::LogSettings::from_config(&config))
+    {
+        report.errors.push(e);
+    }
     for w in &report.warnings {
         warning(w);
     }

@@ -73,7 +73,7 @@ fn lock_held(path: &std::path::Path) -> bool {
     unsafe { libc::flock(file.as_raw_fd(), libc::LOCK_SH | libc::LOCK_NB) != 0 }
 }
 
-fn signal(pid: i32, sig: i32) -> bool {
+pub(super) fn signal(pid: i32, sig: i32) -> bool {
     // SAFETY: sending a signal has no memory-safety preconditions.
     unsafe { libc::kill(pid, sig) == 0 }
 }

@@ -15,6 +15,7 @@ mod config;
 mod daemon;
 mod install;
 mod install_docs;
+mod logrotate;
 mod passwd;
 mod queue;
 mod sendmail;
@@ -56,6 +57,9 @@ enum Command {
     /// the mail_owner account, the queue directory, the sendmail/mailq/
     /// newaliases links, manual pages, completions, the systemd unit.
     Install(install::InstallArgs),
+    /// Rotate maillog_file (rename with maillog_file_rotate_suffix, reopen,
+    /// compress with maillog_file_compressor), like `postfix logrotate`.
+    Logrotate(daemon::DaemonArgs),
     /// Manage SMTP AUTH users (the corepost_sasl_password_file).
     Passwd(passwd::PasswdArgs),
     /// Inspect and steer the queue: list, show, flush, delete, hold,
@@ -110,6 +114,7 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Command::Status(args) => daemon::status(args),
         Command::Reload(args) => daemon::reload(args),
         Command::Install(args) => install::run(args),
+        Command::Logrotate(args) => logrotate::run(args),
         Command::Passwd(args) => passwd::run(args),
         Command::Queue(args) => queue::run(args),
         Command::Sendmail { args } => sendmail::main(args),

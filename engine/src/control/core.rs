@@ -329,6 +329,7 @@ async fn admin(
     };
     for id in &done {
         ctx.log.line("corepost/postsuper", &format!("{id}: {what}"));
+        crate::events::admin("corepost/postsuper", Some(*id), what);
         if action == AdminAction::Release && !qmgr.is_active(id) {
             // Released mail is retried now rather than at its old time.
             ctx.spool.borrow_mut().lease(id, now);

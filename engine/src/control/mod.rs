@@ -84,6 +84,33 @@ pub struct DaemonInfo {
     /// Where `reload` requests go (the daemon's signal loop); `None` in
     /// tests.
     pub reload: Option<flume::Sender<ReloadReply>>,
+    /// What `logrotate` reopens; `None` in tests.
+    pub logs: Option<LogReopen>,
+}
+
+/// The daemon's log and where its settings are, for `logrotate`.
+#[derive(Debug, Clone)]
+pub struct LogReopen {
+    pub log: crate::log::Log,
+    pub config_dir: std::path::PathBuf,
+}
+
+impl LogReopen {
+    /// `corepost logrotate` renamed maillog_file: open it again (with
+    /// main.cf's current log settings, else the running ones), and the
+    /// event file.
+    fn reopen(&self) -> Result<String, String> {
+        let settings = corepost_config::Config::load(&self.config_dir)
+            .map_err(|e| e.to_string())
+            .and_then(|c| crate::log::LogSettings::from_config(&c));
+        match &settings {
+            Ok(s) => self.log.reopen(Some(s))?,
+            Err(_) => self.log.reopen(None)?,
+        }
+        crate::events::reopen();
+        crate::events::admin("corepost/master", None, "logrotate");
+        Ok(String::new())
+    }
 }
 
 /// The channel a reload's verdict comes back on: the new configuration's
@@ -485,6 +512,11 @@ fn execute(
                 + &damage)
         }
         "reload" => reload(info),
+        "logrotate" => info
+            .logs
+            .as_ref()
+            .ok_or_else(|| "this daemon cannot reopen its log on request".to_string())?
+            .reopen(),
         _ => Err(format!("unknown request: {verb}")),
     }
 }
@@ -526,6 +558,7 @@ mod tests {
             queue_dir: None,
             config_dir: None,
             reload: None,
+            logs: None,
         };
         assert!(execute("", &[], &info).is_err());
         assert!(execute("frobnicate", &[], &info).is_err());

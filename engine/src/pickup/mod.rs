@@ -459,6 +459,7 @@ async fn pass(
                     "corepost/cleanup",
                     &format!("{id}: message-id={}", prepared.message_id),
                 );
+                crate::events::reception(&s.program, &prepared.envelope, prepared.content.len());
                 last_lsn = Some(a.lsn);
                 queued.push((path, id));
             }

@@ -762,6 +762,22 @@ pub(super) fn finish(
                 program,
                 &format!("{id}: to=<{to}>, {orig_to}relay={relay}{conn_use}, {delays}, dsn={dsn}, status={status} ({text})"),
             );
+            crate::events::attempt(&crate::events::Attempt {
+                program,
+                id,
+                sender: &env.sender,
+                recipient: to,
+                orig_to,
+                relay,
+                status,
+                dsn,
+                response: text,
+                size: stored.content().len(),
+                total,
+                in_qmgr,
+                setup,
+                xfer,
+            });
         };
         match expanded.get(&f.recipient) {
             Some(lines) if !lines.is_empty() && !matches!(f.kind, OutcomeKind::Deferred { .. }) => {
@@ -787,6 +803,7 @@ pub(super) fn finish(
                 job.id, env.sender
             ),
         );
+        crate::events::expiry(job.id, &env.sender);
     }
     qmgr.complete(job, outcomes, notice);
 }

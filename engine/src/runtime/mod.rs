@@ -78,20 +78,17 @@ pub fn pid_file(config: &Config) -> Result<PathBuf, String> {
 /// Run the daemon in the foreground until stopped.
 pub fn run(options: &RunOptions) -> Result<(), String> {
     let (config, warnings) = load_checked(&options.config_dir)?;
-    let log = Log::open(
-        &config.get("maillog_file").map_err(|e| e.to_string())?,
-        &config
-            .get_list("maillog_file_prefixes")
-            .map_err(|e| e.to_string())?,
-        &config.get("myhostname").map_err(|e| e.to_string())?,
-    )?;
+    let log = Log::from_config(&config)?;
     let syslog_name = config.get("syslog_name").map_err(|e| e.to_string())?;
     let master = format!("{syslog_name}/master");
     for w in &warnings {
         log.line(&master, &format!("warning: {w}"));
     }
+    crate::events::configure(&crate::events::EventSettings::from_config(&config)?, &log)?;
     // As Postfix's master: a fatal error is in the log too.
-    run_with_log(options, config, &log, &master).inspect_err(|e| {
+    let result = run_with_log(options, config, &log, &master);
+    crate::events::shutdown();
+    result.inspect_err(|e| {
         log.line(&master, &format!("fatal: {e}"));
         log.flush();
     })
@@ -151,6 +148,8 @@ fn run_with_log(
         for w in corepost_config::owner_access::unreadable_files(&config, &reader) {
             log.line(&master, &format!("warning: {w}"));
         }
+        log.hand_over(owner.1, owner.2)?;
+        crate::events::hand_over(owner.1, owner.2)?;
         // Local, virtual and pipe act as the recipient: a helper process
         // keeps root for them (Postfix's privilege separation).
         crate::delivery::helper::start(
@@ -260,6 +259,10 @@ fn run_with_log(
             queue_dir: Some(queue_dir.clone()),
             config_dir: Some(options.config_dir.clone()),
             reload: Some(reload_tx),
+            logs: Some(crate::control::LogReopen {
+                log: log.clone(),
+                config_dir: options.config_dir.clone(),
+            }),
         },
     ) {
         Ok(c) => Some(c),

@@ -127,6 +127,8 @@ fn reload(
     let listeners = &mut reloadable.listeners;
     let cores = shared.applied.len();
     let loaded = load_checked(&options.config_dir).and_then(|(c, warnings)| {
+        let logging = crate::log::LogSettings::from_config(&c)?;
+        let events = crate::events::EventSettings::from_config(&c)?;
         let smtpd = smtpd_services(&c, &lock(&shared.services))?;
         let qmgr = crate::qmgr::QmgrSettings::from_config(&c)?;
         let router = crate::routing::Router::from_params(&|n| c.get(n))?;
@@ -136,9 +138,17 @@ fn reload(
         }
         let prepared = listeners.prepare(plan, cores)?;
         let warnings = [warnings, crate::metrics::reload_warning(&c)].concat();
-        Ok((c, warnings, smtpd, qmgr, router, prepared))
+        Ok((
+            c,
+            warnings,
+            smtpd,
+            qmgr,
+            router,
+            prepared,
+            (logging, events),
+        ))
     });
-    let (config, warnings, smtpd, qmgr, new_router, mut prepared) = match loaded {
+    let (config, warnings, smtpd, qmgr, new_router, mut prepared, logging) = match loaded {
         Ok(l) => l,
         Err(e) => {
             log.line(
@@ -149,6 +159,9 @@ fn reload(
         }
     };
     *lock(router) = Arc::new(new_router);
+    // As Postfix's postlogd, restarted by a reload: maillog_file (or the
+    // new destination) is opened again, and so is the event output.
+    reopen_logs(log, master, &logging.0, &logging.1);
     // Transports, their limits and the delivery agents' settings (aliases,
     // mailboxes, pipe commands) apply to deliveries started from now.
     *lock(&shared.qmgr) = Arc::new(qmgr);
@@ -181,6 +194,7 @@ fn reload(
     for w in &warnings {
         log.line(master, &format!("warning: {w}"));
     }
+    crate::events::admin(master, None, "reload");
     log.line(
         master,
         &format!(
@@ -190,4 +204,20 @@ fn reload(
         ),
     );
     Ok(warnings)
+}
+
+/// Open the log and the event output again with a reload's settings; a
+/// failure keeps the old ones, with a warning.
+fn reopen_logs(
+    log: &Log,
+    master: &str,
+    logging: &crate::log::LogSettings,
+    events: &crate::events::EventSettings,
+) {
+    if let Err(e) = log.reopen(Some(logging)) {
+        log.line(master, &format!("warning: {e}; logging as before"));
+    }
+    if let Err(e) = crate::events::configure(events, log) {
+        log.line(master, &format!("warning: {e}; event output as before"));
+    }
 }

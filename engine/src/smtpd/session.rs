@@ -24,6 +24,7 @@ use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
 
+mod events;
 mod protocol;
 mod tls_auth;
 mod xclient;
@@ -731,6 +732,9 @@ impl Session {
     fn log_reject(&self, command: &str, reply: &Reply, recipient: Option<&str>) {
         crate::metrics::rejected(command, reply.code, reply.status, &reply.text);
         self.log_event("reject", command, &reply.summary(), recipient);
+        if crate::events::enabled() {
+            self.reject_event(command, reply, recipient);
+        }
     }
 
     /// `NOQUEUE: reject: RCPT from client: text; from=<> to=<> proto=ESMTP helo=<>`
@@ -1302,6 +1306,13 @@ impl Session {
                 tx.sender,
                 self.helo.as_deref().unwrap_or("")
             ));
+            self.message_reject_event(
+                &self.settings.program,
+                queue_id,
+                &verb.to_uppercase(),
+                &tx.sender,
+                &reply,
+            );
             return self.error(reply).await;
         }
         if end.bare_newline && reject_bare {
@@ -1427,6 +1438,13 @@ impl Session {
                 }
                 Checked::Refuse(reply) => {
                     crate::metrics::rejected("END-OF-MESSAGE", reply.code, "", &reply.text);
+                    self.message_reject_event(
+                        "corepost/cleanup",
+                        queue_id,
+                        "END-OF-MESSAGE",
+                        &envelope.sender,
+                        &reply,
+                    );
                     self.counters.count(verb, false);
                     return self.error(reply).await;
                 }
@@ -1440,6 +1458,7 @@ impl Session {
             Ok(()) => {
                 let (n, size) = (envelope.recipients.len(), content.len());
                 crate::metrics::received(crate::metrics::Source::Smtpd, n, size);
+                crate::events::reception(&self.settings.program, &envelope, content.len());
                 // The `from=<>, size=, nrcpt= (queue active)` line is the
                 // queue manager's, when it takes the message (as Postfix's
                 // qmgr); a held message gets it when released.

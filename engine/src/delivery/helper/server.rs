@@ -145,17 +145,11 @@ pub fn run(args: &HelperArgs) -> Result<(), String> {
     }
 }
 
-/// The log as main.cf says (maillog_file, else standard error).
+/// The log as main.cf says (maillog_file, syslog, journald or standard
+/// error).
 pub(super) fn open_log(config_dir: &Path) -> Result<Log, String> {
     let config = Config::load(config_dir).map_err(|e| e.to_string())?;
-    let get = |n: &str| config.get(n).map_err(|e| e.to_string());
-    Log::open(
-        &get("maillog_file")?,
-        &config
-            .get_list("maillog_file_prefixes")
-            .map_err(|e| e.to_string())?,
-        &get("myhostname")?,
-    )
+    Log::from_config(&config)
 }
 
 /// Serve the listening socket on standard input until SIGTERM (sent by

@@ -74,6 +74,13 @@ impl SmtpConnection {
                 if matched { trust } else { Trust::Untrusted }.word(),
                 self.relay()
             ));
+            let program = if self.settings.lmtp {
+                "corepost/lmtp"
+            } else {
+                "corepost/smtp"
+            };
+            let trust = if matched { trust } else { Trust::Untrusted }.word();
+            crate::events::tls(program, "outbound", &self.relay(), trust, &description);
         }
         if !matched {
             // The session is in step: the caller says QUIT over it, as Postfix does.

@@ -96,6 +96,9 @@ impl Session {
         self.log_event("reject", self.last_command, "bare <LF> received", None);
         let reply = self.bare_newline_reply();
         crate::metrics::rejected(self.last_command, reply.code, reply.status, "");
+        if crate::events::enabled() {
+            self.reject_event(self.last_command, &reply, None);
+        }
         self.reply(reply);
     }
 

@@ -76,6 +76,13 @@ impl Session {
                         "Anonymous TLS connection established from {}: {desc}",
                         self.client()
                     ));
+                    crate::events::tls(
+                        &self.settings.program,
+                        "inbound",
+                        &self.client(),
+                        "Anonymous",
+                        &desc,
+                    );
                 }
                 self.secure.tls = Some(desc);
                 self.secure.tls_summary = self.conn.tls().map(crate::smtpd::tls::TlsSummary::of);
