@@ -258,8 +258,10 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_sasl_exceptions_networks", List, "", "Clients to which smtpd does not advertise AUTH in its EHLO reply (they may still use it)."),
     p("smtpd_sender_login_maps", Maps, "", "Tables of the SASL login names that own each MAIL FROM address, for the *_sender_login_mismatch restrictions."),
     // --- SMTP and LMTP client ----------------------------------------------------
-    p("smtp_tls_security_level", Text, "", "Client TLS: empty or none, may (opportunistic STARTTLS), encrypt, verify, secure.")
+    p("smtp_tls_security_level", Text, "", "Client TLS: empty or none, may (opportunistic STARTTLS), encrypt, fingerprint, dane, dane-only (DANE, RFC 7672: needs smtp_dns_support_level = dnssec and a validating resolver), verify, secure.")
         .one_of(TLS_CLIENT_LEVELS),
+    p("smtp_tls_dane_insecure_mx_policy", Text, "${{$smtp_tls_security_level} == {dane} ? {dane} : {may}}", "At the dane level, the TLS policy for an MX host with secure TLSA records found through an insecure MX RRset: may (ignore the TLSA records), encrypt (TLS without authentication), dane (use the TLSA records; a match is logged as Trusted).")
+        .one_of(&["may", "encrypt", "dane"]),
     p("smtp_tls_loglevel", Int, "0", "How much the client logs about TLS."),
     p("smtp_tls_CAfile", Text, "", "PEM file of CA certificates for verifying servers."),
     p("smtp_tls_CApath", Text, "", "Directory of CA certificates for verifying servers."),
@@ -298,7 +300,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_sender_dependent_authentication", Bool, "no", "Look up SASL credentials by sender address first (and use each connection for one sender)."),
     p("smtp_host_lookup", List, "dns", "How the client finds hosts: dns, native (the system resolver), or both.")
         .one_of(&["dns", "native"]),
-    p("smtp_dns_support_level", Text, "", "DNS features the client uses: empty (as disable_dns_lookups says), disabled, enabled, dnssec.")
+    p("smtp_dns_support_level", Text, "", "DNS features the client uses: empty (as disable_dns_lookups says), disabled, enabled, dnssec (queries ask for DNSSEC and the AD bit of the name servers is trusted, as Postfix: they must be a validating resolver on a trusted path; needed by the dane levels).")
         .one_of(&["", "disabled", "enabled", "dnssec"]),
     p("disable_dns_lookups", Bool, "no", "Obsolete switch to use only the system's host lookup; see smtp_dns_support_level."),
     p("smtp_line_length_limit", Int, "998", "Longest line the client sends; longer lines are folded."),

@@ -41,6 +41,7 @@ fn config(servers: &[SocketAddr]) -> ResolverConfig {
         max_negative_ttl: Duration::from_secs(3600),
         failure_ttl: Duration::ZERO,
         cache_size: 1000,
+        dnssec: false,
     }
 }
 
@@ -675,6 +676,8 @@ fn nexthop_implicit_null_and_failing_mx() {
                 host: "nomx.test".into(),
                 addr: "192.0.2.8:25".parse().unwrap(),
                 preference: Some(0),
+                mx_secure: None,
+                secure: false,
             }]
         );
         let e = r.resolve_nexthop("null.test", &opts()).await.unwrap_err();

@@ -56,7 +56,7 @@ pub(super) async fn open_session(
         }
         // TLS policy and SASL credentials are the next hop's; the TLS log lines go here.
         let log = |line: &str| qmgr.ctx.log.line(program, line);
-        match SmtpConnection::connect_for(d.addr, &d.host, nexthop, client, &log).await {
+        match connect_one(qmgr, client, d, nexthop, &log).await {
             Ok(c) => return Ok(c),
             Err(e) => {
                 log_failure(qmgr, program, &e);
@@ -76,6 +76,30 @@ pub(super) async fn open_session(
         error: last_error,
         relay,
     })
+}
+
+/// One address: the next hop's TLS policy, made per host for the DANE levels (which need the
+/// host's DNS security and TLSA records), then the session.
+async fn connect_one(
+    qmgr: &Rc<Qmgr>,
+    client: &ClientSettings,
+    d: &Destination,
+    nexthop: &str,
+    log: &dyn Fn(&str),
+) -> Result<SmtpConnection, SessionError> {
+    let site = SmtpConnection::site_policy(client, nexthop, log)?;
+    let site = match &client.tls_policy {
+        Some(tls) => {
+            let dns = crate::delivery::smtp::dane::HostDns {
+                resolver: &qmgr.resolver,
+                dnssec: qmgr.settings.borrow().nexthop.dane_lookups(),
+                dest: d,
+            };
+            crate::delivery::smtp::dane::for_host(site, tls, &dns, nexthop, log).await?
+        }
+        None => site,
+    };
+    SmtpConnection::connect_with(d.addr, (&d.host, nexthop), &site, client, log).await
 }
 
 /// Postfix logs a failed connect at info level, whatever comes next.

@@ -28,6 +28,7 @@
 //! [`SmtpConnection::quit`] is always safe.
 
 pub mod capabilities;
+pub mod dane;
 pub mod downgrade;
 pub mod encode;
 pub mod generic;
@@ -58,7 +59,8 @@ use encode::MailOptions;
 pub use reply::ServerReply;
 use tls::Stream;
 pub use tls_policy::TlsLevel;
-use tls_policy::{SitePolicy, TlsSettings};
+pub use tls_policy::SitePolicy;
+use tls_policy::TlsSettings;
 
 /// One transport's effective client settings.
 #[derive(Debug, Clone)]
@@ -688,6 +690,29 @@ impl SmtpConnection {
         log: &dyn Fn(&str),
     ) -> Result<SmtpConnection, SessionError> {
         let site = starttls::site_policy(settings, nexthop, log)?;
+        Self::connect_with(addr, (host, nexthop), &site, settings, log).await
+    }
+
+    /// The TLS policy for mail to `nexthop` (`smtp_tls_security_level`, `smtp_tls_policy_maps`);
+    /// a policy that cannot be decided is a `4.7.5` deferral (and a warning in `log`).
+    pub fn site_policy(
+        settings: &ClientSettings,
+        nexthop: &str,
+        log: &dyn Fn(&str),
+    ) -> Result<SitePolicy, SessionError> {
+        starttls::site_policy(settings, nexthop, log)
+    }
+
+    /// [`SmtpConnection::connect_for`] with the TLS policy already decided for this host (the
+    /// DANE levels need the host's DNS: [`dane::for_host`]). `names` are the server's host name
+    /// and the next hop.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        (host, nexthop): (&str, &str),
+        site: &SitePolicy,
+        settings: &ClientSettings,
+        log: &dyn Fn(&str),
+    ) -> Result<SmtpConnection, SessionError> {
         let source = if addr.is_ipv6() {
             settings.bind_address6
         } else {
@@ -711,7 +736,7 @@ impl SmtpConnection {
             Stream::Plain(stream),
             endpoint,
             (host, nexthop),
-            &site,
+            site,
             settings,
             log,
         )
