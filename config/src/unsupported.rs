@@ -94,9 +94,8 @@ pub const NOT_YET: &[(&str, &str)] = &[];
 
 /// Values of registry parameters that are valid Postfix but that corepost
 /// cannot honour: refused with the reason.
-pub const UNHONOURED_VALUES: &[(&str, &[&str], &str)] = &[
-    ("lmtp_tls_security_level", CERT_LEVELS, LMTP_REASON),
-];
+pub const UNHONOURED_VALUES: &[(&str, &[&str], &str)] =
+    &[("lmtp_tls_security_level", CERT_LEVELS, LMTP_REASON)];
 const CERT_LEVELS: &[&str] = &["dane", "dane-only", "fingerprint", "verify", "secure"];
 const LMTP_REASON: &str = "the LMTP client verifies no server certificates (levels none, may and encrypt only): mail would go to servers Postfix refuses";
 
@@ -1345,7 +1344,14 @@ mod tests {
         let f = findings(&load("smtp_tls_security_level = dane\n", master));
         assert_eq!(f.errors.len(), 1, "{:?}", f.errors);
         assert!(f.errors[0].starts_with("/etc/corepost/master.cf, line 2: service relay/unix: parameter lmtp_tls_security_level = dane-only"));
-        for level in ["encrypt", "fingerprint", "dane", "dane-only", "verify", "secure"] {
+        for level in [
+            "encrypt",
+            "fingerprint",
+            "dane",
+            "dane-only",
+            "verify",
+            "secure",
+        ] {
             let f = findings(&load(&format!("smtp_tls_security_level = {level}\n"), ""));
             assert!(f.errors.is_empty(), "{level}: {:?}", f.errors);
         }

@@ -226,7 +226,7 @@ mod tests {
     fn ok(last: u8) -> Answer {
         Answer {
             outcome: Ok(Rc::from(vec![Rdata::A(Ipv4Addr::new(192, 0, 2, last))])),
-            secure: last % 2 == 0,
+            secure: last.is_multiple_of(2),
         }
     }
 

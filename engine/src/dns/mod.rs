@@ -843,34 +843,34 @@ fn mx_result(domain: &str, outcome: Outcome) -> Result<MxResult, DnsError> {
     let records = match outcome {
         Ok(records) => records,
         Err(DnsError::NoData { .. }) => return Ok(MxResult::Implicit),
-            Err(e) => return Err(e),
-        };
-        let mut hosts: Vec<MxHost> = records
-            .iter()
-            .filter_map(|r| match r {
-                Rdata::Mx {
-                    preference,
-                    exchange,
-                } => Some(MxHost {
-                    preference: *preference,
-                    exchange: exchange.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
-        // RFC 7505 says a null MX must be the only MX; a domain that publishes one next to
-        // others has still said it wants no mail, so any null MX wins.
-        if hosts.iter().any(|h| h.exchange.is_empty()) {
-            return Err(DnsError::NullMx {
-                domain: fqdn(domain)?.text,
-            });
-        }
-        if hosts.is_empty() {
-            return Ok(MxResult::Implicit);
-        }
-        hosts.sort_by_key(|h| h.preference);
-        Ok(MxResult::Hosts(hosts))
+        Err(e) => return Err(e),
+    };
+    let mut hosts: Vec<MxHost> = records
+        .iter()
+        .filter_map(|r| match r {
+            Rdata::Mx {
+                preference,
+                exchange,
+            } => Some(MxHost {
+                preference: *preference,
+                exchange: exchange.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    // RFC 7505 says a null MX must be the only MX; a domain that publishes one next to
+    // others has still said it wants no mail, so any null MX wins.
+    if hosts.iter().any(|h| h.exchange.is_empty()) {
+        return Err(DnsError::NullMx {
+            domain: fqdn(domain)?.text,
+        });
     }
+    if hosts.is_empty() {
+        return Ok(MxResult::Implicit);
+    }
+    hosts.sort_by_key(|h| h.preference);
+    Ok(MxResult::Hosts(hosts))
+}
 
 /// Combines an A and an AAAA outcome into one address list (see [`Resolver::lookup_ip`]).
 fn merge_families(

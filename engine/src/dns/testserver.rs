@@ -208,12 +208,7 @@ impl TestServer {
 
     /// A TLSA record (`_25._tcp.mx.example.com`): usage, selector, matching type, data.
     pub fn add_tlsa(&self, name: &str, ttl: u32, usage: u8, selector: u8, mtype: u8, data: &[u8]) {
-        let tlsa = TLSA::new(
-            usage.into(),
-            selector.into(),
-            mtype.into(),
-            data.to_vec(),
-        );
+        let tlsa = TLSA::new(usage.into(), selector.into(), mtype.into(), data.to_vec());
         self.add(name, ttl, RData::TLSA(tlsa));
     }
 
@@ -526,8 +521,8 @@ fn handle(state: &Mutex<State>, bytes: &[u8], via: Via) -> Option<Reply> {
         question.query_type(),
         &mut response,
     );
-    let wants_dnssec = query.metadata.authentic_data
-        || query.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+    let wants_dnssec =
+        query.metadata.authentic_data || query.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
     let is_secure = |k: &str| st.default_secure || st.secure.contains(k);
     response.metadata.authentic_data = wants_dnssec
         && is_secure(&qkey)

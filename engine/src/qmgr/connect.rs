@@ -7,13 +7,18 @@
 //! `smtp_skip_5xx_greeting = no`, which is permanent for the whole delivery (Postfix bounces).
 //! Other failures before the first transaction (EHLO, STARTTLS, a timeout) also move on.
 //!
+//! Each address gets its TLS policy first (per host for the DANE levels, see
+//! [`crate::delivery::smtp::dane`]); one that cannot be decided skips the address before any
+//! connection, with Postfix's `warning: TLS policy lookup for dest/host: reason`.
+//!
 //! Not done: Postfix's `smtp_mx_session_limit` fallback. After a session that completed its
 //! handshake fails for a job (a 4xx to MAIL FROM, a 421, a lost connection, soft RCPT
 //! failures), Postfix tries the next MX host within the same delivery, up to that many
 //! sessions; corepost defers the job to its next attempt instead, so the parameter is not read.
 
 use super::{DestQueue, Qmgr};
-use crate::delivery::smtp::{ClientSettings, SessionError, SmtpConnection};
+use crate::delivery::smtp::tls_policy::nexthop_domain;
+use crate::delivery::smtp::{ClientSettings, SessionError, SitePolicy, SmtpConnection, dane};
 use crate::dns::nexthop::Destination;
 use std::rc::Rc;
 
@@ -56,7 +61,21 @@ pub(super) async fn open_session(
         }
         // TLS policy and SASL credentials are the next hop's; the TLS log lines go here.
         let log = |line: &str| qmgr.ctx.log.line(program, line);
-        match connect_one(qmgr, client, d, nexthop, &log).await {
+        let site = match tls_policy(qmgr, client, d, nexthop, &log).await {
+            Ok(site) => site,
+            Err(e) => {
+                // Postfix's smtp_connect: this address is skipped before any connection.
+                log(&format!(
+                    "warning: TLS policy lookup for {}/{}: {}",
+                    nexthop_domain(nexthop),
+                    d.host,
+                    e.dsn()
+                ));
+                last_error = Some(e);
+                continue;
+            }
+        };
+        match SmtpConnection::connect_with(d.addr, (&d.host, nexthop), &site, client, &log).await {
             Ok(c) => return Ok(c),
             Err(e) => {
                 log_failure(qmgr, program, &e);
@@ -78,28 +97,25 @@ pub(super) async fn open_session(
     })
 }
 
-/// One address: the next hop's TLS policy, made per host for the DANE levels (which need the
-/// host's DNS security and TLSA records), then the session.
-async fn connect_one(
+/// The TLS policy for one address: the next hop's, made per host for the DANE levels (which
+/// need the host's DNS security and TLSA records).
+async fn tls_policy(
     qmgr: &Rc<Qmgr>,
     client: &ClientSettings,
     d: &Destination,
     nexthop: &str,
     log: &dyn Fn(&str),
-) -> Result<SmtpConnection, SessionError> {
+) -> Result<SitePolicy, SessionError> {
     let site = SmtpConnection::site_policy(client, nexthop, log)?;
-    let site = match &client.tls_policy {
-        Some(tls) => {
-            let dns = crate::delivery::smtp::dane::HostDns {
-                resolver: &qmgr.resolver,
-                dnssec: qmgr.settings.borrow().nexthop.dane_lookups(),
-                dest: d,
-            };
-            crate::delivery::smtp::dane::for_host(site, tls, &dns, nexthop, log).await?
-        }
-        None => site,
+    let Some(tls) = &client.tls_policy else {
+        return Ok(site);
     };
-    SmtpConnection::connect_with(d.addr, (&d.host, nexthop), &site, client, log).await
+    let dns = dane::HostDns {
+        resolver: &qmgr.resolver,
+        dnssec: qmgr.settings.borrow().nexthop.dane_lookups(),
+        dest: d,
+    };
+    dane::for_host(site, tls, &dns, nexthop, log).await
 }
 
 /// Postfix logs a failed connect at info level, whatever comes next.

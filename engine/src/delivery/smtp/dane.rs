@@ -36,9 +36,9 @@ use std::sync::Arc;
 
 use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer, TrustAnchor, UnixTime};
 
-use super::tls_policy::{SitePolicy, TlsLevel, TlsSettings};
-use super::tls::Failure;
 use super::SessionError;
+use super::tls::Failure;
+use super::tls_policy::{SitePolicy, TlsLevel, TlsSettings};
 use crate::dns::{Destination, DnsError, Rdata, Resolver};
 
 /// One usable TLSA record.
@@ -134,8 +134,7 @@ pub async fn for_host(
     }
     let dest = dns.dest;
     let insecure_mx = dest.mx_secure == Some(false);
-    if insecure_mx && (site.level == TlsLevel::DaneOnly || tls.dane_insecure_mx <= TlsLevel::May)
-    {
+    if insecure_mx && (site.level == TlsLevel::DaneOnly || tls.dane_insecure_mx <= TlsLevel::May) {
         let text = "non DNSSEC destination".to_string();
         return incompatible(site, tls, Incompatible::Destination, text, log);
     }
@@ -147,7 +146,10 @@ pub async fn for_host(
             (Ok(_), false) => None,
             (Err(e), _) if e.is_permanent() => None,
             (Err(e), _) => {
-                log(&format!("warning: DANE TLSA lookup problem: {}", lookup_problem(&e)));
+                log(&format!(
+                    "warning: DANE TLSA lookup problem: {}",
+                    lookup_problem(&e)
+                ));
                 return Err(defer(format!("TLSA lookup error for {}:{port}", dest.host)));
             }
         }
@@ -186,7 +188,9 @@ pub async fn for_host(
 fn lookup_problem(e: &DnsError) -> String {
     match e {
         DnsError::TempFail { name, .. } => {
-            format!("Host or domain name not found. Name service error for name={name} type=TLSA: Host not found, try again")
+            format!(
+                "Host or domain name not found. Name service error for name={name} type=TLSA: Host not found, try again"
+            )
         }
         other => other.to_string(),
     }

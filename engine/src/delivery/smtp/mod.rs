@@ -58,8 +58,8 @@ pub use capabilities::Capabilities;
 use encode::MailOptions;
 pub use reply::ServerReply;
 use tls::Stream;
-pub use tls_policy::TlsLevel;
 pub use tls_policy::SitePolicy;
+pub use tls_policy::TlsLevel;
 use tls_policy::TlsSettings;
 
 /// One transport's effective client settings.

@@ -320,7 +320,10 @@ pub fn judge(
 
 /// Does one of the certificate's DNS names (its common name when it has none, as OpenSSL)
 /// match one of the reference names?
-pub(super) fn certificate_names_match(ee: &webpki::EndEntityCert<'_>, references: &[String]) -> bool {
+pub(super) fn certificate_names_match(
+    ee: &webpki::EndEntityCert<'_>,
+    references: &[String],
+) -> bool {
     let mut names: Vec<String> = ee.valid_dns_names().map(str::to_ascii_lowercase).collect();
     if names.is_empty() {
         names = common_names(ee.subject());

@@ -367,7 +367,10 @@ impl TlsSettings {
             _ => {
                 return Err(bad(
                     "smtp_tls_dane_insecure_mx_policy",
-                    format!("invalid value \"{}\" (may, encrypt or dane)", insecure_mx.trim()),
+                    format!(
+                        "invalid value \"{}\" (may, encrypt or dane)",
+                        insecure_mx.trim()
+                    ),
                 ));
             }
         };
