@@ -408,6 +408,10 @@ pub static PARAMS: &[ParamDef] = &[
         .corepost(),
     p("corepost_smtpd_sasl_failure_limit", Int, "3", "Failed AUTH attempts after which smtpd disconnects the client (421 4.7.0); 0 means only smtpd_hard_error_limit applies.")
         .corepost(),
+    p("corepost_smtp_mta_sts", Bool, "no", "MTA-STS (RFC 8461) in the SMTP client: for mail to a domain through its MX hosts, look up the _mta-sts TXT record, fetch and cache the HTTPS policy (trusted by smtp_tls_CAfile/CApath, else the system's store); mode enforce requires an MX host matching the policy and a verified TLS session (else 4.7.5 deferral), testing only logs what would fail. DANE and stronger smtp_tls_policy_maps entries take precedence. Postfix needs an external policy server for this.")
+        .corepost(),
+    p("corepost_smtp_mta_sts_https_port", Int, "443", "TCP port of MTA-STS policy fetches (https://mta-sts.<domain>/.well-known/mta-sts.txt); RFC 8461 says 443, other values are for test setups.")
+        .corepost(),
 ];
 
 /// Per-transport forms of the scheduling parameters (see

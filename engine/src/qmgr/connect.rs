@@ -18,7 +18,10 @@
 
 use super::{DestQueue, Qmgr};
 use crate::delivery::smtp::tls_policy::nexthop_domain;
-use crate::delivery::smtp::{ClientSettings, SessionError, SitePolicy, SmtpConnection, dane};
+use crate::delivery::smtp::{
+    ClientSettings, SessionError, SitePolicy, SmtpConnection, dane, mta_sts,
+};
+use crate::dns::{Nexthop, parse_nexthop};
 use crate::dns::nexthop::Destination;
 use std::rc::Rc;
 
@@ -55,13 +58,17 @@ pub(super) async fn open_session(
         }
     }
     let connection_interval = dest.policy.as_ref().and_then(|p| p.connection_interval);
+    let sts = match unix {
+        None => sts_policy(qmgr, client, nexthop, program).await,
+        Some(_) => None,
+    };
     for d in addrs {
         if let Some(interval) = connection_interval {
             super::deliver::pace(&dest.next_connect, interval).await;
         }
         // TLS policy and SASL credentials are the next hop's; the TLS log lines go here.
         let log = |line: &str| qmgr.ctx.log.line(program, line);
-        let site = match tls_policy(qmgr, client, d, nexthop, &log).await {
+        let site = match tls_policy(qmgr, client, d, nexthop, sts.as_ref(), &log).await {
             Ok(site) => site,
             Err(e) => {
                 // Postfix's smtp_connect: this address is skipped before any connection.
@@ -104,6 +111,7 @@ async fn tls_policy(
     client: &ClientSettings,
     d: &Destination,
     nexthop: &str,
+    sts: Option<&mta_sts::DomainPolicy>,
     log: &dyn Fn(&str),
 ) -> Result<SitePolicy, SessionError> {
     let site = SmtpConnection::site_policy(client, nexthop, log)?;
@@ -115,7 +123,29 @@ async fn tls_policy(
         dnssec: qmgr.settings.borrow().nexthop.dane_lookups(),
         dest: d,
     };
-    dane::for_host(site, tls, &dns, nexthop, log).await
+    let site = dane::for_host(site, tls, &dns, nexthop, log).await?;
+    match sts {
+        Some(sts) => mta_sts::apply(site, tls, sts, d, log),
+        None => Ok(site),
+    }
+}
+
+/// With `corepost_smtp_mta_sts = yes`: the MTA-STS policy of a next hop that is a domain
+/// reached through its MX hosts (not a bracketed host or an address).
+async fn sts_policy(
+    qmgr: &Rc<Qmgr>,
+    client: &ClientSettings,
+    nexthop: &str,
+    program: &str,
+) -> Option<mta_sts::DomainPolicy> {
+    let tls = client.tls_policy.as_ref()?;
+    let port = tls.mta_sts?;
+    let Ok(Nexthop::Name { host, mx: true, .. }) = parse_nexthop(nexthop, client.default_port)
+    else {
+        return None;
+    };
+    let log = |line: &str| qmgr.ctx.log.line(program, line);
+    mta_sts::policy_for(&qmgr.resolver, &host, tls, port, &log).await
 }
 
 /// Postfix logs a failed connect at info level, whatever comes next.

@@ -104,7 +104,7 @@ fn incompatible(
             Incompatible::CannotAuthenticate => TlsLevel::Encrypt,
             _ => TlsLevel::May,
         };
-        return Ok(tls.downgrade(site, level));
+        return Ok(tls.relevel(site, level, Vec::new()));
     }
     match why {
         Incompatible::Config => {
@@ -181,6 +181,7 @@ pub async fn for_host(
         matches: vec![dest.host.clone()],
         config: site.config,
         dane: Some(Arc::new(dane)),
+        sts_testing: None,
     })
 }
 

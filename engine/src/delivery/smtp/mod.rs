@@ -32,6 +32,7 @@ pub mod dane;
 pub mod downgrade;
 pub mod encode;
 pub mod generic;
+pub mod mta_sts;
 pub mod reply;
 pub mod sasl;
 mod starttls;
@@ -829,6 +830,11 @@ impl SmtpConnection {
                     status: "4.7.4".into(),
                     text: format!("TLS is required, but was not offered by host {}", conn.peer),
                 });
+            } else if let Some(domain) = &site.sts_testing {
+                log(&format!(
+                    "warning: MTA-STS policy for {domain} (testing): TLS is required, but was not offered by host {}",
+                    conn.peer
+                ));
             }
         }
         conn.auth_pending = settings.sasl.is_some() && conn.caps.auth.is_some();

@@ -144,6 +144,9 @@ pub struct SitePolicy {
     /// DANE levels: the host's usable, DNSSEC-validated TLSA records (set by
     /// [`super::dane::for_host`]; without them a DANE level matches nothing).
     pub dane: Option<Arc<super::dane::DaneRecords>>,
+    /// MTA-STS `mode: testing` for this policy domain: checks that would fail under `enforce`
+    /// are logged, not enforced ([`super::mta_sts`]).
+    pub sts_testing: Option<String>,
 }
 
 impl SitePolicy {
@@ -154,6 +157,7 @@ impl SitePolicy {
             matches: Vec::new(),
             config: None,
             dane: None,
+            sts_testing: None,
         }
     }
 }
@@ -300,6 +304,9 @@ pub struct TlsSettings {
     pub loglevel: i64,
     /// `smtp_tls_dane_insecure_mx_policy`: `may`, `encrypt` or `dane`.
     pub dane_insecure_mx: TlsLevel,
+    /// `corepost_smtp_mta_sts`: the port of policy fetches (`corepost_smtp_mta_sts_https_port`)
+    /// when MTA-STS is on.
+    pub mta_sts: Option<u16>,
 }
 
 impl TlsSettings {
@@ -340,6 +347,7 @@ impl TlsSettings {
                 roots: Arc::new(rustls::RootCertStore::empty()),
                 loglevel: 0,
                 dane_insecure_mx: TlsLevel::May,
+                mta_sts: None,
             });
         }
         let list = |name: &str| -> Result<Vec<String>, String> {
@@ -361,6 +369,7 @@ impl TlsSettings {
             ));
         }
         let loglevel = param("smtp_tls_loglevel")?;
+        let mta_sts = mta_sts_port(&param)?;
         let insecure_mx = param("smtp_tls_dane_insecure_mx_policy")?;
         let dane_insecure_mx = match TlsLevel::parse(&insecure_mx) {
             Ok(l @ (TlsLevel::May | TlsLevel::Encrypt | TlsLevel::Dane)) => l,
@@ -376,6 +385,7 @@ impl TlsSettings {
         };
         Ok(TlsSettings {
             dane_insecure_mx,
+            mta_sts,
             level,
             verify_cert_match: list("smtp_tls_verify_cert_match")?,
             secure_cert_match: list("smtp_tls_secure_cert_match")?,
@@ -387,7 +397,7 @@ impl TlsSettings {
             roots: super::tls::load_roots(
                 param("smtp_tls_CAfile")?.trim(),
                 param("smtp_tls_CApath")?.trim(),
-                level != TlsLevel::None || !policy_maps.is_empty(),
+                level != TlsLevel::None || !policy_maps.is_empty() || mta_sts.is_some(),
             )?,
             policy_maps,
             loglevel: loglevel
@@ -450,28 +460,49 @@ impl TlsSettings {
             matches,
             config,
             dane: None,
+            sts_testing: None,
         })
     }
 
-    /// `site` at a weaker level (DANE's fallbacks to `may` or `encrypt`), with that level's
-    /// protocol versions.
-    pub fn downgrade(&self, site: SitePolicy, level: TlsLevel) -> SitePolicy {
+    /// `site` at another level (DANE's fallbacks to `may` or `encrypt`, MTA-STS's `secure`)
+    /// with these match names and that level's protocol versions.
+    pub fn relevel(&self, site: SitePolicy, level: TlsLevel, matches: Vec<String>) -> SitePolicy {
         let config = match level {
             TlsLevel::None => None,
             TlsLevel::May => Some(self.opportunistic.clone()),
+            _ if site.level <= TlsLevel::May => Some(self.mandatory.clone()),
             _ => site.config,
         };
         SitePolicy {
             level,
-            matches: Vec::new(),
+            matches,
             config,
             dane: None,
+            sts_testing: None,
         }
     }
 
     fn policy_maps_name(&self) -> String {
         let names: Vec<&str> = self.policy_maps.tables().iter().map(|t| t.spec()).collect();
         names.join(", ")
+    }
+}
+
+/// `corepost_smtp_mta_sts` and, when on, `corepost_smtp_mta_sts_https_port`.
+fn mta_sts_port(param: &dyn Fn(&str) -> Result<String, String>) -> Result<Option<u16>, String> {
+    let on = param("corepost_smtp_mta_sts")?;
+    let on = corepost_config::value::parse_bool(&on)
+        .map_err(|e| format!("parameter corepost_smtp_mta_sts: {e}"))?;
+    if !on {
+        return Ok(None);
+    }
+    let port = param("corepost_smtp_mta_sts_https_port")?;
+    match port.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(Some(p)),
+        _ => Err(format!(
+            "parameter corepost_smtp_mta_sts_https_port: bad port \"{}\"",
+            port.trim()
+        )),
     }
 }
 
