@@ -21,8 +21,8 @@ use crate::delivery::smtp::tls_policy::nexthop_domain;
 use crate::delivery::smtp::{
     ClientSettings, SessionError, SitePolicy, SmtpConnection, dane, mta_sts,
 };
-use crate::dns::{Nexthop, parse_nexthop};
 use crate::dns::nexthop::Destination;
+use crate::dns::{Nexthop, parse_nexthop};
 use std::rc::Rc;
 
 /// Why no session could be opened: the last error (`None`: nothing to try), and the `relay=`

@@ -270,10 +270,7 @@ fn https_config(roots: Arc<RootCertStore>) -> Arc<ClientConfig> {
     let provider = Arc::new(rustls::crypto::ring::default_provider());
     let config = ClientConfig::builder_with_provider(provider)
         .with_safe_default_protocol_versions()
-        .map(|b| {
-            b.with_root_certificates(roots)
-                .with_no_client_auth()
-        });
+        .map(|b| b.with_root_certificates(roots).with_no_client_auth());
     match config {
         Ok(c) => Arc::new(c),
         // The ring provider supports the default versions; should that ever change, a
