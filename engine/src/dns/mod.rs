@@ -359,6 +359,8 @@ fn bump(c: &Cell<u64>) {
 /// One core's resolver. Not `Send`: create one per core, on that core.
 pub struct Resolver {
     config: ResolverConfig,
+    /// [`ResolverConfig::dnssec`], changed by [`Resolver::set_dnssec`] (a reload).
+    dnssec: Cell<bool>,
     cache: RefCell<Cache>,
     inflight: InFlight,
     counters: Counters,
@@ -541,12 +543,24 @@ impl Resolver {
             cache: RefCell::new(Cache::new(config.cache_size)),
             inflight: RefCell::new(HashMap::new()),
             counters: Counters::default(),
+            dnssec: Cell::new(config.dnssec),
             config,
         }
     }
 
     pub fn config(&self) -> &ResolverConfig {
         &self.config
+    }
+
+    /// Turns DNSSEC (the DO bit, believing AD) on or off from now on, e.g. when a reload
+    /// changed `smtp_dns_support_level`. Answers cached before keep the flag they came with.
+    pub fn set_dnssec(&self, on: bool) {
+        self.dnssec.set(on);
+    }
+
+    /// Whether queries ask for DNSSEC now.
+    pub fn dnssec(&self) -> bool {
+        self.dnssec.get()
     }
 
     pub fn stats(&self) -> ResolverStats {
@@ -728,7 +742,7 @@ impl Resolver {
     /// Resolves without the cache: follows CNAMEs across re-queries. Returns the answer (secure
     /// only when every message on the way carried AD) and how long to cache it.
     async fn resolve(&self, fq: &Fqdn, rtype: RecordType) -> (Answer, Duration) {
-        let mut secure = self.config.dnssec;
+        let mut secure = self.dnssec.get();
         let (outcome, ttl) = self.resolve_chain(fq, rtype, &mut secure).await;
         let secure = secure && outcome.as_ref().map_or_else(|e| e.is_permanent(), |_| true);
         (Answer { outcome, secure }, ttl)
@@ -795,7 +809,7 @@ impl Resolver {
         let question = Question {
             name: name.clone(),
             rtype,
-            dnssec: self.config.dnssec,
+            dnssec: self.dnssec.get(),
         };
         let mut last = TempReason::Timeout;
         if self.config.nameservers.is_empty() {

@@ -290,6 +290,9 @@ impl Resolver {
         nexthop: &str,
         opts: &NexthopOptions,
     ) -> Result<Vec<Destination>, DnsError> {
+        // The options are the current configuration's (a reload may have changed
+        // smtp_dns_support_level since this resolver was made).
+        self.set_dnssec(opts.dnssec);
         let parsed =
             parse_nexthop(nexthop, opts.default_port).map_err(|e| DnsError::InvalidName {
                 name: nexthop.to_string(),

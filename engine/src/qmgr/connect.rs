@@ -120,7 +120,7 @@ async fn tls_policy(
     };
     let dns = dane::HostDns {
         resolver: &qmgr.resolver,
-        dnssec: qmgr.settings.borrow().nexthop.dane_lookups(),
+        dnssec: qmgr.settings.borrow().nexthop.dane_lookups() && qmgr.resolver.dnssec(),
         dest: d,
     };
     let site = dane::for_host(site, tls, &dns, nexthop, log).await?;
