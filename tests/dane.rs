@@ -259,3 +259,39 @@ fn insecure_mx_with_secure_tlsa_is_dane_logged_as_trusted() {
         "{log}"
     );
 }
+
+#[test]
+fn check_warns_about_dane_without_dnssec_lookups() {
+    let dir = tempfile::tempdir().unwrap();
+    let dir_text = dir.path().display().to_string();
+    std::fs::write(
+        dir.path().join("master.cf"),
+        "smtp unix - - n - - smtp\nstrict unix - - n - - smtp -o smtp_tls_security_level=dane-only\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("main.cf"),
+        "smtp_tls_security_level = dane\n",
+    )
+    .unwrap();
+    let out = corepost(&["check", "-c", &dir_text]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success(), "{text}");
+    assert!(
+        text.contains("smtp_tls_security_level = dane without smtp_dns_support_level = dnssec falls back to opportunistic TLS (may)"),
+        "{text}"
+    );
+    assert!(
+        text.contains("service strict/unix: smtp_tls_security_level = dane-only without smtp_dns_support_level = dnssec defers every delivery"),
+        "{text}"
+    );
+    // With DNSSEC lookups: nothing to say.
+    std::fs::write(
+        dir.path().join("main.cf"),
+        "smtp_tls_security_level = dane\nsmtp_dns_support_level = dnssec\n",
+    )
+    .unwrap();
+    let out = corepost(&["check", "-c", &dir_text]);
+    let text = format!("{}{}", stdout(&out), stderr(&out));
+    assert!(out.status.success() && !text.contains("dnssec"), "{text}");
+}
