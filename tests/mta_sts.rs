@@ -152,14 +152,18 @@ struct Setup {
 }
 
 fn setup(trusted_sink: bool, policy_text: &str) -> Setup {
+    setup_with(trusted_sink, true, policy_text)
+}
+
+fn setup_with(trusted_sink: bool, trusted_https: bool, policy_text: &str) -> Setup {
     let ca = ca("corepost MTA-STS test CA");
-    let sink_cert = if trusted_sink {
-        leaf(&ca, "mx.remote.example")
-    } else {
-        leaf(&self::ca("some other CA"), "mx.remote.example")
-    };
-    let sink = tls_sink(&sink_cert);
-    let https = policy_server(&leaf(&ca, "mta-sts.remote.example"), policy_text);
+    let other = self::ca("some other CA");
+    let issuer = |trusted| if trusted { &ca } else { &other };
+    let sink = tls_sink(&leaf(issuer(trusted_sink), "mx.remote.example"));
+    let https = policy_server(
+        &leaf(issuer(trusted_https), "mta-sts.remote.example"),
+        policy_text,
+    );
     let dns = dns();
     let dir = tempfile::tempdir().expect("tempdir");
     let ca_file = dir.path().join("ca.pem");
@@ -276,4 +280,30 @@ fn mode_none_changes_nothing() {
         log.contains("Untrusted TLS connection established"),
         "{log}"
     );
+}
+
+#[test]
+fn a_policy_that_cannot_be_fetched_securely_is_no_policy() {
+    // The policy server's certificate is not trusted: its policy would refuse this MX, but it
+    // does not count; delivery goes on as configured (may).
+    let s = setup_with(true, false, &policy("enforce", "*.elsewhere.example"));
+    send_one(&s.d);
+    let log = log_with(&s.d, "status=sent", 1);
+    assert!(
+        log.contains("warning: MTA-STS policy fetch for remote.example failed: "),
+        "{log}"
+    );
+    assert_eq!(s.https.requests.load(Ordering::SeqCst), 0);
+}
+
+#[test]
+fn testing_warns_about_an_mx_not_in_the_policy() {
+    let s = setup(true, &policy("testing", "*.elsewhere.example"));
+    send_one(&s.d);
+    let log = log_with(&s.d, "status=sent", 1);
+    assert!(
+        log.contains("warning: MTA-STS policy for remote.example (testing): MX host mx.remote.example does not match the policy"),
+        "{log}"
+    );
+    assert!(!log.contains("certificate verification failed"), "{log}");
 }

@@ -17,7 +17,9 @@
 //!    and the session must be TLS with a trusted certificate for the MX host name (level
 //!    `secure` with `match=hostname`: `4.7.4` without STARTTLS, `4.7.5 Server certificate not
 //!    verified` otherwise). `mode: testing` — delivery as the configured level says, with a
-//!    warning for each check that would have failed. `mode: none` — nothing.
+//!    warning for each check that would have failed (an MX host not in the policy; no
+//!    STARTTLS, or a certificate that does not verify for the MX host name, when the level
+//!    tries TLS). `mode: none` — nothing.
 //!
 //! Precedence (RFC 8461 §2): a destination already at `fingerprint`, DANE with usable TLSA
 //! records, `verify` or `secure` keeps that policy; MTA-STS raises `none`, `may` and `encrypt`.
@@ -355,8 +357,9 @@ pub fn apply(
             dest.host
         ));
     }
-    let level = site.level.max(TlsLevel::May);
-    let mut site = tls.relevel(site, level, Vec::new());
+    // Delivery exactly as configured; the TLS checks are reported from the session (at level
+    // `none` there is no TLS session to report on).
+    let mut site = site;
     site.sts_testing = Some(domain.clone());
     Ok(site)
 }
