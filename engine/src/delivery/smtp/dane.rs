@@ -39,7 +39,7 @@ use rustls::pki_types::{CertificateDer, SubjectPublicKeyInfoDer, TrustAnchor, Un
 use super::SessionError;
 use super::tls::Failure;
 use super::tls_policy::{SitePolicy, TlsLevel, TlsSettings};
-use crate::dns::{Destination, DnsError, Rdata, Resolver};
+use crate::dns::{Destination, Rdata, Resolver};
 
 /// One usable TLSA record.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -129,7 +129,8 @@ pub async fn for_host(
     }
     let level_name = site.level.name();
     if !dns.dnssec {
-        let text = format!("{nexthop}: {level_name} configured with dnssec lookups disabled");
+        let dest = super::tls_policy::nexthop_domain(nexthop);
+        let text = format!("{dest}: {level_name} configured with dnssec lookups disabled");
         return incompatible(site, tls, Incompatible::Config, text, log);
     }
     let dest = dns.dest;
@@ -146,10 +147,9 @@ pub async fn for_host(
             (Ok(_), false) => None,
             (Err(e), _) if e.is_permanent() => None,
             (Err(e), _) => {
-                log(&format!(
-                    "warning: DANE TLSA lookup problem: {}",
-                    lookup_problem(&e)
-                ));
+                // Postfix's resolver text: "Host or domain name not found. Name service error
+                // for name=... type=TLSA: Host not found, try again".
+                log(&format!("warning: DANE TLSA lookup problem: {e}"));
                 return Err(defer(format!("TLSA lookup error for {}:{port}", dest.host)));
             }
         }
@@ -183,18 +183,6 @@ pub async fn for_host(
         dane: Some(Arc::new(dane)),
         sts_testing: None,
     })
-}
-
-/// The reason of a failed TLSA lookup, as Postfix's resolver words it.
-fn lookup_problem(e: &DnsError) -> String {
-    match e {
-        DnsError::TempFail { name, .. } => {
-            format!(
-                "Host or domain name not found. Name service error for name={name} type=TLSA: Host not found, try again"
-            )
-        }
-        other => other.to_string(),
-    }
 }
 
 /// The usable records of an authenticated TLSA RRset; the others are logged and dropped, as
