@@ -40,6 +40,13 @@
 //! 5. The outcome is cached: positive answers for the chain's smallest TTL, negative ones for the
 //!    SOA's negative TTL, temporary failures briefly — all clamped (see [`ResolverConfig`]).
 //!
+//! With [`ResolverConfig::dnssec`] (`smtp_dns_support_level = dnssec`) every query carries the
+//! EDNS DO bit and an answer counts as authenticated when the name server set AD on every
+//! message of it (the whole CNAME chain); the flag is cached with the answer
+//! ([`Resolver::lookup_secure`], [`Destination::mx_secure`]/[`Destination::secure`]). Like
+//! Postfix, corepost checks no signatures: the name servers must be a validating resolver on a
+//! trusted path. DANE ([`crate::delivery::smtp::dane`]) is what uses it.
+//!
 //! The test support in [`testserver`] is a small authoritative server on loopback that the tests
 //! and the benchmark (`engine/benches/dns.rs`) run against; no test touches the machine's
 //! resolver.
