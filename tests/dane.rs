@@ -297,3 +297,32 @@ fn check_warns_about_dane_without_dnssec_lookups() {
     let text = format!("{}{}", stdout(&out), stderr(&out));
     assert!(out.status.success() && !text.contains("dnssec"), "{text}");
 }
+
+#[test]
+fn forced_tlsa_lookup_for_an_insecure_host() {
+    // The host's address records are unsigned, its TLSA record is validated: by default no
+    // TLSA lookup (opportunistic TLS even though the record would not match); with
+    // smtp_tls_force_insecure_host_tlsa_lookup = yes the record is used and the mismatch defers.
+    let id = identity();
+    let sink = tls_sink(&id);
+    let zone = dns(&sink, &[0x5a; 32], false);
+    zone.set_secure("remote.example", true);
+    zone.set_secure(
+        &format!("_{}._tcp.mx.remote.example", sink.addr().port()),
+        true,
+    );
+    let d = daemon(&zone, &sink, DANE);
+    send_one(&d);
+    log_with(&d, "status=sent");
+    let forced = daemon(
+        &zone,
+        &sink,
+        &format!("{DANE}smtp_tls_force_insecure_host_tlsa_lookup = yes\n"),
+    );
+    send_one(&forced);
+    let log = log_with(&forced, "status=deferred");
+    assert!(
+        log.contains("num=65:no matching DANE TLSA records"),
+        "{log}"
+    );
+}

@@ -262,6 +262,7 @@ pub static PARAMS: &[ParamDef] = &[
         .one_of(TLS_CLIENT_LEVELS),
     p("smtp_tls_dane_insecure_mx_policy", Text, "${{$smtp_tls_security_level} == {dane} ? {dane} : {may}}", "At the dane level, the TLS policy for an MX host with secure TLSA records found through an insecure MX RRset: may (ignore the TLSA records), encrypt (TLS without authentication), dane (use the TLSA records; a match is logged as Trusted).")
         .one_of(&["may", "encrypt", "dane"]),
+    p("smtp_tls_force_insecure_host_tlsa_lookup", Bool, "no", "At the dane levels, look up TLSA records even for an MX host whose address records are not DNSSEC-validated (the TLSA records themselves must still be validated to count)."),
     p("smtp_tls_loglevel", Int, "0", "How much the client logs about TLS."),
     p("smtp_tls_CAfile", Text, "", "PEM file of CA certificates for verifying servers."),
     p("smtp_tls_CApath", Text, "", "Directory of CA certificates for verifying servers."),

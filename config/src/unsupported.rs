@@ -503,12 +503,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     ),
     u("smtp_tls_note_starttls_offer", Warning, "no", TLS_INTERNALS),
     u("smtp_tls_scert_verifydepth", Warning, "9", TLS_INTERNALS),
-    u(
-        "smtp_tls_force_insecure_host_tlsa_lookup",
-        Warning,
-        "no",
-        TLS_INTERNALS,
-    ),
     u("smtp_tls_servername", Warning, "", TLS_INTERNALS),
     u("smtp_tls_enforce_peername", Warning, "yes", TLS_INTERNALS),
     u("smtpd_tls_dcert_file", Warning, "", EXTRA_CERTS),

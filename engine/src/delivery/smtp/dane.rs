@@ -14,7 +14,7 @@
 //! 2. The MX RRset was not authenticated: `dane-only` defers (`4.7.5 non DNSSEC destination`);
 //!    `dane` becomes `may` when `smtp_tls_dane_insecure_mx_policy = may`.
 //! 3. TLSA records of `_port._tcp.host` are looked up only when the host's address records were
-//!    authenticated. A lookup failure (SERVFAIL, timeout) defers: `4.7.5 TLSA lookup error for
+//!    authenticated (or `smtp_tls_force_insecure_host_tlsa_lookup = yes`). A lookup failure (SERVFAIL, timeout) defers: `4.7.5 TLSA lookup error for
 //!    host:port`. None found, or found but not authenticated: `dane` becomes `may`, `dane-only`
 //!    defers (`4.7.5 no TLSA records found`).
 //! 4. Records found but none usable (usages PKIX-TA(0)/PKIX-EE(1) do not apply to SMTP, the
@@ -140,7 +140,7 @@ pub async fn for_host(
         return incompatible(site, tls, Incompatible::Destination, text, log);
     }
     let port = dest.addr.port();
-    let records = if dest.secure {
+    let records = if dest.secure || tls.force_tlsa {
         let qname = format!("_{port}._tcp.{}", dest.host);
         match dns.resolver.lookup_tlsa(&qname).await {
             (Ok(found), true) => Some(usable(&qname, &found, log)),

@@ -304,6 +304,8 @@ pub struct TlsSettings {
     pub loglevel: i64,
     /// `smtp_tls_dane_insecure_mx_policy`: `may`, `encrypt` or `dane`.
     pub dane_insecure_mx: TlsLevel,
+    /// `smtp_tls_force_insecure_host_tlsa_lookup`.
+    pub force_tlsa: bool,
     /// `corepost_smtp_mta_sts`: the port of policy fetches (`corepost_smtp_mta_sts_https_port`)
     /// when MTA-STS is on.
     pub mta_sts: Option<u16>,
@@ -347,6 +349,7 @@ impl TlsSettings {
                 roots: Arc::new(rustls::RootCertStore::empty()),
                 loglevel: 0,
                 dane_insecure_mx: TlsLevel::May,
+                force_tlsa: false,
                 mta_sts: None,
             });
         }
@@ -383,8 +386,12 @@ impl TlsSettings {
                 ));
             }
         };
+        let force = param("smtp_tls_force_insecure_host_tlsa_lookup")?;
+        let force_tlsa = corepost_config::value::parse_bool(&force)
+            .map_err(|e| bad("smtp_tls_force_insecure_host_tlsa_lookup", e.to_string()))?;
         Ok(TlsSettings {
             dane_insecure_mx,
+            force_tlsa,
             mta_sts,
             level,
             verify_cert_match: list("smtp_tls_verify_cert_match")?,
