@@ -294,6 +294,10 @@ fn a_policy_that_cannot_be_fetched_securely_is_no_policy() {
         "{log}"
     );
     assert_eq!(s.https.requests.load(Ordering::SeqCst), 0);
+    // The failure is remembered: the next delivery does not fetch again right away.
+    send_one(&s.d);
+    let log = log_with(&s.d, "status=sent", 2);
+    assert_eq!(log.matches("MTA-STS policy fetch for").count(), 1, "{log}");
 }
 
 #[test]

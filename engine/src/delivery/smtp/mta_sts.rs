@@ -162,11 +162,13 @@ pub struct DomainPolicy {
     pub policy: Policy,
 }
 
+/// What is known of one domain.
+#[derive(Default)]
 struct Cached {
-    id: String,
-    /// `None`: the last fetch failed (remembered until `expires`).
-    policy: Option<Policy>,
-    expires: Instant,
+    /// The policy last fetched and its id, in force until the instant (its `max_age`).
+    policy: Option<(String, Policy, Instant)>,
+    /// An id whose fetch failed, and when to try it again.
+    failed: Option<(String, Instant)>,
 }
 
 fn cache() -> std::sync::MutexGuard<'static, HashMap<String, Cached>> {
@@ -177,13 +179,19 @@ fn cache() -> std::sync::MutexGuard<'static, HashMap<String, Cached>> {
         .unwrap_or_else(|e| e.into_inner())
 }
 
-/// The cached policy of `domain` still in force, and the id it was fetched for.
-fn cached(domain: &str, now: Instant) -> (Option<Policy>, Option<String>) {
+/// The cached policy of `domain` still in force, and whether `id` needs no fetch now (it is
+/// the cached policy's, or its fetch failed a moment ago).
+fn cached(domain: &str, id: Option<&str>, now: Instant) -> (Option<Policy>, bool) {
     let cache = cache();
-    match cache.get(domain) {
-        Some(c) if c.expires > now => (c.policy.clone(), Some(c.id.clone())),
-        _ => (None, None),
-    }
+    let Some(c) = cache.get(domain) else {
+        return (None, false);
+    };
+    let current = c.policy.as_ref().filter(|(_, _, until)| *until > now);
+    let known = current.is_some_and(|(cid, _, _)| Some(cid.as_str()) == id)
+        || c.failed
+            .as_ref()
+            .is_some_and(|(fid, retry)| Some(fid.as_str()) == id && *retry > now);
+    (current.map(|(_, p, _)| p.clone()), known)
 }
 
 /// The MTA-STS policy of `domain` (see the module doc); `None` when it has none in force.
@@ -198,11 +206,11 @@ pub async fn policy_for(
     let now = Instant::now();
     let txt = resolver.lookup_txt(&format!("_mta-sts.{domain}")).await;
     let id = txt.ok().and_then(|records| parse_txt(&records));
-    let (current, cached_id) = cached(&domain, now);
+    let (current, known) = cached(&domain, id.as_deref(), now);
     let policy = match id {
         // No (valid) TXT record: a cached policy stays in force until its max_age.
         None => current,
-        Some(id) if cached_id.as_deref() == Some(id.as_str()) => current,
+        Some(_) if known => current,
         Some(id) => match fetch(resolver, &domain, tls, port).await {
             Ok(policy) => {
                 log(&format!(
@@ -210,27 +218,20 @@ pub async fn policy_for(
                     mode_name(policy.mode),
                     policy.max_age
                 ));
-                let expires = now + Duration::from_secs(policy.max_age);
-                let entry = Cached {
-                    id,
-                    policy: Some(policy.clone()),
-                    expires,
-                };
-                cache().insert(domain.clone(), entry);
+                let until = now + Duration::from_secs(policy.max_age);
+                let mut cache = cache();
+                let entry = cache.entry(domain.clone()).or_default();
+                entry.policy = Some((id, policy.clone(), until));
+                entry.failed = None;
                 Some(policy)
             }
             Err(why) => {
                 log(&format!(
                     "warning: MTA-STS policy fetch for {domain} failed: {why}"
                 ));
-                if current.is_none() {
-                    let entry = Cached {
-                        id,
-                        policy: None,
-                        expires: now + RETRY_AFTER_FAILURE,
-                    };
-                    cache().insert(domain.clone(), entry);
-                }
+                let mut cache = cache();
+                let entry = cache.entry(domain.clone()).or_default();
+                entry.failed = Some((id, now + RETRY_AFTER_FAILURE));
                 current
             }
         },
