@@ -401,12 +401,8 @@ fn check_refuses_what_the_client_cannot_honour() {
     .unwrap();
     for (setting, error) in [
         (
-            "smtp_tls_security_level = dane",
-            "smtp_tls_security_level = dane is not supported by corepost",
-        ),
-        (
-            "smtp_tls_security_level = dane-only",
-            "smtp_tls_security_level = dane-only is not supported by corepost",
+            "smtp_tls_dane_insecure_mx_policy = secure",
+            "smtp_tls_dane_insecure_mx_policy",
         ),
         (
             "smtp_tls_mandatory_protocols = SSLv3",

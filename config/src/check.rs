@@ -69,6 +69,7 @@ pub fn check(config: &Config) -> Report {
     report
         .warnings
         .extend(crate::master_transports::missing_transports(config));
+    report.warnings.extend(dane_without_dnssec(config));
     let unsupported = crate::unsupported::findings(config);
     report.errors.extend(unsupported.errors);
     report.warnings.extend(unsupported.warnings);
@@ -106,6 +107,55 @@ pub fn check(config: &Config) -> Report {
         }
     }
     report
+}
+
+/// The `dane` levels need `smtp_dns_support_level = dnssec` (Postfix accepts the setting and
+/// then, per delivery, warns "dane configured with dnssec lookups disabled" and falls back to
+/// `may`, or defers every message at `dane-only`): say so before mail piles up.
+fn dane_without_dnssec(config: &Config) -> Vec<String> {
+    let verdict = |level: String, support: String, at: String| {
+        let level = level.trim().to_ascii_lowercase();
+        let effect = match level.as_str() {
+            "dane" => "falls back to opportunistic TLS (may)",
+            "dane-only" => "defers every delivery",
+            _ => return None,
+        };
+        (support.trim() != "dnssec").then(|| {
+            format!(
+                "{at}smtp_tls_security_level = {level} without smtp_dns_support_level = dnssec {effect}; \
+                 DANE also needs a validating resolver (corepost trusts its AD bit)"
+            )
+        })
+    };
+    let mut out = Vec::new();
+    if let (Ok(level), Ok(support)) = (
+        config.get("smtp_tls_security_level"),
+        config.get("smtp_dns_support_level"),
+    ) {
+        out.extend(verdict(level, support, String::new()));
+    }
+    for service in config.services() {
+        let s = service.service;
+        let overrides = ["smtp_tls_security_level", "smtp_dns_support_level"]
+            .iter()
+            .any(|n| s.override_value(n).is_some());
+        if s.command != "smtp" || !overrides {
+            continue;
+        }
+        if let (Ok(level), Ok(support)) = (
+            service.get("smtp_tls_security_level"),
+            service.get("smtp_dns_support_level"),
+        ) {
+            let at = format!(
+                "{}, line {}: service {}: ",
+                config.master.path.display(),
+                s.line,
+                s.id()
+            );
+            out.extend(verdict(level, support, at));
+        }
+    }
+    out
 }
 
 fn check_param(

@@ -263,8 +263,11 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_sasl_exceptions_networks", List, "", "Clients to which smtpd does not advertise AUTH in its EHLO reply (they may still use it)."),
     p("smtpd_sender_login_maps", Maps, "", "Tables of the SASL login names that own each MAIL FROM address, for the *_sender_login_mismatch restrictions."),
     // --- SMTP and LMTP client ----------------------------------------------------
-    p("smtp_tls_security_level", Text, "", "Client TLS: empty or none, may (opportunistic STARTTLS), encrypt, verify, secure.")
+    p("smtp_tls_security_level", Text, "", "Client TLS: empty or none, may (opportunistic STARTTLS), encrypt, fingerprint, dane, dane-only (DANE, RFC 7672: needs smtp_dns_support_level = dnssec and a validating resolver), verify, secure.")
         .one_of(TLS_CLIENT_LEVELS),
+    p("smtp_tls_dane_insecure_mx_policy", Text, "${{$smtp_tls_security_level} == {dane} ? {dane} : {may}}", "At the dane level, the TLS policy for an MX host with secure TLSA records found through an insecure MX RRset: may (ignore the TLSA records), encrypt (TLS without authentication), dane (use the TLSA records; a match is logged as Trusted).")
+        .one_of(&["may", "encrypt", "dane"]),
+    p("smtp_tls_force_insecure_host_tlsa_lookup", Bool, "no", "At the dane levels, look up TLSA records even for an MX host whose address records are not DNSSEC-validated (the TLSA records themselves must still be validated to count)."),
     p("smtp_tls_loglevel", Int, "0", "How much the client logs about TLS."),
     p("smtp_tls_CAfile", Text, "", "PEM file of CA certificates for verifying servers."),
     p("smtp_tls_CApath", Text, "", "Directory of CA certificates for verifying servers."),
@@ -303,7 +306,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_sender_dependent_authentication", Bool, "no", "Look up SASL credentials by sender address first (and use each connection for one sender)."),
     p("smtp_host_lookup", List, "dns", "How the client finds hosts: dns, native (the system resolver), or both.")
         .one_of(&["dns", "native"]),
-    p("smtp_dns_support_level", Text, "", "DNS features the client uses: empty (as disable_dns_lookups says), disabled, enabled, dnssec.")
+    p("smtp_dns_support_level", Text, "", "DNS features the client uses: empty (as disable_dns_lookups says), disabled, enabled, dnssec (queries ask for DNSSEC and the AD bit of the name servers is trusted, as Postfix: they must be a validating resolver on a trusted path; needed by the dane levels).")
         .one_of(&["", "disabled", "enabled", "dnssec"]),
     p("disable_dns_lookups", Bool, "no", "Obsolete switch to use only the system's host lookup; see smtp_dns_support_level."),
     p("smtp_line_length_limit", Int, "998", "Longest line the client sends; longer lines are folded."),
@@ -446,6 +449,10 @@ pub static PARAMS: &[ParamDef] = &[
     p("corepost_smtpd_sasl_failure_limit", Int, "3", "Failed AUTH attempts after which smtpd disconnects the client (421 4.7.0); 0 means only smtpd_hard_error_limit applies.")
         .corepost(),
     p("corepost_metrics_address", Text, "", "Where the HTTP endpoint serving /metrics in the Prometheus text format listens: host:port, the host an IPv4 address, a bracketed IPv6 address ([::1]:9154) or localhost; 0.0.0.0 or [::] listens on every interface. Empty (the default) turns metrics off. Read at start; the metrics are described in METRICS.md.")
+        .corepost(),
+    p("corepost_smtp_mta_sts", Bool, "no", "MTA-STS (RFC 8461) in the SMTP client: for mail to a domain through its MX hosts, look up the _mta-sts TXT record, fetch and cache the HTTPS policy (trusted by smtp_tls_CAfile/CApath, else the system's store); mode enforce requires an MX host matching the policy and a verified TLS session (else 4.7.5 deferral), testing only logs what would fail. DANE and stronger smtp_tls_policy_maps entries take precedence. Postfix needs an external policy server for this.")
+        .corepost(),
+    p("corepost_smtp_mta_sts_https_port", Int, "443", "TCP port of MTA-STS policy fetches (https://mta-sts.<domain>/.well-known/mta-sts.txt); RFC 8461 says 443, other values are for test setups.")
         .corepost(),
 ];
 

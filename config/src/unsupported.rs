@@ -93,13 +93,8 @@ pub const NOT_YET: &[(&str, &str)] = &[];
 
 /// Values of registry parameters that are valid Postfix but that corepost
 /// cannot honour: refused with the reason.
-pub const UNHONOURED_VALUES: &[(&str, &[&str], &str)] = &[
-    ("smtp_tls_security_level", DANE_LEVELS, DANE_REASON),
-    ("lmtp_tls_security_level", CERT_LEVELS, LMTP_REASON),
-];
-const DANE_LEVELS: &[&str] = &["dane", "dane-only"];
-const DANE_REASON: &str =
-    "the SMTP client has no DANE (TLSA lookups) yet: mail would go to servers Postfix refuses";
+pub const UNHONOURED_VALUES: &[(&str, &[&str], &str)] =
+    &[("lmtp_tls_security_level", CERT_LEVELS, LMTP_REASON)];
 const CERT_LEVELS: &[&str] = &["dane", "dane-only", "fingerprint", "verify", "secure"];
 const LMTP_REASON: &str = "the LMTP client verifies no server certificates (levels none, may and encrypt only): mail would go to servers Postfix refuses";
 
@@ -501,18 +496,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     ),
     u("smtp_tls_note_starttls_offer", Warning, "no", TLS_INTERNALS),
     u("smtp_tls_scert_verifydepth", Warning, "9", TLS_INTERNALS),
-    u(
-        "smtp_tls_dane_insecure_mx_policy",
-        Warning,
-        "${{$smtp_tls_security_level} == {dane} ? {dane} : {may}}",
-        TLS_INTERNALS,
-    ),
-    u(
-        "smtp_tls_force_insecure_host_tlsa_lookup",
-        Warning,
-        "no",
-        TLS_INTERNALS,
-    ),
     u("smtp_tls_servername", Warning, "", TLS_INTERNALS),
     u("smtp_tls_enforce_peername", Warning, "yes", TLS_INTERNALS),
     u("smtpd_tls_dcert_file", Warning, "", EXTRA_CERTS),
@@ -1322,12 +1305,18 @@ mod tests {
 
     #[test]
     fn certificate_levels_the_client_cannot_check_are_refused() {
-        let master = "2525 inet n - n - - smtpd\nrelay unix - - n - - smtp -o smtp_tls_security_level=dane-only\n";
+        let master = "2525 inet n - n - - smtpd\nrelay unix - - n - - lmtp -o lmtp_tls_security_level=dane-only\n";
         let f = findings(&load("smtp_tls_security_level = dane\n", master));
-        assert_eq!(f.errors.len(), 2, "{:?}", f.errors);
-        assert!(f.errors[0].starts_with("/etc/corepost/main.cf, line 1: parameter smtp_tls_security_level = dane is not supported"));
-        assert!(f.errors[1].starts_with("/etc/corepost/master.cf, line 2: service relay/unix: parameter smtp_tls_security_level = dane-only"));
-        for level in ["encrypt", "fingerprint", "verify", "secure"] {
+        assert_eq!(f.errors.len(), 1, "{:?}", f.errors);
+        assert!(f.errors[0].starts_with("/etc/corepost/master.cf, line 2: service relay/unix: parameter lmtp_tls_security_level = dane-only"));
+        for level in [
+            "encrypt",
+            "fingerprint",
+            "dane",
+            "dane-only",
+            "verify",
+            "secure",
+        ] {
             let f = findings(&load(&format!("smtp_tls_security_level = {level}\n"), ""));
             assert!(f.errors.is_empty(), "{level}: {:?}", f.errors);
         }

@@ -35,8 +35,17 @@ pub type Key = (String, u16);
 /// A cached (or freshly resolved) outcome. The `Rc` makes a cache hit a reference-count bump.
 pub type Outcome = Result<Rc<[Rdata]>, DnsError>;
 
+/// An outcome and whether it was authenticated: the AD bit of the answers (all of them, along a
+/// CNAME chain) when the query asked for DNSSEC (the DO bit). Kept with the cache entry, so a
+/// cached answer is exactly as trustworthy as the answer it came from.
+#[derive(Clone, Debug)]
+pub struct Answer {
+    pub outcome: Outcome,
+    pub secure: bool,
+}
+
 struct Entry {
-    outcome: Outcome,
+    answer: Answer,
     expires: Instant,
 }
 
@@ -54,18 +63,18 @@ impl Cache {
         }
     }
 
-    /// The cached outcome, if present and not expired at `now` (expired entries are removed).
-    pub fn get(&mut self, key: &Key, now: Instant) -> Option<Outcome> {
+    /// The cached answer, if present and not expired at `now` (expired entries are removed).
+    pub fn get(&mut self, key: &Key, now: Instant) -> Option<Answer> {
         let entry = self.entries.get(key)?;
         if entry.expires > now {
-            return Some(entry.outcome.clone());
+            return Some(entry.answer.clone());
         }
         self.entries.remove(key);
         None
     }
 
-    /// Stores `outcome` until `now + ttl`. A zero `ttl` stores nothing.
-    pub fn insert(&mut self, key: Key, outcome: Outcome, ttl: Duration, now: Instant) {
+    /// Stores `answer` until `now + ttl`. A zero `ttl` stores nothing.
+    pub fn insert(&mut self, key: Key, answer: Answer, ttl: Duration, now: Instant) {
         if ttl.is_zero() {
             return;
         }
@@ -75,7 +84,7 @@ impl Cache {
         self.entries.insert(
             key,
             Entry {
-                outcome,
+                answer,
                 expires: now + ttl,
             },
         );
@@ -110,7 +119,7 @@ impl Cache {
 /// How a pending query ended, as seen by its waiters.
 #[derive(Clone)]
 pub enum Settled {
-    Done(Outcome),
+    Done(Answer),
     /// The leader was dropped before finishing; a waiter should start over.
     Abandoned,
 }
@@ -179,9 +188,9 @@ impl<'a> LeaderGuard<'a> {
         }
     }
 
-    pub fn finish(mut self, outcome: Outcome) {
+    pub fn finish(mut self, answer: Answer) {
         self.finished = true;
-        self.release(Settled::Done(outcome));
+        self.release(Settled::Done(answer));
     }
 
     fn release(&self, how: Settled) {
@@ -214,8 +223,11 @@ mod tests {
         (name.to_string(), 1)
     }
 
-    fn ok(last: u8) -> Outcome {
-        Ok(Rc::from(vec![Rdata::A(Ipv4Addr::new(192, 0, 2, last))]))
+    fn ok(last: u8) -> Answer {
+        Answer {
+            outcome: Ok(Rc::from(vec![Rdata::A(Ipv4Addr::new(192, 0, 2, last))])),
+            secure: last.is_multiple_of(2),
+        }
     }
 
     #[test]
@@ -243,8 +255,14 @@ mod tests {
             name: "nx.example".into(),
             rtype: "A",
         };
-        cache.insert(key("nx"), Err(nx.clone()), Duration::from_secs(3), t0);
-        assert_eq!(cache.get(&key("nx"), t0).map(|o| o.err()), Some(Some(nx)));
+        let answer = Answer {
+            outcome: Err(nx.clone()),
+            secure: true,
+        };
+        cache.insert(key("nx"), answer, Duration::from_secs(3), t0);
+        let got = cache.get(&key("nx"), t0).unwrap();
+        assert_eq!(got.outcome.err(), Some(nx));
+        assert!(got.secure, "the AD bit is kept with the entry");
     }
 
     #[test]
@@ -289,7 +307,10 @@ mod tests {
         guard.finish(ok(9));
         assert!(table.borrow().is_empty());
         match wait.as_mut().poll(&mut cx) {
-            Poll::Ready(Settled::Done(Ok(v))) => {
+            Poll::Ready(Settled::Done(Answer {
+                outcome: Ok(v),
+                secure: false,
+            })) => {
                 assert_eq!(&*v, &[Rdata::A(Ipv4Addr::new(192, 0, 2, 9))])
             }
             _ => panic!("waiter did not see the outcome"),

@@ -40,6 +40,13 @@
 //! 5. The outcome is cached: positive answers for the chain's smallest TTL, negative ones for the
 //!    SOA's negative TTL, temporary failures briefly — all clamped (see [`ResolverConfig`]).
 //!
+//! With [`ResolverConfig::dnssec`] (`smtp_dns_support_level = dnssec`) every query carries the
+//! EDNS DO bit and an answer counts as authenticated when the name server set AD on every
+//! message of it (the whole CNAME chain); the flag is cached with the answer
+//! ([`Resolver::lookup_secure`], [`Destination::mx_secure`]/[`Destination::secure`]). Like
+//! Postfix, corepost checks no signatures: the name servers must be a validating resolver on a
+//! trusted path. DANE ([`crate::delivery::smtp::dane`]) is what uses it.
+//!
 //! The test support in [`testserver`] is a small authoritative server on loopback that the tests
 //! and the benchmark (`engine/benches/dns.rs`) run against; no test touches the machine's
 //! resolver.
@@ -63,7 +70,7 @@ use corepost_config::{Config, ConfigError};
 use hickory_proto::op::{Message, ResponseCode};
 use hickory_proto::rr::{DNSClass, Name, RData, RecordType};
 
-use cache::{Cache, InFlight, Key, LeaderGuard, Outcome, Settled};
+use cache::{Answer, Cache, InFlight, Key, LeaderGuard, Outcome, Settled};
 use transport::{Question, TransportError};
 
 pub use nexthop::{
@@ -95,6 +102,11 @@ pub struct ResolverConfig {
     pub failure_ttl: Duration,
     /// Most cached answers.
     pub cache_size: usize,
+    /// Ask for DNSSEC (the EDNS DO bit) and believe the AD bit of answers: Postfix's
+    /// `smtp_dns_support_level = dnssec`. corepost validates no signatures itself: like Postfix
+    /// it trusts the AD bit of the configured name servers, so they must be a validating
+    /// resolver reached over a trusted path (normally one on the same host).
+    pub dnssec: bool,
 }
 
 impl ResolverConfig {
@@ -120,6 +132,7 @@ impl ResolverConfig {
             max_negative_ttl: Self::DEFAULT_MAX_NEGATIVE_TTL,
             failure_ttl: Self::DEFAULT_FAILURE_TTL,
             cache_size: Self::DEFAULT_CACHE_SIZE,
+            dnssec: false,
         }
     }
 
@@ -186,6 +199,13 @@ pub enum Rdata {
     Ptr(String),
     /// A TXT record's character-strings joined, as text (invalid UTF-8 replaced).
     Txt(String),
+    /// A TLSA record (RFC 6698): certificate usage, selector, matching type, association data.
+    Tlsa {
+        usage: u8,
+        selector: u8,
+        mtype: u8,
+        data: Vec<u8>,
+    },
 }
 
 /// One MX record.
@@ -347,6 +367,8 @@ fn bump(c: &Cell<u64>) {
 /// One core's resolver. Not `Send`: create one per core, on that core.
 pub struct Resolver {
     config: ResolverConfig,
+    /// [`ResolverConfig::dnssec`], changed by [`Resolver::set_dnssec`] (a reload).
+    dnssec: Cell<bool>,
     cache: RefCell<Cache>,
     inflight: InFlight,
     counters: Counters,
@@ -445,6 +467,12 @@ fn convert(data: &RData, rtype: RecordType) -> Option<Rdata> {
             }
             Some(Rdata::Txt(text))
         }
+        (RData::TLSA(t), RecordType::TLSA) => Some(Rdata::Tlsa {
+            usage: t.cert_usage.into(),
+            selector: t.selector.into(),
+            mtype: t.matching.into(),
+            data: t.cert_data.clone(),
+        }),
         _ => None,
     }
 }
@@ -523,12 +551,24 @@ impl Resolver {
             cache: RefCell::new(Cache::new(config.cache_size)),
             inflight: RefCell::new(HashMap::new()),
             counters: Counters::default(),
+            dnssec: Cell::new(config.dnssec),
             config,
         }
     }
 
     pub fn config(&self) -> &ResolverConfig {
         &self.config
+    }
+
+    /// Turns DNSSEC (the DO bit, believing AD) on or off from now on, e.g. when a reload
+    /// changed `smtp_dns_support_level`. Answers cached before keep the flag they came with.
+    pub fn set_dnssec(&self, on: bool) {
+        self.dnssec.set(on);
+    }
+
+    /// Whether queries ask for DNSSEC now.
+    pub fn dnssec(&self) -> bool {
+        self.dnssec.get()
     }
 
     pub fn stats(&self) -> ResolverStats {
@@ -556,36 +596,25 @@ impl Resolver {
     /// MX records of `domain`. No MX records → [`MxResult::Implicit`]; a null MX (`MX 0 .`,
     /// RFC 7505) → [`DnsError::NullMx`]; NXDOMAIN → [`DnsError::NotFound`].
     pub async fn lookup_mx(&self, domain: &str) -> Result<MxResult, DnsError> {
-        let records = match self.lookup(domain, RecordType::MX).await {
-            Ok(records) => records,
-            Err(DnsError::NoData { .. }) => return Ok(MxResult::Implicit),
-            Err(e) => return Err(e),
-        };
-        let mut hosts: Vec<MxHost> = records
-            .iter()
-            .filter_map(|r| match r {
-                Rdata::Mx {
-                    preference,
-                    exchange,
-                } => Some(MxHost {
-                    preference: *preference,
-                    exchange: exchange.clone(),
-                }),
-                _ => None,
-            })
-            .collect();
-        // RFC 7505 says a null MX must be the only MX; a domain that publishes one next to
-        // others has still said it wants no mail, so any null MX wins.
-        if hosts.iter().any(|h| h.exchange.is_empty()) {
-            return Err(DnsError::NullMx {
-                domain: fqdn(domain)?.text,
-            });
-        }
-        if hosts.is_empty() {
-            return Ok(MxResult::Implicit);
-        }
-        hosts.sort_by_key(|h| h.preference);
-        Ok(MxResult::Hosts(hosts))
+        self.lookup_mx_secure(domain).await.0
+    }
+
+    /// [`Resolver::lookup_mx`], and whether the MX RRset was authenticated (DNSSEC).
+    pub async fn lookup_mx_secure(&self, domain: &str) -> (Result<MxResult, DnsError>, bool) {
+        let answer = self.lookup_secure(domain, RecordType::MX).await;
+        (mx_result(domain, answer.outcome), answer.secure)
+    }
+
+    /// TLSA records of `name` (`_25._tcp.mx.example.com`), and whether they were authenticated.
+    pub async fn lookup_tlsa(&self, name: &str) -> (Result<Vec<Rdata>, DnsError>, bool) {
+        let answer = self.lookup_secure(name, RecordType::TLSA).await;
+        let records = answer.outcome.map(|r| {
+            r.iter()
+                .filter(|d| matches!(d, Rdata::Tlsa { .. }))
+                .cloned()
+                .collect()
+        });
+        (records, answer.secure)
     }
 
     /// IPv4 addresses of `host`.
@@ -645,15 +674,29 @@ impl Resolver {
             .collect())
     }
 
-    /// The records of type `rtype` (A, AAAA, MX, PTR or TXT) for `name`, from the cache, from a
-    /// query already in flight, or from the name servers.
+    /// The records of type `rtype` (A, AAAA, MX, PTR, TXT or TLSA) for `name`, from the cache,
+    /// from a query already in flight, or from the name servers.
     pub async fn lookup(&self, name: &str, rtype: RecordType) -> Outcome {
+        self.lookup_secure(name, rtype).await.outcome
+    }
+
+    /// [`Resolver::lookup`], and whether the answer was authenticated (`secure`: asked with DO
+    /// and answered with AD, along the whole CNAME chain; never without
+    /// [`ResolverConfig::dnssec`]).
+    pub async fn lookup_secure(&self, name: &str, rtype: RecordType) -> Answer {
+        let insecure = |outcome| Answer {
+            outcome,
+            secure: false,
+        };
         // Hits (the common case) skip parsing the name; misses parse it once.
         let mut parsed = None;
         let key_text = match fast_key(name) {
             Some(text) => text,
             None => {
-                let fq = fqdn(name)?;
+                let fq = match fqdn(name) {
+                    Ok(fq) => fq,
+                    Err(e) => return insecure(Err(e)),
+                };
                 let text = fq.text.clone();
                 parsed = Some(fq);
                 text
@@ -677,19 +720,19 @@ impl Resolver {
                     Settled::Abandoned => continue,
                 }
             }
-            let fq = match parsed.take() {
-                Some(fq) => fq,
-                None => fqdn(name)?,
+            let fq = match parsed.take().map_or_else(|| fqdn(name), Ok) {
+                Ok(fq) => fq,
+                Err(e) => return insecure(Err(e)),
             };
             debug_assert_eq!(fq.text, key.0, "fast_key and fqdn agree");
             let guard = LeaderGuard::new(&self.inflight, key.clone());
             crate::metrics::dns(crate::metrics::Dns::Miss);
-            let (outcome, ttl) = self.resolve(&fq, rtype).await;
+            let (answer, ttl) = self.resolve(&fq, rtype).await;
             self.cache
                 .borrow_mut()
-                .insert(key, outcome.clone(), ttl, Instant::now());
-            guard.finish(outcome.clone());
-            return outcome;
+                .insert(key, answer.clone(), ttl, Instant::now());
+            guard.finish(answer.clone());
+            return answer;
         }
     }
 
@@ -707,9 +750,21 @@ impl Resolver {
         )
     }
 
-    /// Resolves without the cache: follows CNAMEs across re-queries. Returns the outcome and
-    /// how long to cache it.
-    async fn resolve(&self, fq: &Fqdn, rtype: RecordType) -> (Outcome, Duration) {
+    /// Resolves without the cache: follows CNAMEs across re-queries. Returns the answer (secure
+    /// only when every message on the way carried AD) and how long to cache it.
+    async fn resolve(&self, fq: &Fqdn, rtype: RecordType) -> (Answer, Duration) {
+        let mut secure = self.dnssec.get();
+        let (outcome, ttl) = self.resolve_chain(fq, rtype, &mut secure).await;
+        let secure = secure && outcome.as_ref().map_or_else(|e| e.is_permanent(), |_| true);
+        (Answer { outcome, secure }, ttl)
+    }
+
+    async fn resolve_chain(
+        &self,
+        fq: &Fqdn,
+        rtype: RecordType,
+        secure: &mut bool,
+    ) -> (Outcome, Duration) {
         let rname = rtype_str(rtype);
         let temp = |reason| DnsError::TempFail {
             name: fq.text.clone(),
@@ -724,6 +779,7 @@ impl Resolver {
                 Ok(msg) => msg,
                 Err(reason) => return (Err(temp(reason)), self.config.failure_ttl),
             };
+            *secure &= msg.metadata.authentic_data;
             match interpret(&msg, &current, rtype, MAX_CNAME_CHAIN.saturating_sub(links)) {
                 Interpreted::Records { data, ttl } => {
                     return (Ok(Rc::from(data)), self.clamp_positive(ttl.min(chain_ttl)));
@@ -764,6 +820,7 @@ impl Resolver {
         let question = Question {
             name: name.clone(),
             rtype,
+            dnssec: self.dnssec.get(),
         };
         let mut last = TempReason::Timeout;
         if self.config.nameservers.is_empty() {
@@ -807,23 +864,80 @@ impl Resolver {
     }
 }
 
+/// What an MX answer means: hosts in preference order, an implicit MX (NODATA, or no usable
+/// record), or RFC 7505's null MX.
+fn mx_result(domain: &str, outcome: Outcome) -> Result<MxResult, DnsError> {
+    let records = match outcome {
+        Ok(records) => records,
+        Err(DnsError::NoData { .. }) => return Ok(MxResult::Implicit),
+        Err(e) => return Err(e),
+    };
+    let mut hosts: Vec<MxHost> = records
+        .iter()
+        .filter_map(|r| match r {
+            Rdata::Mx {
+                preference,
+                exchange,
+            } => Some(MxHost {
+                preference: *preference,
+                exchange: exchange.clone(),
+            }),
+            _ => None,
+        })
+        .collect();
+    // RFC 7505 says a null MX must be the only MX; a domain that publishes one next to
+    // others has still said it wants no mail, so any null MX wins.
+    if hosts.iter().any(|h| h.exchange.is_empty()) {
+        return Err(DnsError::NullMx {
+            domain: fqdn(domain)?.text,
+        });
+    }
+    if hosts.is_empty() {
+        return Ok(MxResult::Implicit);
+    }
+    hosts.sort_by_key(|h| h.preference);
+    Ok(MxResult::Hosts(hosts))
+}
+
 /// Combines an A and an AAAA outcome into one address list (see [`Resolver::lookup_ip`]).
 fn merge_families(
     host: &str,
     v4: Result<Vec<Ipv4Addr>, DnsError>,
     v6: Result<Vec<Ipv6Addr>, DnsError>,
 ) -> Result<Vec<IpAddr>, DnsError> {
-    let mut addrs: Vec<IpAddr> = Vec::new();
-    if let Ok(a) = &v4 {
-        addrs.extend(a.iter().copied().map(IpAddr::V4));
-    }
-    if let Ok(a) = &v6 {
-        addrs.extend(a.iter().copied().map(IpAddr::V6));
-    }
+    let v4 = v4.map(|a| a.into_iter().map(IpAddr::V4).collect());
+    let v6 = v6.map(|a| a.into_iter().map(IpAddr::V6).collect());
+    merge_secure_families(host, v4, v6)
+}
+
+/// [`merge_families`] for addresses of either family already converted (with or without
+/// their authentication flag).
+fn merge_secure_families<T>(
+    host: &str,
+    v4: Result<Vec<T>, DnsError>,
+    v6: Result<Vec<T>, DnsError>,
+) -> Result<Vec<T>, DnsError> {
+    let mut addrs: Vec<T> = Vec::new();
+    let (v4, v6) = match (v4, v6) {
+        (Ok(a), Ok(b)) => {
+            addrs.extend(a);
+            addrs.extend(b);
+            (None, None)
+        }
+        (Ok(a), Err(e)) => {
+            addrs.extend(a);
+            (None, Some(e))
+        }
+        (Err(e), Ok(b)) => {
+            addrs.extend(b);
+            (Some(e), None)
+        }
+        (Err(a), Err(b)) => (Some(a), Some(b)),
+    };
     if !addrs.is_empty() {
         return Ok(addrs);
     }
-    let errors = [v4.err(), v6.err()];
+    let errors = [v4, v6];
     let rank = |e: &DnsError| match e {
         DnsError::TempFail { .. } => 0,
         DnsError::InvalidName { .. } => 1,

@@ -184,6 +184,9 @@ pub struct NexthopOptions {
     pub preference: AddressPreference,
     /// `smtp_mx_address_limit`; 0 means no limit.
     pub mx_address_limit: usize,
+    /// `smtp_dns_support_level = dnssec`: lookups ask for DNSSEC and answers carry whether the
+    /// resolver authenticated them (needed by the `dane` TLS levels).
+    pub dnssec: bool,
 }
 
 impl NexthopOptions {
@@ -198,6 +201,7 @@ impl NexthopOptions {
             ipv6: true,
             preference: AddressPreference::Any,
             mx_address_limit: 5,
+            dnssec: false,
         }
     }
 
@@ -212,6 +216,7 @@ impl NexthopOptions {
             "" if config.get_bool("disable_dns_lookups")? => DnsSupport::Disabled,
             _ => DnsSupport::Enabled,
         };
+        opts.dnssec = level.trim() == "dnssec";
         let lookups: Vec<String> = config
             .get_list("smtp_host_lookup")?
             .iter()
@@ -252,6 +257,14 @@ impl NexthopOptions {
     }
 }
 
+impl NexthopOptions {
+    /// DNSSEC lookups for DANE: `smtp_dns_support_level = dnssec` with DNS host lookups
+    /// (Postfix's `dane_init` also requires `smtp_host_lookup` to include `dns`).
+    pub fn dane_lookups(&self) -> bool {
+        self.dnssec && self.dns == DnsSupport::Enabled && self.host_lookup != HostLookup::Native
+    }
+}
+
 /// One address to try, with where it came from (for `relay=host[addr]:port` log lines).
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Destination {
@@ -261,6 +274,12 @@ pub struct Destination {
     pub addr: SocketAddr,
     /// The MX preference; `None` when no MX lookup was made, 0 for an implicit MX.
     pub preference: Option<u16>,
+    /// The MX RRset was authenticated (DNSSEC); `None` when there was no MX record (a
+    /// bracketed next hop, an implicit MX, a literal address).
+    pub mx_secure: Option<bool>,
+    /// The address record (A or AAAA) was authenticated (DNSSEC); always false without
+    /// `smtp_dns_support_level = dnssec`.
+    pub secure: bool,
 }
 
 impl Resolver {
@@ -271,6 +290,9 @@ impl Resolver {
         nexthop: &str,
         opts: &NexthopOptions,
     ) -> Result<Vec<Destination>, DnsError> {
+        // The options are the current configuration's (a reload may have changed
+        // smtp_dns_support_level since this resolver was made).
+        self.set_dnssec(opts.dnssec);
         let parsed =
             parse_nexthop(nexthop, opts.default_port).map_err(|e| DnsError::InvalidName {
                 name: nexthop.to_string(),
@@ -282,6 +304,8 @@ impl Resolver {
                     host: addr.ip().to_string(),
                     addr,
                     preference: None,
+                    mx_secure: None,
+                    secure: false,
                 }]);
             }
             Nexthop::Name { host, port, mx } => (host, port, mx),
@@ -292,26 +316,31 @@ impl Resolver {
             opts.mx_address_limit
         };
         if !mx || opts.dns == DnsSupport::Disabled {
-            let addrs = self.host_addresses(&host, opts).await?;
+            let addrs = self.secure_host_addresses(&host, opts).await?;
             return Ok(addrs
                 .into_iter()
-                .map(|ip| Destination {
+                .map(|(ip, secure)| Destination {
                     host: host.clone(),
                     addr: SocketAddr::new(ip, port),
                     preference: None,
+                    mx_secure: None,
+                    secure,
                 })
                 .collect());
         }
-        let hosts = match self.lookup_mx(&host).await? {
+        let (found, mx_secure) = self.lookup_mx_secure(&host).await;
+        let hosts = match found? {
             MxResult::Implicit => {
-                let addrs = self.host_addresses(&host, opts).await?;
+                let addrs = self.secure_host_addresses(&host, opts).await?;
                 return Ok(addrs
                     .into_iter()
                     .take(limit)
-                    .map(|ip| Destination {
+                    .map(|(ip, secure)| Destination {
                         host: host.clone(),
                         addr: SocketAddr::new(ip, port),
                         preference: Some(0),
+                        mx_secure: None,
+                        secure,
                     })
                     .collect());
             }
@@ -325,9 +354,9 @@ impl Resolver {
             if out.len() >= limit {
                 break;
             }
-            match self.host_addresses(&mx.exchange, opts).await {
+            match self.secure_host_addresses(&mx.exchange, opts).await {
                 Ok(addrs) => {
-                    for ip in addrs {
+                    for (ip, secure) in addrs {
                         if out.len() >= limit {
                             break;
                         }
@@ -335,6 +364,8 @@ impl Resolver {
                             host: mx.exchange.clone(),
                             addr: SocketAddr::new(ip, port),
                             preference: Some(mx.preference),
+                            mx_secure: Some(mx_secure),
+                            secure,
                         });
                     }
                 }
@@ -358,32 +389,45 @@ impl Resolver {
     }
 
     /// A host's addresses by DNS and/or the system's lookup, filtered and ordered per `opts`.
+    #[cfg(test)]
     pub(super) async fn host_addresses(
         &self,
         host: &str,
         opts: &NexthopOptions,
     ) -> Result<Vec<IpAddr>, DnsError> {
+        let found = self.secure_host_addresses(host, opts).await?;
+        Ok(found.into_iter().map(|(ip, _)| ip).collect())
+    }
+
+    /// [`Resolver::host_addresses`], each address with whether its DNS record was
+    /// authenticated (the system's lookup never is).
+    async fn secure_host_addresses(
+        &self,
+        host: &str,
+        opts: &NexthopOptions,
+    ) -> Result<Vec<(IpAddr, bool)>, DnsError> {
         let use_dns = opts.dns == DnsSupport::Enabled && opts.host_lookup != HostLookup::Native;
+        let insecure = |found: Vec<IpAddr>| found.into_iter().map(|ip| (ip, false)).collect();
         let found = if use_dns {
             let dns = self.dns_addresses(host, opts).await;
             match dns {
                 Err(e) if opts.host_lookup == HostLookup::DnsThenNative && e.is_permanent() => {
-                    native_addresses(host).await
+                    native_addresses(host).await.map(insecure)
                 }
                 other => other,
             }
         } else {
-            native_addresses(host).await
+            native_addresses(host).await.map(insecure)
         }?;
-        let mut v4: Vec<IpAddr> = found
+        let mut v4: Vec<(IpAddr, bool)> = found
             .iter()
             .copied()
-            .filter(|a| a.is_ipv4() && opts.ipv4)
+            .filter(|(a, _)| a.is_ipv4() && opts.ipv4)
             .collect();
-        let mut v6: Vec<IpAddr> = found
+        let mut v6: Vec<(IpAddr, bool)> = found
             .iter()
             .copied()
-            .filter(|a| a.is_ipv6() && opts.ipv6)
+            .filter(|(a, _)| a.is_ipv6() && opts.ipv6)
             .collect();
         if v4.is_empty() && v6.is_empty() {
             return Err(DnsError::NoData {
@@ -405,25 +449,36 @@ impl Resolver {
         })
     }
 
+    /// A and/or AAAA records, each address marked with its RRset's authentication.
     async fn dns_addresses(
         &self,
         host: &str,
         opts: &NexthopOptions,
-    ) -> Result<Vec<IpAddr>, DnsError> {
+    ) -> Result<Vec<(IpAddr, bool)>, DnsError> {
+        use hickory_proto::rr::RecordType;
+        let family = |rtype| async move {
+            let answer = self.lookup_secure(host, rtype).await;
+            let secure = answer.secure;
+            answer.outcome.map(|records| {
+                records
+                    .iter()
+                    .filter_map(|r| match r {
+                        super::Rdata::A(a) => Some((IpAddr::V4(*a), secure)),
+                        super::Rdata::Aaaa(a) => Some((IpAddr::V6(*a), secure)),
+                        _ => None,
+                    })
+                    .collect::<Vec<_>>()
+            })
+        };
         match (opts.ipv4, opts.ipv6) {
-            (true, false) => Ok(self
-                .lookup_a(host)
-                .await?
-                .into_iter()
-                .map(IpAddr::V4)
-                .collect()),
-            (false, true) => Ok(self
-                .lookup_aaaa(host)
-                .await?
-                .into_iter()
-                .map(IpAddr::V6)
-                .collect()),
-            _ => self.lookup_ip(host).await,
+            (true, false) => family(RecordType::A).await,
+            (false, true) => family(RecordType::AAAA).await,
+            _ => {
+                let (v4, v6) =
+                    futures_lite::future::zip(family(RecordType::A), family(RecordType::AAAA))
+                        .await;
+                super::merge_secure_families(host, v4, v6)
+            }
         }
     }
 }

@@ -41,6 +41,7 @@ fn config(servers: &[SocketAddr]) -> ResolverConfig {
         max_negative_ttl: Duration::from_secs(3600),
         failure_ttl: Duration::ZERO,
         cache_size: 1000,
+        dnssec: false,
     }
 }
 
@@ -675,6 +676,8 @@ fn nexthop_implicit_null_and_failing_mx() {
                 host: "nomx.test".into(),
                 addr: "192.0.2.8:25".parse().unwrap(),
                 preference: Some(0),
+                mx_secure: None,
+                secure: false,
             }]
         );
         let e = r.resolve_nexthop("null.test", &opts()).await.unwrap_err();
@@ -800,4 +803,61 @@ proptest::proptest! {
             proptest::prop_assert_eq!(fast_key(&name), Some(fq.text));
         }
     }
+}
+
+#[test]
+fn dnssec_ad_bit_is_kept_through_the_cache_and_chains() {
+    let s = TestServer::start().unwrap();
+    s.add_mx("signed.test", 300, 10, "mx.signed.test");
+    s.add_a("mx.signed.test", 300, v4(1));
+    s.add_tlsa("_25._tcp.mx.signed.test", 300, 3, 1, 1, &[0xab; 32]);
+    s.add_cname("alias.signed.test", 300, "plain.test");
+    s.add_a("plain.test", 300, v4(2));
+    for name in ["signed.test", "mx.signed.test", "_25._tcp.mx.signed.test"] {
+        s.set_secure(name, true);
+    }
+    s.set_secure("alias.signed.test", true);
+    on_executor(move || async move {
+        let dnssec = Resolver::new(ResolverConfig {
+            dnssec: true,
+            ..config(&[s.addr()])
+        });
+        let (mx, secure) = dnssec.lookup_mx_secure("signed.test").await;
+        assert!(
+            mx.is_ok() && secure,
+            "AD set on a validated answer to a DO query"
+        );
+        let (tlsa, secure) = dnssec.lookup_tlsa("_25._tcp.mx.signed.test").await;
+        assert!(secure);
+        assert_eq!(
+            tlsa.unwrap(),
+            vec![Rdata::Tlsa {
+                usage: 3,
+                selector: 1,
+                mtype: 1,
+                data: vec![0xab; 32]
+            }]
+        );
+        // From the cache: still secure, no new query.
+        let (_, again) = dnssec.lookup_mx_secure("signed.test").await;
+        assert!(again);
+        assert_eq!(s.count_all("signed.test", RecordType::MX), 1);
+        // A CNAME into an unsigned zone: the chain is not secure.
+        let chained = dnssec
+            .lookup_secure("alias.signed.test", RecordType::A)
+            .await;
+        assert!(chained.outcome.is_ok() && !chained.secure);
+        // Nexthop resolution carries both flags.
+        let opts = NexthopOptions {
+            dnssec: true,
+            ipv6: false,
+            ..NexthopOptions::new(25)
+        };
+        let d = dnssec.resolve_nexthop("signed.test", &opts).await.unwrap();
+        assert_eq!((d[0].mx_secure, d[0].secure), (Some(true), true));
+        // Without smtp_dns_support_level = dnssec nothing is ever secure (no DO, AD ignored).
+        let plain = resolver(&s);
+        let (_, secure) = plain.lookup_mx_secure("signed.test").await;
+        assert!(!secure);
+    });
 }

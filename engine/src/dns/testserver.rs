@@ -17,6 +17,11 @@
 //! - a name that owns records of other types only → NODATA (NOERROR, no answers, SOA);
 //! - a name that owns no records → NXDOMAIN with an SOA.
 //!
+//! DNSSEC is simulated the way a validating resolver presents it to a stub: names marked with
+//! [`TestServer::set_secure`] (or everything, [`TestServer::set_default_secure`]) count as
+//! signed and validated, and an answer gets the AD bit when the query set DO (or AD) and every
+//! name it involves (the question, each record's owner) is secure. No signatures are served.
+//!
 //! The SOA's TTL and MINIMUM are the negative TTL ([`TestServer::set_negative_ttl`], default 60).
 //! A UDP answer larger than the query's EDNS payload (512 without EDNS) is truncated, as a real
 //! server would.
@@ -33,7 +38,7 @@ use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
 use hickory_proto::op::{Message, MessageType, OpCode, ResponseCode};
-use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, TXT};
+use hickory_proto::rr::rdata::{A, AAAA, CNAME, MX, PTR, SOA, TLSA, TXT};
 use hickory_proto::rr::{DNSClass, Name, RData, Record, RecordType};
 
 /// What the server does with a query.
@@ -69,6 +74,9 @@ struct State {
     default_behaviour: Behaviour,
     follow_cname: bool,
     negative_ttl: u32,
+    /// Names whose answers are "validated" (AD); see the module doc.
+    secure: std::collections::HashSet<String>,
+    default_secure: bool,
     counts: HashMap<(String, RecordType, Via), u64>,
     /// (query id, client address) of UDP queries, oldest first, at most `MAX_OBSERVED`.
     observed: Vec<(u16, SocketAddr)>,
@@ -122,6 +130,8 @@ impl TestServer {
             default_behaviour: Behaviour::Answer,
             follow_cname: true,
             negative_ttl: 60,
+            secure: std::collections::HashSet::new(),
+            default_secure: false,
             counts: HashMap::new(),
             observed: Vec::new(),
         }));
@@ -194,6 +204,28 @@ impl TestServer {
     pub fn add_txt(&self, name: &str, ttl: u32, text: &[&str]) {
         let strings = text.iter().map(|s| s.to_string()).collect();
         self.add(name, ttl, RData::TXT(TXT::new(strings)));
+    }
+
+    /// A TLSA record (`_25._tcp.mx.example.com`): usage, selector, matching type, data.
+    pub fn add_tlsa(&self, name: &str, ttl: u32, usage: u8, selector: u8, mtype: u8, data: &[u8]) {
+        let tlsa = TLSA::new(usage.into(), selector.into(), mtype.into(), data.to_vec());
+        self.add(name, ttl, RData::TLSA(tlsa));
+    }
+
+    /// Whether answers involving `name` count as DNSSEC-validated (the AD bit).
+    pub fn set_secure(&self, name: &str, secure: bool) {
+        let mut st = self.state();
+        if secure {
+            st.secure.insert(key(name));
+        } else {
+            st.secure.remove(&key(name));
+        }
+    }
+
+    /// Whether every name counts as validated (default no); [`TestServer::set_secure`] adds
+    /// names when this is off.
+    pub fn set_default_secure(&self, secure: bool) {
+        self.state().default_secure = secure;
     }
 
     /// Removes every record owned by `name`.
@@ -489,6 +521,15 @@ fn handle(state: &Mutex<State>, bytes: &[u8], via: Via) -> Option<Reply> {
         question.query_type(),
         &mut response,
     );
+    let wants_dnssec =
+        query.metadata.authentic_data || query.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok);
+    let is_secure = |k: &str| st.default_secure || st.secure.contains(k);
+    response.metadata.authentic_data = wants_dnssec
+        && is_secure(&qkey)
+        && response
+            .answers
+            .iter()
+            .all(|r| is_secure(&name_key(&r.name)));
     drop(st);
     let mut bytes = response.to_vec().ok()?;
     if via == Via::Udp {

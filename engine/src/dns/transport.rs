@@ -42,6 +42,9 @@ const PORT_TRIES: usize = 8;
 pub struct Question {
     pub name: Name,
     pub rtype: RecordType,
+    /// Set the EDNS DO bit (RFC 3225): the resolver is asked for DNSSEC data, and a validating
+    /// resolver then sets AD on answers it authenticated.
+    pub dnssec: bool,
 }
 
 /// Why one exchange produced no usable answer.
@@ -75,6 +78,7 @@ pub fn encode_query(id: u16, q: &Question) -> Result<Vec<u8>, TransportError> {
     msg.add_query(query);
     let mut edns = Edns::new();
     edns.set_max_payload(EDNS_PAYLOAD);
+    edns.set_dnssec_ok(q.dnssec);
     msg.set_edns(edns);
     msg.to_vec()
         .map_err(|e| TransportError::Malformed(format!("cannot encode query: {e}")))
@@ -266,6 +270,7 @@ mod tests {
         Question {
             name: Name::from_ascii("example.com.").unwrap(),
             rtype: RecordType::A,
+            dnssec: false,
         }
     }
 
@@ -292,6 +297,13 @@ mod tests {
             msg.edns.as_ref().map(|e| e.max_payload()),
             Some(EDNS_PAYLOAD)
         );
+        assert!(!msg.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok));
+        let q = Question {
+            dnssec: true,
+            ..question()
+        };
+        let msg = Message::from_vec(&encode_query(1, &q).unwrap()).unwrap();
+        assert!(msg.edns.as_ref().is_some_and(|e| e.flags().dnssec_ok));
     }
 
     #[test]

@@ -7,14 +7,22 @@
 //! `smtp_skip_5xx_greeting = no`, which is permanent for the whole delivery (Postfix bounces).
 //! Other failures before the first transaction (EHLO, STARTTLS, a timeout) also move on.
 //!
+//! Each address gets its TLS policy first (per host for the DANE levels, see
+//! [`crate::delivery::smtp::dane`]); one that cannot be decided skips the address before any
+//! connection, with Postfix's `warning: TLS policy lookup for dest/host: reason`.
+//!
 //! Not done: Postfix's `smtp_mx_session_limit` fallback. After a session that completed its
 //! handshake fails for a job (a 4xx to MAIL FROM, a 421, a lost connection, soft RCPT
 //! failures), Postfix tries the next MX host within the same delivery, up to that many
 //! sessions; corepost defers the job to its next attempt instead, so the parameter is not read.
 
 use super::{DestQueue, Qmgr};
-use crate::delivery::smtp::{ClientSettings, SessionError, SmtpConnection};
+use crate::delivery::smtp::tls_policy::nexthop_domain;
+use crate::delivery::smtp::{
+    ClientSettings, SessionError, SitePolicy, SmtpConnection, dane, mta_sts,
+};
 use crate::dns::nexthop::Destination;
+use crate::dns::{Nexthop, parse_nexthop};
 use std::rc::Rc;
 
 /// Why no session could be opened: the last error (`None`: nothing to try), and the `relay=`
@@ -51,11 +59,30 @@ pub(super) async fn open_session(
             }
         }
     }
+    let sts = match unix {
+        None => sts_policy(qmgr, client, nexthop, program).await,
+        Some(_) => None,
+    };
     for d in addrs {
         super::shared::pace_connection(qmgr, dest).await;
         // TLS policy and SASL credentials are the next hop's; the TLS log lines go here.
         let log = |line: &str| qmgr.ctx.log.line(program, line);
-        let opened = SmtpConnection::connect_for(d.addr, &d.host, nexthop, client, &log).await;
+        let site = match tls_policy(qmgr, client, d, nexthop, sts.as_ref(), &log).await {
+            Ok(site) => site,
+            Err(e) => {
+                // Postfix's smtp_connect: this address is skipped before any connection.
+                log(&format!(
+                    "warning: TLS policy lookup for {}/{}: {}",
+                    nexthop_domain(nexthop),
+                    d.host,
+                    e.dsn()
+                ));
+                last_error = Some(e);
+                continue;
+            }
+        };
+        let opened =
+            SmtpConnection::connect_with(d.addr, (&d.host, nexthop), &site, client, &log).await;
         count_connection(dest, opened.is_ok());
         match opened {
             Ok(c) => return Ok(c),
@@ -82,6 +109,50 @@ pub(super) async fn open_session(
 fn count_connection(dest: &DestQueue, ok: bool) {
     let (transport, nexthop) = (&dest.key.transport, &dest.key.nexthop);
     crate::metrics::connection(transport, nexthop, dest.policy.is_some(), ok);
+}
+
+/// The TLS policy for one address: the next hop's, made per host for the DANE levels (which
+/// need the host's DNS security and TLSA records).
+async fn tls_policy(
+    qmgr: &Rc<Qmgr>,
+    client: &ClientSettings,
+    d: &Destination,
+    nexthop: &str,
+    sts: Option<&mta_sts::DomainPolicy>,
+    log: &dyn Fn(&str),
+) -> Result<SitePolicy, SessionError> {
+    let site = SmtpConnection::site_policy(client, nexthop, log)?;
+    let Some(tls) = &client.tls_policy else {
+        return Ok(site);
+    };
+    let dns = dane::HostDns {
+        resolver: &qmgr.resolver,
+        dnssec: qmgr.settings.borrow().nexthop.dane_lookups() && qmgr.resolver.dnssec(),
+        dest: d,
+    };
+    let site = dane::for_host(site, tls, &dns, nexthop, log).await?;
+    match sts {
+        Some(sts) => mta_sts::apply(site, tls, sts, d, log),
+        None => Ok(site),
+    }
+}
+
+/// With `corepost_smtp_mta_sts = yes`: the MTA-STS policy of a next hop that is a domain
+/// reached through its MX hosts (not a bracketed host or an address).
+async fn sts_policy(
+    qmgr: &Rc<Qmgr>,
+    client: &ClientSettings,
+    nexthop: &str,
+    program: &str,
+) -> Option<mta_sts::DomainPolicy> {
+    let tls = client.tls_policy.as_ref()?;
+    let port = tls.mta_sts?;
+    let Ok(Nexthop::Name { host, mx: true, .. }) = parse_nexthop(nexthop, client.default_port)
+    else {
+        return None;
+    };
+    let log = |line: &str| qmgr.ctx.log.line(program, line);
+    mta_sts::policy_for(&qmgr.resolver, &host, tls, port, &log).await
 }
 
 /// Postfix logs a failed connect at info level, whatever comes next.

@@ -249,11 +249,14 @@ impl QmgrSettings {
                 },
             );
         }
-        let resolver = ResolverConfig::from_config(
+        let mut resolver = ResolverConfig::from_config(
             config,
             std::path::Path::new(crate::dns::resolv_conf::RESOLV_CONF),
         )
         .unwrap_or_else(|_| ResolverConfig::with_servers(Vec::new()));
+        let nexthop = NexthopOptions::from_config(config, 25).map_err(|e| e.to_string())?;
+        // `smtp_dns_support_level = dnssec`: queries carry DO and answers keep their AD bit.
+        resolver.dnssec = nexthop.dnssec;
         Ok(QmgrSettings {
             minimal_backoff: time("minimal_backoff_time")?,
             maximal_backoff: time("maximal_backoff_time")?,
@@ -273,7 +276,7 @@ impl QmgrSettings {
             )
             .unwrap_or(0),
             transports,
-            nexthop: NexthopOptions::from_config(config, 25).map_err(|e| e.to_string())?,
+            nexthop,
             resolver,
             router: crate::routing::Router::from_params(&|n| config.get(n))?,
             bounce: crate::bounce::BounceSettings::from_params(&|n| config.get(n))?,

@@ -28,9 +28,11 @@
 //! [`SmtpConnection::quit`] is always safe.
 
 pub mod capabilities;
+pub mod dane;
 pub mod downgrade;
 pub mod encode;
 pub mod generic;
+pub mod mta_sts;
 pub mod reply;
 pub mod sasl;
 mod starttls;
@@ -57,8 +59,9 @@ pub use capabilities::Capabilities;
 use encode::MailOptions;
 pub use reply::ServerReply;
 use tls::Stream;
+pub use tls_policy::SitePolicy;
 pub use tls_policy::TlsLevel;
-use tls_policy::{SitePolicy, TlsSettings};
+use tls_policy::TlsSettings;
 
 /// One transport's effective client settings.
 #[derive(Debug, Clone)]
@@ -688,6 +691,29 @@ impl SmtpConnection {
         log: &dyn Fn(&str),
     ) -> Result<SmtpConnection, SessionError> {
         let site = starttls::site_policy(settings, nexthop, log)?;
+        Self::connect_with(addr, (host, nexthop), &site, settings, log).await
+    }
+
+    /// The TLS policy for mail to `nexthop` (`smtp_tls_security_level`, `smtp_tls_policy_maps`);
+    /// a policy that cannot be decided is a `4.7.5` deferral (and a warning in `log`).
+    pub fn site_policy(
+        settings: &ClientSettings,
+        nexthop: &str,
+        log: &dyn Fn(&str),
+    ) -> Result<SitePolicy, SessionError> {
+        starttls::site_policy(settings, nexthop, log)
+    }
+
+    /// [`SmtpConnection::connect_for`] with the TLS policy already decided for this host (the
+    /// DANE levels need the host's DNS: [`dane::for_host`]). `names` are the server's host name
+    /// and the next hop.
+    pub async fn connect_with(
+        addr: SocketAddr,
+        (host, nexthop): (&str, &str),
+        site: &SitePolicy,
+        settings: &ClientSettings,
+        log: &dyn Fn(&str),
+    ) -> Result<SmtpConnection, SessionError> {
         let source = if addr.is_ipv6() {
             settings.bind_address6
         } else {
@@ -711,7 +737,7 @@ impl SmtpConnection {
             Stream::Plain(stream),
             endpoint,
             (host, nexthop),
-            &site,
+            site,
             settings,
             log,
         )
@@ -804,6 +830,11 @@ impl SmtpConnection {
                     status: "4.7.4".into(),
                     text: format!("TLS is required, but was not offered by host {}", conn.peer),
                 });
+            } else if let Some(domain) = &site.sts_testing {
+                log(&format!(
+                    "warning: MTA-STS policy for {domain} (testing): TLS is required, but was not offered by host {}",
+                    conn.peer
+                ));
             }
         }
         conn.auth_pending = settings.sasl.is_some() && conn.caps.auth.is_some();

@@ -65,6 +65,9 @@ impl SmtpConnection {
         } else {
             (Trust::Untrusted, true)
         };
+        if let Some(domain) = &site.sts_testing {
+            self.sts_testing_check(session, domain, log);
+        }
         self.tls = Some(description.clone());
         self.stream = Stream::Tls(Box::new(stream));
         if loglevel >= 1 {
@@ -147,6 +150,41 @@ impl SmtpConnection {
                     "Cannot start TLS: handshake failure".into(),
                 ))
             }
+        }
+    }
+
+    /// MTA-STS `mode: testing`: what `enforce` would have said of this certificate (a trusted
+    /// chain with the MX host name), as a warning only.
+    fn sts_testing_check(
+        &self,
+        session: &rustls::ClientConnection,
+        domain: &str,
+        log: &dyn Fn(&str),
+    ) {
+        let Some(policy) = &self.settings.tls_policy else {
+            return;
+        };
+        let secure = SitePolicy {
+            level: TlsLevel::Secure,
+            matches: vec!["hostname".into()],
+            ..SitePolicy::plaintext()
+        };
+        let certs = session.peer_certificates().unwrap_or_default();
+        let judgement = tls::judge(
+            certs,
+            &secure,
+            policy.digest,
+            &policy.roots,
+            &self.host,
+            &self.nexthop,
+        );
+        if let Some(why) = judgement.failure {
+            log(&format!(
+                "warning: MTA-STS policy for {domain} (testing): {}certificate verification failed for {}: {}",
+                why.prefix,
+                self.relay(),
+                why.text
+            ));
         }
     }
 

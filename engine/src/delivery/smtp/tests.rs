@@ -1012,6 +1012,13 @@ fn several_transactions_on_one_connection() {
 
 /// A parameter's built-in default, `$name` references resolved (one level is enough here).
 fn registry_default(name: &str) -> String {
+    if name == "corepost_smtp_mta_sts" || name == "smtp_tls_force_insecure_host_tlsa_lookup" {
+        return "no".into();
+    }
+    // Its default is an expression on smtp_tls_security_level: "may" below level dane.
+    if name == "smtp_tls_dane_insecure_mx_policy" {
+        return "may".into();
+    }
     let def = |n: &str| {
         corepost_config::params::PARAMS
             .iter()
@@ -1048,7 +1055,11 @@ fn settings_from_params() {
             {
                 "".into()
             }
-            n if n.contains("_tls_") || n.contains("sasl") || n.contains("_dependent_") => {
+            n if n.contains("_tls_")
+                || n.contains("sasl")
+                || n.contains("_dependent_")
+                || n.contains("mta_sts") =>
+            {
                 registry_default(n)
             }
             _ => "300".into(),
@@ -1080,7 +1091,11 @@ fn settings_from_params() {
     let bad = |name: &str| -> Result<String, corepost_config::ConfigError> {
         Ok(if name == "smtp_rcpt_timeout" {
             "soon".into()
-        } else if name.contains("_tls_") || name.contains("sasl") || name.contains("_dependent_") {
+        } else if name.contains("_tls_")
+            || name.contains("sasl")
+            || name.contains("_dependent_")
+            || name.contains("mta_sts")
+        {
             registry_default(name)
         } else {
             "".into()

@@ -279,17 +279,8 @@ pub fn judge(
             if let Err(e) = chain {
                 return fail_or(site.level, base, chain_error(&e, certs, &ee));
             }
-            let mut names: Vec<String> =
-                ee.valid_dns_names().map(str::to_ascii_lowercase).collect();
-            // As OpenSSL: the subject's common name counts only without DNS names.
-            if names.is_empty() {
-                names = common_names(ee.subject());
-            }
             let references = references(&site.matches, host, nexthop);
-            if names
-                .iter()
-                .any(|n| references.iter().any(|r| name_matches(n, r)))
-            {
+            if certificate_names_match(&ee, &references) {
                 Judgement {
                     trust: Trust::Verified,
                     failure: None,
@@ -302,11 +293,44 @@ pub fn judge(
                 )
             }
         }
+        TlsLevel::HalfDane | TlsLevel::Dane | TlsLevel::DaneOnly => {
+            let verified = match &site.dane {
+                Some(dane) => super::dane::verify(certs, dane),
+                None => Err(failure("server ", "num=65:no matching DANE TLSA records")),
+            };
+            match verified {
+                // Postfix: an insecure MX RRset makes a DANE match "Trusted", not "Verified".
+                Ok(()) if site.level == TlsLevel::HalfDane => Judgement {
+                    trust: Trust::Trusted,
+                    failure: None,
+                },
+                Ok(()) => Judgement {
+                    trust: Trust::Verified,
+                    failure: None,
+                },
+                Err(why) => fail_or(site.level, base, why),
+            }
+        }
         _ => Judgement {
             trust: base,
             failure: None,
         },
     }
+}
+
+/// Does one of the certificate's DNS names (its common name when it has none, as OpenSSL)
+/// match one of the reference names?
+pub(super) fn certificate_names_match(
+    ee: &webpki::EndEntityCert<'_>,
+    references: &[String],
+) -> bool {
+    let mut names: Vec<String> = ee.valid_dns_names().map(str::to_ascii_lowercase).collect();
+    if names.is_empty() {
+        names = common_names(ee.subject());
+    }
+    names
+        .iter()
+        .any(|n| references.iter().any(|r| name_matches(n, r)))
 }
 
 fn fail_or(level: TlsLevel, trust: Trust, why: Failure) -> Judgement {

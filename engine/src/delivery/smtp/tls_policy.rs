@@ -2,12 +2,13 @@
 //! (`smtp_tls_security_level`, overridden per next hop by `smtp_tls_policy_maps`), the protocol
 //! versions, and what the server certificate must match.
 //!
-//! Levels, weakest first: `none`, `may`, `encrypt`, `fingerprint`, `verify`, `secure`. From
-//! `encrypt` up TLS is required; from `fingerprint` up the certificate must also *match* (a
-//! fingerprint, or a trusted chain with one of the match names), and a session that does not
-//! match is never used for mail (see [`super::tls`]). `dane` and `dane-only` are refused as
-//! configuration errors: corepost does no DNSSEC-validated TLSA lookups yet, and treating them as
-//! a weaker level would be a silent downgrade.
+//! Levels, weakest first: `none`, `may`, `encrypt`, `fingerprint`, `dane`, `dane-only`,
+//! `verify`, `secure`. From `encrypt` up TLS is required; from `fingerprint` up the certificate
+//! must also *match* (a fingerprint, a DNSSEC-validated TLSA record, or a trusted chain with one
+//! of the match names), and a session that does not match is never used for mail (see
+//! [`super::tls`]). `dane` and `dane-only` are decided per MX host from DNS by [`super::dane`]
+//! before the connection: they become `may`/`encrypt`, stay DANE with TLSA records to match, or
+//! defer, exactly as Postfix's `dane_init`.
 //!
 //! A policy table is looked up with the next hop as the queue manager has it (`example.com`,
 //! `[mail.example.com]:587`); a domain that finds nothing is retried with each parent as
@@ -31,6 +32,13 @@ pub enum TlsLevel {
     Encrypt,
     /// `fingerprint`: TLS, and the certificate (or its public key) has a listed fingerprint.
     Fingerprint,
+    /// Postfix's "halfdane" (never configured): DANE TLSA records of a secure MX host reached
+    /// through an insecure MX RRset; a match is logged as `Trusted` rather than `Verified`.
+    HalfDane,
+    /// `dane`: DANE (RFC 7672) where DNSSEC says so, else opportunistic TLS.
+    Dane,
+    /// `dane-only`: DANE or no delivery.
+    DaneOnly,
     /// `verify`: TLS, a trusted chain, and a name from `smtp_tls_verify_cert_match`.
     Verify,
     /// `secure`: as `verify`, with `smtp_tls_secure_cert_match`.
@@ -44,12 +52,10 @@ impl TlsLevel {
             "may" => Ok(TlsLevel::May),
             "encrypt" => Ok(TlsLevel::Encrypt),
             "fingerprint" => Ok(TlsLevel::Fingerprint),
+            "dane" => Ok(TlsLevel::Dane),
+            "dane-only" => Ok(TlsLevel::DaneOnly),
             "verify" => Ok(TlsLevel::Verify),
             "secure" => Ok(TlsLevel::Secure),
-            l @ ("dane" | "dane-only") => Err(format!(
-                "security level \"{l}\" is not supported by corepost (it needs DNSSEC-validated \
-                 TLSA lookups); use verify, secure or fingerprint, or may"
-            )),
             other => Err(format!("unknown TLS security level \"{other}\"")),
         }
     }
@@ -70,6 +76,9 @@ impl TlsLevel {
             TlsLevel::May => "may",
             TlsLevel::Encrypt => "encrypt",
             TlsLevel::Fingerprint => "fingerprint",
+            TlsLevel::HalfDane => "halfdane",
+            TlsLevel::Dane => "dane",
+            TlsLevel::DaneOnly => "dane-only",
             TlsLevel::Verify => "verify",
             TlsLevel::Secure => "secure",
         }
@@ -132,6 +141,12 @@ pub struct SitePolicy {
     /// The rustls configuration with this policy's protocol versions (`None`: level `none`, or
     /// all versions).
     pub config: Option<Arc<ClientConfig>>,
+    /// DANE levels: the host's usable, DNSSEC-validated TLSA records (set by
+    /// [`super::dane::for_host`]; without them a DANE level matches nothing).
+    pub dane: Option<Arc<super::dane::DaneRecords>>,
+    /// MTA-STS `mode: testing` for this policy domain: checks that would fail under `enforce`
+    /// are logged, not enforced ([`super::mta_sts`]).
+    pub sts_testing: Option<String>,
 }
 
 impl SitePolicy {
@@ -141,6 +156,8 @@ impl SitePolicy {
             level: TlsLevel::None,
             matches: Vec::new(),
             config: None,
+            dane: None,
+            sts_testing: None,
         }
     }
 }
@@ -285,6 +302,13 @@ pub struct TlsSettings {
     pub roots: Arc<rustls::RootCertStore>,
     /// `smtp_tls_loglevel`.
     pub loglevel: i64,
+    /// `smtp_tls_dane_insecure_mx_policy`: `may`, `encrypt` or `dane`.
+    pub dane_insecure_mx: TlsLevel,
+    /// `smtp_tls_force_insecure_host_tlsa_lookup`.
+    pub force_tlsa: bool,
+    /// `corepost_smtp_mta_sts`: the port of policy fetches (`corepost_smtp_mta_sts_https_port`)
+    /// when MTA-STS is on.
+    pub mta_sts: Option<u16>,
 }
 
 impl TlsSettings {
@@ -324,6 +348,9 @@ impl TlsSettings {
                 mandatory: config,
                 roots: Arc::new(rustls::RootCertStore::empty()),
                 loglevel: 0,
+                dane_insecure_mx: TlsLevel::May,
+                force_tlsa: false,
+                mta_sts: None,
             });
         }
         let list = |name: &str| -> Result<Vec<String>, String> {
@@ -345,7 +372,27 @@ impl TlsSettings {
             ));
         }
         let loglevel = param("smtp_tls_loglevel")?;
+        let mta_sts = mta_sts_port(&param)?;
+        let insecure_mx = param("smtp_tls_dane_insecure_mx_policy")?;
+        let dane_insecure_mx = match TlsLevel::parse(&insecure_mx) {
+            Ok(l @ (TlsLevel::May | TlsLevel::Encrypt | TlsLevel::Dane)) => l,
+            _ => {
+                return Err(bad(
+                    "smtp_tls_dane_insecure_mx_policy",
+                    format!(
+                        "invalid value \"{}\" (may, encrypt or dane)",
+                        insecure_mx.trim()
+                    ),
+                ));
+            }
+        };
+        let force = param("smtp_tls_force_insecure_host_tlsa_lookup")?;
+        let force_tlsa = corepost_config::value::parse_bool(&force)
+            .map_err(|e| bad("smtp_tls_force_insecure_host_tlsa_lookup", e.to_string()))?;
         Ok(TlsSettings {
+            dane_insecure_mx,
+            force_tlsa,
+            mta_sts,
             level,
             verify_cert_match: list("smtp_tls_verify_cert_match")?,
             secure_cert_match: list("smtp_tls_secure_cert_match")?,
@@ -357,7 +404,7 @@ impl TlsSettings {
             roots: super::tls::load_roots(
                 param("smtp_tls_CAfile")?.trim(),
                 param("smtp_tls_CApath")?.trim(),
-                level != TlsLevel::None || !policy_maps.is_empty(),
+                level != TlsLevel::None || !policy_maps.is_empty() || mta_sts.is_some(),
             )?,
             policy_maps,
             loglevel: loglevel
@@ -419,12 +466,50 @@ impl TlsSettings {
             level,
             matches,
             config,
+            dane: None,
+            sts_testing: None,
         })
+    }
+
+    /// `site` at another level (DANE's fallbacks to `may` or `encrypt`, MTA-STS's `secure`)
+    /// with these match names and that level's protocol versions.
+    pub fn relevel(&self, site: SitePolicy, level: TlsLevel, matches: Vec<String>) -> SitePolicy {
+        let config = match level {
+            TlsLevel::None => None,
+            TlsLevel::May => Some(self.opportunistic.clone()),
+            _ if site.level <= TlsLevel::May => Some(self.mandatory.clone()),
+            _ => site.config,
+        };
+        SitePolicy {
+            level,
+            matches,
+            config,
+            dane: None,
+            sts_testing: None,
+        }
     }
 
     fn policy_maps_name(&self) -> String {
         let names: Vec<&str> = self.policy_maps.tables().iter().map(|t| t.spec()).collect();
         names.join(", ")
+    }
+}
+
+/// `corepost_smtp_mta_sts` and, when on, `corepost_smtp_mta_sts_https_port`.
+fn mta_sts_port(param: &dyn Fn(&str) -> Result<String, String>) -> Result<Option<u16>, String> {
+    let on = param("corepost_smtp_mta_sts")?;
+    let on = corepost_config::value::parse_bool(&on)
+        .map_err(|e| format!("parameter corepost_smtp_mta_sts: {e}"))?;
+    if !on {
+        return Ok(None);
+    }
+    let port = param("corepost_smtp_mta_sts_https_port")?;
+    match port.trim().parse::<u16>() {
+        Ok(p) if p > 0 => Ok(Some(p)),
+        _ => Err(format!(
+            "parameter corepost_smtp_mta_sts_https_port: bad port \"{}\"",
+            port.trim()
+        )),
     }
 }
 
@@ -445,12 +530,11 @@ mod tests {
     fn levels() {
         assert_eq!(TlsLevel::parse("").unwrap(), TlsLevel::None);
         assert_eq!(TlsLevel::parse("Verify").unwrap(), TlsLevel::Verify);
-        assert!(
-            TlsLevel::parse("dane")
-                .unwrap_err()
-                .contains("not supported")
-        );
-        assert!(TlsLevel::parse("dane-only").is_err());
+        assert_eq!(TlsLevel::parse("dane").unwrap(), TlsLevel::Dane);
+        assert_eq!(TlsLevel::parse("DANE-only").unwrap(), TlsLevel::DaneOnly);
+        // Postfix's internal level is not a configurable one.
+        assert!(TlsLevel::parse("halfdane").is_err());
+        assert!(TlsLevel::Dane.must_match() && TlsLevel::HalfDane.must_match());
         assert!(TlsLevel::parse("bogus").is_err());
         assert!(TlsLevel::Fingerprint.must_match() && !TlsLevel::Encrypt.must_match());
         assert!(TlsLevel::Encrypt.requires_tls() && !TlsLevel::May.requires_tls());
@@ -472,7 +556,8 @@ mod tests {
         );
         assert!(parse_entry("verify exclude=aNULL").is_err());
         assert!(parse_entry("").is_err());
-        assert!(parse_entry("dane").is_err());
+        assert_eq!(parse_entry("dane").unwrap().level, Some(TlsLevel::Dane));
+        assert!(parse_entry("dane-only match=x").is_err());
         assert!(parse_entry("encrypt ciphers=high").is_ok());
     }
 
