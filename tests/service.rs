@@ -226,8 +226,48 @@ fn start_says_why_the_daemon_did_not_start() {
 }
 
 #[test]
-fn start_needs_a_log_file() {
-    let (dir, _) = config("");
+fn start_without_a_log_file_logs_through_syslog_as_postfix_start() {
+    let (dir, port) = config("");
+    let config_dir = dir.path().display().to_string();
+    // The test's own syslog socket (log/output.rs: COREPOST_SYSLOG_SOCKET).
+    let socket_path = dir.path().join("syslog.sock");
+    let syslog = UnixDatagram::bind(&socket_path).expect("bind syslog socket");
+    syslog
+        .set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
+    let out = Command::new(corepost_bin())
+        .args(["start", "-c", &config_dir])
+        .env_remove("COREPOST_CONFIG_DIR")
+        .env_remove("NOTIFY_SOCKET")
+        .env_remove("JOURNAL_STREAM")
+        .env("COREPOST_SYSLOG_SOCKET", &socket_path)
+        .output()
+        .expect("run corepost");
+    let _stop = StopOnDrop(config_dir.clone());
+    assert!(out.status.success(), "{}", stderr(&out));
+    assert!(
+        stderr(&out).contains("log: the system log"),
+        "{}",
+        stderr(&out)
+    );
+    drop(Raw::connect(port));
+    let mut lines = String::new();
+    let mut buf = vec![0u8; 8192];
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while !lines.contains("daemon started") && std::time::Instant::now() < deadline {
+        if let Ok(n) = syslog.recv(&mut buf) {
+            lines.push_str(&String::from_utf8_lossy(&buf[..n]));
+            lines.push('\n');
+        }
+    }
+    assert!(lines.contains("daemon started"), "syslog got: {lines}");
+    let stop = run(&["stop", "-c", &config_dir]);
+    assert!(stop.status.success(), "{}", stderr(&stop));
+}
+
+#[test]
+fn start_refuses_a_terminal_only_log() {
+    let (dir, _) = config("corepost_log_destination = stderr");
     let out = run(&["start", "-c", &dir.path().display().to_string()]);
     assert_eq!(out.status.code(), Some(1));
     assert!(

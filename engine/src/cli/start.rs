@@ -1,7 +1,10 @@
 //! `corepost start`: Postfix's `postfix start` — the daemon (`corepost
 //! run`) in the background, detached from the terminal, its output
-//! appended to `maillog_file`; the command waits until the daemon is
-//! ready (every core listens) or has failed, and says which.
+//! appended to `maillog_file`, or, when that is empty, its standard error
+//! on /dev/null so the daemon logs through syslog (journald under systemd)
+//! as Postfix does (`log/output.rs`, the `auto` rule); the command waits
+//! until the daemon is ready (every core listens) or has failed, and says
+//! which.
 //!
 //! Readiness comes over the same sd_notify protocol systemd uses
 //! (`runtime::notify`): the child gets `$NOTIFY_SOCKET` naming an abstract
@@ -38,35 +41,42 @@ pub fn start(args: DaemonArgs) -> ExitCode {
         Ok(l) => l,
         Err(e) => return fatal(e),
     };
+    let shown = log.as_deref().unwrap_or("the system log").to_string();
     let name = format!("corepost-start-{}-{}", std::process::id(), random_suffix());
     let socket = match notify_socket(&name) {
         Ok(s) => s,
         Err(e) => return fatal(format!("notify socket: {e}")),
     };
     eprintln!("corepost: starting the mail system");
-    let child = match spawn(&args, &log, &name) {
+    let child = match spawn(&args, log.as_deref(), &name) {
         Ok(c) => c,
         Err(e) => return fatal(format!("cannot start corepost run: {e}")),
     };
     match wait_ready(child, &socket) {
         Ok(pid) => {
-            eprintln!("corepost: the mail system is running (PID {pid}); log: {log}");
+            eprintln!("corepost: the mail system is running (PID {pid}); log: {shown}");
             ExitCode::SUCCESS
         }
-        Err(why) => fatal(format!("the mail system did not start: {why} (see {log})")),
+        Err(why) => fatal(format!(
+            "the mail system did not start: {why} (see {shown})"
+        )),
     }
 }
 
-/// Where the background daemon's output goes: `maillog_file`, which must
-/// be a file (there is no terminal to write to).
-fn log_file(config: &Config) -> Result<String, String> {
+/// Where the background daemon's output goes: `maillog_file` (a file:
+/// there is no terminal to write to), or nowhere (`None`) when it is empty
+/// and the daemon logs through syslog or journald.
+fn log_file(config: &Config) -> Result<Option<String>, String> {
     let file = config.get("maillog_file").map_err(|e| e.to_string())?;
-    if file.is_empty() || file.starts_with("/dev/") {
+    let destination = config
+        .get("corepost_log_destination")
+        .map_err(|e| e.to_string())?;
+    if file.starts_with("/dev/") || (file.is_empty() && destination == "stderr") {
         return Err(format!(
-            "maillog_file = {file:?}: `corepost start` runs the daemon in the background and needs a log file (e.g. `corepost config -e maillog_file=/var/log/corepost.log`), or use `corepost run`"
+            "maillog_file = {file:?}, corepost_log_destination = {destination}: `corepost start` runs the daemon in the background and needs a log file (e.g. `corepost config -e maillog_file=/var/log/corepost.log`) or syslog (an empty maillog_file), or use `corepost run`"
         ));
     }
-    Ok(file)
+    Ok((!file.is_empty()).then_some(file))
 }
 
 fn random_suffix() -> String {
@@ -83,13 +93,17 @@ fn notify_socket(name: &str) -> std::io::Result<UnixDatagram> {
 }
 
 /// `corepost run` (this same binary) in a new session, stdin from
-/// /dev/null, stdout and stderr appended to the log.
-fn spawn(args: &DaemonArgs, log: &str, notify: &str) -> std::io::Result<Child> {
-    let out = std::fs::OpenOptions::new()
-        .append(true)
-        .create(true)
-        .open(log)
-        .map_err(|e| std::io::Error::new(e.kind(), format!("{log}: {e}")))?;
+/// /dev/null, stdout and stderr appended to the log (or /dev/null: the
+/// daemon then logs through syslog).
+fn spawn(args: &DaemonArgs, log: Option<&str>, notify: &str) -> std::io::Result<Child> {
+    let out = match log {
+        Some(log) => std::fs::OpenOptions::new()
+            .append(true)
+            .create(true)
+            .open(log)
+            .map_err(|e| std::io::Error::new(e.kind(), format!("{log}: {e}")))?,
+        None => std::fs::OpenOptions::new().write(true).open("/dev/null")?,
+    };
     let exe = std::env::current_exe()?;
     let mut command = Command::new(exe);
     command.arg("run");
