@@ -9,6 +9,7 @@ pub mod bounce;
 pub mod cli;
 pub mod control;
 pub mod delivery;
+pub mod dkim;
 pub mod dns;
 pub mod log;
 pub mod pickup;
