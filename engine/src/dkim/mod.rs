@@ -247,7 +247,8 @@ fn fold_tags(tags: &[String]) -> Vec<u8> {
     let mut out = b"DKIM-Signature: ".to_vec();
     let mut column = out.len();
     let mut push = |word: &str, out: &mut Vec<u8>, sep: &str| {
-        if column + sep.len() + word.len() > 78 && column > 1 {
+        // 77: room for the `;` that ends the line.
+        if column + sep.len() + word.len() > 77 && column > 1 {
             out.extend_from_slice(sep.trim_end().as_bytes());
             out.extend_from_slice(b"\r\n\t");
             column = 8;

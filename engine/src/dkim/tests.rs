@@ -72,7 +72,12 @@ fn signs_once_with_the_selected_key_and_names_the_headers() {
         })
     );
     let text = String::from_utf8(content).expect("utf8");
-    assert!(text.starts_with("DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=example.com; s=sel;"), "{text}");
+    assert!(
+        text.starts_with(
+            "DKIM-Signature: v=1; a=ed25519-sha256; c=relaxed/relaxed; d=example.com;\r\n\ts=sel; t=1700000000; h=from:to:subject:from;"
+        ),
+        "{text}"
+    );
     assert!(text.contains("h=from:to:subject:from;"), "{text}");
     assert!(text.ends_with("\r\nReceived: from x\r\n\tby y\r\nFrom: Alice <alice@example.com>\r\nTo: b@example.net\r\nSubject: hi\r\n\r\nbody\r\n"), "{text}");
     for line in text.lines() {
@@ -128,6 +133,7 @@ fn refuses_bad_tables_and_keys_naming_file_and_line() {
         e.contains(&format!("{}, line 2:", s.path("signing.table"))) && e.contains("nokey"),
         "{e}"
     );
+    let s = Setup::new("ed example.com:sel:DIR/ed.pem\n", "*@example.com ed\n");
     let e = s
         .signer(&[("corepost_dkim_key_table", "hash:/etc/x")])
         .expect_err("not a flat file");
