@@ -115,9 +115,15 @@ impl DkimSigner {
         authenticated || self.internal_hosts.contains(addr)
     }
 
-    /// The key files, for the check that `mail_owner` can read them.
-    pub fn key_files(&self) -> impl Iterator<Item = &std::path::Path> {
-        self.keys.files()
+    /// Every key file must stay readable once the daemon runs as
+    /// `uid`/`gid` (`mail_owner`): a reload reads them again.
+    pub fn check_key_access(&self, uid: u32, gid: u32) -> Result<(), String> {
+        for file in self.keys.files() {
+            key::readable_by(file, uid, gid).map_err(|e| {
+                format!("corepost_dkim_key_table: key {}: {e}", file.display())
+            })?;
+        }
+        Ok(())
     }
 
     /// Signs `content` (header section and body as queued) when the
@@ -196,6 +202,43 @@ impl DkimSigner {
         names.extend(self.oversign_headers.iter().cloned());
         names
     }
+}
+
+/// What `corepost check` says about the signers of smtpd and pickup:
+/// errors (a key `mail_owner` could not read after the daemon gives up
+/// root) and warnings (settings that break signatures on output).
+pub fn check(config: &corepost_config::Config, signers: &[Arc<DkimSigner>]) -> (Vec<String>, Vec<String>) {
+    let (mut errors, mut warnings) = (Vec::new(), Vec::new());
+    if signers.is_empty() {
+        return (errors, warnings);
+    }
+    if let Some((uid, gid)) = daemon_account(config) {
+        for e in signers.iter().filter_map(|s| s.check_key_access(uid, gid).err()) {
+            if !errors.contains(&e) {
+                errors.push(e); // services often share the tables
+            }
+        }
+    }
+    if config.get("smtp_generic_maps").is_ok_and(|v| !v.trim().is_empty()) {
+        warnings.push("DKIM signing with smtp_generic_maps: header addresses rewritten on output invalidate the signatures made at reception".into());
+    }
+    (errors, warnings)
+}
+
+/// `mail_owner`'s uid and gid when the daemon, started by this (root)
+/// user, would give up root to it.
+fn daemon_account(config: &corepost_config::Config) -> Option<(u32, u32)> {
+    // SAFETY: geteuid has no preconditions.
+    if unsafe { libc::geteuid() } != 0 {
+        return None; // the daemon runs as this user, who just read the keys
+    }
+    let owner = config.get("mail_owner").ok()?;
+    let table = corepost_config::tables::open_table("unix:passwd.byname").ok()?;
+    let entry = table.lookup(&owner).ok()??;
+    let mut fields = entry.split(':').skip(2);
+    let uid: u32 = fields.next()?.parse().ok()?;
+    let gid: u32 = fields.next()?.parse().ok()?;
+    (uid != 0).then_some((uid, gid))
 }
 
 /// The fields a verifier hashes for `h=` (RFC 6376 5.4.2): for each name,

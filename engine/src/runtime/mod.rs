@@ -182,6 +182,10 @@ fn run_with_log(
     let per_core = std::mem::take(&mut prepared.per_core);
     listeners.commit(prepared);
     if let Some(owner) = listen::mail_owner(&config, &log, &master)? {
+        let signers = services.values().filter_map(|s| s.settings.dkim.as_ref());
+        for signer in signers.chain(pickup.as_ref().and_then(|p| p.dkim.as_ref())) {
+            signer.check_key_access(owner.1, owner.2)?;
+        }
         // Local, virtual and pipe act as the recipient: a helper process
         // keeps root for them (Postfix's privilege separation).
         crate::delivery::helper::start(
