@@ -320,6 +320,46 @@ fn only_internal_clients_and_listed_domains_are_signed() {
 }
 
 #[test]
+fn authenticated_clients_are_signed() {
+    let sink = Sink::start();
+    let tmp = tempfile::tempdir().expect("tmp");
+    let keys = make_keys(tmp.path());
+    let d = Daemon::start(&signing_config(
+        &sink,
+        &keys,
+        "corepost_dkim_internal_hosts = 10.0.0.0/8\nsmtpd_sasl_auth_enable = yes\nsmtpd_tls_auth_only = no\n",
+    ));
+    let mut child = Command::new(corepost_bin())
+        .args(["passwd", "-c", &d.config_dir(), "add", "alice"])
+        .stdin(std::process::Stdio::piped())
+        .spawn()
+        .expect("corepost passwd");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(b"secret\n")
+        .expect("password");
+    assert!(child.wait().expect("wait").success());
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.test");
+    let auth = c.cmd("AUTH PLAIN AGFsaWNlAHNlY3JldA==");
+    assert!(auth.starts_with("235"), "{auth}");
+    assert!(c.cmd("MAIL FROM:<bulk@rsa.example>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<x@remote.example>").starts_with("250"));
+    assert!(c.cmd("DATA").starts_with("354"));
+    c.send(b"From: bulk@rsa.example\r\nSubject: authenticated\r\n\r\nbody\r\n.\r\n");
+    assert!(c.reply().starts_with("250"));
+    c.cmd("QUIT");
+    let got = sink.wait_for(1, 20);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    let content = &got.messages[0].2;
+    assert_eq!(signatures(content).len(), 1, "{}", String::from_utf8_lossy(content));
+    assert!(python_dkim_verifies(content, &keys, tmp.path()));
+}
+
+#[test]
 fn local_submission_is_signed() {
     let sink = Sink::start();
     let tmp = tempfile::tempdir().expect("tmp");
