@@ -21,7 +21,10 @@ struct Keys {
 }
 
 fn openssl(args: &[&str]) -> Vec<u8> {
-    let out = Command::new("openssl").args(args).output().expect("openssl");
+    let out = Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
     assert!(out.status.success(), "openssl {args:?}: {out:?}");
     out.stdout
 }
@@ -36,7 +39,13 @@ fn make_keys(dir: &Path) -> Keys {
     let ed = dir.join("ed.pem");
     let (rsa_s, ed_s) = (rsa.display().to_string(), ed.display().to_string());
     openssl(&[
-        "genpkey", "-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048", "-out", &rsa_s,
+        "genpkey",
+        "-algorithm",
+        "RSA",
+        "-pkeyopt",
+        "rsa_keygen_bits:2048",
+        "-out",
+        &rsa_s,
     ]);
     openssl(&["genpkey", "-algorithm", "ed25519", "-out", &ed_s]);
     let rsa_pub = openssl(&["pkey", "-in", &rsa_s, "-pubout", "-outform", "DER"]);
@@ -176,7 +185,9 @@ fn rsa_and_ed25519_signatures_verify_with_python_dkim_and_opendkim() {
         d.port,
         "bulk@rsa.example",
         &["x@remote.example"],
-        &format!("From: Bulk <bulk@rsa.example>\r\nTo: x@remote.example\r\nSubject: rsa\r\n\r\n{body}"),
+        &format!(
+            "From: Bulk <bulk@rsa.example>\r\nTo: x@remote.example\r\nSubject: rsa\r\n\r\n{body}"
+        ),
     );
     submit(
         d.port,
@@ -207,8 +218,9 @@ fn rsa_and_ed25519_signatures_verify_with_python_dkim_and_opendkim() {
         assert_eq!(opendkim_result(text.as_bytes(), &keys, tmp.path()), "fail");
     }
     assert!(
-        d.log()
-            .contains(&format!("{rsa_id}: DKIM-Signature field added (s=sel, d=rsa.example)")),
+        d.log().contains(&format!(
+            "{rsa_id}: DKIM-Signature field added (s=sel, d=rsa.example)"
+        )),
         "{}",
         d.log()
     );
@@ -279,7 +291,11 @@ fn a_retry_sends_the_same_single_signature() {
     let first = &got.deferred[0];
     let second = &got.messages[0].2;
     assert_eq!(signatures(first).len(), 1);
-    assert_eq!(signatures(second), signatures(first), "signed once, at reception");
+    assert_eq!(
+        signatures(second),
+        signatures(first),
+        "signed once, at reception"
+    );
     assert_eq!(first, second, "every attempt sends the same bytes");
     assert!(python_dkim_verifies(second, &keys, tmp.path()));
 }
@@ -355,7 +371,12 @@ fn authenticated_clients_are_signed() {
     let got = sink.wait_for(1, 20);
     assert_eq!(got.messages.len(), 1, "{}", d.log());
     let content = &got.messages[0].2;
-    assert_eq!(signatures(content).len(), 1, "{}", String::from_utf8_lossy(content));
+    assert_eq!(
+        signatures(content).len(),
+        1,
+        "{}",
+        String::from_utf8_lossy(content)
+    );
     assert!(python_dkim_verifies(content, &keys, tmp.path()));
 }
 
@@ -417,8 +438,11 @@ fn check_refuses_a_bad_key_table_line_and_an_unreadable_key() {
             ),
         )
         .expect("main.cf");
-        std::fs::write(tmp.path().join("master.cf"), "127.0.0.1:2525 inet n - n - - smtpd\n")
-            .expect("master.cf");
+        std::fs::write(
+            tmp.path().join("master.cf"),
+            "127.0.0.1:2525 inet n - n - - smtpd\n",
+        )
+        .expect("master.cf");
     };
     write_config("");
     let dir = tmp.path().display().to_string();

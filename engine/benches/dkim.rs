@@ -58,7 +58,10 @@ fn bench_sign(c: &mut Criterion) {
     let signers = [
         (
             "rsa2048",
-            signer(&rsa_dir, &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"]),
+            signer(
+                &rsa_dir,
+                &["-algorithm", "RSA", "-pkeyopt", "rsa_keygen_bits:2048"],
+            ),
         ),
         ("ed25519", signer(&ed_dir, &["-algorithm", "ed25519"])),
     ];

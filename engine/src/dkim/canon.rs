@@ -58,7 +58,8 @@ pub fn split_message(content: &[u8]) -> (Vec<Field<'_>>, usize) {
     let mut pos = 0;
     let mut field_start = 0;
     while pos < content.len() {
-        let line_end = memchr::memchr(b'\n', &content[pos..]).map_or(content.len(), |i| pos + i + 1);
+        let line_end =
+            memchr::memchr(b'\n', &content[pos..]).map_or(content.len(), |i| pos + i + 1);
         let line = &content[pos..line_end];
         if line == b"\r\n" || line == b"\n" {
             return (fields, line_end);

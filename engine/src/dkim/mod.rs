@@ -77,7 +77,9 @@ impl DkimSigner {
         let signing_spec = text("corepost_dkim_signing_table")?;
         let key_spec = text("corepost_dkim_key_table")?;
         if signing_spec.trim().is_empty()
-            || list("receive_override_options")?.iter().any(|o| o == "no_milters")
+            || list("receive_override_options")?
+                .iter()
+                .any(|o| o == "no_milters")
         {
             return Ok(None);
         }
@@ -119,9 +121,8 @@ impl DkimSigner {
     /// `uid`/`gid` (`mail_owner`): a reload reads them again.
     pub fn check_key_access(&self, uid: u32, gid: u32) -> Result<(), String> {
         for file in self.keys.files() {
-            key::readable_by(file, uid, gid).map_err(|e| {
-                format!("corepost_dkim_key_table: key {}: {e}", file.display())
-            })?;
+            key::readable_by(file, uid, gid)
+                .map_err(|e| format!("corepost_dkim_key_table: key {}: {e}", file.display()))?;
         }
         Ok(())
     }
@@ -162,11 +163,7 @@ impl DkimSigner {
         let mut tags = vec![
             "v=1".to_string(),
             format!("a={}", entry.key.algorithm()),
-            format!(
-                "c={}/{}",
-                self.header_canon.name(),
-                self.body_canon.name()
-            ),
+            format!("c={}/{}", self.header_canon.name(), self.body_canon.name()),
             format!("d={d}"),
             format!("s={}", entry.selector),
             format!("t={now}"),
@@ -207,19 +204,28 @@ impl DkimSigner {
 /// What `corepost check` says about the signers of smtpd and pickup:
 /// errors (a key `mail_owner` could not read after the daemon gives up
 /// root) and warnings (settings that break signatures on output).
-pub fn check(config: &corepost_config::Config, signers: &[Arc<DkimSigner>]) -> (Vec<String>, Vec<String>) {
+pub fn check(
+    config: &corepost_config::Config,
+    signers: &[Arc<DkimSigner>],
+) -> (Vec<String>, Vec<String>) {
     let (mut errors, mut warnings) = (Vec::new(), Vec::new());
     if signers.is_empty() {
         return (errors, warnings);
     }
     if let Some((uid, gid)) = daemon_account(config) {
-        for e in signers.iter().filter_map(|s| s.check_key_access(uid, gid).err()) {
+        for e in signers
+            .iter()
+            .filter_map(|s| s.check_key_access(uid, gid).err())
+        {
             if !errors.contains(&e) {
                 errors.push(e); // services often share the tables
             }
         }
     }
-    if config.get("smtp_generic_maps").is_ok_and(|v| !v.trim().is_empty()) {
+    if config
+        .get("smtp_generic_maps")
+        .is_ok_and(|v| !v.trim().is_empty())
+    {
         warnings.push("DKIM signing with smtp_generic_maps: header addresses rewritten on output invalidate the signatures made at reception".into());
     }
     (errors, warnings)
@@ -260,7 +266,9 @@ fn select_fields<'a>(fields: &[canon::Field<'a>], names: &[String]) -> Vec<&'a [
 
 /// The first address of the (first) From: field, as (user, domain).
 fn from_address(fields: &[canon::Field<'_>]) -> Option<(String, String)> {
-    let field = fields.iter().find(|f| f.name.eq_ignore_ascii_case("from"))?;
+    let field = fields
+        .iter()
+        .find(|f| f.name.eq_ignore_ascii_case("from"))?;
     let raw = String::from_utf8_lossy(field.raw);
     let value = raw.split_once(':')?.1.replace(['\r', '\n'], "");
     let (start, end) = *crate::rewrite::headers::address_spans(&value).first()?;
@@ -309,7 +317,11 @@ fn fold_tags(tags: &[String]) -> Vec<u8> {
         match tag.strip_prefix("h=") {
             Some(names) => {
                 let mut parts = names.split(':');
-                push(&format!("h={}", parts.next().unwrap_or_default()), &mut out, sep);
+                push(
+                    &format!("h={}", parts.next().unwrap_or_default()),
+                    &mut out,
+                    sep,
+                );
                 for part in parts {
                     push(part, &mut out, ":");
                 }
@@ -322,10 +334,7 @@ fn fold_tags(tags: &[String]) -> Vec<u8> {
 
 /// Appends the `b=` value, folded in lines of at most 72 characters.
 fn fold_base64(field: &mut Vec<u8>, value: &str) {
-    let last_line = field
-        .rsplit(|&b| b == b'\n')
-        .next()
-        .map_or(0, <[u8]>::len);
+    let last_line = field.rsplit(|&b| b == b'\n').next().map_or(0, <[u8]>::len);
     let mut room = 78usize.saturating_sub(last_line + 7).max(1);
     let mut rest = value;
     while !rest.is_empty() {

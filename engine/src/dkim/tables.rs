@@ -90,22 +90,19 @@ impl KeyTable {
             let (Some(domain), Some(selector), Some(key)) =
                 (fields.next(), fields.next(), fields.next())
             else {
-                return Err(at(format!(
-                    "\"{value}\": expected domain:selector:keyfile"
-                )));
+                return Err(at(format!("\"{value}\": expected domain:selector:keyfile")));
             };
             let (domain, selector, key) = (domain.trim(), selector.trim(), key.trim());
             if domain.is_empty() || selector.is_empty() || key.is_empty() {
-                return Err(at(format!(
-                    "\"{value}\": expected domain:selector:keyfile"
-                )));
+                return Err(at(format!("\"{value}\": expected domain:selector:keyfile")));
             }
-            let (key, file) = if key.starts_with('/') || key.starts_with("./") || key.starts_with("../") {
-                let file = PathBuf::from(key);
-                (SigningKey::from_file(&file).map_err(at)?, Some(file))
-            } else {
-                (SigningKey::from_text(key.as_bytes()).map_err(at)?, None)
-            };
+            let (key, file) =
+                if key.starts_with('/') || key.starts_with("./") || key.starts_with("../") {
+                    let file = PathBuf::from(key);
+                    (SigningKey::from_file(&file).map_err(at)?, Some(file))
+                } else {
+                    (SigningKey::from_text(key.as_bytes()).map_err(at)?, None)
+                };
             entries.push(KeyEntry {
                 name: name.to_ascii_lowercase(),
                 domain: domain.to_ascii_lowercase(),

@@ -107,9 +107,12 @@ fn off_without_a_table_or_with_no_milters() {
             .is_none()
     );
     assert!(
-        s.signer(&[("receive_override_options", "no_header_body_checks, no_milters")])
-            .expect("load")
-            .is_none()
+        s.signer(&[(
+            "receive_override_options",
+            "no_header_body_checks, no_milters"
+        )])
+        .expect("load")
+        .is_none()
     );
 }
 
@@ -120,11 +123,17 @@ fn refuses_bad_tables_and_keys_naming_file_and_line() {
         "*@example.com ed\n",
     );
     let e = s.signer(&[]).expect_err("bad key table");
-    assert!(e.contains(&format!("{}, line 3:", s.path("key.table"))), "{e}");
+    assert!(
+        e.contains(&format!("{}, line 3:", s.path("key.table"))),
+        "{e}"
+    );
     let s = Setup::new("ed example.com:sel:DIR/missing.pem\n", "*@example.com ed\n");
     let e = s.signer(&[]).expect_err("missing key");
     assert!(e.contains("line 1") && e.contains("missing.pem"), "{e}");
-    let s = Setup::new("ed example.com:sel:DIR/signing.table\n", "*@example.com ed\n");
+    let s = Setup::new(
+        "ed example.com:sel:DIR/signing.table\n",
+        "*@example.com ed\n",
+    );
     let e = s.signer(&[]).expect_err("not a key");
     assert!(e.contains("not a PEM") || e.contains("not a usable"), "{e}");
     let s = Setup::new("ed example.com:sel:DIR/ed.pem\n", "\n*@example.com nokey\n");

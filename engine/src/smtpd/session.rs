@@ -1438,7 +1438,11 @@ impl Session {
                     self.counters.count(verb, false);
                     // Postfix's reply when a milter fails temporarily.
                     return self
-                        .error(Reply::new(451, "4.7.1", "Service unavailable - try again later"))
+                        .error(Reply::new(
+                            451,
+                            "4.7.1",
+                            "Service unavailable - try again later",
+                        ))
                         .await;
                 }
             }
