@@ -122,7 +122,7 @@ impl DkimSigner {
     pub fn check_key_access(&self, uid: u32, gid: u32) -> Result<(), String> {
         for file in self.keys.files() {
             key::readable_by(file, uid, gid)
-                .map_err(|e| format!("corepost_dkim_key_table: key {}: {e}", file.display()))?;
+                .map_err(|e| format!("corepost_dkim_key_table: key {e}"))?;
         }
         Ok(())
     }

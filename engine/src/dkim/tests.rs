@@ -188,3 +188,59 @@ fn verifier_selects_fields_bottom_up() {
     let picked = select_fields(&fields, &names);
     assert_eq!(picked, [&b"To: 2\r\n"[..], b"From: f\r\n", b"To: 1\r\n"]);
 }
+
+/// `openssl` with these arguments; its stdout.
+fn openssl(args: &[&str]) -> Vec<u8> {
+    let out = std::process::Command::new("openssl")
+        .args(args)
+        .output()
+        .expect("openssl");
+    assert!(out.status.success(), "openssl {args:?}");
+    out.stdout
+}
+
+#[test]
+fn rsa_keys_in_pkcs1_pkcs8_and_inline_der_forms() {
+    let pkcs1 = openssl(&["genrsa", "-traditional", "2048"]);
+    assert!(pkcs1.starts_with(b"-----BEGIN RSA PRIVATE KEY-----"));
+    let dir = tempfile::tempdir().expect("tmp");
+    let pem = dir.path().join("k.pem");
+    std::fs::write(&pem, &pkcs1).expect("write");
+    let pem_s = pem.display().to_string();
+    let pkcs8 = openssl(&["pkcs8", "-topk8", "-nocrypt", "-in", &pem_s]);
+    let der = openssl(&[
+        "pkcs8", "-topk8", "-nocrypt", "-in", &pem_s, "-outform", "DER",
+    ]);
+    for text in [pkcs1.clone(), pkcs8, b64(&der).into_bytes()] {
+        let key = key::SigningKey::from_text(&text).expect("load");
+        assert_eq!(key.algorithm(), "rsa-sha256");
+        let sig = key.sign(b"data").expect("sign");
+        let public = base64::engine::general_purpose::STANDARD
+            .decode(key.public_base64())
+            .expect("b64");
+        ring::signature::UnparsedPublicKey::new(
+            &ring::signature::RSA_PKCS1_2048_8192_SHA256,
+            public,
+        )
+        .verify(b"data", &sig)
+        .expect("verifies");
+    }
+    let encrypted =
+        b"-----BEGIN ENCRYPTED PRIVATE KEY-----\nAAAA\n-----END ENCRYPTED PRIVATE KEY-----\n";
+    let e = key::SigningKey::from_text(encrypted).expect_err("encrypted");
+    assert!(e.contains("not an unencrypted private key"), "{e}");
+}
+
+#[test]
+fn ed25519_signs_the_sha256_digest() {
+    let key = key::SigningKey::from_text(ed25519_pem().as_bytes()).expect("load");
+    assert_eq!(key.algorithm(), "ed25519-sha256");
+    let sig = key.sign(b"data").expect("sign");
+    let public = base64::engine::general_purpose::STANDARD
+        .decode(key.public_base64())
+        .expect("b64");
+    let digest = ring::digest::digest(&ring::digest::SHA256, b"data");
+    ring::signature::UnparsedPublicKey::new(&ring::signature::ED25519, public)
+        .verify(digest.as_ref(), &sig)
+        .expect("RFC 8463: Ed25519 over the SHA-256 hash");
+}
