@@ -142,6 +142,7 @@ pub fn body(canon: Canon, body: &[u8], mut sink: impl FnMut(&[u8])) {
     for line in lines(body) {
         let line: &[u8] = match canon {
             Canon::Simple => line,
+            Canon::Relaxed if is_relaxed(line) => line,
             Canon::Relaxed => {
                 relaxed_line(line, &mut scratch);
                 &scratch
@@ -163,6 +164,14 @@ pub fn body(canon: Canon, body: &[u8], mut sink: impl FnMut(&[u8])) {
     if !any && canon == Canon::Simple {
         sink(b"\r\n");
     }
+}
+
+/// Whether relaxed canonicalization leaves `line` as it is (most lines:
+/// no tab, no two spaces in a row, no space at the end).
+fn is_relaxed(line: &[u8]) -> bool {
+    line.last() != Some(&b' ')
+        && memchr::memchr(b'\t', line).is_none()
+        && memchr::memmem::find(line, b"  ").is_none()
 }
 
 /// Runs of WSP as one SP, none at the end of the line.
@@ -265,6 +274,15 @@ mod tests {
                 header_text(Canon::Simple, f.raw);
             }
             body_text(Canon::Relaxed, &text[start..]);
+        }
+
+        #[test]
+        fn the_fast_path_changes_nothing(line in proptest::collection::vec(proptest::sample::select(vec![b' ', b'\t', b'a', b'\r']), 0..40)) {
+            let mut out = Vec::new();
+            relaxed_line(&line, &mut out);
+            if is_relaxed(&line) {
+                proptest::prop_assert_eq!(out, line);
+            }
         }
     }
 }
