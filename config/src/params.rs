@@ -454,6 +454,19 @@ pub static PARAMS: &[ParamDef] = &[
         .corepost(),
     p("corepost_smtp_mta_sts_https_port", Int, "443", "TCP port of MTA-STS policy fetches (https://mta-sts.<domain>/.well-known/mta-sts.txt); RFC 8461 says 443, other values are for test setups.")
         .corepost(),
+    // --- DKIM signing (OpenDKIM's KeyTable/SigningTable model) -------------
+    p("corepost_dkim_signing_table", Text, "", "DKIM signing (OpenDKIM's SigningTable): which key signs mail by its From: address. refile:/path holds `pattern keyname [signer]` lines (`*` wildcards, file order); file:/path, a bare path or any lookup table (hash:, texthash:, inline:, ...) is asked user@host, host, user@.parent, .parent, user@*, * in turn. A key name of % is the From: domain; % in the signer (i=) too. Mail is signed once, at reception, from corepost_dkim_internal_hosts, SASL-authenticated clients and local submission; empty turns signing off. Output rewriting (smtp_generic_maps), the 8BITMIME downgrade and smtp_line_length_limit folding break signatures as they do OpenDKIM's.")
+        .corepost(),
+    p("corepost_dkim_key_table", Text, "", "DKIM keys (OpenDKIM's KeyTable): file:/path, refile:/path or /path with lines `keyname domain:selector:keyfile` (domain % = the From: domain; keyfile a PEM file of an RSA 2048-4096 bit or Ed25519 key, or the key itself). Every key is loaded at start and reload and must be readable by mail_owner.")
+        .corepost(),
+    p("corepost_dkim_canonicalization", Text, "relaxed/relaxed", "DKIM canonicalization as header/body, each simple or relaxed (OpenDKIM's Canonicalization; one word means header/simple).")
+        .corepost(),
+    p("corepost_dkim_signed_headers", List, "from, reply-to, subject, date, to, cc, resent-date, resent-from, resent-sender, resent-to, resent-cc, in-reply-to, references, list-id, list-help, list-unsubscribe, list-subscribe, list-post, list-owner, list-archive", "Header fields a DKIM signature covers, each instance present (OpenDKIM's SignHeaders default, RFC 6376 section 5.4.1); From is always signed.")
+        .corepost(),
+    p("corepost_dkim_oversign_headers", List, "from", "Header fields listed once more in h= than present, so none can be added after signing (OpenDKIM's OversignHeaders, as Debian's opendkim.conf sets it).")
+        .corepost(),
+    p("corepost_dkim_internal_hosts", Text, "$mynetworks", "Clients whose mail is DKIM-signed (OpenDKIM's InternalHosts), in mynetworks syntax; SASL-authenticated clients and local submission are signed too.")
+        .corepost(),
 ];
 
 /// Per-transport forms of the scheduling parameters (see

@@ -11,6 +11,7 @@ pub mod cluster;
 pub mod context;
 pub mod control;
 pub mod delivery;
+pub mod dkim;
 pub mod dns;
 pub mod events;
 pub mod log;

@@ -405,6 +405,9 @@ pub struct SinkLog {
     /// counting when QUIT arrives (before the 221 goes out) or at EOF.
     pub open: usize,
     pub max_open: usize,
+    /// The content of each transaction answered 451 at the end of data
+    /// (see [`SinkOptions::defer_data`]).
+    pub deferred: Vec<Vec<u8>>,
 }
 
 /// Counts a sink connection as open until closed or dropped.
@@ -452,6 +455,9 @@ pub struct SinkOptions {
     pub max_line: Option<usize>,
     /// Time taken before answering each end of data.
     pub delay: std::time::Duration,
+    /// Answer the end of data of this many first transactions with 451
+    /// (a next hop that defers after reading the message).
+    pub defer_data: usize,
 }
 
 impl Default for SinkOptions {
@@ -460,6 +466,7 @@ impl Default for SinkOptions {
             eightbitmime: true,
             max_line: None,
             delay: std::time::Duration::ZERO,
+            defer_data: 0,
         }
     }
 }
@@ -617,8 +624,17 @@ fn sink_session(
                     content.extend_from_slice(body);
                 }
                 std::thread::sleep(options.delay);
+                let defer = log.lock().is_ok_and(|mut lg| {
+                    let defer = lg.deferred.len() < options.defer_data;
+                    if defer {
+                        lg.deferred.push(content.clone());
+                    }
+                    defer
+                });
                 if too_long {
                     "500 5.5.0 line too long\r\n".into()
+                } else if defer {
+                    "451 4.3.0 try again later\r\n".into()
                 } else {
                     if let Ok(mut lg) = log.lock() {
                         lg.messages.push((from.clone(), rcpts.clone(), content));

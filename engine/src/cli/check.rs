@@ -42,6 +42,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
                 &config, &owner,
             ));
     }
+    let mut signers = Vec::new();
     // What only the engine can check: each smtpd service's settings as
     // `corepost run` resolves them (TLS certificates, SASL back end, ...).
     if report.is_ok() {
@@ -51,6 +52,7 @@ pub fn run(args: CheckArgs) -> ExitCode {
         {
             match crate::smtpd::settings::SmtpdSettings::from_service(&service) {
                 Ok(settings) => {
+                    signers.extend(settings.dkim.clone());
                     if let Some(p) = &settings.tls.problem {
                         report.warnings.push(format!(
                             "service {}: TLS is not available: {p}",
@@ -85,10 +87,11 @@ pub fn run(args: CheckArgs) -> ExitCode {
     {
         report.errors.push(e);
     }
-    if report.is_ok()
-        && let Err(e) = crate::pickup::PickupSettings::from_config(&config)
-    {
-        report.errors.push(format!("service pickup: {e}"));
+    if report.is_ok() {
+        match crate::pickup::PickupSettings::from_config(&config) {
+            Ok(pickup) => signers.extend(pickup.and_then(|p| p.dkim)),
+            Err(e) => report.errors.push(format!("service pickup: {e}")),
+        }
     }
     // The log and event outputs as `corepost run` opens them.
     if report.is_ok()
@@ -97,6 +100,9 @@ pub fn run(args: CheckArgs) -> ExitCode {
     {
         report.errors.push(e);
     }
+    let (errors, warnings) = crate::dkim::check(&config, &signers);
+    report.errors.extend(errors);
+    report.warnings.extend(warnings);
     for w in &report.warnings {
         warning(w);
     }

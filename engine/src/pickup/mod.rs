@@ -59,6 +59,8 @@ pub struct PickupSettings {
     /// Where mail to the null address goes (Postfix's cleanup replaces an
     /// empty recipient with it before qualifying).
     pub empty_address_recipient: String,
+    /// DKIM signing of local submissions (`corepost_dkim_signing_table`).
+    pub dkim: Option<Arc<crate::dkim::DkimSigner>>,
 }
 
 impl PickupSettings {
@@ -92,6 +94,7 @@ impl PickupSettings {
                 .map_err(|e| format!("parameter content_filter: {e}"))?,
             default_filter_nexthop: text("default_filter_nexthop")?,
             empty_address_recipient: text("empty_address_recipient")?,
+            dkim: crate::dkim::DkimSigner::from_params(&|n| s.get(n))?,
         }))
     }
 
@@ -128,6 +131,8 @@ pub struct Prepared {
     pub envelope: Envelope,
     pub content: Vec<u8>,
     pub message_id: String,
+    /// The DKIM signature added, for the log.
+    pub dkim: Option<crate::dkim::Signed>,
 }
 
 /// Turn a submission from user `uid` into the envelope and content to
@@ -234,6 +239,13 @@ pub fn prepare(
             content.len()
         )));
     }
+    // Signed once, here, like OpenDKIM on Postfix's non_smtpd_milters.
+    let dkim = match &s.dkim {
+        Some(signer) => signer
+            .sign(&mut content, now_micros / 1_000_000)
+            .map_err(|e| Refusal::Temporary(format!("DKIM signing: {e}")))?,
+        None => None,
+    };
     let eight_bit = !content.is_ascii();
     let smtputf8 = !sender.is_ascii() || recipients.iter().any(|r| !r.address.is_ascii());
     let mut envelope = Envelope {
@@ -264,6 +276,7 @@ pub fn prepare(
         envelope,
         content,
         message_id,
+        dkim,
     })
 }
 
@@ -460,6 +473,10 @@ async fn pass(
                     &format!("{id}: message-id={}", prepared.message_id),
                 );
                 crate::events::reception(&s.program, &prepared.envelope, prepared.content.len());
+                if let Some(signed) = &prepared.dkim {
+                    ctx.log
+                        .line("corepost/cleanup", &format!("{id}: {}", signed.log_text()));
+                }
                 last_lsn = Some(a.lsn);
                 queued.push((path, id));
             }

@@ -150,6 +150,10 @@ fn run_with_log(
         }
         log.hand_over(owner.1, owner.2)?;
         crate::events::hand_over(owner.1, owner.2)?;
+        let signers = services.values().filter_map(|s| s.settings.dkim.as_ref());
+        for signer in signers.chain(pickup.as_ref().and_then(|p| p.dkim.as_ref())) {
+            signer.check_key_access(owner.1, owner.2)?;
+        }
         // Local, virtual and pipe act as the recipient: a helper process
         // keeps root for them (Postfix's privilege separation).
         crate::delivery::helper::start(

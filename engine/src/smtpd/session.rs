@@ -1454,6 +1454,26 @@ impl Session {
                 }
             }
         }
+        if let Some(signer) = &self.settings.dkim
+            && signer.signs_for_client(self.peer.ip(), self.secure.sasl.is_some())
+        {
+            match signer.sign(&mut content, envelope.arrival / 1_000_000) {
+                Ok(Some(signed)) => cleanup_log(&format!("{queue_id}: {}", signed.log_text())),
+                Ok(None) => {}
+                Err(e) => {
+                    self.log(&format!("warning: {queue_id}: DKIM signing: {e}"));
+                    self.counters.count(verb, false);
+                    // Postfix's reply when a milter fails temporarily.
+                    return self
+                        .error(Reply::new(
+                            451,
+                            "4.7.1",
+                            "Service unavailable - try again later",
+                        ))
+                        .await;
+                }
+            }
+        }
         match self.core.queue(&envelope, &content).await {
             Ok(()) => {
                 let (n, size) = (envelope.recipients.len(), content.len());

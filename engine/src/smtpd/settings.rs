@@ -90,6 +90,8 @@ pub struct SmtpdSettings {
     /// `body_checks` (empty with
     /// `receive_override_options = no_header_body_checks`).
     pub content_checks: ContentChecks,
+    /// DKIM signing at reception (`corepost_dkim_signing_table`).
+    pub dkim: Option<std::sync::Arc<crate::dkim::DkimSigner>>,
 }
 
 impl SmtpdSettings {
@@ -219,6 +221,7 @@ impl SmtpdSettings {
                 &text("inet_protocols")?,
             )?,
             content_checks,
+            dkim: crate::dkim::DkimSigner::from_params(&get)?,
         })
     }
 }
