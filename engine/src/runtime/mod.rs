@@ -52,6 +52,64 @@ struct Shared {
     applied: Vec<AtomicU64>,
 }
 
+impl Shared {
+    fn new(
+        services: services::Services,
+        qmgr: Arc<crate::qmgr::QmgrSettings>,
+        plan: &[listen::Planned],
+        cores: u16,
+    ) -> Arc<Shared> {
+        Arc::new(Shared {
+            stop: AtomicBool::new(false),
+            generation: AtomicU64::new(0),
+            services: Mutex::new(services),
+            qmgr: Mutex::new(qmgr),
+            exited: std::sync::atomic::AtomicUsize::new(0),
+            plan: Mutex::new(plan.to_vec()),
+            opened: (0..cores).map(|_| Mutex::new(Vec::new())).collect(),
+            applied: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+        })
+    }
+}
+
+/// Claim and bind every listening address for every core (before root
+/// is given up); the listeners and each core's sockets.
+fn bind_listeners(
+    config: &Config,
+    cores: u16,
+) -> Result<(services::Listeners, Vec<Vec<listen::Bound>>), String> {
+    let plan = listen::plan(config)?;
+    if plan.is_empty() {
+        return Err("master.cf has no smtpd inet service: nothing to listen on".into());
+    }
+    let mut listeners = services::Listeners::default();
+    let mut prepared = listeners.prepare(plan, usize::from(cores))?;
+    let per_core = std::mem::take(&mut prepared.per_core);
+    listeners.commit(prepared);
+    Ok((listeners, per_core))
+}
+
+/// Postfix's "daemon started" line, and readiness for the service manager.
+fn announce(options: &RunOptions, cores: u16, addresses: &[String], (log, master): (&Log, &str)) {
+    log.line(
+        master,
+        &format!(
+            "daemon started -- version {}, configuration {}, {cores} core{}, listening on {}",
+            env!("CARGO_PKG_VERSION"),
+            options.config_dir.display(),
+            if cores == 1 { "" } else { "s" },
+            addresses.join(" ")
+        ),
+    );
+    notify::ready(&format!("listening on {}", addresses.join(" ")));
+}
+
+/// The maildrop with its modes (see `pickup/maildrop.rs`).
+fn prepare_maildrop(queue_dir: &Path) -> Result<(), String> {
+    crate::pickup::maildrop::prepare(queue_dir)
+        .map_err(|e| format!("maildrop in {}: {e}", queue_dir.display()))
+}
+
 /// Counts a core as exited when its main future ends, however it ends.
 struct ExitGuard(Arc<Shared>);
 
@@ -104,22 +162,10 @@ fn run_with_log(
     let queue_dir = PathBuf::from(config.get("queue_directory").map_err(|e| e.to_string())?);
     std::fs::create_dir_all(&queue_dir)
         .map_err(|e| format!("queue_directory {}: {e}", queue_dir.display()))?;
-    crate::pickup::maildrop::prepare(&queue_dir)
-        .map_err(|e| format!("maildrop in {}: {e}", queue_dir.display()))?;
+    prepare_maildrop(&queue_dir)?;
     let pid = PidLock::acquire(&pid_file(&config)?)?;
     raise_file_limit();
-    let cores = config
-        .get_int("corepost_cores")
-        .map_err(|e| e.to_string())?;
-    let cores = u16::try_from(cores)
-        .ok()
-        .filter(|c| (1..=corepost_spool::queue_id::MAX_CORE).contains(c))
-        .ok_or_else(|| {
-            format!(
-                "corepost_cores = {cores}: expected 1 to {}",
-                corepost_spool::queue_id::MAX_CORE
-            )
-        })?;
+    let cores = configured_cores(&config)?;
     let spool_options = spool_options(&config)?;
     let services = smtpd_services(&config, &services::Services::new())?;
     let qmgr_settings = Arc::new(crate::qmgr::QmgrSettings::from_config(&config)?);
@@ -129,60 +175,92 @@ fn run_with_log(
     let router: crate::control::core::SharedRouter = Arc::new(Mutex::new(Arc::new(
         crate::routing::Router::from_params(&|n| config.get(n))?,
     )));
-    let plan = listen::plan(&config)?;
-    if plan.is_empty() {
-        return Err("master.cf has no smtpd inet service: nothing to listen on".into());
-    }
-    // Claim and bind everything for every core before giving up root.
-    let mut listeners = services::Listeners::default();
     let metrics = metrics_endpoint(&config, cores, &queue_dir)?;
-    let mut prepared = listeners.prepare(plan, usize::from(cores))?;
-    let per_core = std::mem::take(&mut prepared.per_core);
-    listeners.commit(prepared);
+    let (listeners, per_core) = bind_listeners(&config, cores)?;
     if let Some(owner) = listen::mail_owner(&config, &log, &master)? {
-        let reader = corepost_config::owner_access::Owner {
-            name: owner.0.clone(),
-            uid: owner.1,
-            gid: owner.2,
-        };
-        for w in corepost_config::owner_access::unreadable_files(&config, &reader) {
-            log.line(&master, &format!("warning: {w}"));
-        }
-        log.hand_over(owner.1, owner.2)?;
-        crate::events::hand_over(owner.1, owner.2)?;
-        let signers = services.values().filter_map(|s| s.settings.dkim.as_ref());
-        for signer in signers.chain(pickup.as_ref().and_then(|p| p.dkim.as_ref())) {
-            signer.check_key_access(owner.1, owner.2)?;
-        }
-        // Local, virtual and pipe act as the recipient: a helper process
-        // keeps root for them (Postfix's privilege separation).
-        crate::delivery::helper::start(
-            &options.config_dir,
-            &queue_dir,
-            owner.1,
-            owner.2,
-            &log,
-            &master,
-        );
-        listen::drop_privileges(&owner, &queue_dir)?;
+        let dkim = services
+            .values()
+            .filter_map(|s| s.settings.dkim.as_ref())
+            .chain(pickup.as_ref().and_then(|p| p.dkim.as_ref()));
+        give_up_root(options, &config, &owner, dkim, &queue_dir, (&log, &master))?;
     }
     // Again as the owner: a chown may have cleared the set-group-id bit.
-    crate::pickup::maildrop::prepare(&queue_dir)
-        .map_err(|e| format!("maildrop in {}: {e}", queue_dir.display()))?;
+    prepare_maildrop(&queue_dir)?;
     signals::block_signals();
-    let shared = Arc::new(Shared {
-        stop: AtomicBool::new(false),
-        generation: AtomicU64::new(0),
-        services: Mutex::new(services),
-        qmgr: Mutex::new(qmgr_settings),
-        exited: std::sync::atomic::AtomicUsize::new(0),
-        plan: Mutex::new(listeners.plan().to_vec()),
-        opened: (0..cores).map(|_| Mutex::new(Vec::new())).collect(),
-        applied: (0..cores).map(|_| AtomicU64::new(0)).collect(),
-    });
+    let shared = Shared::new(services, qmgr_settings, listeners.plan(), cores);
+    let (control_tx, handles) = start_cores(
+        per_core,
+        CoreInputs {
+            cores,
+            shared: &shared,
+            log: &log,
+            queue_dir: &queue_dir,
+            spool_options: &spool_options,
+            router: &router,
+            pickup: pickup.as_ref(),
+        },
+    )?;
+    if let Some(endpoint) = metrics {
+        endpoint.serve()?;
+    }
+    let addresses: Vec<String> = listeners
+        .plan()
+        .iter()
+        .map(|p| p.address.to_string())
+        .collect();
+    let shown_listeners = Arc::new(Mutex::new(addresses.clone()));
+    let (control, reload_rx) = start_control(
+        options,
+        &control_socket,
+        control_tx,
+        ControlView {
+            cores,
+            listeners: Arc::clone(&shown_listeners),
+            pickup: pickup.is_some(),
+            queue_dir: &queue_dir,
+        },
+        (&log, &master),
+    );
+    announce(options, cores, &addresses, (&log, &master));
+    let mut listeners = signals::Reloadable {
+        listeners,
+        shown: shown_listeners,
+        requests: reload_rx,
+    };
+    signals::signal_loop(&shared, options, &log, &master, &router, &mut listeners);
+    drop(control);
+    for h in handles {
+        let _ = h.join();
+    }
+    drop(pid);
+    log.line(&master, "terminating on signal");
+    Ok(())
+}
+
+/// What every core is started with (besides its own listeners).
+struct CoreInputs<'a> {
+    cores: u16,
+    shared: &'a Arc<Shared>,
+    log: &'a Log,
+    queue_dir: &'a Path,
+    spool_options: &'a SpoolOptions,
+    router: &'a crate::control::core::SharedRouter,
+    pickup: Option<&'a Arc<crate::pickup::PickupSettings>>,
+}
+
+type ControlSenders = Vec<flume::Sender<crate::control::core::CoreRequest>>;
+
+/// One pinned executor per core; returns once every core listens (or the
+/// first one that could not start says why): the cores' control channels
+/// and their thread handles.
+fn start_cores(
+    per_core: Vec<Vec<listen::Bound>>,
+    inputs: CoreInputs<'_>,
+) -> Result<(ControlSenders, Vec<glommio::ExecutorJoinHandle<()>>), String> {
     let cpus = std::thread::available_parallelism().map_or(1, |n| n.get());
     let mut handles = Vec::new();
     let (ready_tx, ready_rx) = std::sync::mpsc::channel::<Result<(), String>>();
+    let cores = inputs.cores;
     let mesh = (cores > 1).then(|| {
         glommio::channels::channel_mesh::MeshBuilder::<crate::qmgr::CoreMsg, _>::full(
             usize::from(cores),
@@ -191,18 +269,18 @@ fn run_with_log(
     });
     let (control_tx, control_rx): (Vec<_>, Vec<_>) = (0..cores).map(|_| flume::unbounded()).unzip();
     for ((core, listeners), control_rx) in per_core.into_iter().enumerate().zip(control_rx) {
-        let pickup = pickup.clone();
+        let pickup = inputs.pickup.cloned();
         let control = crate::control::core::Endpoint {
             requests: control_rx,
-            router: Arc::clone(&router),
+            router: Arc::clone(inputs.router),
             peers: control_tx.clone(),
         };
         let mesh = mesh.clone();
         let core = core as u16;
-        let shared = Arc::clone(&shared);
-        let log = log.clone();
-        let queue_dir = queue_dir.clone();
-        let spool_options = spool_options.clone();
+        let shared = Arc::clone(inputs.shared);
+        let log = inputs.log.clone();
+        let queue_dir = inputs.queue_dir.to_path_buf();
+        let spool_options = inputs.spool_options.clone();
         let ready = ready_tx.clone();
         let handle =
             glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(core as usize % cpus))
@@ -231,36 +309,51 @@ fn run_with_log(
         match ready_rx.recv_timeout(Duration::from_secs(120)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                shared.stop.store(true, Ordering::Release);
+                inputs.shared.stop.store(true, Ordering::Release);
                 return Err(e);
             }
             Err(_) => {
-                shared.stop.store(true, Ordering::Release);
+                inputs.shared.stop.store(true, Ordering::Release);
                 return Err(start_failure::explain(cores));
             }
         }
     }
-    if let Some(endpoint) = metrics {
-        endpoint.serve()?;
-    }
-    let addresses: Vec<String> = listeners
-        .plan()
-        .iter()
-        .map(|p| p.address.to_string())
-        .collect();
-    let shown_listeners = Arc::new(Mutex::new(addresses.clone()));
+    Ok((control_tx, handles))
+}
+
+/// What the control socket shows of the daemon.
+struct ControlView<'a> {
+    cores: u16,
+    listeners: Arc<Mutex<Vec<String>>>,
+    pickup: bool,
+    queue_dir: &'a Path,
+}
+
+/// The control socket (queue administration, status, reload); mail still
+/// flows when it cannot start. Returns it and the reload requests it
+/// forwards to the signal loop.
+fn start_control(
+    options: &RunOptions,
+    control_socket: &Path,
+    control_tx: ControlSenders,
+    view: ControlView<'_>,
+    (log, master): (&Log, &str),
+) -> (
+    Option<crate::control::ControlServer>,
+    flume::Receiver<crate::control::ReloadReply>,
+) {
     // `corepost reload` asks through the control socket and waits for the
     // verdict, which the signal loop sends back.
     let (reload_tx, reload_rx) = flume::unbounded();
     let control = match crate::control::ControlServer::start(
-        &control_socket,
+        control_socket,
         control_tx,
         crate::control::DaemonInfo {
             started: std::time::Instant::now(),
-            cores,
-            listeners: Arc::clone(&shown_listeners),
-            pickup: pickup.is_some(),
-            queue_dir: Some(queue_dir.clone()),
+            cores: view.cores,
+            listeners: view.listeners,
+            pickup: view.pickup,
+            queue_dir: Some(view.queue_dir.to_path_buf()),
             config_dir: Some(options.config_dir.clone()),
             reload: Some(reload_tx),
             logs: Some(crate::control::LogReopen {
@@ -273,36 +366,66 @@ fn run_with_log(
         Err(e) => {
             // Mail still flows; only administration is unavailable.
             log.line(
-                &master,
+                master,
                 &format!("warning: {e}; queue administration is unavailable"),
             );
             None
         }
     };
-    log.line(
-        &master,
-        &format!(
-            "daemon started -- version {}, configuration {}, {cores} core{}, listening on {}",
-            env!("CARGO_PKG_VERSION"),
-            options.config_dir.display(),
-            if cores == 1 { "" } else { "s" },
-            addresses.join(" ")
-        ),
-    );
-    notify::ready(&format!("listening on {}", addresses.join(" ")));
-    let mut listeners = signals::Reloadable {
-        listeners,
-        shown: shown_listeners,
-        requests: reload_rx,
+    (control, reload_rx)
+}
+
+/// `corepost_cores`, checked against what a queue id can name.
+fn configured_cores(config: &Config) -> Result<u16, String> {
+    let cores = config
+        .get_int("corepost_cores")
+        .map_err(|e| e.to_string())?;
+    u16::try_from(cores)
+        .ok()
+        .filter(|c| (1..=corepost_spool::queue_id::MAX_CORE).contains(c))
+        .ok_or_else(|| {
+            format!(
+                "corepost_cores = {cores}: expected 1 to {}",
+                corepost_spool::queue_id::MAX_CORE
+            )
+        })
+}
+
+/// As root, before becoming `mail_owner`: warn about files it could not
+/// read, hand it the log and event files, refuse DKIM keys it could not
+/// read, start the root delivery helper, then drop privileges.
+fn give_up_root<'a>(
+    options: &RunOptions,
+    config: &Config,
+    owner: &listen::Account,
+    dkim: impl Iterator<Item = &'a Arc<crate::dkim::DkimSigner>>,
+    queue_dir: &Path,
+    (log, master): (&Log, &str),
+) -> Result<(), String> {
+    let reader = corepost_config::owner_access::Owner {
+        name: owner.0.clone(),
+        uid: owner.1,
+        gid: owner.2,
     };
-    signals::signal_loop(&shared, options, &log, &master, &router, &mut listeners);
-    drop(control);
-    for h in handles {
-        let _ = h.join();
+    for w in corepost_config::owner_access::unreadable_files(config, &reader) {
+        log.line(master, &format!("warning: {w}"));
     }
-    drop(pid);
-    log.line(&master, "terminating on signal");
-    Ok(())
+    log.hand_over(owner.1, owner.2)?;
+    crate::events::hand_over(owner.1, owner.2)?;
+    for signer in dkim {
+        signer.check_key_access(owner.1, owner.2)?;
+    }
+    // Local, virtual and pipe act as the recipient: a helper process
+    // keeps root for them (Postfix's privilege separation).
+    crate::delivery::helper::start(
+        &options.config_dir,
+        queue_dir,
+        owner.1,
+        owner.2,
+        log,
+        master,
+    );
+    listen::drop_privileges(owner, queue_dir)
 }
 
 /// Turn metrics on and bind their endpoint when `corepost_metrics_address` is set (before
@@ -429,12 +552,7 @@ async fn core_main(
     queue_dir: PathBuf,
     spool_options: SpoolOptions,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
-    mesh: Option<
-        glommio::channels::channel_mesh::MeshBuilder<
-            crate::qmgr::CoreMsg,
-            glommio::channels::channel_mesh::Full,
-        >,
-    >,
+    mesh: Option<MeshBuilder>,
     control: crate::control::core::Endpoint,
     pickup: Option<Arc<crate::pickup::PickupSettings>>,
 ) {
@@ -450,39 +568,10 @@ async fn core_main(
         }
     })
     .detach();
-    let spool = match CoreSpool::open(&queue_dir, core, cores, spool_options) {
-        Ok((spool, report)) => {
-            let master = "corepost/spool";
-            for s in &report.skipped {
-                log.line(master, &format!("warning: core {core}: {s}"));
-            }
-            for d in &report.damaged {
-                log.line(master, &format!("warning: core {core}: {d}"));
-            }
-            for t in &report.truncated {
-                log.line(master, &format!("core {core}: truncated torn tail: {t}"));
-            }
-            for a in &report.adopted {
-                log.line(master, &format!("core {core}: adopted {}", a.display()));
-            }
-            if report.messages > 0 {
-                log.line(
-                    master,
-                    &format!(
-                        "core {core}: recovered {} queued messages from {} segments",
-                        report.messages, report.segments
-                    ),
-                );
-            }
-            // The queue is readable by the mail system only.
-            use std::os::unix::fs::PermissionsExt;
-            let _ = std::fs::set_permissions(spool.dir(), std::fs::Permissions::from_mode(0o700));
-            crate::metrics::register_spool(core, spool.flush_stats());
-            crate::metrics::publish_queue(&spool);
-            spool
-        }
+    let spool = match open_spool(&queue_dir, core, cores, spool_options, &log) {
+        Ok(spool) => spool,
         Err(e) => {
-            let _ = ready.send(Err(format!("core {core}: spool: {e}")));
+            let _ = ready.send(Err(e));
             return;
         }
     };
@@ -496,49 +585,121 @@ async fn core_main(
         peers: Box::new(control.peers.clone()),
     });
     let services = Rc::new(RefCell::new(lock(&shared.services).clone()));
-    // Cores exchange delivery jobs and outcomes over a full mesh of
-    // bounded channels; every core must join it.
-    let (mesh, receivers) = match mesh {
-        Some(builder) => match builder.join().await {
-            Ok((senders, mut receivers)) => {
-                let peer = senders.peer_id();
-                let peers = usize::from(cores);
-                (
-                    Some(crate::qmgr::Mesh {
-                        senders,
-                        peer,
-                        peers,
-                    }),
-                    receivers.streams(),
-                )
-            }
-            Err(e) => {
-                let _ = ready.send(Err(format!("core {core}: cannot join the core mesh: {e}")));
-                return;
-            }
-        },
-        None => (None, Vec::new()),
+    let (mesh, receivers) = match join_mesh(mesh, core, cores).await {
+        Ok(joined) => joined,
+        Err(e) => {
+            let _ = ready.send(Err(e));
+            return;
+        }
     };
     let qmgr = crate::qmgr::Qmgr::new(Rc::clone(&ctx), Arc::clone(&lock(&shared.qmgr)), mesh);
-    let mut receive_tasks = Vec::new();
-    for (_, rx) in receivers {
-        receive_tasks.push(glommio::spawn_local(Rc::clone(&qmgr).receive(rx)));
-    }
-    let qmgr_task = glommio::spawn_local(Rc::clone(&qmgr).run());
-    let control_task = glommio::spawn_local(crate::control::core::serve(
-        Rc::clone(&ctx),
-        Rc::clone(&qmgr),
-        control,
-    ));
-    let pickup_task = pickup
-        .filter(|_| core == 0)
-        .map(|p| glommio::spawn_local(crate::pickup::run(Rc::clone(&ctx), p)));
+    let tasks = CoreTasks {
+        receive: receivers
+            .into_iter()
+            .map(|(_, rx)| glommio::spawn_local(Rc::clone(&qmgr).receive(rx)))
+            .collect(),
+        qmgr: glommio::spawn_local(Rc::clone(&qmgr).run()),
+        control: glommio::spawn_local(crate::control::core::serve(
+            Rc::clone(&ctx),
+            Rc::clone(&qmgr),
+            control,
+        )),
+        pickup: pickup
+            .filter(|_| core == 0)
+            .map(|p| glommio::spawn_local(crate::pickup::run(Rc::clone(&ctx), p))),
+    };
     let mut listeners = accept::CoreListeners::new(Rc::clone(&ctx), Rc::clone(&services));
     for b in bound {
         listeners.start(b);
     }
     let _ = ready.send(Ok(()));
-    // Watch for reloads and the stop signal; reclaim spool space meanwhile.
+    watch(&shared, &ctx, &qmgr, &services, &mut listeners).await;
+    wind_down(ctx, qmgr, services, listeners, tasks).await;
+    final_log.flush();
+}
+
+type MeshBuilder = glommio::channels::channel_mesh::MeshBuilder<
+    crate::qmgr::CoreMsg,
+    glommio::channels::channel_mesh::Full,
+>;
+type MeshReceivers = Vec<(
+    usize,
+    glommio::channels::shared_channel::ConnectedReceiver<crate::qmgr::CoreMsg>,
+)>;
+
+/// Cores exchange delivery jobs and outcomes over a full mesh of bounded
+/// channels; every core must join it (none with one core).
+async fn join_mesh(
+    mesh: Option<MeshBuilder>,
+    core: u16,
+    cores: u16,
+) -> Result<(Option<crate::qmgr::Mesh>, MeshReceivers), String> {
+    let Some(builder) = mesh else {
+        return Ok((None, Vec::new()));
+    };
+    let (senders, mut receivers) = builder
+        .join()
+        .await
+        .map_err(|e| format!("core {core}: cannot join the core mesh: {e}"))?;
+    let peer = senders.peer_id();
+    let mesh = crate::qmgr::Mesh {
+        senders,
+        peer,
+        peers: usize::from(cores),
+    };
+    Ok((Some(mesh), receivers.streams()))
+}
+
+/// Open (recover) this core's spool, logging what recovery found.
+fn open_spool(
+    queue_dir: &Path,
+    core: u16,
+    cores: u16,
+    options: SpoolOptions,
+    log: &Log,
+) -> Result<CoreSpool, String> {
+    let (spool, report) = CoreSpool::open(queue_dir, core, cores, options)
+        .map_err(|e| format!("core {core}: spool: {e}"))?;
+    let master = "corepost/spool";
+    for s in &report.skipped {
+        log.line(master, &format!("warning: core {core}: {s}"));
+    }
+    for d in &report.damaged {
+        log.line(master, &format!("warning: core {core}: {d}"));
+    }
+    for t in &report.truncated {
+        log.line(master, &format!("core {core}: truncated torn tail: {t}"));
+    }
+    for a in &report.adopted {
+        log.line(master, &format!("core {core}: adopted {}", a.display()));
+    }
+    if report.messages > 0 {
+        log.line(
+            master,
+            &format!(
+                "core {core}: recovered {} queued messages from {} segments",
+                report.messages, report.segments
+            ),
+        );
+    }
+    // The queue is readable by the mail system only.
+    use std::os::unix::fs::PermissionsExt;
+    let _ = std::fs::set_permissions(spool.dir(), std::fs::Permissions::from_mode(0o700));
+    crate::metrics::register_spool(core, spool.flush_stats());
+    crate::metrics::publish_queue(&spool);
+    Ok(spool)
+}
+
+/// Until the stop signal: apply reloads (settings, listeners) and, once a
+/// second, publish the queue's size and reclaim spool space.
+async fn watch(
+    shared: &Shared,
+    ctx: &CoreContext,
+    qmgr: &crate::qmgr::Qmgr,
+    services: &RefCell<services::Services>,
+    listeners: &mut accept::CoreListeners,
+) {
+    let core = ctx.id;
     let mut generation = shared.generation.load(Ordering::Acquire);
     let mut ticks = 0u32;
     while !shared.stop.load(Ordering::Acquire) {
@@ -574,15 +735,35 @@ async fn core_main(
             }
         }
     }
+}
+
+/// The tasks a core runs besides its listeners.
+struct CoreTasks {
+    qmgr: glommio::Task<()>,
+    control: glommio::Task<()>,
+    pickup: Option<glommio::Task<()>>,
+    receive: Vec<glommio::Task<()>>,
+}
+
+/// Stop: sessions answer 421, tasks end, deliveries in progress get a
+/// moment, then the spool is closed.
+async fn wind_down(
+    ctx: Rc<CoreContext>,
+    qmgr: Rc<crate::qmgr::Qmgr>,
+    services: Rc<RefCell<services::Services>>,
+    listeners: accept::CoreListeners,
+    tasks: CoreTasks,
+) {
+    let core = ctx.id;
     ctx.shutdown.trigger();
     ctx.new_mail.notify();
     listeners.join().await;
-    qmgr_task.await;
-    control_task.await;
-    if let Some(t) = pickup_task {
+    tasks.qmgr.await;
+    tasks.control.await;
+    if let Some(t) = tasks.pickup {
         t.await;
     }
-    for t in receive_tasks {
+    for t in tasks.receive {
         t.await;
     }
     // Sessions answer 421 at their next command; give those mid-message a
@@ -616,7 +797,6 @@ async fn core_main(
             &format!("warning: core {core}: sessions still open at exit"),
         ),
     }
-    final_log.flush();
 }
 
 fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
