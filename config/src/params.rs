@@ -405,6 +405,8 @@ pub static PARAMS: &[ParamDef] = &[
         .corepost(),
     p("corepost_event_hooks", List, "", "Where structured events are also sent, batched, as JSON lines: unix:/path (stream socket), tcp:host:port, http://host:port/path (POST, application/x-ndjson). A hook that is down keeps up to corepost_event_hook_buffer events, then drops new ones with a logged count; mail never waits for a hook.")
         .corepost(),
+    p("corepost_bounce_class_rules", Text, "", "File of bounce classification rules (class code-pattern [regex], one a line) tried before the built-in contrib/bounce-classes.conf; each deferred, bounced or expired recipient's class is in its JSON event, JSON log line and corepost_delivery_failures_total. Empty: the built-in rules only.")
+        .corepost(),
     p("corepost_event_hook_buffer", Int, "10000", "Events kept per event hook while it cannot take them; beyond that new events are dropped and counted in a warning.")
         .corepost(),
     p("sendmail_path", Text, "/usr/sbin/sendmail", "Path of the sendmail command."),

@@ -6,6 +6,7 @@
 //! own as they land (see ARCHITECTURE.md).
 
 pub mod bounce;
+pub mod bounce_class;
 pub mod cli;
 pub mod cluster;
 pub mod context;

@@ -212,6 +212,7 @@ impl Log {
             .str("severity", output::severity(message).1)
             .opt("queue_id", queue_id)
             .str("message", message)
+            .opt("bounce_class", crate::bounce_class::of_log_line(message))
             .finish();
         line.push('\n');
         line

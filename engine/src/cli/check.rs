@@ -100,6 +100,11 @@ pub fn run(args: CheckArgs) -> ExitCode {
     {
         report.errors.push(e);
     }
+    if report.is_ok()
+        && let Err(e) = crate::bounce_class::Rules::from_config(&config)
+    {
+        report.errors.push(e);
+    }
     let (errors, warnings) = crate::dkim::check(&config, &signers);
     report.errors.extend(errors);
     report.warnings.extend(warnings);

@@ -42,6 +42,8 @@ pub struct Attempt<'a> {
     pub status: &'a str,
     pub dsn: &'a str,
     pub response: &'a str,
+    /// The failure's class (`crate::bounce_class`); none for a delivery.
+    pub bounce_class: Option<&'a str>,
     pub size: usize,
     /// Since arrival; in the queue manager; connection setup; transfer.
     pub total: Duration,
@@ -75,6 +77,7 @@ pub fn attempt(a: &Attempt<'_>) {
             .str("status", a.status)
             .str("dsn", a.dsn)
             .str("response", a.response)
+            .opt("bounce_class", a.bounce_class)
             .num("size", a.size as u64)
             .secs("delay", a.total.as_secs_f64())
             .secs(

@@ -105,6 +105,7 @@ impl Collector for Exposition {
             &[(vec![], c(C::MessagesRemoved))],
         )?;
         encode_rejects(&mut enc, s)?;
+        encode_failures(&mut enc, s)?;
         encode_deliveries(&mut enc, s)?;
         encode_sessions(&mut enc, s)?;
         encode_queue(&mut enc, s)?;
@@ -190,6 +191,20 @@ fn encode_rejects(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), Error
         enc,
         "corepost_smtpd_rejects",
         "smtpd rejections (Postfix's reject: lines) by command, reason class (the subject of the enhanced status code) and severity (temporary 4xx, permanent 5xx).",
+        &series,
+    )
+}
+
+fn encode_failures(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), Error> {
+    let series: Vec<_> = s
+        .failures
+        .iter()
+        .map(|((status, class), n)| (vec![("status", *status), ("class", *class)], *n))
+        .collect();
+    counters(
+        enc,
+        "corepost_delivery_failures",
+        "Recipients deferred, bounced or expired (one per to=<> log line), by status and bounce class (contrib/bounce-classes.conf and corepost_bounce_class_rules).",
         &series,
     )
 }
@@ -352,6 +367,7 @@ mod tests {
             c.bytes = 10;
         });
         m.cores[0].reject(("RCPT", "policy", "permanent"));
+        m.cores[0].failure(("bounced", "bad-mailbox"));
         let text = encode(&Snapshot::collect(&m));
         for line in [
             "# TYPE corepost_messages_received_total counter",
@@ -359,6 +375,7 @@ mod tests {
             "corepost_deliveries_total{transport=\"smtp\",destination=\"other\",status=\"sent\"} 2",
             "corepost_sent_bytes_total{transport=\"smtp\",destination=\"other\"} 10",
             "corepost_smtpd_rejects_total{command=\"RCPT\",class=\"policy\",severity=\"permanent\"} 1",
+            "corepost_delivery_failures_total{status=\"bounced\",class=\"bad-mailbox\"} 1",
             "corepost_smtpd_sessions_open{core=\"1\"} 0",
             "corepost_spool_sync_seconds_bucket{le=\"+Inf\"} 0",
             "corepost_spool_sync_seconds_count 0",
@@ -386,6 +403,7 @@ mod docs {
         let m = Metrics::new(1, dir.path());
         m.cores[0].destination("smtp", "other", |c| c.sent = 1);
         m.cores[0].reject(("RCPT", "policy", "permanent"));
+        m.cores[0].failure(("deferred", "quota"));
         let mut snapshot = Snapshot::collect(&m);
         snapshot.helper_up = Some(true);
         encode(&snapshot)

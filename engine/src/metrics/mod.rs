@@ -228,6 +228,18 @@ pub fn delivered(
     });
 }
 
+/// A recipient's delivery failed: its log line's `status=` (deferred, bounced, expired ...)
+/// and its class (`crate::bounce_class`, a bounded set of names).
+pub fn failure(status: &str, class: &'static str) {
+    let status = match status {
+        "deferred" => "deferred",
+        "bounced" => "bounced",
+        "expired" => "expired",
+        _ => "other",
+    };
+    with_slot(|s, _| s.failure((status, class)));
+}
+
 /// A message's last recipient is done (Postfix's `removed`).
 pub fn removed() {
     count(Counter::MessagesRemoved);

@@ -83,12 +83,16 @@ impl DestCounts {
 /// A rejection's labels: the SMTP command (or stage), the reason class, temporary/permanent.
 pub(crate) type RejectKey = (&'static str, &'static str, &'static str);
 
+/// A delivery failure's labels: its status and its bounce class.
+pub(crate) type FailureKey = (&'static str, &'static str);
+
 /// Counts with labels, behind the slot's mutex.
 #[derive(Debug, Default)]
 pub(crate) struct Labelled {
     /// transport → destination label → counts.
     pub(crate) deliveries: HashMap<Box<str>, HashMap<Box<str>, DestCounts>>,
     pub(crate) rejects: HashMap<RejectKey, u64>,
+    pub(crate) failures: HashMap<FailureKey, u64>,
 }
 
 /// What a core last published about its queue (see [`super::publish_queue`]).
@@ -174,5 +178,9 @@ impl Slot {
 
     pub(crate) fn reject(&self, key: RejectKey) {
         *self.labelled().rejects.entry(key).or_default() += 1;
+    }
+
+    pub(crate) fn failure(&self, key: FailureKey) {
+        *self.labelled().failures.entry(key).or_default() += 1;
     }
 }

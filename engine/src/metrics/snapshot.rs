@@ -2,7 +2,7 @@
 //! group-commit statistics, the delivery helper's state).
 
 use super::Metrics;
-use super::slot::{COUNTERS, DestCounts, RejectKey, Slot};
+use super::slot::{COUNTERS, DestCounts, FailureKey, RejectKey, Slot};
 use corepost_spool::flush::SYNC_BUCKETS_MICROS;
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -36,6 +36,8 @@ pub struct Snapshot {
     /// (transport, destination) → counts.
     pub deliveries: BTreeMap<(String, String), DestCounts>,
     pub rejects: BTreeMap<RejectKey, u64>,
+    /// (status, bounce class) → recipients.
+    pub failures: BTreeMap<FailureKey, u64>,
     pub queue: Queue,
     /// Files in the maildrop; `None` when it cannot be read.
     pub maildrop: Option<u64>,
@@ -104,6 +106,9 @@ impl Snapshot {
         }
         for (key, n) in &labelled.rejects {
             *self.rejects.entry(*key).or_default() += n;
+        }
+        for (key, n) in &labelled.failures {
+            *self.failures.entry(*key).or_default() += n;
         }
     }
 

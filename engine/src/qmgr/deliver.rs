@@ -762,8 +762,13 @@ pub(super) fn finish(
                 program,
                 &format!("{id}: to=<{to}>, {orig_to}relay={relay}{conn_use}, {delays}, dsn={dsn}, status={status} ({text})"),
             );
+            let bounce_class = crate::bounce_class::of_failure(dsn, text);
+            if let Some(class) = bounce_class {
+                crate::metrics::failure(status, class);
+            }
             crate::events::attempt(&crate::events::Attempt {
                 program,
+                bounce_class,
                 id,
                 sender: &env.sender,
                 recipient: to,

@@ -143,6 +143,7 @@ pub fn run(options: &RunOptions) -> Result<(), String> {
         log.line(&master, &format!("warning: {w}"));
     }
     crate::events::configure(&crate::events::EventSettings::from_config(&config)?, &log)?;
+    crate::bounce_class::install(crate::bounce_class::Rules::from_config(&config)?);
     // As Postfix's master: a fatal error is in the log too.
     let result = run_with_log(options, config, &log, &master);
     crate::events::shutdown();

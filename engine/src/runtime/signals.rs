@@ -129,6 +129,7 @@ fn reload(
     let loaded = load_checked(&options.config_dir).and_then(|(c, warnings)| {
         let logging = crate::log::LogSettings::from_config(&c)?;
         let events = crate::events::EventSettings::from_config(&c)?;
+        let bounce_classes = crate::bounce_class::Rules::from_config(&c)?;
         let smtpd = smtpd_services(&c, &lock(&shared.services))?;
         let qmgr = crate::qmgr::QmgrSettings::from_config(&c)?;
         let router = crate::routing::Router::from_params(&|n| c.get(n))?;
@@ -145,7 +146,7 @@ fn reload(
             qmgr,
             router,
             prepared,
-            (logging, events),
+            (logging, events, bounce_classes),
         ))
     });
     let (config, warnings, smtpd, qmgr, new_router, mut prepared, logging) = match loaded {
@@ -162,6 +163,7 @@ fn reload(
     // As Postfix's postlogd, restarted by a reload: maillog_file (or the
     // new destination) is opened again, and so is the event output.
     reopen_logs(log, master, &logging.0, &logging.1);
+    crate::bounce_class::install(logging.2);
     // Transports, their limits and the delivery agents' settings (aliases,
     // mailboxes, pipe commands) apply to deliveries started from now.
     *lock(&shared.qmgr) = Arc::new(qmgr);
