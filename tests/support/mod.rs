@@ -439,7 +439,8 @@ impl Drop for OpenGuard {
 
 /// A small SMTP sink on 127.0.0.1 for end-to-end delivery tests: accepts
 /// everything except recipients whose local part starts with `tempfail`
-/// (450) or `permfail` (550); records every transaction.
+/// (450 4.2.0), `quotafail` (452 4.2.2) or `permfail` (550 5.1.1); records
+/// every transaction.
 pub struct Sink {
     pub port: u16,
     pub log: std::sync::Arc<std::sync::Mutex<SinkLog>>,
@@ -598,6 +599,8 @@ fn sink_session(
                 .to_string();
             if a.starts_with("tempfail") {
                 "450 4.2.0 try again later\r\n".into()
+            } else if a.starts_with("quotafail") {
+                "452 4.2.2 mailbox full\r\n".into()
             } else if a.starts_with("permfail") {
                 "550 5.1.1 no such user\r\n".into()
             } else {
