@@ -141,3 +141,54 @@ fn check_refuses_a_bad_rule_naming_file_and_line() {
     let expected = format!("corepost: error: {}, line 3: (?i)(spam: ", rules.display());
     assert!(stderr(&out).contains(&expected), "{}", stderr(&out));
 }
+
+/// The JSON log line of `recipient`'s `to=<>` line, once logged.
+fn json_to_line(d: &Daemon, recipient: &str) -> Value {
+    let needle = format!("to=<{recipient}>");
+    wait_until(20, || {
+        d.log()
+            .lines()
+            .map(|l| serde_json::from_str::<Value>(l).unwrap_or_else(|e| panic!("{e}: {l}")))
+            .find(|l| l["message"].as_str().is_some_and(|m| m.contains(&needle)))
+    })
+    .unwrap_or_else(|| panic!("no {needle}:\n{}", d.log()))
+}
+
+#[test]
+fn json_log_lines_carry_the_class_and_a_reload_reads_the_rules_again() {
+    let sink = Sink::start();
+    let files = tempfile::tempdir().unwrap();
+    let rules = files.path().join("classes.conf");
+    std::fs::write(&rules, "# nothing of ours yet\n").unwrap();
+    let d = Daemon::start(&format!(
+        "corepost_cores = 1\nrelayhost = [127.0.0.1]:{}\ncorepost_log_format = json\n\
+         corepost_bounce_class_rules = {}\n",
+        sink.port,
+        rules.display()
+    ));
+    send(
+        d.port,
+        "a@example.org",
+        &["permfail1@remote.example", "ok@remote.example"],
+    );
+    let failed = json_to_line(&d, "permfail1@remote.example");
+    assert_eq!(failed["bounce_class"], "bad-mailbox", "{failed}");
+    assert!(
+        failed["message"]
+            .as_str()
+            .unwrap()
+            .contains("dsn=5.1.1, status=bounced ("),
+        "{failed}"
+    );
+    let sent = json_to_line(&d, "ok@remote.example");
+    assert!(sent.get("bounce_class").is_none(), "{sent}");
+    // A site rule added and reloaded comes before the built-in ones.
+    std::fs::write(&rules, "unknown-user  5.1.1  (?i)no such user\n").unwrap();
+    let out = corepost(&["reload", "-c", &d.config_dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(10, || d.log().contains("reload -- version").then_some(()))
+        .unwrap_or_else(|| panic!("no reload:\n{}", d.log()));
+    send(d.port, "b@example.org", &["permfail2@remote.example"]);
+    let failed = json_to_line(&d, "permfail2@remote.example");
+    assert_eq!(failed["bounce_class"], "unknown-user", "{failed}");
+}
