@@ -36,6 +36,15 @@ fn typical_replies_get_their_class() {
         ("5.3.4", said("552 5.3.4 Message size exceeds fixed limit"), "content"),
         ("5.6.0", said("550 5.6.0 Invalid header found"), "content"),
         ("5.7.1", said("554 5.7.1 Relay access denied"), "policy"),
+        ("4.7.0", "TLS is required, but host mx.example[192.0.2.1] refused to start TLS: 454 4.7.0 TLS not available".into(), "tls"),
+        ("4.7.5", "Cannot start TLS: handshake failure".into(), "tls"),
+        ("5.1.10", "Domain example.com does not accept mail (nullMX)".into(), "bad-mailbox"),
+        ("5.4.6", "mail forwarding loop for u@example.com".into(), "routing"),
+        ("4.3.0", "pipe: command time limit exceeded".into(), "system"),
+        ("5.2.3", "message file too big".into(), "content"),
+        ("4.7.0", said("421 4.7.0 Try again later, closing connection. (EHLO) separate moderate"), "reputation"),
+        ("5.7.1", said("550 5.7.1 mail generated at a moderate pace is not accepted here"), "policy"),
+        ("5.1.1", "host tls-spam.example[192.0.2.1] said: 550 5.1.1 no such user".into(), "bad-mailbox"),
         ("4.2.0", said("450 4.2.0 try again later"), UNCLASSIFIED),
     ] {
         assert_eq!(rules.classify(dsn, &text), class, "{dsn} {text}");
