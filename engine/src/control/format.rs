@@ -159,25 +159,10 @@ pub fn json(items: &[QueueItem]) -> String {
     out
 }
 
-/// A JSON string literal: quotes, backslashes and control characters
-/// escaped, everything else (UTF-8 included) as is.
+/// A JSON string literal, escaped as the JSON events are.
 fn json_string(s: &str) -> String {
     let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
-    for c in s.chars() {
-        match c {
-            '"' => out.push_str("\\\""),
-            '\\' => out.push_str("\\\\"),
-            '\n' => out.push_str("\\n"),
-            '\r' => out.push_str("\\r"),
-            '\t' => out.push_str("\\t"),
-            c if (c as u32) < 0x20 || c == '\u{7f}' => {
-                let _ = write!(out, "\\u{:04x}", c as u32);
-            }
-            c => out.push(c),
-        }
-    }
-    out.push('"');
+    crate::events::json::quote(&mut out, s);
     out
 }
 
