@@ -266,3 +266,27 @@ fn corepost_reload_waits_for_new_listeners_and_reports_a_refusal() {
     );
     let _ = Raw::connect(added);
 }
+
+#[test]
+fn reload_names_the_parameters_only_a_restart_applies() {
+    let (d, _) = Daemon::start_with_services("", &["inet n - n - - smtpd"]);
+    let main_cf = d.dir.path().join("main.cf");
+    let text = std::fs::read_to_string(&main_cf)
+        .unwrap()
+        .replace("corepost_cores = 2", "corepost_cores = 1");
+    std::fs::write(&main_cf, text + "corepost_fsync_policy = interval=50\n").unwrap();
+    let verdict = reload_and_wait(&d);
+    assert!(verdict.contains("reload -- version"), "{verdict}");
+    let log = d.log();
+    assert!(
+        log.contains("warning: corepost_cores changed from \"2\" to \"1\": the running daemon keeps \"2\" until corepost is restarted"),
+        "{log}"
+    );
+    assert!(
+        log.contains("warning: corepost_fsync_policy changed from \"always\" to \"interval=50\""),
+        "{log}"
+    );
+    // Still two cores: both accept sessions.
+    let status = corepost(&["status", "-c", &d.config_dir()]);
+    assert!(stdout(&status).contains("cores: 2"), "{}", stdout(&status));
+}

@@ -123,6 +123,58 @@ fn sendmail_t_delivers_to_every_header_recipient_and_strips_bcc() {
     );
 }
 
+/// Postfix restarts pickup and cleanup on `postfix reload`, so local
+/// submissions follow main.cf's new settings at once; so does corepost's
+/// pickup loop. Removing the pickup service leaves the maildrop waiting.
+#[test]
+fn a_reload_applies_to_local_submissions() {
+    let sink = Sink::start();
+    let d = daemon(sink.port, "");
+    let submit = |n: usize| {
+        let out = sendmail(
+            &d,
+            &["-f", "s@example.org", "r@remote.example"],
+            "Subject: x\n\nbody\n",
+        );
+        assert!(out.status.success(), "{}", stderr(&out));
+        sink.wait_for(n, 20)
+    };
+    let first = text(&submit(1).messages[0].2);
+    assert!(
+        first.starts_with("Received: by mx.test.example "),
+        "{first}"
+    );
+    let main_cf = d.dir.path().join("main.cf");
+    let main = std::fs::read_to_string(&main_cf).unwrap();
+    std::fs::write(&main_cf, format!("{main}myhostname = reloaded.example\n")).unwrap();
+    let reload = corepost(&["reload", "-c", &d.config_dir()]);
+    assert!(reload.status.success(), "{}", stderr(&reload));
+    let got = submit(2);
+    let second = text(&got.messages[1].2);
+    assert!(
+        second.starts_with("Received: by reloaded.example "),
+        "{second}"
+    );
+    let master_cf = d.dir.path().join("master.cf");
+    let master = std::fs::read_to_string(&master_cf)
+        .unwrap()
+        .replace(PICKUP, "");
+    std::fs::write(&master_cf, master).unwrap();
+    let reload = corepost(&["reload", "-c", &d.config_dir()]);
+    assert!(reload.status.success(), "{}", stderr(&reload));
+    let status = stdout(&corepost(&["status", "-c", &d.config_dir()]));
+    assert!(status.contains("pickup: off"), "{status}");
+    let out = sendmail(
+        &d,
+        &["-f", "s@example.org", "r@remote.example"],
+        "Subject: y\n\nbody\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    std::thread::sleep(Duration::from_secs(1));
+    assert_eq!(maildrop_files(&d).len(), 1, "left in the maildrop");
+    assert_eq!(sink.snapshot().messages.len(), 2);
+}
+
 #[test]
 fn a_lone_dot_ends_input_unless_oi() {
     let sink = Sink::start();

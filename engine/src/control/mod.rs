@@ -74,7 +74,8 @@ pub struct DaemonInfo {
     pub cores: u16,
     /// The listening addresses (a reload changes them).
     pub listeners: Arc<std::sync::Mutex<Vec<String>>>,
-    pub pickup: bool,
+    /// master.cf's pickup service as last loaded (a reload changes it).
+    pub pickup: crate::pickup::CurrentSettings,
     /// `$queue_directory`, whose maildrop the listing includes; `None` in
     /// tests.
     pub queue_dir: Option<PathBuf>,
@@ -507,7 +508,16 @@ fn execute(
                     .lock()
                     .unwrap_or_else(|p| p.into_inner())
                     .join(" "),
-                if info.pickup { "on" } else { "off" },
+                if info
+                    .pickup
+                    .lock()
+                    .unwrap_or_else(|p| p.into_inner())
+                    .is_some()
+                {
+                    "on"
+                } else {
+                    "off"
+                },
             ) + &helper
                 + &damage)
         }
@@ -554,7 +564,7 @@ mod tests {
             started: Instant::now(),
             cores: 1,
             listeners: Default::default(),
-            pickup: false,
+            pickup: Default::default(),
             queue_dir: None,
             config_dir: None,
             reload: None,

@@ -37,6 +37,11 @@ const POLL: Duration = Duration::from_millis(200);
 /// How long a file that hit a temporary error is left alone.
 const RETRY: Duration = Duration::from_secs(30);
 
+/// master.cf's pickup service as last loaded, shared by the daemon's main
+/// thread (which a reload updates), core 0's pickup loop and `status`;
+/// `None` when master.cf has no pickup service.
+pub type CurrentSettings = Arc<std::sync::Mutex<Option<Arc<PickupSettings>>>>;
+
 /// The pickup service's effective settings.
 #[derive(Debug, Clone)]
 pub struct PickupSettings {
@@ -343,14 +348,19 @@ fn display_name(name: &str) -> String {
     }
 }
 
-/// The pickup loop on one core, until shutdown.
-pub async fn run(ctx: Rc<CoreContext>, settings: Arc<PickupSettings>) {
+/// The pickup loop on one core, until shutdown. `current` gives the
+/// settings of the moment: each pass takes them afresh, so a reload applies
+/// to the next file, and no pickup service means the maildrop waits.
+pub async fn run(ctx: Rc<CoreContext>, current: Box<dyn Fn() -> Option<Arc<PickupSettings>>>) {
     let mut retry_after: HashMap<String, Instant> = HashMap::new();
     loop {
         if ctx.shutdown.is_triggered() {
             return;
         }
-        let taken = pass(&ctx, &settings, &mut retry_after).await;
+        let taken = match current() {
+            Some(settings) => pass(&ctx, &settings, &mut retry_after).await,
+            None => 0,
+        };
         if taken < BATCH {
             futures_lite::future::or(ctx.shutdown.wait(), glommio::timer::sleep(POLL)).await;
         }

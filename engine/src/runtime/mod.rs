@@ -17,6 +17,7 @@
 mod accept;
 pub mod listen;
 pub mod notify;
+mod restart_only;
 pub mod services;
 mod signals;
 mod start_failure;
@@ -50,6 +51,10 @@ struct Shared {
     opened: Vec<Mutex<Vec<listen::Bound>>>,
     /// The last generation each core applied.
     applied: Vec<AtomicU64>,
+    /// master.cf's pickup service as last loaded (`None`: no such service);
+    /// core 0's pickup loop reads it before every pass, so a reload applies
+    /// to local submissions as Postfix's restarted pickup and cleanup do.
+    pickup: crate::pickup::CurrentSettings,
 }
 
 impl Shared {
@@ -58,6 +63,7 @@ impl Shared {
         qmgr: Arc<crate::qmgr::QmgrSettings>,
         plan: &[listen::Planned],
         cores: u16,
+        pickup: Option<Arc<crate::pickup::PickupSettings>>,
     ) -> Arc<Shared> {
         Arc::new(Shared {
             stop: AtomicBool::new(false),
@@ -68,6 +74,7 @@ impl Shared {
             plan: Mutex::new(plan.to_vec()),
             opened: (0..cores).map(|_| Mutex::new(Vec::new())).collect(),
             applied: (0..cores).map(|_| AtomicU64::new(0)).collect(),
+            pickup: Arc::new(Mutex::new(pickup)),
         })
     }
 }
@@ -188,7 +195,14 @@ fn run_with_log(
     // Again as the owner: a chown may have cleared the set-group-id bit.
     prepare_maildrop(&queue_dir)?;
     signals::block_signals();
-    let shared = Shared::new(services, qmgr_settings, listeners.plan(), cores);
+    let restart_only = restart_only::StartValues::of(&config);
+    let shared = Shared::new(
+        services,
+        qmgr_settings,
+        listeners.plan(),
+        cores,
+        pickup.clone(),
+    );
     let (control_tx, handles) = start_cores(
         per_core,
         CoreInputs {
@@ -198,7 +212,6 @@ fn run_with_log(
             queue_dir: &queue_dir,
             spool_options: &spool_options,
             router: &router,
-            pickup: pickup.as_ref(),
         },
     )?;
     if let Some(endpoint) = metrics {
@@ -217,7 +230,7 @@ fn run_with_log(
         ControlView {
             cores,
             listeners: Arc::clone(&shown_listeners),
-            pickup: pickup.is_some(),
+            pickup: Arc::clone(&shared.pickup),
             queue_dir: &queue_dir,
         },
         (&log, &master),
@@ -227,6 +240,7 @@ fn run_with_log(
         listeners,
         shown: shown_listeners,
         requests: reload_rx,
+        restart_only,
     };
     signals::signal_loop(&shared, options, &log, &master, &router, &mut listeners);
     drop(control);
@@ -246,7 +260,6 @@ struct CoreInputs<'a> {
     queue_dir: &'a Path,
     spool_options: &'a SpoolOptions,
     router: &'a crate::control::core::SharedRouter,
-    pickup: Option<&'a Arc<crate::pickup::PickupSettings>>,
 }
 
 type ControlSenders = Vec<flume::Sender<crate::control::core::CoreRequest>>;
@@ -270,7 +283,6 @@ fn start_cores(
     });
     let (control_tx, control_rx): (Vec<_>, Vec<_>) = (0..cores).map(|_| flume::unbounded()).unzip();
     for ((core, listeners), control_rx) in per_core.into_iter().enumerate().zip(control_rx) {
-        let pickup = inputs.pickup.cloned();
         let control = crate::control::core::Endpoint {
             requests: control_rx,
             router: Arc::clone(inputs.router),
@@ -298,7 +310,6 @@ fn start_cores(
                         ready,
                         mesh,
                         control,
-                        pickup,
                     )
                     .await
                 })
@@ -326,7 +337,7 @@ fn start_cores(
 struct ControlView<'a> {
     cores: u16,
     listeners: Arc<Mutex<Vec<String>>>,
-    pickup: bool,
+    pickup: crate::pickup::CurrentSettings,
     queue_dir: &'a Path,
 }
 
@@ -555,7 +566,6 @@ async fn core_main(
     ready: std::sync::mpsc::Sender<Result<(), String>>,
     mesh: Option<MeshBuilder>,
     control: crate::control::core::Endpoint,
-    pickup: Option<Arc<crate::pickup::PickupSettings>>,
 ) {
     let _exit = ExitGuard(Arc::clone(&shared));
     log.buffer_this_thread();
@@ -605,9 +615,13 @@ async fn core_main(
             Rc::clone(&qmgr),
             control,
         )),
-        pickup: pickup
-            .filter(|_| core == 0)
-            .map(|p| glommio::spawn_local(crate::pickup::run(Rc::clone(&ctx), p))),
+        pickup: (core == 0).then(|| {
+            let current = Arc::clone(&shared.pickup);
+            glommio::spawn_local(crate::pickup::run(
+                Rc::clone(&ctx),
+                Box::new(move || lock(&current).clone()),
+            ))
+        }),
     };
     let mut listeners = accept::CoreListeners::new(Rc::clone(&ctx), Rc::clone(&services));
     for b in bound {

@@ -107,6 +107,8 @@ pub(super) struct Reloadable {
     /// `corepost reload` requests from the control socket, answered with
     /// the verdict.
     pub requests: flume::Receiver<crate::control::ReloadReply>,
+    /// The parameters only a restart applies, as started.
+    pub restart_only: super::restart_only::StartValues,
 }
 
 /// Postfix's `postfix reload`: read the configuration again and apply it
@@ -124,12 +126,12 @@ fn reload(
     router: &crate::control::core::SharedRouter,
     reloadable: &mut Reloadable,
 ) -> Result<Vec<String>, String> {
-    let listeners = &mut reloadable.listeners;
     let cores = shared.applied.len();
     let loaded = load_checked(&options.config_dir).and_then(|(c, warnings)| {
         let logging = crate::log::LogSettings::from_config(&c)?;
         let events = crate::events::EventSettings::from_config(&c)?;
         let bounce_classes = crate::bounce_class::Rules::from_config(&c)?;
+        let pickup = crate::pickup::PickupSettings::from_config(&c)?.map(Arc::new);
         let smtpd = smtpd_services(&c, &lock(&shared.services))?;
         let qmgr = crate::qmgr::QmgrSettings::from_config(&c)?;
         let router = crate::routing::Router::from_params(&|n| c.get(n))?;
@@ -137,8 +139,13 @@ fn reload(
         if plan.is_empty() {
             return Err("master.cf has no smtpd inet service: nothing to listen on".into());
         }
-        let prepared = listeners.prepare(plan, cores)?;
-        let warnings = [warnings, crate::metrics::reload_warning(&c)].concat();
+        let prepared = reloadable.listeners.prepare(plan, cores)?;
+        let warnings = [
+            warnings,
+            crate::metrics::reload_warning(&c),
+            reloadable.restart_only.changed(&c),
+        ]
+        .concat();
         Ok((
             c,
             warnings,
@@ -146,10 +153,10 @@ fn reload(
             qmgr,
             router,
             prepared,
-            (logging, events, bounce_classes),
+            (logging, events, bounce_classes, pickup),
         ))
     });
-    let (config, warnings, smtpd, qmgr, new_router, mut prepared, logging) = match loaded {
+    let (config, warnings, smtpd, qmgr, new_router, mut prepared, others) = match loaded {
         Ok(l) => l,
         Err(e) => {
             log.line(
@@ -162,8 +169,11 @@ fn reload(
     *lock(router) = Arc::new(new_router);
     // As Postfix's postlogd, restarted by a reload: maillog_file (or the
     // new destination) is opened again, and so is the event output.
-    reopen_logs(log, master, &logging.0, &logging.1);
-    crate::bounce_class::install(logging.2);
+    let (logging, events, bounce_classes, pickup) = others;
+    reopen_logs(log, master, &logging, &events);
+    crate::bounce_class::install(bounce_classes);
+    // Local submissions: pickup and cleanup's settings, from the next file.
+    *lock(&shared.pickup) = pickup;
     // Transports, their limits and the delivery agents' settings (aliases,
     // mailboxes, pipe commands) apply to deliveries started from now.
     *lock(&shared.qmgr) = Arc::new(qmgr);
@@ -174,6 +184,7 @@ fn reload(
     {
         lock(&shared.opened[core]).extend(bound);
     }
+    let listeners = &mut reloadable.listeners;
     let released = listeners.commit(prepared);
     *lock(&shared.plan) = listeners.plan().to_vec();
     let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
