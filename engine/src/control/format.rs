@@ -71,6 +71,10 @@ pub fn sort(items: &mut [QueueItem]) {
 /// Width of the queue id column (corepost's ids are 16 characters).
 const ID_WIDTH: usize = 16;
 
+/// The column a deferral reason is right-aligned to (without its
+/// parentheses), as in Postfix 3.7's `mailq`.
+const REASON_WIDTH: usize = 76;
+
 /// The mailq listing.
 pub fn mailq(items: &[QueueItem]) -> String {
     if items.is_empty() {
@@ -107,8 +111,12 @@ pub fn mailq(items: &[QueueItem]) -> String {
             if let Some(r) = reason.as_deref()
                 && last_reason != Some(r)
             {
-                let _ = writeln!(out, "({})", one_line(r));
-                last_reason = Some(r);
+                // As Postfix's showq: right-aligned to column 78 when it
+                // fits, else from the left margin.
+                let r = one_line(r);
+                let pad = REASON_WIDTH.saturating_sub(r.len());
+                let _ = writeln!(out, "{:pad$}({r})", "");
+                last_reason = reason.as_deref();
             }
             let _ = writeln!(out, "{:indent$}{rcpt}", "");
         }
@@ -285,7 +293,9 @@ mod tests {
         let lines: Vec<&str> = text.lines().collect();
         assert!(lines[1].starts_with(&format!("{id}!     2000 ")), "{text}");
         assert!(lines[1].ends_with("  MAILER-DAEMON"), "{text}");
-        assert_eq!(lines[2], "(connect to x: refused)");
+        // Right-aligned as Postfix 3.7 prints it: the closing parenthesis
+        // in column 78.
+        assert_eq!(lines[2], format!("{:55}(connect to x: refused)", ""));
         assert_eq!(lines[3].trim(), "a@x");
         assert_eq!(lines[4].trim(), "b@x");
         assert_eq!(
@@ -295,6 +305,20 @@ mod tests {
         );
         assert_eq!(lines.last(), Some(&"-- 2 Kbytes in 1 Request."));
         assert_eq!(mailq(&[]), "Mail queue is empty\n");
+        // Captured from Postfix 3.7: a short reason padded to end in column
+        // 78, a longer one from the margin.
+        let short = "connect to 127.0.0.1[127.0.0.1]:1: Connection refused";
+        let long = "host 127.0.0.1[127.0.0.1] said: 451 4.3.0 short (in reply to RCPT TO command)";
+        let with = |r: &str| {
+            let mut i = items[0].clone();
+            i.recipients = vec![("a@x".into(), Some(r.into()))];
+            mailq(&[i]).lines().nth(2).unwrap().to_string()
+        };
+        assert_eq!(
+            with(short),
+            "                       (connect to 127.0.0.1[127.0.0.1]:1: Connection refused)"
+        );
+        assert_eq!(with(long), format!("({long})"));
         let s = shape(&items, 1_700_000_000_000_000 + 7 * 60_000_000);
         assert!(
             s.lines()
