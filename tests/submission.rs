@@ -232,6 +232,48 @@ fn submission_while_stopped_is_delivered_after_start() {
     assert!(text(&got.messages[0].2).contains("queued while down"));
 }
 
+/// `authorized_submit_users` as Postfix: sendmail refuses a user not on
+/// the list (root included) with Postfix's text and exit 75, and pickup
+/// sets aside a maildrop file whose owner the list refuses (one written
+/// before the list changed, or without sendmail) instead of queueing it.
+#[test]
+fn authorized_submit_users_is_enforced_by_sendmail_and_pickup() {
+    let sink = Sink::start();
+    let mut d = daemon(sink.port, "");
+    d.stop();
+    let out = sendmail(&d, &["r@remote.example"], "Subject: before\n\nx\n");
+    assert!(out.status.success(), "{}", stderr(&out));
+    let main_cf = d.dir.path().join("main.cf");
+    let main = std::fs::read_to_string(&main_cf).unwrap();
+    std::fs::write(
+        &main_cf,
+        format!("{main}authorized_submit_users = !root, static:anyone\n"),
+    )
+    .unwrap();
+    let out = sendmail(&d, &["r@remote.example"], "Subject: refused\n\nx\n");
+    assert_eq!(out.status.code(), Some(75));
+    assert_eq!(
+        stderr(&out),
+        "sendmail: fatal: User root(0) is not allowed to submit mail\n"
+    );
+    let out = sendmail(&d, &["-bs"], "QUIT\n");
+    assert_eq!(out.status.code(), Some(75), "{}", stdout(&out));
+    assert_eq!(maildrop_files(&d).len(), 1, "only the earlier submission");
+    d.spawn();
+    let log = wait_until(20, || {
+        let log = d.log();
+        log.contains("refused submission").then_some(log)
+    })
+    .expect("pickup refused the file");
+    assert!(
+        log.contains("refused submission: User root(0) is not allowed to submit mail; moved to "),
+        "{log}"
+    );
+    assert!(maildrop_files(&d).is_empty());
+    std::thread::sleep(Duration::from_millis(500));
+    assert_eq!(sink.snapshot().messages.len(), 0);
+}
+
 #[test]
 fn a_garbage_maildrop_file_is_set_aside_and_logged() {
     let sink = Sink::start();

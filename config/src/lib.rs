@@ -30,6 +30,7 @@ pub mod relay_guard;
 pub mod restrictions;
 pub mod tables;
 pub mod unsupported;
+pub mod users;
 pub mod value;
 
 pub use config::{BUILTIN_MASTER_CF, Config, ServiceConfig, default_config_dir};

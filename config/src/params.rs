@@ -414,6 +414,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("newaliases_path", Text, "/usr/bin/newaliases", "Path of the newaliases command."),
     p("authorized_mailq_users", List, "static:anyone", "Users allowed to list the queue (mailq, corepost queue list) through the daemon's public socket; root and mail_owner always are."),
     p("authorized_flush_users", List, "static:anyone", "Users allowed to flush the queue (sendmail -q, corepost queue flush) through the daemon's public socket; root and mail_owner always are."),
+    p("authorized_submit_users", List, "static:anyone", "Users allowed to submit mail with sendmail (its real uid's login name, or unknown; root too); an empty list allows nobody. Checked by sendmail and again by pickup against the owner of each maildrop file, which a refused file is set aside as corrupt."),
     p("manpage_directory", Text, "/usr/share/man", "Where `corepost install` puts the manual pages (man8/corepost*.8)."),
     // --- corepost's own -----------------------------------------------------------------
     c("corepost_cores", Int, host::cores, "Number of per-core executors (threads pinned to CPUs), each with its own connections and spool; the default is one per available CPU.")

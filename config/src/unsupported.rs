@@ -198,12 +198,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "corepost would bounce mail that Postfix keeps deferred",
     ),
     u(
-        "authorized_submit_users",
-        Fatal,
-        "static:anyone",
-        "corepost's sendmail lets every local user submit mail",
-    ),
-    u(
         "local_login_sender_maps",
         Fatal,
         "static:*",

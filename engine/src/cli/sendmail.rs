@@ -31,7 +31,7 @@ const WITH_ARG: &str = "ABCFLNORVXbefhopr";
 /// Flags accepted and ignored (Berkeley sendmail compatibility).
 const IGNORED: &str = "cGIimnUx";
 
-fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
+pub(super) fn fail(code: u8, message: impl std::fmt::Display) -> ExitCode {
     eprintln!("sendmail: fatal: {message}");
     ExitCode::from(code)
 }
@@ -254,6 +254,9 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         Ok(c) => c,
         Err(e) => return fail(EX_CONFIG, e),
     };
+    if let Some(refused) = submit_refusal(&config) {
+        return refused;
+    }
     // As Debian's Postfix: a myorigin file that cannot be read is fatal
     // here, not a submission pickup would have to set aside.
     if let Err(e) = config
@@ -305,6 +308,22 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         content,
     };
     deposit(&config, &submission, o.verbose)
+}
+
+/// `authorized_submit_users`, checked before anything is read, as
+/// Postfix's sendmail does (exit 75, "User name(uid) is not allowed to
+/// submit mail"); pickup checks the file's owner again, since the maildrop
+/// itself is open to every user.
+pub fn submit_refusal(config: &Config) -> Option<ExitCode> {
+    let list = match config.get("authorized_submit_users") {
+        Ok(l) => l,
+        Err(e) => return Some(fail(EX_CONFIG, e)),
+    };
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    corepost_config::users::may_submit(&list, uid)
+        .err()
+        .map(|e| fail(EX_TEMPFAIL, e))
 }
 
 /// Why a submission could not be left in the maildrop: exit code and text.

@@ -28,6 +28,9 @@ pub fn run(dir: &Path) -> ExitCode {
             return ExitCode::from(EX_CONFIG);
         }
     };
+    if let Some(refused) = super::sendmail::submit_refusal(&config) {
+        return refused;
+    }
     let host = config.get("myhostname").unwrap_or_default();
     let name = config.get("mail_name").unwrap_or_default();
     let limit = config

@@ -14,8 +14,7 @@
 //! owner-only socket stays the only way to hold, delete, requeue, show a
 //! message's content, reload or stop.
 
-use corepost_config::list::match_list_elements;
-use corepost_config::tables::TableList;
+use corepost_config::users::user_in_list;
 use std::os::fd::AsRawFd;
 use std::os::unix::net::UnixStream;
 use std::path::{Path, PathBuf};
@@ -62,26 +61,6 @@ impl Access {
     }
 }
 
-/// A Postfix string list of user names: names, `!name`, `/file/name` and
-/// `type:table` (matched when the name is a key), first match decides.
-pub fn user_in_list(list: &str, name: &str) -> Result<bool, String> {
-    for element in match_list_elements(list)? {
-        let word = element.pattern;
-        let hit = if word.contains(':') {
-            TableList::open(&word)
-                .and_then(|t| t.lookup_first(std::iter::once(name)))
-                .map_err(|e| e.to_string())?
-                .is_some()
-        } else {
-            word == name
-        };
-        if hit {
-            return Ok(!element.negated);
-        }
-    }
-    Ok(false)
-}
-
 /// Whether the peer with `uid` may make a request needing `access`,
 /// with the lists of the configuration in `config_dir`.
 pub fn authorize(access: Access, uid: u32, config_dir: &Path) -> Result<(), String> {
@@ -91,7 +70,7 @@ pub fn authorize(access: Access, uid: u32, config_dir: &Path) -> Result<(), Stri
     }
     let config = corepost_config::Config::load(config_dir).map_err(|e| e.to_string())?;
     let list = config.get(access.parameter()).map_err(|e| e.to_string())?;
-    let name = login_name(uid).unwrap_or_else(|| "unknown".to_string());
+    let name = corepost_config::users::list_name(uid);
     match user_in_list(&list, &name) {
         Ok(true) => Ok(()),
         Ok(false) => Err(access.refusal(&name, uid)),
@@ -122,31 +101,6 @@ pub fn peer_uid(stream: &UnixStream) -> std::io::Result<u32> {
     } else {
         Err(std::io::Error::last_os_error())
     }
-}
-
-/// The login name of `uid` from the system's user database.
-fn login_name(uid: u32) -> Option<String> {
-    let mut buf = vec![0u8; 16384];
-    // SAFETY: an all-zero passwd is a valid value for getpwuid_r to fill.
-    let mut pwd: libc::passwd = unsafe { std::mem::zeroed() };
-    let mut result: *mut libc::passwd = std::ptr::null_mut();
-    // SAFETY: pwd, buf and result are valid for writing, buf's length is
-    // passed; on success pw_name points into buf, which outlives its use.
-    let rc = unsafe {
-        libc::getpwuid_r(
-            uid,
-            &mut pwd,
-            buf.as_mut_ptr().cast(),
-            buf.len(),
-            &mut result,
-        )
-    };
-    if rc != 0 || result.is_null() || pwd.pw_name.is_null() {
-        return None;
-    }
-    // SAFETY: pw_name is a NUL-terminated string inside buf.
-    let name = unsafe { std::ffi::CStr::from_ptr(pwd.pw_name) };
-    Some(name.to_string_lossy().into_owned())
 }
 
 #[cfg(test)]

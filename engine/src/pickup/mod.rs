@@ -66,6 +66,10 @@ pub struct PickupSettings {
     pub empty_address_recipient: String,
     /// DKIM signing of local submissions (`corepost_dkim_signing_table`).
     pub dkim: Option<Arc<crate::dkim::DkimSigner>>,
+    /// Who may submit (`authorized_submit_users`), checked against the
+    /// owner of each maildrop file: the maildrop is open to every user, so
+    /// this, not sendmail's own check, is what enforces the list.
+    pub authorized_submit_users: String,
 }
 
 impl PickupSettings {
@@ -100,6 +104,7 @@ impl PickupSettings {
             default_filter_nexthop: text("default_filter_nexthop")?,
             empty_address_recipient: text("empty_address_recipient")?,
             dkim: crate::dkim::DkimSigner::from_params(&|n| s.get(n))?,
+            authorized_submit_users: text("authorized_submit_users")?,
         }))
     }
 
@@ -397,6 +402,17 @@ fn read_file(path: &Path, limit: u64) -> Result<(Vec<u8>, u32), Refusal> {
 
 /// Move a bad file out of the maildrop.
 fn set_aside(ctx: &CoreContext, s: &PickupSettings, path: &Path, name: &str, why: &str) {
+    set_aside_as(
+        ctx,
+        s,
+        (path, name),
+        &format!("malformed submission: {why}"),
+    );
+}
+
+/// Move a maildrop file to the corrupt directory (kept for the operator,
+/// never queued), logging `what` and where it went.
+fn set_aside_as(ctx: &CoreContext, s: &PickupSettings, (path, name): (&Path, &str), what: &str) {
     let target = maildrop::corrupt_dir(&s.queue_dir).join(name);
     let outcome = match std::fs::rename(path, &target) {
         Ok(()) => format!("moved to {}", target.display()),
@@ -404,7 +420,7 @@ fn set_aside(ctx: &CoreContext, s: &PickupSettings, path: &Path, name: &str, why
     };
     ctx.log.line(
         &s.program,
-        &format!("warning: maildrop/{name}: malformed submission: {why}; {outcome}"),
+        &format!("warning: maildrop/{name}: {what}; {outcome}"),
     );
 }
 
@@ -443,6 +459,10 @@ async fn pass(
                 continue;
             }
         };
+        if let Err(why) = corepost_config::users::may_submit(&s.authorized_submit_users, uid) {
+            set_aside_as(ctx, s, (&path, name), &format!("refused submission: {why}"));
+            continue;
+        }
         let sub = match maildrop::Submission::decode(&bytes) {
             Ok(sub) => sub,
             Err(why) => {
