@@ -274,6 +274,68 @@ fn authorized_submit_users_is_enforced_by_sendmail_and_pickup() {
     assert_eq!(sink.snapshot().messages.len(), 0);
 }
 
+/// `local_login_sender_maps` as Postfix 3.7's sendmail applies it (texts
+/// and exit code captured from it): a sender the user's entry does not
+/// list is refused before anything is written; pickup refuses a file whose
+/// sender the owner may no longer use.
+#[test]
+fn local_login_sender_maps_limits_the_envelope_senders_of_local_users() {
+    let sink = Sink::start();
+    let mut d = daemon(
+        sink.port,
+        "local_login_sender_maps = inline:{ {root=alice@example.org,@example.net} }\n",
+    );
+    let out = sendmail(
+        &d,
+        &["-f", "bob@example.org", "r@remote.example"],
+        "Subject: a\n\nx\n",
+    );
+    assert_eq!(out.status.code(), Some(75));
+    assert_eq!(
+        stderr(&out),
+        "sendmail: fatal: bob@example.org(0): not authorized to use sender='bob@example.org'\n"
+    );
+    let out = sendmail(&d, &["r@remote.example"], "Subject: a\n\nx\n");
+    assert_eq!(
+        out.status.code(),
+        Some(75),
+        "root's own address is not listed"
+    );
+    for allowed in ["alice@example.org", "Carol@EXAMPLE.net"] {
+        let out = sendmail(
+            &d,
+            &["-f", allowed, "r@remote.example"],
+            "Subject: b\n\nx\n",
+        );
+        assert!(out.status.success(), "{allowed}: {}", stderr(&out));
+    }
+    let got = sink.wait_for(2, 20);
+    assert_eq!(got.messages.len(), 2, "{}", d.log());
+    d.stop();
+    let out = sendmail(
+        &d,
+        &["-f", "dave@example.net", "r@remote.example"],
+        "Subject: c\n\nx\n",
+    );
+    assert!(out.status.success(), "{}", stderr(&out));
+    let main_cf = d.dir.path().join("main.cf");
+    let main = std::fs::read_to_string(&main_cf)
+        .unwrap()
+        .replace(",@example.net", "");
+    std::fs::write(&main_cf, main).unwrap();
+    d.spawn();
+    let log = wait_until(20, || {
+        let log = d.log();
+        log.contains("refused submission").then_some(log)
+    })
+    .expect("pickup refused the file");
+    assert!(
+        log.contains("refused submission: dave@example.net(0): not authorized to use sender='dave@example.net'; moved to "),
+        "{log}"
+    );
+    assert_eq!(sink.snapshot().messages.len(), 2);
+}
+
 #[test]
 fn a_garbage_maildrop_file_is_set_aside_and_logged() {
     let sink = Sink::start();

@@ -415,6 +415,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("authorized_mailq_users", List, "static:anyone", "Users allowed to list the queue (mailq, corepost queue list) through the daemon's public socket; root and mail_owner always are."),
     p("authorized_flush_users", List, "static:anyone", "Users allowed to flush the queue (sendmail -q, corepost queue flush) through the daemon's public socket; root and mail_owner always are."),
     p("authorized_submit_users", List, "static:anyone", "Users allowed to submit mail with sendmail (its real uid's login name, or unknown; root too); an empty list allows nobody. Checked by sendmail and again by pickup against the owner of each maildrop file, which a refused file is set aside as corrupt."),
+    p("local_login_sender_maps", List, "static:*", "Tables searched by the submitter's login name (uid:N when it has none) for the envelope senders it may use with sendmail: * any, <> the null sender, @domain any address in it, or one address (case and address extension ignored); no entry refuses. Checked by sendmail and again by pickup, which sets a refused file aside as corrupt."),
+    p("empty_address_local_login_sender_maps_lookup_key", Text, "<>", "The local_login_sender_maps pattern that allows the null sender."),
     p("manpage_directory", Text, "/usr/share/man", "Where `corepost install` puts the manual pages (man8/corepost*.8)."),
     // --- corepost's own -----------------------------------------------------------------
     c("corepost_cores", Int, host::cores, "Number of per-core executors (threads pinned to CPUs), each with its own connections and spool; the default is one per available CPU.")

@@ -198,12 +198,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "corepost would bounce mail that Postfix keeps deferred",
     ),
     u(
-        "local_login_sender_maps",
-        Fatal,
-        "static:*",
-        "corepost's sendmail does not restrict the sender addresses of local users",
-    ),
-    u(
         "master_service_disable",
         Fatal,
         "",
@@ -992,12 +986,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         Warning,
         "16777216",
         "corepost opens each table by the type its name gives",
-    ),
-    u(
-        "empty_address_local_login_sender_maps_lookup_key",
-        Warning,
-        "<>",
-        ROUTING_KEYS,
     ),
     u(
         "setgid_group",

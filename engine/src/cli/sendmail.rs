@@ -298,8 +298,12 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
         .clone()
         .or_else(|| std::env::var("NAME").ok().filter(|n| !n.is_empty()))
         .or(if o.sender.is_none() { gecos } else { None });
+    let sender = o.sender.clone().unwrap_or(login);
+    if let Err((code, e)) = sender_refusal(&config, &sender) {
+        return fail(code, e);
+    }
     let submission = Submission {
-        sender: o.sender.clone().unwrap_or(login),
+        sender,
         fullname,
         ret: o.ret,
         envid: o.envid.clone(),
@@ -315,15 +319,38 @@ pub fn main(args: Vec<OsString>) -> ExitCode {
 /// submit mail"); pickup checks the file's owner again, since the maildrop
 /// itself is open to every user.
 pub fn submit_refusal(config: &Config) -> Option<ExitCode> {
-    let list = match config.get("authorized_submit_users") {
-        Ok(l) => l,
-        Err(e) => return Some(fail(EX_CONFIG, e)),
-    };
+    submit_refusal_uid(config)
+        .err()
+        .map(|(code, e)| fail(code, e))
+}
+
+fn submit_refusal_uid(config: &Config) -> Result<(), (u8, String)> {
+    let list = config
+        .get("authorized_submit_users")
+        .map_err(|e| (EX_CONFIG, e.to_string()))?;
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
-    corepost_config::users::may_submit(&list, uid)
-        .err()
-        .map(|e| fail(EX_TEMPFAIL, e))
+    corepost_config::users::may_submit(&list, uid).map_err(|e| (EX_TEMPFAIL, e))
+}
+
+/// `local_login_sender_maps` for this user and `sender`, before anything is
+/// written (pickup checks the file again).
+fn sender_refusal(config: &Config, sender: &str) -> Result<(), (u8, String)> {
+    let logins = sender_logins(config).map_err(|e| (EX_CONFIG, e))?;
+    // SAFETY: getuid has no preconditions.
+    let uid = unsafe { libc::getuid() };
+    logins.check(uid, sender).map_err(|e| (EX_TEMPFAIL, e))
+}
+
+/// The `local_login_sender_maps` rule of a configuration (or a service's
+/// view of it).
+pub fn sender_logins(config: &Config) -> Result<corepost_config::users::SenderLogins, String> {
+    let get = |n: &str| config.get(n).map_err(|e| e.to_string());
+    Ok(corepost_config::users::SenderLogins::new(
+        &get("local_login_sender_maps")?,
+        &get("empty_address_local_login_sender_maps_lookup_key")?,
+        &get("recipient_delimiter")?,
+    ))
 }
 
 /// Why a submission could not be left in the maildrop: exit code and text.

@@ -70,6 +70,9 @@ pub struct PickupSettings {
     /// owner of each maildrop file: the maildrop is open to every user, so
     /// this, not sendmail's own check, is what enforces the list.
     pub authorized_submit_users: String,
+    /// The envelope senders each user may use (`local_login_sender_maps`),
+    /// checked against the file's owner for the same reason.
+    pub sender_logins: corepost_config::users::SenderLogins,
 }
 
 impl PickupSettings {
@@ -105,6 +108,11 @@ impl PickupSettings {
             empty_address_recipient: text("empty_address_recipient")?,
             dkim: crate::dkim::DkimSigner::from_params(&|n| s.get(n))?,
             authorized_submit_users: text("authorized_submit_users")?,
+            sender_logins: corepost_config::users::SenderLogins::new(
+                &text("local_login_sender_maps")?,
+                &text("empty_address_local_login_sender_maps_lookup_key")?,
+                &text("recipient_delimiter")?,
+            ),
         }))
     }
 
@@ -470,6 +478,10 @@ async fn pass(
                 continue;
             }
         };
+        if let Err(why) = s.sender_logins.check(uid, &sub.sender) {
+            set_aside_as(ctx, s, (&path, name), &format!("refused submission: {why}"));
+            continue;
+        }
         let id = ctx.new_queue_id();
         let prepared = match prepare(s, &sub, uid, id, corepost_spool::queue_id::now_micros()) {
             Ok(p) => p,
