@@ -509,7 +509,9 @@ fn execute(
                     .join(" "),
                 if info.pickup { "on" } else { "off" },
             ) + &helper
-                + &damage)
+                + &damage
+                // Shaping groups (corepost_shaping_files): connections, limits, actions.
+                + &crate::shaping::status_lines())
         }
         "reload" => reload(info),
         "logrotate" => info
