@@ -417,7 +417,13 @@ async fn smtp_worker(
                             false
                         },
                         async {
-                            qmgr.ctx.shutdown.wait().await;
+                            futures_lite::future::or(
+                                qmgr.ctx.shutdown.wait(),
+                                // Another destination of the shaping group waits for
+                                // this connection's place.
+                                crate::shaping::wanted_elsewhere(dest),
+                            )
+                            .await;
                             false
                         },
                     ),

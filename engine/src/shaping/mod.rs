@@ -181,6 +181,8 @@ pub async fn connection(qmgr: &Rc<Qmgr>, dest: &DestQueue) -> Result<Option<Conn
     let Some(a) = assigned(dest) else {
         return Ok(None);
     };
+    // Counted as waiting from the first refusal on (idle connections then make room).
+    let mut waiting = None;
     loop {
         sweep(qmgr, &a);
         let limits = a.state.effective(&a.group.limits);
@@ -201,6 +203,7 @@ pub async fn connection(qmgr: &Rc<Qmgr>, dest: &DestQueue) -> Result<Option<Conn
                 shared::Leased::Full => drop(slot),
             }
         }
+        waiting.get_or_insert_with(|| a.state.waiting());
         let jitter = {
             use rand::RngExt;
             rand::rng().random_range(0..=FULL_RETRY.as_millis() as u64)
@@ -210,6 +213,18 @@ pub async fn connection(qmgr: &Rc<Qmgr>, dest: &DestQueue) -> Result<Option<Conn
         if dest.jobs.borrow().is_empty() || qmgr.ctx.shutdown.is_triggered() {
             return Err(());
         }
+    }
+}
+
+/// Resolves when a connection of another of the group's destinations waits for a place
+/// while this one is idle (the idle one then closes, rather than keep the place for its
+/// connection cache time); never when `dest` has no group.
+pub async fn wanted_elsewhere(dest: &DestQueue) {
+    let Some(a) = assigned(dest) else {
+        return std::future::pending().await;
+    };
+    while a.state.waiters() == 0 {
+        glommio::timer::sleep(FULL_RETRY).await;
     }
 }
 

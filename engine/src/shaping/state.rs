@@ -54,7 +54,18 @@ pub struct GroupState {
     pub name: String,
     /// Connections open to the group's destinations on this node.
     pub connections: AtomicUsize,
+    /// Connections waiting for a place.
+    waiting: Arc<AtomicUsize>,
     inner: Mutex<Inner>,
+}
+
+/// Counts a connection as waiting for a place until dropped.
+pub struct Waiting(Arc<AtomicUsize>);
+
+impl Drop for Waiting {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 static NEXT_ID: AtomicU64 = AtomicU64::new(1);
@@ -71,6 +82,7 @@ pub fn group(name: &str) -> Arc<GroupState> {
         Arc::new(GroupState {
             name: name.to_string(),
             connections: AtomicUsize::new(0),
+            waiting: Arc::new(AtomicUsize::new(0)),
             inner: Mutex::new(Inner::default()),
         })
     }))
@@ -189,6 +201,17 @@ impl GroupState {
                 (n < limit).then_some(n + 1)
             })
             .is_ok()
+    }
+
+    /// Count a connection as waiting for a place (until the guard is dropped).
+    pub fn waiting(&self) -> Waiting {
+        self.waiting.fetch_add(1, Ordering::AcqRel);
+        Waiting(Arc::clone(&self.waiting))
+    }
+
+    /// Connections waiting for a place now.
+    pub fn waiters(&self) -> usize {
+        self.waiting.load(Ordering::Acquire)
     }
 
     pub fn release(&self) {
