@@ -305,7 +305,8 @@ pub fn observe(qmgr: &Rc<Qmgr>, dest: &DestQueue, reply: &ServerReply) {
     else {
         return;
     };
-    let text = format!("{} said: {reply}", dest.key.nexthop);
+    let domain = crate::delivery::smtp::tls_policy::nexthop_domain(&dest.key.nexthop);
+    let text = format!("{domain} said: {reply}");
     let Some(act) = a.state.trigger(rule, &dest.key.nexthop, &text, &status) else {
         return;
     };
