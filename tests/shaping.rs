@@ -29,8 +29,11 @@ fn dns() -> TestServer {
 fn daemon(dns: &TestServer, sink: &Sink, table: &str, extra: &str) -> (Daemon, tempfile::TempDir) {
     let tables = tempfile::tempdir().expect("tmp");
     let path = tables.path().join("shaping.conf");
-    std::fs::write(&path, format!("[provider bigmail]\nmx = .bigmail.test\n{table}"))
-        .expect("table");
+    std::fs::write(
+        &path,
+        format!("[provider bigmail]\nmx = .bigmail.test\n{table}"),
+    )
+    .expect("table");
     let routes: Vec<String> = PROVIDER
         .iter()
         .chain(&["other.example"])
@@ -47,7 +50,12 @@ fn daemon(dns: &TestServer, sink: &Sink, table: &str, extra: &str) -> (Daemon, t
 }
 
 fn send(d: &Daemon, to: &str) -> String {
-    let id = submit(d.port, "sender@other.example", &[to], "Subject: shaping\r\n\r\nhello");
+    let id = submit(
+        d.port,
+        "sender@other.example",
+        &[to],
+        "Subject: shaping\r\n\r\nhello",
+    );
     assert!(!id.is_empty(), "not queued: {to}");
     id
 }
@@ -223,7 +231,12 @@ fn a_suspend_rule_keeps_the_mail_queued_until_the_period_ends() {
         },
     );
     let dns = dns();
-    let (d, _t) = daemon(&dns, &sink, "rule = 4xx (?i)\\bTSS04\\b => suspend for 3s\n", "");
+    let (d, _t) = daemon(
+        &dns,
+        &sink,
+        "rule = 4xx (?i)\\bTSS04\\b => suspend for 3s\n",
+        "",
+    );
     let t0 = Instant::now();
     send(&d, "complaints@a.example");
     log_with(&d, "shaping: bigmail: suspend for 3s (rule ", 20);
@@ -232,7 +245,8 @@ fn a_suspend_rule_keeps_the_mail_queued_until_the_period_ends() {
     let log = log_with(&d, "to=<ok@b.example>", 20);
     assert!(
         log.contains("relay=none")
-            && log.contains("dsn=4.7.0, status=deferred (delivery to provider bigmail suspended for")
+            && log
+                .contains("dsn=4.7.0, status=deferred (delivery to provider bigmail suspended for")
             && log.contains("by shaping rule "),
         "{log}"
     );
@@ -255,31 +269,38 @@ fn a_bounce_rule_returns_the_providers_queued_mail_with_a_dsn() {
     let sink = Sink::start_with(
         0,
         SinkOptions {
-            replies: &[("blocked", "550 5.7.1 Service unavailable, client host blocked", 0)],
+            replies: &[(
+                "blocked",
+                "550 5.7.1 Service unavailable, client host blocked",
+                0,
+            )],
             ..SinkOptions::default()
         },
     );
     let dns = dns();
-    let (d, _t) = daemon(&dns, &sink, "rule = 5xx 5.7.1 (?i)blocked => bounce for 30s\n", "");
+    let (d, _t) = daemon(
+        &dns,
+        &sink,
+        "rule = 5xx 5.7.1 (?i)blocked => bounce for 30s\n",
+        "",
+    );
     send(&d, "blocked@a.example");
     log_with(&d, "shaping: bigmail: bounce for 30s (rule ", 20);
     let id = send(&d, "ok@c.example");
     let log = log_with(&d, "to=<ok@c.example>", 20);
     assert!(
-        log.contains("dsn=5.7.1, status=bounced (delivery to provider bigmail refused by shaping rule ")
-            && log.contains(&format!("{id}: sender non-delivery notification")),
+        log.contains(
+            "dsn=5.7.1, status=bounced (delivery to provider bigmail refused by shaping rule "
+        ) && log.contains(&format!("{id}: sender non-delivery notification")),
         "{log}"
     );
     // The notice goes to the sender (at other.example, not shaped) and names the recipient.
     let dsn = wait_until(20, || {
-        sink.snapshot()
-            .messages
-            .into_iter()
-            .find(|m| {
-                m.0.is_empty()
-                    && m.1 == ["sender@other.example"]
-                    && String::from_utf8_lossy(&m.2).contains("ok@c.example")
-            })
+        sink.snapshot().messages.into_iter().find(|m| {
+            m.0.is_empty()
+                && m.1 == ["sender@other.example"]
+                && String::from_utf8_lossy(&m.2).contains("ok@c.example")
+        })
     })
     .unwrap_or_else(|| panic!("no notice:\n{}", d.log()));
     let text = String::from_utf8_lossy(&dsn.2);

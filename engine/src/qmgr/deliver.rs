@@ -685,9 +685,7 @@ fn finalize(
         // nothing expires.
         Kind::Bounced if soft_bounce => Final {
             recipient: i,
-            kind: OutcomeKind::Deferred {
-                next_attempt,
-            },
+            kind: OutcomeKind::Deferred { next_attempt },
             dsn: format!("4{}", r.dsn.get(1..).unwrap_or(".0.0")),
             text: r.text.clone(),
             status: "SOFTBOUNCE",
@@ -720,9 +718,7 @@ fn finalize(
         }
         Kind::Deferred => Final {
             recipient: i,
-            kind: OutcomeKind::Deferred {
-                next_attempt,
-            },
+            kind: OutcomeKind::Deferred { next_attempt },
             dsn: r.dsn.clone(),
             text: r.text.clone(),
             status: "deferred",

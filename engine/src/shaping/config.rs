@@ -271,7 +271,9 @@ impl Builder {
                 continue;
             }
             let Some((_, section)) = current.as_mut() else {
-                return Err(format!("{at}: setting outside a [provider] or [domain] section"));
+                return Err(format!(
+                    "{at}: setting outside a [provider] or [domain] section"
+                ));
             };
             let (k, v) = line
                 .split_once('=')
@@ -310,7 +312,10 @@ impl Builder {
             if *is_provider {
                 let mx = s.mx.clone().unwrap_or_default();
                 if mx.is_empty() {
-                    return Err(format!("{}: [provider {name}] has no mx = patterns", s.origin));
+                    return Err(format!(
+                        "{}: [provider {name}] has no mx = patterns",
+                        s.origin
+                    ));
                 }
                 shaping.providers.push(Arc::new(Group {
                     name: name.clone(),

@@ -73,7 +73,9 @@ fn assigned(dest: &DestQueue) -> Option<Assigned> {
 }
 
 fn log(qmgr: &Qmgr, line: &str) {
-    qmgr.ctx.log.line("corepost/qmgr", &format!("shaping: {line}"));
+    qmgr.ctx
+        .log
+        .line("corepost/qmgr", &format!("shaping: {line}"));
 }
 
 /// Assign `dest` to its group from the addresses its next hop resolved to.
@@ -105,7 +107,11 @@ fn sweep(qmgr: &Qmgr, a: &Assigned) {
 }
 
 fn log_end(qmgr: &Qmgr, group: &str, a: &Active) {
-    let scope = a.scope.as_deref().map(|s| format!(" {s}")).unwrap_or_default();
+    let scope = a
+        .scope
+        .as_deref()
+        .map(|s| format!(" {s}"))
+        .unwrap_or_default();
     log(
         qmgr,
         &format!(
@@ -174,7 +180,7 @@ impl Drop for ConnSlot {
 /// taken (plus as much again of jitter).
 const FULL_RETRY: Duration = Duration::from_millis(50);
 
-/// Wait for a place in `dest`'s group's connection limit. `Ok(None)`: no limit applies.
+/// Wait for a place in `dest`'s group's connection limit. `Ok(None)`: `dest` has no group.
 /// `Err(())`: the destination's jobs were taken by other connections meanwhile, or the
 /// core is stopping.
 pub async fn connection(qmgr: &Rc<Qmgr>, dest: &DestQueue) -> Result<Option<ConnSlot>, ()> {
@@ -186,8 +192,15 @@ pub async fn connection(qmgr: &Rc<Qmgr>, dest: &DestQueue) -> Result<Option<Conn
     loop {
         sweep(qmgr, &a);
         let limits = a.state.effective(&a.group.limits);
+        // Without a limit the connection is counted all the same (the status, the
+        // metrics, and a throttle that brings a limit later).
         let Some(limit) = limits.connection_limit else {
-            return Ok(None);
+            a.state.try_connect(usize::MAX);
+            return Ok(Some(ConnSlot {
+                state: Arc::clone(&a.state),
+                shed: false,
+                _shared: None,
+            }));
         };
         if a.state.try_connect(limit) {
             let mut slot = ConnSlot {
@@ -235,7 +248,10 @@ pub fn over_limit(dest: &DestQueue, slot: &mut Option<ConnSlot>) -> bool {
         return false;
     };
     let limits = a.state.effective(&a.group.limits);
-    let open = a.state.connections.load(std::sync::atomic::Ordering::Acquire);
+    let open = a
+        .state
+        .connections
+        .load(std::sync::atomic::Ordering::Acquire);
     if s.shed || limits.connection_limit.is_none_or(|l| open <= l) {
         return false;
     }
@@ -314,7 +330,11 @@ pub fn observe(qmgr: &Rc<Qmgr>, dest: &DestQueue, reply: &ServerReply) {
         Action::Throttle(l) => format!(" {}", state::describe(l)),
         _ => String::new(),
     };
-    let scope = act.scope.as_deref().map(|s| format!(" {s}")).unwrap_or_default();
+    let scope = act
+        .scope
+        .as_deref()
+        .map(|s| format!(" {s}"))
+        .unwrap_or_default();
     log(
         qmgr,
         &format!(
@@ -385,7 +405,11 @@ pub fn status_lines() -> String {
                 Action::Throttle(l) => format!(" {}", state::describe(l)),
                 _ => String::new(),
             };
-            let scope = a.scope.as_deref().map(|s| format!(" {s}")).unwrap_or_default();
+            let scope = a
+                .scope
+                .as_deref()
+                .map(|s| format!(" {s}"))
+                .unwrap_or_default();
             let left = a.until.saturating_duration_since(Instant::now());
             out.push_str(&format!(
                 "shaping: {}: {}{scope}{settings}, {}s left (rule {}, after {})\n",

@@ -148,7 +148,10 @@ impl GroupState {
     /// (from the same rule, for the same scope): then `None`, so one burst of throttling
     /// replies is one trigger.
     pub fn trigger(&self, rule: &Rule, nexthop: &str, reply: &str, status: &str) -> Option<Active> {
-        let scope = rule.action.per_domain().then(|| nexthop.to_ascii_lowercase());
+        let scope = rule
+            .action
+            .per_domain()
+            .then(|| nexthop.to_ascii_lowercase());
         let now = Instant::now();
         let mut inner = self.lock();
         if inner
@@ -163,8 +166,7 @@ impl GroupState {
             action: rule.action.clone(),
             scope,
             until: now + rule.duration,
-            until_micros: corepost_spool::queue_id::now_micros()
-                + rule.duration.as_micros() as u64,
+            until_micros: corepost_spool::queue_id::now_micros() + rule.duration.as_micros() as u64,
             duration: rule.duration,
             rule: rule.origin.clone(),
             reply: reply.to_string(),
@@ -286,7 +288,11 @@ pub fn reports() -> Vec<Report> {
 /// A rate as written in the files: `N/s`, `N/m` or `N/h`, the largest unit that is exact.
 pub fn show_rate(interval: Duration) -> String {
     let micros = interval.as_micros().max(1);
-    for (unit, per) in [("s", 1_000_000u128), ("m", 60_000_000), ("h", 3_600_000_000)] {
+    for (unit, per) in [
+        ("s", 1_000_000u128),
+        ("m", 60_000_000),
+        ("h", 3_600_000_000),
+    ] {
         if per % micros == 0 {
             return format!("{}/{unit}", per / micros);
         }

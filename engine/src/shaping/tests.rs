@@ -15,11 +15,19 @@ fn a_throttle_lowers_the_limits_until_it_ends() {
         message_interval: Some(Duration::from_millis(10)),
         ..config::Limits::default()
     };
-    let rule = parse_rule("421 => throttle connection_limit=2 message_rate=60/m for 1s", "f:1")
+    let rule = parse_rule(
+        "421 => throttle connection_limit=2 message_rate=60/m for 1s",
+        "f:1",
+    )
+    .unwrap();
+    let act = g
+        .trigger(&rule, "a.test", "421 slow down", "4.0.0")
         .unwrap();
-    let act = g.trigger(&rule, "a.test", "421 slow down", "4.0.0").unwrap();
     // The same rule again while it is in force: not a second trigger.
-    assert!(g.trigger(&rule, "b.test", "421 slow down", "4.0.0").is_none());
+    assert!(
+        g.trigger(&rule, "b.test", "421 slow down", "4.0.0")
+            .is_none()
+    );
     let l = g.effective(&base);
     assert_eq!(l.connection_limit, Some(2));
     assert_eq!(l.message_interval, Some(Duration::from_secs(1)));
@@ -36,7 +44,8 @@ fn suspensions_cover_their_scope_and_a_bounce_wins() {
     assert!(g.blocking("a.test").is_some());
     assert!(g.blocking("b.test").is_none());
     let bounce = parse_rule("550 => bounce for 60s", "f:2").unwrap();
-    g.trigger(&bounce, "b.test", "550 blocked", "5.7.1").unwrap();
+    g.trigger(&bounce, "b.test", "550 blocked", "5.7.1")
+        .unwrap();
     assert_eq!(g.blocking("a.test").unwrap().action, Action::Bounce);
     assert_eq!(g.blocking("c.test").unwrap().action, Action::Bounce);
 }
