@@ -340,3 +340,47 @@ fn check_refuses_a_bad_table_naming_its_file_and_line() {
         "{err}"
     );
 }
+
+/// A child process killed when dropped.
+struct Killed(std::process::Child);
+
+impl Drop for Killed {
+    fn drop(&mut self) {
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}
+
+fn redis_server(port: u16) -> Killed {
+    let child = std::process::Command::new("redis-server")
+        .args(["--port", &port.to_string(), "--bind", "127.0.0.1"])
+        .args(["--save", "", "--appendonly", "no"])
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .expect("redis-server (apt-get install redis-server)");
+    let k = Killed(child);
+    wait_until(10, || std::net::TcpStream::connect(("127.0.0.1", port)).ok())
+        .expect("redis-server listens");
+    k
+}
+
+#[test]
+fn two_nodes_share_the_providers_connection_limit_through_redis() {
+    let redis_port = free_port();
+    let _redis = redis_server(redis_port);
+    let sink = Sink::start_slow(Duration::from_millis(200));
+    let dns = dns();
+    let shared = format!(
+        "corepost_shared_throttle_redis = redis://127.0.0.1:{redis_port}\ncorepost_shared_throttle_lease_time = 3s\n"
+    );
+    let (one, _t1) = daemon(&dns, &sink, "connection_limit = 1\n", &shared);
+    let (two, _t2) = daemon(&dns, &sink, "connection_limit = 1\n", &shared);
+    for i in 0..3 {
+        send(&one, &format!("one{i}@a.example"));
+        send(&two, &format!("two{i}@b.example"));
+    }
+    let got = sink.wait_for(6, 60);
+    assert_eq!(got.messages.len(), 6, "{}\n{}", one.log(), two.log());
+    // Each node alone allows one connection: together still one.
+    assert_eq!(got.max_open, 1);
+}
