@@ -359,8 +359,10 @@ fn redis_server(port: u16) -> Killed {
         .spawn()
         .expect("redis-server (apt-get install redis-server)");
     let k = Killed(child);
-    wait_until(10, || std::net::TcpStream::connect(("127.0.0.1", port)).ok())
-        .expect("redis-server listens");
+    wait_until(10, || {
+        std::net::TcpStream::connect(("127.0.0.1", port)).ok()
+    })
+    .expect("redis-server listens");
     k
 }
 
@@ -383,4 +385,33 @@ fn two_nodes_share_the_providers_connection_limit_through_redis() {
     assert_eq!(got.messages.len(), 6, "{}\n{}", one.log(), two.log());
     // Each node alone allows one connection: together still one.
     assert_eq!(got.max_open, 1);
+}
+
+#[test]
+fn the_providers_backoff_times_replace_main_cf_ones() {
+    let sink = Sink::start_with(
+        0,
+        SinkOptions {
+            replies: &[("busy", "450 4.2.1 try again later", 1)],
+            ..SinkOptions::default()
+        },
+    );
+    let dns = dns();
+    let (d, _t) = daemon(
+        &dns,
+        &sink,
+        "minimal_backoff_time = 1s\nmaximal_backoff_time = 1s\n",
+        "minimal_backoff_time = 300s\nmaximal_backoff_time = 300s\n",
+    );
+    let t0 = Instant::now();
+    send(&d, "busy@a.example");
+    log_with(&d, "to=<busy@a.example>", 20);
+    // main.cf would wait 300 s; the provider's table says 1 s.
+    let delivered = wait_until(20, || arrival(&sink, "busy@a.example"))
+        .unwrap_or_else(|| panic!("not retried:\n{}", d.log()));
+    assert!(
+        delivered - t0 >= Duration::from_millis(900),
+        "{:?}",
+        delivered - t0
+    );
 }

@@ -36,7 +36,9 @@
 //! rule's action is in force already (a burst of throttling replies is one trigger):
 //! `throttle` lowers limits, `suspend` / `suspend-domain` defer the group's (or the
 //! destination's) mail without connecting, its next attempt no earlier than the end of
-//! the period, `bounce` / `bounce-domain` return it to the sender with a DSN. Each trigger
+//! the period, `bounce` / `bounce-domain` return it to the sender with a DSN (what is
+//! queued for it and whatever comes due during the period; mail deferred to a later time
+//! is not touched), as KumoMTA's `Suspend` and `Bounce` automation actions. Each trigger
 //! and each end is one log line (`corepost/qmgr[pid]: shaping: google: throttle
 //! message_rate=60/h for 30m (rule FILE:LINE, after mx.example said: 421 4.7.28 ...)`), the
 //! actions in force are in `corepost status` and in the metrics, and an action ends by
