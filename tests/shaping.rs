@@ -160,7 +160,7 @@ fn a_throttling_reply_lowers_the_rate_until_the_rule_ends() {
     let (d, _t) = daemon(
         &dns,
         &sink,
-        "rule = 4xx 4.7.28 (?i)rate limited => throttle connection_limit=1 message_rate=2/s for 6s\n",
+        "rule = 4xx 4.7.28 (?i)rate limited => throttle connection_limit=1 message_rate=2/s for 8s\n",
         &format!("corepost_metrics_address = 127.0.0.1:{port}\n"),
     );
     send(&d, "throttled@a.example");
@@ -168,11 +168,16 @@ fn a_throttling_reply_lowers_the_rate_until_the_rule_ends() {
     assert!(
         log.contains("corepost/qmgr[")
             && log.contains(
-                "shaping: bigmail: throttle connection_limit=1 message_rate=2/s for 6s (rule "
+                "shaping: bigmail: throttle connection_limit=1 message_rate=2/s for 8s (rule "
             )
             && log.contains("shaping.conf:3, after a.example said: 450 4.7.28 Our system"),
         "{log}"
     );
+    // While it lasts, the provider's messages are 500 ms apart.
+    let rcpts = ["one@b.example", "two@c.example", "three@b.example"];
+    for r in rcpts {
+        send(&d, r);
+    }
     let shown = status(&d);
     assert!(
         shown.contains("/1, connection_limit=1 message_rate=2/s\n")
@@ -188,11 +193,6 @@ fn a_throttling_reply_lowers_the_rate_until_the_rule_ends() {
     ] {
         assert!(has_line(&scraped, line), "{line} missing:\n{scraped}");
     }
-    // While it lasts, the provider's messages are 500 ms apart.
-    let rcpts = ["one@b.example", "two@c.example", "three@b.example"];
-    for r in rcpts {
-        send(&d, r);
-    }
     let mut times: Vec<Instant> = wait_until(20, || {
         let t: Vec<Instant> = rcpts.iter().filter_map(|r| arrival(&sink, r)).collect();
         (t.len() == rcpts.len()).then_some(t)
@@ -202,7 +202,7 @@ fn a_throttling_reply_lowers_the_rate_until_the_rule_ends() {
     for pair in times.windows(2) {
         assert!(pair[1] - pair[0] >= Duration::from_millis(400), "{times:?}");
     }
-    log_with(&d, "shaping: bigmail: throttle ended after 6s (rule ", 20);
+    log_with(&d, "shaping: bigmail: throttle ended after 8s (rule ", 20);
     let shown = status(&d);
     assert!(!shown.contains("throttle"), "{shown}");
     let scraped = metrics(port);
