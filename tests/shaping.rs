@@ -136,11 +136,21 @@ fn the_providers_rate_holds_across_its_domains() {
     }
     let got = sink.wait_for(rcpts.len(), 60);
     assert_eq!(got.messages.len(), rcpts.len(), "{}", d.log());
+    // 9 messages at 4/s: the first at once, the last two seconds later; a late timer can
+    // bring two starts closer, never more than 4 (plus one at the edge) into one second.
     let mut times = got.mail_times.clone();
     times.sort();
-    for pair in times.windows(2) {
-        let gap = pair[1] - pair[0];
-        assert!(gap >= Duration::from_millis(200), "messages {gap:?} apart");
+    let span = times[times.len() - 1] - times[0];
+    assert!(
+        span >= Duration::from_millis(1900),
+        "9 messages in {span:?}"
+    );
+    for (i, t) in times.iter().enumerate() {
+        let within = times[i..]
+            .iter()
+            .take_while(|u| **u - *t < Duration::from_secs(1))
+            .count();
+        assert!(within <= 5, "{within} messages within a second: {times:?}");
     }
 }
 
@@ -173,7 +183,7 @@ fn a_throttling_reply_lowers_the_rate_until_the_rule_ends() {
             && log.contains("shaping.conf:3, after a.example said: 450 4.7.28 Our system"),
         "{log}"
     );
-    // While it lasts, the provider's messages are 500 ms apart.
+    // While it lasts, the provider's messages are 500 ms apart (2/s).
     let rcpts = ["one@b.example", "two@c.example", "three@b.example"];
     for r in rcpts {
         send(&d, r);
@@ -199,9 +209,8 @@ fn a_throttling_reply_lowers_the_rate_until_the_rule_ends() {
     })
     .unwrap_or_else(|| panic!("not delivered:\n{}", d.log()));
     times.sort();
-    for pair in times.windows(2) {
-        assert!(pair[1] - pair[0] >= Duration::from_millis(400), "{times:?}");
-    }
+    let span = times[2] - times[0];
+    assert!(span >= Duration::from_millis(950), "3 messages in {span:?}");
     log_with(&d, "shaping: bigmail: throttle ended after 8s (rule ", 20);
     let shown = status(&d);
     assert!(!shown.contains("throttle"), "{shown}");
