@@ -424,3 +424,45 @@ fn the_providers_backoff_times_replace_main_cf_ones() {
         delivered - t0
     );
 }
+
+#[test]
+fn a_reload_applies_a_second_table_over_the_first() {
+    let sink = Sink::start();
+    let dns = dns();
+    let (d, tables) = daemon(&dns, &sink, "connection_limit = 3\n", "");
+    send(&d, "first@a.example");
+    sink.wait_for(1, 20);
+    let shown = wait_until(10, || {
+        let s = status(&d);
+        s.contains("shaping: bigmail: connections").then_some(s)
+    })
+    .expect("status");
+    assert!(shown.contains("/3, connection_limit=3\n"), "{shown}");
+    // The operator's own file, after the first, lowers the limit.
+    let local = tables.path().join("local.conf");
+    std::fs::write(&local, "[provider bigmail]\nconnection_limit = 1\n").unwrap();
+    let main = std::path::Path::new(&d.config_dir()).join("main.cf");
+    let text = std::fs::read_to_string(&main).unwrap();
+    let first = tables.path().join("shaping.conf");
+    let edited = text.replace(
+        &format!("corepost_shaping_files = {}", first.display()),
+        &format!(
+            "corepost_shaping_files = {}, {}",
+            first.display(),
+            local.display()
+        ),
+    );
+    assert_ne!(text, edited);
+    std::fs::write(&main, edited).unwrap();
+    let out = corepost(&["reload", "-c", &d.config_dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(10, || d.log().contains("reload -- version").then_some(()))
+        .unwrap_or_else(|| panic!("no reload:\n{}", d.log()));
+    send(&d, "second@b.example");
+    sink.wait_for(2, 20);
+    let shown = wait_until(10, || {
+        let s = status(&d);
+        s.contains("/1, connection_limit=1\n").then_some(s)
+    });
+    assert!(shown.is_some(), "{}", status(&d));
+}
