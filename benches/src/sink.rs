@@ -71,6 +71,71 @@ pub struct Faults {
     pub disconnect: f64,
     /// Delays per command.
     pub delays: Delays,
+    /// Chosen RCPT replies (`--rcpt-reply`), tried in order before the rates.
+    pub rcpt_replies: Vec<ScriptedReply>,
+}
+
+/// A chosen reply to RCPT: a provider's throttling text for recipients whose local part
+/// starts with `prefix`, and/or once `after` messages have been accepted.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ScriptedReply {
+    /// Local-part prefix (lower-case); `None`: every recipient.
+    pub prefix: Option<String>,
+    /// Messages accepted by the sink before the reply applies.
+    pub after: u64,
+    pub code: u16,
+    pub enhanced: String,
+    pub text: String,
+}
+
+impl ScriptedReply {
+    /// Parses `WHEN:CODE [ENHANCED] TEXT`, WHEN being `prefix=STR`, `after=N` or both
+    /// (`prefix=throttle,after=10`). A 421 is answered and the connection closed, as a
+    /// server does.
+    pub fn parse(spec: &str) -> Result<ScriptedReply, String> {
+        let (when, reply) = spec
+            .split_once(':')
+            .ok_or_else(|| format!("{spec:?}: expected WHEN:CODE [ENHANCED] TEXT"))?;
+        let (mut prefix, mut after) = (None, 0);
+        for kv in when.split(',').map(str::trim).filter(|s| !s.is_empty()) {
+            match kv.split_once('=') {
+                Some(("prefix", p)) => prefix = Some(p.trim().to_ascii_lowercase()),
+                Some(("after", n)) => {
+                    after = n
+                        .trim()
+                        .parse()
+                        .map_err(|_| format!("bad count in {kv:?}"))?;
+                }
+                _ => return Err(format!("{kv:?}: expected prefix=STR or after=N")),
+            }
+        }
+        let mut words = reply.trim().splitn(2, ' ');
+        let code: u16 = words
+            .next()
+            .and_then(|c| c.parse().ok())
+            .filter(|c| (400..600).contains(c))
+            .ok_or_else(|| format!("{reply:?}: expected a 4xx or 5xx code"))?;
+        let rest = words.next().unwrap_or("").trim();
+        let (enhanced, text) = match rest.split_once(' ') {
+            Some((e, t)) if e.split('.').count() == 3 && e.starts_with(['4', '5']) => (e, t),
+            _ if rest.split('.').count() == 3 && rest.starts_with(['4', '5']) => (rest, ""),
+            _ => ("", rest),
+        };
+        Ok(ScriptedReply {
+            prefix,
+            after,
+            code,
+            enhanced: enhanced.to_string(),
+            text: text.to_string(),
+        })
+    }
+
+    fn applies(&self, local: &[u8], accepted: u64) -> bool {
+        accepted >= self.after
+            && self.prefix.as_ref().is_none_or(|p| {
+                local.len() >= p.len() && local[..p.len()].eq_ignore_ascii_case(p.as_bytes())
+            })
+    }
 }
 
 impl Faults {
@@ -414,6 +479,7 @@ impl SinkStats {
 pub struct InjectedCounters {
     rcpt_tempfail: AtomicU64,
     rcpt_permfail: AtomicU64,
+    rcpt_scripted: AtomicU64,
     data_tempfail: AtomicU64,
     data_permfail: AtomicU64,
 }
@@ -424,6 +490,7 @@ impl InjectedCounters {
             ("greeting_421", s.greeting_421.load(Relaxed)),
             ("rcpt_tempfail", self.rcpt_tempfail.load(Relaxed)),
             ("rcpt_permfail", self.rcpt_permfail.load(Relaxed)),
+            ("rcpt_scripted", self.rcpt_scripted.load(Relaxed)),
             ("data_tempfail", self.data_tempfail.load(Relaxed)),
             ("data_permfail", self.data_permfail.load(Relaxed)),
             ("disconnects", s.disconnects.load(Relaxed)),
@@ -828,6 +895,24 @@ impl<'a> Session<'a> {
                 }
                 let (local, domain) = smtp::split_address(path);
                 let rates = self.sink.cfg.faults.rates_for(domain);
+                let accepted = self.sink.stats.messages.load(Relaxed);
+                let scripted = self
+                    .sink
+                    .cfg
+                    .faults
+                    .rcpt_replies
+                    .iter()
+                    .find(|r| r.applies(local, accepted));
+                if let Some(r) = scripted {
+                    self.sink.injected.rcpt_scripted.fetch_add(1, Relaxed);
+                    self.sink.stats.recipients_rejected.fetch_add(1, Relaxed);
+                    self.reply(s, r.code, &r.enhanced, &r.text);
+                    return Ok(if r.code == 421 {
+                        Next::Close
+                    } else {
+                        Next::Continue
+                    });
+                }
                 let local = strip_sequence(local);
                 let x = self.rng.f64();
                 let texts = if local.eq_ignore_ascii_case(b"tempfail") || x < rates.rcpt_tempfail {
@@ -1131,6 +1216,24 @@ pub fn find_stamp(head: &[u8]) -> Option<u64> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn scripted_replies_parse() {
+        let r =
+            ScriptedReply::parse("prefix=Throttle,after=10:421 4.7.28 rate limited now").unwrap();
+        assert_eq!(r.prefix.as_deref(), Some("throttle"));
+        assert_eq!((r.after, r.code, r.enhanced.as_str()), (10, 421, "4.7.28"));
+        assert_eq!(r.text, "rate limited now");
+        assert!(r.applies(b"THROTTLE-1", 10) && !r.applies(b"throttle", 9) && !r.applies(b"x", 10));
+        let r = ScriptedReply::parse("after=0:550 blocked").unwrap();
+        assert_eq!(
+            (r.prefix, r.enhanced.as_str(), r.text.as_str()),
+            (None, "", "blocked")
+        );
+        for bad in ["450 x", "prefix=a:250 ok", "after=x:450 x", "speed=1:450 x"] {
+            assert!(ScriptedReply::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn fault_specs() {

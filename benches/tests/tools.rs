@@ -568,3 +568,46 @@ fn sink_against_raw_client() {
         files[1]
     );
 }
+
+/// `--rcpt-reply`: a provider's throttling reply for chosen recipients, and for everyone once
+/// N messages were accepted; a 421 closes the connection.
+#[test]
+fn scripted_rcpt_replies() {
+    let sink = SinkProc::start(&[
+        "--rcpt-reply",
+        "prefix=limited:450 4.7.28 Our system has detected an unusual rate, rate limited",
+        "--rcpt-reply",
+        "after=1:421 4.7.0 Try again later, closing connection",
+    ]);
+    let sock = TcpStream::connect(&sink.addr).expect("connect");
+    sock.set_read_timeout(Some(Duration::from_secs(10)))
+        .expect("timeout");
+    let mut w = sock.try_clone().expect("clone");
+    let mut r = BufReader::new(sock);
+    expect_reply(&mut r, "220");
+    w.write_all(b"EHLO raw.test\r\n").expect("w");
+    expect_reply(&mut r, "250");
+    w.write_all(b"MAIL FROM:<s@src.test>\r\nRCPT TO:<Limited7@dst.test>\r\nRCPT TO:<ok@dst.test>\r\nDATA\r\n")
+        .expect("w");
+    expect_reply(&mut r, "250");
+    let limited = expect_reply(&mut r, "450");
+    assert_eq!(
+        limited,
+        "450 4.7.28 Our system has detected an unusual rate, rate limited\r\n"
+    );
+    expect_reply(&mut r, "250");
+    expect_reply(&mut r, "354");
+    w.write_all(b"Subject: t\r\n\r\nhi\r\n.\r\n").expect("w");
+    expect_reply(&mut r, "250");
+    // One message accepted: from now on every recipient gets the 421, and the sink hangs up.
+    w.write_all(b"MAIL FROM:<s@src.test>\r\nRCPT TO:<ok@dst.test>\r\n")
+        .expect("w");
+    expect_reply(&mut r, "250");
+    expect_reply(&mut r, "421");
+    let mut rest = Vec::new();
+    let _ = r.read_to_end(&mut rest);
+    assert!(rest.is_empty(), "{:?}", String::from_utf8_lossy(&rest));
+    let sum = sink.finish(true);
+    assert_eq!(n(&sum, "messages"), 1);
+    assert_eq!(n(&sum, "injected.rcpt_scripted"), 2);
+}

@@ -22,6 +22,7 @@ pub mod qmgr;
 pub mod rewrite;
 pub mod routing;
 pub mod runtime;
+pub mod shaping;
 pub mod smtpd;
 pub mod stream;
 pub mod time;

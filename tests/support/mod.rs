@@ -408,6 +408,8 @@ pub struct SinkLog {
     /// The content of each transaction answered 451 at the end of data
     /// (see [`SinkOptions::defer_data`]).
     pub deferred: Vec<Vec<u8>>,
+    /// How many times each reply of [`SinkOptions::replies`] was given, by prefix.
+    pub injected: std::collections::HashMap<&'static str, usize>,
 }
 
 /// Counts a sink connection as open until closed or dropped.
@@ -459,6 +461,11 @@ pub struct SinkOptions {
     /// Answer the end of data of this many first transactions with 451
     /// (a next hop that defers after reading the message).
     pub defer_data: usize,
+    /// Chosen RCPT replies: (local-part prefix, reply line, how many times; 0 = always).
+    /// A recipient whose address starts with the prefix gets the reply (a throttling
+    /// provider's `450 4.7.28 ... rate limited`) until it was given that many times, then
+    /// is accepted.
+    pub replies: &'static [(&'static str, &'static str, usize)],
 }
 
 impl Default for SinkOptions {
@@ -468,6 +475,7 @@ impl Default for SinkOptions {
             max_line: None,
             delay: std::time::Duration::ZERO,
             defer_data: 0,
+            replies: &[],
         }
     }
 }
@@ -597,7 +605,9 @@ fn sink_session(
                 .unwrap_or("")
                 .trim_start_matches('<')
                 .to_string();
-            if a.starts_with("tempfail") {
+            if let Some(reply) = injected_reply(&log, &options, &a) {
+                reply
+            } else if a.starts_with("tempfail") {
                 "450 4.2.0 try again later\r\n".into()
             } else if a.starts_with("quotafail") {
                 "452 4.2.2 mailbox full\r\n".into()
@@ -659,6 +669,22 @@ fn sink_session(
         // Pipelining: answer only when no more input is buffered.
         let _ = w.write_all(reply.as_bytes());
     }
+}
+
+/// The reply of [`SinkOptions::replies`] for recipient `a`, if it is still due.
+fn injected_reply(
+    log: &std::sync::Mutex<SinkLog>,
+    options: &SinkOptions,
+    a: &str,
+) -> Option<String> {
+    let (prefix, reply, times) = options.replies.iter().find(|(p, _, _)| a.starts_with(p))?;
+    let mut l = log.lock().ok()?;
+    let given = l.injected.entry(prefix).or_default();
+    if *times != 0 && *given >= *times {
+        return None;
+    }
+    *given += 1;
+    Some(format!("{reply}\r\n"))
 }
 
 /// Run a Python 3 script; (exit status ok, stdout and stderr).

@@ -9,7 +9,8 @@ use std::time::Duration;
 use clap::{ArgAction, Parser};
 use corepost_benches::message::parse_size;
 use corepost_benches::sink::{
-    FaultRates, Faults, Sink, SinkConfig, SinkSummary, parse_duration, parse_fraction,
+    FaultRates, Faults, ScriptedReply, Sink, SinkConfig, SinkSummary, parse_duration,
+    parse_fraction,
 };
 
 /// SMTP sink for benchmarks (smtp-sink compatible flags, plus STARTTLS, CHUNKING, failure
@@ -89,6 +90,11 @@ struct Args {
     /// Delay before a reply: COMMAND=DURATION, COMMAND one of greeting, helo, mail, rcpt, data, eod.
     #[arg(long = "delay", value_name = "CMD=DURATION")]
     delays: Vec<String>,
+    /// A chosen RCPT reply: WHEN:CODE [ENHANCED] TEXT, WHEN = prefix=LOCALPART-PREFIX and/or
+    /// after=N (messages accepted first), e.g. 'after=100:450 4.7.28 rate limited'. A 421
+    /// closes the connection. Repeatable; the first that applies answers.
+    #[arg(long = "rcpt-reply", value_name = "SPEC")]
+    rcpt_replies: Vec<String>,
     /// Fraction of transactions cut off by closing the connection.
     #[arg(long, value_parser = parse_fraction, default_value = "0")]
     disconnect: f64,
@@ -224,6 +230,11 @@ fn main() {
         faults
             .domains
             .push(Faults::parse_domain_rule(spec).unwrap_or_else(|e| fatal(e)));
+    }
+    for spec in &args.rcpt_replies {
+        faults
+            .rcpt_replies
+            .push(ScriptedReply::parse(spec).unwrap_or_else(|e| fatal(e)));
     }
     for spec in &args.delays {
         faults.parse_delay(spec).unwrap_or_else(|e| fatal(e));

@@ -519,7 +519,9 @@ fn execute(
                     "off"
                 },
             ) + &helper
-                + &damage)
+                + &damage
+                // Shaping groups (corepost_shaping_files): connections, limits, actions.
+                + &crate::shaping::status_lines())
         }
         "reload" => reload(info),
         "logrotate" => info

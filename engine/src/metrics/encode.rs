@@ -162,6 +162,7 @@ impl Collector for Exposition {
             &anvil,
         )?;
         encode_helper(&mut enc, s)?;
+        encode_shaping(&mut enc, s)?;
         let version = env!("CARGO_PKG_VERSION");
         gauges(
             &mut enc,
@@ -351,6 +352,67 @@ fn encode_helper(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), Error>
     Ok(())
 }
 
+/// The shaping groups: connections, limits in force, backoff actions.
+fn encode_shaping(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), Error> {
+    use crate::shaping::state::per_hour;
+    fn group(r: &crate::shaping::state::Report) -> Labels<'_> {
+        vec![("group", r.name.as_str())]
+    }
+    let series = |f: &dyn Fn(&crate::shaping::state::Report) -> Option<u64>| -> Vec<_> {
+        s.shaping
+            .iter()
+            .filter_map(|r| Some((group(r), f(r)?)))
+            .collect()
+    };
+    gauges(
+        enc,
+        "corepost_shaping_connections",
+        "Connections open to a shaping group's destinations (all cores of this node).",
+        &series(&|r| Some(r.connections as u64)),
+    )?;
+    gauges(
+        enc,
+        "corepost_shaping_connection_limit",
+        "A shaping group's connection limit in force (lowered while a throttle is).",
+        &series(&|r| r.limits.connection_limit.map(|l| l as u64)),
+    )?;
+    gauges(
+        enc,
+        "corepost_shaping_message_rate_limit",
+        "A shaping group's message rate in force, in messages per hour (lowered while a throttle is).",
+        &series(&|r| r.limits.message_interval.map(per_hour)),
+    )?;
+    const ACTIONS: [&str; 5] = [
+        "throttle",
+        "suspend",
+        "suspend-domain",
+        "bounce",
+        "bounce-domain",
+    ];
+    let mut active = Vec::new();
+    let mut triggers = Vec::new();
+    for r in &s.shaping {
+        for a in ACTIONS {
+            let n = r.active.iter().filter(|x| x.action.name() == a).count() as u64;
+            active.push((vec![("group", r.name.as_str()), ("action", a)], n));
+            let t = r.triggers.get(a).copied().unwrap_or(0);
+            triggers.push((vec![("group", r.name.as_str()), ("action", a)], t));
+        }
+    }
+    gauges(
+        enc,
+        "corepost_shaping_actions_active",
+        "Backoff actions of a shaping group in force now, by action.",
+        &active,
+    )?;
+    counters(
+        enc,
+        "corepost_shaping_triggers",
+        "Backoff rules of a shaping group triggered by a reply, by action.",
+        &triggers,
+    )
+}
+
 #[cfg(test)]
 mod tests {
     use super::super::Metrics;
@@ -406,6 +468,18 @@ mod docs {
         m.cores[0].failure(("deferred", "quota"));
         let mut snapshot = Snapshot::collect(&m);
         snapshot.helper_up = Some(true);
+        snapshot.shaping.push(crate::shaping::state::Report {
+            name: "google".into(),
+            connections: 1,
+            configured: Default::default(),
+            limits: crate::shaping::config::Limits {
+                connection_limit: Some(2),
+                message_interval: Some(std::time::Duration::from_secs(1)),
+                ..Default::default()
+            },
+            active: Vec::new(),
+            triggers: Default::default(),
+        });
         encode(&snapshot)
             .lines()
             .filter(|l| !l.starts_with('#'))

@@ -44,6 +44,8 @@ pub struct Snapshot {
     pub syncs: Syncs,
     /// `Some(up)` when the daemon runs with a delivery helper.
     pub helper_up: Option<bool>,
+    /// Each shaping group seen (`corepost_shaping_files`), read from the process-wide state.
+    pub shaping: Vec<crate::shaping::state::Report>,
 }
 
 impl Snapshot {
@@ -88,6 +90,7 @@ impl Snapshot {
         }
         s.maildrop = count_maildrop(&m.queue_dir.join("maildrop"));
         s.helper_up = crate::delivery::helper::status_line().map(|l| l == "running");
+        s.shaping = crate::shaping::state::reports();
         s
     }
 

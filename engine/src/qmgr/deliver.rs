@@ -162,6 +162,32 @@ pub fn suspend(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, why: &str) {
     );
 }
 
+/// A shaping suspension or bounce in force for the destination: every queued job gets it.
+fn shaping_refusal(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>) -> bool {
+    let Some(r) = crate::shaping::refusal(qmgr, dest) else {
+        return false;
+    };
+    let r = Result1 {
+        kind: if r.bounce {
+            Kind::Bounced
+        } else {
+            Kind::Deferred
+        },
+        dsn: r.dsn,
+        text: r.text,
+    };
+    drain(qmgr, dest, |_| r.clone(), "none");
+    true
+}
+
+/// A session error that carries a server reply (greeting, MAIL, DATA): the shaping rules.
+fn observe_error(qmgr: &Rc<Qmgr>, dest: &DestQueue, e: &crate::delivery::smtp::SessionError) {
+    use crate::delivery::smtp::SessionError;
+    if let SessionError::Greeting { reply, .. } | SessionError::Reply { reply, .. } = e {
+        crate::shaping::observe(qmgr, dest, reply);
+    }
+}
+
 /// Give every queued job the same result without connecting anywhere.
 fn drain(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, result: impl Fn(&Job) -> Result1, relay: &str) {
     loop {
@@ -258,6 +284,12 @@ async fn smtp_worker(
             return;
         }
     };
+    if lmtp.is_none() {
+        crate::shaping::assign(qmgr, dest, nexthop, &addrs);
+    }
+    if shaping_refusal(qmgr, dest) {
+        return;
+    }
     // Connect: the first address that answers with a usable greeting.
     let unix = match &lmtp {
         Some(LmtpTarget::Unix(path)) => Some(path.as_path()),
@@ -268,6 +300,11 @@ async fn smtp_worker(
     let Ok(mut lease) = super::shared::connection_lease(qmgr, dest).await else {
         return;
     };
+    // And in its shaping group's (`corepost_shaping_files`).
+    let Ok(mut shaped) = crate::shaping::connection(qmgr, dest).await else {
+        return;
+    };
+    crate::shaping::pace_connection(qmgr, dest).await;
     let opened =
         super::connect::open_session(qmgr, dest, client, unix, &addrs, nexthop, &program).await;
     let mut conn = match opened {
@@ -276,6 +313,9 @@ async fn smtp_worker(
             error: last_error,
             relay,
         }) => {
+            if let Some(e) = &last_error {
+                observe_error(qmgr, dest, e);
+            }
             // Negative feedback; enough failed cohorts and the destination is
             // left alone for a while.
             let verdict = match (
@@ -324,6 +364,15 @@ async fn smtp_worker(
     // Jobs delivered over this connection (Postfix's `conn_use=` from the second on).
     let mut uses = 0u32;
     loop {
+        if crate::shaping::over_limit(dest, &mut shaped) || crate::shaping::used_up(dest, uses) {
+            // A throttle lowered the group's connection limit, or the connection carried
+            // the group's messages_per_connection.
+            requeue_rest(qmgr, dest);
+            break;
+        }
+        if shaping_refusal(qmgr, dest) {
+            break;
+        }
         if super::shared::over_share(qmgr, &mut lease) {
             // Redis is unreachable and this node holds more than its share
             // of the destination's connections: the next jobs go to the
@@ -368,7 +417,13 @@ async fn smtp_worker(
                             false
                         },
                         async {
-                            qmgr.ctx.shutdown.wait().await;
+                            futures_lite::future::or(
+                                qmgr.ctx.shutdown.wait(),
+                                // Another destination of the shaping group waits for
+                                // this connection's place.
+                                crate::shaping::wanted_elsewhere(dest),
+                            )
+                            .await;
                             false
                         },
                     ),
@@ -411,6 +466,7 @@ async fn smtp_worker(
             .get(&dest.key.transport)
             .map_or(Duration::ZERO, |t| t.rate_delay);
         super::shared::pace_delivery(qmgr, dest, rate_delay).await;
+        crate::shaping::pace_message(qmgr, dest).await;
         let t = Instant::now();
         let result = conn.deliver(&outbound).await;
         let xfer = t.elapsed();
@@ -451,7 +507,10 @@ async fn smtp_worker(
                         text,
                     };
                     let r = match tx.final_reply(slot) {
-                        Some((reply, stage)) => from_reply(reply, &conn, stage),
+                        Some((reply, stage)) => {
+                            crate::shaping::observe(qmgr, dest, reply);
+                            from_reply(reply, &conn, stage)
+                        }
                         None if slot >= tx.recipients.len() => {
                             lost("no reply for this recipient".into())
                         }
@@ -483,6 +542,7 @@ async fn smtp_worker(
                 }
             }
             Err(e) => {
+                observe_error(qmgr, dest, &e);
                 let r = Result1 {
                     kind: if e.is_permanent() {
                         Kind::Bounced
@@ -607,8 +667,17 @@ struct Final {
     status: &'static str,
 }
 
-fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u64) -> Final {
+fn finalize(
+    qmgr: &Rc<Qmgr>,
+    dest: &DestQueue,
+    stored: &StoredMessage,
+    i: u32,
+    r: &Result1,
+    now: u64,
+) -> Final {
     let env = &stored.envelope;
+    // The shaping group's backoff times, and no earlier than a suspension's end.
+    let next_attempt = crate::shaping::next_attempt(qmgr, dest, env.arrival, now);
     let soft_bounce = qmgr.settings.borrow().soft_bounce;
     match r.kind {
         // soft_bounce: Postfix's bounce_append defers instead, with the
@@ -616,9 +685,7 @@ fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u
         // nothing expires.
         Kind::Bounced if soft_bounce => Final {
             recipient: i,
-            kind: OutcomeKind::Deferred {
-                next_attempt: qmgr.backoff(env.arrival, now),
-            },
+            kind: OutcomeKind::Deferred { next_attempt },
             dsn: format!("4{}", r.dsn.get(1..).unwrap_or(".0.0")),
             text: r.text.clone(),
             status: "SOFTBOUNCE",
@@ -651,9 +718,7 @@ fn finalize(qmgr: &Rc<Qmgr>, stored: &StoredMessage, i: u32, r: &Result1, now: u
         }
         Kind::Deferred => Final {
             recipient: i,
-            kind: OutcomeKind::Deferred {
-                next_attempt: qmgr.backoff(env.arrival, now),
-            },
+            kind: OutcomeKind::Deferred { next_attempt },
             dsn: r.dsn.clone(),
             text: r.text.clone(),
             status: "deferred",
@@ -702,7 +767,7 @@ pub(super) fn finish(
     let now = corepost_spool::queue_id::now_micros();
     let finals: Vec<Final> = results
         .iter()
-        .map(|(i, r)| finalize(qmgr, stored, *i, r, now))
+        .map(|(i, r)| finalize(qmgr, dest, stored, *i, r, now))
         .collect();
     let failed: Vec<&Final> = finals
         .iter()

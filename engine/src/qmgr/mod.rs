@@ -30,7 +30,7 @@ pub mod deliver;
 mod offcore;
 pub mod policy;
 pub mod settings;
-mod shared;
+pub(crate) mod shared;
 pub mod window;
 
 use crate::context::CoreContext;
@@ -126,6 +126,8 @@ pub struct DestQueue {
     pub dead: RefCell<Option<(Instant, String)>>,
     /// Wakes idle workers when jobs arrive.
     pub arrivals: Signal,
+    /// The shaping group (`corepost_shaping_files`) found at the last resolution.
+    pub shaping: RefCell<Option<crate::shaping::Assigned>>,
 }
 
 /// One core's queue manager.
@@ -311,6 +313,7 @@ impl Qmgr {
                         policy: self.policy_of(&key),
                         dead: RefCell::new(None),
                         arrivals: Signal::default(),
+                        shaping: RefCell::new(None),
                     })
                 }),
         );

@@ -38,7 +38,7 @@ pub struct Policy {
 }
 
 /// Parse `N/s`, `N/m`, `N/h` into the interval between events.
-fn rate(value: &str) -> Result<Duration, String> {
+pub(crate) fn rate(value: &str) -> Result<Duration, String> {
     let (n, unit) = value
         .split_once('/')
         .ok_or_else(|| format!("bad rate \"{value}\" (expected N/s, N/m or N/h)"))?;

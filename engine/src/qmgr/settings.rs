@@ -76,6 +76,8 @@ pub struct QmgrSettings {
     pub router: crate::routing::Router,
     pub bounce: crate::bounce::BounceSettings,
     pub policy_maps: corepost_config::tables::TableList,
+    /// `corepost_shaping_files`, merged (empty: no shaping).
+    pub shaping: std::sync::Arc<crate::shaping::Shaping>,
     /// `qmgr_message_active_limit`: most messages being delivered at once,
     /// across the cores.
     pub message_active_limit: usize,
@@ -286,6 +288,7 @@ impl QmgrSettings {
                     .map_err(|e| e.to_string())?,
             )
             .map_err(|e| format!("corepost_destination_policy_maps: {e}"))?,
+            shaping: std::sync::Arc::new(crate::shaping::Shaping::from_config(config)?),
             message_active_limit: usize::try_from(
                 config
                     .get_int("qmgr_message_active_limit")

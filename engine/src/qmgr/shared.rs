@@ -18,12 +18,12 @@ use std::time::Duration;
 /// of jitter, so waiting nodes do not ask in step).
 const FULL_RETRY: Duration = Duration::from_millis(100);
 
-fn cluster_of(qmgr: &Qmgr) -> Option<Arc<Cluster>> {
+pub(crate) fn cluster_of(qmgr: &Qmgr) -> Option<Arc<Cluster>> {
     qmgr.settings.borrow().cluster.clone()
 }
 
 /// Redis failed this caller: log it if nobody has yet.
-fn failed(qmgr: &Qmgr, cluster: &Cluster, why: &str) {
+pub(crate) fn failed(qmgr: &Qmgr, cluster: &Cluster, why: &str) {
     let nodes = cluster.settings.node_count;
     if let Some(line) = cluster.health.note_failure(cluster.shown_url(), why, nodes) {
         qmgr.ctx.log.line("corepost/qmgr", &line);
@@ -31,7 +31,7 @@ fn failed(qmgr: &Qmgr, cluster: &Cluster, why: &str) {
 }
 
 /// Redis answered: log the recovery if a failure was logged.
-fn answered(qmgr: &Qmgr, cluster: &Cluster) {
+pub(crate) fn answered(qmgr: &Qmgr, cluster: &Cluster) {
     if let Some(line) = cluster.health.note_success(cluster.shown_url()) {
         qmgr.ctx.log.line("corepost/qmgr", &line);
     }
