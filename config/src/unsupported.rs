@@ -83,7 +83,6 @@ const LOCAL: &str = "the delivery agents have no such setting";
 const PROCESS: &str = "a setting of Postfix's process model; corepost has no such process";
 const LOGGING: &str = "corepost's logging has no such setting";
 const SCHEDULER: &str = "corepost's queue manager has no such setting";
-const ROUTING_KEYS: &str = "corepost does not look the null sender up in these tables";
 const INSTANCES: &str = "corepost has no multi-instance management";
 const INSTALL: &str = "an installation path of Postfix's; corepost does not use it";
 
