@@ -295,6 +295,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_address_preference", Text, "any", "Preferred address family when a host has both: any, ipv4, ipv6.")
         .one_of(&["any", "ipv4", "ipv6"]),
     p("smtp_mx_address_limit", Int, "5", "Most MX addresses tried per delivery attempt; 0 means unlimited."),
+    p("smtp_defer_if_no_mx_address_found", Bool, "no", "Defer mail when MX records exist but none of their hosts resolves to an address (the lookup's text with status 4.4.4); the default returns it as undeliverable (5.4.4)."),
     p("smtp_skip_5xx_greeting", Bool, "yes", "Try the next MX host when a server greets with 5xx."),
     p("smtp_sasl_auth_enable", Bool, "no", "Authenticate to servers with SMTP AUTH."),
     p("smtp_sasl_password_maps", Maps, "", "Tables of user:password per next hop for client authentication."),

@@ -191,12 +191,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     u("smtp_nested_header_checks", Fatal, "", OUTBOUND_CHECKS),
     u("smtp_body_checks", Fatal, "", OUTBOUND_CHECKS),
     u(
-        "smtp_defer_if_no_mx_address_found",
-        Fatal,
-        "no",
-        "corepost would bounce mail that Postfix keeps deferred",
-    ),
-    u(
         "master_service_disable",
         Fatal,
         "",

@@ -244,6 +244,10 @@ pub enum DnsError {
         rtype: &'static str,
         reason: TempReason,
     },
+    /// MX hosts without any address, deferred rather than bounced
+    /// (`smtp_defer_if_no_mx_address_found = yes`): the lookup error that
+    /// ended the search, with a 4.x.x status.
+    NoMxAddress(Box<DnsError>),
 }
 
 /// Why a lookup failed temporarily.
@@ -282,7 +286,7 @@ impl fmt::Display for TempReason {
 impl DnsError {
     /// True for "does not exist" (reject or bounce); false for "try later".
     pub fn is_permanent(&self) -> bool {
-        !matches!(self, DnsError::TempFail { .. })
+        !matches!(self, DnsError::TempFail { .. } | DnsError::NoMxAddress(_))
     }
 
     /// The RFC 3463 enhanced status code Postfix uses for this outcome.
@@ -292,6 +296,8 @@ impl DnsError {
             DnsError::NullMx { .. } => "5.1.10",
             DnsError::InvalidName { .. } => "5.1.2",
             DnsError::TempFail { .. } => "4.4.3",
+            // Postfix's SMTP_SET_SOFT_DSN: 5.4.4 becomes 4.4.4.
+            DnsError::NoMxAddress(_) => "4.4.4",
         }
     }
 
@@ -327,6 +333,7 @@ impl fmt::Display for DnsError {
                     "{PREFIX} name={name} type={rtype}: Host not found, try again"
                 )
             }
+            DnsError::NoMxAddress(inner) => inner.fmt(f),
         }
     }
 }
@@ -939,7 +946,7 @@ fn merge_secure_families<T>(
     }
     let errors = [v4, v6];
     let rank = |e: &DnsError| match e {
-        DnsError::TempFail { .. } => 0,
+        DnsError::TempFail { .. } | DnsError::NoMxAddress(_) => 0,
         DnsError::InvalidName { .. } => 1,
         DnsError::NotFound { .. } => 2,
         DnsError::NullMx { .. } => 3,

@@ -16,7 +16,8 @@
 //! - a null MX (`MX 0 .`) → the domain accepts no mail: a permanent failure;
 //! - each MX host's addresses (A/AAAA per `inet_protocols`, ordered per
 //!   `smtp_address_preference`); an MX host that does not resolve is skipped; if none resolves,
-//!   the failure is temporary if any lookup failed temporarily, else permanent;
+//!   the failure is temporary if any lookup failed temporarily, else permanent (temporary with
+//!   `smtp_defer_if_no_mx_address_found = yes`, as Postfix);
 //! - at most `smtp_mx_address_limit` addresses in all (0 = no limit).
 //!
 //! DNS can be turned off (`disable_dns_lookups = yes`, `smtp_dns_support_level = disabled`):
@@ -187,6 +188,9 @@ pub struct NexthopOptions {
     /// `smtp_dns_support_level = dnssec`: lookups ask for DNSSEC and answers carry whether the
     /// resolver authenticated them (needed by the `dane` TLS levels).
     pub dnssec: bool,
+    /// `smtp_defer_if_no_mx_address_found`: MX hosts none of which has an address defer the
+    /// mail instead of bouncing it (the text stays, the status becomes 4.x.x).
+    pub defer_if_no_mx_address: bool,
 }
 
 impl NexthopOptions {
@@ -202,6 +206,7 @@ impl NexthopOptions {
             preference: AddressPreference::Any,
             mx_address_limit: 5,
             dnssec: false,
+            defer_if_no_mx_address: false,
         }
     }
 
@@ -253,6 +258,7 @@ impl NexthopOptions {
         };
         opts.mx_address_limit =
             usize::try_from(config.get_int("smtp_mx_address_limit")?.max(0)).unwrap_or(usize::MAX);
+        opts.defer_if_no_mx_address = config.get_bool("smtp_defer_if_no_mx_address_found")?;
         Ok(opts)
     }
 }
@@ -380,12 +386,18 @@ impl Resolver {
         if !out.is_empty() {
             return Ok(out);
         }
-        Err(temp_error
+        let error = temp_error
             .or(first_error)
             .unwrap_or_else(|| DnsError::NoData {
                 name: host.clone(),
                 rtype: "MX",
-            }))
+            });
+        // As Postfix's smtp_domain_addr(): the same text, a soft status.
+        Err(if opts.defer_if_no_mx_address && error.is_permanent() {
+            DnsError::NoMxAddress(Box::new(error))
+        } else {
+            error
+        })
     }
 
     /// A host's addresses by DNS and/or the system's lookup, filtered and ordered per `opts`.

@@ -691,6 +691,26 @@ fn nexthop_implicit_null_and_failing_mx() {
         // The only MX host does not exist: permanent.
         let e = r.resolve_nexthop("lame.test", &opts()).await.unwrap_err();
         assert!(e.is_permanent(), "{e:?}");
+        assert_eq!(e.dsn(), "5.4.4");
+        // smtp_defer_if_no_mx_address_found = yes: the same text, deferred
+        // with 4.4.4 (Postfix's SMTP_SET_SOFT_DSN); a missing domain still
+        // bounces.
+        let deferring = NexthopOptions {
+            defer_if_no_mx_address: true,
+            ..opts()
+        };
+        let soft = r
+            .resolve_nexthop("lame.test", &deferring)
+            .await
+            .unwrap_err();
+        assert!(!soft.is_permanent(), "{soft:?}");
+        assert_eq!(soft.dsn(), "4.4.4");
+        assert_eq!(soft.to_string(), e.to_string());
+        let missing = r
+            .resolve_nexthop("missing.test", &deferring)
+            .await
+            .unwrap_err();
+        assert!(missing.is_permanent());
         // One MX host missing, the other SERVFAIL: temporary.
         let e = r.resolve_nexthop("flaky.test", &opts()).await.unwrap_err();
         assert!(!e.is_permanent(), "{e:?}");
