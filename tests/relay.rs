@@ -358,6 +358,58 @@ fn starttls_to_a_tls_capable_server() {
     );
 }
 
+/// `smtp_enforce_tls = yes` (with `smtp_tls_security_level` empty) is
+/// Postfix's `verify`: the sink's self-signed certificate defers the mail;
+/// with `smtp_tls_enforce_peername = no` it is `encrypt` and goes out over
+/// TLS.
+#[test]
+fn obsolete_smtp_enforce_tls_verifies_unless_peername_is_off() {
+    use corepost::delivery::testsink::{SinkScript, TestSink};
+    let sink = TestSink::start(SinkScript {
+        starttls: true,
+        ..SinkScript::default()
+    })
+    .expect("sink");
+    let port = sink.addr().port();
+    let d = Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{port}\nsmtp_enforce_tls = yes\n"
+    ));
+    submit(
+        d.port,
+        "a@example.org",
+        &["x@remote.example"],
+        "Subject: tls\r\n\r\nhi",
+    );
+    let log = wait_until(20, || {
+        let log = d.log();
+        log.contains("status=deferred").then_some(log)
+    })
+    .expect("deferred");
+    assert!(log.contains("Server certificate not verified"), "{log}");
+    assert!(sink.received().messages.is_empty());
+    let e = Daemon::start(&format!(
+        "relayhost = [127.0.0.1]:{port}\nsmtp_enforce_tls = yes\nsmtp_tls_enforce_peername = no\n"
+    ));
+    submit(
+        e.port,
+        "a@example.org",
+        &["x@remote.example"],
+        "Subject: tls\r\n\r\nhi",
+    );
+    let got = wait_until(20, || {
+        let r = sink.received();
+        (!r.messages.is_empty()).then_some(r)
+    })
+    .expect("delivered with encrypt");
+    assert!(
+        got.commands
+            .iter()
+            .any(|c| c.tls && c.line.to_ascii_uppercase().starts_with("MAIL FROM")),
+        "{}",
+        e.log()
+    );
+}
+
 #[test]
 fn destination_rate_delay_is_honoured() {
     let sink = Sink::start();

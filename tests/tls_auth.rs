@@ -237,6 +237,29 @@ print('ok')
     );
 }
 
+/// Old main.cf files say `smtpd_use_tls`/`smtpd_enforce_tls`; with
+/// `smtpd_tls_security_level` empty Postfix reads them as may/encrypt.
+#[test]
+fn obsolete_smtpd_use_tls_and_enforce_tls_are_may_and_encrypt() {
+    let certs = tempfile::tempdir().expect("tempdir");
+    let (cert, key) = make_cert(certs.path());
+    let files = format!("smtpd_tls_cert_file = {cert}\nsmtpd_tls_key_file = {key}\n");
+    let enforce = Daemon::start(&format!("{files}smtpd_enforce_tls = yes\n"));
+    let mut raw = Raw::connect(enforce.port);
+    assert!(raw.cmd("EHLO client.example").contains("250-STARTTLS"));
+    assert_eq!(
+        raw.cmd("MAIL FROM:<a@example.org>"),
+        "530 5.7.0 Must issue a STARTTLS command first\r\n"
+    );
+    let offer = Daemon::start(&format!("{files}smtpd_use_tls = yes\n"));
+    let mut raw = Raw::connect(offer.port);
+    assert!(raw.cmd("EHLO client.example").contains("250-STARTTLS"));
+    assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250 "));
+    let neither = Daemon::start(&files);
+    let mut raw = Raw::connect(neither.port);
+    assert!(!raw.cmd("EHLO client.example").contains("STARTTLS"));
+}
+
 #[test]
 fn encrypt_level_refuses_mail_and_auth_before_starttls() {
     let certs = tempfile::tempdir().expect("tempdir");

@@ -29,6 +29,7 @@ pub mod registry;
 pub mod relay_guard;
 pub mod restrictions;
 pub mod tables;
+pub mod tls_level;
 pub mod unsupported;
 pub mod users;
 pub mod value;

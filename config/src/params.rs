@@ -241,6 +241,8 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtpd_sasl_authenticated_header", Bool, "no", "Record the authenticated user name in the Received header."),
     p("smtpd_tls_security_level", Text, "", "Server TLS: empty or none (no STARTTLS), may (offer it), encrypt (require it).")
         .one_of(TLS_SERVER_LEVELS),
+    p("smtpd_use_tls", Bool, "no", "Obsolete: with smtpd_tls_security_level empty, yes means may."),
+    p("smtpd_enforce_tls", Bool, "no", "Obsolete: with smtpd_tls_security_level empty, yes means encrypt."),
     p("smtpd_tls_cert_file", Text, "", "PEM certificate chain for the server."),
     p("smtpd_tls_key_file", Text, "$smtpd_tls_cert_file", "PEM private key for the server certificate."),
     p("smtpd_tls_auth_only", Bool, "yes", "Offer AUTH only after STARTTLS (or on a wrapper-mode connection).")
@@ -265,6 +267,9 @@ pub static PARAMS: &[ParamDef] = &[
     // --- SMTP and LMTP client ----------------------------------------------------
     p("smtp_tls_security_level", Text, "", "Client TLS: empty or none, may (opportunistic STARTTLS), encrypt, fingerprint, dane, dane-only (DANE, RFC 7672: needs smtp_dns_support_level = dnssec and a validating resolver), verify, secure.")
         .one_of(TLS_CLIENT_LEVELS),
+    p("smtp_use_tls", Bool, "no", "Obsolete: with smtp_tls_security_level empty, yes means may."),
+    p("smtp_enforce_tls", Bool, "no", "Obsolete: with smtp_tls_security_level empty, yes means verify (encrypt with smtp_tls_enforce_peername = no)."),
+    p("smtp_tls_enforce_peername", Bool, "yes", "Obsolete: whether smtp_enforce_tls = yes also verifies the server's name (level verify rather than encrypt)."),
     p("smtp_tls_dane_insecure_mx_policy", Text, "${{$smtp_tls_security_level} == {dane} ? {dane} : {may}}", "At the dane level, the TLS policy for an MX host with secure TLSA records found through an insecure MX RRset: may (ignore the TLSA records), encrypt (TLS without authentication), dane (use the TLSA records; a match is logged as Trusted).")
         .one_of(&["may", "encrypt", "dane"]),
     p("smtp_tls_force_insecure_host_tlsa_lookup", Bool, "no", "At the dane levels, look up TLSA records even for an MX host whose address records are not DNSSEC-validated (the TLSA records themselves must still be validated to count)."),
@@ -322,6 +327,9 @@ pub static PARAMS: &[ParamDef] = &[
     p("lmtp_connect_timeout", Time('s'), "0s", "How long the LMTP client waits for a connection; 0 means the system default."),
     p("lmtp_tls_security_level", Text, "", "LMTP client TLS level.")
         .one_of(TLS_CLIENT_LEVELS),
+    p("lmtp_use_tls", Bool, "no", "Obsolete: with lmtp_tls_security_level empty, yes means may."),
+    p("lmtp_enforce_tls", Bool, "no", "Obsolete: with lmtp_tls_security_level empty, yes means verify (encrypt with lmtp_tls_enforce_peername = no)."),
+    p("lmtp_tls_enforce_peername", Bool, "yes", "Obsolete: whether lmtp_enforce_tls = yes also verifies the server's name."),
     p("lmtp_lhlo_name", Text, "$myhostname", "Host name the LMTP client sends in LHLO."),
     p("lmtp_lhlo_timeout", Time('s'), "300s", "How long the LMTP client waits for the greeting and the LHLO reply."),
     p("lmtp_mail_timeout", Time('s'), "300s", "How long the LMTP client waits for the MAIL FROM reply."),

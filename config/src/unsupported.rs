@@ -150,30 +150,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     u("smtpd_tls_ask_ccert", Fatal, "no", CCERT),
     u("smtpd_tls_req_ccert", Fatal, "no", CCERT),
     u(
-        "smtpd_enforce_tls",
-        Fatal,
-        "no",
-        "obsolete form of smtpd_tls_security_level = encrypt; write that instead",
-    ),
-    u(
-        "smtpd_use_tls",
-        Fatal,
-        "no",
-        "obsolete form of smtpd_tls_security_level = may; write that instead",
-    ),
-    u(
-        "smtp_enforce_tls",
-        Fatal,
-        "no",
-        "obsolete form of smtp_tls_security_level = encrypt; write that instead",
-    ),
-    u(
-        "smtp_use_tls",
-        Fatal,
-        "no",
-        "obsolete form of smtp_tls_security_level = may; write that instead",
-    ),
-    u(
         "smtp_tls_per_site",
         Fatal,
         "",
@@ -478,7 +454,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     u("smtp_tls_note_starttls_offer", Warning, "no", TLS_INTERNALS),
     u("smtp_tls_scert_verifydepth", Warning, "9", TLS_INTERNALS),
     u("smtp_tls_servername", Warning, "", TLS_INTERNALS),
-    u("smtp_tls_enforce_peername", Warning, "yes", TLS_INTERNALS),
     u("smtpd_tls_dcert_file", Warning, "", EXTRA_CERTS),
     u(
         "smtpd_tls_dkey_file",

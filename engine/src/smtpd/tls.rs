@@ -74,7 +74,10 @@ impl ServerTls {
 
     /// Build from the parameters; `get` reads one (already expanded).
     pub fn from_params(get: &dyn Fn(&str) -> Result<String, String>) -> Result<ServerTls, String> {
-        let level = Level::parse(&get("smtpd_tls_security_level")?)?;
+        let level = Level::parse(&corepost_config::tls_level::effective_level(
+            get,
+            corepost_config::tls_level::TlsSide::Smtpd,
+        )?)?;
         let wrappermode = parse_bool(&get("smtpd_tls_wrappermode")?);
         let (config, problem) = if level != Level::None || wrappermode {
             match load(get, level) {

@@ -325,7 +325,13 @@ impl TlsSettings {
         } else {
             "smtp_tls_security_level"
         };
-        let level = TlsLevel::parse(&param(level_param)?).map_err(|e| bad(level_param, e))?;
+        let side = if lmtp {
+            corepost_config::tls_level::TlsSide::Lmtp
+        } else {
+            corepost_config::tls_level::TlsSide::Smtp
+        };
+        let level = corepost_config::tls_level::effective_level(&param, side)?;
+        let level = TlsLevel::parse(&level).map_err(|e| bad(level_param, e))?;
         if lmtp {
             if level.must_match() {
                 return Err(bad(
