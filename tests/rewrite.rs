@@ -303,3 +303,74 @@ fn header_addresses_of_local_smtp_clients_are_completed_and_others_left_alone() 
         assert!(text.contains(expected), "{text}");
     }
 }
+
+/// cleanup's automatic blind copies as Postfix: `always_bcc` for every
+/// message, `sender_bcc_maps` by the sender, `recipient_bcc_maps` by each
+/// recipient; a copy goes through virtual aliases like any recipient, an
+/// unqualified one gets `@$myorigin`, a copy already queued is not queued
+/// twice, and local submissions get them too. `receive_override_options =
+/// no_address_mappings` turns them off.
+#[test]
+fn automatic_blind_copies_are_added_by_cleanup() {
+    let sink = Sink::start();
+    let bcc = "myorigin = remote.test\nalways_bcc = archive@remote.test\nsender_bcc_maps = inline:{ {@src.test = fwd@remote.test} }\nrecipient_bcc_maps = inline:{ {watched@remote.test = audit}, {plain@remote.test = archive@remote.test} }\n";
+    let d = daemon(&sink, bcc);
+    submit(
+        d.port,
+        "s@src.test",
+        &["watched@remote.test", "plain@remote.test"],
+        "Subject: copies\r\n\r\nhello",
+    );
+    let got = wait_until(10, || {
+        let r = recipients_of(&sink.snapshot());
+        (r.len() >= 5).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", sink.snapshot().messages, d.log()));
+    // fwd@remote.test is a virtual alias of b@remote.test; "audit" is
+    // qualified with $myorigin.
+    assert_eq!(
+        got,
+        vec![
+            "archive@remote.test",
+            "audit@remote.test",
+            "b@remote.test",
+            "plain@remote.test",
+            "watched@remote.test"
+        ],
+        "{}",
+        d.log()
+    );
+    let out = sendmail(
+        &d,
+        &["-f", "local@elsewhere.test", "plain@remote.test"],
+        "Subject: l\n\nx\n",
+    );
+    assert!(out.status.success());
+    let got = wait_until(10, || {
+        let r = recipients_of(&sink.snapshot());
+        (r.len() >= 7).then_some(r)
+    })
+    .unwrap_or_else(|| panic!("{:?}\n{}", sink.snapshot().messages, d.log()));
+    assert_eq!(
+        got.iter().filter(|r| *r == "archive@remote.test").count(),
+        2
+    );
+    let off = Sink::start();
+    let e = daemon(
+        &off,
+        &format!("{bcc}receive_override_options = no_address_mappings\n"),
+    );
+    submit(
+        e.port,
+        "s@src.test",
+        &["watched@remote.test"],
+        "Subject: off\r\n\r\nhello",
+    );
+    let log = off.wait_for(1, 10);
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    assert_eq!(
+        recipients_of(&off.snapshot()),
+        vec!["watched@remote.test"],
+        "{log:?}"
+    );
+}

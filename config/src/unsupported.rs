@@ -229,9 +229,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     u("fallback_transport_maps", Fatal, "", LOCAL_ROUTING),
     u("mailbox_transport_maps", Fatal, "", LOCAL_ROUTING),
     u("mailbox_command_maps", Fatal, "", LOCAL_ROUTING),
-    u("always_bcc", Fatal, "", BCC),
-    u("sender_bcc_maps", Fatal, "", BCC),
-    u("recipient_bcc_maps", Fatal, "", BCC),
     u(
         "smtpd_proxy_filter",
         Fatal,

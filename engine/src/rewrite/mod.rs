@@ -97,7 +97,25 @@ pub struct Rewriter {
     propagate_canonical: bool,
     delimiter: String,
     myorigin: String,
+    /// cleanup's automatic blind copies: `always_bcc`, `sender_bcc_maps`
+    /// (keyed by the rewritten sender) and `recipient_bcc_maps` (by each
+    /// recipient after canonical mapping).
+    bcc: AutoBcc,
     active: bool,
+}
+
+/// Where cleanup adds blind-copy recipients.
+#[derive(Debug, Clone, Default)]
+struct AutoBcc {
+    always: String,
+    sender_maps: TableList,
+    recipient_maps: TableList,
+}
+
+impl AutoBcc {
+    fn is_empty(&self) -> bool {
+        self.always.is_empty() && self.sender_maps.is_empty() && self.recipient_maps.is_empty()
+    }
 }
 
 impl Rewriter {
@@ -163,9 +181,20 @@ impl Rewriter {
                 .collect())
         };
         let masquerade_domains = words("masquerade_domains")?;
+        // no_address_mappings turns the automatic blind copies off too.
+        let bcc = AutoBcc {
+            always: if disabled {
+                String::new()
+            } else {
+                s("always_bcc")?.trim().to_string()
+            },
+            sender_maps: maps("sender_bcc_maps")?,
+            recipient_maps: maps("recipient_bcc_maps")?,
+        };
         let active = !disabled
             && (!virtual_alias_maps.is_empty()
                 || !masquerade_domains.is_empty()
+                || !bcc.is_empty()
                 || sender.iter().chain(&recipient).any(|c| !c.maps.is_empty()));
         Ok(Rewriter {
             virtual_alias_maps,
@@ -180,6 +209,7 @@ impl Rewriter {
             propagate_canonical: propagate.0,
             delimiter: s("recipient_delimiter")?,
             myorigin: crate::rewrite::myorigin(&s("myorigin")?)?,
+            bcc,
             active,
         })
     }
@@ -313,14 +343,76 @@ impl Rewriter {
         recipients: Vec<Recipient>,
     ) -> Result<Vec<Recipient>, RewriteError> {
         let mut out: Vec<Recipient> = Vec::with_capacity(recipients.len());
+        let mut copies = self.sender_bcc(router, sender)?;
         for r in recipients {
-            let original = r.original.clone().unwrap_or_else(|| r.address.clone());
             let canonical = self.canonical(router, &self.recipient, &r.address, |c| {
                 c.envelope_recipient
             })?;
             let canonical =
                 self.masquerade_if(self.masquerade_classes.envelope_recipient, canonical);
-            for target in self.expand_virtual(router, &canonical)? {
+            if !self.bcc.recipient_maps.is_empty()
+                && let Some(found) =
+                    self.find(router, &self.bcc.recipient_maps, &canonical, false)?
+            {
+                copies.extend(found);
+            }
+            self.add_expanded(router, sender, r, &canonical, &mut out)?;
+        }
+        if !self.bcc.always.is_empty() {
+            copies.push(self.bcc.always.clone());
+        }
+        // As cleanup_addr_bcc(): each copy is qualified, canonical-mapped,
+        // masqueraded and alias-expanded like a recipient; an address
+        // already queued is not queued twice.
+        for copy in copies {
+            let qualified = if copy.contains('@') || self.myorigin.is_empty() {
+                copy
+            } else {
+                format!("{copy}@{}", self.myorigin)
+            };
+            let canonical = self.canonical(router, &self.recipient, &qualified, |c| {
+                c.envelope_recipient
+            })?;
+            let canonical =
+                self.masquerade_if(self.masquerade_classes.envelope_recipient, canonical);
+            let (_, domain) = split_address(&qualified);
+            let class = router.classify(&domain.to_ascii_lowercase())?;
+            let route = router.route(sender, &qualified, class)?;
+            let blind = Recipient {
+                address: qualified,
+                transport: route.transport,
+                nexthop: route.nexthop,
+                ..Recipient::default()
+            };
+            self.add_expanded(router, sender, blind, &canonical, &mut out)?;
+        }
+        Ok(out)
+    }
+
+    /// `sender_bcc_maps`' copies for the (rewritten) envelope sender.
+    fn sender_bcc(&self, router: &Router, sender: &str) -> Result<Vec<String>, RewriteError> {
+        if self.bcc.sender_maps.is_empty() || sender.is_empty() {
+            return Ok(Vec::new());
+        }
+        Ok(self
+            .find(router, &self.bcc.sender_maps, sender, false)?
+            .unwrap_or_default())
+    }
+
+    /// Queue `r` as the virtual alias expansion of `canonical` (its
+    /// canonical form) gives it; each result is routed again when it
+    /// changed, and an identical (original, result) pair is queued once.
+    fn add_expanded(
+        &self,
+        router: &Router,
+        sender: &str,
+        r: Recipient,
+        canonical: &str,
+        out: &mut Vec<Recipient>,
+    ) -> Result<(), RewriteError> {
+        let original = r.original.clone().unwrap_or_else(|| r.address.clone());
+        {
+            for target in self.expand_virtual(router, canonical)? {
                 let same = |o: &Recipient| {
                     o.address == target && o.original.as_deref().unwrap_or(&o.address) == original
                 };
@@ -340,7 +432,7 @@ impl Rewriter {
                 out.push(n);
             }
         }
-        Ok(out)
+        Ok(())
     }
 
     /// One address through `virtual_alias_maps`, as cleanup_map1n.c.
