@@ -1221,7 +1221,7 @@ mod tests {
     fn fatal_only_when_the_value_changes_behaviour() {
         let master = "2525 inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:8891\n";
         let config = load(
-            "myhostname = a.example\nsmtpd_tls_ask_ccert = yes\nsmtpd_tls_req_ccert = no\nbiff = no\nsender_bcc_maps =\n",
+            "myhostname = a.example\nsmtpd_tls_ask_ccert = yes\nsmtpd_tls_req_ccert = no\nbiff = no\ndefer_transports =\n",
             master,
         );
         let f = findings(&config);
