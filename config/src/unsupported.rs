@@ -568,7 +568,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     u("smtp_sasl_auth_soft_bounce", Warning, "yes", CLIENT),
     u("smtp_send_dummy_mail_auth", Warning, "no", CLIENT),
     u("smtp_tcp_port", Warning, "smtp", CLIENT),
-    u("smtp_bind_address_enforce", Warning, "no", CLIENT),
     u("smtp_dns_reply_filter", Warning, "", CLIENT),
     u("smtp_reply_filter", Warning, "", CLIENT),
     u("smtp_dns_resolver_options", Warning, "", CLIENT),
