@@ -160,7 +160,10 @@ async fn sts_policy(
 /// Postfix logs a failed connect at info level, whatever comes next (and so its "server
 /// configuration error" after a source address that could not be bound).
 fn log_failure(qmgr: &Rc<Qmgr>, program: &str, e: &SessionError) {
-    if matches!(e, SessionError::Connect { .. } | SessionError::SourceAddress) {
+    if matches!(
+        e,
+        SessionError::Connect { .. } | SessionError::SourceAddress
+    ) {
         qmgr.ctx.log.line(program, &e.dsn());
     }
 }

@@ -662,7 +662,9 @@ async fn connect_tcp(
         Err(FromError::Bind(e)) => {
             let text = e.to_string();
             let reason = text.split(" (os error").next().unwrap_or(&text);
-            log(&format!("warning: smtp_connect_addr: bind {source}: {reason}"));
+            log(&format!(
+                "warning: smtp_connect_addr: bind {source}: {reason}"
+            ));
             if settings.bind_address_enforce {
                 return Err(SessionError::SourceAddress);
             }
