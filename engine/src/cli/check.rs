@@ -87,6 +87,14 @@ pub fn run(args: CheckArgs) -> ExitCode {
     {
         report.errors.push(e);
     }
+    // Egress sources whose addresses this host does not have: every connection from them
+    // would be deferred (the bind fails).
+    if report.is_ok()
+        && let Ok(egress) = crate::egress::EgressSettings::from_config(&config)
+        && let Some(file) = &egress.egress
+    {
+        report.errors.extend(file.unbindable());
+    }
     if report.is_ok() {
         match crate::pickup::PickupSettings::from_config(&config) {
             Ok(pickup) => signers.extend(pickup.and_then(|p| p.dkim)),
