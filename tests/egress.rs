@@ -453,3 +453,33 @@ fn check_reports_pool_errors_with_file_and_line() {
         stderr(&out)
     );
 }
+
+#[test]
+fn sender_dependent_default_transport_gives_a_sender_its_bind_address_postfix_style() {
+    // Postfix's own way to a per-sender source: a transport per sender
+    // (sender_dependent_default_transport_maps) with master.cf -o smtp_bind_address.
+    let sink = PeerSink::start(Duration::ZERO);
+    let d = Daemon::start_with_master(
+        &format!(
+            "relayhost = [127.0.0.1]:{}\nsender_dependent_default_transport_maps = inline:{{ @brand.example=brand }}\n",
+            sink.port
+        ),
+        "brand unix - - n - - smtp -o smtp_bind_address=127.0.0.13 -o smtp_helo_name=brand.test\n",
+    );
+    send(&d, "x@brand.example", 1);
+    send(&d, "x@other.example", 1);
+    let got = sink.wait_for(2, 30);
+    assert_eq!(got.len(), 2, "{}", d.log());
+    for g in &got {
+        let (peer, helo) = if g.sender == "x@brand.example" {
+            ("127.0.0.13", "brand.test")
+        } else {
+            ("127.0.0.1", "mx.test.example")
+        };
+        assert_eq!(
+            (g.peer.to_string().as_str(), g.helo.as_str()),
+            (peer, helo),
+            "{g:?}"
+        );
+    }
+}

@@ -433,6 +433,21 @@ mod tests {
     }
 
     #[test]
+    fn the_contrib_example_parses_once_uncommented() {
+        let text: String = include_str!("../../../contrib/egress.conf")
+            .lines()
+            .map(|l| match l.strip_prefix("# ") {
+                Some(rest) if rest.starts_with("source ") || rest.starts_with("pool ") => rest,
+                _ => l,
+            })
+            .map(|l| format!("{l}\n"))
+            .collect();
+        let e = parse(&text).unwrap();
+        assert_eq!(e.sources.len(), 4);
+        assert_eq!(e.pools["bulk"].members.len(), 3);
+    }
+
+    #[test]
     fn epoch_days() {
         assert_eq!(days_from_civil(1970, 1, 1), 0);
         assert_eq!(days_from_civil(2000, 3, 1), 11_017);
