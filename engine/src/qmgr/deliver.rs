@@ -763,6 +763,10 @@ pub(super) fn finish(
         &dest.key.nexthop,
         dest.policy.is_some(),
     );
+    if let Some(e) = egress {
+        let statuses = finals.iter().map(|f| metrics_status(f.kind));
+        crate::metrics::egress(&e.pool, &e.source.name, statuses);
+    }
     crate::metrics::delivered(transport, nexthop, policy, statuses, stored.content().len());
     let env = &stored.envelope;
     let mut outcomes = Vec::with_capacity(finals.len());
