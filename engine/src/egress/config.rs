@@ -105,7 +105,7 @@ impl Egress {
     pub fn parse(path: &Path, text: &str) -> Result<Egress, String> {
         let at = |line: usize, e: String| format!("{}, line {line}: {e}", path.display());
         let mut sources: Vec<Arc<Source>> = Vec::new();
-        let mut pools: Vec<(usize, String, Vec<(String, u32)>)> = Vec::new();
+        let mut pools: Vec<(usize, String, Members)> = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let content = raw.split('#').next().unwrap_or("").trim();
@@ -184,6 +184,9 @@ impl Egress {
         errors
     }
 }
+
+/// A pool's members as written: source names and weights.
+type Members = Vec<(String, u32)>;
 
 /// A name of a source or pool: letters, digits, `.`, `_`, `-`.
 fn valid_name(name: &str) -> bool {
@@ -283,9 +286,7 @@ fn parse_source<'a>(
     Ok(source)
 }
 
-fn parse_pool<'a>(
-    mut words: impl Iterator<Item = &'a str>,
-) -> Result<(String, Vec<(String, u32)>), String> {
+fn parse_pool<'a>(mut words: impl Iterator<Item = &'a str>) -> Result<(String, Members), String> {
     let name = words
         .next()
         .ok_or("pool without a name (expected: pool NAME SOURCE[:WEIGHT] ...)")?;
