@@ -425,10 +425,19 @@ fn check_reports_pool_errors_with_file_and_line() {
         "{}",
         stderr(&out)
     );
-    // With the pool fixed: the address no interface has.
+    // With the pool fixed: the address no interface has. A transport's smtp_bind_address
+    // no interface has is a warning (Postfix sends from the default address).
     std::fs::write(
         &master,
         "smtp unix - - n - - smtp\npooled unix - - n - - smtp -o corepost_egress_pool=p\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("main.cf"),
+        format!(
+            "corepost_egress_pools = {}\nsmtp_bind_address = 192.0.2.78\n",
+            egress.display()
+        ),
     )
     .unwrap();
     let out = corepost(&["check", "-c", &dir_text]);
@@ -438,6 +447,11 @@ fn check_reports_pool_errors_with_file_and_line() {
             "corepost: error: {}, line 3: source \"gone\": cannot bind address 192.0.2.9: Cannot assign requested address",
             egress.display()
         )),
+        "{}",
+        stderr(&out)
+    );
+    assert!(
+        stderr(&out).contains("corepost: warning: transport smtp: cannot bind source address 192.0.2.78: Cannot assign requested address; its mail will leave from the default address"),
         "{}",
         stderr(&out)
     );
