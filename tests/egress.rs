@@ -177,7 +177,8 @@ fn weights_hold_over_connections_and_each_source_greets_with_its_helo_name() {
         &sink,
         "source a 127.0.0.2 helo=a.egress.test\nsource b 127.0.0.3 helo=b.egress.test\npool p a:3 b:1\n",
         &format!(
-            "smtp_connection_cache_on_demand = no\ncorepost_event_log_file = {}\n",
+            "smtp_connection_cache_on_demand = no\ncorepost_event_log_file = {}\n\
+             default_destination_concurrency_limit = 1\n",
             event_file.display()
         ),
         "-o corepost_egress_pool=p",
@@ -185,7 +186,8 @@ fn weights_hold_over_connections_and_each_source_greets_with_its_helo_name() {
     send(&d, "s@example.org", 12);
     let got = sink.wait_for(12, 30);
     assert_eq!(got.len(), 12, "{}", d.log());
-    // One connection per message (no caching): 3 of every 4 from a.
+    // One connection per message (no caching; one at a time, so no connection is opened for
+    // a job another one took): 3 of every 4 from a.
     assert_eq!(sink.record.lock().unwrap().connections, 12);
     assert_eq!(
         (count(&got, "127.0.0.2"), count(&got, "127.0.0.3")),
