@@ -499,3 +499,37 @@ fn sender_dependent_default_transport_gives_a_sender_its_bind_address_postfix_st
         );
     }
 }
+
+#[test]
+fn a_reload_reads_the_egress_file_again() {
+    let sink = PeerSink::start(Duration::ZERO);
+    let (d, files) = daemon(
+        &sink,
+        "source first 127.0.0.14 helo=first.test\npool p first\n",
+        "smtp_connection_cache_on_demand = no\n",
+        "-o corepost_egress_pool=p",
+    );
+    send(&d, "s@example.org", 1);
+    let got = sink.wait_for(1, 20);
+    assert_eq!(got.len(), 1, "{}", d.log());
+    assert_eq!(
+        (got[0].peer.to_string().as_str(), got[0].helo.as_str()),
+        ("127.0.0.14", "first.test")
+    );
+    std::fs::write(
+        files.path().join("egress.conf"),
+        "source second 127.0.0.15 helo=second.test\npool p second\n",
+    )
+    .unwrap();
+    let out = corepost(&["reload", "-c", &d.config_dir()]);
+    assert!(out.status.success(), "{}", stderr(&out));
+    wait_until(10, || d.log().contains("reload -- version").then_some(()))
+        .unwrap_or_else(|| panic!("no reload:\n{}", d.log()));
+    send(&d, "s@example.org", 1);
+    let got = sink.wait_for(2, 20);
+    assert_eq!(got.len(), 2, "{}", d.log());
+    assert_eq!(
+        (got[1].peer.to_string().as_str(), got[1].helo.as_str()),
+        ("127.0.0.15", "second.test")
+    );
+}
