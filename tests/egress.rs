@@ -21,6 +21,8 @@ struct Got {
     peer: IpAddr,
     helo: String,
     sender: String,
+    /// When its end of data arrived.
+    at: std::time::Instant,
 }
 
 #[derive(Debug, Default)]
@@ -30,6 +32,9 @@ struct Record {
     /// Connections open now and the most at once, per client address.
     open: std::collections::HashMap<IpAddr, usize>,
     max_open: std::collections::HashMap<IpAddr, usize>,
+    /// Connections open now and the most at once, from any address.
+    open_total: usize,
+    max_open_total: usize,
 }
 
 /// An SMTP sink (no PIPELINING: one command at a time) that records peers and HELO names and
@@ -79,6 +84,8 @@ fn session(stream: TcpStream, record: &Arc<Mutex<Record>>, delay: Duration) {
         let now = *open;
         let max = r.max_open.entry(peer).or_default();
         *max = (*max).max(now);
+        r.open_total += 1;
+        r.max_open_total = r.max_open_total.max(r.open_total);
         r.connections - 1
     };
     let mut w = stream.try_clone().expect("clone");
@@ -115,6 +122,7 @@ fn session(stream: TcpStream, record: &Arc<Mutex<Record>>, delay: Duration) {
                 peer,
                 helo: helo.clone(),
                 sender: sender.clone(),
+                at: std::time::Instant::now(),
             });
             "250 2.0.0 queued\r\n"
         } else if upper.starts_with("QUIT") {
@@ -125,7 +133,9 @@ fn session(stream: TcpStream, record: &Arc<Mutex<Record>>, delay: Duration) {
         };
         let _ = w.write_all(reply.as_bytes());
     }
-    if let Some(open) = record.lock().unwrap().open.get_mut(&peer) {
+    let mut r = record.lock().unwrap();
+    r.open_total -= 1;
+    if let Some(open) = r.open.get_mut(&peer) {
         *open -= 1;
     }
 }
@@ -532,4 +542,46 @@ fn a_reload_reads_the_egress_file_again() {
         (got[1].peer.to_string().as_str(), got[1].helo.as_str()),
         ("127.0.0.15", "second.test")
     );
+}
+
+#[test]
+fn the_destination_policy_holds_across_its_pools() {
+    let sink = PeerSink::start(Duration::ZERO);
+    let (d, _files) = daemon(
+        &sink,
+        "source a 127.0.0.16\nsource b 127.0.0.17\npool pa a\npool pb b\n",
+        &format!(
+            "corepost_sender_egress_pool_maps = inline:{{ @a.example=pa, @b.example=pb }}\n\
+             corepost_destination_policy_maps = inline:{{ {{ [127.0.0.1]:{}=concurrency=2 rate=4/s }} }}\n",
+            sink.port
+        ),
+        "",
+    );
+    for i in 0..8 {
+        send(
+            &d,
+            if i % 2 == 0 {
+                "x@a.example"
+            } else {
+                "x@b.example"
+            },
+            1,
+        );
+    }
+    let got = sink.wait_for(8, 30);
+    assert_eq!(got.len(), 8, "{}", d.log());
+    assert_eq!(
+        (count(&got, "127.0.0.16"), count(&got, "127.0.0.17")),
+        (4, 4)
+    );
+    // 8 messages at 4/s for the destination as a whole (not 4/s per pool): the last at
+    // least 1.75 s after the first.
+    let first = got.iter().map(|g| g.at).min().unwrap();
+    let last = got.iter().map(|g| g.at).max().unwrap();
+    assert!(
+        last - first >= Duration::from_millis(1600),
+        "{:?}",
+        last - first
+    );
+    assert!(sink.record.lock().unwrap().max_open_total <= 2);
 }

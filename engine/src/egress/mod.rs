@@ -20,9 +20,11 @@
 //!   `smtp_bind_address_enforce = yes`): mail never leaves a pool from another address.
 //! - **Limits per source and destination** (destination = transport and next hop, as the
 //!   queue manager's): `concurrency=` connections, `rate=` messages, counted on the
-//!   destination's owner core. They compose with the destination's own limits: the
-//!   transport's `destination_concurrency_limit` and the policy's `concurrency=` cap the
-//!   destination's connections across all its pools as well as per pool.
+//!   destination's owner core. They compose with the destination's own limits, which hold
+//!   for the destination as a whole, across its pools: the transport's
+//!   `destination_concurrency_limit` and the policy's `concurrency=` cap its connections,
+//!   the policy's `rate=` and `connection_rate=` and the transport's rate delay pace them
+//!   (with shared throttles Redis paces them, its keys naming no pool).
 //! - **Warm-up.** A source with `warmup_start=` may send `warmup_daily` messages (default 500)
 //!   per destination on its first day, times `warmup_growth` (default 2) each following day
 //!   (UTC days). Once a source reaches its cap, its connection ends and the destination's
@@ -223,6 +225,10 @@ struct SourceState {
 struct DestState {
     /// Connections from every pool.
     connections: usize,
+    /// The destination's next message / new connection slot across its pools (this node's
+    /// pacing of its `rate=`, `connection_rate=` and rate delay).
+    next_delivery: Option<Instant>,
+    next_connect: Option<Instant>,
     /// Smooth weighted round robin: each pool's members' current weights.
     rotation: HashMap<String, Vec<i64>>,
     sources: HashMap<String, SourceState>,
@@ -429,6 +435,35 @@ impl Lease {
             let slot = s.next_delivery.map_or(now, |n| n.max(now));
             s.next_delivery = Some(slot + interval);
             Ok(slot - now)
+        })
+    }
+}
+
+/// Which of a destination's paced events.
+#[derive(Debug, Clone, Copy)]
+pub enum Paced {
+    Message,
+    Connection,
+}
+
+impl Lease {
+    /// Reserve the destination's next `event` slot, `interval` after the last one of any of
+    /// its pools, so its rate holds across pools: how long to wait for it.
+    pub fn destination_slot(&self, event: Paced, interval: Duration) -> Duration {
+        if interval.is_zero() {
+            return Duration::ZERO;
+        }
+        let now = Instant::now();
+        DESTS.with(|dests| {
+            let mut dests = dests.borrow_mut();
+            let state = dests.entry(self.dest.clone()).or_default();
+            let next = match event {
+                Paced::Message => &mut state.next_delivery,
+                Paced::Connection => &mut state.next_connect,
+            };
+            let slot = next.map_or(now, |n| n.max(now));
+            *next = Some(slot + interval);
+            slot - now
         })
     }
 }

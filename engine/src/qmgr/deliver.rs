@@ -406,7 +406,7 @@ async fn smtp_worker(
         if let Some(e) = &egress {
             // The source's warm-up limit or suspension ends the connection; the job goes
             // to the destination's next connection, from another member.
-            match e.admit() {
+            match super::egress::admit(e, dest, settings) {
                 Ok(wait) if !wait.is_zero() => glommio::timer::sleep(wait).await,
                 Ok(_) => {}
                 Err(_) => {

@@ -3,7 +3,7 @@
 
 use super::deliver::{Kind, Result1};
 use super::{DestQueue, Qmgr, QmgrSettings};
-use crate::egress::{Choice, LOOKUP_FAILED, Lease};
+use crate::egress::{Choice, LOOKUP_FAILED, Lease, Paced};
 use std::rc::Rc;
 use std::time::Duration;
 
@@ -61,7 +61,14 @@ pub(super) async fn source(
     let limit = destination_limit(dest, settings);
     loop {
         match crate::egress::choose(pool, &id, limit) {
-            Choice::Chosen(lease) => return Ok(Some(lease)),
+            Choice::Chosen(lease) => {
+                let interval = node_interval(dest, settings, |p| p.connection_interval);
+                let wait = lease.destination_slot(Paced::Connection, interval);
+                if !wait.is_zero() {
+                    glommio::timer::sleep(wait).await;
+                }
+                return Ok(Some(lease));
+            }
             Choice::Unavailable { dsn, text } => return Err(defer(dsn, text)),
             Choice::Busy if dest.workers.get() > 1 => return Err(NoSource::LeaveToOthers),
             Choice::Busy => {
@@ -92,4 +99,37 @@ fn destination_limit(dest: &DestQueue, settings: &QmgrSettings) -> usize {
         .and_then(|p| p.concurrency)
         .unwrap_or(limit)
         .max(1)
+}
+
+/// Before each message over a pool's connection: the source's own `rate=` and the
+/// destination's pacing across its pools; `Err` when the source may send no more now
+/// (warm-up limit, suspended) and the connection must end.
+pub(super) fn admit(
+    lease: &Lease,
+    dest: &DestQueue,
+    settings: &QmgrSettings,
+) -> Result<Duration, String> {
+    let own = lease.admit()?;
+    let rate_delay = settings
+        .transports
+        .get(&dest.key.transport)
+        .map_or(Duration::ZERO, |t| t.rate_delay);
+    let interval = node_interval(dest, settings, |p| p.message_interval).max(rate_delay);
+    Ok(own.max(lease.destination_slot(Paced::Message, interval)))
+}
+
+/// The policy interval this node paces itself: with shared throttles Redis already paces the
+/// destination as a whole (its keys name no pool), so nothing more here.
+fn node_interval(
+    dest: &DestQueue,
+    settings: &QmgrSettings,
+    pick: impl Fn(&super::policy::Policy) -> Option<Duration>,
+) -> Duration {
+    if settings.cluster.is_some() {
+        return Duration::ZERO;
+    }
+    dest.policy
+        .as_ref()
+        .and_then(pick)
+        .unwrap_or(Duration::ZERO)
 }
