@@ -168,3 +168,26 @@ fn sender_table_then_transport_pool() {
     // Not an smtp transport: no pools.
     assert_eq!(settings.pool_for("x@news.example", "local"), "");
 }
+
+#[test]
+fn a_destination_is_paced_across_its_pools() {
+    let e = egress("source a 192.0.2.1\nsource b 192.0.2.2\npool p a\npool q b\n");
+    let one = take(&e.pools["p"], "smtp:paced.example", 100).unwrap();
+    let two = take(&e.pools["q"], "smtp:paced.example", 100).unwrap();
+    let interval = Duration::from_millis(100);
+    assert_eq!(
+        one.destination_slot(Paced::Message, interval),
+        Duration::ZERO
+    );
+    assert!(two.destination_slot(Paced::Message, interval) > Duration::from_millis(90));
+    // New connections have their own schedule; another destination is not paced.
+    assert_eq!(
+        two.destination_slot(Paced::Connection, interval),
+        Duration::ZERO
+    );
+    let other = take(&e.pools["q"], "smtp:unpaced.example", 100).unwrap();
+    assert_eq!(
+        other.destination_slot(Paced::Message, interval),
+        Duration::ZERO
+    );
+}
