@@ -467,6 +467,25 @@ fn check_reports_pool_errors_with_file_and_line() {
         "{}",
         stderr(&out)
     );
+    // A sender table naming a pool the file lacks.
+    std::fs::write(
+        dir.path().join("main.cf"),
+        format!(
+            "corepost_egress_pools = {}\ncorepost_sender_egress_pool_maps = inline:{{ @x.example=nope }}\n",
+            egress.display()
+        ),
+    )
+    .unwrap();
+    let out = corepost(&["check", "-c", &dir_text]);
+    assert!(!out.status.success());
+    assert!(
+        stderr(&out).contains(&format!(
+            "corepost: error: corepost_sender_egress_pool_maps: inline:{{ @x.example=nope }}: unknown pool \"nope\" (not in {})",
+            egress.display()
+        )),
+        "{}",
+        stderr(&out)
+    );
     // A syntax error names its line too.
     std::fs::write(&egress, "source ok 127.0.0.2\npool p ok:heavy\n").unwrap();
     let out = corepost(&["check", "-c", &dir_text]);
