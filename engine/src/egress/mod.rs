@@ -136,16 +136,11 @@ impl EgressSettings {
         })
     }
 
-    /// The pool mail from `sender` to `transport` leaves from: the sender's table entry (keys
-    /// `user+ext@domain`, `user@domain`, `@domain`; `<>` for the null sender), else the
-    /// transport's pool; empty when neither names one or the transport is not smtp.
-    pub fn pool_for(&self, sender: &str, transport: &str) -> String {
-        let Some(own) = self.transport_pools.get(transport) else {
-            return String::new();
-        };
-        let Some(maps) = &self.sender_maps else {
-            return own.to_string();
-        };
+    /// The senders' table entry for `sender` (keys `user+ext@domain`, `user@domain`,
+    /// `@domain`; `<>` for the null sender), looked up once per message; [`LOOKUP_FAILED`]
+    /// when the table could not answer.
+    pub fn sender_pool(&self, sender: &str) -> Option<String> {
+        let maps = self.sender_maps.as_ref()?;
         let keys = if sender.is_empty() {
             vec!["<>".to_string()]
         } else {
@@ -153,10 +148,19 @@ impl EgressSettings {
         };
         match maps.lookup_first(keys.iter().map(String::as_str)) {
             Ok(Some((_, v))) if !v.trim().is_empty() && !v.trim().eq_ignore_ascii_case("dunno") => {
-                v.trim().to_string()
+                Some(v.trim().to_string())
             }
-            Ok(_) => own.to_string(),
-            Err(_) => LOOKUP_FAILED.to_string(),
+            Ok(_) => None,
+            Err(_) => Some(LOOKUP_FAILED.to_string()),
+        }
+    }
+
+    /// The pool mail to `transport` leaves from: the sender's ([`EgressSettings::sender_pool`]),
+    /// else the transport's; empty when neither names one or the transport is not smtp.
+    pub fn pool_for(&self, sender_pool: Option<&str>, transport: &str) -> String {
+        match self.transport_pools.get(transport) {
+            None => String::new(),
+            Some(own) => sender_pool.unwrap_or(own).to_string(),
         }
     }
 }

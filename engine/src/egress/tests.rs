@@ -159,14 +159,17 @@ fn sender_table_then_transport_pool() {
         ]),
         recipient_delimiter: "+".into(),
     };
-    assert_eq!(settings.pool_for("x+y@NEWS.example", "smtp"), "news");
-    assert_eq!(settings.pool_for("vip@news.example", "smtp"), "bulk");
-    assert_eq!(settings.pool_for("x@other.example", "smtp"), "bulk");
-    assert_eq!(settings.pool_for("x@news.example", "plain"), "news");
-    assert_eq!(settings.pool_for("x@other.example", "plain"), "");
-    assert_eq!(settings.pool_for("", "plain"), "bulk");
+    let pool = |sender: &str, transport: &str| {
+        settings.pool_for(settings.sender_pool(sender).as_deref(), transport)
+    };
+    assert_eq!(pool("x+y@NEWS.example", "smtp"), "news");
+    assert_eq!(pool("vip@news.example", "smtp"), "bulk");
+    assert_eq!(pool("x@other.example", "smtp"), "bulk");
+    assert_eq!(pool("x@news.example", "plain"), "news");
+    assert_eq!(pool("x@other.example", "plain"), "");
+    assert_eq!(pool("", "plain"), "bulk");
     // Not an smtp transport: no pools.
-    assert_eq!(settings.pool_for("x@news.example", "local"), "");
+    assert_eq!(pool("x@news.example", "local"), "");
 }
 
 #[test]

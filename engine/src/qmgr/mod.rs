@@ -241,6 +241,7 @@ impl Qmgr {
         let mut by_dest: HashMap<DestKey, Vec<u32>> = HashMap::new();
         let settings = Arc::clone(&self.settings.borrow());
         let egress = &settings.egress;
+        let sender_pool = egress.sender_pool(&stored.envelope.sender);
         for i in entry.pending.iter() {
             let Some(r) = stored.envelope.recipients.get(i as usize) else {
                 continue;
@@ -249,7 +250,7 @@ impl Qmgr {
                 .entry(DestKey {
                     transport: r.transport.clone(),
                     nexthop: r.nexthop.clone(),
-                    pool: egress.pool_for(&stored.envelope.sender, &r.transport),
+                    pool: egress.pool_for(sender_pool.as_deref(), &r.transport),
                 })
                 .or_default()
                 .push(i);
