@@ -300,6 +300,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("smtp_discard_ehlo_keywords", List, "", "EHLO keywords of the server the client ignores (e.g. pipelining, chunking, starttls; silent-discard: do not log)."),
     p("smtp_bind_address", Text, "", "Local IPv4 address for outgoing connections."),
     p("smtp_bind_address6", Text, "", "Local IPv6 address for outgoing connections."),
+    p("smtp_bind_address_enforce", Bool, "no", "Defer delivery (4.4.0 server configuration error) when the client cannot bind to smtp_bind_address or smtp_bind_address6, instead of logging a warning and connecting from the system's default address (Postfix 3.7)."),
     p("smtp_address_preference", Text, "any", "Preferred address family when a host has both: any, ipv4, ipv6.")
         .one_of(&["any", "ipv4", "ipv6"]),
     p("smtp_mx_address_limit", Int, "5", "Most MX addresses tried per delivery attempt; 0 means unlimited."),
@@ -350,6 +351,7 @@ pub static PARAMS: &[ParamDef] = &[
     p("lmtp_skip_5xx_greeting", Bool, "yes", "Treat a 5xx greeting from an LMTP server as a temporary failure (as smtp_skip_5xx_greeting)."),
     p("lmtp_bind_address", Text, "", "Local IPv4 address for outgoing LMTP connections over TCP."),
     p("lmtp_bind_address6", Text, "", "Local IPv6 address for outgoing LMTP connections over TCP."),
+    p("lmtp_bind_address_enforce", Bool, "no", "Defer delivery when the LMTP client cannot bind to lmtp_bind_address or lmtp_bind_address6 (as smtp_bind_address_enforce)."),
     p("lmtp_connection_cache_on_demand", Bool, "yes", "Keep LMTP connections to destinations with a backlog open for reuse."),
     p("lmtp_connection_cache_destinations", List, "", "LMTP destinations whose connections are always cached."),
     p("lmtp_generic_maps", Maps, "", "Tables rewriting addresses in mail that leaves through the lmtp client (as smtp_generic_maps)."),
@@ -448,6 +450,12 @@ pub static PARAMS: &[ParamDef] = &[
     p("corepost_destination_policy_maps", Maps, "", "Per-destination delivery policy, looked up by next hop (e.g. gmail.com, [10.0.0.1]:25), then transport:nexthop, then the parent domains' .domain forms: space-separated settings concurrency=N (connections), rate=N/s|m|h (messages), connection_rate=N/s|m|h (new connections). What Postfix lacks and ESPs ask for. The limits are per node unless corepost_shared_throttle_redis shares them across nodes.")
         .corepost(),
     p("corepost_shaping_files", List, "", "Traffic-shaping tables, merged in order (a later one overrides an earlier one per provider and per domain): file paths, or builtin for the table shipped with corepost (contrib/shaping.conf: Google, Microsoft, Yahoo/AOL, ...). Destinations whose MX hosts belong to one provider share its connection limit, messages per connection, message and connection rates and backoff times, and the provider's rules react to throttling replies (throttle, suspend, bounce for a period). Empty: no shaping, delivery as in Postfix.")
+        .corepost(),
+    p("corepost_egress_pools", Text, "", "File of egress sources and pools: lines 'source NAME ADDRESS [address6=IPv6] [helo=NAME] [concurrency=N] [rate=N/s|m|h] [warmup_start=YYYY-MM-DD] [warmup_daily=N] [warmup_growth=F]' and 'pool NAME SOURCE[:WEIGHT] ...'. Each SMTP connection of a transport or sender with a pool binds to one member source chosen by weight, and greets with its HELO name. Empty: no pools (smtp_bind_address alone, as Postfix).")
+        .corepost(),
+    p("corepost_egress_pool", Text, "", "The egress pool (of corepost_egress_pools) an smtp transport's connections come from, usually set per transport with master.cf -o; empty: smtp_bind_address and smtp_helo_name as in Postfix.")
+        .corepost(),
+    p("corepost_sender_egress_pool_maps", Maps, "", "Tables mapping a sender (user+ext@domain, user@domain, @domain; <> for the null sender) to the egress pool its mail to smtp transports leaves from, overriding the transport's corepost_egress_pool; a pool name not in corepost_egress_pools defers the mail (4.3.5).")
         .corepost(),
     p("corepost_shared_throttle_redis", Text, "", "Redis server (redis://host:port[/db]) through which several corepost nodes share the rate= and connection_rate= pacing and the concurrency= connection count of corepost_destination_policy_maps, so the limits hold for the cluster as a whole instead of per node; empty means every node enforces them alone. Rates are paced by a Lua script (GCRA: one reserved slot per message or connection, on Redis's clock); connections are leases that expire after corepost_shared_throttle_lease_time unless renewed, so a crashed node's connections are freed. When Redis does not answer within corepost_shared_throttle_timeout_ms a node falls back to its share of each limit (the limit divided by corepost_cluster_node_count; a concurrency share is at least 1), logs that once and again once Redis answers.")
         .corepost(),

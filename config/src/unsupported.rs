@@ -69,7 +69,6 @@ const ROUTING: &str = "corepost resolves addresses as Postfix's default for this
 const LOCAL_ROUTING: &str = "the local agent does not consult per-user transport or command tables";
 const REWRITING: &str =
     "corepost does not implement this part of Postfix's address rewriting yet (issue 16)";
-const BCC: &str = "corepost sends no automatic BCC copies";
 const DEBUG: &str = "corepost has no per-peer debug logging";
 const CIPHERS: &str = "rustls chooses its own modern cipher suites and curves";
 const TLS_INTERNALS: &str = "rustls has no such setting";
@@ -521,7 +520,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     u("smtp_sasl_auth_soft_bounce", Warning, "yes", CLIENT),
     u("smtp_send_dummy_mail_auth", Warning, "no", CLIENT),
     u("smtp_tcp_port", Warning, "smtp", CLIENT),
-    u("smtp_bind_address_enforce", Warning, "no", CLIENT),
     u("smtp_dns_reply_filter", Warning, "", CLIENT),
     u("smtp_reply_filter", Warning, "", CLIENT),
     u("smtp_dns_resolver_options", Warning, "", CLIENT),

@@ -100,6 +100,7 @@ fn bench_loopback(c: &mut Criterion) {
         skip_5xx_greeting: true,
         bind_address: None,
         bind_address6: None,
+        bind_address_enforce: false,
         cache_on_demand: true,
         cache_destinations: Vec::new(),
         generic_maps: None,

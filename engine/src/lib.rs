@@ -14,6 +14,7 @@ pub mod control;
 pub mod delivery;
 pub mod dkim;
 pub mod dns;
+pub mod egress;
 pub mod events;
 pub mod log;
 pub mod metrics;

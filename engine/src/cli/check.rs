@@ -82,10 +82,18 @@ pub fn run(args: CheckArgs) -> ExitCode {
     }
     // The delivery agents' settings as `corepost run` resolves them: a client TLS or SASL
     // setting corepost cannot honour is an error here, never "valid".
-    if report.is_ok()
-        && let Err(e) = crate::qmgr::QmgrSettings::from_config(&config)
-    {
-        report.errors.push(e);
+    if report.is_ok() {
+        match crate::qmgr::QmgrSettings::from_config(&config) {
+            Ok(settings) => {
+                // Egress sources whose addresses this host does not have: every connection
+                // from them would be deferred (the bind fails).
+                if let Some(file) = &settings.egress.egress {
+                    report.errors.extend(file.unbindable());
+                }
+                report.warnings.extend(unbindable_bind_addresses(&settings));
+            }
+            Err(e) => report.errors.push(e),
+        }
     }
     if report.is_ok() {
         match crate::pickup::PickupSettings::from_config(&config) {
@@ -131,4 +139,35 @@ pub fn run(args: CheckArgs) -> ExitCode {
         );
         ExitCode::FAILURE
     }
+}
+
+/// Transports whose `smtp_bind_address`/`smtp_bind_address6` (`lmtp_*`) this host cannot
+/// bind: Postfix logs a warning per connection and sends from the default address, or defers
+/// with `*_bind_address_enforce = yes`; corepost does the same, and says so here first.
+fn unbindable_bind_addresses(settings: &crate::qmgr::QmgrSettings) -> Vec<String> {
+    let mut warnings = Vec::new();
+    let mut names: Vec<&String> = settings.transports.keys().collect();
+    names.sort();
+    for name in names {
+        let crate::qmgr::TransportKind::Smtp(client) = &settings.transports[name].kind else {
+            continue;
+        };
+        for addr in [client.bind_address, client.bind_address6]
+            .into_iter()
+            .flatten()
+        {
+            if let Err(e) = std::net::TcpListener::bind((addr, 0)) {
+                let consequence = if client.bind_address_enforce {
+                    "its mail will be deferred"
+                } else {
+                    "its mail will leave from the default address"
+                };
+                warnings.push(format!(
+                    "transport {name}: cannot bind source address {addr}: {}; {consequence}",
+                    super::os_error_text(&e)
+                ));
+            }
+        }
+    }
+    warnings
 }

@@ -24,7 +24,7 @@
 //! | event | fields |
 //! |---|---|
 //! | `reception` | queue_id, sender, recipients, size, client, protocol, helo, sasl_username, tls |
-//! | `delivery`, `deferral`, `bounce` | queue_id, sender, recipient, orig_recipient, next_hop (`relay=`), status, dsn, response, bounce_class (deferral, bounce: see `crate::bounce_class`), size, delay, delay_before_qmgr, delay_in_qmgr, delay_conn_setup, delay_transmission (`delays=a/b/c/d`) |
+//! | `delivery`, `deferral`, `bounce` | queue_id, sender, recipient, orig_recipient, next_hop (`relay=`), status, dsn, response, bounce_class (deferral, bounce: see `crate::bounce_class`), size, delay, delay_before_qmgr, delay_in_qmgr, delay_conn_setup, delay_transmission (`delays=a/b/c/d`), and over a connection from an egress pool (`crate::egress`) egress_pool, egress_source, egress_address |
 //! | `expiry` | queue_id, sender, status (`expired`) |
 //! | `rejection` | queue_id (none for NOQUEUE), stage (the command), client, sender, recipient, status, code, dsn, response |
 //! | `tls` | direction (inbound/outbound), peer, trust, description (as the TLS log line) |

@@ -50,6 +50,16 @@ pub struct Attempt<'a> {
     pub in_qmgr: Duration,
     pub setup: Duration,
     pub xfer: Duration,
+    /// The egress pool source the connection left from (`crate::egress`), if any.
+    pub egress: Option<Egress<'a>>,
+}
+
+/// An egress pool member: the pool, the source's name and the address bound.
+#[derive(Debug, Clone, Copy)]
+pub struct Egress<'a> {
+    pub pool: &'a str,
+    pub source: &'a str,
+    pub address: Option<std::net::IpAddr>,
 }
 
 /// A recipient's delivery, deferral or bounce (by its status), with the
@@ -90,6 +100,15 @@ pub fn attempt(a: &Attempt<'_>) {
             )
             .secs("delay_conn_setup", a.setup.as_secs_f64())
             .secs("delay_transmission", a.xfer.as_secs_f64())
+            .opt("egress_pool", a.egress.map(|e| e.pool))
+            .opt("egress_source", a.egress.map(|e| e.source))
+            .opt(
+                "egress_address",
+                a.egress
+                    .and_then(|e| e.address)
+                    .map(|a| a.to_string())
+                    .as_deref(),
+            )
     });
 }
 

@@ -106,6 +106,7 @@ impl Collector for Exposition {
         )?;
         encode_rejects(&mut enc, s)?;
         encode_failures(&mut enc, s)?;
+        encode_egress(&mut enc, s)?;
         encode_deliveries(&mut enc, s)?;
         encode_sessions(&mut enc, s)?;
         encode_queue(&mut enc, s)?;
@@ -206,6 +207,29 @@ fn encode_failures(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), Erro
         enc,
         "corepost_delivery_failures",
         "Recipients deferred, bounced or expired (one per to=<> log line), by status and bounce class (contrib/bounce-classes.conf and corepost_bounce_class_rules).",
+        &series,
+    )
+}
+
+fn encode_egress(enc: &mut DescriptorEncoder, s: &Snapshot) -> Result<(), Error> {
+    let series: Vec<_> = s
+        .egress
+        .iter()
+        .map(|((pool, source, status), n)| {
+            (
+                vec![
+                    ("pool", pool.as_str()),
+                    ("source", source.as_str()),
+                    ("status", *status),
+                ],
+                *n,
+            )
+        })
+        .collect();
+    counters(
+        enc,
+        "corepost_egress_deliveries",
+        "Recipient outcomes of deliveries over connections from an egress pool's source (corepost_egress_pools), by pool, source and status.",
         &series,
     )
 }
@@ -430,6 +454,8 @@ mod tests {
         });
         m.cores[0].reject(("RCPT", "policy", "permanent"));
         m.cores[0].failure(("bounced", "bad-mailbox"));
+        m.cores[0].egress("bulk", "ip2", "sent", 2);
+        m.cores[1].egress("bulk", "ip2", "sent", 1);
         let text = encode(&Snapshot::collect(&m));
         for line in [
             "# TYPE corepost_messages_received_total counter",
@@ -438,6 +464,7 @@ mod tests {
             "corepost_sent_bytes_total{transport=\"smtp\",destination=\"other\"} 10",
             "corepost_smtpd_rejects_total{command=\"RCPT\",class=\"policy\",severity=\"permanent\"} 1",
             "corepost_delivery_failures_total{status=\"bounced\",class=\"bad-mailbox\"} 1",
+            "corepost_egress_deliveries_total{pool=\"bulk\",source=\"ip2\",status=\"sent\"} 3",
             "corepost_smtpd_sessions_open{core=\"1\"} 0",
             "corepost_spool_sync_seconds_bucket{le=\"+Inf\"} 0",
             "corepost_spool_sync_seconds_count 0",

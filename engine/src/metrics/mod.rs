@@ -240,6 +240,24 @@ pub fn failure(status: &str, class: &'static str) {
     with_slot(|s, _| s.failure((status, class)));
 }
 
+/// Recipient outcomes of a delivery job over a connection from egress `pool`'s `source`.
+pub fn egress(pool: &str, source: &str, outcomes: impl Iterator<Item = Status>) {
+    let mut counts = [0u64; 4];
+    for o in outcomes {
+        counts[o as usize] += 1;
+    }
+    with_slot(|s, _| {
+        for (status, n) in ["sent", "deferred", "bounced", "expired"]
+            .into_iter()
+            .zip(counts)
+        {
+            if n > 0 {
+                s.egress(pool, source, status, n);
+            }
+        }
+    });
+}
+
 /// A message's last recipient is done (Postfix's `removed`).
 pub fn removed() {
     count(Counter::MessagesRemoved);

@@ -86,6 +86,12 @@ pub(crate) type RejectKey = (&'static str, &'static str, &'static str);
 /// A delivery failure's labels: its status and its bounce class.
 pub(crate) type FailureKey = (&'static str, &'static str);
 
+/// An egress pool delivery's labels: pool, source, status (sent, deferred, bounced, expired).
+pub(crate) type EgressKey = (Box<str>, Box<str>, &'static str);
+
+/// Most (pool, source) label pairs one slot keeps; later ones count as ("other", "other").
+pub(crate) const MAX_EGRESS: usize = 256;
+
 /// Counts with labels, behind the slot's mutex.
 #[derive(Debug, Default)]
 pub(crate) struct Labelled {
@@ -93,6 +99,7 @@ pub(crate) struct Labelled {
     pub(crate) deliveries: HashMap<Box<str>, HashMap<Box<str>, DestCounts>>,
     pub(crate) rejects: HashMap<RejectKey, u64>,
     pub(crate) failures: HashMap<FailureKey, u64>,
+    pub(crate) egress: HashMap<EgressKey, u64>,
 }
 
 /// What a core last published about its queue (see [`super::publish_queue`]).
@@ -182,5 +189,18 @@ impl Slot {
 
     pub(crate) fn failure(&self, key: FailureKey) {
         *self.labelled().failures.entry(key).or_default() += 1;
+    }
+
+    /// Count `n` recipients of `pool`'s `source` with `status`; past [`MAX_EGRESS`] label
+    /// sets, new ones count as "other".
+    pub(crate) fn egress(&self, pool: &str, source: &str, status: &'static str, n: u64) {
+        let mut labelled = self.labelled();
+        let key: EgressKey = (pool.into(), source.into(), status);
+        let key = if labelled.egress.contains_key(&key) || labelled.egress.len() < MAX_EGRESS {
+            key
+        } else {
+            (OTHER.into(), OTHER.into(), status)
+        };
+        *labelled.egress.entry(key).or_default() += n;
     }
 }

@@ -38,6 +38,8 @@ pub struct Snapshot {
     pub rejects: BTreeMap<RejectKey, u64>,
     /// (status, bounce class) → recipients.
     pub failures: BTreeMap<FailureKey, u64>,
+    /// (egress pool, source, status) → recipients.
+    pub egress: BTreeMap<(String, String, &'static str), u64>,
     pub queue: Queue,
     /// Files in the maildrop; `None` when it cannot be read.
     pub maildrop: Option<u64>,
@@ -112,6 +114,12 @@ impl Snapshot {
         }
         for (key, n) in &labelled.failures {
             *self.failures.entry(*key).or_default() += n;
+        }
+        for ((pool, source, status), n) in &labelled.egress {
+            *self
+                .egress
+                .entry((pool.to_string(), source.to_string(), status))
+                .or_default() += n;
         }
     }
 

@@ -89,7 +89,9 @@ pub(super) async fn open_session(
             Err(e) => {
                 log_failure(qmgr, program, &e);
                 relay = match e {
-                    SessionError::Connect { .. } => "none".to_string(),
+                    SessionError::Connect { .. } | SessionError::SourceAddress => {
+                        "none".to_string()
+                    }
                     _ => format!("{}[{}]:{}", d.host, d.addr.ip(), d.addr.port()),
                 };
                 let permanent = e.is_permanent();
@@ -155,9 +157,13 @@ async fn sts_policy(
     mta_sts::policy_for(&qmgr.resolver, &host, tls, port, &log).await
 }
 
-/// Postfix logs a failed connect at info level, whatever comes next.
+/// Postfix logs a failed connect at info level, whatever comes next (and so its "server
+/// configuration error" after a source address that could not be bound).
 fn log_failure(qmgr: &Rc<Qmgr>, program: &str, e: &SessionError) {
-    if matches!(e, SessionError::Connect { .. }) {
+    if matches!(
+        e,
+        SessionError::Connect { .. } | SessionError::SourceAddress
+    ) {
         qmgr.ctx.log.line(program, &e.dsn());
     }
 }

@@ -206,6 +206,7 @@ fn drain(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, result: impl Fn(&Job) -> Result1
                 success: &|_| Some("delivered"),
                 expanded: &Expanded::new(),
                 dest,
+                egress: None,
             };
             finish(qmgr, &job, &stored, same_for_all(&job, &r), &done);
         } else {
@@ -295,6 +296,18 @@ async fn smtp_worker(
         Some(LmtpTarget::Unix(path)) => Some(path.as_path()),
         _ => None,
     };
+    // The egress pool's source of this connection (crate::egress), if the mail has a pool.
+    let egress = match super::egress::source(qmgr, dest, settings).await {
+        Ok(egress) => egress,
+        Err(super::egress::NoSource::LeaveToOthers) => return,
+        Err(super::egress::NoSource::Defer(r)) => {
+            drain(qmgr, dest, |_| r.clone(), "none");
+            return;
+        }
+    };
+    let pooled = egress.as_ref().map(|e| e.client(client));
+    let base = client;
+    let client = pooled.as_ref().unwrap_or(client);
     // A place in the destination's connection limit across nodes, held
     // until the connection is gone (declared first, dropped last).
     let Ok(mut lease) = super::shared::connection_lease(qmgr, dest).await else {
@@ -357,6 +370,9 @@ async fn smtp_worker(
             return;
         }
     };
+    if let Some(e) = &egress {
+        e.connected(conn.addr(), base);
+    }
     // Reachable again.
     *dest.dead.borrow_mut() = None;
     let setup = started.elapsed();
@@ -442,6 +458,19 @@ async fn smtp_worker(
             }
             break;
         };
+        if let Some(e) = &egress {
+            // The source's warm-up limit or suspension ends the connection; the job goes
+            // to the destination's next connection, from another member.
+            match super::egress::admit(e, dest, settings) {
+                Ok(wait) if !wait.is_zero() => glommio::timer::sleep(wait).await,
+                Ok(_) => {}
+                Err(_) => {
+                    dest.jobs.borrow_mut().push_front(job);
+                    requeue_rest(qmgr, dest);
+                    break;
+                }
+            }
+        }
         let Some(stored) = read_job(qmgr, &job, &program) else {
             continue;
         };
@@ -533,6 +562,7 @@ async fn smtp_worker(
                     success: &|_| action,
                     expanded: &Expanded::new(),
                     dest,
+                    egress: egress.as_ref(),
                 };
                 finish(qmgr, &job, &stored, results, &done);
                 let all_ok = tx.data.as_ref().is_some_and(|d| d.code < 400);
@@ -561,6 +591,7 @@ async fn smtp_worker(
                     success: &|_| None,
                     expanded: &Expanded::new(),
                     dest,
+                    egress: egress.as_ref(),
                 };
                 finish(qmgr, &job, &stored, same_for_all(&job, &r), &done);
                 // A refused MAIL or DATA (not 421) or a message the server
@@ -742,6 +773,8 @@ pub(super) struct Done<'a> {
     pub(super) expanded: &'a Expanded,
     /// The destination the job was for (metrics: transport and destination labels).
     pub(super) dest: &'a super::DestQueue,
+    /// The egress pool source of the connection, if any (the JSON events).
+    pub(super) egress: Option<&'a crate::egress::Lease>,
 }
 
 /// Record one job's results: first the notice for recipients that failed
@@ -763,6 +796,7 @@ pub(super) fn finish(
         success,
         expanded,
         dest,
+        egress,
     } = *done;
     let now = corepost_spool::queue_id::now_micros();
     let finals: Vec<Final> = results
@@ -794,6 +828,10 @@ pub(super) fn finish(
         &dest.key.nexthop,
         dest.policy.is_some(),
     );
+    if let Some(e) = egress {
+        let statuses = finals.iter().map(|f| metrics_status(f.kind));
+        crate::metrics::egress(&e.pool, &e.source.name, statuses);
+    }
     crate::metrics::delivered(transport, nexthop, policy, statuses, stored.content().len());
     let env = &stored.envelope;
     let mut outcomes = Vec::with_capacity(finals.len());
@@ -847,6 +885,11 @@ pub(super) fn finish(
                 in_qmgr,
                 setup,
                 xfer,
+                egress: egress.map(|e| crate::events::Egress {
+                    pool: &e.pool,
+                    source: &e.source.name,
+                    address: e.address(),
+                }),
             });
         };
         match expanded.get(&f.recipient) {

@@ -27,6 +27,7 @@
 
 mod connect;
 pub mod deliver;
+mod egress;
 mod offcore;
 pub mod policy;
 pub mod settings;
@@ -50,11 +51,14 @@ const LEASE: Duration = Duration::from_secs(3600);
 /// core's sessions.
 const PICK_BATCH: usize = 2048;
 
-/// Transport and next hop.
+/// Transport and next hop, and the egress pool its mail leaves from (`crate::egress`; empty:
+/// none). Mail of each pool has its own queue and connections, so a connection never carries
+/// another pool's mail; the pools of one destination share its owner core.
 #[derive(Debug, Clone, PartialEq, Eq, Hash)]
 pub struct DestKey {
     pub transport: String,
     pub nexthop: String,
+    pub pool: String,
 }
 
 /// Some recipients of one message for one destination.
@@ -237,6 +241,9 @@ impl Qmgr {
             ),
         );
         let mut by_dest: HashMap<DestKey, Vec<u32>> = HashMap::new();
+        let settings = Arc::clone(&self.settings.borrow());
+        let egress = &settings.egress;
+        let sender_pool = egress.sender_pool(&stored.envelope.sender);
         for i in entry.pending.iter() {
             let Some(r) = stored.envelope.recipients.get(i as usize) else {
                 continue;
@@ -245,11 +252,11 @@ impl Qmgr {
                 .entry(DestKey {
                     transport: r.transport.clone(),
                     nexthop: r.nexthop.clone(),
+                    pool: egress.pool_for(sender_pool.as_deref(), &r.transport),
                 })
                 .or_default()
                 .push(i);
         }
-        let settings = Arc::clone(&self.settings.borrow());
         let me = self.peer();
         let mut remote: HashMap<usize, Vec<(DestKey, Job)>> = HashMap::new();
         let limit_of = |transport: &str| {
@@ -643,6 +650,7 @@ mod tests {
         let key = |n: &str| DestKey {
             transport: "smtp".into(),
             nexthop: n.into(),
+            pool: String::new(),
         };
         assert_eq!(
             owner_of(&key("Example.COM"), 4),

@@ -87,6 +87,7 @@ pub async fn worker(
             },
             expanded: &expanded,
             dest,
+            egress: None,
         };
         finish(qmgr, &job, &stored, results, &done);
     }

@@ -37,7 +37,12 @@ pub struct Policy {
     pub connection_interval: Option<Duration>,
 }
 
-/// Parse `N/s`, `N/m`, `N/h` into the interval between events.
+/// Parse `N/s`, `N/m`, `N/h` into the interval between events (also the egress sources'
+/// `rate=`, `crate::egress`).
+pub fn parse_rate(value: &str) -> Result<Duration, String> {
+    rate(value)
+}
+
 pub(crate) fn rate(value: &str) -> Result<Duration, String> {
     let (n, unit) = value
         .split_once('/')

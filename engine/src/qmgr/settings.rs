@@ -86,6 +86,8 @@ pub struct QmgrSettings {
     /// `corepost_shared_throttle_redis`: the policy limits shared with
     /// other nodes (None: this node's alone).
     pub cluster: Option<std::sync::Arc<crate::cluster::Cluster>>,
+    /// Egress pools: which source address each SMTP connection leaves from.
+    pub egress: crate::egress::EgressSettings,
 }
 
 fn transport_time(
@@ -302,6 +304,7 @@ impl QmgrSettings {
             cluster: crate::cluster::Cluster::shared(
                 &crate::cluster::ClusterSettings::from_config(config)?,
             ),
+            egress: crate::egress::EgressSettings::from_config(config)?,
         })
     }
 }

@@ -141,6 +141,7 @@ fn settings_read_lmtp_parameters() {
             "lmtp_skip_5xx_greeting" | "disable_mime_output_conversion" => "no".into(),
             "lmtp_connection_cache_on_demand" => "yes".into(),
             "lmtp_bind_address" => "192.0.2.1".into(),
+            "lmtp_bind_address_enforce" => "no".into(),
             "lmtp_bind_address6" | "lmtp_connection_cache_destinations" | "lmtp_generic_maps" => {
                 "".into()
             }
@@ -164,6 +165,7 @@ fn settings_read_lmtp_parameters() {
     assert_eq!(s.line_length_limit, 500);
     assert!(!s.skip_5xx_greeting && s.mime_output_conversion && s.cache_on_demand);
     assert_eq!(s.bind_address, Some("192.0.2.1".parse().unwrap()));
+    assert!(!s.bind_address_enforce);
     assert_eq!(s.discard_ehlo_keywords, ["pipelining"]);
     // LHLO always: the EHLO switches are SMTP's.
     assert!(s.always_send_ehlo && !s.never_send_ehlo);

@@ -109,6 +109,9 @@ pub struct ClientSettings {
     /// `<proto>_bind_address` / `<proto>_bind_address6`: the source address of connections.
     pub bind_address: Option<std::net::IpAddr>,
     pub bind_address6: Option<std::net::IpAddr>,
+    /// `<proto>_bind_address_enforce`: a source address that cannot be bound defers
+    /// (`4.4.0 server configuration error`) instead of connecting from the default address.
+    pub bind_address_enforce: bool,
     /// `<proto>_connection_cache_on_demand`.
     pub cache_on_demand: bool,
     /// `<proto>_connection_cache_destinations`, lower case.
@@ -162,6 +165,7 @@ impl ClientSettings {
             skip_5xx_greeting: true,
             bind_address: None,
             bind_address6: None,
+            bind_address_enforce: false,
             cache_on_demand: true,
             cache_destinations: Vec::new(),
             generic_maps: None,
@@ -294,6 +298,10 @@ impl ClientSettings {
             skip_5xx_greeting: flag(p("smtp_skip_5xx_greeting", "lmtp_skip_5xx_greeting"))?,
             bind_address: address(p("smtp_bind_address", "lmtp_bind_address"), false)?,
             bind_address6: address(p("smtp_bind_address6", "lmtp_bind_address6"), true)?,
+            bind_address_enforce: flag(p(
+                "smtp_bind_address_enforce",
+                "lmtp_bind_address_enforce",
+            ))?,
             cache_on_demand: flag(p(
                 "smtp_connection_cache_on_demand",
                 "lmtp_connection_cache_on_demand",
@@ -398,6 +406,9 @@ pub enum SessionError {
         reason: String,
         host: String,
     },
+    /// The source address could not be bound and `<proto>_bind_address_enforce` (or an
+    /// egress pool) forbids the default address: Postfix's `4.4.0 server configuration error`.
+    SourceAddress,
     /// A 4xx/5xx (or otherwise not 2xx) greeting from `peer` (`host[addr]`). With `skip`
     /// (`smtp_skip_5xx_greeting`) a 5xx is temporary.
     Greeting {
@@ -480,6 +491,7 @@ impl SessionError {
             SessionError::Protocol(_) => "4.5.0".into(),
             SessionError::Lookup(_) => "4.3.0".into(),
             SessionError::Connect { .. } => "4.4.1".into(),
+            SessionError::SourceAddress => "4.4.0".into(),
             SessionError::Timeout { .. } | SessionError::Lost { .. } => "4.4.2".into(),
         }
     }
@@ -493,6 +505,7 @@ impl SessionError {
                 }
                 Endpoint::Unix(path) => format!("connect to {host}[{}]: {reason}", path.display()),
             },
+            SessionError::SourceAddress => "server configuration error".into(),
             SessionError::Greeting { reply, peer, .. } => {
                 format!("host {peer} refused to talk to me: {reply}")
             }
@@ -585,25 +598,36 @@ fn contains_esmtp(text: &str) -> bool {
         .any(|w| w.eq_ignore_ascii_case(b"ESMTP"))
 }
 
+/// Why [`connect_from`] failed: binding the source address, or connecting.
+enum FromError {
+    Bind(io::Error),
+    Connect(io::Error),
+}
+
 /// A TCP connection from a chosen source address (`smtp_bind_address`): the socket is bound and
 /// connected on glommio's blocking-thread pool (never on the core), then handed to glommio.
 async fn connect_from(
     source: std::net::IpAddr,
     addr: SocketAddr,
     timeout: Duration,
-) -> io::Result<TcpStream> {
+) -> Result<TcpStream, FromError> {
     use std::os::fd::{FromRawFd, IntoRawFd};
     let socket = glommio::executor()
-        .spawn_blocking(move || -> io::Result<socket2::Socket> {
+        .spawn_blocking(move || -> Result<socket2::Socket, FromError> {
             let domain = if addr.is_ipv6() {
                 socket2::Domain::IPV6
             } else {
                 socket2::Domain::IPV4
             };
             let socket =
-                socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))?;
-            socket.bind(&SocketAddr::new(source, 0).into())?;
-            socket.connect_timeout(&addr.into(), timeout)?;
+                socket2::Socket::new(domain, socket2::Type::STREAM, Some(socket2::Protocol::TCP))
+                    .map_err(FromError::Connect)?;
+            socket
+                .bind(&SocketAddr::new(source, 0).into())
+                .map_err(FromError::Bind)?;
+            socket
+                .connect_timeout(&addr.into(), timeout)
+                .map_err(FromError::Connect)?;
             Ok(socket)
         })
         .await?;
@@ -611,6 +635,42 @@ async fn connect_from(
     // SAFETY: `fd` is a connected TCP socket that we own (just released by `into_raw_fd`); the
     // TcpStream takes over closing it.
     Ok(unsafe { TcpStream::from_raw_fd(fd) })
+}
+
+/// The TCP connection of [`SmtpConnection::connect_with`], from `source` when one is set. A
+/// source that cannot be bound is Postfix's smtp_connect_addr: `warning: smtp_connect_addr:
+/// bind ADDR: reason`, then the default source address, or with `bind_address_enforce` a
+/// deferral (the caller logs `server configuration error`).
+async fn connect_tcp(
+    source: Option<std::net::IpAddr>,
+    addr: SocketAddr,
+    settings: &ClientSettings,
+    log: &dyn Fn(&str),
+) -> Result<Result<TcpStream, io::Error>, SessionError> {
+    let timeout = connect_timeout(settings);
+    let plain = || async move {
+        TcpStream::connect_timeout(addr, timeout)
+            .await
+            .map_err(io::Error::from)
+    };
+    let Some(source) = source else {
+        return Ok(plain().await);
+    };
+    match connect_from(source, addr, timeout).await {
+        Ok(stream) => Ok(Ok(stream)),
+        Err(FromError::Connect(e)) => Ok(Err(e)),
+        Err(FromError::Bind(e)) => {
+            let text = e.to_string();
+            let reason = text.split(" (os error").next().unwrap_or(&text);
+            log(&format!(
+                "warning: smtp_connect_addr: bind {source}: {reason}"
+            ));
+            if settings.bind_address_enforce {
+                return Err(SessionError::SourceAddress);
+            }
+            Ok(plain().await)
+        }
+    }
 }
 
 /// Where a connection goes: a TCP address, or a Unix-domain socket (LMTP).
@@ -719,12 +779,7 @@ impl SmtpConnection {
         } else {
             settings.bind_address
         };
-        let connected = match source {
-            None => TcpStream::connect_timeout(addr, connect_timeout(settings))
-                .await
-                .map_err(io::Error::from),
-            Some(source) => connect_from(source, addr, connect_timeout(settings)).await,
-        };
+        let connected = connect_tcp(source, addr, settings, log).await?;
         let stream = connected.map_err(|e| SessionError::Connect {
             addr: Endpoint::Inet(addr),
             reason: io_reason(&e),

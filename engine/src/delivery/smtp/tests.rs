@@ -1048,6 +1048,7 @@ fn settings_from_params() {
             "smtp_never_send_ehlo" | "disable_mime_output_conversion" => "no".into(),
             "smtp_connection_cache_on_demand" => "no".into(),
             "smtp_bind_address6" => "[::1]".into(),
+            "smtp_bind_address_enforce" => "yes".into(),
             "smtp_connection_cache_destinations" => "[Relay.Example]:587, example.com".into(),
             n if n.contains("bind_address")
                 || n.ends_with("_keywords")
@@ -1072,6 +1073,7 @@ fn settings_from_params() {
     assert_eq!(s.data_done_timeout, Duration::from_secs(600));
     assert_eq!(s.rcpt_timeout, Duration::from_secs(300));
     assert!(!s.lmtp);
+    assert!(s.bind_address_enforce);
     assert_eq!(s.line_length_limit, 300);
     assert!(s.always_send_ehlo && !s.never_send_ehlo && s.skip_5xx_greeting);
     assert!(s.mime_output_conversion && !s.cache_on_demand);
