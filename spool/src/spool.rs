@@ -16,7 +16,7 @@
 //!   so a crash cannot resurrect an older segment after a newer one is gone.
 
 use crate::codec::{Decoder, Encoder};
-use crate::flush::{Durable, FlushPolicy, Flusher, Lsn, SyncMethod, lsn};
+use crate::flush::{CoreSync, Durable, FlushPolicy, Flusher, Lsn, SyncMethod, lsn};
 use crate::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, record_len};
 use crate::index::{Applied, Index, Location};
 use crate::queue_id::{QueueId, QueueIdGenerator, now_micros};
@@ -417,6 +417,12 @@ impl CoreSpool {
     /// only; see [`Index::lease`].
     pub fn lease(&mut self, id: &QueueId, until: u64) {
         self.index.lease(id, until);
+    }
+
+    /// Let the calling core run the group commits (policy `always`; see
+    /// [`crate::flush`]): it must then drive the returned [`CoreSync`].
+    pub fn drive_syncs_on_core(&mut self) -> Option<CoreSync> {
+        self.flusher.drive_on_core()
     }
 
     /// Resolves when everything up to `lsn` is durable.
