@@ -2,12 +2,13 @@
 # spool-cost.sh — what one relayed message costs corepost, counted rather than timed: the corepost
 # leg of relay-vs-postfix.sh (corepost-source -> corepost -> corepost-sink, loopback-only network
 # namespace), with `perf stat` attached to `corepost run` for the load (all its threads, including
-# io_uring workers it starts meanwhile) and /proc/PID/io for the bytes it dirtied.
+# io_uring workers it starts meanwhile) and `perf record` of the block I/O its threads submit.
 #
 # Prints one line per run: sink msg/s, and per message: corepost CPU ms (task-clock), context
 # switches, syscalls (all, and pwrite/futex/io_uring_enter/msync/fdatasync/sendto/recvfrom/write),
-# KiB written to storage (write_bytes: pages dirtied, so a page rewritten after writeback counts
-# again) — and the same run's ceiling (source -> sink directly) for the ratio.
+# KiB of block writes its threads submitted (the syncs' writeback, the spare segments' zeros;
+# not /proc/PID/io's write_bytes, which counts a whole large folio for a 4 KiB write into it) —
+# and the same run's ceiling (source -> sink directly) for the ratio.
 #
 # Usage: benches/spool-cost.sh [-m N] [-s SESSIONS] [-r RCPTS] [-l BYTES] [--policy always|never]
 #                              [--bin DIR] [--no-ceiling] [--pipelining]
@@ -44,6 +45,7 @@ fi
 ip link set lo up
 
 TMP=$(mktemp -d /tmp/spool-cost.XXXXXX)
+chmod 755 "$TMP" # corepost drops root for mail_owner (nobody) and must reach its queue.
 PIDS=()
 cleanup() {
     for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
@@ -107,19 +109,28 @@ pid=$!
 PIDS+=("$pid")
 wait_port "$MTA_PORT"
 sleep 0.5
+if ! kill -0 "$pid" 2>/dev/null; then
+    cat "$TMP/corepost.log" >&2
+    exit 1
+fi
 EVENTS=task-clock,context-switches,raw_syscalls:sys_enter
 for s in pwrite64 futex io_uring_enter msync fdatasync sendto recvfrom write; do
     EVENTS+=",syscalls:sys_enter_$s"
 done
-wb0=$(awk '/^write_bytes/ {print $2}' "/proc/$pid/io")
 perf stat -x, -e "$EVENTS" -p "$pid" -o "$TMP/perf.csv" &
 perf_pid=$!
+perf record -q -e block:block_bio_queue -p "$pid" -o "$TMP/bio.data" 2>/dev/null &
+bio_pid=$!
 sleep 0.2
 source_to "$MTA_PORT"
 wait "$(cat "$TMP/sink.pid")" || true
-wb1=$(awk '/^write_bytes/ {print $2}' "/proc/$pid/io")
-kill -INT "$perf_pid"
+kill -INT "$perf_pid" "$bio_pid"
 wait "$perf_pid" || true
+wait "$bio_pid" || true
+# block_bio_queue lines: ... 254,0 WS 321827600 + 16 [comm]: sectors written.
+disk=$(perf script -i "$TMP/bio.data" 2>/dev/null |
+    awk -v n="$MESSAGES" '{for (i = 1; i < NF; i++) if ($i == "+" && $(i-2) ~ /W/) s += $(i+1)}
+        END {printf "%.1f", s * 512 / 1024 / n}')
 rate=$(tail -1 "$TMP/sink.out" | jq -r '.msgs_per_sec | floor')
 per() { # EVENT: count per message, from perf's CSV
     awk -F, -v e="$1" -v n="$MESSAGES" '$3 == e {printf "%.2f", $1 / n}' "$TMP/perf.csv"
@@ -132,4 +143,4 @@ printf 'policy=%s m=%s s=%s r=%s ceiling=%s corepost=%s ratio=%s cpu_ms=%s cs=%s
 for s in pwrite64 futex io_uring_enter msync fdatasync sendto recvfrom write; do
     printf ' %s=%s' "$s" "$(per "syscalls:sys_enter_$s")"
 done
-printf ' disk_kib=%.1f\n' "$(echo "($wb1 - $wb0) / 1024 / $MESSAGES" | bc -l)"
+printf ' disk_kib=%s\n' "$disk"
