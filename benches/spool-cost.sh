@@ -5,13 +5,14 @@
 # io_uring workers it starts meanwhile) and `perf record` of the block I/O its threads submit.
 #
 # Prints one line per run: sink msg/s, and per message: corepost CPU ms (task-clock), context
-# switches, syscalls (all, and pwrite/futex/io_uring_enter/msync/fdatasync/sendto/recvfrom/write),
+# switches, file syncs (ext4_sync_file: the group commits, however issued), syscalls (all, and pwrite/futex/io_uring_enter/msync/fdatasync/sendto/recvfrom/write),
 # KiB of block writes its threads submitted (the syncs' writeback, the spare segments' zeros;
 # not /proc/PID/io's write_bytes, which counts a whole large folio for a 4 KiB write into it) —
 # and the same run's ceiling (source -> sink directly) for the ratio.
 #
 # Usage: benches/spool-cost.sh [-m N] [-s SESSIONS] [-r RCPTS] [-l BYTES] [--policy always|never]
-#                              [--bin DIR] [--no-ceiling] [--pipelining]
+#                              [--bin DIR] [--no-ceiling] [--pipelining] [--profile FILE]
+# --profile FILE also records call graphs of corepost (`perf record -g`) into FILE for `perf report`.
 # Needs root (unshare -n, perf), a release build of corepost and corepost-benches.
 set -euo pipefail
 
@@ -22,6 +23,7 @@ SIZE=4096
 POLICY=always
 CEILING=1
 PIPE=()
+PROFILE=""
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$REPO/target/release
 ARGS=("$@")
@@ -35,6 +37,7 @@ while (($#)); do
         --bin) BIN=$2; shift 2 ;;
         --no-ceiling) CEILING=0; shift ;;
         --pipelining) PIPE=(--pipelining); shift ;;
+        --profile) PROFILE=$(realpath -m "$2"); shift 2 ;;
         -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "spool-cost: unknown option $1" >&2; exit 2 ;;
     esac
@@ -113,7 +116,7 @@ if ! kill -0 "$pid" 2>/dev/null; then
     cat "$TMP/corepost.log" >&2
     exit 1
 fi
-EVENTS=task-clock,context-switches,raw_syscalls:sys_enter
+EVENTS=task-clock,context-switches,raw_syscalls:sys_enter,ext4:ext4_sync_file_enter
 for s in pwrite64 futex io_uring_enter msync fdatasync sendto recvfrom write; do
     EVENTS+=",syscalls:sys_enter_$s"
 done
@@ -121,10 +124,16 @@ perf stat -x, -e "$EVENTS" -p "$pid" -o "$TMP/perf.csv" &
 perf_pid=$!
 perf record -q -e block:block_bio_queue -p "$pid" -o "$TMP/bio.data" 2>/dev/null &
 bio_pid=$!
+prof_pid=""
+if [[ -n $PROFILE ]]; then
+    perf record -q -g -p "$pid" -o "$PROFILE" 2>/dev/null &
+    prof_pid=$!
+fi
 sleep 0.2
 source_to "$MTA_PORT"
 wait "$(cat "$TMP/sink.pid")" || true
-kill -INT "$perf_pid" "$bio_pid"
+kill -INT "$perf_pid" "$bio_pid" $prof_pid
+[[ -n $prof_pid ]] && { wait "$prof_pid" || true; }
 wait "$perf_pid" || true
 wait "$bio_pid" || true
 # block_bio_queue lines: ... 254,0 WS 321827600 + 16 [comm]: sectors written.
@@ -136,10 +145,10 @@ per() { # EVENT: count per message, from perf's CSV
     awk -F, -v e="$1" -v n="$MESSAGES" '$3 == e {printf "%.2f", $1 / n}' "$TMP/perf.csv"
 }
 cpu=$(awk -F, -v n="$MESSAGES" '$3 == "task-clock" {printf "%.3f", $1 / n}' "$TMP/perf.csv")
-printf 'policy=%s m=%s s=%s r=%s ceiling=%s corepost=%s ratio=%s cpu_ms=%s cs=%s syscalls=%s' \
+printf 'policy=%s m=%s s=%s r=%s ceiling=%s corepost=%s ratio=%s cpu_ms=%s cs=%s syncs=%s syscalls=%s' \
     "$POLICY" "$MESSAGES" "$SESSIONS" "$RCPTS" "$ceiling" "$rate" \
     "$( [[ $ceiling == - ]] && echo - || echo "scale=2; $rate / $ceiling" | bc -l)" \
-    "$cpu" "$(per context-switches)" "$(per raw_syscalls:sys_enter)"
+    "$cpu" "$(per context-switches)" "$(per ext4:ext4_sync_file_enter)" "$(per raw_syscalls:sys_enter)"
 for s in pwrite64 futex io_uring_enter msync fdatasync sendto recvfrom write; do
     printf ' %s=%s' "$s" "$(per "syscalls:sys_enter_$s")"
 done
