@@ -4,9 +4,11 @@
 # namespace), with `perf stat` attached to `corepost run` for the load (all its threads, including
 # io_uring workers it starts meanwhile) and `perf record` of the block I/O its threads submit.
 #
-# Prints one line per run: sink msg/s, and per message: corepost CPU ms (task-clock), context
+# Prints one line per run: sink msg/s, and per message: corepost CPU ms (perf's task-clock, and
+# utime+stime from /proc/PID/stat, which also covers threads perf may miss), context
 # switches, file syncs (ext4_sync_file: the group commits, however issued), syscalls (all, and pwrite/futex/io_uring_enter/msync/fdatasync/sendto/recvfrom/write),
-# KiB of block writes its threads submitted (the syncs' writeback, the spare segments' zeros;
+# KiB of block writes its threads submitted (the syncs' writeback, the spare segments' zeros —
+# writes issued by io_uring's kernel workers are not seen;
 # not /proc/PID/io's write_bytes, which counts a whole large folio for a 4 KiB write into it) —
 # and the same run's ceiling (source -> sink directly) for the ratio.
 #
@@ -120,6 +122,8 @@ EVENTS=task-clock,context-switches,raw_syscalls:sys_enter,ext4:ext4_sync_file_en
 for s in pwrite64 futex io_uring_enter msync fdatasync sendto recvfrom write; do
     EVENTS+=",syscalls:sys_enter_$s"
 done
+proc_cpu() { sed 's/^.*) //' "/proc/$pid/stat" | awk '{print $12 + $13}'; } # utime+stime, all threads
+cpu0=$(proc_cpu)
 perf stat -x, -e "$EVENTS" -p "$pid" -o "$TMP/perf.csv" &
 perf_pid=$!
 perf record -q -e block:block_bio_queue -p "$pid" -o "$TMP/bio.data" 2>/dev/null &
@@ -132,6 +136,7 @@ fi
 sleep 0.2
 source_to "$MTA_PORT"
 wait "$(cat "$TMP/sink.pid")" || true
+cpu1=$(proc_cpu)
 kill -INT "$perf_pid" "$bio_pid" $prof_pid
 [[ -n $prof_pid ]] && { wait "$prof_pid" || true; }
 wait "$perf_pid" || true
@@ -145,10 +150,11 @@ per() { # EVENT: count per message, from perf's CSV
     awk -F, -v e="$1" -v n="$MESSAGES" '$3 == e {printf "%.2f", $1 / n}' "$TMP/perf.csv"
 }
 cpu=$(awk -F, -v n="$MESSAGES" '$3 == "task-clock" {printf "%.3f", $1 / n}' "$TMP/perf.csv")
-printf 'policy=%s m=%s s=%s r=%s ceiling=%s corepost=%s ratio=%s cpu_ms=%s cs=%s syncs=%s syscalls=%s' \
+printf 'policy=%s m=%s s=%s r=%s ceiling=%s corepost=%s ratio=%s cpu_ms=%s proc_cpu_ms=%s cs=%s syncs=%s syscalls=%s' \
     "$POLICY" "$MESSAGES" "$SESSIONS" "$RCPTS" "$ceiling" "$rate" \
     "$( [[ $ceiling == - ]] && echo - || echo "scale=2; $rate / $ceiling" | bc -l)" \
-    "$cpu" "$(per context-switches)" "$(per ext4:ext4_sync_file_enter)" "$(per raw_syscalls:sys_enter)"
+    "$cpu" "$(echo "scale=3; ($cpu1 - $cpu0) * 1000 / $(getconf CLK_TCK) / $MESSAGES" | bc -l)" \
+    "$(per context-switches)" "$(per ext4:ext4_sync_file_enter)" "$(per raw_syscalls:sys_enter)"
 for s in pwrite64 futex io_uring_enter msync fdatasync sendto recvfrom write; do
     printf ' %s=%s' "$s" "$(per "syscalls:sys_enter_$s")"
 done

@@ -11,6 +11,7 @@ use crate::log::Log;
 use corepost_spool::{CoreSpool, CoreSync, SyncJob};
 use glommio::io::BufferedFile;
 use std::collections::BTreeMap;
+use std::collections::btree_map::Entry;
 use std::io;
 
 /// Take the spool's syncs over on this core, if its policy is `always`.
@@ -51,9 +52,8 @@ async fn run(sync: CoreSync, core: u16, log: Log) {
 
 async fn open_files(job: &SyncJob, files: &mut BTreeMap<u64, BufferedFile>) -> io::Result<()> {
     for (seg, _, _) in job.segments() {
-        if !files.contains_key(&seg.seq()) {
-            let file = BufferedFile::open(seg.path()).await?;
-            files.insert(seg.seq(), file);
+        if let Entry::Vacant(slot) = files.entry(seg.seq()) {
+            slot.insert(BufferedFile::open(seg.path()).await?);
         }
     }
     Ok(())
