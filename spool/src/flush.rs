@@ -44,8 +44,10 @@ pub const SYNC_BUCKETS_MICROS: [u64; 13] = [
     1_000_000,
 ];
 
-/// How long the flusher's syncs (group commits) took: written by the
-/// flusher thread only, read by whoever monitors the spool.
+/// How long the flusher's syncs (group commits) took: written only by
+/// whoever runs the syncs (the flusher thread, or the core after
+/// [`Flusher::drive_on_core`]; never both), read by whoever monitors the
+/// spool.
 #[derive(Debug, Default)]
 pub struct FlushStats {
     /// Group commits that synced something.
