@@ -13,6 +13,18 @@
 //! Policies (`corepost_fsync_policy`): `always` (a 250 waits for the
 //! flush), `interval=<ms>` (flush every ms milliseconds, acknowledge at
 //! once) and `never` (leave it to the kernel; benchmarks only).
+//!
+//! With `always`, the engine takes the syncs over from the thread
+//! ([`Flusher::drive_on_core`]): the core's executor then runs each group
+//! commit itself as an asynchronous fdatasync on its own io_uring (a
+//! [`CoreSync`] hands out [`SyncJob`]s), with the same rule — everything
+//! appended while one sync is in flight goes into the next one. That saves
+//! the thread hand-off per group (a futex wake-up of the flusher, its park,
+//! and a cross-thread wake-up of every waiting session), and because the
+//! sync task is woken by an append but runs only after the tasks already
+//! runnable, records that arrive in the same round of the event loop share
+//! one sync. [`Durable`] is unchanged: it resolves once a sync covering its
+//! record returned.
 
 use crate::segment::SegmentMap;
 use std::collections::BTreeMap;
@@ -32,8 +44,10 @@ pub const SYNC_BUCKETS_MICROS: [u64; 13] = [
     1_000_000,
 ];
 
-/// How long the flusher's syncs (group commits) took: written by the
-/// flusher thread only, read by whoever monitors the spool.
+/// How long the flusher's syncs (group commits) took: written only by
+/// whoever runs the syncs (the flusher thread, or the core after
+/// [`Flusher::drive_on_core`]; never both), read by whoever monitors the
+/// spool.
 #[derive(Debug, Default)]
 pub struct FlushStats {
     /// Group commits that synced something.
@@ -116,6 +130,10 @@ struct Shared {
     flushed: AtomicU64,
     /// Set by the flusher just before it parks.
     sleeping: AtomicBool,
+    /// The core's executor runs the syncs (no thread; see [`CoreSync`]).
+    core_driven: AtomicBool,
+    /// The core's sync task, waiting for records to sync.
+    sync_task: Mutex<Option<Waker>>,
     stop: AtomicBool,
     failed: AtomicBool,
     waiters: Mutex<Vec<(Lsn, Waker)>>,
@@ -151,6 +169,8 @@ impl Flusher {
             appended: AtomicU64::new(start),
             flushed: AtomicU64::new(start),
             sleeping: AtomicBool::new(false),
+            core_driven: AtomicBool::new(false),
+            sync_task: Mutex::new(None),
             stop: AtomicBool::new(false),
             failed: AtomicBool::new(false),
             waiters: Mutex::new(Vec::new()),
@@ -185,6 +205,12 @@ impl Flusher {
     /// Records up to `lsn` are written into the mapping.
     pub fn appended(&self, lsn: Lsn) {
         self.shared.appended.store(lsn, Ordering::Release);
+        if self.shared.core_driven.load(Ordering::Relaxed) {
+            if let Some(task) = lock(&self.shared.sync_task).take() {
+                task.wake();
+            }
+            return;
+        }
         if self.policy == FlushPolicy::Always
             && self.shared.sleeping.swap(false, Ordering::AcqRel)
             && let Some(t) = &self.thread
@@ -224,12 +250,37 @@ impl Flusher {
         }
     }
 
-    /// Flush everything appended and stop the thread.
+    /// Hand the syncs over to the calling core (policy `always` only; else
+    /// `None` and the thread keeps them): the flusher thread flushes what
+    /// was appended and stops, and from then on the core runs every group
+    /// commit through the returned [`CoreSync`]. Someone must drive it, or
+    /// [`Durable`] futures never resolve ([`Durable::wait`] and
+    /// [`Flusher::shutdown`] still sync inline).
+    pub fn drive_on_core(&mut self) -> Option<CoreSync> {
+        if self.policy != FlushPolicy::Always {
+            return None;
+        }
+        self.shutdown();
+        self.shared.stop.store(false, Ordering::Release);
+        self.shared.core_driven.store(true, Ordering::Release);
+        Some(CoreSync {
+            shared: Arc::clone(&self.shared),
+        })
+    }
+
+    /// Flush everything appended and stop the thread (or the core's sync
+    /// task, after a last sync made here).
     pub fn shutdown(&mut self) {
         self.shared.stop.store(true, Ordering::Release);
         if let Some(t) = self.thread.take() {
             t.thread().unpark();
             let _ = t.join();
+        }
+        if self.shared.core_driven.load(Ordering::Acquire) {
+            sync_inline(&self.shared);
+            if let Some(task) = lock(&self.shared.sync_task).take() {
+                task.wake();
+            }
         }
     }
 }
@@ -281,34 +332,158 @@ fn run(shared: &Shared, policy: FlushPolicy, method: SyncMethod) {
     }
 }
 
+/// The byte ranges of each segment holding [from, to).
+fn plan(shared: &Shared, from: Lsn, to: Lsn) -> Vec<(Arc<SegmentMap>, usize, usize)> {
+    let (first, last) = (from >> 32, to >> 32);
+    lock(&shared.segments)
+        .range(first..=last)
+        .filter_map(|(_, seg)| {
+            let start = if seg.seq() == first {
+                (from & 0xffff_ffff) as usize
+            } else {
+                0
+            };
+            let end = if seg.seq() == last {
+                (to & 0xffff_ffff) as usize
+            } else {
+                seg.size()
+            };
+            (end > start).then(|| (Arc::clone(seg), start, end))
+        })
+        .collect()
+}
+
+/// Segments entirely below `to` are flushed for good.
+fn forget_below(shared: &Shared, to: Lsn) {
+    lock(&shared.segments).retain(|seq, _| *seq >= to >> 32);
+}
+
 /// Make [from, to) durable, segment by segment.
 fn sync_range(shared: &Shared, from: Lsn, to: Lsn, method: SyncMethod) -> std::io::Result<()> {
-    let (first, last) = (from >> 32, to >> 32);
-    let segments: Vec<Arc<SegmentMap>> = lock(&shared.segments)
-        .range(first..=last)
-        .map(|(_, s)| Arc::clone(s))
-        .collect();
-    for seg in &segments {
-        let start = if seg.seq() == first {
-            (from & 0xffff_ffff) as usize
-        } else {
-            0
-        };
-        let end = if seg.seq() == last {
-            (to & 0xffff_ffff) as usize
-        } else {
-            seg.size()
-        };
-        if end > start {
-            match method {
-                SyncMethod::Msync => seg.msync(start, end - start)?,
-                SyncMethod::Fdatasync => seg.fdatasync()?,
-            }
+    for (seg, start, end) in plan(shared, from, to) {
+        match method {
+            SyncMethod::Msync => seg.msync(start, end - start)?,
+            SyncMethod::Fdatasync => seg.fdatasync()?,
         }
     }
-    // Segments entirely below `to` are flushed for good.
-    lock(&shared.segments).retain(|seq, _| *seq >= last);
+    forget_below(shared, to);
     Ok(())
+}
+
+/// Record the end of a sync of everything below `target`: publish it (or
+/// the failure) and wake whoever waits for it.
+fn finish_sync(shared: &Shared, target: Lsn, result: std::io::Result<()>, started: Instant) {
+    shared.stats.record(started.elapsed());
+    match result {
+        Ok(()) => {
+            forget_below(shared, target);
+            shared.flushed.fetch_max(target, Ordering::AcqRel);
+        }
+        Err(e) => {
+            *lock(&shared.error) = Some(format!("spool flush failed: {e}"));
+            shared.failed.store(true, Ordering::Release);
+        }
+    }
+    wake(shared);
+}
+
+/// A blocking sync of everything appended, on the calling thread: how a
+/// core-driven spool is flushed by [`Durable::wait`] and at shutdown.
+fn sync_inline(shared: &Shared) {
+    let target = shared.appended.load(Ordering::Acquire);
+    let done = shared.flushed.load(Ordering::Acquire);
+    if target <= done || shared.failed.load(Ordering::Acquire) {
+        return;
+    }
+    let started = Instant::now();
+    let result = plan(shared, done, target)
+        .iter()
+        .try_for_each(|(seg, start, end)| seg.msync(*start, end - start));
+    finish_sync(shared, target, result, started);
+}
+
+/// The core's side of core-driven group commit (see the module doc): the
+/// engine awaits [`CoreSync::next`], makes the [`SyncJob`]'s segments
+/// durable (fdatasync through its executor's io_uring) and finishes it.
+#[derive(Debug, Clone)]
+pub struct CoreSync {
+    shared: Arc<Shared>,
+}
+
+impl CoreSync {
+    /// Resolves with the next group commit once records wait for one, or
+    /// `None` once the spool is shut down.
+    pub fn next(&self) -> NextSync<'_> {
+        NextSync { sync: self }
+    }
+
+    fn poll_job(&self) -> Option<Option<SyncJob>> {
+        let shared = &self.shared;
+        if shared.stop.load(Ordering::Acquire) {
+            return Some(None);
+        }
+        let target = shared.appended.load(Ordering::Acquire);
+        let done = shared.flushed.load(Ordering::Acquire);
+        (target > done && !shared.failed.load(Ordering::Acquire)).then(|| {
+            Some(SyncJob {
+                shared: Arc::clone(shared),
+                target,
+                segments: plan(shared, done, target),
+                started: Instant::now(),
+            })
+        })
+    }
+}
+
+/// The future of [`CoreSync::next`].
+#[derive(Debug)]
+pub struct NextSync<'a> {
+    sync: &'a CoreSync,
+}
+
+impl Future for NextSync<'_> {
+    type Output = Option<SyncJob>;
+
+    fn poll(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<SyncJob>> {
+        if let Some(job) = self.sync.poll_job() {
+            return Poll::Ready(job);
+        }
+        *lock(&self.sync.shared.sync_task) = Some(cx.waker().clone());
+        // An append between the check and the registration woke nobody.
+        match self.sync.poll_job() {
+            Some(job) => Poll::Ready(job),
+            None => Poll::Pending,
+        }
+    }
+}
+
+/// One group commit run by the core: everything appended below `target`.
+#[derive(Debug)]
+pub struct SyncJob {
+    shared: Arc<Shared>,
+    target: Lsn,
+    segments: Vec<(Arc<SegmentMap>, usize, usize)>,
+    started: Instant,
+}
+
+impl SyncJob {
+    /// The segments to make durable, each with the byte range that needs it.
+    pub fn segments(&self) -> &[(Arc<SegmentMap>, usize, usize)] {
+        &self.segments
+    }
+
+    /// Sync the ranges here, blocking (msync): the fallback when the
+    /// asynchronous way is not available.
+    pub fn sync_blocking(&self) -> std::io::Result<()> {
+        self.segments
+            .iter()
+            .try_for_each(|(seg, start, end)| seg.msync(*start, end - start))
+    }
+
+    /// The sync returned: publish the result and wake the waiters.
+    pub fn finish(self, result: std::io::Result<()>) {
+        finish_sync(&self.shared, self.target, result, self.started);
+    }
 }
 
 fn wake(shared: &Shared) {
@@ -360,6 +535,10 @@ impl Durable {
         let waker = Waker::from(Arc::new(Unpark(thread::current())));
         let mut cx = Context::from_waker(&waker);
         let mut this = self;
+        if this.shared.core_driven.load(Ordering::Acquire) {
+            // No thread to wait for, and the core is blocked here.
+            sync_inline(&this.shared);
+        }
         loop {
             if let Poll::Ready(r) = Pin::new(&mut this).poll(&mut cx) {
                 return r;
@@ -414,6 +593,89 @@ mod tests {
         );
         assert!("interval=0".parse::<FlushPolicy>().is_err());
         assert!("sometimes".parse::<FlushPolicy>().is_err());
+    }
+
+    #[test]
+    fn core_driven_group_commit_takes_what_arrived_during_the_last_sync() {
+        use futures::FutureExt;
+        use futures::executor::block_on;
+        let dir = tempfile::tempdir().unwrap();
+        let seg = SegmentMap::create(dir.path(), 0, 1, 1 << 16).unwrap();
+        let mut w = seg.writer(64).unwrap();
+        let mut flusher =
+            Flusher::start(0, FlushPolicy::Always, SyncMethod::Msync, lsn(1, 64)).unwrap();
+        flusher.register(&seg);
+        let sync = flusher.drive_on_core().unwrap();
+        assert!(flusher.thread.is_none(), "the thread is gone");
+        let mut append = |n: u8| {
+            let (_, end) = w
+                .append(crate::record::RecordType::Admin, &[&[n; 100]])
+                .unwrap()
+                .unwrap();
+            flusher.appended(lsn(1, end));
+            end
+        };
+        assert!(sync.next().now_or_never().is_none(), "nothing to sync yet");
+        let a = append(1);
+        let mut da = flusher.durable(lsn(1, a));
+        let job = block_on(sync.next()).unwrap();
+        assert_eq!(job.segments().len(), 1);
+        assert_eq!((job.segments()[0].1, job.segments()[0].2), (64, a));
+        // Appended while that sync is in flight: the next group.
+        let b = append(2);
+        let mut db = flusher.durable(lsn(1, b));
+        assert!((&mut da).now_or_never().is_none());
+        job.sync_blocking().unwrap();
+        job.finish(Ok(()));
+        assert_eq!((&mut da).now_or_never(), Some(Ok(())));
+        assert!((&mut db).now_or_never().is_none());
+        let job = block_on(sync.next()).unwrap();
+        assert_eq!((job.segments()[0].1, job.segments()[0].2), (a, b));
+        job.finish(Ok(()));
+        assert_eq!(db.now_or_never(), Some(Ok(())));
+        // Without anyone driving it, wait() syncs inline.
+        let c = append(3);
+        flusher.durable(lsn(1, c)).wait().unwrap();
+        assert_eq!(flusher.flushed(), lsn(1, c));
+        // A failed sync fails every waiter, and nothing more is synced.
+        let d = append(4);
+        let dd = flusher.durable(lsn(1, d));
+        block_on(sync.next())
+            .unwrap()
+            .finish(Err(std::io::Error::other("disk on fire")));
+        assert!(block_on(dd).unwrap_err().contains("disk on fire"));
+        assert!(flusher.error().is_some());
+        flusher.shutdown();
+        assert!(block_on(sync.next()).is_none(), "stopped");
+    }
+
+    #[test]
+    fn core_driven_shutdown_flushes_what_was_appended() {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = SegmentMap::create(dir.path(), 0, 1, 1 << 16).unwrap();
+        let mut w = seg.writer(64).unwrap();
+        let mut flusher =
+            Flusher::start(0, FlushPolicy::Always, SyncMethod::Msync, lsn(1, 64)).unwrap();
+        flusher.register(&seg);
+        let _sync = flusher.drive_on_core().unwrap();
+        let (_, end) = w
+            .append(crate::record::RecordType::Admin, &[b"last words"])
+            .unwrap()
+            .unwrap();
+        flusher.appended(lsn(1, end));
+        flusher.shutdown();
+        assert_eq!(flusher.flushed(), lsn(1, end));
+        assert!(flusher.error().is_none());
+    }
+
+    #[test]
+    fn only_policy_always_is_driven_by_the_core() {
+        let mut never = Flusher::start(0, FlushPolicy::Never, SyncMethod::Msync, 0).unwrap();
+        assert!(never.drive_on_core().is_none());
+        let every = FlushPolicy::Interval(Duration::from_millis(5));
+        let mut interval = Flusher::start(0, every, SyncMethod::Msync, 0).unwrap();
+        assert!(interval.drive_on_core().is_none());
+        assert!(interval.thread.is_some(), "the thread keeps interval syncs");
     }
 
     #[test]

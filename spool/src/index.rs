@@ -364,6 +364,19 @@ impl Index {
         }
     }
 
+    /// Apply several outcomes of one message in order: `Finished` if one of
+    /// them finished it, else what the last one did.
+    pub fn apply_outcomes(&mut self, outcomes: &[Outcome]) -> Applied {
+        let mut last = Applied::Unknown;
+        for o in outcomes {
+            last = self.apply_outcome(o);
+            if last == Applied::Finished {
+                return last;
+            }
+        }
+        last
+    }
+
     pub fn apply_admin(&mut self, a: &Admin) -> Applied {
         let Some(entry) = self.entries.get(&a.queue_id) else {
             return Applied::Unknown;

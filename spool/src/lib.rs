@@ -27,7 +27,7 @@ pub mod snapshot;
 pub mod spare;
 mod spool;
 
-pub use flush::{Durable, FlushPolicy, FlushStats, Lsn, SyncMethod};
+pub use flush::{CoreSync, Durable, FlushPolicy, FlushStats, Lsn, SyncJob, SyncMethod};
 pub use index::{Applied, Census, Index, IndexEntry, Location, RecipientSet};
 pub use queue_id::{QueueId, QueueIdGenerator};
 pub use record::{

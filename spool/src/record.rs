@@ -25,6 +25,9 @@ pub enum RecordType {
     Admin = 4,
     /// The writer moved on to the next segment; nothing follows.
     Seal = 5,
+    /// The outcomes of several recipients of one message from one delivery
+    /// attempt (one SMTP transaction): one record instead of one each.
+    Outcomes = 6,
 }
 
 impl RecordType {
@@ -35,6 +38,7 @@ impl RecordType {
             3 => RecordType::Outcome,
             4 => RecordType::Admin,
             5 => RecordType::Seal,
+            6 => RecordType::Outcomes,
             _ => return None,
         })
     }
@@ -362,6 +366,11 @@ pub struct Outcome {
 impl Outcome {
     pub fn encode(&self, e: &mut Encoder) {
         e.u128(self.queue_id.as_u128());
+        self.encode_rest(e);
+    }
+
+    /// Everything after the queue id.
+    fn encode_rest(&self, e: &mut Encoder) {
         e.varint(u64::from(self.recipient));
         match self.kind {
             OutcomeKind::Delivered => e.u8(1),
@@ -380,6 +389,10 @@ impl Outcome {
 
     pub fn decode(d: &mut Decoder<'_>) -> Result<Outcome, DecodeError> {
         let queue_id = QueueId::from_u128(d.u128()?).ok_or(DecodeError("queue id out of range"))?;
+        Outcome::decode_rest(queue_id, d)
+    }
+
+    fn decode_rest(queue_id: QueueId, d: &mut Decoder<'_>) -> Result<Outcome, DecodeError> {
         let recipient = d.bounded(u64::from(u32::MAX))? as u32;
         let kind = match d.u8()? {
             1 => OutcomeKind::Delivered,
@@ -399,6 +412,40 @@ impl Outcome {
             reply: d.str()?,
             relay: d.str()?,
         })
+    }
+}
+
+/// The payload of an [`RecordType::Outcomes`] record: the outcomes of one
+/// message's recipients from one delivery attempt. Like every record it
+/// starts with the queue id; then the count and, per recipient, an
+/// [`Outcome`] without its queue id.
+pub struct Outcomes;
+
+/// The least bytes one outcome takes after the queue id (recipient, kind,
+/// time and three empty strings): bounds the allocation when decoding.
+const MIN_OUTCOME_REST: usize = 6;
+
+impl Outcomes {
+    /// Encode `outcomes`, which must all be about the same message (the
+    /// first one's queue id is the record's).
+    pub fn encode(outcomes: &[Outcome], e: &mut Encoder) {
+        let id = outcomes.first().map_or(0, |o| o.queue_id.as_u128());
+        debug_assert!(outcomes.iter().all(|o| o.queue_id.as_u128() == id));
+        e.u128(id);
+        e.varint(outcomes.len() as u64);
+        for o in outcomes {
+            o.encode_rest(e);
+        }
+    }
+
+    pub fn decode(d: &mut Decoder<'_>) -> Result<Vec<Outcome>, DecodeError> {
+        let queue_id = QueueId::from_u128(d.u128()?).ok_or(DecodeError("queue id out of range"))?;
+        let count = d.bounded(MAX_RECIPIENTS as u64)? as usize;
+        let mut out = Vec::with_capacity(count.min(d.remaining() / MIN_OUTCOME_REST));
+        for _ in 0..count {
+            out.push(Outcome::decode_rest(queue_id, d)?);
+        }
+        Ok(out)
     }
 }
 
@@ -543,10 +590,32 @@ pub(crate) mod tests {
             prop_assert_eq!(Outcome::decode(&mut Decoder::new(&e.buf)).unwrap(), o);
         }
 
+        /// Several outcomes of one message in one record come back in order,
+        /// each with the record's queue id.
+        #[test]
+        fn outcomes_round_trip(items in proptest::collection::vec((any::<u32>(), any::<u64>(), 0u8..4, "\\PC{0,20}"), 1..12)) {
+            let id = QueueId::from_parts(7, 1, 2);
+            let all: Vec<Outcome> = items.into_iter().map(|(recipient, at, kind, reply)| Outcome {
+                queue_id: id,
+                recipient,
+                kind: match kind { 0 => OutcomeKind::Delivered, 1 => OutcomeKind::Deferred { next_attempt: at / 3 }, 2 => OutcomeKind::Bounced, _ => OutcomeKind::Expired },
+                at,
+                dsn: "2.0.0".into(),
+                reply,
+                relay: "sink[127.0.0.1]:25".into(),
+            }).collect();
+            let mut e = Encoder::default();
+            Outcomes::encode(&all, &mut e);
+            // Like every record, it starts with its queue id.
+            prop_assert_eq!(&e.buf[..16], &id.as_u128().to_le_bytes()[..]);
+            prop_assert_eq!(Outcomes::decode(&mut Decoder::new(&e.buf)).unwrap(), all);
+        }
+
         /// Corrupt payloads decode to an error, never a panic.
         #[test]
         fn garbage_never_panics(data in proptest::collection::vec(any::<u8>(), 0..200)) {
             let _ = Envelope::decode(&mut Decoder::new(&data));
+            let _ = Outcomes::decode(&mut Decoder::new(&data));
             let _ = Outcome::decode(&mut Decoder::new(&data));
             let _ = Admin::decode(&mut Decoder::new(&data));
         }

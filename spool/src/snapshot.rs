@@ -15,7 +15,7 @@ use crate::codec::Decoder;
 use crate::frame::{FrameCheck, SEGMENT_HEADER_LEN, SegmentHeader, check_frame, record_len};
 use crate::index::{Index, Location};
 use crate::queue_id::QueueId;
-use crate::record::{Admin, Envelope, Outcome, OutcomeKind, RecordType};
+use crate::record::{Admin, Envelope, Outcome, OutcomeKind, Outcomes, RecordType};
 use crate::segment::{SegmentMap, parse_segment_file_name};
 use std::collections::{BTreeMap, HashMap};
 use std::path::Path;
@@ -48,10 +48,7 @@ pub fn for_each_record(data: &[u8], salt: u64, mut visit: impl FnMut(usize, Reco
 
 /// Fold the deferral outcomes of one segment's records into `reasons`.
 fn collect_reasons(kind: RecordType, payload: &[u8], reasons: &mut Reasons) {
-    if kind != RecordType::Outcome {
-        return;
-    }
-    if let Ok(o) = Outcome::decode(&mut Decoder::new(payload)) {
+    for o in decode_outcomes(kind, payload) {
         match o.kind {
             OutcomeKind::Deferred { .. } => {
                 reasons.insert((o.queue_id, o.recipient), o.reply);
@@ -60,6 +57,17 @@ fn collect_reasons(kind: RecordType, payload: &[u8], reasons: &mut Reasons) {
                 reasons.remove(&(o.queue_id, o.recipient));
             }
         }
+    }
+}
+
+/// The outcomes an Outcome or Outcomes record carries (none for other
+/// records or undecodable payloads).
+fn decode_outcomes(kind: RecordType, payload: &[u8]) -> Vec<Outcome> {
+    let mut d = Decoder::new(payload);
+    match kind {
+        RecordType::Outcome => Outcome::decode(&mut d).map(|o| vec![o]).unwrap_or_default(),
+        RecordType::Outcomes => Outcomes::decode(&mut d).unwrap_or_default(),
+        _ => Vec::new(),
     }
 }
 
@@ -139,10 +147,8 @@ impl ReadOnlySpool {
                             );
                         }
                     }
-                    RecordType::Outcome => {
-                        if let Ok(o) = Outcome::decode(&mut Decoder::new(payload)) {
-                            index.apply_outcome(&o);
-                        }
+                    RecordType::Outcome | RecordType::Outcomes => {
+                        index.apply_outcomes(&decode_outcomes(kind, payload));
                         collect_reasons(kind, payload, reasons);
                     }
                     RecordType::Admin => {
@@ -223,16 +229,22 @@ mod tests {
         };
         spool.record_outcome(&deferred(0, "first")).unwrap();
         spool.record_outcome(&deferred(0, "second")).unwrap();
+        // One attempt for both recipients: one Outcomes record.
+        spool
+            .record_outcomes(&[deferred(0, "third"), deferred(1, "other")])
+            .unwrap();
         spool.admin(b, crate::record::AdminAction::Hold).unwrap();
         let live = deferral_reasons(live_segments(spool.segments()));
-        assert_eq!(live.get(&(a, 0)).map(String::as_str), Some("second"));
+        assert_eq!(live.get(&(a, 0)).map(String::as_str), Some("third"));
+        assert_eq!(live.get(&(a, 1)).map(String::as_str), Some("other"));
         let view = ReadOnlySpool::open(&dir.path().join("core-0")).unwrap();
         assert_eq!(view.index().len(), 2);
         assert!(view.index().get(&b).unwrap().held);
         assert_eq!(
             view.reasons().get(&(a, 0)).map(String::as_str),
-            Some("second")
+            Some("third")
         );
+        assert_eq!(view.index().get(&a).unwrap().next_attempt, 99);
         let (env, content) = view.read(&b).unwrap();
         assert_eq!(env.queue_id, b);
         assert_eq!(content, b"Subject: b\r\n\r\ny");

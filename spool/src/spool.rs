@@ -16,11 +16,11 @@
 //!   so a crash cannot resurrect an older segment after a newer one is gone.
 
 use crate::codec::{Decoder, Encoder};
-use crate::flush::{Durable, FlushPolicy, Flusher, Lsn, SyncMethod, lsn};
+use crate::flush::{CoreSync, Durable, FlushPolicy, Flusher, Lsn, SyncMethod, lsn};
 use crate::frame::{FRAME_HEADER_LEN, SEGMENT_HEADER_LEN, record_len};
 use crate::index::{Applied, Index, Location};
 use crate::queue_id::{QueueId, QueueIdGenerator, now_micros};
-use crate::record::{Admin, AdminAction, Envelope, Outcome, RecipientState, RecordType};
+use crate::record::{Admin, AdminAction, Envelope, Outcome, Outcomes, RecipientState, RecordType};
 use crate::segment::{
     PAGE, RecoveringSegment, ScanEvent, SegmentMap, SegmentWriter, parse_segment_file_name,
     sync_dir,
@@ -362,6 +362,34 @@ impl CoreSpool {
         Ok((self.index.apply_outcome(outcome), lsn(seq, end)))
     }
 
+    /// Record the outcomes of one delivery attempt of one message (all
+    /// about the same queue id) in one record: an Outcome record for a
+    /// single recipient (what earlier versions wrote), else one Outcomes
+    /// record, so a multi-recipient transaction costs one append. Returns
+    /// `Finished` if the message has no pending recipient left, else what
+    /// the last outcome did to the index.
+    pub fn record_outcomes(&mut self, outcomes: &[Outcome]) -> Result<(Applied, Lsn), SpoolError> {
+        match outcomes {
+            [] => Ok((Applied::Unknown, self.flusher.flushed())),
+            [one] => self.record_outcome(one),
+            [first, ..] => {
+                if let Some(other) = outcomes.iter().find(|o| o.queue_id != first.queue_id) {
+                    return Err(SpoolError::Invalid(format!(
+                        "outcomes of {} and {} in one record",
+                        first.queue_id, other.queue_id
+                    )));
+                }
+                let mut scratch = std::mem::take(&mut self.scratch);
+                scratch.buf.clear();
+                Outcomes::encode(outcomes, &mut scratch);
+                let result = self.append_parts(RecordType::Outcomes, &[&scratch.buf]);
+                self.scratch = scratch;
+                let (seq, _, end) = result?;
+                Ok((self.index.apply_outcomes(outcomes), lsn(seq, end)))
+            }
+        }
+    }
+
     /// Hold, release, delete or requeue a message.
     pub fn admin(
         &mut self,
@@ -389,6 +417,12 @@ impl CoreSpool {
     /// only; see [`Index::lease`].
     pub fn lease(&mut self, id: &QueueId, until: u64) {
         self.index.lease(id, until);
+    }
+
+    /// Let the calling core run the group commits (policy `always`; see
+    /// [`crate::flush`]): it must then drive the returned [`CoreSync`].
+    pub fn drive_syncs_on_core(&mut self) -> Option<CoreSync> {
+        self.flusher.drive_on_core()
     }
 
     /// Resolves when everything up to `lsn` is durable.
@@ -836,6 +870,10 @@ fn apply(
         RecordType::Outcome => {
             let o = Outcome::decode(&mut d).map_err(|e| e.to_string())?;
             out.index.apply_outcome(&o);
+        }
+        RecordType::Outcomes => {
+            let all = Outcomes::decode(&mut d).map_err(|e| e.to_string())?;
+            out.index.apply_outcomes(&all);
         }
         RecordType::Admin => {
             let a = Admin::decode(&mut d).map_err(|e| e.to_string())?;

@@ -11,12 +11,34 @@ use std::collections::{BTreeMap, BTreeSet};
 
 #[derive(Debug, Clone)]
 enum Op {
-    Append { recipients: usize, len: usize },
-    Deliver { message: usize, recipient: u32 },
-    Defer { message: usize, at: u64 },
-    Hold { message: usize },
-    Release { message: usize },
-    Delete { message: usize },
+    Append {
+        recipients: usize,
+        len: usize,
+    },
+    Deliver {
+        message: usize,
+        recipient: u32,
+    },
+    Defer {
+        message: usize,
+        at: u64,
+    },
+    /// One delivery attempt's outcomes in one record: the recipients in
+    /// `delivered` (a bit mask) delivered, the others deferred to `at`.
+    Attempt {
+        message: usize,
+        delivered: u8,
+        at: u64,
+    },
+    Hold {
+        message: usize,
+    },
+    Release {
+        message: usize,
+    },
+    Delete {
+        message: usize,
+    },
     Reclaim,
     Restart,
 }
@@ -26,6 +48,7 @@ fn op() -> impl Strategy<Value = Op> {
         4 => (1usize..4, 10usize..6000).prop_map(|(recipients, len)| Op::Append { recipients, len }),
         4 => (any::<usize>(), 0u32..4).prop_map(|(message, recipient)| Op::Deliver { message, recipient }),
         1 => (any::<usize>(), 1u64..1000).prop_map(|(message, at)| Op::Defer { message, at }),
+        2 => (any::<usize>(), 0u8..16, 1u64..1000).prop_map(|(message, delivered, at)| Op::Attempt { message, delivered, at }),
         1 => any::<usize>().prop_map(|message| Op::Hold { message }),
         1 => any::<usize>().prop_map(|message| Op::Release { message }),
         1 => any::<usize>().prop_map(|message| Op::Delete { message }),
@@ -92,6 +115,24 @@ proptest! {
                     spool.record_outcome(&outcome(id, 0, OutcomeKind::Deferred { next_attempt: at })).unwrap();
                     if let Some(m) = model.get_mut(&id) {
                         m.next_attempt = at;
+                    }
+                }
+                Op::Attempt { message, delivered, at } => {
+                    let Some(id) = pick(&ids, message) else { continue };
+                    let Some(m) = model.get_mut(&id) else { continue };
+                    let outcomes: Vec<Outcome> = m.pending.iter().map(|&r| {
+                        let kind = if delivered & (1 << r) != 0 { OutcomeKind::Delivered } else { OutcomeKind::Deferred { next_attempt: at } };
+                        outcome(id, r, kind)
+                    }).collect();
+                    spool.record_outcomes(&outcomes).unwrap();
+                    for o in &outcomes {
+                        match o.kind {
+                            OutcomeKind::Delivered => { m.pending.remove(&o.recipient); }
+                            _ => m.next_attempt = at,
+                        }
+                    }
+                    if m.pending.is_empty() {
+                        model.remove(&id);
                     }
                 }
                 Op::Hold { message } | Op::Release { message } | Op::Delete { message } => {

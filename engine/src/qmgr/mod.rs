@@ -478,20 +478,21 @@ impl Qmgr {
     /// Append outcomes to this core's spool and finish the job.
     pub fn record(&self, id: QueueId, outcomes: Vec<Outcome>) {
         self.maybe_warn(id, &outcomes);
-        for o in &outcomes {
-            match self.ctx.spool.borrow_mut().record_outcome(o) {
-                Ok((Applied::Finished, _)) => {
-                    crate::metrics::removed();
-                    self.ctx
-                        .log
-                        .line("corepost/qmgr", &format!("{id}: removed"));
-                }
-                Ok(_) => {}
-                Err(e) => self.ctx.log.line(
-                    "corepost/qmgr",
-                    &format!("warning: {id}: cannot record the outcome: {e}"),
-                ),
+        // One record for the whole attempt (a job is one message), however
+        // many recipients it had.
+        let recorded = self.ctx.spool.borrow_mut().record_outcomes(&outcomes);
+        match recorded {
+            Ok((Applied::Finished, _)) => {
+                crate::metrics::removed();
+                self.ctx
+                    .log
+                    .line("corepost/qmgr", &format!("{id}: removed"));
             }
+            Ok(_) => {}
+            Err(e) => self.ctx.log.line(
+                "corepost/qmgr",
+                &format!("warning: {id}: cannot record the outcome: {e}"),
+            ),
         }
         self.job_done(id);
     }

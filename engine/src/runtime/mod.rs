@@ -15,6 +15,7 @@
 //! those it removes ([`reload`]).
 
 mod accept;
+mod group_commit;
 pub mod listen;
 pub mod notify;
 mod restart_only;
@@ -579,13 +580,14 @@ async fn core_main(
         }
     })
     .detach();
-    let spool = match open_spool(&queue_dir, core, cores, spool_options, &log) {
+    let mut spool = match open_spool(&queue_dir, core, cores, spool_options, &log) {
         Ok(spool) => spool,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
+    group_commit::start(&mut spool, core, &log);
     let ctx = Rc::new(CoreContext {
         id: core,
         log,
