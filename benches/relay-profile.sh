@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # relay-profile.sh — the corepost leg of relay-vs-postfix.sh, measured from the inside: source ->
 # corepost (fsync always) -> sink on loopback, in a private network namespace, and per relayed
-# message corepost's CPU time, its syscalls by name and its context switches (perf stat on the
+# message corepost's CPU time, its syscalls by name and its context switches, and its resident
+# memory before and after (perf stat on the
 # `corepost run` process, all threads), or a `perf record -g` profile of it.
 #
 # Usage (as root, after `cargo build --release -p corepost -p corepost-benches`):
@@ -127,17 +128,19 @@ fi
 PERF=$!
 sleep 0.5
 cpu0=$(awk '{print $14+$15}' "/proc/$MTA/stat")
+rss0=$(awk '/^VmRSS/ {print $2}' "/proc/$MTA/status")
 t0=$(now)
 run_source "$MTA_PORT"
 wait "$SINK_PID" 2>/dev/null || true
 t1=$(now)
 cpu1=$(awk '{print $14+$15}' "/proc/$MTA/stat")
+rss1=$(awk '/^VmRSS/ {print $2}' "/proc/$MTA/status")
 kill -INT "$PERF"
 wait "$PERF" 2>/dev/null || true
 rate=$(echo "$MESSAGES / ($t1 - $t0)" | bc -l)
 printf 'corepost: %.0f msg/s, CPU %.3f ms/msg' "$rate" "$(echo "($cpu1 - $cpu0) * 1000 / $HZ / $MESSAGES" | bc -l)"
 [[ -n $CEILING_RATE ]] && printf ', corepost/ceiling %.2f' "$(echo "$rate / $CEILING_RATE" | bc -l)"
-echo
+printf ', RSS %d -> %d KiB\n' "$rss0" "$rss1"
 if [[ -z $RECORD ]]; then
     # The counts cover the whole attachment (start-up idle included: negligible).
     awk -F, -v n="$MESSAGES" '
