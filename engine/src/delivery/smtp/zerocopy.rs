@@ -120,7 +120,10 @@ mod tests {
     use proptest::prelude::*;
 
     fn joined(content: &[u8]) -> Vec<u8> {
-        stuffed_slices(content).iter().flat_map(|s| s.to_vec()).collect()
+        stuffed_slices(content)
+            .iter()
+            .flat_map(|s| s.to_vec())
+            .collect()
     }
 
     fn encoded(content: &[u8], limit: usize) -> Vec<u8> {
@@ -137,7 +140,10 @@ mod tests {
         assert_eq!(joined(b"a\r\n"), b"a\r\n.\r\n");
         assert_eq!(joined(b"a"), b"a\r\n.\r\n");
         assert_eq!(joined(b".\r\n"), b"..\r\n.\r\n");
-        assert_eq!(joined(b"a\r\n.b\r\n..c\r\n."), b"a\r\n..b\r\n...c\r\n..\r\n.\r\n");
+        assert_eq!(
+            joined(b"a\r\n.b\r\n..c\r\n."),
+            b"a\r\n..b\r\n...c\r\n..\r\n.\r\n"
+        );
         assert_eq!(joined(b"x.y\r\n"), b"x.y\r\n.\r\n");
         // The lines themselves are slices of the content, not copies.
         let content = b"one\r\n.two\r\nthree\r\n";
@@ -152,7 +158,11 @@ mod tests {
         // Larger than the socket buffer: sendmsg must stop part-way and wait for the reader.
         let mut content = Vec::new();
         for i in 0..40_000 {
-            content.extend_from_slice(if i % 3 == 0 { b".dot line\r\n" } else { b"a line\r\n" });
+            content.extend_from_slice(if i % 3 == 0 {
+                b".dot line\r\n"
+            } else {
+                b"a line\r\n"
+            });
         }
         let expected = encoded(&content, 0);
         let got = glommio::LocalExecutorBuilder::default()
