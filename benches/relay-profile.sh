@@ -1,22 +1,24 @@
 #!/usr/bin/env bash
 # relay-profile.sh — the corepost leg of relay-vs-postfix.sh, measured from the inside: source ->
 # corepost (fsync always) -> sink on loopback, in a private network namespace, and per relayed
-# message corepost's CPU time, its syscalls by name and its context switches, and its resident
-# memory before and after (perf stat on the
-# `corepost run` process, all threads), or a `perf record -g` profile of it.
+# message corepost's CPU time, its syscalls by name and its context switches (perf stat on the
+# `corepost run` process, all threads) and its resident memory before and after, or a
+# `perf record -g` profile of it.
 #
 # Usage (as root, after `cargo build --release -p corepost -p corepost-benches`):
 #   benches/relay-profile.sh [-m N] [-l SIZE] [-s N] [--no-reuse] [--postfix-tools]
-#                            [--bin DIR] [--record FILE] [--ceiling]
+#                            [--bin DIR] [--record FILE] [--cpu-only] [--ceiling]
 #   --bin DIR       take corepost, corepost-source and corepost-sink from DIR (default
 #                   target/release), e.g. to compare two builds in one sitting
 #   --record FILE   perf record -g (call graphs) of corepost into FILE instead of counting
+#   --cpu-only      no perf at all: counting every syscall through tracepoints costs corepost
+#                   CPU of its own, so compare CPU figures from runs with this flag
 #   --ceiling       also run source -> sink directly first and print corepost/ceiling
 # Prints one line per leg: msg/s, corepost CPU ms per message, syscalls per message (total and
 # the most frequent ones), context switches per message.
 set -euo pipefail
 
-MESSAGES=20000 SIZE=4k SESSIONS=20 REUSE=1 TOOLS=corepost RECORD="" CEILING=0
+MESSAGES=20000 SIZE=4k SESSIONS=20 REUSE=1 TOOLS=corepost RECORD="" CEILING=0 COUNT=1
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$REPO/target/release
 ARGS=("$@")
@@ -30,7 +32,8 @@ while (($#)); do
         --bin) BIN=$(cd "$2" && pwd); shift 2 ;;
         --record) RECORD=$(realpath -m "$2"); shift 2 ;;
         --ceiling) CEILING=1; shift ;;
-        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
+        --cpu-only) COUNT=0; shift ;;
+        -h|--help) sed -n '2,19p' "$0"; exit 0 ;;
         *) echo "relay-profile: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -119,7 +122,9 @@ start_sink 1
 MTA=$!
 PIDS+=("$MTA")
 wait_port "$MTA_PORT"
-if [[ -n $RECORD ]]; then
+if ((!COUNT)); then
+    sleep infinity &
+elif [[ -n $RECORD ]]; then
     perf record -g -o "$RECORD" -p "$MTA" 2>"$DIR/perf.err" &
 else
     perf stat -x, -o "$DIR/perf.csv" -e 'raw_syscalls:sys_enter,context-switches,syscalls:sys_enter_*' \
@@ -141,7 +146,7 @@ rate=$(echo "$MESSAGES / ($t1 - $t0)" | bc -l)
 printf 'corepost: %.0f msg/s, CPU %.3f ms/msg' "$rate" "$(echo "($cpu1 - $cpu0) * 1000 / $HZ / $MESSAGES" | bc -l)"
 [[ -n $CEILING_RATE ]] && printf ', corepost/ceiling %.2f' "$(echo "$rate / $CEILING_RATE" | bc -l)"
 printf ', RSS %d -> %d KiB\n' "$rss0" "$rss1"
-if [[ -z $RECORD ]]; then
+if ((COUNT)) && [[ -z $RECORD ]]; then
     # The counts cover the whole attachment (start-up idle included: negligible).
     awk -F, -v n="$MESSAGES" '
         $3 == "raw_syscalls:sys_enter" { printf "syscalls/msg %.2f", $1 / n }
