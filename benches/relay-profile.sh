@@ -140,7 +140,10 @@ wait "$SINK_PID" 2>/dev/null || true
 t1=$(now)
 cpu1=$(awk '{print $14+$15}' "/proc/$MTA/stat")
 rss1=$(awk '/^VmRSS/ {print $2}' "/proc/$MTA/status")
+# perf stops (and writes its counts) on SIGINT; the placeholder of --cpu-only ignores SIGINT,
+# as background jobs of a script do.
 kill -INT "$PERF"
+((COUNT)) || kill "$PERF"
 wait "$PERF" 2>/dev/null || true
 rate=$(echo "$MESSAGES / ($t1 - $t0)" | bc -l)
 printf 'corepost: %.0f msg/s, CPU %.3f ms/msg' "$rate" "$(echo "($cpu1 - $cpu0) * 1000 / $HZ / $MESSAGES" | bc -l)"
