@@ -1055,7 +1055,8 @@ impl SmtpConnection {
             if use_bdat {
                 self.push_bdat_header(tx.content.len());
                 if vectored {
-                    self.send_with("BDAT", tx.content, s.data_xfer_timeout)
+                    // Named after the larger part, as the two writes before.
+                    self.send_with("message body", tx.content, s.data_xfer_timeout)
                         .await?;
                 } else {
                     self.send("BDAT", s.data_xfer_timeout).await?;
