@@ -23,6 +23,19 @@ pub enum MaybeTls<T> {
     Gone,
 }
 
+impl<T> MaybeTls<T> {
+    /// The socket of a plaintext TCP stream, for writes that bypass the stream (several slices
+    /// in one `sendmsg`, see `delivery::smtp::zerocopy`); `None` for TLS, where every byte goes
+    /// through rustls, and for Unix sockets.
+    pub fn plain_fd(&self) -> Option<std::os::fd::RawFd> {
+        use std::os::fd::AsRawFd;
+        match self {
+            MaybeTls::Plain(s) => Some(s.as_raw_fd()),
+            _ => None,
+        }
+    }
+}
+
 fn gone() -> io::Error {
     io::Error::new(io::ErrorKind::NotConnected, "connection closed")
 }

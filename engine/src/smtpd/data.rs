@@ -59,6 +59,35 @@ pub struct DataParser {
     /// The previous line ended with CRLF (or data just started).
     prev_crlf: bool,
     bare_newline: bool,
+    /// Take runs of plain lines whole ([`plain_lines`]); off only in tests, to compare
+    /// with the line-by-line path.
+    bulk: bool,
+}
+
+/// The length of the longest prefix of `input` made of whole lines that each end in CRLF, hold
+/// no other CR or LF and do not start with a dot — content the parser keeps exactly as it
+/// came in every mode, so a run of them is copied at once instead of line by line.
+fn plain_lines(input: &[u8]) -> usize {
+    if input.first() == Some(&b'.') {
+        return 0;
+    }
+    let mut plain = 0;
+    for i in memchr::memchr2_iter(b'\r', b'\n', input) {
+        if input[i] == b'\r' {
+            if input.get(i + 1) != Some(&b'\n') {
+                break; // a bare CR, or one whose LF has not arrived yet
+            }
+            continue;
+        }
+        if i == 0 || input[i - 1] != b'\r' {
+            break; // a bare LF
+        }
+        plain = i + 1;
+        if input.get(i + 1) == Some(&b'.') {
+            break; // stuffed, or the end of data: line by line
+        }
+    }
+    plain
 }
 
 impl DataParser {
@@ -71,6 +100,7 @@ impl DataParser {
             line_start: true,
             prev_crlf: true,
             bare_newline: false,
+            bulk: true,
         }
     }
 
@@ -80,8 +110,18 @@ impl DataParser {
     pub fn feed(&mut self, input: &[u8]) -> (usize, Option<DataEnd>) {
         let mut at = 0;
         while at < input.len() {
+            if self.line_start && self.bulk {
+                let plain = plain_lines(&input[at..]);
+                // Past the size limit the line-by-line path keeps what fits and counts the rest.
+                if plain > 0 && self.size + plain as u64 <= self.limit {
+                    self.push(&input[at..at + plain]);
+                    self.prev_crlf = true;
+                    at += plain;
+                    continue;
+                }
+            }
             let rest = &input[at..];
-            match rest.iter().position(|&b| b == b'\n') {
+            match memchr::memchr(b'\n', rest) {
                 Some(nl) => {
                     let line = &rest[..nl];
                     let (content, crlf) = match line.last() {
@@ -306,7 +346,50 @@ mod tests {
         assert_eq!(p.into_body().len(), 0, "nothing kept past the limit");
     }
 
+    #[test]
+    fn plain_lines_stop_where_line_by_line_work_starts() {
+        assert_eq!(plain_lines(b"ab\r\ncd\r\n"), 8);
+        assert_eq!(plain_lines(b"ab\r\ncd"), 4);
+        assert_eq!(plain_lines(b"ab\r\n.cd\r\n"), 4);
+        assert_eq!(plain_lines(b".ab\r\n"), 0);
+        assert_eq!(plain_lines(b"ab\r\nc\nd\r\n"), 4);
+        assert_eq!(plain_lines(b"ab\r\nc\rd\r\n"), 4);
+        assert_eq!(plain_lines(b"ab\r\ncd\r"), 4);
+        assert_eq!(plain_lines(b"\n"), 0);
+        assert_eq!(plain_lines(b"\r\n\r\n.\r\n"), 4);
+    }
+
     proptest! {
+        /// The bulk path keeps exactly what the line-by-line path keeps, in every mode and
+        /// however the input is cut.
+        #[test]
+        fn bulk_runs_change_nothing(body in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a'), Just(b'\r'), Just(b'\n')], 0..120), cuts in proptest::collection::vec(0usize..130, 0..5), limit in 0u64..150) {
+            let mut input = body.clone();
+            input.extend_from_slice(b"\r\n.\r\nQUIT\r\n");
+            for mode in [BareNewline::Allow, BareNewline::Normalize, BareNewline::Reject] {
+                let mut results = Vec::new();
+                for bulk in [true, false] {
+                    let mut p = DataParser::new(mode, limit, Vec::new());
+                    p.bulk = bulk;
+                    let mut buf: Vec<u8> = Vec::new();
+                    let mut cuts: Vec<usize> = cuts.iter().map(|&c| c.min(input.len())).collect();
+                    cuts.sort();
+                    cuts.push(input.len());
+                    let (mut fed, mut used_total, mut end) = (0, 0, None);
+                    for cut in cuts {
+                        buf.extend_from_slice(&input[fed..cut]);
+                        fed = cut;
+                        let (used, e) = p.feed(&buf);
+                        buf.drain(..used);
+                        used_total += used;
+                        if e.is_some() { end = e; break; }
+                    }
+                    results.push((p.into_body(), end, used_total));
+                }
+                prop_assert_eq!(&results[0], &results[1]);
+            }
+        }
+
         /// Feeding in arbitrary pieces gives the same result as one piece.
         #[test]
         fn chunking_does_not_matter(body in proptest::collection::vec(prop_oneof![Just(b'\r'), Just(b'\n'), Just(b'.'), Just(b'a')], 0..60), cuts in proptest::collection::vec(0usize..70, 0..6)) {

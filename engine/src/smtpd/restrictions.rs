@@ -281,6 +281,8 @@ pub struct Policy {
     allow_untrusted_routing: bool,
     reject_unlisted_sender: bool,
     needs_unlisted: (bool, bool),
+    /// `reject_unauth_pipelining` may be evaluated (see [`Policy::needs_pending_input`]).
+    needs_pending_input: bool,
     codes: Codes,
     /// `smtpd_sender_login_maps` (the `*_sender_login_mismatch` checks).
     sender_login_maps: TableList,
@@ -380,6 +382,7 @@ impl Policy {
             reject_unlisted_sender || dynamic || uses("reject_unlisted_sender"),
             dynamic || uses("reject_unlisted_recipient"),
         );
+        let needs_pending_input = dynamic || uses("reject_unauth_pipelining");
         Ok(Policy {
             lists,
             classes,
@@ -394,6 +397,7 @@ impl Policy {
             allow_untrusted_routing: s("allow_untrusted_routing")?.trim() == "yes",
             reject_unlisted_sender,
             needs_unlisted,
+            needs_pending_input,
             codes: Codes {
                 reject: code("reject_code")?,
                 defer: code("defer_code")?,
@@ -426,6 +430,14 @@ impl Policy {
     /// session skips those lookups otherwise.
     pub fn needs_unlisted(&self) -> (bool, bool) {
         self.needs_unlisted
+    }
+
+    /// Whether `reject_unauth_pipelining` may be evaluated (named in a list or class, or an
+    /// access table or policy server could answer with it), so [`Facts::input_pending`] must
+    /// be known; the session skips asking the socket (a `recv` with `MSG_PEEK` per command)
+    /// otherwise.
+    pub fn needs_pending_input(&self) -> bool {
+        self.needs_pending_input
     }
 
     /// Whether relaying restrictions may treat `user%domain@relay`-style

@@ -663,7 +663,7 @@ impl Session {
             sasl_user: self.secure.sasl.as_ref().map(|a| a.username.as_str()),
             esmtp: self.esmtp,
             pipelined: self.ill_pipelining,
-            input_pending: self.conn.input_waiting(),
+            input_pending: self.settings.policy.needs_pending_input() && self.conn.input_waiting(),
             command,
             queue_id: "",
             instance: "",
