@@ -181,10 +181,15 @@ fn shaping_refusal(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>) -> bool {
 }
 
 /// A session error that carries a server reply (greeting, MAIL, DATA): the shaping rules.
-fn observe_error(qmgr: &Rc<Qmgr>, dest: &DestQueue, e: &crate::delivery::smtp::SessionError) {
+fn observe_error(
+    qmgr: &Rc<Qmgr>,
+    dest: &DestQueue,
+    e: &crate::delivery::smtp::SessionError,
+    source: Option<&str>,
+) {
     use crate::delivery::smtp::SessionError;
     if let SessionError::Greeting { reply, .. } | SessionError::Reply { reply, .. } = e {
-        crate::shaping::observe(qmgr, dest, reply);
+        crate::shaping::observe(qmgr, dest, reply, source);
     }
 }
 
@@ -327,7 +332,12 @@ async fn smtp_worker(
             relay,
         }) => {
             if let Some(e) = &last_error {
-                observe_error(qmgr, dest, e);
+                observe_error(
+                    qmgr,
+                    dest,
+                    e,
+                    egress.as_ref().map(|e| e.source.name.as_str()),
+                );
             }
             // Negative feedback; enough failed cohorts and the destination is
             // left alone for a while.
@@ -537,7 +547,8 @@ async fn smtp_worker(
                     };
                     let r = match tx.final_reply(slot) {
                         Some((reply, stage)) => {
-                            crate::shaping::observe(qmgr, dest, reply);
+                            let source = egress.as_ref().map(|e| e.source.name.as_str());
+                            crate::shaping::observe(qmgr, dest, reply, source);
                             from_reply(reply, &conn, stage)
                         }
                         None if slot >= tx.recipients.len() => {
@@ -572,7 +583,12 @@ async fn smtp_worker(
                 }
             }
             Err(e) => {
-                observe_error(qmgr, dest, &e);
+                observe_error(
+                    qmgr,
+                    dest,
+                    &e,
+                    egress.as_ref().map(|e| e.source.name.as_str()),
+                );
                 let r = Result1 {
                     kind: if e.is_permanent() {
                         Kind::Bounced

@@ -58,6 +58,9 @@ pub enum Action {
     Bounce,
     /// Bounce the mail of the destination that got the reply.
     BounceDomain,
+    /// Stop using the egress source (`crate::egress`) whose connection got the reply, for
+    /// every destination; its pool's other members carry the mail.
+    SuspendSource,
 }
 
 impl Action {
@@ -69,6 +72,7 @@ impl Action {
             Action::SuspendDomain => "suspend-domain",
             Action::Bounce => "bounce",
             Action::BounceDomain => "bounce-domain",
+            Action::SuspendSource => "suspend-source",
         }
     }
 
@@ -507,15 +511,10 @@ fn parse_action(text: &str) -> Result<(Action, Duration), String> {
         "suspend-domain" => Action::SuspendDomain,
         "bounce" => Action::Bounce,
         "bounce-domain" => Action::BounceDomain,
-        "suspend-source" => {
-            return Err(
-                "suspend-source is not supported by corepost yet: it needs egress source-address pools"
-                    .into(),
-            );
-        }
+        "suspend-source" => Action::SuspendSource,
         other => {
             return Err(format!(
-                "unknown action \"{other}\" (throttle, suspend, suspend-domain, bounce, bounce-domain)"
+                "unknown action \"{other}\" (throttle, suspend, suspend-domain, bounce, bounce-domain, suspend-source)"
             ));
         }
     };

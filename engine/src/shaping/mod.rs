@@ -45,8 +45,10 @@
 //! itself when its period is over. Backoff actions are per node: each node reacts to the
 //! replies it gets.
 //!
-//! `suspend-source` (KumoMTA's suspension of one source address) is refused when the table
-//! is loaded until corepost has egress source-address pools.
+//! `suspend-source` (KumoMTA's suspension of one source address) stops the egress source
+//! (`crate::egress`) whose connection got the reply, for every destination, until the period
+//! ends; its pool's other members carry the mail. A connection without a source triggers
+//! nothing.
 
 pub mod config;
 mod shared;
@@ -307,7 +309,8 @@ async fn pace(qmgr: &Rc<Qmgr>, dest: &DestQueue, kind: &str) {
 }
 
 /// A reply from one of `dest`'s servers: start the action of the first rule it matches.
-pub fn observe(qmgr: &Rc<Qmgr>, dest: &DestQueue, reply: &ServerReply) {
+/// `source` is the egress source of the connection (`suspend-source` suspends it).
+pub fn observe(qmgr: &Rc<Qmgr>, dest: &DestQueue, reply: &ServerReply, source: Option<&str>) {
     if reply.code < 400 {
         return;
     }
@@ -325,9 +328,15 @@ pub fn observe(qmgr: &Rc<Qmgr>, dest: &DestQueue, reply: &ServerReply) {
     };
     let domain = crate::delivery::smtp::tls_policy::nexthop_domain(&dest.key.nexthop);
     let text = format!("{domain} said: {reply}");
-    let Some(act) = a.state.trigger(rule, &dest.key.nexthop, &text, &status) else {
+    let Some(act) = a
+        .state
+        .trigger(rule, (&dest.key.nexthop, source), &text, &status)
+    else {
         return;
     };
+    if let (Action::SuspendSource, Some(name)) = (&act.action, source) {
+        crate::egress::suspend(name, act.until);
+    }
     let settings = match &act.action {
         Action::Throttle(l) => format!(" {}", state::describe(l)),
         _ => String::new(),

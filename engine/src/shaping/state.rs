@@ -138,7 +138,7 @@ impl GroupState {
             .active
             .iter()
             .filter(|a| a.until > now && a.covers(nexthop))
-            .filter(|a| !matches!(a.action, Action::Throttle(_)))
+            .filter(|a| !matches!(a.action, Action::Throttle(_) | Action::SuspendSource))
             .collect();
         found.sort_by_key(|a| !matches!(a.action, Action::Bounce | Action::BounceDomain));
         found.first().map(|a| (*a).clone())
@@ -147,11 +147,21 @@ impl GroupState {
     /// Start `rule`'s action after `reply` from `nexthop`, unless it is in force already
     /// (from the same rule, for the same scope): then `None`, so one burst of throttling
     /// replies is one trigger.
-    pub fn trigger(&self, rule: &Rule, nexthop: &str, reply: &str, status: &str) -> Option<Active> {
-        let scope = rule
-            .action
-            .per_domain()
-            .then(|| nexthop.to_ascii_lowercase());
+    pub fn trigger(
+        &self,
+        rule: &Rule,
+        (nexthop, source): (&str, Option<&str>),
+        reply: &str,
+        status: &str,
+    ) -> Option<Active> {
+        let scope = match rule.action {
+            // Nothing to suspend when the connection came from no egress source.
+            Action::SuspendSource => Some(format!("source {}", source?)),
+            _ => rule
+                .action
+                .per_domain()
+                .then(|| nexthop.to_ascii_lowercase()),
+        };
         let now = Instant::now();
         let mut inner = self.lock();
         if inner

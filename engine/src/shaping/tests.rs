@@ -21,11 +21,11 @@ fn a_throttle_lowers_the_limits_until_it_ends() {
     )
     .unwrap();
     let act = g
-        .trigger(&rule, "a.test", "421 slow down", "4.0.0")
+        .trigger(&rule, ("a.test", None), "421 slow down", "4.0.0")
         .unwrap();
     // The same rule again while it is in force: not a second trigger.
     assert!(
-        g.trigger(&rule, "b.test", "421 slow down", "4.0.0")
+        g.trigger(&rule, ("b.test", None), "421 slow down", "4.0.0")
             .is_none()
     );
     let l = g.effective(&base);
@@ -40,21 +40,44 @@ fn a_throttle_lowers_the_limits_until_it_ends() {
 fn suspensions_cover_their_scope_and_a_bounce_wins() {
     let g = fresh("unit-scope");
     let domain = parse_rule("450 => suspend-domain for 60s", "f:1").unwrap();
-    g.trigger(&domain, "A.test", "450 busy", "4.2.1").unwrap();
+    g.trigger(&domain, ("A.test", None), "450 busy", "4.2.1")
+        .unwrap();
     assert!(g.blocking("a.test").is_some());
     assert!(g.blocking("b.test").is_none());
     let bounce = parse_rule("550 => bounce for 60s", "f:2").unwrap();
-    g.trigger(&bounce, "b.test", "550 blocked", "5.7.1")
+    g.trigger(&bounce, ("b.test", None), "550 blocked", "5.7.1")
         .unwrap();
     assert_eq!(g.blocking("a.test").unwrap().action, Action::Bounce);
     assert_eq!(g.blocking("c.test").unwrap().action, Action::Bounce);
+}
+
+/// `suspend-source` suspends the egress source whose connection got the reply, once per
+/// source while in force; it never blocks the group, and without a source it does nothing.
+#[test]
+fn suspend_source_is_scoped_to_the_connections_source() {
+    let g = fresh("unit-source");
+    let rule = parse_rule("421 => suspend-source for 60s", "f:1").unwrap();
+    assert!(g.trigger(&rule, ("a.test", None), "421", "4.7.0").is_none());
+    let act = g
+        .trigger(&rule, ("a.test", Some("ip1")), "421", "4.7.0")
+        .unwrap();
+    assert_eq!(act.scope.as_deref(), Some("source ip1"));
+    assert!(
+        g.trigger(&rule, ("b.test", Some("ip1")), "421", "4.7.0")
+            .is_none()
+    );
+    assert!(
+        g.trigger(&rule, ("a.test", Some("ip2")), "421", "4.7.0")
+            .is_some()
+    );
+    assert!(g.blocking("a.test").is_none(), "the group still delivers");
 }
 
 #[test]
 fn expired_actions_are_swept_once() {
     let g = fresh("unit-sweep");
     let rule = parse_rule("421 => suspend for 1s", "f:1").unwrap();
-    g.trigger(&rule, "a.test", "421", "4.0.0").unwrap();
+    g.trigger(&rule, ("a.test", None), "421", "4.0.0").unwrap();
     assert!(g.sweep().is_empty());
     std::thread::sleep(Duration::from_millis(1100));
     assert!(g.blocking("a.test").is_none());

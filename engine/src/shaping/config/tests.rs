@@ -87,10 +87,7 @@ fn bad_rules_are_refused_with_the_reason() {
             "cannot set",
         ),
         ("421 => slow-down for 1m", "unknown action"),
-        (
-            "421 => suspend-source for 1m",
-            "egress source-address pools",
-        ),
+        ("421 => suspend-source now for 1m", "takes no settings"),
         ("421 => bounce now for 1m", "takes no settings"),
         ("421 ( => suspend for 1m", "bad regex"),
         ("421 suspend for 1m", "expected a rule"),
