@@ -357,6 +357,8 @@ EOF
     wait_sink corepost "$t0" || true
     local cpu1
     cpu1=$(tree_cpu "$pid")
+    # Memory: the resident set after the run and its peak (destinations, cached connections).
+    COREPOST_RSS=$(awk '/^VmRSS|^VmHWM/ {printf "%s %s MB  ", $1, $2 / 1024}' "/proc/$pid/status")
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     record_row corepost "$src" "$sink" "$(echo "($cpu1 - $cpu0) / $HZ" | bc -l)"
@@ -494,6 +496,7 @@ for row in "${ROWS[@]}"; do
     printf '| %s | %.0f | %s | %s | %s | %s |\n' "$leg" "$rate" "$p50" "$p99" "$mta_cpu" "$per_msg"
 done
 echo
+[[ -n "${COREPOST_RSS:-}" ]] && echo "corepost memory: $COREPOST_RSS"
 if [[ -n "${RATE_OF[corepost]:-}" ]]; then
     printf 'corepost/Postfix: %.2f   corepost/ceiling: %.2f\n' \
         "$(echo "${RATE_OF[corepost]} / ${RATE_OF[postfix]}" | bc -l)" \
