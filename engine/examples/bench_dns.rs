@@ -18,7 +18,9 @@ fn domains(mix: &str) -> Result<Vec<String>, String> {
         match name.strip_prefix("tail:") {
             Some(rest) => {
                 let (n, suffix) = rest.split_once(':').unwrap_or((rest, "tail.test"));
-                let n: u32 = n.parse().map_err(|_| format!("bad tail size in {name:?}"))?;
+                let n: u32 = n
+                    .parse()
+                    .map_err(|_| format!("bad tail size in {name:?}"))?;
                 out.extend((0..n).map(|i| format!("t{i}.{suffix}")));
             }
             None => out.push(name.to_string()),
