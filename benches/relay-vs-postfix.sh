@@ -19,7 +19,11 @@
 #   -l SIZE           body size, e.g. 4k (default 4k)
 #   -s N              concurrent sessions (default 20)
 #   -r N              recipients per message (default 1)
-#   --domain-mix MIX  recipient domain mix for corepost-source, e.g. gmail.test=40,yahoo.test=30,tail:10000=30
+#   --domain-mix MIX  recipient domain mix for corepost-source, e.g. gmail.test=40,yahoo.test=30,tail:10000=30;
+#                     the MTAs then route by DNS: a loopback name server (127.0.0.1:53, corepost's
+#                     test server, target/release/examples/bench_dns) gives each domain an MX host
+#                     with its own address in 127.1.0.0/16, the sink listens on 0.0.0.0:25, and
+#                     /etc/resolv.conf is replaced inside a private mount namespace for Postfix
 #   --postfix-tools   drive the load with Postfix's smtp-source and smtp-sink instead of ours
 #   --no-reuse        one connection per message (default: -d, connections reused)
 #   --pipelining      corepost-source pipelines MAIL, RCPT and DATA (RFC 2920), as MTAs do;
@@ -81,8 +85,11 @@ if [[ -z "${COREPOST_BENCH_NETNS:-}" ]]; then
         (cd "$REPO" && cargo build --release -q -p corepost-benches --bins) >&2
         (cd "$REPO" && cargo build --release -q -p corepost) >&2 ||
             echo "relay-vs-postfix: corepost does not build; its leg will be skipped" >&2
+        if [[ -n "$DOMAIN_MIX" ]]; then
+            (cd "$REPO" && cargo build --release -q -p corepost --example bench_dns) >&2
+        fi
     fi
-    exec unshare -n env COREPOST_BENCH_NETNS=1 COREPOST_BENCH_CMD="benches/relay-vs-postfix.sh ${ARGS[*]}" \
+    exec unshare -n -m env COREPOST_BENCH_NETNS=1 COREPOST_BENCH_CMD="benches/relay-vs-postfix.sh ${ARGS[*]}" \
         "$0" "${ARGS[@]}" --no-build
 fi
 ip link set lo up
@@ -105,7 +112,19 @@ cleanup() {
 trap cleanup EXIT
 
 SINK_PORT=22525
+SINK_HOST=127.0.0.1
 MTA_PORT=22526
+if [[ -n "$DOMAIN_MIX" && $MODE == relay ]]; then
+    # Delivery by MX: every domain's mail host is an address in 127.1.0.0/16 on port 25.
+    SINK_PORT=25
+    SINK_HOST=0.0.0.0
+    echo "nameserver 127.0.0.1" >"$TMP/resolv.conf"
+    mount --bind "$TMP/resolv.conf" /etc/resolv.conf
+    "$BIN/examples/bench_dns" 127.0.0.1:53 "$DOMAIN_MIX" 2>"$TMP/dns.err" &
+    PIDS+=("$!")
+    for _ in $(seq 1 200); do grep -q domains "$TMP/dns.err" && break; sleep 0.05; done
+    grep -q domains "$TMP/dns.err" || { cat "$TMP/dns.err" >&2; exit 1; }
+fi
 HZ=$(getconf CLK_TCK)
 
 wait_port() { # PORT: wait until something listens there
@@ -135,10 +154,10 @@ start_sink() {
     local kind=$1 leg=$2 quit=()
     [[ ${3:-0} == 1 ]] && quit=(-M "$MESSAGES")
     if [[ $kind == corepost ]]; then
-        "$BIN/corepost-sink" "127.0.0.1:$SINK_PORT" 1024 "${quit[@]}" --json \
+        "$BIN/corepost-sink" "$SINK_HOST:$SINK_PORT" 1024 "${quit[@]}" --json \
             >"$TMP/sink-$leg.out" 2>"$TMP/sink-$leg.err" &
     else
-        smtp-sink -u postfix "${quit[@]}" "127.0.0.1:$SINK_PORT" 1024 \
+        smtp-sink -u postfix "${quit[@]}" "$SINK_HOST:$SINK_PORT" 1024 \
             >"$TMP/sink-$leg.out" 2>&1 &
     fi
     SINK_PID=$!
@@ -227,6 +246,15 @@ leg_direct() { # LEG SOURCE SINK
     record_row "$leg" "$src" "$sink"
 }
 
+# route_cf: main.cf lines for the route to the sink: the relayhost, or DNS with --domain-mix.
+route_cf() {
+    if [[ -n "$DOMAIN_MIX" ]]; then
+        echo "smtp_dns_support_level = enabled"
+    else
+        printf 'relayhost = [127.0.0.1]:%s\nsmtp_dns_support_level = disabled\n' "$SINK_PORT"
+    fi
+}
+
 setup_postfix() {
     POSTFIX_DIR=$TMP/postfix
     mkdir -p "$POSTFIX_DIR/etc" "$POSTFIX_DIR/queue" "$POSTFIX_DIR/data"
@@ -248,9 +276,7 @@ alias_database =
 inet_interfaces = 127.0.0.1
 inet_protocols = ipv4
 mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:$SINK_PORT
-smtp_dns_support_level = disabled
-smtpd_peername_lookup = no
+$(route_cf)
 smtpd_peername_lookup = no
 smtp_tls_security_level = none
 smtpd_tls_security_level = none
@@ -309,8 +335,8 @@ myhostname = relay.bench.test
 mydestination =
 inet_interfaces = 127.0.0.1
 mynetworks = 127.0.0.0/8
-relayhost = [127.0.0.1]:$SINK_PORT
-smtp_dns_support_level = disabled
+$(route_cf)
+${DOMAIN_MIX:+corepost_dns_servers = 127.0.0.1:53}
 smtpd_peername_lookup = no
 corepost_fsync_policy = always
 EOF
@@ -331,6 +357,8 @@ EOF
     wait_sink corepost "$t0" || true
     local cpu1
     cpu1=$(tree_cpu "$pid")
+    # Memory: the resident set after the run and its peak (destinations, cached connections).
+    COREPOST_RSS=$(awk '/^VmRSS|^VmHWM/ {printf "%s %s MB  ", $1, $2 / 1024}' "/proc/$pid/status")
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
     record_row corepost "$src" "$sink" "$(echo "($cpu1 - $cpu0) / $HZ" | bc -l)"
@@ -468,6 +496,7 @@ for row in "${ROWS[@]}"; do
     printf '| %s | %.0f | %s | %s | %s | %s |\n' "$leg" "$rate" "$p50" "$p99" "$mta_cpu" "$per_msg"
 done
 echo
+[[ -n "${COREPOST_RSS:-}" ]] && echo "corepost memory: $COREPOST_RSS"
 if [[ -n "${RATE_OF[corepost]:-}" ]]; then
     printf 'corepost/Postfix: %.2f   corepost/ceiling: %.2f\n' \
         "$(echo "${RATE_OF[corepost]} / ${RATE_OF[postfix]}" | bc -l)" \

@@ -90,17 +90,33 @@ impl Cache {
         );
     }
 
+    /// Called when the table is full. Sweeping is O(entries), so it must not happen on every
+    /// insert of a full table (with more names in use than the table holds — many destinations —
+    /// every miss would walk the whole table): expired entries go, and if that freed less than an
+    /// eighth of the table, the eighth closest to expiry goes too. The next sweep is then at
+    /// least `max_entries / 8` inserts away, so the cost per insert stays constant.
     fn make_room(&mut self, now: Instant) {
         self.entries.retain(|_, e| e.expires > now);
-        if self.entries.len() >= self.max_entries
-            && let Some(key) = self
-                .entries
-                .iter()
-                .min_by_key(|(_, e)| e.expires)
-                .map(|(k, _)| k.clone())
-        {
-            self.entries.remove(&key);
+        let target = self.max_entries - (self.max_entries / 8).max(1);
+        if self.entries.len() <= target {
+            return;
         }
+        let excess = self.entries.len() - target;
+        let mut expiries: Vec<Instant> = self.entries.values().map(|e| e.expires).collect();
+        let (_, cutoff, _) = expiries.select_nth_unstable(excess - 1);
+        let cutoff = *cutoff;
+        let mut removed = 0;
+        // Entries expiring before the cutoff, then (ties) at it, until `excess` are gone.
+        self.entries.retain(|_, e| {
+            let drop = e.expires < cutoff;
+            removed += usize::from(drop);
+            !drop
+        });
+        self.entries.retain(|_, e| {
+            let drop = removed < excess && e.expires == cutoff;
+            removed += usize::from(drop);
+            !drop
+        });
     }
 
     pub fn len(&self) -> usize {
@@ -293,6 +309,35 @@ mod tests {
         // Replacing an existing key needs no room.
         cache.insert(key("d"), ok(5), Duration::from_secs(200), t0);
         assert_eq!(cache.len(), 2);
+    }
+
+    #[test]
+    fn a_full_table_evicts_an_eighth_at_a_time() {
+        // More names in use than the table holds (many destinations): a sweep frees an eighth
+        // of the table, the soonest to expire first, so the following inserts do not sweep.
+        let mut cache = Cache::new(800);
+        let t0 = Instant::now();
+        for i in 0..800u64 {
+            let name = format!("n{i}.example");
+            cache.insert(key(&name), ok(1), Duration::from_secs(1000 + i), t0);
+        }
+        assert_eq!(cache.len(), 800);
+        cache.insert(key("new.example"), ok(1), Duration::from_secs(5000), t0);
+        assert_eq!(cache.len(), 701, "100 evicted, one inserted");
+        assert!(cache.get(&key("n99.example"), t0).is_none());
+        assert!(cache.get(&key("n100.example"), t0).is_some());
+        for i in 0..99u64 {
+            let name = format!("more{i}.example");
+            cache.insert(key(&name), ok(1), Duration::from_secs(5000), t0);
+        }
+        assert_eq!(cache.len(), 800, "no sweep until the table is full again");
+        // Equal expiries: exactly an eighth goes, not every entry sharing the cutoff.
+        let mut same = Cache::new(16);
+        for i in 0..16u64 {
+            same.insert(key(&format!("s{i}")), ok(1), Duration::from_secs(60), t0);
+        }
+        same.insert(key("t"), ok(1), Duration::from_secs(60), t0);
+        assert_eq!(same.len(), 15);
     }
 
     #[test]

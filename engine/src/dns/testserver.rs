@@ -69,7 +69,9 @@ pub enum Via {
 }
 
 struct State {
-    records: Vec<Record>,
+    /// Records by owner name (lower case, no trailing dot), so a table of tens of thousands
+    /// of names (the many-destinations benchmark) answers as fast as a small one.
+    records: HashMap<String, Vec<Record>>,
     behaviours: HashMap<String, Behaviour>,
     default_behaviour: Behaviour,
     follow_cname: bool,
@@ -116,16 +118,23 @@ impl TestServer {
 
     /// Starts a server on a loopback address (`127.0.0.1` or `::1`).
     pub fn start_on(ip: IpAddr) -> io::Result<TestServer> {
-        if !ip.is_loopback() {
-            return Err(io::Error::new(
-                io::ErrorKind::InvalidInput,
-                "the test DNS server listens on loopback only",
-            ));
-        }
-        let (udp, tcp) = bind_pair(ip)?;
+        only_loopback(ip)?;
+        TestServer::serve(bind_pair(ip)?)
+    }
+
+    /// Starts a server on a given loopback address and port (the benchmarks' name server on
+    /// port 53, where the C library's resolver looks).
+    pub fn start_at(addr: SocketAddr) -> io::Result<TestServer> {
+        only_loopback(addr.ip())?;
+        let udp = UdpSocket::bind(addr)?;
+        let tcp = TcpListener::bind(udp.local_addr()?)?;
+        TestServer::serve((udp, tcp))
+    }
+
+    fn serve((udp, tcp): (UdpSocket, TcpListener)) -> io::Result<TestServer> {
         let addr = udp.local_addr()?;
         let state = Arc::new(Mutex::new(State {
-            records: Vec::new(),
+            records: HashMap::new(),
             behaviours: HashMap::new(),
             default_behaviour: Behaviour::Answer,
             follow_cname: true,
@@ -170,7 +179,7 @@ impl TestServer {
     /// Adds a record. Panics on a malformed name (test input).
     pub fn add(&self, name: &str, ttl: u32, data: RData) {
         let record = Record::from_rdata(parse_name(name), ttl, data);
-        self.state().records.push(record);
+        self.push(record);
     }
 
     pub fn add_a(&self, name: &str, ttl: u32, ip: Ipv4Addr) {
@@ -198,7 +207,12 @@ impl TestServer {
     /// A PTR record for `ip` (its reverse name).
     pub fn add_ptr(&self, ip: IpAddr, ttl: u32, host: &str) {
         let record = Record::from_rdata(Name::from(ip), ttl, RData::PTR(PTR(parse_name(host))));
-        self.state().records.push(record);
+        self.push(record);
+    }
+
+    fn push(&self, record: Record) {
+        let owner = name_key(&record.name);
+        self.state().records.entry(owner).or_default().push(record);
     }
 
     pub fn add_txt(&self, name: &str, ttl: u32, text: &[&str]) {
@@ -231,7 +245,7 @@ impl TestServer {
     /// Removes every record owned by `name`.
     pub fn remove(&self, name: &str) {
         let k = key(name);
-        self.state().records.retain(|r| name_key(&r.name) != k);
+        self.state().records.remove(&k);
     }
 
     /// What to do with queries for `name` (any type).
@@ -299,6 +313,17 @@ impl Drop for TestServer {
 fn lock(state: &Mutex<State>) -> MutexGuard<'_, State> {
     // A panicking test thread must not wedge the server for the others.
     state.lock().unwrap_or_else(|p| p.into_inner())
+}
+
+fn only_loopback(ip: IpAddr) -> io::Result<()> {
+    if ip.is_loopback() {
+        Ok(())
+    } else {
+        Err(io::Error::new(
+            io::ErrorKind::InvalidInput,
+            "the test DNS server listens on loopback only",
+        ))
+    }
 }
 
 /// UDP and TCP sockets on the same port.
@@ -583,8 +608,10 @@ fn answer_from_table(st: &State, qname: &Name, qtype: RecordType, response: &mut
         let okey = name_key(&owner);
         let at_owner: Vec<&Record> = st
             .records
-            .iter()
-            .filter(|r| name_key(&r.name) == okey && r.dns_class == DNSClass::IN)
+            .get(&okey)
+            .into_iter()
+            .flatten()
+            .filter(|r| r.dns_class == DNSClass::IN)
             .collect();
         if at_owner.is_empty() {
             response.metadata.response_code = ResponseCode::NXDomain;

@@ -851,6 +851,22 @@ pub(super) fn finish(
     crate::metrics::delivered(transport, nexthop, policy, statuses, stored.content().len());
     let env = &stored.envelope;
     let mut outcomes = Vec::with_capacity(finals.len());
+    // The same for every recipient of the job: formatted once, not per recipient.
+    let total = Duration::from_micros(now.saturating_sub(env.arrival));
+    let in_qmgr = job.picked.elapsed();
+    let conn_use = if conn_use > 1 {
+        format!(", conn_use={conn_use}")
+    } else {
+        String::new()
+    };
+    let delays = format!(
+        "delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}",
+        total.as_secs_f64(),
+        total.saturating_sub(in_qmgr).as_secs_f64(),
+        in_qmgr.saturating_sub(setup + xfer).as_secs_f64(),
+        setup.as_secs_f64(),
+        xfer.as_secs_f64(),
+    );
     for f in finals {
         let recipient = env.recipients.get(f.recipient as usize);
         let address = recipient.map_or("", |r| r.address.as_str());
@@ -860,21 +876,6 @@ pub(super) fn finish(
             Some(o) => format!("orig_to=<{o}>, "),
             None => String::new(),
         };
-        let total = Duration::from_micros(now.saturating_sub(env.arrival));
-        let in_qmgr = job.picked.elapsed();
-        let conn_use = if conn_use > 1 {
-            format!(", conn_use={conn_use}")
-        } else {
-            String::new()
-        };
-        let delays = format!(
-            "delay={:.2}, delays={:.2}/{:.2}/{:.2}/{:.2}",
-            total.as_secs_f64(),
-            total.saturating_sub(in_qmgr).as_secs_f64(),
-            in_qmgr.saturating_sub(setup + xfer).as_secs_f64(),
-            setup.as_secs_f64(),
-            xfer.as_secs_f64(),
-        );
         let line = |to: &str, orig_to: &str, dsn: &str, status: &str, text: &str| {
             let id = job.id;
             qmgr.ctx.log.line(

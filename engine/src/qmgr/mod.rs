@@ -99,7 +99,7 @@ pub fn owner_of(key: &DestKey, peers: usize) -> usize {
         .transport
         .bytes()
         .chain([0u8])
-        .chain(key.nexthop.to_ascii_lowercase().bytes())
+        .chain(key.nexthop.bytes().map(|b| b.to_ascii_lowercase()))
     {
         h ^= u64::from(b);
         h = h.wrapping_mul(0x0100_0000_01b3);
@@ -240,23 +240,31 @@ impl Qmgr {
                 entry.pending.iter().count()
             ),
         );
-        let mut by_dest: HashMap<DestKey, Vec<u32>> = HashMap::new();
         let settings = Arc::clone(&self.settings.borrow());
         let egress = &settings.egress;
         let sender_pool = egress.sender_pool(&stored.envelope.sender);
+        // Grouped by borrowed names: one key built per destination, not per recipient.
+        let mut grouped: HashMap<(&str, &str), Vec<u32>> = HashMap::new();
         for i in entry.pending.iter() {
             let Some(r) = stored.envelope.recipients.get(i as usize) else {
                 continue;
             };
-            by_dest
-                .entry(DestKey {
-                    transport: r.transport.clone(),
-                    nexthop: r.nexthop.clone(),
-                    pool: egress.pool_for(sender_pool.as_deref(), &r.transport),
-                })
+            grouped
+                .entry((r.transport.as_str(), r.nexthop.as_str()))
                 .or_default()
                 .push(i);
         }
+        let by_dest: Vec<(DestKey, Vec<u32>)> = grouped
+            .into_iter()
+            .map(|((transport, nexthop), r)| {
+                let key = DestKey {
+                    transport: transport.to_string(),
+                    nexthop: nexthop.to_string(),
+                    pool: egress.pool_for(sender_pool.as_deref(), transport),
+                };
+                (key, r)
+            })
+            .collect();
         let me = self.peer();
         let mut remote: HashMap<usize, Vec<(DestKey, Job)>> = HashMap::new();
         let limit_of = |transport: &str| {
@@ -303,27 +311,27 @@ impl Qmgr {
     }
 
     fn enqueue(self: &Rc<Self>, key: DestKey, job: Job) {
-        let dest = Rc::clone(
-            self.dests
-                .borrow_mut()
-                .entry(key.clone())
-                .or_insert_with(|| {
-                    Rc::new(DestQueue {
-                        key: key.clone(),
-                        jobs: RefCell::new(VecDeque::new()),
-                        workers: Cell::new(0),
-                        idle: Cell::new(0),
-                        window: RefCell::new(None),
-                        next_delivery: Cell::new(None),
-                        next_connect: Cell::new(None),
-                        connections: Cell::new(0),
-                        policy: self.policy_of(&key),
-                        dead: RefCell::new(None),
-                        arrivals: Signal::default(),
-                        shaping: RefCell::new(None),
-                    })
-                }),
-        );
+        // A lookup first: the key is copied only for a new destination.
+        let known = self.dests.borrow().get(&key).cloned();
+        let dest = known.unwrap_or_else(|| {
+            let dest = Rc::new(DestQueue {
+                key: key.clone(),
+                jobs: RefCell::new(VecDeque::new()),
+                workers: Cell::new(0),
+                idle: Cell::new(0),
+                window: RefCell::new(None),
+                next_delivery: Cell::new(None),
+                next_connect: Cell::new(None),
+                connections: Cell::new(0),
+                policy: self.policy_of(&key),
+                dead: RefCell::new(None),
+                arrivals: Signal::default(),
+                shaping: RefCell::new(None),
+            });
+            self.dests.borrow_mut().insert(key, Rc::clone(&dest));
+            dest
+        });
+        let key = &dest.key;
         dest.jobs.borrow_mut().push_back(job);
         dest.arrivals.notify_one();
         let (limit, initial, rate_delay) = self
