@@ -326,7 +326,7 @@ fn check_refuses_a_bad_table_naming_its_file_and_line() {
     let table = dir.path().join("shaping.conf");
     std::fs::write(
         &table,
-        "[provider big]\nmx = .big.test\nrule = 421 => suspend-source for 1m\n",
+        "[provider big]\nmx = .big.test\nrule = 421 => slow-down for 1m\n",
     )
     .unwrap();
     std::fs::write(
@@ -343,7 +343,7 @@ fn check_refuses_a_bad_table_naming_its_file_and_line() {
     assert!(!out.status.success(), "{err}");
     assert!(
         err.contains(&format!(
-            "{}, line 3: suspend-source is not supported by corepost yet",
+            "{}, line 3: unknown action \"slow-down\"",
             table.display()
         )),
         "{err}"
