@@ -17,6 +17,7 @@ pub mod dns;
 pub mod events;
 pub mod log;
 pub mod metrics;
+pub mod milter;
 pub mod pickup;
 pub mod qmgr;
 pub mod rewrite;

@@ -1,0 +1,290 @@
+//! The milter client: Sendmail's mail filter protocol (version 6) as
+//! Postfix speaks it, for smtpd (`smtpd_milters`, `smtpd_milter_maps`)
+//! and local submissions (`non_smtpd_milters`).
+//!
+//! - `codec.rs`: the packets (property-tested; a fuzz target decodes
+//!   replies).
+//! - `spec.rs`: milter lists, per-milter overrides, `milter_protocol`.
+//! - `conn.rs`: one milter per SMTP session: negotiation, the events, the
+//!   replies, Postfix's state machine and default actions.
+//! - `macros.rs`: which macros go with which event and their values.
+//! - `edit.rs`: end-of-message header/body edits, in Postfix's indexes.
+//!
+//! The caller (smtpd's session, pickup) owns the decisions: this module
+//! answers each event with an optional [`Verdict`] — the first milter
+//! that answers ends the event for the ones after it, as in Postfix's
+//! milter.c — and leaves logging the verdict and replying to the caller.
+//! Nothing here blocks: every exchange is awaited on the core's executor
+//! with the milter's timeouts.
+
+pub mod codec;
+pub mod conn;
+pub mod edit;
+pub mod macros;
+pub mod spec;
+
+pub use conn::Verdict;
+use conn::{Conn, Log};
+use corepost_config::tables::TableList;
+use macros::{MacroConfig, MacroContext, Stage};
+use spec::{Defaults, MilterSpec};
+use std::sync::Arc;
+
+/// The milters of one service (or of local submission).
+#[derive(Debug)]
+pub struct MilterSettings {
+    pub milters: Vec<Arc<MilterSpec>>,
+    /// `smtpd_milter_maps`: per client address, a milter list or DISABLE.
+    pub maps: TableList,
+    defaults: Defaults,
+    pub macros: Arc<MacroConfig>,
+}
+
+type Get<'a> = &'a dyn Fn(&str) -> Result<String, corepost_config::ConfigError>;
+
+impl MilterSettings {
+    /// smtpd's milters; `None` when there are none (or
+    /// `receive_override_options = no_milters`).
+    pub fn smtpd(get: Get<'_>) -> Result<Option<Arc<MilterSettings>>, String> {
+        let text = |n: &str| get(n).map_err(|e| e.to_string());
+        let maps = text("smtpd_milter_maps")?;
+        Self::build(get, &text("smtpd_milters")?, &maps)
+    }
+
+    /// `non_smtpd_milters`, for pickup.
+    pub fn non_smtpd(get: Get<'_>) -> Result<Option<Arc<MilterSettings>>, String> {
+        let text = |n: &str| get(n).map_err(|e| e.to_string());
+        Self::build(get, &text("non_smtpd_milters")?, "")
+    }
+
+    fn build(
+        get: Get<'_>,
+        list: &str,
+        maps: &str,
+    ) -> Result<Option<Arc<MilterSettings>>, String> {
+        let text = |n: &str| get(n).map_err(|e| e.to_string());
+        let off = corepost_config::list::split_list(&text("receive_override_options")?)
+            .map_err(|e| e.to_string())?
+            .iter()
+            .any(|o| o == "no_milters");
+        if off || (list.trim().is_empty() && maps.trim().is_empty()) {
+            return Ok(None);
+        }
+        let defaults = Defaults::from_params(&text)?;
+        let milters = spec::parse_list(list, &defaults)?
+            .into_iter()
+            .map(Arc::new)
+            .collect();
+        let maps =
+            TableList::open(maps).map_err(|e| format!("parameter smtpd_milter_maps: {e}"))?;
+        Ok(Some(Arc::new(MilterSettings {
+            milters,
+            maps,
+            defaults,
+            macros: Arc::new(MacroConfig::from_params(&text)?),
+        })))
+    }
+
+    /// The milters for a client (Postfix: the `smtpd_milter_maps` result
+    /// for the client address replaces `smtpd_milters`; DISABLE turns
+    /// milters off). A lookup or syntax failure answers every command
+    /// with a temporary failure, as a failed milter would.
+    pub fn session(
+        self: &Arc<Self>,
+        client_addr: &str,
+        log: Log<'_>,
+    ) -> Option<MilterSet> {
+        let mut broken = None;
+        let milters = match self.maps.lookup(client_addr) {
+            Ok(None) => self.milters.clone(),
+            Ok(Some(v)) if v.trim().eq_ignore_ascii_case("disable") => Vec::new(),
+            Ok(Some(v)) => match spec::parse_list(&v, &self.defaults) {
+                Ok(l) => l.into_iter().map(Arc::new).collect(),
+                Err(e) => {
+                    log(&format!(
+                        "warning: smtpd_milter_maps: bad result \"{v}\" for {client_addr}: {e}"
+                    ));
+                    broken = Some(Verdict::Reply(
+                        "451 4.3.5 Server configuration problem - try again later".into(),
+                    ));
+                    Vec::new()
+                }
+            },
+            Err(e) => {
+                log(&format!(
+                    "warning: smtpd_milter_maps lookup error for {client_addr}: {e}"
+                ));
+                broken = Some(Verdict::Reply(
+                    "451 4.3.0 Temporary lookup failure".into(),
+                ));
+                Vec::new()
+            }
+        };
+        if milters.is_empty() && broken.is_none() {
+            return None;
+        }
+        Some(MilterSet {
+            conns: milters.into_iter().map(Conn::new).collect(),
+            macros: Arc::clone(&self.macros),
+            broken,
+            ctx: MacroContext::default(),
+        })
+    }
+}
+
+/// The milters of one SMTP session (or one local submission).
+pub struct MilterSet {
+    conns: Vec<Conn>,
+    macros: Arc<MacroConfig>,
+    /// A standing answer when the milter list could not be determined.
+    broken: Option<Verdict>,
+    /// What the macros are computed from; the caller keeps it current.
+    pub ctx: MacroContext,
+}
+
+impl MilterSet {
+    fn macros_for(&self, conn: &Conn, stage: Stage) -> Vec<(String, String)> {
+        self.ctx
+            .evaluate(&self.macros, conn.macro_names(stage, &self.macros.lists))
+    }
+
+    /// Open every milter and report the connection. `host` is the client
+    /// name (Postfix sends `[addr]` for an unknown one); `addr` is `None`
+    /// for local submissions without an address family.
+    pub async fn connect(
+        &mut self,
+        log: Log<'_>,
+        host: &str,
+        addr: Option<std::net::SocketAddr>,
+    ) -> Option<Verdict> {
+        if self.broken.is_some() {
+            return self.broken.clone();
+        }
+        let host = if host == "unknown" {
+            addr.map_or(host.to_string(), |a| format!("[{}]", a.ip()))
+        } else {
+            host.to_string()
+        };
+        let (ctx, config) = (&self.ctx, &self.macros);
+        for c in &mut self.conns {
+            let macros = |c: &Conn| ctx.evaluate(config, c.macro_names(Stage::Connect, &config.lists));
+            if let Some(v) = c.connect(log, &macros, &host, addr).await {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    async fn envelope(
+        &mut self,
+        log: Log<'_>,
+        stage: Stage,
+        args: &[codec::Arg<'_>],
+    ) -> Option<Verdict> {
+        if self.broken.is_some() {
+            return self.broken.clone();
+        }
+        for i in 0..self.conns.len() {
+            let macros = self.macros_for(&self.conns[i], stage);
+            if let Some(v) = self.conns[i]
+                .envelope_event(log, stage.command(), &macros, args)
+                .await
+            {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    pub async fn helo(&mut self, log: Log<'_>, helo: &str) -> Option<Verdict> {
+        self.envelope(log, Stage::Helo, &[codec::Arg::Str(helo)])
+            .await
+    }
+
+    /// MAIL FROM: the address as the client sent it (`<a@b>`), then the
+    /// ESMTP parameters.
+    pub async fn mail(&mut self, log: Log<'_>, argv: &[String]) -> Option<Verdict> {
+        let args: Vec<_> = argv.iter().map(|a| codec::Arg::Str(a)).collect();
+        self.envelope(log, Stage::Mail, &args).await
+    }
+
+    pub async fn rcpt(&mut self, log: Log<'_>, argv: &[String]) -> Option<Verdict> {
+        let args: Vec<_> = argv.iter().map(|a| codec::Arg::Str(a)).collect();
+        self.envelope(log, Stage::Rcpt, &args).await
+    }
+
+    pub async fn data(&mut self, log: Log<'_>) -> Option<Verdict> {
+        self.envelope(log, Stage::Data, &[]).await
+    }
+
+    pub async fn unknown(&mut self, log: Log<'_>, command: &str) -> Option<Verdict> {
+        self.envelope(log, Stage::Unknown, &[codec::Arg::Str(command)])
+            .await
+    }
+
+    /// The content: every milter in turn sees (and may edit) the message
+    /// as the ones before it left it.
+    pub async fn message(&mut self, log: Log<'_>, message: &mut edit::Message) -> Option<Verdict> {
+        if self.broken.is_some() {
+            return self.broken.clone();
+        }
+        for i in 0..self.conns.len() {
+            let eoh = self.macros_for(&self.conns[i], Stage::EndOfHeader);
+            let eod = self.macros_for(&self.conns[i], Stage::EndOfData);
+            if let Some(v) = self.conns[i].message(log, message, &eoh, &eod).await {
+                return Some(v);
+            }
+        }
+        None
+    }
+
+    /// The transaction is over (RSET, HELO again, end of data).
+    pub async fn abort(&mut self, log: Log<'_>) {
+        for c in &mut self.conns {
+            c.abort(log).await;
+        }
+    }
+
+    /// The session is over.
+    pub async fn quit(&mut self) {
+        for c in &mut self.conns {
+            c.quit().await;
+        }
+    }
+
+    /// What a failed or rejecting milter answers to commands without an
+    /// event of their own (VRFY, ETRN): Postfix's milter_other_event.
+    pub fn standing_reply(&self) -> Option<Verdict> {
+        self.broken
+            .clone()
+            .or_else(|| self.conns.iter().find_map(Conn::standing_reply))
+    }
+}
+
+/// A 4xx/5xx verdict text (possibly multi-line) as an SMTP reply.
+pub fn reply_of(text: &str) -> crate::smtpd::reply::Reply {
+    let code = text
+        .get(..3)
+        .and_then(|c| c.parse::<u16>().ok())
+        .unwrap_or(451);
+    let lines: Vec<&str> = text
+        .split('\n')
+        .map(|l| l.trim_end_matches('\r'))
+        .map(|l| l.get(4..).unwrap_or(""))
+        .collect();
+    crate::smtpd::reply::Reply::new(code, "", lines.join("\n"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_line_replies_keep_their_lines() {
+        let r = reply_of("550-5.7.1 first\r\n550 5.7.1 second");
+        assert_eq!(r.code, 550);
+        let mut out = Vec::new();
+        r.write_to(&mut out);
+        assert_eq!(out, b"550-5.7.1 first\r\n550 5.7.1 second\r\n");
+    }
+}
