@@ -288,3 +288,67 @@ mod tests {
         assert_eq!(out, b"550-5.7.1 first\r\n550 5.7.1 second\r\n");
     }
 }
+
+/// Apply the envelope edits milters asked for at end of message, in
+/// order, as Postfix's cleanup does: a new sender, added recipients
+/// (routed like any other; ESMTP arguments are ignored with a warning)
+/// and deleted ones (every recipient whose original address matches).
+pub fn apply_envelope(
+    edits: &[edit::EnvelopeEdit],
+    envelope: &mut corepost_spool::Envelope,
+    router: &crate::routing::Router,
+    log: Log<'_>,
+) -> Result<(), String> {
+    let id = envelope.queue_id;
+    let internal = |a: &str| {
+        let a = a.trim();
+        a.strip_prefix('<')
+            .and_then(|a| a.strip_suffix('>'))
+            .unwrap_or(a)
+            .to_string()
+    };
+    for e in edits {
+        match e {
+            edit::EnvelopeEdit::ChangeFrom(address, args) => {
+                if !args.is_empty() {
+                    log(&format!(
+                        "warning: {id}: cleanup_chg_from: ignoring ESMTP arguments \"{args:.100}\""
+                    ));
+                }
+                envelope.sender = internal(address);
+            }
+            edit::EnvelopeEdit::AddRcpt(address, args) => {
+                if !args.is_empty() {
+                    log(&format!(
+                        "warning: {id}: cleanup_add_rcpt: ignoring ESMTP arguments \"{args:.100}\""
+                    ));
+                }
+                let address = internal(address);
+                if address.is_empty() {
+                    log(&format!(
+                        "warning: {id}: ignoring attempt from Milter to add null recipient"
+                    ));
+                    continue;
+                }
+                let (_, domain) = crate::routing::split_address(&address);
+                let route = router
+                    .classify(domain)
+                    .and_then(|class| router.route(&envelope.sender, &address, class))
+                    .map_err(|e| format!("<{address}>: {e}"))?;
+                envelope.recipients.push(corepost_spool::Recipient {
+                    address,
+                    transport: route.transport,
+                    nexthop: route.nexthop,
+                    ..corepost_spool::Recipient::default()
+                });
+            }
+            edit::EnvelopeEdit::DelRcpt(address) => {
+                let address = internal(address);
+                envelope
+                    .recipients
+                    .retain(|r| r.original.as_deref().unwrap_or(&r.address) != address);
+            }
+        }
+    }
+    Ok(())
+}
