@@ -199,11 +199,11 @@ impl Conn {
                         let _ = s.set_nodelay(true);
                         Stream::Tcp(s)
                     })
-                    .map_err(|e| IoError::Io(std::io::Error::other(e.to_string()))),
+                    .map_err(|e| IoError::Io(e.into())),
                 Target::Unix(p) => glommio::net::UnixStream::connect(p)
                     .await
                     .map(Stream::Unix)
-                    .map_err(|e| IoError::Io(std::io::Error::other(e.to_string()))),
+                    .map_err(|e| IoError::Io(e.into())),
             }
         })
         .await;

@@ -318,11 +318,11 @@ pub fn apply_envelope(
                 envelope.sender = internal(address);
             }
             edit::EnvelopeEdit::AddRcpt(address, args) => {
-                if !args.is_empty() {
+                let (notify, orcpt) = rcpt_args(args, &|a: &str| {
                     log(&format!(
-                        "warning: {id}: cleanup_add_rcpt: ignoring ESMTP arguments \"{args:.100}\""
-                    ));
-                }
+                        "warning: {id}: cleanup_add_rcpt_par: ignoring ESMTP argument \"{a:.100}\""
+                    ))
+                });
                 let address = internal(address);
                 if address.is_empty() {
                     log(&format!(
@@ -337,6 +337,8 @@ pub fn apply_envelope(
                     .map_err(|e| format!("<{address}>: {e}"))?;
                 envelope.recipients.push(corepost_spool::Recipient {
                     address,
+                    notify,
+                    orcpt,
                     transport: route.transport,
                     nexthop: route.nexthop,
                     ..corepost_spool::Recipient::default()
@@ -351,4 +353,32 @@ pub fn apply_envelope(
         }
     }
     Ok(())
+}
+
+/// SMFIR_ADDRCPT_PAR's ESMTP arguments: NOTIFY and ORCPT, as Postfix 3
+/// keeps them; anything else is reported and ignored.
+fn rcpt_args(args: &str, ignored: &dyn Fn(&str)) -> (u8, Option<String>) {
+    use corepost_spool::record::notify;
+    let (mut bits, mut orcpt) = (0, None);
+    for arg in args.split_ascii_whitespace() {
+        let (k, v) = arg.split_once('=').unwrap_or((arg, ""));
+        if k.eq_ignore_ascii_case("NOTIFY") {
+            let mut b = 0;
+            for word in v.split(',') {
+                b |= match word.to_ascii_uppercase().as_str() {
+                    "NEVER" => notify::NEVER,
+                    "SUCCESS" => notify::SUCCESS,
+                    "FAILURE" => notify::FAILURE,
+                    "DELAY" => notify::DELAY,
+                    _ => 0,
+                };
+            }
+            bits = b;
+        } else if k.eq_ignore_ascii_case("ORCPT") && v.contains(';') {
+            orcpt = crate::smtpd::address::decode_xtext(v);
+        } else {
+            ignored(arg);
+        }
+    }
+    (bits, orcpt)
 }

@@ -301,6 +301,12 @@ impl Session {
             .await
         };
         let cleanup_log = |line: &str| self.core.log.line("corepost/cleanup", line);
+        // Postfix's cleanup names the last recipient it was given.
+        let last = envelope
+            .recipients
+            .last()
+            .map(|r| r.address.clone())
+            .unwrap_or_default();
         if message.changed {
             *content = message.assemble();
         }
@@ -310,10 +316,9 @@ impl Session {
             cleanup_log(&format!("warning: {id}: milter edit: {e}"));
             return MilterEnd::Refuse(Reply::new(451, "4.3.0", "Error: queue file write error"));
         }
-        let first = envelope.recipients.first().map_or("", |r| r.address.as_str());
         let line = |action: &str, text: &str| {
             format!(
-                "{id}: {action}: END-OF-MESSAGE from {}: {text}; from=<{}> to=<{first}> proto={} helo=<{}>",
+                "{id}: {action}: END-OF-MESSAGE from {}: {text}; from=<{}> to=<{last}> proto={} helo=<{}>",
                 self.client(),
                 envelope.sender,
                 envelope.client.protocol,

@@ -1,0 +1,293 @@
+//! Milters end to end: the daemon talks the milter protocol to real
+//! milters — a pymilter script that exercises every reply and edit
+//! (`tests/fixtures/milter/scripted.py`), OpenDKIM signing — and to none
+//! (a milter that is down: `milter_default_action`).
+
+mod support;
+
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::Duration;
+use support::*;
+
+/// A milter process, stopped when dropped.
+struct Milter {
+    child: Child,
+    port: u16,
+    record: PathBuf,
+}
+
+impl Drop for Milter {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn wait_for_port(port: u16) {
+    let ok = wait_until(20, || {
+        std::net::TcpStream::connect(("127.0.0.1", port))
+            .ok()
+            .map(|_| ())
+    });
+    assert!(ok.is_some(), "milter on port {port} did not start");
+}
+
+fn scripted(dir: &Path) -> Milter {
+    let port = free_port();
+    let record = dir.join("milter-record.jsonl");
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("../tests/fixtures/milter/scripted.py");
+    let child = Command::new("/usr/bin/python3")
+        .arg(script)
+        .arg(port.to_string())
+        .arg(&record)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("python3-milter (apt-get install python3-milter)");
+    wait_for_port(port);
+    Milter {
+        child,
+        port,
+        record,
+    }
+}
+
+impl Milter {
+    /// The events the milter recorded, as JSON values.
+    fn events(&self) -> Vec<serde_json::Value> {
+        std::fs::read_to_string(&self.record)
+            .unwrap_or_default()
+            .lines()
+            .filter_map(|l| serde_json::from_str(l).ok())
+            .collect()
+    }
+}
+
+fn relay_config(sink: &Sink, milters: &str) -> String {
+    format!(
+        "relayhost = [127.0.0.1]:{}\nminimal_backoff_time = 1s\nmaximal_backoff_time = 2s\nmynetworks = 127.0.0.0/8\nsmtpd_milters = {milters}\n",
+        sink.port
+    )
+}
+
+fn session(port: u16, sender: &str, rcpts: &[&str], subject: &str) -> (Vec<String>, String) {
+    let mut c = Raw::connect(port);
+    let mut replies = vec![c.cmd("EHLO client.test")];
+    replies.push(c.cmd(&format!("MAIL FROM:<{sender}>")));
+    for r in rcpts {
+        replies.push(c.cmd(&format!("RCPT TO:<{r}>")));
+    }
+    replies.push(c.cmd("DATA"));
+    let end = if replies.last().is_some_and(|r| r.starts_with("354")) {
+        c.send(
+            format!(
+                "Subject: {subject}\r\nX-Remove: bye\r\nFrom: <{sender}>\r\n\r\noriginal body\r\n.\r\n"
+            )
+            .as_bytes(),
+        );
+        c.reply().trim().to_string()
+    } else {
+        String::new()
+    };
+    c.cmd("QUIT");
+    (replies, end)
+}
+
+#[test]
+fn envelope_replies_reject_tempfail_and_custom_as_postfix() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let m = scripted(tmp.path());
+    let sink = Sink::start();
+    let d = Daemon::start(&relay_config(&sink, &format!("inet:127.0.0.1:{}", m.port)));
+    let (replies, end) = session(
+        d.port,
+        "s@example.org",
+        &[
+            "reject@example.com",
+            "tempfail@example.com",
+            "custom@example.com",
+            "ok@example.com",
+        ],
+        "plain",
+    );
+    assert_eq!(replies[2].trim(), "550 5.7.1 Command rejected");
+    assert_eq!(
+        replies[3].trim(),
+        "451 4.7.1 Service unavailable - try again later"
+    );
+    assert_eq!(
+        replies[4].trim(),
+        "550 5.7.0 custom rejection for 100% of this"
+    );
+    assert!(replies[5].starts_with("250"), "{replies:?}");
+    assert!(end.starts_with("250 2.0.0 Ok: queued as"), "{end}");
+    let log = d.log();
+    assert!(
+        log.contains("NOQUEUE: milter-reject: RCPT from unknown[127.0.0.1]: 550 5.7.1 Command rejected; from=<s@example.org> to=<reject@example.com> proto=ESMTP helo=<client.test>"),
+        "{log}"
+    );
+    assert!(
+        log.contains("milter-reject: RCPT from unknown[127.0.0.1]: 451 4.7.1 Service unavailable - try again later; from=<s@example.org> to=<tempfail@example.com>"),
+        "{log}"
+    );
+    let got = sink.wait_for(1, 20);
+    assert_eq!(got.messages[0].1, vec!["ok@example.com".to_string()]);
+    // The macros a milter gets, with Postfix's values.
+    let events = m.events();
+    let connect = events.iter().find(|e| e["event"] == "connect").expect("connect");
+    assert_eq!(connect["j"], "mx.test.example");
+    assert_eq!(connect["{daemon_name}"], "mx.test.example");
+    assert_eq!(connect["{daemon_addr}"], "127.0.0.1");
+    assert_eq!(connect["_"], "unknown [127.0.0.1]");
+    assert_eq!(connect["hostname"], "[127.0.0.1]");
+    assert!(connect["v"].as_str().unwrap_or("").starts_with("corepost "), "{connect}");
+    let from = events.iter().find(|e| e["event"] == "envfrom").expect("envfrom");
+    assert_eq!(from["sender"], "<s@example.org>");
+    assert_eq!(from["{mail_addr}"], "s@example.org");
+    let rcpt = events
+        .iter()
+        .find(|e| e["event"] == "envrcpt" && e["rcpt"] == "<ok@example.com>")
+        .expect("rcpt");
+    assert_eq!(rcpt["{rcpt_addr}"], "ok@example.com");
+    assert_eq!(rcpt["{rcpt_mailer}"], "smtp");
+    assert_eq!(rcpt["{rcpt_host}"], "[127.0.0.1]:".to_string() + &sink.port.to_string());
+    // As in Postfix, the queue id exists only once a recipient is accepted.
+    assert!(rcpt["i"].is_null(), "{rcpt}");
+    let eom = events.iter().find(|e| e["event"] == "eom").expect("eom");
+    let id = end.rsplit(' ').next().unwrap_or_default();
+    assert_eq!(eom["i"], id);
+    // Our Received: header is not shown to the milter.
+    assert_eq!(eom["headers"][0][0], "Subject");
+    assert_eq!(eom["body"], "original body\r\n");
+}
+
+#[test]
+fn end_of_message_decisions_as_postfix() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let m = scripted(tmp.path());
+    let sink = Sink::start();
+    let d = Daemon::start(&relay_config(&sink, &format!("inet:127.0.0.1:{}", m.port)));
+    let to = ["ok@example.com"];
+    let (_, reject) = session(d.port, "s@example.org", &to, "reject");
+    assert_eq!(reject, "550 5.7.1 Command rejected");
+    let (_, tempfail) = session(d.port, "s@example.org", &to, "tempfail");
+    assert_eq!(tempfail, "451 4.7.1 Service unavailable - try again later");
+    let (_, custom) = session(d.port, "s@example.org", &to, "custom");
+    assert_eq!(custom, "554 5.7.1 content refused");
+    let (_, discard) = session(d.port, "s@example.org", &to, "discard");
+    assert!(discard.starts_with("250 2.0.0 Ok: queued as "), "{discard}");
+    let discarded = discard.rsplit(' ').next().unwrap_or_default().to_string();
+    let (_, held) = session(d.port, "s@example.org", &to, "quarantine");
+    let held = held.rsplit(' ').next().unwrap_or_default().to_string();
+    let (_, early) = session(d.port, "discard-early@example.org", &to, "plain");
+    assert!(early.starts_with("250 2.0.0 Ok: queued as "), "{early}");
+    let log = d.log();
+    assert!(
+        log.contains(": milter-reject: END-OF-MESSAGE from unknown[127.0.0.1]: 5.7.1 Command rejected; from=<s@example.org> to=<ok@example.com> proto=ESMTP helo=<client.test>"),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{discarded}: milter-discard: END-OF-MESSAGE from unknown[127.0.0.1]: milter triggers DISCARD action; from=<s@example.org>")),
+        "{log}"
+    );
+    assert!(
+        log.contains(&format!("{held}: milter-hold: END-OF-MESSAGE from unknown[127.0.0.1]: milter triggers HOLD action")),
+        "{log}"
+    );
+    assert!(
+        log.contains("NOQUEUE: milter-discard: MAIL from unknown[127.0.0.1]: milter triggers DISCARD action; from=<discard-early@example.org> proto=ESMTP helo=<client.test>"),
+        "{log}"
+    );
+    // The held message waits in the hold queue; nothing else is delivered.
+    let list = corepost(&["queue", "-c", &d.config_dir(), "list"]);
+    assert!(stdout(&list).contains(&format!("{held}!")), "{}", stdout(&list));
+    std::thread::sleep(Duration::from_secs(2));
+    assert_eq!(sink.snapshot().messages.len(), 0, "{}", d.log());
+}
+
+#[test]
+fn end_of_message_edits_change_what_is_queued() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let m = scripted(tmp.path());
+    let sink = Sink::start();
+    let d = Daemon::start(&relay_config(&sink, &format!("inet:127.0.0.1:{}", m.port)));
+    let (replies, end) = session(
+        d.port,
+        "s@example.org",
+        &["ok@example.com", "gone@example.com"],
+        "edit",
+    );
+    assert!(end.starts_with("250 2.0.0 Ok: queued as"), "{replies:?} {end}");
+    let got = sink.wait_for(1, 20);
+    let (sender, mut rcpts, content) = got.messages[0].clone();
+    rcpts.sort();
+    assert_eq!(sender, "new-sender@example.com");
+    assert_eq!(
+        rcpts,
+        ["added-par@example.com", "added@example.com", "ok@example.com"]
+    );
+    let text = String::from_utf8_lossy(&content).to_string();
+    let (headers, body) = text.split_once("\r\n\r\n").expect("separator");
+    let names: Vec<&str> = headers
+        .split("\r\n")
+        .filter(|l| !l.starts_with([' ', '\t']))
+        .map(|l| l.split(':').next().unwrap_or_default())
+        .collect();
+    assert_eq!(
+        names,
+        ["Received", "X-Inserted", "Subject", "From", "X-Added"],
+        "{headers}"
+    );
+    assert!(headers.contains("Subject: edited\r\n"), "{headers}");
+    assert!(headers.contains("X-Inserted: top\r\n"), "{headers}");
+    assert_eq!(body, "replaced body\r\nsecond line\r\n");
+}
+
+#[test]
+fn a_milter_that_is_down_gets_the_default_action() {
+    let sink = Sink::start();
+    let down = free_port();
+    let d = Daemon::start(&format!(
+        "{}milter_connect_timeout = 2s\n",
+        relay_config(&sink, &format!("inet:127.0.0.1:{down}"))
+    ));
+    let (replies, _) = session(d.port, "s@example.org", &["ok@example.com"], "plain");
+    assert!(replies[0].starts_with("250"), "{replies:?}");
+    assert_eq!(
+        replies[1].trim(),
+        "451 4.7.1 Service unavailable - try again later"
+    );
+    let log = d.log();
+    assert!(
+        log.contains(&format!(
+            "warning: connect to Milter service inet:127.0.0.1:{down}: Connection refused"
+        )),
+        "{log}"
+    );
+    assert!(
+        log.contains("NOQUEUE: milter-reject: MAIL from unknown[127.0.0.1]: 451 4.7.1 Service unavailable - try again later; from=<s@example.org> proto=ESMTP helo=<client.test>"),
+        "{log}"
+    );
+    // default_action=accept (per milter, Postfix 3 syntax): mail flows.
+    let d = Daemon::start(&relay_config(
+        &sink,
+        &format!("{{ inet:127.0.0.1:{down}, default_action=accept }}"),
+    ));
+    let id = submit(d.port, "s@example.org", &["ok@example.com"], "Subject: x\r\n\r\nhi");
+    let got = sink.wait_for(1, 20);
+    assert_eq!(got.messages.len(), 1, "{id}: {}", d.log());
+}
+
+#[test]
+fn smtpd_milter_maps_disable_milters_per_client() {
+    let sink = Sink::start();
+    let down = free_port();
+    let d = Daemon::start(&format!(
+        "{}smtpd_milter_maps = inline:{{ 127.0.0.1=DISABLE }}\n",
+        relay_config(&sink, &format!("inet:127.0.0.1:{down}"))
+    ));
+    submit(d.port, "s@example.org", &["ok@example.com"], "Subject: x\r\n\r\nhi");
+    assert_eq!(sink.wait_for(1, 20).messages.len(), 1);
+    assert!(!d.log().contains("Milter service"), "{}", d.log());
+}
