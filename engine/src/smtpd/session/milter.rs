@@ -142,12 +142,15 @@ impl Session {
         if self.helo.is_some() || self.tx.is_some() {
             self.milter_abort().await;
         }
-        let host = host.to_string();
+        let (host, host_name) = (host.to_string(), host.to_string());
         let v = self
             .milter_event(async move |m, log| m.helo(log, &host).await)
             .await?;
-        self.milter_verdict(if esmtp { "EHLO" } else { "HELO" }, v, None)
-            .filter(|r| r.code == 421)
+        // Postfix's line names the new HELO name (with the old protocol).
+        let previous = self.helo.replace(host_name);
+        let reply = self.milter_verdict(if esmtp { "EHLO" } else { "HELO" }, v, None);
+        self.helo = previous;
+        reply.filter(|r| r.code == 421)
     }
 
     fn milter_argv(path: &str, bracketed: bool, params: &[Param]) -> Vec<String> {
