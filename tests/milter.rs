@@ -298,3 +298,83 @@ fn smtpd_milter_maps_disable_milters_per_client() {
     assert_eq!(sink.wait_for(1, 20).messages.len(), 1);
     assert!(!d.log().contains("Milter service"), "{}", d.log());
 }
+
+/// OpenDKIM as a signing milter on a loopback socket (foreground, its own
+/// configuration and a fresh key), and the TXT record for its key.
+fn opendkim(dir: &Path) -> (Milter, String) {
+    let out = Command::new("opendkim-genkey")
+        .args(["-D"])
+        .arg(dir)
+        .args(["-d", "example.org", "-s", "sel"])
+        .output()
+        .expect("opendkim-genkey (apt-get install opendkim-tools)");
+    assert!(out.status.success(), "{out:?}");
+    let txt = std::fs::read_to_string(dir.join("sel.txt")).expect("sel.txt");
+    // `( "v=DKIM1; h=sha256; k=rsa; " "p=..." "..." )`: the quoted parts.
+    let record: String = txt.split('"').skip(1).step_by(2).collect();
+    let port = free_port();
+    let conf = dir.join("opendkim.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "Syslog no\nMode s\nDomain example.org\nSelector sel\nKeyFile {}\nSocket inet:{port}@127.0.0.1\nCanonicalization relaxed/relaxed\nRequireSafeKeys false\n",
+            dir.join("sel.private").display()
+        ),
+    )
+    .expect("opendkim.conf");
+    let child = Command::new("opendkim")
+        .arg("-f")
+        .arg("-x")
+        .arg(&conf)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .expect("opendkim");
+    wait_for_port(port);
+    let m = Milter {
+        child,
+        port,
+        record: dir.join("unused"),
+    };
+    (m, record)
+}
+
+/// python3-dkim's verdict, the key's TXT record answering its lookup.
+fn dkim_verifies(message: &[u8], record: &str, dir: &Path) -> bool {
+    let file = dir.join("signed.eml");
+    std::fs::write(&file, message).expect("write");
+    let script = format!(
+        "import dkim, sys\ndef dns(name, timeout=5):\n    return b'{record}' if name.rstrip(b'.') == b'sel._domainkey.example.org' else None\nsys.exit(0 if dkim.verify(open('{}', 'rb').read(), dnsfunc=dns) else 1)\n",
+        file.display()
+    );
+    let out = Command::new("/usr/bin/python3")
+        .args(["-c", &script])
+        .output()
+        .expect("python3");
+    assert!(
+        out.status.code().is_some_and(|c| c <= 1),
+        "python3-dkim did not run: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    out.status.success()
+}
+
+#[test]
+fn opendkim_signs_through_smtpd_milters_and_the_signature_verifies() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let (m, record) = opendkim(tmp.path());
+    let sink = Sink::start();
+    let d = Daemon::start(&relay_config(&sink, &format!("inet:127.0.0.1:{}", m.port)));
+    let content = "From: Sender <s@example.org>\r\nTo: <r@example.com>\r\nSubject: signed by a milter\r\nDate: Sun, 6 Dec 2026 12:00:00 +0000\r\nMessage-ID: <1@example.org>\r\n\r\nHello,\r\n\r\nthis is signed.\r\n";
+    submit(d.port, "s@example.org", &["r@example.com"], content.trim_end());
+    let got = sink.wait_for(1, 20);
+    let message = &got.messages[0].2;
+    let text = String::from_utf8_lossy(message);
+    assert!(text.contains("DKIM-Signature: v=1; a=rsa-sha256;"), "{text}");
+    let headers = text.split("\r\n\r\n").next().unwrap_or_default();
+    assert_eq!(headers.matches("DKIM-Signature:").count(), 1, "{text}");
+    assert!(dkim_verifies(message, &record, tmp.path()), "{text}");
+    // A changed body no longer verifies: the check can fail.
+    let tampered = text.replace("this is signed.", "this is changed.");
+    assert!(!dkim_verifies(tampered.as_bytes(), &record, tmp.path()));
+}
