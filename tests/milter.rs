@@ -378,3 +378,68 @@ fn opendkim_signs_through_smtpd_milters_and_the_signature_verifies() {
     let tampered = text.replace("this is signed.", "this is changed.");
     assert!(!dkim_verifies(tampered.as_bytes(), &record, tmp.path()));
 }
+
+fn sendmail(d: &Daemon, sender: &str, rcpt: &str, message: &str) {
+    let link = d.dir.path().join("sendmail");
+    if !link.exists() {
+        std::os::unix::fs::symlink(corepost_bin(), &link).expect("symlink");
+    }
+    let mut child = Command::new(&link)
+        .arg("-C")
+        .arg(d.config_dir())
+        .args(["-f", sender, rcpt])
+        .env_remove("COREPOST_CONFIG_DIR")
+        .stdin(Stdio::piped())
+        .spawn()
+        .expect("sendmail");
+    use std::io::Write;
+    child
+        .stdin
+        .take()
+        .expect("stdin")
+        .write_all(message.as_bytes())
+        .expect("write");
+    assert!(child.wait().expect("wait").success());
+}
+
+#[test]
+fn non_smtpd_milters_see_local_submissions_as_postfix_emulates_them() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let m = scripted(tmp.path());
+    let sink = Sink::start();
+    let d = Daemon::start_with_master_lines(
+        &format!(
+            "relayhost = [127.0.0.1]:{}\nminimal_backoff_time = 1s\nmaximal_backoff_time = 2s\nnon_smtpd_milters = inet:127.0.0.1:{}\nbounce_notice_recipient = postmaster\n",
+            sink.port, m.port
+        ),
+        "pickup unix n - n 60 1 pickup\n",
+    );
+    sendmail(&d, "s@example.org", "ok@example.com", "From: s@example.org\nSubject: edit\nX-Remove: x\n\nlocal body\n");
+    let got = sink.wait_for(1, 30);
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    let (sender, rcpts, content) = &got.messages[0];
+    assert_eq!(sender, "new-sender@example.com");
+    assert!(rcpts.contains(&"added@example.com".to_string()), "{rcpts:?}");
+    let text = String::from_utf8_lossy(content);
+    assert!(text.contains("Subject: edited\r\n") && text.ends_with("replaced body\r\nsecond line\r\n"), "{text}");
+    // The emulated SMTP events, as Postfix's cleanup sends them.
+    let events = m.events();
+    let connect = events.iter().find(|e| e["event"] == "connect").expect("connect");
+    assert_eq!(connect["hostname"], "localhost");
+    let from = events.iter().find(|e| e["event"] == "envfrom").expect("envfrom");
+    assert_eq!(from["sender"], "s@example.org");
+    assert!(from["i"].as_str().is_some_and(|i| !i.is_empty()), "{from}");
+
+    // A 5xx at end of message returns the mail to its sender.
+    sendmail(&d, "s@example.org", "ok@example.com", "From: s@example.org\nSubject: reject\n\nno\n");
+    let got = sink.wait_for(2, 30);
+    let log = d.log();
+    assert!(
+        log.contains(": milter-reject: END-OF-MESSAGE from localhost[127.0.0.1]: 5.7.1 Command rejected; from=<s@example.org> to=<ok@example.com>\n"),
+        "{log}"
+    );
+    let (bounce_sender, bounce_rcpts, bounce) = &got.messages[1];
+    assert_eq!(bounce_sender, "");
+    assert_eq!(bounce_rcpts, &vec!["s@example.org".to_string()]);
+    assert!(String::from_utf8_lossy(bounce).contains("Command rejected"), "{log}");
+}

@@ -20,6 +20,7 @@
 pub mod codec;
 pub mod conn;
 pub mod edit;
+pub mod local;
 pub mod macros;
 pub mod spec;
 

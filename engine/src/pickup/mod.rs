@@ -61,6 +61,8 @@ pub struct PickupSettings {
     pub empty_address_recipient: String,
     /// DKIM signing of local submissions (`corepost_dkim_signing_table`).
     pub dkim: Option<Arc<crate::dkim::DkimSigner>>,
+    /// `non_smtpd_milters` (see `crate::milter::local`).
+    pub milters: Option<Arc<crate::milter::MilterSettings>>,
 }
 
 impl PickupSettings {
@@ -95,6 +97,7 @@ impl PickupSettings {
             default_filter_nexthop: text("default_filter_nexthop")?,
             empty_address_recipient: text("empty_address_recipient")?,
             dkim: crate::dkim::DkimSigner::from_params(&|n| s.get(n))?,
+            milters: crate::milter::MilterSettings::non_smtpd(&|n| s.get(n))?,
         }))
     }
 
@@ -441,7 +444,7 @@ async fn pass(
             }
         };
         let id = ctx.new_queue_id();
-        let prepared = match prepare(s, &sub, uid, id, corepost_spool::queue_id::now_micros()) {
+        let mut prepared = match prepare(s, &sub, uid, id, corepost_spool::queue_id::now_micros()) {
             Ok(p) => p,
             Err(Refusal::Malformed(why)) => {
                 set_aside(ctx, s, &path, name, &why);
@@ -456,6 +459,26 @@ async fn pass(
                 continue;
             }
         };
+        if let Some(milters) = &s.milters {
+            use crate::milter::local::{Outcome, filter};
+            let log = |l: &str| ctx.log.line("corepost/cleanup", l);
+            let p = &mut prepared;
+            match filter(milters, &mut p.envelope, &mut p.content, &s.router, &log).await {
+                Outcome::Queue => {}
+                Outcome::Discard => {
+                    let line = format!("{id}: uid={uid} from=<{}>", sub.sender);
+                    ctx.log.line(&s.program, &line);
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                Outcome::Retry(why) => {
+                    let line = format!("warning: maildrop/{name}: {why}; will try again");
+                    ctx.log.line(&s.program, &line);
+                    retry_after.insert(name.clone(), now + RETRY);
+                    continue;
+                }
+            }
+        }
         let appended = ctx
             .spool
             .borrow_mut()
