@@ -135,14 +135,23 @@ fn envelope_replies_reject_tempfail_and_custom_as_postfix() {
     assert_eq!(got.messages[0].1, vec!["ok@example.com".to_string()]);
     // The macros a milter gets, with Postfix's values.
     let events = m.events();
-    let connect = events.iter().find(|e| e["event"] == "connect").expect("connect");
+    let connect = events
+        .iter()
+        .find(|e| e["event"] == "connect")
+        .expect("connect");
     assert_eq!(connect["j"], "mx.test.example");
     assert_eq!(connect["{daemon_name}"], "mx.test.example");
     assert_eq!(connect["{daemon_addr}"], "127.0.0.1");
     assert_eq!(connect["_"], "unknown [127.0.0.1]");
     assert_eq!(connect["hostname"], "[127.0.0.1]");
-    assert!(connect["v"].as_str().unwrap_or("").starts_with("corepost "), "{connect}");
-    let from = events.iter().find(|e| e["event"] == "envfrom").expect("envfrom");
+    assert!(
+        connect["v"].as_str().unwrap_or("").starts_with("corepost "),
+        "{connect}"
+    );
+    let from = events
+        .iter()
+        .find(|e| e["event"] == "envfrom")
+        .expect("envfrom");
     assert_eq!(from["sender"], "<s@example.org>");
     assert_eq!(from["{mail_addr}"], "s@example.org");
     let rcpt = events
@@ -151,7 +160,10 @@ fn envelope_replies_reject_tempfail_and_custom_as_postfix() {
         .expect("rcpt");
     assert_eq!(rcpt["{rcpt_addr}"], "ok@example.com");
     assert_eq!(rcpt["{rcpt_mailer}"], "smtp");
-    assert_eq!(rcpt["{rcpt_host}"], "[127.0.0.1]:".to_string() + &sink.port.to_string());
+    assert_eq!(
+        rcpt["{rcpt_host}"],
+        "[127.0.0.1]:".to_string() + &sink.port.to_string()
+    );
     // As in Postfix, the queue id exists only once a recipient is accepted.
     assert!(rcpt["i"].is_null(), "{rcpt}");
     let eom = events.iter().find(|e| e["event"] == "eom").expect("eom");
@@ -201,7 +213,11 @@ fn end_of_message_decisions_as_postfix() {
     );
     // The held message waits in the hold queue; nothing else is delivered.
     let list = corepost(&["queue", "-c", &d.config_dir(), "list"]);
-    assert!(stdout(&list).contains(&format!("{held}!")), "{}", stdout(&list));
+    assert!(
+        stdout(&list).contains(&format!("{held}!")),
+        "{}",
+        stdout(&list)
+    );
     std::thread::sleep(Duration::from_secs(2));
     assert_eq!(sink.snapshot().messages.len(), 0, "{}", d.log());
 }
@@ -218,14 +234,21 @@ fn end_of_message_edits_change_what_is_queued() {
         &["ok@example.com", "gone@example.com"],
         "edit",
     );
-    assert!(end.starts_with("250 2.0.0 Ok: queued as"), "{replies:?} {end}");
+    assert!(
+        end.starts_with("250 2.0.0 Ok: queued as"),
+        "{replies:?} {end}"
+    );
     let got = sink.wait_for(1, 20);
     let (sender, mut rcpts, content) = got.messages[0].clone();
     rcpts.sort();
     assert_eq!(sender, "new-sender@example.com");
     assert_eq!(
         rcpts,
-        ["added-par@example.com", "added@example.com", "ok@example.com"]
+        [
+            "added-par@example.com",
+            "added@example.com",
+            "ok@example.com"
+        ]
     );
     let text = String::from_utf8_lossy(&content).to_string();
     let (headers, body) = text.split_once("\r\n\r\n").expect("separator");
@@ -281,7 +304,12 @@ fn a_milter_that_is_down_gets_the_default_action() {
         &sink,
         &format!("{{ inet:127.0.0.1:{down}, default_action=accept }}"),
     ));
-    let id = submit(d.port, "s@example.org", &["ok@example.com"], "Subject: x\r\n\r\nhi");
+    let id = submit(
+        d.port,
+        "s@example.org",
+        &["ok@example.com"],
+        "Subject: x\r\n\r\nhi",
+    );
     let got = sink.wait_for(1, 20);
     assert_eq!(got.messages.len(), 1, "{id}: {}", d.log());
 }
@@ -294,7 +322,12 @@ fn smtpd_milter_maps_disable_milters_per_client() {
         "{}smtpd_milter_maps = inline:{{ 127.0.0.1=DISABLE }}\n",
         relay_config(&sink, &format!("inet:127.0.0.1:{down}"))
     ));
-    submit(d.port, "s@example.org", &["ok@example.com"], "Subject: x\r\n\r\nhi");
+    submit(
+        d.port,
+        "s@example.org",
+        &["ok@example.com"],
+        "Subject: x\r\n\r\nhi",
+    );
     assert_eq!(sink.wait_for(1, 20).messages.len(), 1);
     assert!(!d.log().contains("Milter service"), "{}", d.log());
 }
@@ -366,11 +399,19 @@ fn opendkim_signs_through_smtpd_milters_and_the_signature_verifies() {
     let sink = Sink::start();
     let d = Daemon::start(&relay_config(&sink, &format!("inet:127.0.0.1:{}", m.port)));
     let content = "From: Sender <s@example.org>\r\nTo: <r@example.com>\r\nSubject: signed by a milter\r\nDate: Sun, 6 Dec 2026 12:00:00 +0000\r\nMessage-ID: <1@example.org>\r\n\r\nHello,\r\n\r\nthis is signed.\r\n";
-    submit(d.port, "s@example.org", &["r@example.com"], content.trim_end());
+    submit(
+        d.port,
+        "s@example.org",
+        &["r@example.com"],
+        content.trim_end(),
+    );
     let got = sink.wait_for(1, 20);
     let message = &got.messages[0].2;
     let text = String::from_utf8_lossy(message);
-    assert!(text.contains("DKIM-Signature: v=1; a=rsa-sha256;"), "{text}");
+    assert!(
+        text.contains("DKIM-Signature: v=1; a=rsa-sha256;"),
+        "{text}"
+    );
     let headers = text.split("\r\n\r\n").next().unwrap_or_default();
     assert_eq!(headers.matches("DKIM-Signature:").count(), 1, "{text}");
     assert!(dkim_verifies(message, &record, tmp.path()), "{text}");
@@ -414,24 +455,46 @@ fn non_smtpd_milters_see_local_submissions_as_postfix_emulates_them() {
         ),
         "pickup unix n - n 60 1 pickup\n",
     );
-    sendmail(&d, "s@example.org", "ok@example.com", "From: s@example.org\nSubject: edit\nX-Remove: x\n\nlocal body\n");
+    sendmail(
+        &d,
+        "s@example.org",
+        "ok@example.com",
+        "From: s@example.org\nSubject: edit\nX-Remove: x\n\nlocal body\n",
+    );
     let got = sink.wait_for(1, 30);
     assert_eq!(got.messages.len(), 1, "{}", d.log());
     let (sender, rcpts, content) = &got.messages[0];
     assert_eq!(sender, "new-sender@example.com");
-    assert!(rcpts.contains(&"added@example.com".to_string()), "{rcpts:?}");
+    assert!(
+        rcpts.contains(&"added@example.com".to_string()),
+        "{rcpts:?}"
+    );
     let text = String::from_utf8_lossy(content);
-    assert!(text.contains("Subject: edited\r\n") && text.ends_with("replaced body\r\nsecond line\r\n"), "{text}");
+    assert!(
+        text.contains("Subject: edited\r\n") && text.ends_with("replaced body\r\nsecond line\r\n"),
+        "{text}"
+    );
     // The emulated SMTP events, as Postfix's cleanup sends them.
     let events = m.events();
-    let connect = events.iter().find(|e| e["event"] == "connect").expect("connect");
+    let connect = events
+        .iter()
+        .find(|e| e["event"] == "connect")
+        .expect("connect");
     assert_eq!(connect["hostname"], "localhost");
-    let from = events.iter().find(|e| e["event"] == "envfrom").expect("envfrom");
+    let from = events
+        .iter()
+        .find(|e| e["event"] == "envfrom")
+        .expect("envfrom");
     assert_eq!(from["sender"], "s@example.org");
     assert!(from["i"].as_str().is_some_and(|i| !i.is_empty()), "{from}");
 
     // A 5xx at end of message returns the mail to its sender.
-    sendmail(&d, "s@example.org", "ok@example.com", "From: s@example.org\nSubject: reject\n\nno\n");
+    sendmail(
+        &d,
+        "s@example.org",
+        "ok@example.com",
+        "From: s@example.org\nSubject: reject\n\nno\n",
+    );
     let got = sink.wait_for(2, 30);
     let log = d.log();
     assert!(
@@ -441,5 +504,8 @@ fn non_smtpd_milters_see_local_submissions_as_postfix_emulates_them() {
     let (bounce_sender, bounce_rcpts, bounce) = &got.messages[1];
     assert_eq!(bounce_sender, "");
     assert_eq!(bounce_rcpts, &vec!["s@example.org".to_string()]);
-    assert!(String::from_utf8_lossy(bounce).contains("Command rejected"), "{log}");
+    assert!(
+        String::from_utf8_lossy(bounce).contains("Command rejected"),
+        "{log}"
+    );
 }

@@ -177,7 +177,9 @@ impl std::fmt::Display for DecodeError {
             DecodeError::TooLong(n) => {
                 write!(f, "unreasonable packet length: {n} > {MAX_PACKET}")
             }
-            DecodeError::TrailingData(r, n) => write!(f, "reply {r} was followed by {n} data bytes"),
+            DecodeError::TrailingData(r, n) => {
+                write!(f, "reply {r} was followed by {n} data bytes")
+            }
             DecodeError::ShortLong => write!(f, "input packet too short for network long"),
             DecodeError::ShortString => write!(f, "packet too short for string"),
             DecodeError::MissingNul => write!(f, "missing string null terminator"),
@@ -187,13 +189,16 @@ impl std::fmt::Display for DecodeError {
     }
 }
 
+/// A packet in a buffer: command, data, bytes it took.
+pub type Packet<'a> = (u8, &'a [u8], usize);
+
 /// Cuts packets out of buffered input.
 pub struct FrameReader;
 
 impl FrameReader {
     /// The first complete packet in `buf`: (command, data, bytes used), or
     /// `None` when more input is needed.
-    pub fn next(buf: &[u8]) -> Result<Option<(u8, &[u8], usize)>, DecodeError> {
+    pub fn next(buf: &[u8]) -> Result<Option<Packet<'_>>, DecodeError> {
         let Some(len) = buf.get(..4) else {
             return Ok(None);
         };
@@ -233,11 +238,28 @@ pub enum Response {
     /// SMFIR_REPLYCODE: `ddd x.y.z text`, possibly multi-line.
     ReplyCode(String),
     Quarantine(String),
-    AddHeader { name: String, value: String },
-    ChangeHeader { index: u32, name: String, value: String },
-    InsertHeader { index: u32, name: String, value: String },
-    ChangeFrom { address: String, args: String },
-    AddRcpt { address: String, args: String },
+    AddHeader {
+        name: String,
+        value: String,
+    },
+    ChangeHeader {
+        index: u32,
+        name: String,
+        value: String,
+    },
+    InsertHeader {
+        index: u32,
+        name: String,
+        value: String,
+    },
+    ChangeFrom {
+        address: String,
+        args: String,
+    },
+    AddRcpt {
+        address: String,
+        args: String,
+    },
     DelRcpt(String),
     ReplaceBody(Vec<u8>),
 }
@@ -274,7 +296,10 @@ struct Data<'a>(&'a [u8]);
 
 impl<'a> Data<'a> {
     fn long(&mut self) -> Result<u32, DecodeError> {
-        let (n, rest) = self.0.split_first_chunk::<4>().ok_or(DecodeError::ShortLong)?;
+        let (n, rest) = self
+            .0
+            .split_first_chunk::<4>()
+            .ok_or(DecodeError::ShortLong)?;
         self.0 = rest;
         Ok(u32::from_be_bytes(*n))
     }
@@ -396,7 +421,11 @@ mod tests {
     fn encodes_postfix_optneg() {
         let p = encode(
             cmd::OPTNEG,
-            &[Arg::Long(6), Arg::Long(action::ALL), Arg::Long(proto::V6_MASK)],
+            &[
+                Arg::Long(6),
+                Arg::Long(action::ALL),
+                Arg::Long(proto::V6_MASK),
+            ],
         );
         assert_eq!(&p[..5], &[0, 0, 0, 13, b'O']);
         assert_eq!(&p[5..9], &[0, 0, 0, 6]);

@@ -218,11 +218,17 @@ impl Conn {
         self.np_mask = proto::NOSEND_MASK & !events;
         let optneg = codec::encode(
             cmd::OPTNEG,
-            &[Arg::Long(version), Arg::Long(action::ALL), Arg::Long(events)],
+            &[
+                Arg::Long(version),
+                Arg::Long(action::ALL),
+                Arg::Long(events),
+            ],
         );
         let timeout = self.spec.command_timeout;
         if let Err(e) = self.write(&optneg, timeout).await {
-            log(&format!("warning: milter {name}: error writing command: {e}"));
+            log(&format!(
+                "warning: milter {name}: error writing command: {e}"
+            ));
             log(&format!(
                 "warning: milter {name}: write error in initial handshake"
             ));
@@ -234,7 +240,9 @@ impl Conn {
                 log(&format!(
                     "warning: milter {name}: can't read SMFIC_OPTNEG reply packet header: {e}"
                 ));
-                log(&format!("warning: milter {name}: read error in initial handshake"));
+                log(&format!(
+                    "warning: milter {name}: read error in initial handshake"
+                ));
                 return self.comm_error();
             }
         };
@@ -261,7 +269,9 @@ impl Conn {
             if let Err(e) = reply {
                 log(&format!("warning: milter {name}: {e}"));
             }
-            log(&format!("warning: milter {name}: read error in initial handshake"));
+            log(&format!(
+                "warning: milter {name}: read error in initial handshake"
+            ));
             return self.comm_error();
         };
         if version > my_version {
@@ -490,9 +500,7 @@ impl Conn {
                 m.change_header(index, &name, &value);
             }
             Response::AddHeader { name, value } => m.add_header(&name, &value),
-            Response::InsertHeader { index, name, value } => {
-                m.insert_header(index, &name, &value)
-            }
+            Response::InsertHeader { index, name, value } => m.insert_header(index, &name, &value),
             Response::ChangeFrom { address, args } => {
                 m.envelope.push(EnvelopeEdit::ChangeFrom(address, args))
             }
@@ -507,7 +515,9 @@ impl Conn {
                             .into(),
                     );
                 }
-                new_body.get_or_insert_with(Vec::new).extend_from_slice(&chunk);
+                new_body
+                    .get_or_insert_with(Vec::new)
+                    .extend_from_slice(&chunk);
             }
             other => return Err(format!("unexpected filter response {}", other.name())),
         }
@@ -552,13 +562,31 @@ impl Conn {
                     Arg::Short(a.port()),
                     Arg::Str(&ip),
                 ];
-                self.event(log, cmd::CONNECT, proto::NOCONNECT, skip, &m, &args, t, None)
-                    .await
+                self.event(
+                    log,
+                    cmd::CONNECT,
+                    proto::NOCONNECT,
+                    skip,
+                    &m,
+                    &args,
+                    t,
+                    None,
+                )
+                .await
             }
             None => {
                 let args = [Arg::Str(host), Arg::Octet(b'U')];
-                self.event(log, cmd::CONNECT, proto::NOCONNECT, skip, &m, &args, t, None)
-                    .await
+                self.event(
+                    log,
+                    cmd::CONNECT,
+                    proto::NOCONNECT,
+                    skip,
+                    &m,
+                    &args,
+                    t,
+                    None,
+                )
+                .await
             }
         }
     }
@@ -609,9 +637,7 @@ impl Conn {
             return self.def_reply.clone();
         }
         self.state = State::Message;
-        let verdict = self
-            .content(log, message, eoh_macros, eod_macros)
-            .await;
+        let verdict = self.content(log, message, eoh_macros, eod_macros).await;
         if matches!(self.state, State::Message | State::AcceptMsg) {
             self.state = State::Envelope;
         }
@@ -635,7 +661,16 @@ impl Conn {
         for (name, value) in message.milter_headers(leading) {
             let args = [Arg::Str(&name), Arg::Str(&value)];
             let r = self
-                .event(log, cmd::HEADER, proto::NOHDRS, no_hdr_reply, eoh_macros, &args, t, None)
+                .event(
+                    log,
+                    cmd::HEADER,
+                    proto::NOHDRS,
+                    no_hdr_reply,
+                    eoh_macros,
+                    &args,
+                    t,
+                    None,
+                )
                 .await;
             if r.is_some() || self.message_done() {
                 return r;
@@ -653,14 +688,32 @@ impl Conn {
         for chunk in body.chunks(codec::CHUNK_SIZE) {
             let args = [Arg::Bytes(chunk)];
             let r = self
-                .event(log, cmd::BODY, proto::NOBODY, skip, eod_macros, &args, t, None)
+                .event(
+                    log,
+                    cmd::BODY,
+                    proto::NOBODY,
+                    skip,
+                    eod_macros,
+                    &args,
+                    t,
+                    None,
+                )
                 .await;
             if r.is_some() || self.message_done() {
                 return r;
             }
         }
-        self.event(log, cmd::BODYEOB, 0, false, eod_macros, &[], t, Some(message))
-            .await
+        self.event(
+            log,
+            cmd::BODYEOB,
+            0,
+            false,
+            eod_macros,
+            &[],
+            t,
+            Some(message),
+        )
+        .await
     }
 
     /// SMFIC_ABORT: the transaction ended (RSET, a new MAIL, end of data).

@@ -47,8 +47,8 @@ impl Message {
                 break;
             }
             let continuation = matches!(bare[0], b' ' | b'\t');
-            if continuation && !headers.is_empty() {
-                headers.last_mut().map(|h| h.extend_from_slice(line));
+            if continuation && let Some(h) = headers.last_mut() {
+                h.extend_from_slice(line);
             } else if header_name_len(bare).is_some() {
                 headers.push(line.to_vec());
             } else {
@@ -214,7 +214,9 @@ fn header_name_len(line: &[u8]) -> Option<usize> {
     let trimmed = name.trim_ascii_end();
     if trimmed.is_empty()
         || !trimmed.iter().all(|&c| (33..127).contains(&c))
-        || !name[trimmed.len()..].iter().all(|&c| c == b' ' || c == b'\t')
+        || !name[trimmed.len()..]
+            .iter()
+            .all(|&c| c == b' ' || c == b'\t')
     {
         return None;
     }
@@ -264,7 +266,10 @@ mod tests {
     fn body_replacement_normalises_line_ends() {
         let mut m = Message::parse(b"Received: x\r\nA: b\r\n");
         m.replace_body(b"one\ntwo\r\nthree");
-        assert_eq!(m.assemble(), b"Received: x\r\nA: b\r\n\r\none\r\ntwo\r\nthree\r\n");
+        assert_eq!(
+            m.assemble(),
+            b"Received: x\r\nA: b\r\n\r\none\r\ntwo\r\nthree\r\n"
+        );
     }
 
     proptest! {

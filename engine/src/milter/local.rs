@@ -53,21 +53,31 @@ pub async fn filter(
         )
     };
     let local = std::net::SocketAddr::from(([127, 0, 0, 1], 0));
-    let mut verdict = set.connect(log, "localhost", Some(local)).await.map(|v| ("CONNECT", v));
+    let mut verdict = set
+        .connect(log, "localhost", Some(local))
+        .await
+        .map(|v| ("CONNECT", v));
     if verdict.is_none() {
         verdict = set.helo(log, "localhost").await.map(|v| ("EHLO", v));
     }
     if verdict.is_none() {
         set.ctx.mail_addr = Some(envelope.sender.clone());
-        verdict = set.mail(log, &[envelope.sender.clone()]).await.map(|v| ("MAIL", v));
+        verdict = set
+            .mail(log, std::slice::from_ref(&envelope.sender))
+            .await
+            .map(|v| ("MAIL", v));
     }
     if verdict.is_none() {
         for r in envelope.recipients.clone() {
             set.ctx.rcpt_addr = Some(r.address.clone());
-            match set.rcpt(log, &[r.address.clone()]).await {
+            match set.rcpt(log, std::slice::from_ref(&r.address)).await {
                 Some(Verdict::Reply(_) | Verdict::Shutdown) => {
-                    log(&format!("warning: {id}: milter configuration error: can't reject recipient in non-smtpd(8) submission"));
-                    log(&format!("warning: {id}: deferring delivery of this message"));
+                    log(&format!(
+                        "warning: {id}: milter configuration error: can't reject recipient in non-smtpd(8) submission"
+                    ));
+                    log(&format!(
+                        "warning: {id}: deferring delivery of this message"
+                    ));
                     set.quit().await;
                     return Outcome::Retry("4.3.5 Server configuration error".into());
                 }
@@ -107,7 +117,11 @@ pub async fn filter(
             Outcome::Queue
         }
         Verdict::Discard => {
-            log(&line(stage, "milter-discard", "milter triggers DISCARD action"));
+            log(&line(
+                stage,
+                "milter-discard",
+                "milter triggers DISCARD action",
+            ));
             Outcome::Discard
         }
         Verdict::Shutdown => {

@@ -58,11 +58,7 @@ impl MilterSettings {
         Self::build(get, &text("non_smtpd_milters")?, "")
     }
 
-    fn build(
-        get: Get<'_>,
-        list: &str,
-        maps: &str,
-    ) -> Result<Option<Arc<MilterSettings>>, String> {
+    fn build(get: Get<'_>, list: &str, maps: &str) -> Result<Option<Arc<MilterSettings>>, String> {
         let text = |n: &str| get(n).map_err(|e| e.to_string());
         let off = corepost_config::list::split_list(&text("receive_override_options")?)
             .map_err(|e| e.to_string())?
@@ -90,11 +86,7 @@ impl MilterSettings {
     /// for the client address replaces `smtpd_milters`; DISABLE turns
     /// milters off). A lookup or syntax failure answers every command
     /// with a temporary failure, as a failed milter would.
-    pub fn session(
-        self: &Arc<Self>,
-        client_addr: &str,
-        log: Log<'_>,
-    ) -> Option<MilterSet> {
+    pub fn session(self: &Arc<Self>, client_addr: &str, log: Log<'_>) -> Option<MilterSet> {
         let mut broken = None;
         let milters = match self.maps.lookup(client_addr) {
             Ok(None) => self.milters.clone(),
@@ -115,9 +107,7 @@ impl MilterSettings {
                 log(&format!(
                     "warning: smtpd_milter_maps lookup error for {client_addr}: {e}"
                 ));
-                broken = Some(Verdict::Reply(
-                    "451 4.3.0 Temporary lookup failure".into(),
-                ));
+                broken = Some(Verdict::Reply("451 4.3.0 Temporary lookup failure".into()));
                 Vec::new()
             }
         };
@@ -168,7 +158,8 @@ impl MilterSet {
         };
         let (ctx, config) = (&self.ctx, &self.macros);
         for c in &mut self.conns {
-            let macros = |c: &Conn| ctx.evaluate(config, c.macro_names(Stage::Connect, &config.lists));
+            let macros =
+                |c: &Conn| ctx.evaluate(config, c.macro_names(Stage::Connect, &config.lists));
             if let Some(v) = c.connect(log, &macros, &host, addr).await {
                 return Some(v);
             }
@@ -276,20 +267,6 @@ pub fn reply_of(text: &str) -> crate::smtpd::reply::Reply {
     crate::smtpd::reply::Reply::new(code, "", lines.join("\n"))
 }
 
-#[cfg(test)]
-mod tests {
-    use super::*;
-
-    #[test]
-    fn multi_line_replies_keep_their_lines() {
-        let r = reply_of("550-5.7.1 first\r\n550 5.7.1 second");
-        assert_eq!(r.code, 550);
-        let mut out = Vec::new();
-        r.write_to(&mut out);
-        assert_eq!(out, b"550-5.7.1 first\r\n550 5.7.1 second\r\n");
-    }
-}
-
 /// Apply the envelope edits milters asked for at end of message, in
 /// order, as Postfix's cleanup does: a new sender, added recipients
 /// (routed like any other; ESMTP arguments are ignored with a warning)
@@ -382,4 +359,18 @@ fn rcpt_args(args: &str, ignored: &dyn Fn(&str)) -> (u8, Option<String>) {
         }
     }
     (bits, orcpt)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn multi_line_replies_keep_their_lines() {
+        let r = reply_of("550-5.7.1 first\r\n550 5.7.1 second");
+        assert_eq!(r.code, 550);
+        let mut out = Vec::new();
+        r.write_to(&mut out);
+        assert_eq!(out, b"550-5.7.1 first\r\n550 5.7.1 second\r\n");
+    }
 }

@@ -63,9 +63,7 @@ pub struct Defaults {
 }
 
 impl Defaults {
-    pub fn from_params(
-        text: &dyn Fn(&str) -> Result<String, String>,
-    ) -> Result<Defaults, String> {
+    pub fn from_params(text: &dyn Fn(&str) -> Result<String, String>) -> Result<Defaults, String> {
         let time = |n: &str| -> Result<Duration, String> {
             corepost_config::value::parse_time(&text(n)?, 's')
                 .map_err(|e| format!("parameter {n}: {e}"))
@@ -94,7 +92,10 @@ impl Defaults {
 pub fn protocol(value: &str) -> Result<(u32, u32), String> {
     use super::codec::proto;
     let (mut version, mut events) = (0, 0);
-    for name in value.split([' ', ',', '\t', '\r', '\n']).filter(|n| !n.is_empty()) {
+    for name in value
+        .split([' ', ',', '\t', '\r', '\n'])
+        .filter(|n| !n.is_empty())
+    {
         let (v, mask) = match name {
             "2" => (2, proto::V2_MASK),
             "3" => (3, proto::V3_MASK),
@@ -130,9 +131,10 @@ fn parse_one(item: &str, d: &Defaults) -> Result<MilterSpec, String> {
         .filter(|p| !p.is_empty());
     let name = parts.next().unwrap_or_default().to_string();
     let target = match name.split_once(':') {
-        Some(("inet", hostport)) if hostport.rsplit_once(':').is_some_and(|(h, p)| {
-            !h.is_empty() && p.parse::<u16>().is_ok()
-        }) =>
+        Some(("inet", hostport))
+            if hostport
+                .rsplit_once(':')
+                .is_some_and(|(h, p)| !h.is_empty() && p.parse::<u16>().is_ok()) =>
         {
             Target::Inet(hostport.to_string())
         }

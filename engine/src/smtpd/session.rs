@@ -1182,7 +1182,11 @@ impl Session {
         if let Some(reply) = self.milter_data().await {
             self.counters.count("data", false);
             let flow = self.error(reply).await;
-            return if self.milter.hangup { Flow::Close } else { flow };
+            return if self.milter.hangup {
+                Flow::Close
+            } else {
+                flow
+            };
         }
         self.reply(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
         if self.conn.flush(self.settings.timeout).await.is_err() {
@@ -1502,7 +1506,13 @@ impl Session {
                 return Flow::Continue;
             }
             milter::MilterEnd::Refuse(reply) => {
-                self.message_reject_event("corepost/cleanup", queue_id, "END-OF-MESSAGE", &envelope.sender, &reply);
+                self.message_reject_event(
+                    "corepost/cleanup",
+                    queue_id,
+                    "END-OF-MESSAGE",
+                    &envelope.sender,
+                    &reply,
+                );
                 self.counters.count(verb, false);
                 return self.error(reply).await;
             }
@@ -1511,10 +1521,10 @@ impl Session {
             && signer.signs_for_client(self.peer.ip(), self.secure.sasl.is_some())
         {
             match signer.sign(&mut content, envelope.arrival / 1_000_000) {
-                Ok(Some(signed)) => self
-                    .core
-                    .log
-                    .line("corepost/cleanup", &format!("{queue_id}: {}", signed.log_text())),
+                Ok(Some(signed)) => self.core.log.line(
+                    "corepost/cleanup",
+                    &format!("{queue_id}: {}", signed.log_text()),
+                ),
                 Ok(None) => {}
                 Err(e) => {
                     self.log(&format!("warning: {queue_id}: DKIM signing: {e}"));

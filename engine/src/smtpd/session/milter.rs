@@ -216,9 +216,7 @@ impl Session {
 
     /// DATA, after smtpd_data_restrictions.
     pub(super) async fn milter_data(&mut self) -> Option<Reply> {
-        let v = self
-            .milter_event(async |m, log| m.data(log).await)
-            .await?;
+        let v = self.milter_event(async |m, log| m.data(log).await).await?;
         let last = self
             .tx
             .as_ref()
@@ -313,9 +311,12 @@ impl Session {
         if message.changed {
             *content = message.assemble();
         }
-        if let Err(e) =
-            milter::apply_envelope(&message.envelope, envelope, &self.settings.router, &cleanup_log)
-        {
+        if let Err(e) = milter::apply_envelope(
+            &message.envelope,
+            envelope,
+            &self.settings.router,
+            &cleanup_log,
+        ) {
             cleanup_log(&format!("warning: {id}: milter edit: {e}"));
             return MilterEnd::Refuse(Reply::new(451, "4.3.0", "Error: queue file write error"));
         }
