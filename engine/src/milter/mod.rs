@@ -24,6 +24,9 @@ pub mod local;
 pub mod macros;
 pub mod spec;
 
+#[cfg(test)]
+mod session_tests;
+
 pub use conn::Verdict;
 use conn::{Conn, Log};
 use corepost_config::tables::TableList;
