@@ -299,6 +299,25 @@ fn a_milter_that_is_down_gets_the_default_action() {
     ] {
         assert!(log.contains(line), "{line}{log}");
     }
+    // default_action=reject: Postfix's greeting, EHLO and MAIL replies.
+    let d = Daemon::start(&format!(
+        "{}milter_default_action = reject\n",
+        relay_config(&sink, &format!("inet:127.0.0.1:{down}"))
+    ));
+    let (mut c, greeting) = Raw::open_from(d.port, "127.0.0.1");
+    assert_eq!(
+        greeting.trim(),
+        "554 mx.test.example ESMTP not accepting connections"
+    );
+    assert_eq!(
+        c.cmd("EHLO client.test"),
+        "250-mx.test.example\r\n250 ENHANCEDSTATUSCODES\r\n"
+    );
+    assert_eq!(
+        c.cmd("MAIL FROM:<s@example.org>").trim(),
+        "550 5.5.0 Service unavailable"
+    );
+    c.cmd("QUIT");
     // default_action=accept (per milter, Postfix 3 syntax): mail flows.
     let d = Daemon::start(&relay_config(
         &sink,

@@ -642,9 +642,11 @@ impl Session {
             keywords.push("SMTPUTF8".into());
         }
         keywords.extend(["CHUNKING", "BINARYMIME"].map(String::from));
+        let milter_rejected = self.milter.ehlo_rejected;
         lines.extend(keywords.into_iter().filter(|k| {
             let word = k.split(' ').next().unwrap_or(k);
             !s.discard_ehlo.iter().any(|d| d == word)
+                && (!milter_rejected || word == "ENHANCEDSTATUSCODES")
         }));
         Reply::new(250, "", lines.join("\n"))
     }

@@ -19,6 +19,9 @@ pub(in crate::smtpd) struct MilterState {
     discard: bool,
     /// A 421 went out: the session ends (Postfix's SMTPD_FLAG_HANGUP).
     pub hangup: bool,
+    /// A milter answered EHLO with a 5xx: EHLO offers nothing but
+    /// ENHANCEDSTATUSCODES (Postfix's Sendmail compatibility).
+    pub ehlo_rejected: bool,
 }
 
 /// What the end-of-message milters decided.
@@ -118,8 +121,10 @@ impl Session {
     }
 
     /// At connect: open the milters for this client (smtpd_milter_maps)
-    /// and report the connection. Only a 421 changes the greeting; any
-    /// other rejection answers the commands that follow.
+    /// and report the connection. A 421 is the greeting (and the end); a
+    /// 5xx makes it Postfix's `554 host ESMTP not accepting connections`;
+    /// either way the milter's answer also answers the commands that
+    /// follow.
     pub(super) async fn milter_connect(&mut self) -> Option<Reply> {
         let settings = self.settings.milters.clone()?;
         let core = std::rc::Rc::clone(&self.core);
@@ -130,8 +135,20 @@ impl Session {
         let v = self
             .milter_event(async move |m, log| m.connect(log, &name, Some(peer)).await)
             .await?;
-        self.milter_verdict("CONNECT", v, None)
-            .filter(|r| r.code == 421)
+        match self.milter_verdict("CONNECT", v, None)? {
+            r if r.code == 421 => Some(r),
+            // Postfix: the session goes on; the milter's answer applies
+            // to the commands.
+            r if r.code >= 500 => Some(Reply::new(
+                554,
+                "",
+                format!(
+                    "{} ESMTP not accepting connections",
+                    self.settings.myhostname
+                ),
+            )),
+            _ => None,
+        }
     }
 
     /// HELO/EHLO: Sendmail compatibility, as Postfix — a rejection is
@@ -139,6 +156,7 @@ impl Session {
     /// to MAIL FROM and later) unless it is a 421.
     pub(super) async fn milter_helo(&mut self, host: &str, esmtp: bool) -> Option<Reply> {
         self.milter.set.as_ref()?;
+        self.milter.ehlo_rejected = false;
         if self.helo.is_some() || self.tx.is_some() {
             self.milter_abort().await;
         }
@@ -150,6 +168,7 @@ impl Session {
         let previous = self.helo.replace(host_name);
         let reply = self.milter_verdict(if esmtp { "EHLO" } else { "HELO" }, v, None);
         self.helo = previous;
+        self.milter.ehlo_rejected = reply.as_ref().is_some_and(|r| r.code >= 500);
         reply.filter(|r| r.code == 421)
     }
 
