@@ -368,6 +368,53 @@ fn rcpt_args(args: &str, ignored: &dyn Fn(&str)) -> (u8, Option<String>) {
 mod tests {
     use super::*;
 
+    fn params(extra: &[(&str, &str)]) -> Result<Option<Arc<MilterSettings>>, String> {
+        let get = |n: &str| -> Result<String, corepost_config::ConfigError> {
+            if let Some((_, v)) = extra.iter().find(|(k, _)| *k == n) {
+                return Ok(v.to_string());
+            }
+            Ok(match n {
+                "milter_connect_timeout" | "milter_command_timeout" => "30s".into(),
+                "milter_content_timeout" => "300s".into(),
+                "milter_protocol" => "6".into(),
+                "milter_default_action" => "tempfail".into(),
+                "queue_directory" => "/var/spool/corepost".into(),
+                _ => String::new(),
+            })
+        };
+        MilterSettings::smtpd(&get)
+    }
+
+    #[test]
+    fn no_milters_unless_configured_and_not_with_no_milters() {
+        assert!(params(&[]).unwrap().is_none());
+        let on = [("smtpd_milters", "inet:127.0.0.1:8891")];
+        let s = params(&on).unwrap().expect("milters");
+        assert_eq!(s.milters[0].name, "inet:127.0.0.1:8891");
+        let off = [on[0], ("receive_override_options", "no_milters")];
+        assert!(params(&off).unwrap().is_none());
+        let bad = [on[0], ("milter_default_action", "bounce")];
+        assert!(params(&bad).unwrap_err().contains("milter_default_action"));
+    }
+
+    #[test]
+    fn smtpd_milter_maps_replace_or_disable_the_list() {
+        let s = params(&[
+            ("smtpd_milters", "inet:127.0.0.1:8891"),
+            (
+                "smtpd_milter_maps",
+                "inline:{ 192.0.2.1=DISABLE, { 192.0.2.2 = inet:127.0.0.1:1 inet:127.0.0.1:2 } }",
+            ),
+        ])
+        .unwrap()
+        .expect("milters");
+        let log = |l: &str| panic!("{l}");
+        assert!(s.session("192.0.2.1", &log).is_none());
+        assert_eq!(s.session("192.0.2.2", &log).expect("list").conns.len(), 2);
+        let default = s.session("192.0.2.3", &log).expect("default");
+        assert_eq!(default.conns[0].spec.name, "inet:127.0.0.1:8891");
+    }
+
     #[test]
     fn multi_line_replies_keep_their_lines() {
         let r = reply_of("550-5.7.1 first\r\n550 5.7.1 second");
