@@ -157,13 +157,17 @@ impl Session {
     pub(super) async fn milter_helo(&mut self, host: &str, esmtp: bool) -> Option<Reply> {
         self.milter.set.as_ref()?;
         self.milter.ehlo_rejected = false;
-        if self.helo.is_some() || self.tx.is_some() {
-            self.milter_abort().await;
-        }
+        // Postfix resets the transaction (and aborts it at the milters)
+        // after the HELO event.
+        let reset = self.helo.is_some() || self.tx.is_some();
         let (host, host_name) = (host.to_string(), host.to_string());
         let v = self
             .milter_event(async move |m, log| m.helo(log, &host).await)
-            .await?;
+            .await;
+        if reset {
+            self.milter_abort().await;
+        }
+        let v = v?;
         // Postfix's line names the new HELO name (with the old protocol).
         let previous = self.helo.replace(host_name);
         let reply = self.milter_verdict(if esmtp { "EHLO" } else { "HELO" }, v, None);
