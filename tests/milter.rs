@@ -528,3 +528,40 @@ fn non_smtpd_milters_see_local_submissions_as_postfix_emulates_them() {
         "{log}"
     );
 }
+
+#[test]
+fn a_milter_that_hangs_up_is_a_failed_milter() {
+    let port = free_port();
+    let mut closer = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket\ns=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(5)\nwhile True:\n  c,_=s.accept(); c.recv(100); c.close()\n"
+            ),
+        ])
+        .spawn()
+        .expect("python3");
+    wait_for_port(port);
+    let sink = Sink::start();
+    let d = Daemon::start(&relay_config(&sink, &format!("inet:127.0.0.1:{port}")));
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.test");
+    let mail = c.cmd("MAIL FROM:<s@example.org>");
+    c.cmd("QUIT");
+    let _ = closer.kill();
+    let _ = closer.wait();
+    assert_eq!(
+        mail.trim(),
+        "451 4.7.1 Service unavailable - try again later"
+    );
+    let log = d.log();
+    // Postfix 3.7's lines for the same milter.
+    for line in [
+        format!(
+            "warning: milter inet:127.0.0.1:{port}: can't read SMFIC_OPTNEG reply packet header: Application error\n"
+        ),
+        format!("warning: milter inet:127.0.0.1:{port}: read error in initial handshake\n"),
+    ] {
+        assert!(log.contains(&line), "{line}{log}");
+    }
+}

@@ -68,7 +68,8 @@ impl std::fmt::Display for IoError {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             IoError::Timeout => write!(f, "Connection timed out"),
-            IoError::Closed => write!(f, "Connection reset by peer"),
+            // What Postfix prints for an end of file from the milter.
+            IoError::Closed => write!(f, "Application error"),
             IoError::Io(e) => write!(f, "{}", errno_text(e)),
             IoError::Packet(e) => write!(f, "{e}"),
         }
