@@ -565,3 +565,41 @@ fn a_milter_that_hangs_up_is_a_failed_milter() {
         assert!(log.contains(&line), "{line}{log}");
     }
 }
+
+#[test]
+fn a_milter_that_does_not_answer_times_out() {
+    let port = free_port();
+    let mut silent = Command::new("python3")
+        .args([
+            "-c",
+            &format!(
+                "import socket, time\ns=socket.socket(); s.bind(('127.0.0.1',{port})); s.listen(5)\nkeep=[]\nwhile True:\n  c,_=s.accept(); keep.append(c)\n"
+            ),
+        ])
+        .spawn()
+        .expect("python3");
+    wait_for_port(port);
+    let sink = Sink::start();
+    let d = Daemon::start(&format!(
+        "{}milter_command_timeout = 1s\n",
+        relay_config(
+            &sink,
+            &format!("{{ inet:127.0.0.1:{port}, default_action=accept }}")
+        )
+    ));
+    let started = std::time::Instant::now();
+    submit(
+        d.port,
+        "s@example.org",
+        &["ok@example.com"],
+        "Subject: x\r\n\r\nhi",
+    );
+    let _ = silent.kill();
+    let _ = silent.wait();
+    assert!(started.elapsed() < Duration::from_secs(10));
+    assert_eq!(sink.wait_for(1, 20).messages.len(), 1);
+    let line = format!(
+        "warning: milter inet:127.0.0.1:{port}: can't read SMFIC_OPTNEG reply packet header: Connection timed out\n"
+    );
+    assert!(d.log().contains(&line), "{}", d.log());
+}
