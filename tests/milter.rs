@@ -603,3 +603,20 @@ fn a_milter_that_does_not_answer_times_out() {
     );
     assert!(d.log().contains(&line), "{}", d.log());
 }
+
+#[test]
+fn bdat_content_goes_through_the_milters_too() {
+    let tmp = tempfile::tempdir().expect("tmp");
+    let m = scripted(tmp.path());
+    let sink = Sink::start();
+    let d = Daemon::start(&relay_config(&sink, &format!("inet:127.0.0.1:{}", m.port)));
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.test");
+    assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
+    assert!(c.cmd("RCPT TO:<ok@example.com>").starts_with("250"));
+    let message = "Subject: reject\r\n\r\nbody\r\n";
+    c.send(format!("BDAT {} LAST\r\n{message}", message.len()).as_bytes());
+    assert_eq!(c.reply().trim(), "550 5.7.1 Command rejected");
+    c.cmd("QUIT");
+    assert!(m.events().iter().any(|e| e["event"] == "eom"));
+}

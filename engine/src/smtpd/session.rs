@@ -1277,6 +1277,21 @@ impl Session {
             self.counters.count("bdat", false);
             return self.error(reply).await;
         }
+        // The milters' DATA event comes with the first chunk; a refusal
+        // ends the transaction.
+        if self.tx.as_ref().is_some_and(|t| t.chunks.is_none())
+            && let Some(reply) = self.milter_data().await
+        {
+            self.milter_abort().await;
+            self.tx = None;
+            self.counters.count("bdat", false);
+            let flow = self.error(reply).await;
+            return if self.milter.hangup {
+                Flow::Close
+            } else {
+                flow
+            };
+        }
         let Some(tx) = self.tx.as_mut() else {
             return Flow::Continue;
         };
