@@ -211,15 +211,31 @@ fn end_of_message_decisions_as_postfix() {
         log.contains("NOQUEUE: milter-discard: MAIL from unknown[127.0.0.1]: milter triggers DISCARD action; from=<discard-early@example.org> proto=ESMTP helo=<client.test>"),
         "{log}"
     );
-    // The held message waits in the hold queue; nothing else is delivered.
+    // A quarantine holds that message only: the next one in the same
+    // session is not held.
+    let mut c = Raw::connect(d.port);
+    c.cmd("EHLO client.test");
+    for subject in ["quarantine", "plain"] {
+        assert!(c.cmd("MAIL FROM:<s@example.org>").starts_with("250"));
+        assert!(c.cmd("RCPT TO:<ok@example.com>").starts_with("250"));
+        assert!(c.cmd("DATA").starts_with("354"));
+        c.send(format!("Subject: {subject}\r\n\r\nbody\r\n.\r\n").as_bytes());
+        assert!(c.reply().starts_with("250 2.0.0 Ok: queued as"));
+    }
+    c.cmd("QUIT");
+    let held_count = || d.log().matches("milter-hold: END-OF-MESSAGE").count();
+    assert_eq!(held_count(), 2, "{}", d.log());
+    // The held messages wait in the hold queue; the plain one is delivered.
     let list = corepost(&["queue", "-c", &d.config_dir(), "list"]);
     assert!(
         stdout(&list).contains(&format!("{held}!")),
         "{}",
         stdout(&list)
     );
+    let got = sink.wait_for(1, 20);
     std::thread::sleep(Duration::from_secs(2));
-    assert_eq!(sink.snapshot().messages.len(), 0, "{}", d.log());
+    assert_eq!(got.messages.len(), 1, "{}", d.log());
+    assert_eq!(sink.snapshot().messages.len(), 1, "{}", d.log());
 }
 
 #[test]

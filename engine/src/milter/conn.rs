@@ -718,7 +718,11 @@ impl Conn {
     }
 
     /// SMFIC_ABORT: the transaction ended (RSET, a new MAIL, end of data).
+    /// A quarantine was for that message only.
     pub async fn abort(&mut self, log: Log<'_>) {
+        if self.state != State::Error && self.def_reply == Some(Verdict::Hold) {
+            self.def_reply = None;
+        }
         if matches!(
             self.state,
             State::Envelope | State::Message | State::AcceptMsg
