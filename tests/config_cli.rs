@@ -235,7 +235,7 @@ fn unsupported_parameters_and_bad_values_name_file_and_line() {
     .unwrap();
     fs::write(
         dir.path().join("master.cf"),
-        "127.0.0.1:99999 inet n - n - - smtpd\n2526 inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:8891\n",
+        "127.0.0.1:99999 inet n - n - - smtpd\n2526 inet n - n - - smtpd -o milter_header_checks=regexp:/etc/corepost/mhc\n",
     )
     .unwrap();
     let out = corepost(&["check", "-c", &d]);
@@ -252,7 +252,7 @@ fn unsupported_parameters_and_bad_values_name_file_and_line() {
             "corepost: error: {d}/master.cf, line 1: service 127.0.0.1:99999/inet: bad port \"99999\""
         ),
         format!(
-            "corepost: error: {d}/master.cf, line 2: service 2526/inet: parameter smtpd_milters is not supported by corepost: corepost has no milter client"
+            "corepost: error: {d}/master.cf, line 2: service 2526/inet: parameter milter_header_checks is not supported by corepost: corepost does not run header_checks on the headers milters add"
         ),
         format!(
             "corepost: warning: {d}/main.cf, line 2: parameter smtpd_tls_ask_ccert is not supported by corepost"

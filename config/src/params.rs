@@ -390,6 +390,28 @@ pub static PARAMS: &[ParamDef] = &[
     p("nested_header_checks", Maps, "$header_checks", "Pattern tables applied to headers of attached messages."),
     p("body_checks", Maps, "", "Pattern tables applied to each body line."),
     p("body_checks_size_limit", Size, "51200", "How much of each body part body_checks inspect, in bytes."),
+    // --- Milters (MILTER_README) -------------------------------------------------------
+    p("smtpd_milters", List, "", "Mail filters (milters) for mail that smtpd receives: inet:host:port or unix:/path, optionally as { name, connect_timeout=, command_timeout=, content_timeout=, default_action=, protocol= }."),
+    p("non_smtpd_milters", List, "", "Mail filters for mail submitted with sendmail (pickup): the SMTP events are emulated from localhost."),
+    p("smtpd_milter_maps", Maps, "", "Lookup tables with a milter list per SMTP client address, overriding smtpd_milters; DISABLE turns milters off for that client."),
+    p("milter_protocol", Text, "6", "Milter protocol version (2, 3, 4 or 6) and optional extensions (no_header_reply)."),
+    p("milter_default_action", Text, "tempfail", "What happens when a milter is unavailable: accept, reject, tempfail or quarantine.")
+        .one_of(&["accept", "reject", "tempfail", "quarantine"]),
+    p("milter_connect_timeout", Time('s'), "30s", "How long to wait for a connection to a milter."),
+    p("milter_command_timeout", Time('s'), "30s", "How long to wait for a milter's answer to an SMTP event."),
+    p("milter_content_timeout", Time('s'), "300s", "How long to wait for a milter's answer while sending it the message content."),
+    p("milter_connect_macros", Text, "j {daemon_name} {daemon_addr} v _", "Macros sent to milters with the connection."),
+    p("milter_helo_macros", Text, "{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}", "Macros sent to milters with HELO/EHLO."),
+    p("milter_mail_macros", Text, "i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer}", "Macros sent to milters with MAIL FROM."),
+    p("milter_rcpt_macros", Text, "i {rcpt_addr} {rcpt_host} {rcpt_mailer}", "Macros sent to milters with RCPT TO."),
+    p("milter_data_macros", Text, "i", "Macros sent to milters with DATA."),
+    p("milter_end_of_header_macros", Text, "i", "Macros sent to milters with the headers and their end."),
+    p("milter_end_of_data_macros", Text, "i", "Macros sent to milters with the body and the end of the message."),
+    p("milter_unknown_command_macros", Text, "", "Macros sent to milters with an unknown SMTP command."),
+    p("milter_macro_daemon_name", Text, "$myhostname", "The {daemon_name} macro value."),
+    p("milter_macro_v", Text, "$mail_name $mail_version", "The {v} macro value.")
+        .differs("the same expression; mail_name and mail_version are corepost's"),
+    p("milter_macro_defaults", Text, "", "name=value pairs: macro values used when the session has none."),
     // --- Notifications ------------------------------------------------------------------
     p("notify_classes", List, "resource, software", "Problems reported to the postmaster: bounce, 2bounce, data, delay, policy, protocol, resource, software.")
         .one_of(&["bounce", "2bounce", "data", "delay", "policy", "protocol", "resource", "software"]),

@@ -5,7 +5,7 @@
 //! ignoring it would cost:
 //!
 //! - [`Severity::Fatal`]: ignoring the setting would weaken security or
-//!   lose or misroute mail (`smtpd_milters`, `always_bcc`,
+//!   lose or misroute mail (`milter_header_checks`, `always_bcc`,
 //!   `smtpd_tls_ask_ccert`...). A value other than Postfix's default is an error
 //!   in `corepost check` and stops `corepost run` and a reload; Postfix's
 //!   default value changes nothing and is only a warning.
@@ -61,7 +61,7 @@ const fn u(
 
 use Severity::{Fatal, Warning};
 
-const MILTER: &str = "corepost has no milter client: mail would not pass through the milters";
+const MILTER: &str = "corepost does not run header_checks on the headers milters add or change: those headers would pass unchecked";
 const CCERT: &str = "smtpd does not request or verify client certificates";
 const TLS_MATCH: &str = "the SMTP client does not implement this certificate matching";
 const OUTBOUND_CHECKS: &str = "the SMTP client applies no content checks to outgoing mail";
@@ -142,9 +142,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
         "after a session fails past its handshake corepost defers the job to its next attempt instead of trying the next MX host at once",
     ),
     u("unverified_recipient_reject_code", Warning, "450", VERIFY),
-    u("smtpd_milters", Fatal, "", MILTER),
-    u("non_smtpd_milters", Fatal, "", MILTER),
-    u("smtpd_milter_maps", Fatal, "", MILTER),
     u("milter_header_checks", Fatal, "", MILTER),
     u("smtpd_tls_ask_ccert", Fatal, "no", CCERT),
     u("smtpd_tls_req_ccert", Fatal, "no", CCERT),
@@ -255,47 +252,6 @@ pub static UNSUPPORTED: &[Unsupported] = &[
     u("debug_peer_list", Warning, "", DEBUG),
     u("debug_peer_level", Warning, "2", DEBUG),
     u("debugger_command", Warning, "", DEBUG),
-    u("milter_command_timeout", Warning, "30s", MILTER),
-    u(
-        "milter_connect_macros",
-        Warning,
-        "j {daemon_name} {daemon_addr} v _",
-        MILTER,
-    ),
-    u("milter_connect_timeout", Warning, "30s", MILTER),
-    u("milter_content_timeout", Warning, "300s", MILTER),
-    u("milter_data_macros", Warning, "i", MILTER),
-    u("milter_default_action", Warning, "tempfail", MILTER),
-    u("milter_end_of_data_macros", Warning, "i", MILTER),
-    u("milter_end_of_header_macros", Warning, "i", MILTER),
-    u(
-        "milter_helo_macros",
-        Warning,
-        "{tls_version} {cipher} {cipher_bits} {cert_subject} {cert_issuer}",
-        MILTER,
-    ),
-    u("milter_macro_daemon_name", Warning, "$myhostname", MILTER),
-    u("milter_macro_defaults", Warning, "", MILTER),
-    u(
-        "milter_macro_v",
-        Warning,
-        "$mail_name $mail_version",
-        MILTER,
-    ),
-    u(
-        "milter_mail_macros",
-        Warning,
-        "i {auth_type} {auth_authen} {auth_author} {mail_addr} {mail_host} {mail_mailer}",
-        MILTER,
-    ),
-    u("milter_protocol", Warning, "6", MILTER),
-    u(
-        "milter_rcpt_macros",
-        Warning,
-        "i {rcpt_addr} {rcpt_host} {rcpt_mailer}",
-        MILTER,
-    ),
-    u("milter_unknown_command_macros", Warning, "", MILTER),
     u(
         "smtpd_proxy_ehlo",
         Warning,
@@ -1035,7 +991,7 @@ pub fn marker(entry: &Unsupported) -> String {
 }
 
 /// Whether `value` is Postfix's default for `entry`, i.e. setting it
-/// changes nothing (`smtpd_tls_ask_ccert = no`, `smtpd_milters =`).
+/// changes nothing (`smtpd_tls_ask_ccert = no`, `milter_header_checks =`).
 pub fn is_postfix_default(entry: &Unsupported, value: &str, config: &Config) -> bool {
     let words = |v: &str| {
         split_list(v)
@@ -1217,7 +1173,7 @@ mod tests {
 
     #[test]
     fn fatal_only_when_the_value_changes_behaviour() {
-        let master = "2525 inet n - n - - smtpd -o smtpd_milters=inet:127.0.0.1:8891\n";
+        let master = "2525 inet n - n - - smtpd -o milter_header_checks=regexp:/etc/corepost/mhc\n";
         let config = load(
             "myhostname = a.example\nsmtpd_tls_ask_ccert = yes\nsmtpd_tls_req_ccert = no\nbiff = no\ndefer_transports =\n",
             master,
@@ -1230,7 +1186,7 @@ mod tests {
                     "/etc/corepost/main.cf, line 2: parameter smtpd_tls_ask_ccert is not supported by corepost: {CCERT}"
                 ),
                 format!(
-                    "/etc/corepost/master.cf, line 1: service 2525/inet: parameter smtpd_milters is not supported by corepost: {MILTER}"
+                    "/etc/corepost/master.cf, line 1: service 2525/inet: parameter milter_header_checks is not supported by corepost: {MILTER}"
                 ),
             ]
         );

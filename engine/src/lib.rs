@@ -18,6 +18,7 @@ pub mod egress;
 pub mod events;
 pub mod log;
 pub mod metrics;
+pub mod milter;
 pub mod pickup;
 pub mod qmgr;
 pub mod rewrite;

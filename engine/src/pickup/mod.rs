@@ -73,6 +73,8 @@ pub struct PickupSettings {
     /// The envelope senders each user may use (`local_login_sender_maps`),
     /// checked against the file's owner for the same reason.
     pub sender_logins: corepost_config::users::SenderLogins,
+    /// `non_smtpd_milters` (see `crate::milter::local`).
+    pub milters: Option<Arc<crate::milter::MilterSettings>>,
 }
 
 impl PickupSettings {
@@ -113,6 +115,7 @@ impl PickupSettings {
                 &text("empty_address_local_login_sender_maps_lookup_key")?,
                 &text("recipient_delimiter")?,
             ),
+            milters: crate::milter::MilterSettings::non_smtpd(&|n| s.get(n))?,
         }))
     }
 
@@ -483,7 +486,7 @@ async fn pass(
             continue;
         }
         let id = ctx.new_queue_id();
-        let prepared = match prepare(s, &sub, uid, id, corepost_spool::queue_id::now_micros()) {
+        let mut prepared = match prepare(s, &sub, uid, id, corepost_spool::queue_id::now_micros()) {
             Ok(p) => p,
             Err(Refusal::Malformed(why)) => {
                 set_aside(ctx, s, &path, name, &why);
@@ -498,6 +501,26 @@ async fn pass(
                 continue;
             }
         };
+        if let Some(milters) = &s.milters {
+            use crate::milter::local::{Outcome, filter};
+            let log = |l: &str| ctx.log.line("corepost/cleanup", l);
+            let p = &mut prepared;
+            match filter(milters, &mut p.envelope, &mut p.content, &s.router, &log).await {
+                Outcome::Queue => {}
+                Outcome::Discard => {
+                    let line = format!("{id}: uid={uid} from=<{}>", sub.sender);
+                    ctx.log.line(&s.program, &line);
+                    let _ = std::fs::remove_file(&path);
+                    continue;
+                }
+                Outcome::Retry(why) => {
+                    let line = format!("warning: maildrop/{name}: {why}; will try again");
+                    ctx.log.line(&s.program, &line);
+                    retry_after.insert(name.clone(), now + RETRY);
+                    continue;
+                }
+            }
+        }
         let appended = ctx
             .spool
             .borrow_mut()

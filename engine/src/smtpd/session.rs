@@ -25,6 +25,7 @@ use std::rc::Rc;
 use std::time::Duration;
 
 mod events;
+mod milter;
 mod protocol;
 mod tls_auth;
 mod xclient;
@@ -144,6 +145,8 @@ pub struct Session {
     etrn_domain: Option<String>,
     /// TLS and AUTH state (see `session/tls_auth.rs`).
     secure: tls_auth::SecureState,
+    /// The session's milters (see `session/milter.rs`).
+    milter: milter::MilterState,
 }
 
 impl Session {
@@ -181,6 +184,7 @@ impl Session {
             etrn_domain: None,
             bdat_size: None,
             secure: tls_auth::SecureState::default(),
+            milter: milter::MilterState::default(),
         }
     }
 
@@ -273,6 +277,11 @@ impl Session {
             greeting = reply;
         }
         if greeting.code == 220
+            && let Some(reply) = self.milter_connect().await
+        {
+            greeting = reply;
+        }
+        if greeting.code == 220
             && self.conn.input_waiting()
             && let Flow::Close = self.talk_before_greeting().await
         {
@@ -290,6 +299,7 @@ impl Session {
         if self.conn.flush(self.settings.timeout).await.is_ok() && !stop {
             self.command_loop().await;
         }
+        self.milter_quit().await;
         self.conn.close().await;
         self.log(&format!(
             "disconnect from {} {}",
@@ -469,7 +479,15 @@ impl Session {
     async fn handle_line(&mut self, line: &[u8]) -> Flow {
         let command = match parse_command(line, &self.settings.noop_commands) {
             Ok(c) => c,
-            Err(e) => return self.syntax_error(e).await,
+            Err(e) => {
+                if e.verb.is_none()
+                    && let Some(reply) = self.milter_unknown(line).await
+                {
+                    self.counters.count("unknown", false);
+                    return self.error(reply).await;
+                }
+                return self.syntax_error(e).await;
+            }
         };
         if let Command::Ignored = command {
             // smtpd_noop_commands: Postfix answers and counts nothing but
@@ -511,6 +529,9 @@ impl Session {
             Command::Data => return self.data().await,
             Command::Bdat { size, last } => return self.bdat(size, last).await,
             Command::Rset => {
+                if self.tx.is_some() {
+                    self.milter_abort().await;
+                }
                 self.tx = None;
                 Ok(Reply::new(250, "2.0.0", "Ok"))
             }
@@ -544,7 +565,11 @@ impl Session {
             }
             Err(reply) => {
                 self.counters.count(verb, false);
-                self.error(reply).await
+                let flow = self.error(reply).await;
+                if self.milter.hangup {
+                    return Flow::Close;
+                }
+                flow
             }
         }
     }
@@ -617,9 +642,11 @@ impl Session {
             keywords.push("SMTPUTF8".into());
         }
         keywords.extend(["CHUNKING", "BINARYMIME"].map(String::from));
+        let milter_rejected = self.milter.ehlo_rejected;
         lines.extend(keywords.into_iter().filter(|k| {
             let word = k.split(' ').next().unwrap_or(k);
             !s.discard_ehlo.iter().any(|d| d == word)
+                && (!milter_rejected || word == "ENHANCEDSTATUSCODES")
         }));
         Reply::new(250, "", lines.join("\n"))
     }
@@ -643,6 +670,9 @@ impl Session {
                 self.esmtp = was_esmtp;
                 return Err(reply);
             }
+        }
+        if let Some(reply) = self.milter_helo(&host, esmtp).await {
+            return Err(reply);
         }
         Ok(self.helo(host, esmtp))
     }
@@ -905,6 +935,10 @@ impl Session {
             self.tx = None;
             return Err(reply);
         }
+        if let Err(reply) = self.milter_mail(&path, bracketed, &params).await {
+            self.tx = None;
+            return Err(reply);
+        }
         Ok(Reply::new(250, "2.1.0", "Ok"))
     }
 
@@ -939,6 +973,8 @@ impl Session {
             .router
             .route(sender, &address, class)
             .map_err(|e| lookup_failure(&given, e))?;
+        self.milter_rcpt(&given, (&path, bracketed, &params), &route)
+            .await?;
         let first = self.tx.as_ref().is_some_and(|t| t.queue_id.is_none());
         if first {
             let id = self.core.new_queue_id();
@@ -1145,6 +1181,15 @@ impl Session {
             self.counters.count("data", false);
             return self.error(reply).await;
         }
+        if let Some(reply) = self.milter_data().await {
+            self.counters.count("data", false);
+            let flow = self.error(reply).await;
+            return if self.milter.hangup {
+                Flow::Close
+            } else {
+                flow
+            };
+        }
         self.reply(Reply::new(354, "", "End data with <CR><LF>.<CR><LF>"));
         if self.conn.flush(self.settings.timeout).await.is_err() {
             return Flow::Close;
@@ -1187,7 +1232,8 @@ impl Session {
         let reject_bare = parser.rejects_bare_newline();
         let body = parser.into_body();
         self.conn.shrink();
-        self.finish_message(end, body, reject_bare, "data").await
+        let flow = self.finish_message(end, body, reject_bare, "data").await;
+        self.milter_end_of_transaction(flow).await
     }
 
     async fn bdat(&mut self, size: u64, last: bool) -> Flow {
@@ -1231,6 +1277,21 @@ impl Session {
             self.counters.count("bdat", false);
             return self.error(reply).await;
         }
+        // The milters' DATA event comes with the first chunk; a refusal
+        // ends the transaction.
+        if self.tx.as_ref().is_some_and(|t| t.chunks.is_none())
+            && let Some(reply) = self.milter_data().await
+        {
+            self.milter_abort().await;
+            self.tx = None;
+            self.counters.count("bdat", false);
+            let flow = self.error(reply).await;
+            return if self.milter.hangup {
+                Flow::Close
+            } else {
+                flow
+            };
+        }
         let Some(tx) = self.tx.as_mut() else {
             return Flow::Continue;
         };
@@ -1254,7 +1315,8 @@ impl Session {
             bare_newline: false,
         };
         self.conn.shrink();
-        self.finish_message(end, body, false, "bdat").await
+        let flow = self.finish_message(end, body, false, "bdat").await;
+        self.milter_end_of_transaction(flow).await
     }
 
     /// Content received: check it, queue it, answer.
@@ -1454,11 +1516,32 @@ impl Session {
                 }
             }
         }
+        match self.milter_message(&mut envelope, &mut content).await {
+            milter::MilterEnd::Queue => {}
+            milter::MilterEnd::Discard => {
+                self.accepted(verb, queue_id);
+                return Flow::Continue;
+            }
+            milter::MilterEnd::Refuse(reply) => {
+                self.message_reject_event(
+                    "corepost/cleanup",
+                    queue_id,
+                    "END-OF-MESSAGE",
+                    &envelope.sender,
+                    &reply,
+                );
+                self.counters.count(verb, false);
+                return self.error(reply).await;
+            }
+        }
         if let Some(signer) = &self.settings.dkim
             && signer.signs_for_client(self.peer.ip(), self.secure.sasl.is_some())
         {
             match signer.sign(&mut content, envelope.arrival / 1_000_000) {
-                Ok(Some(signed)) => cleanup_log(&format!("{queue_id}: {}", signed.log_text())),
+                Ok(Some(signed)) => self.core.log.line(
+                    "corepost/cleanup",
+                    &format!("{queue_id}: {}", signed.log_text()),
+                ),
                 Ok(None) => {}
                 Err(e) => {
                     self.log(&format!("warning: {queue_id}: DKIM signing: {e}"));

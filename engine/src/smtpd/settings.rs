@@ -92,6 +92,8 @@ pub struct SmtpdSettings {
     pub content_checks: ContentChecks,
     /// DKIM signing at reception (`corepost_dkim_signing_table`).
     pub dkim: Option<std::sync::Arc<crate::dkim::DkimSigner>>,
+    /// `smtpd_milters` / `smtpd_milter_maps` (see `crate::milter`).
+    pub milters: Option<std::sync::Arc<crate::milter::MilterSettings>>,
 }
 
 impl SmtpdSettings {
@@ -222,6 +224,7 @@ impl SmtpdSettings {
             )?,
             content_checks,
             dkim: crate::dkim::DkimSigner::from_params(&get)?,
+            milters: crate::milter::MilterSettings::smtpd(&get)?,
         })
     }
 }

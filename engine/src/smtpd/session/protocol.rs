@@ -108,6 +108,9 @@ impl Session {
         if self.settings.disable_vrfy {
             return Err(Reply::new(502, "5.5.1", "VRFY command is disabled"));
         }
+        if let Some(reply) = self.milter_other() {
+            return Err(reply);
+        }
         self.junk += 1;
         if self.junk > self.settings.junk_command_limit {
             self.errors += 1;
