@@ -230,7 +230,7 @@ fn unsupported_parameters_and_bad_values_name_file_and_line() {
     let d = dir.path().display().to_string();
     fs::write(
         dir.path().join("main.cf"),
-        "myhostname = mx.example.com\nsmtpd_tls_ask_ccert = no\nbiff = no\nsender_bcc_maps = inline:{ a=b }\nsmtpd_tls_security_level = sometimes\nno_such_thing = 1\n",
+        "myhostname = mx.example.com\nsmtpd_tls_ask_ccert = no\nbiff = no\ndefer_transports = smtp\nsmtpd_tls_security_level = sometimes\nno_such_thing = 1\n",
     )
     .unwrap();
     fs::write(
@@ -243,7 +243,7 @@ fn unsupported_parameters_and_bad_values_name_file_and_line() {
     let err = stderr(&out);
     for expected in [
         format!(
-            "corepost: error: {d}/main.cf, line 4: parameter sender_bcc_maps is not supported by corepost: corepost sends no automatic BCC copies\n"
+            "corepost: error: {d}/main.cf, line 4: parameter defer_transports is not supported by corepost: corepost would deliver mail for these transports instead of keeping it queued\n"
         ),
         format!(
             "corepost: error: {d}/main.cf, line 5: parameter smtpd_tls_security_level: bad value \"sometimes\" (expected empty or none, may, encrypt)\n"
@@ -281,10 +281,10 @@ fn unsupported_parameters_and_bad_values_name_file_and_line() {
         "{}",
         stdout(&out)
     );
-    let out = run_in(dir.path(), &["always_bcc"]);
+    let out = run_in(dir.path(), &["smtp_header_checks"]);
     assert_eq!(
         stdout(&out),
-        "# not supported by corepost: corepost sends no automatic BCC copies\nalways_bcc =\n"
+        "# not supported by corepost: the SMTP client applies no content checks to outgoing mail\nsmtp_header_checks =\n"
     );
 }
 

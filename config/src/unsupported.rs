@@ -5,7 +5,7 @@
 //! ignoring it would cost:
 //!
 //! - [`Severity::Fatal`]: ignoring the setting would weaken security or
-//!   lose or misroute mail (`milter_header_checks`, `always_bcc`,
+//!   lose or misroute mail (`milter_header_checks`, `defer_transports`,
 //!   `smtpd_tls_ask_ccert`...). A value other than Postfix's default is an error
 //!   in `corepost check` and stops `corepost run` and a reload; Postfix's
 //!   default value changes nothing and is only a warning.
