@@ -37,29 +37,13 @@ while (($#)); do
         *) echo "relay-profile: unknown option $1" >&2; exit 2 ;;
     esac
 done
-if [[ -z "${COREPOST_PROFILE_NETNS:-}" ]]; then
-    exec unshare -n env COREPOST_PROFILE_NETNS=1 "$0" "${ARGS[@]}"
-fi
-ip link set lo up
+NAME=relay-profile
+# shellcheck source=benches/leg-lib.sh
+source "$REPO/benches/leg-lib.sh"
+enter_netns
 SIZE_BYTES=$(numfmt --from=iec "${SIZE^^}")
-TMP=$(mktemp -d /tmp/relay-profile.XXXXXX)
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+make_scratch
 SINK_PORT=32525 MTA_PORT=32526 HZ=$(getconf CLK_TCK)
-
-wait_port() {
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "relay-profile: nothing listens on port $1" >&2
-    return 1
-}
 
 start_sink() { # QUIT: 1 to exit after MESSAGES messages
     local quit=()

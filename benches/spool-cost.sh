@@ -44,31 +44,13 @@ while (($#)); do
         *) echo "spool-cost: unknown option $1" >&2; exit 2 ;;
     esac
 done
-if [[ -z "${COREPOST_BENCH_NETNS:-}" ]]; then
-    exec unshare -n env COREPOST_BENCH_NETNS=1 "$0" "${ARGS[@]}"
-fi
-ip link set lo up
-
-TMP=$(mktemp -d /tmp/spool-cost.XXXXXX)
-chmod 755 "$TMP" # corepost drops root for mail_owner (nobody) and must reach its queue.
-PIDS=()
-cleanup() {
-    for pid in "${PIDS[@]}"; do kill "$pid" 2>/dev/null || true; done
-    for pid in "${PIDS[@]}"; do wait "$pid" 2>/dev/null || true; done
-    rm -rf "$TMP"
-}
-trap cleanup EXIT
+NAME=spool-cost
+# shellcheck source=benches/leg-lib.sh
+source "$REPO/benches/leg-lib.sh"
+enter_netns
+make_scratch
 SINK_PORT=32525
 MTA_PORT=32526
-
-wait_port() {
-    for _ in $(seq 1 200); do
-        if (exec 3<>"/dev/tcp/127.0.0.1/$1") 2>/dev/null; then return 0; fi
-        sleep 0.05
-    done
-    echo "spool-cost: nothing listens on port $1" >&2
-    return 1
-}
 
 source_to() { # PORT
     "$BIN/corepost-source" -q --json -m "$MESSAGES" -s "$SESSIONS" -r "$RCPTS" -l "$SIZE" -d \
