@@ -57,6 +57,8 @@ pub struct SenderLogins {
     maps: String,
     null_key: String,
     delimiters: String,
+    /// `maps` opened at the first check and kept: pickup checks every file.
+    tables: std::sync::OnceLock<Result<TableList, String>>,
 }
 
 impl SenderLogins {
@@ -68,7 +70,20 @@ impl SenderLogins {
             maps: maps.trim().to_string(),
             null_key: null_key.trim().to_string(),
             delimiters: delimiters.to_string(),
+            tables: std::sync::OnceLock::new(),
         }
+    }
+
+    /// From the three parameters as `get` reads them (a service's view, or main.cf's).
+    pub fn from_params<E: std::fmt::Display>(
+        get: &dyn Fn(&str) -> Result<String, E>,
+    ) -> Result<SenderLogins, String> {
+        let text = |n: &str| get(n).map_err(|e| e.to_string());
+        Ok(SenderLogins::new(
+            &text("local_login_sender_maps")?,
+            &text("empty_address_local_login_sender_maps_lookup_key")?,
+            &text("recipient_delimiter")?,
+        ))
     }
 
     /// Whether the user with `uid` may submit with envelope `sender` (as
@@ -78,8 +93,13 @@ impl SenderLogins {
             return Ok(());
         }
         let name = login_name(uid).unwrap_or_else(|| format!("uid:{uid}"));
-        let allowed = TableList::open(&self.maps)
-            .and_then(|t| t.lookup(&name))
+        let tables = self
+            .tables
+            .get_or_init(|| TableList::open(&self.maps).map_err(|e| e.to_string()))
+            .as_ref()
+            .map_err(|e| format!("local_login_sender_maps: {e}"))?;
+        let allowed = tables
+            .lookup(&name)
             .map_err(|e| format!("local_login_sender_maps: {e}"))?;
         let patterns = allowed.unwrap_or_default();
         let hit = patterns

@@ -336,21 +336,11 @@ fn submit_refusal_uid(config: &Config) -> Result<(), (u8, String)> {
 /// `local_login_sender_maps` for this user and `sender`, before anything is
 /// written (pickup checks the file again).
 fn sender_refusal(config: &Config, sender: &str) -> Result<(), (u8, String)> {
-    let logins = sender_logins(config).map_err(|e| (EX_CONFIG, e))?;
+    let logins = corepost_config::users::SenderLogins::from_params(&|n| config.get(n))
+        .map_err(|e| (EX_CONFIG, e))?;
     // SAFETY: getuid has no preconditions.
     let uid = unsafe { libc::getuid() };
     logins.check(uid, sender).map_err(|e| (EX_TEMPFAIL, e))
-}
-
-/// The `local_login_sender_maps` rule of a configuration (or a service's
-/// view of it).
-pub fn sender_logins(config: &Config) -> Result<corepost_config::users::SenderLogins, String> {
-    let get = |n: &str| config.get(n).map_err(|e| e.to_string());
-    Ok(corepost_config::users::SenderLogins::new(
-        &get("local_login_sender_maps")?,
-        &get("empty_address_local_login_sender_maps_lookup_key")?,
-        &get("recipient_delimiter")?,
-    ))
 }
 
 /// Why a submission could not be left in the maildrop: exit code and text.

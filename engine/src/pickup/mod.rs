@@ -110,11 +110,7 @@ impl PickupSettings {
             empty_address_recipient: text("empty_address_recipient")?,
             dkim: crate::dkim::DkimSigner::from_params(&|n| s.get(n))?,
             authorized_submit_users: text("authorized_submit_users")?,
-            sender_logins: corepost_config::users::SenderLogins::new(
-                &text("local_login_sender_maps")?,
-                &text("empty_address_local_login_sender_maps_lookup_key")?,
-                &text("recipient_delimiter")?,
-            ),
+            sender_logins: corepost_config::users::SenderLogins::from_params(&|n| s.get(n))?,
             milters: crate::milter::MilterSettings::non_smtpd(&|n| s.get(n))?,
         }))
     }
