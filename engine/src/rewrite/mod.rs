@@ -345,11 +345,7 @@ impl Rewriter {
         let mut out: Vec<Recipient> = Vec::with_capacity(recipients.len());
         let mut copies = self.sender_bcc(router, sender)?;
         for r in recipients {
-            let canonical = self.canonical(router, &self.recipient, &r.address, |c| {
-                c.envelope_recipient
-            })?;
-            let canonical =
-                self.masquerade_if(self.masquerade_classes.envelope_recipient, canonical);
+            let canonical = self.canonical_recipient(router, &r.address)?;
             if !self.bcc.recipient_maps.is_empty()
                 && let Some(found) =
                     self.find(router, &self.bcc.recipient_maps, &canonical, false)?
@@ -370,11 +366,7 @@ impl Rewriter {
             } else {
                 format!("{copy}@{}", self.myorigin)
             };
-            let canonical = self.canonical(router, &self.recipient, &qualified, |c| {
-                c.envelope_recipient
-            })?;
-            let canonical =
-                self.masquerade_if(self.masquerade_classes.envelope_recipient, canonical);
+            let canonical = self.canonical_recipient(router, &qualified)?;
             let (_, domain) = split_address(&qualified);
             let class = router.classify(&domain.to_ascii_lowercase())?;
             let route = router.route(sender, &qualified, class)?;
@@ -387,6 +379,13 @@ impl Rewriter {
             self.add_expanded(router, sender, blind, &canonical, &mut out)?;
         }
         Ok(out)
+    }
+
+    /// An envelope recipient through the canonical maps and masquerading.
+    fn canonical_recipient(&self, router: &Router, address: &str) -> Result<String, RewriteError> {
+        let canonical =
+            self.canonical(router, &self.recipient, address, |c| c.envelope_recipient)?;
+        Ok(self.masquerade_if(self.masquerade_classes.envelope_recipient, canonical))
     }
 
     /// `sender_bcc_maps`' copies for the (rewritten) envelope sender.
