@@ -461,6 +461,8 @@ pub static PARAMS: &[ParamDef] = &[
         .corepost(),
     p("corepost_fsync_policy", Text, "always", "When acknowledged mail reaches the disk: always (a 250 means on disk; group commit), interval=<ms> (flush every ms milliseconds; a crash may lose that much), never (benchmarks only; a crash loses mail).")
         .corepost(),
+    p("corepost_commit_delay", Int, "500", "With corepost_fsync_policy = always: microseconds (0 to 1000000) a core waits before a group commit while other SMTP sessions are open on it, so their messages share the sync, as PostgreSQL's commit_delay; under load fewer syncs per message for at most this much more latency before a 250. 0: sync at once.")
+        .corepost(),
     p("corepost_control_socket", Text, "$queue_directory/control", "Unix socket the administrative commands (queue, stop, reload, status) talk to the daemon through.")
         .corepost(),
     p("corepost_dns_servers", List, "", "Name servers (address or address:port) for mail lookups; empty means those in /etc/resolv.conf. Tests point this at a server on loopback.")

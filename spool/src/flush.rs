@@ -480,6 +480,21 @@ impl SyncJob {
             .try_for_each(|(seg, start, end)| seg.msync(*start, end - start))
     }
 
+    /// Take in everything appended since the job was made (after the
+    /// engine waited a moment to let a larger group form); the sync's
+    /// duration is counted from here.
+    pub fn extend(self) -> SyncJob {
+        let shared = &self.shared;
+        let target = shared.appended.load(Ordering::Acquire).max(self.target);
+        let done = shared.flushed.load(Ordering::Acquire);
+        SyncJob {
+            segments: plan(shared, done, target),
+            target,
+            started: Instant::now(),
+            shared: Arc::clone(&self.shared),
+        }
+    }
+
     /// The sync returned: publish the result and wake the waiters.
     pub fn finish(self, result: std::io::Result<()>) {
         finish_sync(&self.shared, self.target, result, self.started);

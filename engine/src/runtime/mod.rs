@@ -175,7 +175,7 @@ fn run_with_log(
     let pid = PidLock::acquire(&pid_file(&config)?)?;
     raise_file_limit();
     let cores = configured_cores(&config)?;
-    let spool_options = spool_options(&config)?;
+    let spool_setup = spool_setup(&config)?;
     let services = smtpd_services(&config, &services::Services::new())?;
     let qmgr_settings = Arc::new(crate::qmgr::QmgrSettings::from_config(&config)?);
     let pickup = crate::pickup::PickupSettings::from_config(&config)?.map(Arc::new);
@@ -211,7 +211,7 @@ fn run_with_log(
             shared: &shared,
             log: &log,
             queue_dir: &queue_dir,
-            spool_options: &spool_options,
+            spool_setup: &spool_setup,
             router: &router,
         },
     )?;
@@ -259,7 +259,7 @@ struct CoreInputs<'a> {
     shared: &'a Arc<Shared>,
     log: &'a Log,
     queue_dir: &'a Path,
-    spool_options: &'a SpoolOptions,
+    spool_setup: &'a SpoolSetup,
     router: &'a crate::control::core::SharedRouter,
 }
 
@@ -294,7 +294,7 @@ fn start_cores(
         let shared = Arc::clone(inputs.shared);
         let log = inputs.log.clone();
         let queue_dir = inputs.queue_dir.to_path_buf();
-        let spool_options = inputs.spool_options.clone();
+        let spool_setup = inputs.spool_setup.clone();
         let ready = ready_tx.clone();
         let handle =
             glommio::LocalExecutorBuilder::new(glommio::Placement::Fixed(core as usize % cpus))
@@ -307,7 +307,7 @@ fn start_cores(
                         shared,
                         log,
                         queue_dir,
-                        spool_options,
+                        spool_setup,
                         ready,
                         mesh,
                         control,
@@ -475,6 +475,29 @@ fn load_checked(dir: &Path) -> Result<(Config, Vec<String>), String> {
     Ok((config, report.warnings))
 }
 
+/// How each core opens its spool and runs its group commits.
+#[derive(Clone)]
+struct SpoolSetup {
+    options: SpoolOptions,
+    /// `corepost_commit_delay`.
+    commit_delay: Duration,
+}
+
+fn spool_setup(config: &Config) -> Result<SpoolSetup, String> {
+    let delay = config
+        .get_int("corepost_commit_delay")
+        .map_err(|e| e.to_string())?;
+    let commit_delay = u64::try_from(delay)
+        .ok()
+        .filter(|us| *us <= 1_000_000)
+        .map(Duration::from_micros)
+        .ok_or_else(|| format!("corepost_commit_delay: {delay}: not 0 to 1000000 microseconds"))?;
+    Ok(SpoolSetup {
+        options: spool_options(config)?,
+        commit_delay,
+    })
+}
+
 fn spool_options(config: &Config) -> Result<SpoolOptions, String> {
     let segment_size = config
         .get_size("corepost_segment_size")
@@ -563,7 +586,7 @@ async fn core_main(
     shared: Arc<Shared>,
     log: Log,
     queue_dir: PathBuf,
-    spool_options: SpoolOptions,
+    spool_setup: SpoolSetup,
     ready: std::sync::mpsc::Sender<Result<(), String>>,
     mesh: Option<MeshBuilder>,
     control: crate::control::core::Endpoint,
@@ -580,14 +603,14 @@ async fn core_main(
         }
     })
     .detach();
-    let mut spool = match open_spool(&queue_dir, core, cores, spool_options, &log) {
+    let mut spool = match open_spool(&queue_dir, core, cores, spool_setup.options, &log) {
         Ok(spool) => spool,
         Err(e) => {
             let _ = ready.send(Err(e));
             return;
         }
     };
-    group_commit::start(&mut spool, core, &log);
+    let syncs = spool.drive_syncs_on_core();
     let ctx = Rc::new(CoreContext {
         id: core,
         log,
@@ -597,6 +620,7 @@ async fn core_main(
         new_mail: crate::context::Signal::default(),
         peers: Box::new(control.peers.clone()),
     });
+    group_commit::start(syncs, &ctx, spool_setup.commit_delay);
     let services = Rc::new(RefCell::new(lock(&shared.services).clone()));
     let (mesh, receivers) = match join_mesh(mesh, core, cores).await {
         Ok(joined) => joined,

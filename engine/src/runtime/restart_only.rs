@@ -8,11 +8,12 @@
 use corepost_config::Config;
 
 /// Read once at start and nowhere else.
-const RESTART_ONLY: [&str; 6] = [
+const RESTART_ONLY: [&str; 7] = [
     "queue_directory",
     "corepost_cores",
     "corepost_segment_size",
     "corepost_fsync_policy",
+    "corepost_commit_delay",
     "mail_owner",
     "corepost_control_socket",
 ];
