@@ -734,3 +734,75 @@ fn delivery_helper_health() {
     .unwrap_or_else(|| panic!("no failed request; log:\n{}", d.log()));
     assert_eq!(helper(&m, "ok"), 1.0);
 }
+
+/// A session up to the end of its message's content, the final dot not yet sent.
+fn message_before_the_dot(port: u16, n: usize) -> Raw {
+    let mut s = Raw::connect(port);
+    assert!(s.cmd("EHLO client.test").starts_with("250"));
+    assert!(s.cmd("MAIL FROM:<sender@client.test>").starts_with("250"));
+    assert!(s.cmd("RCPT TO:<alice@mx.test.example>").starts_with("250"));
+    assert!(s.cmd("DATA").starts_with("354"));
+    s.send(format!("Subject: {n}\r\n\r\nbody {n}\r\n").as_bytes());
+    s
+}
+
+/// The final dot, and how long the 250 took (a 250 means the sync returned).
+fn finish_message(s: &mut Raw) -> std::time::Duration {
+    let sent = std::time::Instant::now();
+    s.send(b".\r\n");
+    let reply = s.reply();
+    assert!(reply.starts_with("250 2.0.0 Ok: queued as "), "{reply}");
+    sent.elapsed()
+}
+
+/// `corepost_commit_delay`: while other sessions are open on the core, a
+/// group commit waits the delay, so messages finished within it share one
+/// sync; a lone session's message is synced at once.
+#[test]
+fn messages_of_concurrent_sessions_share_a_delayed_group_commit() {
+    let metrics = free_port();
+    let d = Daemon::start(&format!(
+        "corepost_cores = 1\ncorepost_commit_delay = 1000000\n\
+         smtpd_recipient_restrictions = check_recipient_access inline:{{ alice@mx.test.example=HOLD }}, permit_mynetworks, reject\n\
+         corepost_metrics_address = 127.0.0.1:{metrics}\n"
+    ));
+    let syncs = || value(&scrape(metrics), "corepost_spool_syncs_total", &[]);
+    let mut sessions: Vec<Raw> = (0..5).map(|n| message_before_the_dot(d.port, n)).collect();
+    let before = syncs();
+    let first_dot = std::time::Instant::now();
+    for s in &mut sessions {
+        s.send(b".\r\n");
+        std::thread::sleep(std::time::Duration::from_millis(40));
+    }
+    let replies: Vec<String> = sessions.iter_mut().map(|s| s.reply()).collect();
+    let waited = first_dot.elapsed();
+    for r in &replies {
+        assert!(r.starts_with("250 2.0.0 Ok: queued as "), "{r}");
+    }
+    // Five dots 40 ms apart: without the delay, five syncs.
+    let shared = syncs() - before;
+    assert!(
+        (1.0..=2.0).contains(&shared),
+        "{shared} syncs for 5 messages"
+    );
+    assert!(
+        waited >= std::time::Duration::from_millis(900),
+        "{waited:?}"
+    );
+    for mut s in sessions {
+        assert!(s.cmd("QUIT").starts_with("221"));
+    }
+    // Alone on the core (once the others' sessions have ended): no delay.
+    let mut alone = message_before_the_dot(d.port, 5);
+    wait_until(10, || {
+        let open = value(
+            &scrape(metrics),
+            "corepost_smtpd_sessions",
+            &[("core", "0")],
+        );
+        (open <= 1.0).then_some(())
+    })
+    .expect("the other sessions end");
+    let took = finish_message(&mut alone);
+    assert!(took < std::time::Duration::from_millis(500), "{took:?}");
+}

@@ -665,6 +665,45 @@ mod tests {
     }
 
     #[test]
+    fn an_extended_job_takes_in_what_was_appended_while_it_waited() {
+        use futures::FutureExt;
+        use futures::executor::block_on;
+        let dir = tempfile::tempdir().unwrap();
+        let seg = SegmentMap::create(dir.path(), 0, 1, 1 << 16).unwrap();
+        let mut w = seg.writer(64).unwrap();
+        let mut flusher =
+            Flusher::start(0, FlushPolicy::Always, SyncMethod::Msync, lsn(1, 64)).unwrap();
+        flusher.register(&seg);
+        let sync = flusher.drive_on_core().unwrap();
+        let mut append = |n: u8| {
+            let (_, end) = w
+                .append(crate::record::RecordType::Admin, &[&[n; 100]])
+                .unwrap()
+                .unwrap();
+            flusher.appended(lsn(1, end));
+            end
+        };
+        let a = append(1);
+        let job = block_on(sync.next()).unwrap();
+        // The commit delay: two more records arrive before the sync starts.
+        append(2);
+        let c = append(3);
+        let mut dc = flusher.durable(lsn(1, c));
+        let job = job.extend();
+        assert_eq!(job.segments().len(), 1);
+        assert_eq!((job.segments()[0].1, job.segments()[0].2), (64, c));
+        assert!(c > a);
+        job.sync_blocking().unwrap();
+        job.finish(Ok(()));
+        assert_eq!((&mut dc).now_or_never(), Some(Ok(())));
+        assert!(
+            sync.next().now_or_never().is_none(),
+            "one sync for all three"
+        );
+        flusher.shutdown();
+    }
+
+    #[test]
     fn core_driven_shutdown_flushes_what_was_appended() {
         let dir = tempfile::tempdir().unwrap();
         let seg = SegmentMap::create(dir.path(), 0, 1, 1 << 16).unwrap();
