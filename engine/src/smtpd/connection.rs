@@ -21,7 +21,9 @@ use std::time::Duration;
 const INITIAL_BUFFER: usize = 1024;
 const MAX_BUFFER: usize = 64 * 1024;
 /// Input buffer while message content streams in: a typical message then
-/// arrives in one or two reads instead of one per kilobyte.
+/// arrives in one or two reads instead of one per kilobyte. A read that
+/// fills it makes it grow (up to [`MAX_BUFFER`]): a large message then
+/// takes a recv per 64 KiB, not per 16 KiB.
 const BULK_BUFFER: usize = 16 * 1024;
 
 /// A line, or why there is none yet.
@@ -49,6 +51,8 @@ pub struct Connection {
     discarding: bool,
     /// The first bytes of the line being discarded.
     head: Vec<u8>,
+    /// Message content is streaming in ([`Connection::expect_bulk`]).
+    bulk: bool,
 }
 
 impl Connection {
@@ -61,6 +65,7 @@ impl Connection {
             out: Vec::with_capacity(512),
             discarding: false,
             head: Vec::new(),
+            bulk: false,
         }
     }
 
@@ -146,10 +151,16 @@ impl Connection {
         }
         let stream = &mut self.stream;
         let buf = &mut self.buf[self.end..];
+        let room = buf.len();
         let n = glommio::timer::timeout(timeout, async { Ok(stream.read(buf).await?) })
             .await
             .map_err(io::Error::from)?;
         self.end += n;
+        if self.bulk && n == room && self.buf.len() < MAX_BUFFER {
+            // More content was waiting than fitted: read more at a time.
+            let grown = (self.buf.len() * 4).min(MAX_BUFFER);
+            self.buf.resize(grown, 0);
+        }
         Ok(n)
     }
 
@@ -191,6 +202,7 @@ impl Connection {
     /// Message content is next: read it in large pieces. [`Self::shrink`]
     /// gives the memory back afterwards.
     pub fn expect_bulk(&mut self) {
+        self.bulk = true;
         if self.buf.len() < BULK_BUFFER {
             self.buf.resize(BULK_BUFFER, 0);
         }
@@ -199,6 +211,7 @@ impl Connection {
     /// Give back a large DATA buffer once the message is done, so idle
     /// sessions stay small.
     pub fn shrink(&mut self) {
+        self.bulk = false;
         if self.buf.len() > INITIAL_BUFFER && self.end - self.start <= INITIAL_BUFFER {
             self.buf.copy_within(self.start..self.end, 0);
             self.end -= self.start;
@@ -250,5 +263,46 @@ impl Connection {
 
     pub async fn close(&mut self) {
         let _ = self.stream.close().await;
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::io::Write;
+
+    #[test]
+    fn content_reads_grow_while_more_is_waiting_and_shrink_after() {
+        glommio::LocalExecutorBuilder::default()
+            .spawn(|| async {
+                let listener = glommio::net::TcpListener::bind("127.0.0.1:0").unwrap();
+                let addr = listener.local_addr().unwrap();
+                let writer = std::thread::spawn(move || {
+                    let mut s = std::net::TcpStream::connect(addr).unwrap();
+                    s.write_all(&vec![b'x'; 200 * 1024]).unwrap();
+                });
+                let mut c = Connection::new(listener.accept().await.unwrap());
+                writer.join().unwrap();
+                c.expect_bulk();
+                let (mut total, mut reads) = (0, 0);
+                while total < 200 * 1024 {
+                    let n = c.fill(Duration::from_secs(10)).await.unwrap();
+                    assert!(n > 0);
+                    total += n;
+                    reads += 1;
+                    let all = c.buffered().len();
+                    c.consume(all);
+                }
+                assert_eq!(c.buf.len(), MAX_BUFFER, "grew to the limit");
+                // 16 KiB, then 64 KiB at a time (not 13 reads of 16 KiB).
+                assert!(reads <= 5, "{reads} reads");
+                c.shrink();
+                assert_eq!(c.buf.len(), INITIAL_BUFFER);
+                c.expect_bulk();
+                assert_eq!(c.buf.len(), BULK_BUFFER, "the next message starts small");
+            })
+            .unwrap()
+            .join()
+            .unwrap();
     }
 }
