@@ -6,7 +6,7 @@
 # `perf record -g` profile of it.
 #
 # Usage (as root, after `cargo build --release -p corepost -p corepost-benches`):
-#   benches/relay-profile.sh [-m N] [-l SIZE] [-s N] [--no-reuse] [--postfix-tools]
+#   benches/relay-profile.sh [-m N] [-l SIZE] [-s N] [-r N] [--no-reuse] [--postfix-tools]
 #                            [--bin DIR] [--record FILE] [--cpu-only] [--ceiling]
 #   --bin DIR       take corepost, corepost-source and corepost-sink from DIR (default
 #                   target/release), e.g. to compare two builds in one sitting
@@ -18,7 +18,7 @@
 # the most frequent ones), context switches per message.
 set -euo pipefail
 
-MESSAGES=20000 SIZE=4k SESSIONS=20 REUSE=1 TOOLS=corepost RECORD="" CEILING=0 COUNT=1
+MESSAGES=20000 SIZE=4k SESSIONS=20 RCPTS=1 REUSE=1 TOOLS=corepost RECORD="" CEILING=0 COUNT=1
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$REPO/target/release
 ARGS=("$@")
@@ -27,6 +27,7 @@ while (($#)); do
         -m) MESSAGES=$2; shift 2 ;;
         -l) SIZE=$2; shift 2 ;;
         -s) SESSIONS=$2; shift 2 ;;
+        -r) RCPTS=$2; shift 2 ;;
         --no-reuse) REUSE=0; shift ;;
         --postfix-tools) TOOLS=postfix; shift ;;
         --bin) BIN=$(cd "$2" && pwd); shift 2 ;;
@@ -62,16 +63,16 @@ run_source() { # PORT: the load, in the foreground
     local reuse=()
     ((REUSE)) && reuse=(-d)
     if [[ $TOOLS == corepost ]]; then
-        "$BIN/corepost-source" -q -m "$MESSAGES" -s "$SESSIONS" -l "$SIZE_BYTES" "${reuse[@]}" \
+        "$BIN/corepost-source" -q -m "$MESSAGES" -s "$SESSIONS" -r "$RCPTS" -l "$SIZE_BYTES" "${reuse[@]}" \
             -f sender@source.test -t rcpt@dest.test "127.0.0.1:$1" >/dev/null
     else
-        smtp-source -m "$MESSAGES" -s "$SESSIONS" -l "$SIZE_BYTES" "${reuse[@]}" \
+        smtp-source -m "$MESSAGES" -s "$SESSIONS" -r "$RCPTS" -l "$SIZE_BYTES" "${reuse[@]}" \
             -f sender@source.test -t rcpt@dest.test "127.0.0.1:$1" >/dev/null
     fi
 }
 
 now() { date +%s.%N; }
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg); $MESSAGES x $SIZE, $SESSIONS sessions, reuse=$REUSE, tools=$TOOLS, bin=$BIN"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg); $MESSAGES x $SIZE, $SESSIONS sessions, $RCPTS rcpt, reuse=$REUSE, tools=$TOOLS, bin=$BIN"
 
 CEILING_RATE=""
 if ((CEILING)); then
