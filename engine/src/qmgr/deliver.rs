@@ -28,8 +28,9 @@ pub(super) enum Kind {
 /// Work through a destination's queue.
 pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
     let settings = std::sync::Arc::clone(&qmgr.settings.borrow());
-    let transport = settings.transports.get(&dest.key.transport).cloned();
-    let Some(transport) = transport else {
+    // Borrowed from the settings this worker holds: no copy of the transport's (client)
+    // settings per destination worker.
+    let Some(transport) = settings.transports.get(&dest.key.transport) else {
         drain(
             &qmgr,
             &dest,
