@@ -352,6 +352,59 @@ mod tests {
         ));
     }
 
+    /// A lookup's socket: non-blocking and close-on-exec from its creation, bound to a port
+    /// of the wide random range, connected to the server (so the kernel drops datagrams from
+    /// anyone else), and an answer from the server comes through.
+    #[test]
+    fn query_socket_is_nonblocking_connected_and_answers_arrive() {
+        use std::os::fd::{AsRawFd, BorrowedFd};
+        let server = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
+        let server_addr = server.local_addr().unwrap();
+        let responder = std::thread::spawn(move || {
+            let mut buf = [0u8; 512];
+            let (n, from) = server.recv_from(&mut buf).unwrap();
+            let id = u16::from_be_bytes([buf[0], buf[1]]);
+            assert!(n > 12);
+            server
+                .send_to(&answer_for(id, "example.com.", RecordType::A), from)
+                .unwrap();
+            from
+        });
+        glommio::LocalExecutorBuilder::default()
+            .spawn(move || async move {
+                let socket = udp_socket_for(server_addr).unwrap();
+                let fd = socket.as_raw_fd();
+                // SAFETY: `fd` is `socket`'s, open for the whole of this borrow.
+                let borrowed = unsafe { BorrowedFd::borrow_raw(fd) };
+                let sock = socket2::SockRef::from(&borrowed);
+                let peer = sock.peer_addr().unwrap().as_socket().unwrap();
+                assert_eq!(peer, server_addr);
+                let local = sock.local_addr().unwrap().as_socket().unwrap();
+                assert!(local.port() >= 1024, "{local}");
+                // SAFETY: plain fcntl queries on an open descriptor.
+                let (fl, fd_fl) = unsafe {
+                    (
+                        libc::fcntl(fd, libc::F_GETFL),
+                        libc::fcntl(fd, libc::F_GETFD),
+                    )
+                };
+                assert_ne!(fl & libc::O_NONBLOCK, 0);
+                assert_ne!(fd_fl & libc::FD_CLOEXEC, 0);
+                drop(socket);
+                let discarded = std::cell::Cell::new(0);
+                let msg =
+                    udp_exchange(server_addr, &question(), Duration::from_secs(5), &discarded)
+                        .await
+                        .unwrap();
+                assert_eq!(msg.answers.len(), 1);
+                assert_eq!(discarded.get(), 0);
+            })
+            .unwrap()
+            .join()
+            .unwrap();
+        responder.join().unwrap();
+    }
+
     proptest::proptest! {
         #[test]
         fn check_response_never_panics(bytes in proptest::collection::vec(proptest::prelude::any::<u8>(), 0..600), id: u16) {
