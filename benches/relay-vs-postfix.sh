@@ -373,10 +373,15 @@ EOF
     wait_port "$MTA_PORT"
     local perf=""
     if [[ $PERF_MODE == stat ]]; then
+        # Attaching to every syscall tracepoint takes seconds on a loaded machine: perf starts
+        # with its counters off and the load waits for the acknowledgement of "enable".
+        mkfifo "$TMP/perf.ctl" "$TMP/perf.ack"
         perf stat -x, -o "$TMP/perf.csv" -e 'raw_syscalls:sys_enter,context-switches,syscalls:sys_enter_*' \
-            -p "$pid" 2>"$TMP/perf.err" &
+            -D -1 --control "fifo:$TMP/perf.ctl,$TMP/perf.ack" -p "$pid" 2>"$TMP/perf.err" &
         perf=$!
-        sleep 0.5
+        exec {ctl}>"$TMP/perf.ctl" {ack}<"$TMP/perf.ack"
+        echo enable >&"$ctl"
+        read -r -t 60 _ <&"$ack" || echo "relay-vs-postfix: perf did not start counting" >&2
     elif [[ $PERF_MODE == record ]]; then
         if [[ -n ${PERF_EVENTS:-} ]]; then
             perf record -g -e "$PERF_EVENTS" -o "$RECORD" -p "$pid" 2>"$TMP/perf.err" &
@@ -394,6 +399,7 @@ EOF
     local cpu1
     cpu1=$(tree_cpu "$pid")
     if [[ -n $perf ]]; then
+        [[ $PERF_MODE == stat ]] && exec {ctl}>&- {ack}<&-
         kill -INT "$perf"
         wait "$perf" 2>/dev/null || true
     fi
