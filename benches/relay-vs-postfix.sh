@@ -86,7 +86,7 @@ while (($#)); do
         --syscalls) PERF_MODE=stat; shift ;;
         --record) PERF_MODE=record; RECORD=$(realpath -m "$2"); shift 2 ;;
         --bin) BIN_DIR=$(cd "$2" && pwd); BUILD=0; shift 2 ;;
-        -h|--help) sed -n '2,40p' "$0"; exit 0 ;;
+        -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
         *) echo "relay-vs-postfix: unknown option $1" >&2; exit 2 ;;
     esac
 done
