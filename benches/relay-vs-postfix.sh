@@ -34,6 +34,16 @@
 #   --timeout SECS    give up on a leg after this long (default 300)
 #   --keep            keep the temporary directory (logs, configs, JSON reports)
 #   --no-build        use the release binaries already in target/release
+#   --corepost-cf 'NAME = VALUE'  an extra main.cf line for corepost (repeatable), e.g.
+#                     'smtp_connection_cache_on_demand = no' for a new outbound connection per message
+#   --no-postfix      skip the Postfix leg (ceiling and corepost only, e.g. for paired runs)
+#   --bin DIR         take corepost and the load tools from DIR (default target/release)
+#   --syscalls        perf stat on corepost during its leg: syscalls and context switches per
+#                     message, the most frequent syscalls by name (costs corepost some CPU)
+#   --record FILE     perf record -g of corepost during its leg into FILE (a --profile
+#                     profiling build via --bin target/profiling has the symbols); with
+#                     $PERF_EVENTS set (e.g. io_uring:io_uring_submit_req) those events
+#                     instead, for `perf script`
 # Needs root (network namespace, Postfix), Postfix installed (postfix, postconf, smtp-source,
 # smtp-sink), jq, and GNU time.
 set -euo pipefail
@@ -50,6 +60,11 @@ MODE=relay
 TIMEOUT=300
 KEEP=0
 BUILD=1
+POSTFIX_LEG=1
+BIN_DIR=""
+PERF_MODE=""
+RECORD=""
+COREPOST_CF=""
 ARGS=("$@")
 while (($#)); do
     case "$1" in
@@ -66,7 +81,12 @@ while (($#)); do
         --timeout) TIMEOUT=$2; shift 2 ;;
         --keep) KEEP=1; shift ;;
         --no-build) BUILD=0; shift ;;
-        -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
+        --no-postfix) POSTFIX_LEG=0; shift ;;
+        --corepost-cf) COREPOST_CF+="$2"$'\n'; shift 2 ;;
+        --syscalls) PERF_MODE=stat; shift ;;
+        --record) PERF_MODE=record; RECORD=$(realpath -m "$2"); shift 2 ;;
+        --bin) BIN_DIR=$(cd "$2" && pwd); BUILD=0; shift 2 ;;
+        -h|--help) sed -n '2,48p' "$0"; exit 0 ;;
         *) echo "relay-vs-postfix: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -77,7 +97,7 @@ if ((PIPELINING)) && [[ $TOOLS == postfix ]]; then
 fi
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$REPO/target/release
+BIN=${BIN_DIR:-$REPO/target/release}
 
 # Build outside the namespace (cargo may need the network for the registry index).
 if [[ -z "${COREPOST_BENCH_NETNS:-}" ]]; then
@@ -339,6 +359,7 @@ $(route_cf)
 ${DOMAIN_MIX:+corepost_dns_servers = 127.0.0.1:53}
 smtpd_peername_lookup = no
 corepost_fsync_policy = always
+$COREPOST_CF
 EOF
     cat >"$dir/etc/master.cf" <<EOF
 127.0.0.1:$MTA_PORT inet n - n - - smtpd
@@ -350,6 +371,26 @@ EOF
     local pid=$!
     PIDS+=("$pid")
     wait_port "$MTA_PORT"
+    local perf=""
+    if [[ $PERF_MODE == stat ]]; then
+        # Attaching to every syscall tracepoint takes seconds on a loaded machine: perf starts
+        # with its counters off and the load waits for the acknowledgement of "enable".
+        mkfifo "$TMP/perf.ctl" "$TMP/perf.ack"
+        perf stat -x, -o "$TMP/perf.csv" -e 'raw_syscalls:sys_enter,context-switches,syscalls:sys_enter_*' \
+            -D -1 --control "fifo:$TMP/perf.ctl,$TMP/perf.ack" -p "$pid" 2>"$TMP/perf.err" &
+        perf=$!
+        exec {ctl}>"$TMP/perf.ctl" {ack}<"$TMP/perf.ack"
+        echo enable >&"$ctl"
+        read -r -t 60 _ <&"$ack" || echo "relay-vs-postfix: perf did not start counting" >&2
+    elif [[ $PERF_MODE == record ]]; then
+        if [[ -n ${PERF_EVENTS:-} ]]; then
+            perf record -g -e "$PERF_EVENTS" -o "$RECORD" -p "$pid" 2>"$TMP/perf.err" &
+        else
+            perf record -g -o "$RECORD" -p "$pid" 2>"$TMP/perf.err" &
+        fi
+        perf=$!
+        sleep 0.5
+    fi
     local cpu0 t0
     cpu0=$(tree_cpu "$pid")
     t0=$(now)
@@ -357,7 +398,17 @@ EOF
     wait_sink corepost "$t0" || true
     local cpu1
     cpu1=$(tree_cpu "$pid")
+    if [[ -n $perf ]]; then
+        [[ $PERF_MODE == stat ]] && exec {ctl}>&- {ack}<&-
+        kill -INT "$perf"
+        wait "$perf" 2>/dev/null || true
+    fi
     # Memory: the resident set after the run and its peak (destinations, cached connections).
+    if [[ -n ${URING_FDINFO:-} ]]; then # debugging: corepost's io_uring instances after the run
+        for fd in /proc/$pid/fd/*; do
+            [[ $(readlink "$fd") == *io_uring* ]] && cat "/proc/$pid/fdinfo/${fd##*/}"
+        done >"$TMP/uring-fdinfo.txt" 2>/dev/null || true
+    fi
     COREPOST_RSS=$(awk '/^VmRSS|^VmHWM/ {printf "%s %s MB  ", $1, $2 / 1024}' "/proc/$pid/status")
     kill "$pid" 2>/dev/null || true
     wait "$pid" 2>/dev/null || true
@@ -479,7 +530,7 @@ fi
 
 leg_direct ceiling "$TOOLS" "$TOOLS"
 leg_corepost "$TOOLS" "$TOOLS"
-leg_postfix "$TOOLS" "$TOOLS"
+((POSTFIX_LEG)) && leg_postfix "$TOOLS" "$TOOLS"
 
 echo
 echo "| leg | end-to-end msg/s | e2e p50 ms | e2e p99 ms | MTA CPU s | MTA CPU ms/msg |"
@@ -497,7 +548,23 @@ for row in "${ROWS[@]}"; do
 done
 echo
 [[ -n "${COREPOST_RSS:-}" ]] && echo "corepost memory: $COREPOST_RSS"
-if [[ -n "${RATE_OF[corepost]:-}" ]]; then
+if [[ $PERF_MODE == stat && -f $TMP/perf.csv ]]; then
+    awk -F, -v n="$MESSAGES" '
+        $3 == "raw_syscalls:sys_enter" { printf "corepost syscalls/msg %.2f", $1 / n }
+        $3 == "context-switches" { printf ", context switches/msg %.2f\n", $1 / n }' "$TMP/perf.csv"
+    awk -F, -v n="$MESSAGES" '$3 ~ /^syscalls:sys_enter_/ && $1 + 0 > n / 100 {
+            sub("syscalls:sys_enter_", "", $3); printf "%s %.2f\n", $3, $1 / n }' "$TMP/perf.csv" |
+        sort -k2 -nr | tr '\n' ' ' | sed 's/^/  /; s/ $/\n/'
+fi
+if [[ -f $TMP/corepost.log ]]; then
+    # Outbound connections: deliveries over a fresh connection (no conn_use=) and reused ones.
+    awk '/status=sent/ { if (/conn_use=/) reused++; else fresh++ }
+        END { printf "corepost deliveries: %d over new connections, %d over reused ones\n", fresh, reused }' \
+        "$TMP/corepost.log"
+fi
+if [[ -z "${RATE_OF[postfix]:-}" ]]; then
+    printf 'corepost/ceiling: %.2f\n' "$(echo "${RATE_OF[corepost]} / ${RATE_OF[ceiling]}" | bc -l)"
+elif [[ -n "${RATE_OF[corepost]:-}" ]]; then
     printf 'corepost/Postfix: %.2f   corepost/ceiling: %.2f\n' \
         "$(echo "${RATE_OF[corepost]} / ${RATE_OF[postfix]}" | bc -l)" \
         "$(echo "${RATE_OF[corepost]} / ${RATE_OF[ceiling]}" | bc -l)"

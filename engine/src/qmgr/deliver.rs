@@ -28,8 +28,9 @@ pub(super) enum Kind {
 /// Work through a destination's queue.
 pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
     let settings = std::sync::Arc::clone(&qmgr.settings.borrow());
-    let transport = settings.transports.get(&dest.key.transport).cloned();
-    let Some(transport) = transport else {
+    // Borrowed from the settings this worker holds: no copy of the transport's (client)
+    // settings per destination worker.
+    let Some(transport) = settings.transports.get(&dest.key.transport) else {
         drain(
             &qmgr,
             &dest,
@@ -84,7 +85,7 @@ pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
         TransportKind::Smtp(client) => smtp_worker(&qmgr, &dest, client, &settings).await,
         TransportKind::Local(local) => {
             let local = std::sync::Arc::clone(local);
-            super::offcore::worker(&qmgr, &dest, &transport, "local", move |r| {
+            super::offcore::worker(&qmgr, &dest, transport, "local", move |r| {
                 crate::delivery::local::deliver(&local, r)
             })
             .await;
@@ -92,14 +93,14 @@ pub async fn worker(qmgr: Rc<Qmgr>, dest: Rc<DestQueue>) {
         TransportKind::Pipe(pipe) => {
             let pipe = std::sync::Arc::clone(pipe);
             let relay = dest.key.transport.clone();
-            super::offcore::worker(&qmgr, &dest, &transport, &relay, move |r| {
+            super::offcore::worker(&qmgr, &dest, transport, &relay, move |r| {
                 crate::delivery::pipe::deliver(&pipe, r)
             })
             .await;
         }
         TransportKind::Virtual(settings) => {
             let settings = std::sync::Arc::clone(settings);
-            super::offcore::worker(&qmgr, &dest, &transport, "virtual", move |r| {
+            super::offcore::worker(&qmgr, &dest, transport, "virtual", move |r| {
                 crate::delivery::r#virtual::deliver(&settings, r)
             })
             .await;

@@ -1345,12 +1345,17 @@ impl SmtpConnection {
                 let _ = self.read_reply("QUIT", timeout).await;
             }
         }
-        let stream = &mut self.stream;
-        let _ = glommio::timer::timeout(timeout.max(Duration::from_millis(1)), async {
-            stream.close().await?;
-            Ok(())
-        })
-        .await;
+        // TLS: close_notify before the socket closes. A plain or Unix socket needs nothing:
+        // dropping it closes it (a FIN, the QUIT reply having been read), where glommio's close
+        // would add a shutdown(2) per connection.
+        if let Stream::Tls(_) = &self.stream {
+            let stream = &mut self.stream;
+            let _ = glommio::timer::timeout(timeout.max(Duration::from_millis(1)), async {
+                stream.close().await?;
+                Ok(())
+            })
+            .await;
+        }
     }
 
     pub fn host(&self) -> &str {

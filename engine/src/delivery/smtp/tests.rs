@@ -1297,3 +1297,36 @@ fn large_bodies_over_tls_without_pipelining() {
     assert_eq!(got.messages[1].content, expected);
     assert!(got.lines(0).contains(&"BDAT 300000 LAST"));
 }
+
+/// After QUIT and its reply a plain connection is closed by the client, cleanly: the server
+/// reads the end of the stream (a FIN, not a reset and not a connection left open).
+#[test]
+fn quit_closes_a_plain_connection_cleanly() {
+    use std::io::{BufRead, BufReader, Read, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = listener.local_addr().unwrap();
+    let server = std::thread::spawn(move || {
+        let (mut s, _) = listener.accept().unwrap();
+        s.set_read_timeout(Some(Duration::from_secs(5))).unwrap();
+        let mut r = BufReader::new(s.try_clone().unwrap());
+        let mut line = String::new();
+        s.write_all(b"220 sink.test ESMTP\r\n").unwrap();
+        r.read_line(&mut line).unwrap();
+        assert!(line.starts_with("EHLO "), "{line:?}");
+        s.write_all(b"250 sink.test\r\n").unwrap();
+        line.clear();
+        r.read_line(&mut line).unwrap();
+        assert_eq!(line, "QUIT\r\n");
+        s.write_all(b"221 2.0.0 Bye\r\n").unwrap();
+        let mut rest = Vec::new();
+        r.read_to_end(&mut rest).map(|_| rest)
+    });
+    on_executor(move || async move {
+        let conn = SmtpConnection::connect(addr, "sink.test", &settings(TlsLevel::None))
+            .await
+            .unwrap();
+        conn.quit().await;
+    });
+    let rest = server.join().unwrap();
+    assert!(matches!(&rest, Ok(r) if r.is_empty()), "{rest:?}");
+}
