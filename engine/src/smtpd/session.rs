@@ -798,9 +798,11 @@ impl Session {
     /// Postfix's `smtpd_check_queue`: the free bytes of the queue's file
     /// system when mail must be refused — no more than `queue_minfree`,
     /// or not more than 1.5 times `message_size_limit` — else `None`.
-    /// Deliveries go on (they free space); only new mail waits.
+    /// Deliveries go on (they free space); only new mail waits. The figure
+    /// may be up to a second old (one `statfs` per core and second, see
+    /// `context::QueueSpace`).
     fn queue_space_short(&self) -> Option<u64> {
-        let free = self.core.spool.borrow().free_space().ok()?;
+        let free = self.core.queue_free_space().ok()?;
         // u64::MAX: message_size_limit = 0, no limit.
         let limit = self.settings.message_size_limit;
         let short = free <= self.settings.queue_minfree
