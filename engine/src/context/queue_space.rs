@@ -75,7 +75,11 @@ mod tests {
     fn an_error_is_not_remembered() {
         let space = QueueSpace::default();
         let t0 = Instant::now();
-        assert!(space.free_at(t0, || Err(std::io::Error::other("x"))).is_err());
+        assert!(
+            space
+                .free_at(t0, || Err(std::io::Error::other("x")))
+                .is_err()
+        );
         assert_eq!(space.free_at(t0, || Ok(5)).unwrap(), 5);
     }
 }
