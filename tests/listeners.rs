@@ -290,3 +290,106 @@ fn reload_names_the_parameters_only_a_restart_applies() {
     let status = corepost(&["status", "-c", &d.config_dir()]);
     assert!(stdout(&status).contains("cores: 2"), "{}", stdout(&status));
 }
+
+/// A policy server that records the client and server addresses of each
+/// request and answers DUNNO.
+fn address_recorder() -> (u16, std::sync::mpsc::Receiver<Vec<String>>) {
+    use std::io::{BufRead, Write};
+    let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let port = listener.local_addr().unwrap().port();
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        for stream in listener.incoming().flatten() {
+            let tx = tx.clone();
+            std::thread::spawn(move || {
+                let mut reader = std::io::BufReader::new(stream);
+                let mut wanted = Vec::new();
+                let mut line = String::new();
+                while reader.read_line(&mut line).is_ok_and(|n| n > 0) {
+                    let l = line.trim_end().to_string();
+                    line.clear();
+                    if l.is_empty() {
+                        let _ = tx.send(std::mem::take(&mut wanted));
+                        if reader.get_mut().write_all(b"action=DUNNO\n\n").is_err() {
+                            return;
+                        }
+                    } else if l.starts_with("client_address=")
+                        || l.starts_with("client_port=")
+                        || l.starts_with("server_address=")
+                        || l.starts_with("server_port=")
+                    {
+                        wanted.push(l);
+                    }
+                }
+            });
+        }
+    });
+    (port, rx)
+}
+
+/// Connections are accepted with one accept4 that yields the client's
+/// address, and the server's is the listener's own: both must still be the
+/// real ones in the log, the Received header and what a policy server is
+/// told, on IPv4 and on IPv6 loopback.
+#[test]
+fn both_ends_of_a_connection_are_known_on_ipv4_and_ipv6_loopback() {
+    let Ok(probe) = std::net::TcpListener::bind("[::1]:0") else {
+        eprintln!("skipped: this host has no IPv6 loopback");
+        return;
+    };
+    let port6 = probe.local_addr().unwrap().port();
+    drop(probe);
+    let (policy, requests) = address_recorder();
+    let mut d = Daemon::start_with_master(
+        &format!(
+            "mynetworks = 127.0.0.0/8 [::1]/128\nrelayhost = [127.0.0.1]:9\n\
+             smtpd_recipient_restrictions = check_policy_service inet:127.0.0.1:{policy}, permit_mynetworks, reject\n"
+        ),
+        &format!("[::1]:{port6} inet n - n - - smtpd\n"),
+    );
+    for (ip, port) in [("127.0.0.1", d.port), ("::1", port6)] {
+        let addr = std::net::SocketAddr::new(ip.parse().unwrap(), port);
+        let (mut raw, greeting) = Raw::open_to(addr);
+        assert!(greeting.starts_with("220 "), "{greeting}");
+        let client_port = raw.stream.local_addr().unwrap().port();
+        assert!(raw.cmd("EHLO client.example").starts_with("250"));
+        assert!(raw.cmd("MAIL FROM:<a@example.org>").starts_with("250"));
+        assert!(raw.cmd("RCPT TO:<b@remote.example>").starts_with("250"));
+        assert!(raw.cmd("DATA").starts_with("354"));
+        assert!(raw.cmd("Subject: x\r\n\r\nhi\r\n.").starts_with("250"));
+        assert!(raw.cmd("QUIT").starts_with("221"));
+        let got = requests.recv_timeout(Duration::from_secs(10)).unwrap();
+        assert_eq!(
+            got,
+            [
+                format!("client_address={ip}"),
+                format!("client_port={client_port}"),
+                format!("server_address={ip}"),
+                format!("server_port={port}"),
+            ]
+        );
+        let shown = wait_until(10, || {
+            let log = d.log();
+            let want = format!("disconnect from unknown[{ip}] ehlo=1 mail=1 rcpt=1 data=1 quit=1");
+            (log.contains(&format!("connect from unknown[{ip}]")) && log.contains(&want))
+                .then_some(())
+        });
+        assert!(shown.is_some(), "{}", d.log());
+    }
+    d.stop();
+    let headers: Vec<String> = queued_messages(&d.spool_dir())
+        .iter()
+        .map(|(_, _, content)| {
+            let text = String::from_utf8_lossy(content);
+            text.lines().next().unwrap_or_default().to_string()
+        })
+        .collect();
+    for stamp in ["(unknown [127.0.0.1])", "(unknown [IPv6:::1])"] {
+        assert!(
+            headers
+                .iter()
+                .any(|h| h == &format!("Received: from client.example {stamp}")),
+            "{headers:?}"
+        );
+    }
+}

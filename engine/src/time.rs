@@ -53,8 +53,31 @@ fn name<'a>(table: &'a [&'a str], i: i32) -> &'a str {
 }
 
 /// `Nov 24 07:30:00`, the syslog-style stamp of Postfix's log lines.
+///
+/// A core writes several lines per message within the same second, so each
+/// thread keeps the stamp of the current second: `localtime_r` (which takes
+/// the C library's time zone lock, shared by every core) and the formatting
+/// run once per second and thread. The stamp only names whole seconds, and
+/// a time zone change (DST) takes effect on a second boundary, so the text
+/// is the same as computing it every time.
 pub fn log_stamp() -> String {
-    match local(now_secs()) {
+    thread_local! {
+        static LAST: std::cell::RefCell<(i64, String)> = const {
+            std::cell::RefCell::new((i64::MIN, String::new()))
+        };
+    }
+    let now = now_secs();
+    LAST.with(|last| {
+        let mut last = last.borrow_mut();
+        if last.0 != now {
+            *last = (now, stamp_of(now));
+        }
+        last.1.clone()
+    })
+}
+
+fn stamp_of(secs: i64) -> String {
+    match local(secs) {
         Some(l) => format!(
             "{} {:>2} {:02}:{:02}:{:02}",
             name(&MONTHS, l.tm.tm_mon),
@@ -137,5 +160,21 @@ mod tests {
         let d = super::rfc5322(0);
         assert!(d.contains("1970") || d.contains("1969"), "{d}");
         assert_eq!(super::log_stamp().len(), 15);
+    }
+
+    #[test]
+    fn the_kept_stamp_is_the_one_computed_for_this_second() {
+        // Retried if the clock crosses a second between the two readings.
+        for _ in 0..3 {
+            let before = super::now_secs();
+            let kept = super::log_stamp();
+            let kept_again = super::log_stamp();
+            if super::now_secs() == before {
+                assert_eq!(kept, super::stamp_of(before));
+                assert_eq!(kept_again, kept);
+                return;
+            }
+        }
+        panic!("the clock moved a second three times in a row");
     }
 }

@@ -300,6 +300,20 @@ impl Raw {
         (raw, greeting)
     }
 
+    /// Connect to `addr` (IPv4 or IPv6) and return the greeting.
+    pub fn open_to(addr: std::net::SocketAddr) -> (Raw, String) {
+        let stream = std::net::TcpStream::connect(addr).expect("connect");
+        stream
+            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
+            .expect("timeout");
+        let mut raw = Raw {
+            stream,
+            buf: Vec::new(),
+        };
+        let greeting = raw.reply();
+        (raw, greeting)
+    }
+
     pub fn send(&mut self, data: &[u8]) {
         use std::io::Write;
         self.stream.write_all(data).expect("write");

@@ -8,11 +8,13 @@
 //! other cores are reached through [`CorePeers`], which the control module
 //! implements, so this module does not depend on any service.
 
+mod queue_space;
 mod shutdown;
 mod signal;
 
 use crate::log::Log;
 use corepost_spool::{CoreSpool, Envelope, QueueId};
+pub use queue_space::QueueSpace;
 pub use shutdown::Shutdown;
 pub use signal::Signal;
 use std::cell::{Cell, RefCell};
@@ -38,11 +40,19 @@ pub struct CoreContext {
     /// Every core: smtpd's ETRN asks them to flush deferred mail, as
     /// `corepost queue flush` does.
     pub peers: Box<dyn CorePeers>,
+    /// The queue file system's free space for smtpd's MAIL check.
+    pub queue_space: QueueSpace,
 }
 
 impl CoreContext {
     pub fn new_queue_id(&self) -> QueueId {
         self.spool.borrow_mut().new_queue_id()
+    }
+
+    /// Free bytes on this core's queue file system, at most a second old
+    /// (see [`QueueSpace`]).
+    pub fn queue_free_space(&self) -> std::io::Result<u64> {
+        self.queue_space.free(&self.spool.borrow())
     }
 
     /// Messages queued on this core.

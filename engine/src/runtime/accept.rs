@@ -146,7 +146,7 @@ async fn accept_loop(
     stop: Shutdown,
 ) {
     let address = bound.planned.address;
-    let listener = bound.into_glommio();
+    let listener = bound.into_acceptor();
     let current = || {
         routes
             .borrow()
@@ -170,9 +170,9 @@ async fn accept_loop(
             None
         })
         .await;
-        let stream = match accepted {
+        let accepted = match accepted {
             None => return,
-            Some(Ok(s)) => s,
+            Some(Ok(a)) => a,
             Some(Err(e)) => {
                 ctx.log
                     .line("corepost/smtpd", &format!("warning: accept: {e}"));
@@ -189,11 +189,11 @@ async fn accept_loop(
         let Some(slot) = take_slot(&service, &ctx, &stop).await else {
             return;
         };
-        let Ok(peer) = stream.peer_addr() else {
-            continue;
-        };
-        let local = stream.local_addr().ok();
-        let _ = stream.set_nodelay(true);
+        let super::acceptor::Accepted {
+            stream,
+            peer,
+            local,
+        } = accepted;
         let stress = service.slots.under_stress();
         let settings = if stress {
             service.stressed

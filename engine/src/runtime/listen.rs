@@ -18,7 +18,6 @@ use corepost_config::host::{address_families, interface_networks};
 use corepost_config::mastercf::{Service, ServiceType};
 use socket2::{Domain, Protocol, Socket, Type};
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
-use std::os::fd::{FromRawFd, IntoRawFd};
 use std::path::Path;
 
 /// An smtpd service of master.cf that listens on the network.
@@ -96,12 +95,8 @@ fn probe(addr: SocketAddr) -> std::io::Result<()> {
 
 impl Bound {
     /// Hand the socket to the current glommio executor.
-    pub fn into_glommio(self) -> glommio::net::TcpListener {
-        let fd = self.socket.into_raw_fd();
-        // SAFETY: `fd` is a listening TCP socket we own (just released from
-        // `socket2::Socket` without closing it); ownership passes to the
-        // glommio listener, which closes it when dropped.
-        unsafe { glommio::net::TcpListener::from_raw_fd(fd) }
+    pub fn into_acceptor(self) -> super::acceptor::Acceptor {
+        super::acceptor::Acceptor::new(self.socket, self.planned.address)
     }
 }
 
@@ -211,7 +206,7 @@ pub fn bind_all(plan: &[Planned]) -> Result<Vec<Bound>, String> {
         .collect()
 }
 
-fn bind(addr: SocketAddr) -> std::io::Result<Socket> {
+pub(super) fn bind(addr: SocketAddr) -> std::io::Result<Socket> {
     let domain = if addr.is_ipv6() {
         Domain::IPV6
     } else {
@@ -225,6 +220,14 @@ fn bind(addr: SocketAddr) -> std::io::Result<Socket> {
     }
     socket.bind(&addr.into())?;
     socket.listen(4096)?;
+    // Set once here rather than on every connection: accepted sockets
+    // inherit them (the acceptor's test checks it). Non-blocking, so the
+    // acceptor's accept4 returns at once when nothing is queued;
+    // TCP_NODELAY, so replies are not held back by Nagle's algorithm;
+    // SO_KEEPALIVE, as Postfix sets on every inet client connection.
+    socket.set_nonblocking(true)?;
+    socket.set_nodelay(true)?;
+    socket.set_keepalive(true)?;
     Ok(socket)
 }
 

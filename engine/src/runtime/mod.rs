@@ -15,6 +15,7 @@
 //! those it removes ([`reload`]).
 
 mod accept;
+mod acceptor;
 mod group_commit;
 pub mod listen;
 pub mod notify;
@@ -619,6 +620,7 @@ async fn core_main(
         sessions: Cell::new(0),
         new_mail: crate::context::Signal::default(),
         peers: Box::new(control.peers.clone()),
+        queue_space: Default::default(),
     });
     group_commit::start(syncs, &ctx, spool_setup.commit_delay);
     let services = Rc::new(RefCell::new(lock(&shared.services).clone()));

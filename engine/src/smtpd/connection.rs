@@ -261,8 +261,15 @@ impl Connection {
         self.stream.tls()
     }
 
+    /// End the session's side of the connection. On plain TCP there is
+    /// nothing to do before the socket is dropped: closing the stream would
+    /// only add a `shutdown(SHUT_WR)`, and the close that follows sends the
+    /// same FIN — Postfix's smtpd, too, just closes after `221` or `421`.
+    /// TLS sends its close_notify first.
     pub async fn close(&mut self) {
-        let _ = self.stream.close().await;
+        if !matches!(self.stream, Stream::Plain(_)) {
+            let _ = self.stream.close().await;
+        }
     }
 }
 

@@ -19,7 +19,6 @@ use crate::routing::{AddressClass, RecipientCheck};
 use corepost_spool::{
     BodyType, ClientInfo, Envelope, MailParams, QueueId, Recipient, RecipientState, Ret,
 };
-use std::collections::BTreeMap;
 use std::net::SocketAddr;
 use std::rc::Rc;
 use std::time::Duration;
@@ -53,44 +52,61 @@ struct Transaction {
     received_size: Option<u64>,
 }
 
-/// Per-verb (accepted, total) counters for the disconnect line.
+/// The verbs of the disconnect line, in Postfix's order.
+const COUNTED: [&str; 15] = [
+    "helo", "ehlo", "xclient", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset", "noop",
+    "vrfy", "etrn", "quit", "unknown",
+];
+
+/// Per-verb (accepted, total) counters for the disconnect line: a fixed
+/// array rather than a map, so a session allocates nothing for them.
 #[derive(Debug, Default)]
-struct Counters(BTreeMap<&'static str, (u32, u32)>);
+struct Counters([(u32, u32); COUNTED.len()]);
 
 impl Counters {
+    /// Verbs outside [`COUNTED`] are not shown on the disconnect line, so
+    /// they are not kept.
     fn count(&mut self, verb: &'static str, ok: bool) {
-        let e = self.0.entry(verb).or_default();
-        e.1 += 1;
-        if ok {
-            e.0 += 1;
+        if let Some(i) = COUNTED.iter().position(|v| *v == verb) {
+            let e = &mut self.0[i];
+            e.1 += 1;
+            if ok {
+                e.0 += 1;
+            }
         }
+    }
+
+    /// How many times `verb` was given (accepted or not).
+    fn given(&self, verb: &str) -> u32 {
+        COUNTED
+            .iter()
+            .position(|v| *v == verb)
+            .map_or(0, |i| self.0[i].1)
     }
 
     /// `ehlo=1 mail=1 rcpt=0/1 data=1 quit=1 commands=4/5`
     fn summary(&self) -> String {
-        const ORDER: &[&str] = &[
-            "helo", "ehlo", "xclient", "starttls", "auth", "mail", "rcpt", "data", "bdat", "rset",
-            "noop", "vrfy", "etrn", "quit", "unknown",
-        ];
-        let mut parts = Vec::new();
+        use std::fmt::Write;
+        let mut line = String::with_capacity(64);
         let (mut ok, mut total) = (0, 0);
-        for verb in ORDER {
-            if let Some(&(o, t)) = self.0.get(verb) {
-                ok += o;
-                total += t;
-                parts.push(if o == t {
-                    format!("{verb}={o}")
-                } else {
-                    format!("{verb}={o}/{t}")
-                });
+        for (verb, &(o, t)) in COUNTED.iter().zip(&self.0) {
+            if t == 0 {
+                continue;
             }
+            ok += o;
+            total += t;
+            let _ = if o == t {
+                write!(line, "{verb}={o} ")
+            } else {
+                write!(line, "{verb}={o}/{t} ")
+            };
         }
-        parts.push(if ok == total {
-            format!("commands={ok}")
+        let _ = if ok == total {
+            write!(line, "commands={ok}")
         } else {
-            format!("commands={ok}/{total}")
-        });
-        parts.join(" ")
+            write!(line, "commands={ok}/{total}")
+        };
+        line
     }
 }
 
@@ -730,7 +746,7 @@ impl Session {
             .map(|id| id.to_string())
             .unwrap_or_default();
         // Stable for one transaction: the session's port and its MAIL count.
-        let mails = self.counters.0.get("mail").map_or(0, |c| c.1);
+        let mails = self.counters.given("mail");
         let instance = format!("{:x}.{:x}", self.peer.port(), mails);
         let verdict = {
             let mut facts = self.facts(recipient, command);
@@ -798,9 +814,11 @@ impl Session {
     /// Postfix's `smtpd_check_queue`: the free bytes of the queue's file
     /// system when mail must be refused — no more than `queue_minfree`,
     /// or not more than 1.5 times `message_size_limit` — else `None`.
-    /// Deliveries go on (they free space); only new mail waits.
+    /// Deliveries go on (they free space); only new mail waits. The figure
+    /// may be up to a second old (one `statfs` per core and second, see
+    /// `context::QueueSpace`).
     fn queue_space_short(&self) -> Option<u64> {
-        let free = self.core.spool.borrow().free_space().ok()?;
+        let free = self.core.queue_free_space().ok()?;
         // u64::MAX: message_size_limit = 0, no limit.
         let limit = self.settings.message_size_limit;
         let short = free <= self.settings.queue_minfree
@@ -1795,6 +1813,17 @@ mod tests {
         c.count("rcpt", true);
         c.count("quit", true);
         assert_eq!(c.summary(), "ehlo=1 mail=1 rcpt=1/2 quit=1 commands=4/5");
+        assert_eq!(c.given("rcpt"), 2);
+        assert_eq!(Counters::default().summary(), "commands=0");
+        let mut all = Counters::default();
+        for verb in COUNTED.iter().rev() {
+            all.count(verb, verb.len() == 4);
+        }
+        assert_eq!(
+            all.summary(),
+            "helo=1 ehlo=1 xclient=0/1 starttls=0/1 auth=1 mail=1 rcpt=1 data=1 bdat=1 \
+             rset=1 noop=1 vrfy=1 etrn=1 quit=1 unknown=0/1 commands=12/15"
+        );
     }
 
     #[test]
