@@ -362,19 +362,25 @@ fn display_name(name: &str) -> String {
 
 /// The pickup loop on one core, until shutdown. `current` gives the
 /// settings of the moment: each pass takes them afresh, so a reload applies
-/// to the next file, and no pickup service means the maildrop waits.
-pub async fn run(ctx: Rc<CoreContext>, current: Box<dyn Fn() -> Option<Arc<PickupSettings>>>) {
+/// to the next file, and no pickup service means the maildrop waits — with
+/// no timer, until `reloaded` says the settings may have changed.
+pub async fn run(
+    ctx: Rc<CoreContext>,
+    current: Box<dyn Fn() -> Option<Arc<PickupSettings>>>,
+    reloaded: crate::context::Signal,
+) {
     let mut retry_after: HashMap<String, Instant> = HashMap::new();
     loop {
         if ctx.shutdown.is_triggered() {
             return;
         }
-        let taken = match current() {
-            Some(settings) => pass(&ctx, &settings, &mut retry_after).await,
-            None => 0,
+        let Some(settings) = current() else {
+            futures_lite::future::or(ctx.shutdown.wait(), reloaded.wait()).await;
+            continue;
         };
-        if taken < BATCH {
-            futures_lite::future::or(ctx.shutdown.wait(), glommio::timer::sleep(POLL)).await;
+        if pass(&ctx, &settings, &mut retry_after).await < BATCH {
+            let poll = futures_lite::future::or(reloaded.wait(), glommio::timer::sleep(POLL));
+            futures_lite::future::or(ctx.shutdown.wait(), poll).await;
         }
     }
 }
