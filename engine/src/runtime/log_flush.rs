@@ -66,7 +66,9 @@ mod tests {
                 // Idle for a while, then a new line arms the flush again.
                 glommio::timer::sleep(Duration::from_millis(50)).await;
                 log.line("corepost/test", "third");
-                let took = lines_within(&path, 3).await.expect("later line not written");
+                let took = lines_within(&path, 3)
+                    .await
+                    .expect("later line not written");
                 assert!(took < Duration::from_millis(500), "{took:?}");
                 let text = std::fs::read_to_string(&path).unwrap();
                 let order: Vec<&str> = text.lines().filter_map(|l| l.split("]: ").nth(1)).collect();
