@@ -6,21 +6,23 @@
 # the process's syscalls by name (perf stat on all its threads).
 #
 # Usage (as root, after `cargo build --release -p corepost`):
-#   benches/idle-wakeups.sh [--bin DIR] [-t SECONDS] [--no-perf]
+#   benches/idle-wakeups.sh [--bin DIR] [-t SECONDS] [--pickup] [--no-perf]
 #   --bin DIR    take corepost from DIR (default target/release)
+#   --pickup     with master.cf's pickup service (Postfix's default master.cf has one)
 #   -t SECONDS   the idle span measured (default 10)
 #   --no-perf    only the context switches: perf's tracepoints on every syscall, and its own
 #                start, add switches of their own, so compare switch counts from such runs
 set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
-BIN=$REPO/target/release SECS=10 PERF=1
+BIN=$REPO/target/release SECS=10 PERF=1 PICKUP=0
 while (($#)); do
     case "$1" in
         --bin) BIN=$(cd "$2" && pwd); shift 2 ;;
         -t) SECS=$2; shift 2 ;;
         --no-perf) PERF=0; shift ;;
-        -h|--help) sed -n '2,15p' "$0"; exit 0 ;;
+        --pickup) PICKUP=1; shift ;;
+        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
         *) echo "idle-wakeups: unknown option $1" >&2; exit 2 ;;
     esac
 done
@@ -43,6 +45,7 @@ maillog_file_prefixes = /tmp
 EOF
 printf '127.0.0.1:%s inet n - n - - smtpd\nsmtp unix - - n - - smtp\nrelay unix - - n - - smtp\n' \
     "$PORT" >"$DIR/master.cf"
+((PICKUP)) && echo 'pickup unix n - n 60 1 pickup' >>"$DIR/master.cf"
 "$BIN/corepost" run -c "$DIR" >"$DIR/run.out" 2>&1 &
 MTA=$!
 trap 'kill $MTA 2>/dev/null; wait $MTA 2>/dev/null; rm -rf "$DIR"' EXIT
@@ -65,7 +68,7 @@ else
     sleep "$SECS"
 fi
 switches >"$DIR/after"
-echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg); idle ${SECS}s, bin=$BIN, perf=$PERF"
+echo "# $(date -u '+%Y-%m-%d %H:%M UTC'), load $(cut -d' ' -f1-3 /proc/loadavg); idle ${SECS}s, bin=$BIN, pickup=$PICKUP, perf=$PERF"
 join "$DIR/before" "$DIR/after" |
     awk -v s="$SECS" '{v=$6-$3; n=$7-$4; tv+=v; tn+=n; printf "%-8s %-16s voluntary %6d (%.1f/s)  involuntary %4d\n", $1, $2, v, v/s, n}
                       END {printf "all threads      voluntary %6d (%.1f/s)  involuntary %4d\n", tv, tv/s, tn}'
