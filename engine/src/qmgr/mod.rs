@@ -50,10 +50,10 @@ const LEASE: Duration = Duration::from_secs(3600);
 /// Most messages picked per scheduling pass, so one pass never starves the
 /// core's sessions.
 const PICK_BATCH: usize = 2048;
-/// How long the scheduler sleeps with nothing queued at all (no message
-/// waiting, leased or held-then-released): only new mail, which notifies
-/// it, can make anything due, so this is only a backstop — an idle core
-/// is not woken every second.
+/// How long the scheduler sleeps with nothing scheduled at all (no message
+/// waiting, deferred or in delivery): only new mail or a release, which
+/// notify it, can make anything due, so this is only a backstop — an idle
+/// core is not woken every second.
 const IDLE_SLEEP: Duration = Duration::from_secs(60);
 
 /// Transport and next hop, and the egress pool its mail leaves from (`crate::egress`; empty:
