@@ -7,27 +7,56 @@
 //! second. Without inotify (a failed init or watch), pickup polls as before.
 
 use std::ffi::CString;
-use std::fs::File;
-use std::io::Read;
-use std::os::fd::FromRawFd;
+use std::os::fd::RawFd;
 use std::os::unix::ffi::OsStrExt;
 use std::path::Path;
+
+/// An inotify descriptor, closed on drop.
+struct Inotify(RawFd);
+
+impl Inotify {
+    fn new() -> Option<Inotify> {
+        // SAFETY: inotify_init1 takes flags only and returns a new descriptor.
+        let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
+        (fd >= 0).then_some(Inotify(fd))
+    }
+
+    /// Block until events arrive; false on an error other than EINTR.
+    fn wait(&self, buf: &mut [u8]) -> bool {
+        loop {
+            // SAFETY: `buf` is valid for writes of its length for the call,
+            // and the descriptor is open while `self` lives.
+            let n = unsafe { libc::read(self.0, buf.as_mut_ptr().cast(), buf.len()) };
+            if n > 0 {
+                return true;
+            }
+            if n == 0 || std::io::Error::last_os_error().kind() != std::io::ErrorKind::Interrupted {
+                return false;
+            }
+        }
+    }
+}
+
+impl Drop for Inotify {
+    fn drop(&mut self) {
+        // SAFETY: we own the descriptor and close it once.
+        unsafe { libc::close(self.0) };
+    }
+}
 
 /// Watch `maildrop` for files moved or written into it: a receiver that
 /// gets a message (coalesced) after each such change, or `None` when the
 /// kernel refuses the watch.
 pub(super) fn start(maildrop: &Path) -> Option<flume::Receiver<()>> {
     let path = CString::new(maildrop.as_os_str().as_bytes()).ok()?;
-    // SAFETY: inotify_init1 takes flags only and returns a new descriptor.
-    let fd = unsafe { libc::inotify_init1(libc::IN_CLOEXEC) };
-    if fd < 0 {
-        return None;
-    }
-    // SAFETY: `fd` is a fresh descriptor nothing else owns.
-    let events = unsafe { File::from_raw_fd(fd) };
-    // SAFETY: `fd` is open and `path` a valid NUL-terminated string.
+    let events = Inotify::new()?;
+    // SAFETY: the descriptor is open and `path` a valid NUL-terminated string.
     let watch = unsafe {
-        libc::inotify_add_watch(fd, path.as_ptr(), libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE)
+        libc::inotify_add_watch(
+            events.0,
+            path.as_ptr(),
+            libc::IN_MOVED_TO | libc::IN_CLOSE_WRITE,
+        )
     };
     if watch < 0 {
         return None;
@@ -37,16 +66,10 @@ pub(super) fn start(maildrop: &Path) -> Option<flume::Receiver<()>> {
         .name("maildrop-watch".into())
         .spawn(move || {
             let mut buf = [0u8; 4096];
-            loop {
-                match (&events).read(&mut buf) {
-                    Ok(n) if n > 0 => {
-                        // Full: a wake-up is already pending.
-                        if let Err(flume::TrySendError::Disconnected(_)) = tx.try_send(()) {
-                            return;
-                        }
-                    }
-                    Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
-                    _ => return,
+            while events.wait(&mut buf) {
+                // Full: a wake-up is already pending.
+                if let Err(flume::TrySendError::Disconnected(_)) = tx.try_send(()) {
+                    return;
                 }
             }
         })
