@@ -211,8 +211,9 @@ impl ControlServer {
                         [(&owner, false), (&anyone, true)].into_iter().zip(ready)
                     {
                         if ready && !acceptor.accept(listener, is_public) {
-                            // EMFILE and the like: the socket stays
-                            // readable; wait rather than spin.
+                            // EMFILE and the like, or readiness without a
+                            // connection: the socket may stay readable;
+                            // wait rather than spin.
                             std::thread::sleep(Duration::from_millis(20));
                         }
                     }
@@ -238,11 +239,10 @@ struct Acceptor {
 impl Acceptor {
     /// Take one connection from `listener` and serve it on a thread of its
     /// own, so a client that never sends its line cannot hold up the
-    /// others; false when accept failed other than for want of one.
+    /// others; false when there was none to take.
     fn accept(&self, listener: &UnixListener, is_public: bool) -> bool {
-        let stream = match listener.accept() {
-            Ok((stream, _)) => stream,
-            Err(e) => return e.kind() == std::io::ErrorKind::WouldBlock,
+        let Ok((stream, _)) = listener.accept() else {
+            return false;
         };
         // Any local user reaches the public socket: a bounded number of
         // its requests at once.
