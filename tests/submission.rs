@@ -156,10 +156,8 @@ fn a_reload_applies_to_local_submissions() {
         "{second}"
     );
     let master_cf = d.dir.path().join("master.cf");
-    let master = std::fs::read_to_string(&master_cf)
-        .unwrap()
-        .replace(PICKUP, "");
-    std::fs::write(&master_cf, master).unwrap();
+    let with_pickup = std::fs::read_to_string(&master_cf).unwrap();
+    std::fs::write(&master_cf, with_pickup.replace(PICKUP, "")).unwrap();
     let reload = corepost(&["reload", "-c", &d.config_dir()]);
     assert!(reload.status.success(), "{}", stderr(&reload));
     let status = stdout(&corepost(&["status", "-c", &d.config_dir()]));
@@ -173,6 +171,13 @@ fn a_reload_applies_to_local_submissions() {
     std::thread::sleep(Duration::from_secs(1));
     assert_eq!(maildrop_files(&d).len(), 1, "left in the maildrop");
     assert_eq!(sink.snapshot().messages.len(), 2);
+    // The service back: the reload wakes pickup (which waited without a
+    // timer) and the waiting file goes.
+    std::fs::write(&master_cf, with_pickup).unwrap();
+    let reload = corepost(&["reload", "-c", &d.config_dir()]);
+    assert!(reload.status.success(), "{}", stderr(&reload));
+    assert_eq!(sink.wait_for(3, 20).messages.len(), 3);
+    assert!(maildrop_files(&d).is_empty());
 }
 
 #[test]

@@ -6,7 +6,9 @@
 //! (the rule is in `log/output.rs`); `corepost_log_format = json` writes
 //! each line as a JSON object instead. On the cores,
 //! lines are collected in a per-thread buffer and written every few
-//! milliseconds (the runtime calls [`Log::flush`]) or when the buffer
+//! milliseconds (the first line into an empty buffer calls the thread's
+//! arming hook, and the runtime's flusher calls [`Log::flush`] shortly
+//! after: `runtime/log_flush.rs`) or when the buffer
 //! fills — a relay writes several lines per message, and one write(2) per
 //! line would be a noticeable part of its CPU. Every write holds whole
 //! lines, so lines from different cores never interleave. Elsewhere (the
@@ -26,6 +28,9 @@ const BUFFER_LIMIT: usize = 32 * 1024;
 thread_local! {
     static BUFFER: RefCell<Vec<u8>> = const { RefCell::new(Vec::new()) };
     static BUFFERED: Cell<bool> = const { Cell::new(false) };
+    /// Called when a line goes into this thread's empty buffer, so that a
+    /// flush is due only while there is something to write.
+    static ARM_FLUSH: RefCell<Option<Box<dyn Fn()>>> = const { RefCell::new(None) };
 }
 
 /// Where log lines go; shared by all cores.
@@ -121,13 +126,20 @@ impl Log {
             self.write(line.as_bytes());
             return;
         }
-        let full = BUFFER.with(|b| {
+        let (first, full) = BUFFER.with(|b| {
             let mut b = b.borrow_mut();
+            let first = b.is_empty();
             b.extend_from_slice(line.as_bytes());
-            b.len() >= BUFFER_LIMIT
+            (first, b.len() >= BUFFER_LIMIT)
         });
         if full {
             self.flush();
+        } else if first {
+            ARM_FLUSH.with(|arm| {
+                if let Some(arm) = &*arm.borrow() {
+                    arm();
+                }
+            });
         }
     }
 
@@ -140,9 +152,12 @@ impl Log {
         }
     }
 
-    /// Collect this thread's lines until [`Log::flush`] (the cores do).
-    pub fn buffer_this_thread(&self) {
+    /// Collect this thread's lines until [`Log::flush`] (the cores do);
+    /// `arm` is called whenever a line goes into the empty buffer, and
+    /// must see to it that a flush follows soon.
+    pub fn buffer_this_thread(&self, arm: impl Fn() + 'static) {
         BUFFERED.with(|b| b.set(true));
+        ARM_FLUSH.with(|a| *a.borrow_mut() = Some(Box::new(arm)));
     }
 
     /// Write what this thread has collected.

@@ -16,12 +16,14 @@
 
 pub mod core;
 pub mod format;
+mod idle;
 pub mod public;
 
 use self::core::{CoreAnswer, CoreCommand, CoreRequest, CoreStatus};
 use corepost_spool::{AdminAction, QueueId};
 use format::{QueueItem, QueueName};
 use std::io::{BufRead, BufReader, Read, Write};
+use std::os::fd::AsRawFd;
 use std::os::unix::net::{UnixListener, UnixStream};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -151,6 +153,8 @@ pub fn socket_path(config: &corepost_config::Config) -> Result<PathBuf, String> 
 pub struct ControlServer {
     paths: [PathBuf; 2],
     stop: Arc<AtomicBool>,
+    /// Interrupts the thread's wait, to see `stop`.
+    waker: Arc<idle::Waker>,
     thread: Option<std::thread::JoinHandle<()>>,
 }
 
@@ -190,42 +194,28 @@ impl ControlServer {
         let anyone = bind_socket(&public_path, 0o666)?;
         let stop = Arc::new(AtomicBool::new(false));
         let flag = Arc::clone(&stop);
-        let cores = Arc::new(cores);
-        let info = Arc::new(info);
-        let public_busy = Arc::new(AtomicUsize::new(0));
+        let waker = Arc::new(idle::Waker::new().map_err(|e| format!("control thread: {e}"))?);
+        let woken = Arc::clone(&waker);
+        let acceptor = Acceptor {
+            cores: Arc::new(cores),
+            info: Arc::new(info),
+            public_busy: Arc::new(AtomicUsize::new(0)),
+        };
+        let fds = [owner.as_raw_fd(), anyone.as_raw_fd()];
         let thread = std::thread::Builder::new()
             .name("control".into())
             .spawn(move || {
                 while !flag.load(Ordering::Acquire) {
-                    let mut idle = true;
-                    for (listener, is_public) in [(&owner, false), (&anyone, true)] {
-                        // One thread per request, so a client that never
-                        // sends its line cannot hold up the others.
-                        if let Ok((stream, _)) = listener.accept() {
-                            idle = false;
-                            // Any local user reaches the public socket: a
-                            // bounded number of its requests at once.
-                            let slot = match is_public {
-                                true => match PublicSlot::take(&public_busy) {
-                                    Some(slot) => Some(slot),
-                                    None => {
-                                        busy(&stream);
-                                        continue;
-                                    }
-                                },
-                                false => None,
-                            };
-                            let (cores, info) = (Arc::clone(&cores), Arc::clone(&info));
-                            let _ = std::thread::Builder::new()
-                                .name("control-request".into())
-                                .spawn(move || {
-                                    serve(stream, &cores, &info, is_public);
-                                    drop(slot);
-                                });
+                    let ready = idle::wait(fds, &woken);
+                    for ((listener, is_public), ready) in
+                        [(&owner, false), (&anyone, true)].into_iter().zip(ready)
+                    {
+                        if ready && !acceptor.accept(listener, is_public) {
+                            // EMFILE and the like, or readiness without a
+                            // connection: the socket may stay readable;
+                            // wait rather than spin.
+                            std::thread::sleep(Duration::from_millis(20));
                         }
-                    }
-                    if idle {
-                        std::thread::sleep(Duration::from_millis(20));
                     }
                 }
             })
@@ -233,14 +223,54 @@ impl ControlServer {
         Ok(ControlServer {
             paths: [path.to_path_buf(), public_path],
             stop,
+            waker,
             thread: Some(thread),
         })
+    }
+}
+
+/// What the control thread hands each request's thread.
+struct Acceptor {
+    cores: Arc<Vec<flume::Sender<CoreRequest>>>,
+    info: Arc<DaemonInfo>,
+    public_busy: Arc<AtomicUsize>,
+}
+
+impl Acceptor {
+    /// Take one connection from `listener` and serve it on a thread of its
+    /// own, so a client that never sends its line cannot hold up the
+    /// others; false when there was none to take.
+    fn accept(&self, listener: &UnixListener, is_public: bool) -> bool {
+        let Ok((stream, _)) = listener.accept() else {
+            return false;
+        };
+        // Any local user reaches the public socket: a bounded number of
+        // its requests at once.
+        let slot = match is_public {
+            true => match PublicSlot::take(&self.public_busy) {
+                Some(slot) => Some(slot),
+                None => {
+                    busy(&stream);
+                    return true;
+                }
+            },
+            false => None,
+        };
+        let (cores, info) = (Arc::clone(&self.cores), Arc::clone(&self.info));
+        let _ = std::thread::Builder::new()
+            .name("control-request".into())
+            .spawn(move || {
+                serve(stream, &cores, &info, is_public);
+                drop(slot);
+            });
+        true
     }
 }
 
 impl Drop for ControlServer {
     fn drop(&mut self) {
         self.stop.store(true, Ordering::Release);
+        self.waker.wake();
         if let Some(t) = self.thread.take() {
             let _ = t.join();
         }

@@ -18,6 +18,7 @@
 
 pub mod headers;
 pub mod maildrop;
+mod watch;
 
 use crate::context::CoreContext;
 use crate::routing::Router;
@@ -32,8 +33,12 @@ use std::time::{Duration, Instant};
 
 /// Most files ingested per pass (one group commit).
 pub const BATCH: usize = 256;
-/// How often the maildrop is scanned when idle.
+/// How often the maildrop is scanned when idle without a trigger (no
+/// inotify) or with files waiting to be tried again.
 const POLL: Duration = Duration::from_millis(200);
+/// How often it is scanned anyway with the trigger: Postfix's pickup
+/// wakeup (master.cf's `60`), a backstop.
+const WAKEUP: Duration = Duration::from_secs(60);
 /// How long a file that hit a temporary error is left alone.
 const RETRY: Duration = Duration::from_secs(30);
 
@@ -362,19 +367,55 @@ fn display_name(name: &str) -> String {
 
 /// The pickup loop on one core, until shutdown. `current` gives the
 /// settings of the moment: each pass takes them afresh, so a reload applies
-/// to the next file, and no pickup service means the maildrop waits.
-pub async fn run(ctx: Rc<CoreContext>, current: Box<dyn Fn() -> Option<Arc<PickupSettings>>>) {
+/// to the next file, and no pickup service means the maildrop waits — with
+/// no timer, until `reloaded` says the settings may have changed.
+pub async fn run(
+    ctx: Rc<CoreContext>,
+    current: Box<dyn Fn() -> Option<Arc<PickupSettings>>>,
+    reloaded: crate::context::Signal,
+) {
     let mut retry_after: HashMap<String, Instant> = HashMap::new();
+    let mut trigger: Option<(PathBuf, Option<flume::Receiver<()>>)> = None;
     loop {
         if ctx.shutdown.is_triggered() {
             return;
         }
-        let taken = match current() {
-            Some(settings) => pass(&ctx, &settings, &mut retry_after).await,
-            None => 0,
+        let Some(settings) = current() else {
+            futures_lite::future::or(ctx.shutdown.wait(), reloaded.wait()).await;
+            continue;
         };
-        if taken < BATCH {
-            futures_lite::future::or(ctx.shutdown.wait(), glommio::timer::sleep(POLL)).await;
+        let dir = maildrop::dir(&settings.queue_dir);
+        if trigger.as_ref().is_none_or(|(d, _)| *d != dir) {
+            // Before the pass, so nothing deposited during it is missed.
+            trigger = Some((dir.clone(), watch::start(&dir)));
+        }
+        if pass(&ctx, &settings, &mut retry_after).await < BATCH {
+            let changes = trigger.as_ref().and_then(|(_, t)| t.as_ref());
+            let sleep = match changes {
+                Some(_) if retry_after.is_empty() => WAKEUP,
+                _ => POLL,
+            };
+            // False when the watching thread is gone: poll from then on.
+            let deposited = async {
+                match changes {
+                    Some(c) => c.recv_async().await.is_ok(),
+                    None => std::future::pending().await,
+                }
+            };
+            let other = async {
+                let timer = glommio::timer::sleep(sleep);
+                futures_lite::future::or(reloaded.wait(), timer).await;
+                true
+            };
+            let stop = async {
+                ctx.shutdown.wait().await;
+                true
+            };
+            let watching =
+                futures_lite::future::or(stop, futures_lite::future::or(deposited, other));
+            if !watching.await {
+                trigger = Some((dir, None));
+            }
         }
     }
 }

@@ -50,6 +50,11 @@ const LEASE: Duration = Duration::from_secs(3600);
 /// Most messages picked per scheduling pass, so one pass never starves the
 /// core's sessions.
 const PICK_BATCH: usize = 2048;
+/// How long the scheduler sleeps with nothing scheduled at all (no message
+/// waiting, deferred or in delivery): only new mail or a release, which
+/// notify it, can make anything due, so this is only a backstop — an idle
+/// core is not woken every second.
+const IDLE_SLEEP: Duration = Duration::from_secs(60);
 
 /// Transport and next hop, and the egress pool its mail leaves from (`crate::egress`; empty:
 /// none). Mail of each pool has its own queue and connections, so a connection never carries
@@ -167,7 +172,7 @@ impl Qmgr {
             }
             let next = self.pass();
             // Sleep until something is queued or the next message is due.
-            let sleep = next.map_or(Duration::from_secs(1), |d| d.min(Duration::from_secs(1)));
+            let sleep = next.map_or(IDLE_SLEEP, |d| d.min(Duration::from_secs(1)));
             let wait = self.ctx.new_mail.wait();
             futures_lite::future::or(wait, glommio::timer::sleep(sleep)).await;
         }

@@ -18,6 +18,7 @@ mod accept;
 mod acceptor;
 mod group_commit;
 pub mod listen;
+mod log_flush;
 pub mod notify;
 mod restart_only;
 pub mod services;
@@ -57,6 +58,9 @@ struct Shared {
     /// core 0's pickup loop reads it before every pass, so a reload applies
     /// to local submissions as Postfix's restarted pickup and cleanup do.
     pickup: crate::pickup::CurrentSettings,
+    /// Each core's wake-up: its `watch` loop sleeps until a stop or a
+    /// reload is sent here (or its housekeeping is due), not polling.
+    wake: Vec<(flume::Sender<()>, flume::Receiver<()>)>,
 }
 
 impl Shared {
@@ -77,7 +81,21 @@ impl Shared {
             opened: (0..cores).map(|_| Mutex::new(Vec::new())).collect(),
             applied: (0..cores).map(|_| AtomicU64::new(0)).collect(),
             pickup: Arc::new(Mutex::new(pickup)),
+            wake: (0..cores).map(|_| flume::unbounded()).collect(),
         })
+    }
+
+    /// Tell every core to stop.
+    fn stop_cores(&self) {
+        self.stop.store(true, Ordering::Release);
+        self.wake_cores();
+    }
+
+    /// Make every core's `watch` loop look at `stop` and `generation`.
+    fn wake_cores(&self) {
+        for (tx, _) in &self.wake {
+            let _ = tx.send(());
+        }
     }
 }
 
@@ -125,6 +143,10 @@ struct ExitGuard(Arc<Shared>);
 impl Drop for ExitGuard {
     fn drop(&mut self) {
         self.0.exited.fetch_add(1, Ordering::AcqRel);
+        if !self.0.stop.load(Ordering::Acquire) {
+            // Unasked: wake the signal loop, which then shuts down.
+            signals::wake_signal_loop();
+        }
     }
 }
 
@@ -323,11 +345,11 @@ fn start_cores(
         match ready_rx.recv_timeout(Duration::from_secs(120)) {
             Ok(Ok(())) => {}
             Ok(Err(e)) => {
-                inputs.shared.stop.store(true, Ordering::Release);
+                inputs.shared.stop_cores();
                 return Err(e);
             }
             Err(_) => {
-                inputs.shared.stop.store(true, Ordering::Release);
+                inputs.shared.stop_cores();
                 return Err(start_failure::explain(cores));
             }
         }
@@ -593,17 +615,9 @@ async fn core_main(
     control: crate::control::core::Endpoint,
 ) {
     let _exit = ExitGuard(Arc::clone(&shared));
-    log.buffer_this_thread();
+    log_flush::start(&log);
     crate::metrics::bind_core(core);
     let final_log = log.clone();
-    let flusher_log = log.clone();
-    glommio::spawn_local(async move {
-        loop {
-            glommio::timer::sleep(Duration::from_millis(10)).await;
-            flusher_log.flush();
-        }
-    })
-    .detach();
     let mut spool = match open_spool(&queue_dir, core, cores, spool_setup.options, &log) {
         Ok(spool) => spool,
         Err(e) => {
@@ -632,6 +646,8 @@ async fn core_main(
         }
     };
     let qmgr = crate::qmgr::Qmgr::new(Rc::clone(&ctx), Arc::clone(&lock(&shared.qmgr)), mesh);
+    // Notified by `watch` when a reload was applied (pickup waits on it).
+    let reloaded = crate::context::Signal::default();
     let tasks = CoreTasks {
         receive: receivers
             .into_iter()
@@ -648,6 +664,7 @@ async fn core_main(
             glommio::spawn_local(crate::pickup::run(
                 Rc::clone(&ctx),
                 Box::new(move || lock(&current).clone()),
+                reloaded.clone(),
             ))
         }),
     };
@@ -656,7 +673,7 @@ async fn core_main(
         listeners.start(b);
     }
     let _ = ready.send(Ok(()));
-    watch(&shared, &ctx, &qmgr, &services, &mut listeners).await;
+    watch(&shared, &ctx, &qmgr, (&services, &reloaded), &mut listeners).await;
     wind_down(ctx, qmgr, services, listeners, tasks).await;
     final_log.flush();
 }
@@ -733,20 +750,34 @@ fn open_spool(
     Ok(spool)
 }
 
+/// How often a core publishes its queue's size and reclaims spool space.
+const HOUSEKEEPING: Duration = Duration::from_secs(1);
+
 /// Until the stop signal: apply reloads (settings, listeners) and, once a
-/// second, publish the queue's size and reclaim spool space.
+/// second, publish the queue's size and reclaim spool space. It sleeps
+/// until the main thread wakes it ([`Shared::wake_cores`]) or the
+/// housekeeping is due.
 async fn watch(
     shared: &Shared,
     ctx: &CoreContext,
     qmgr: &crate::qmgr::Qmgr,
-    services: &RefCell<services::Services>,
+    (services, reloaded): (&RefCell<services::Services>, &crate::context::Signal),
     listeners: &mut accept::CoreListeners,
 ) {
     let core = ctx.id;
+    let woken = shared.wake[usize::from(core)].1.clone();
     let mut generation = shared.generation.load(Ordering::Acquire);
-    let mut ticks = 0u32;
+    let mut last = std::time::Instant::now();
     while !shared.stop.load(Ordering::Acquire) {
-        glommio::timer::sleep(Duration::from_millis(100)).await;
+        let due = HOUSEKEEPING.saturating_sub(last.elapsed());
+        futures_lite::future::or(
+            async {
+                // The senders live in `shared` as long as we do.
+                let _ = woken.recv_async().await;
+            },
+            glommio::timer::sleep(due),
+        )
+        .await;
         let g = shared.generation.load(Ordering::Acquire);
         if g != generation {
             generation = g;
@@ -759,24 +790,32 @@ async fn watch(
                 listeners.start(b);
             }
             shared.applied[usize::from(core)].store(g, Ordering::Release);
+            reloaded.notify();
         }
-        ticks += 1;
-        if ticks.is_multiple_of(10) {
-            let mut spool = ctx.spool.borrow_mut();
-            crate::metrics::publish_queue(&spool);
-            if let Err(e) = spool.reclaim() {
-                ctx.log.line(
-                    "corepost/spool",
-                    &format!("warning: core {core}: reclaim: {e}"),
-                );
-            }
-            for e in spool.take_spare_errors() {
-                ctx.log.line(
-                    "corepost/spool",
-                    &format!("warning: core {core}: spare segment: {e}"),
-                );
-            }
+        if last.elapsed() >= HOUSEKEEPING {
+            last = std::time::Instant::now();
+            housekeeping(ctx);
         }
+    }
+}
+
+/// Publish the queue's size, reclaim spool space, report spare-segment
+/// errors.
+fn housekeeping(ctx: &CoreContext) {
+    let core = ctx.id;
+    let mut spool = ctx.spool.borrow_mut();
+    crate::metrics::publish_queue(&spool);
+    if let Err(e) = spool.reclaim() {
+        ctx.log.line(
+            "corepost/spool",
+            &format!("warning: core {core}: reclaim: {e}"),
+        );
+    }
+    for e in spool.take_spare_errors() {
+        ctx.log.line(
+            "corepost/spool",
+            &format!("warning: core {core}: spare segment: {e}"),
+        );
     }
 }
 

@@ -53,6 +53,9 @@ pub(super) fn signal_loop(
     listeners: &mut Reloadable,
 ) {
     loop {
+        // A core that stops unasked wakes us (`wake_signal_loop`); the
+        // timeout is only a safety net.
+        let signal = wait_signal(Duration::from_secs(60));
         if shared.exited.load(Ordering::Acquire) > 0 {
             log.line(
                 master,
@@ -60,7 +63,7 @@ pub(super) fn signal_loop(
             );
             break;
         }
-        match wait_signal(Duration::from_millis(500)) {
+        match signal {
             Some(libc::SIGHUP) => serve_reload(shared, options, log, master, router, listeners),
             Some(_) => break,
             // A request whose signal was merged with another one.
@@ -71,7 +74,15 @@ pub(super) fn signal_loop(
         }
     }
     super::notify::stopping();
-    shared.stop.store(true, Ordering::Release);
+    shared.stop_cores();
+}
+
+/// Interrupt the signal loop's wait (a core stopped unasked): a SIGTERM
+/// to ourselves, which every thread blocks and only that wait takes; the
+/// loop sees the stopped core first and says so.
+pub(super) fn wake_signal_loop() {
+    // SAFETY: signalling our own process has no memory-safety preconditions.
+    unsafe { libc::kill(libc::getpid(), libc::SIGTERM) };
 }
 
 /// One reload, answering every `corepost reload` that asked before it
@@ -188,6 +199,7 @@ fn reload(
     let released = listeners.commit(prepared);
     *lock(&shared.plan) = listeners.plan().to_vec();
     let generation = shared.generation.fetch_add(1, Ordering::AcqRel) + 1;
+    shared.wake_cores();
     // A closed address is released once every core closed its socket.
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
     while std::time::Instant::now() < deadline
