@@ -234,62 +234,12 @@ async fn smtp_worker(
 ) {
     let program = format!("corepost/{}", dest.key.transport);
     let started = Instant::now();
-    // LMTP: a Unix socket, or a host whose addresses (never MX) are looked up.
-    let lmtp = if client.lmtp {
-        match crate::delivery::lmtp::parse_nexthop(
-            &dest.key.nexthop,
-            client.default_port,
-            &client.socket_directory,
-        ) {
-            Ok(t) => Some(t),
-            Err(text) => {
-                let r = Result1 {
-                    kind: Kind::Deferred,
-                    dsn: "4.3.5".into(),
-                    text,
-                };
-                drain(qmgr, dest, |_| r.clone(), "none");
-                return;
-            }
-        }
-    } else {
-        None
+    let Some((lmtp, addrs)) = resolve_target(qmgr, dest, client, settings).await else {
+        return;
     };
     let nexthop = match &lmtp {
         Some(LmtpTarget::Inet(n)) => n.as_str(),
         _ => dest.key.nexthop.as_str(),
-    };
-    // Where to connect.
-    let resolved = match &lmtp {
-        Some(LmtpTarget::Unix(_)) => Ok(Vec::new()),
-        _ => {
-            qmgr.resolver
-                .resolve_nexthop(nexthop, &settings.nexthop)
-                .await
-        }
-    };
-    let addrs = match resolved {
-        Ok(a) => a,
-        Err(e) => {
-            let kind = if e.is_permanent() {
-                Kind::Bounced
-            } else {
-                Kind::Deferred
-            };
-            let dsn = e.dsn().to_string();
-            let text = e.to_string();
-            drain(
-                qmgr,
-                dest,
-                |_| Result1 {
-                    kind,
-                    dsn: dsn.clone(),
-                    text: text.clone(),
-                },
-                "none",
-            );
-            return;
-        }
     };
     if lmtp.is_none() {
         crate::shaping::assign(qmgr, dest, nexthop, &addrs);
@@ -328,56 +278,9 @@ async fn smtp_worker(
         super::connect::open_session(qmgr, dest, client, unix, &addrs, nexthop, &program).await;
     let mut conn = match opened {
         Ok(c) => c,
-        Err(super::connect::NoSession {
-            error: last_error,
-            relay,
-        }) => {
-            if let Some(e) = &last_error {
-                observe_error(
-                    qmgr,
-                    dest,
-                    e,
-                    egress.as_ref().map(|e| e.source.name.as_str()),
-                );
-            }
-            // Negative feedback; enough failed cohorts and the destination is
-            // left alone for a while.
-            let verdict = match (
-                dest.window.borrow_mut().as_mut(),
-                settings.transports.get(&dest.key.transport),
-            ) {
-                (Some(w), Some(t)) => {
-                    let verdict = w.failure(&t.feedback);
-                    log_feedback(qmgr, dest, "qmgr_queue_throttle", w, t.concurrency);
-                    verdict
-                }
-                _ => super::window::AfterFailure::Alive,
-            };
-            if verdict == super::window::AfterFailure::Dead
-                && let Some(e) = &last_error
-            {
-                let pause = settings
-                    .minimal_backoff
-                    .min(std::time::Duration::from_secs(60));
-                *dest.dead.borrow_mut() = Some((Instant::now() + pause, e.dsn()));
-            }
-            let r = match &last_error {
-                Some(e) => Result1 {
-                    kind: if e.is_permanent() {
-                        Kind::Bounced
-                    } else {
-                        Kind::Deferred
-                    },
-                    dsn: e.status(),
-                    text: e.dsn(),
-                },
-                None => Result1 {
-                    kind: Kind::Deferred,
-                    dsn: "4.4.1".into(),
-                    text: "no address to connect to".into(),
-                },
-            };
-            drain(qmgr, dest, |_| r.clone(), &relay);
+        Err(failure) => {
+            let source = egress.as_ref().map(|e| e.source.name.as_str());
+            connect_failed(qmgr, dest, settings, source, failure);
             return;
         }
     };
@@ -391,32 +294,12 @@ async fn smtp_worker(
     // Jobs delivered over this connection (Postfix's `conn_use=` from the second on).
     let mut uses = 0u32;
     loop {
-        if crate::shaping::over_limit(dest, &mut shaped) || crate::shaping::used_up(dest, uses) {
-            // A throttle lowered the group's connection limit, or the connection carried
-            // the group's messages_per_connection.
-            requeue_rest(qmgr, dest);
-            break;
-        }
-        if shaping_refusal(qmgr, dest) {
-            break;
-        }
-        if super::shared::over_share(qmgr, &mut lease) {
-            // Redis is unreachable and this node holds more than its share
-            // of the destination's connections: the next jobs go to the
-            // connections within the share.
-            requeue_rest(qmgr, dest);
-            break;
-        }
-        if (client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit)
-            || !conn.may_reuse()
-        {
-            // Used enough: the next jobs go over a fresh connection.
-            requeue_rest(qmgr, dest);
-            break;
-        }
-        if uses > 0 && !caching {
-            // No connection caching for this destination: one delivery per connection.
-            requeue_rest(qmgr, dest);
+        let limits = ConnectionLimits {
+            client,
+            caching,
+            uses,
+        };
+        if must_stop(qmgr, dest, &conn, &limits, &mut shaped, &mut lease) {
             break;
         }
         let job = dest.jobs.borrow_mut().pop_front();
@@ -425,46 +308,7 @@ async fn smtp_worker(
             if conn.age() >= client.reuse_time_limit || qmgr.ctx.shutdown.is_triggered() {
                 break;
             }
-            // One arrival wakes one idle connection (`notify_one`); a wake
-            // that finds the queue already emptied by a busy connection
-            // waits on, so the cache time limit alone decides when an idle
-            // connection closes.
-            dest.idle.set(dest.idle.get() + 1);
-            let until = Instant::now() + client.cache_time_limit;
-            let mut timer = std::pin::pin!(glommio::timer::sleep(client.cache_time_limit));
-            let job_waiting = loop {
-                let arrived = futures_lite::future::or(
-                    async {
-                        dest.arrivals.wait().await;
-                        true
-                    },
-                    futures_lite::future::or(
-                        async {
-                            (&mut timer).await;
-                            false
-                        },
-                        async {
-                            futures_lite::future::or(
-                                qmgr.ctx.shutdown.wait(),
-                                // Another destination of the shaping group waits for
-                                // this connection's place.
-                                crate::shaping::wanted_elsewhere(dest),
-                            )
-                            .await;
-                            false
-                        },
-                    ),
-                )
-                .await;
-                if !dest.jobs.borrow().is_empty() {
-                    break true;
-                }
-                if !arrived || Instant::now() >= until || qmgr.ctx.shutdown.is_triggered() {
-                    break false;
-                }
-            };
-            dest.idle.set(dest.idle.get() - 1);
-            if job_waiting {
+            if wait_for_job(qmgr, dest, client).await {
                 continue;
             }
             break;
@@ -522,48 +366,9 @@ async fn smtp_worker(
         let relay = conn.relay();
         match result {
             Ok(tx) => {
-                // Positive feedback: the delivery completed without a
-                // connection or handshake failure, whatever the replies.
-                if let (Some(w), Some(t)) = (
-                    dest.window.borrow_mut().as_mut(),
-                    settings.transports.get(&dest.key.transport),
-                ) {
-                    let before = w.get();
-                    w.success(
-                        &t.feedback,
-                        dest.workers.get(),
-                        t.initial_concurrency,
-                        t.concurrency,
-                    );
-                    if w.get() != before {
-                        log_feedback(qmgr, dest, "qmgr_queue_unthrottle", w, t.concurrency);
-                    }
-                }
-                let mut results = Vec::with_capacity(job.recipients.len());
-                for (slot, &i) in job.recipients.iter().enumerate() {
-                    let lost = |text: String| Result1 {
-                        kind: Kind::Deferred,
-                        dsn: "4.4.2".into(),
-                        text,
-                    };
-                    let r = match tx.final_reply(slot) {
-                        Some((reply, stage)) => {
-                            let source = egress.as_ref().map(|e| e.source.name.as_str());
-                            crate::shaping::observe(qmgr, dest, reply, source);
-                            from_reply(reply, &conn, stage)
-                        }
-                        None if slot >= tx.recipients.len() => {
-                            lost("no reply for this recipient".into())
-                        }
-                        // LMTP: the connection broke before this recipient's reply.
-                        None if client.lmtp => lost(format!(
-                            "lost connection with {} while receiving the reply to end of data -- message may be sent more than once",
-                            conn.peer()
-                        )),
-                        None => lost("lost connection before end of data".into()),
-                    };
-                    results.push((i, r));
-                }
+                positive_feedback(qmgr, dest, settings);
+                let source = egress.as_ref().map(|e| e.source.name.as_str());
+                let results = recipient_results(qmgr, dest, &job, &tx, &conn, client, source);
                 let action = success_action(client.lmtp, conn.capabilities().dsn, settings);
                 let done = Done {
                     relay: &relay,
@@ -623,6 +428,289 @@ async fn smtp_worker(
         }
     }
     conn.quit().await;
+}
+
+/// Positive feedback: the delivery completed without a connection or
+/// handshake failure, whatever the replies; the concurrency window may grow.
+fn positive_feedback(qmgr: &Rc<Qmgr>, dest: &Rc<DestQueue>, settings: &super::QmgrSettings) {
+    if let (Some(w), Some(t)) = (
+        dest.window.borrow_mut().as_mut(),
+        settings.transports.get(&dest.key.transport),
+    ) {
+        let before = w.get();
+        w.success(
+            &t.feedback,
+            dest.workers.get(),
+            t.initial_concurrency,
+            t.concurrency,
+        );
+        if w.get() != before {
+            log_feedback(qmgr, dest, "qmgr_queue_unthrottle", w, t.concurrency);
+        }
+    }
+}
+
+/// Each recipient's result from a completed transaction: its final reply,
+/// or why there is none (the connection broke first).
+fn recipient_results(
+    qmgr: &Rc<Qmgr>,
+    dest: &Rc<DestQueue>,
+    job: &Job,
+    tx: &crate::delivery::smtp::TransactionResult,
+    conn: &SmtpConnection,
+    client: &crate::delivery::smtp::ClientSettings,
+    source: Option<&str>,
+) -> Vec<(u32, Result1)> {
+    let mut results = Vec::with_capacity(job.recipients.len());
+    for (slot, &i) in job.recipients.iter().enumerate() {
+        let lost = |text: String| Result1 {
+            kind: Kind::Deferred,
+            dsn: "4.4.2".into(),
+            text,
+        };
+        let r = match tx.final_reply(slot) {
+            Some((reply, stage)) => {
+                crate::shaping::observe(qmgr, dest, reply, source);
+                from_reply(reply, conn, stage)
+            }
+            None if slot >= tx.recipients.len() => lost("no reply for this recipient".into()),
+            // LMTP: the connection broke before this recipient's reply.
+            None if client.lmtp => lost(format!(
+                "lost connection with {} while receiving the reply to end of data -- message may be sent more than once",
+                conn.peer()
+            )),
+            None => lost("lost connection before end of data".into()),
+        };
+        results.push((i, r));
+    }
+    results
+}
+
+/// What bounds one connection's use, besides the destination's state.
+struct ConnectionLimits<'a> {
+    client: &'a crate::delivery::smtp::ClientSettings,
+    /// Connection caching applies to this destination.
+    caching: bool,
+    /// Jobs delivered over the connection so far.
+    uses: u32,
+}
+
+/// Whether the connection must take no more jobs; those left are requeued
+/// for another connection where a limit (not a refusal) ended it.
+fn must_stop(
+    qmgr: &Rc<Qmgr>,
+    dest: &Rc<DestQueue>,
+    conn: &SmtpConnection,
+    limits: &ConnectionLimits<'_>,
+    shaped: &mut Option<crate::shaping::ConnSlot>,
+    lease: &mut Option<super::shared::Lease>,
+) -> bool {
+    let (client, caching, uses) = (limits.client, limits.caching, limits.uses);
+    if crate::shaping::over_limit(dest, shaped) || crate::shaping::used_up(dest, uses) {
+        // A throttle lowered the group's connection limit, or the connection carried
+        // the group's messages_per_connection.
+        requeue_rest(qmgr, dest);
+        return true;
+    }
+    if shaping_refusal(qmgr, dest) {
+        return true;
+    }
+    if super::shared::over_share(qmgr, lease) {
+        // Redis is unreachable and this node holds more than its share
+        // of the destination's connections: the next jobs go to the
+        // connections within the share.
+        requeue_rest(qmgr, dest);
+        return true;
+    }
+    if (client.reuse_count_limit > 0 && conn.transactions() >= client.reuse_count_limit)
+        || !conn.may_reuse()
+    {
+        // Used enough: the next jobs go over a fresh connection.
+        requeue_rest(qmgr, dest);
+        return true;
+    }
+    if uses > 0 && !caching {
+        // No connection caching for this destination: one delivery per connection.
+        requeue_rest(qmgr, dest);
+        return true;
+    }
+    false
+}
+
+/// An idle cached connection waits for the destination's next job: true
+/// when one is queued, false when the cache time limit passed, the daemon
+/// stops, or the shaping group wants this connection's place elsewhere.
+async fn wait_for_job(
+    qmgr: &Rc<Qmgr>,
+    dest: &Rc<DestQueue>,
+    client: &crate::delivery::smtp::ClientSettings,
+) -> bool {
+    // One arrival wakes one idle connection (`notify_one`); a wake
+    // that finds the queue already emptied by a busy connection
+    // waits on, so the cache time limit alone decides when an idle
+    // connection closes.
+    dest.idle.set(dest.idle.get() + 1);
+    let until = Instant::now() + client.cache_time_limit;
+    let mut timer = std::pin::pin!(glommio::timer::sleep(client.cache_time_limit));
+    let job_waiting = loop {
+        let arrived = futures_lite::future::or(
+            async {
+                dest.arrivals.wait().await;
+                true
+            },
+            futures_lite::future::or(
+                async {
+                    (&mut timer).await;
+                    false
+                },
+                async {
+                    futures_lite::future::or(
+                        qmgr.ctx.shutdown.wait(),
+                        // Another destination of the shaping group waits for
+                        // this connection's place.
+                        crate::shaping::wanted_elsewhere(dest),
+                    )
+                    .await;
+                    false
+                },
+            ),
+        )
+        .await;
+        if !dest.jobs.borrow().is_empty() {
+            break true;
+        }
+        if !arrived || Instant::now() >= until || qmgr.ctx.shutdown.is_triggered() {
+            break false;
+        }
+    };
+    dest.idle.set(dest.idle.get() - 1);
+    job_waiting
+}
+
+/// No session could be opened: negative feedback (enough failed cohorts
+/// and the destination is left alone for a while), then every job is
+/// finished with the last error, or "no address to connect to".
+fn connect_failed(
+    qmgr: &Rc<Qmgr>,
+    dest: &Rc<DestQueue>,
+    settings: &super::QmgrSettings,
+    source: Option<&str>,
+    failure: super::connect::NoSession,
+) {
+    let super::connect::NoSession {
+        error: last_error,
+        relay,
+    } = failure;
+    if let Some(e) = &last_error {
+        observe_error(qmgr, dest, e, source);
+    }
+    // Negative feedback; enough failed cohorts and the destination is
+    // left alone for a while.
+    let verdict = match (
+        dest.window.borrow_mut().as_mut(),
+        settings.transports.get(&dest.key.transport),
+    ) {
+        (Some(w), Some(t)) => {
+            let verdict = w.failure(&t.feedback);
+            log_feedback(qmgr, dest, "qmgr_queue_throttle", w, t.concurrency);
+            verdict
+        }
+        _ => super::window::AfterFailure::Alive,
+    };
+    if verdict == super::window::AfterFailure::Dead
+        && let Some(e) = &last_error
+    {
+        let pause = settings
+            .minimal_backoff
+            .min(std::time::Duration::from_secs(60));
+        *dest.dead.borrow_mut() = Some((Instant::now() + pause, e.dsn()));
+    }
+    let r = match &last_error {
+        Some(e) => Result1 {
+            kind: if e.is_permanent() {
+                Kind::Bounced
+            } else {
+                Kind::Deferred
+            },
+            dsn: e.status(),
+            text: e.dsn(),
+        },
+        None => Result1 {
+            kind: Kind::Deferred,
+            dsn: "4.4.1".into(),
+            text: "no address to connect to".into(),
+        },
+    };
+    drain(qmgr, dest, |_| r.clone(), &relay);
+}
+
+/// Where a worker's connection goes: the LMTP target (LMTP only) and the
+/// next hop's addresses (none for a Unix socket). `None` when there is
+/// nowhere to go: the destination's jobs are then finished, deferred or
+/// bounced with the reason.
+async fn resolve_target(
+    qmgr: &Rc<Qmgr>,
+    dest: &Rc<DestQueue>,
+    client: &crate::delivery::smtp::ClientSettings,
+    settings: &super::QmgrSettings,
+) -> Option<(Option<LmtpTarget>, Vec<crate::dns::nexthop::Destination>)> {
+    // LMTP: a Unix socket, or a host whose addresses (never MX) are looked up.
+    let lmtp = if client.lmtp {
+        match crate::delivery::lmtp::parse_nexthop(
+            &dest.key.nexthop,
+            client.default_port,
+            &client.socket_directory,
+        ) {
+            Ok(t) => Some(t),
+            Err(text) => {
+                let r = Result1 {
+                    kind: Kind::Deferred,
+                    dsn: "4.3.5".into(),
+                    text,
+                };
+                drain(qmgr, dest, |_| r.clone(), "none");
+                return None;
+            }
+        }
+    } else {
+        None
+    };
+    let nexthop = match &lmtp {
+        Some(LmtpTarget::Inet(n)) => n.as_str(),
+        _ => dest.key.nexthop.as_str(),
+    };
+    // Where to connect.
+    let resolved = match &lmtp {
+        Some(LmtpTarget::Unix(_)) => Ok(Vec::new()),
+        _ => {
+            qmgr.resolver
+                .resolve_nexthop(nexthop, &settings.nexthop)
+                .await
+        }
+    };
+    match resolved {
+        Ok(addrs) => Some((lmtp, addrs)),
+        Err(e) => {
+            let kind = if e.is_permanent() {
+                Kind::Bounced
+            } else {
+                Kind::Deferred
+            };
+            let dsn = e.dsn().to_string();
+            let text = e.to_string();
+            drain(
+                qmgr,
+                dest,
+                |_| Result1 {
+                    kind,
+                    dsn: dsn.clone(),
+                    text: text.clone(),
+                },
+                "none",
+            );
+            None
+        }
+    }
 }
 
 /// The NOTIFY=SUCCESS action after an SMTP/LMTP delivery, as Postfix's
