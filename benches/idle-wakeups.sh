@@ -16,6 +16,7 @@ set -euo pipefail
 
 REPO=$(cd "$(dirname "$0")/.." && pwd)
 BIN=$REPO/target/release SECS=10 PERF=1 PICKUP=0
+ARGS=("$@")
 while (($#)); do
     case "$1" in
         --bin) BIN=$(cd "$2" && pwd); shift 2 ;;
@@ -26,8 +27,12 @@ while (($#)); do
         *) echo "idle-wakeups: unknown option $1" >&2; exit 2 ;;
     esac
 done
-DIR=$(mktemp -d /tmp/idle-wakeups.XXXXXX)
-PORT=$(python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1", 0)); print(s.getsockname()[1])')
+NAME=idle-wakeups
+# shellcheck source=benches/leg-lib.sh
+source "$REPO/benches/leg-lib.sh"
+enter_netns
+make_scratch
+DIR=$TMP PORT=32526
 cat >"$DIR/main.cf" <<EOF
 queue_directory = $DIR/queue
 myhostname = relay.bench.test
@@ -48,11 +53,8 @@ printf '127.0.0.1:%s inet n - n - - smtpd\nsmtp unix - - n - - smtp\nrelay unix 
 ((PICKUP)) && echo 'pickup unix n - n 60 1 pickup' >>"$DIR/master.cf"
 "$BIN/corepost" run -c "$DIR" >"$DIR/run.out" 2>&1 &
 MTA=$!
-trap 'kill $MTA 2>/dev/null; wait $MTA 2>/dev/null; rm -rf "$DIR"' EXIT
-for _ in $(seq 100); do
-    (echo >"/dev/tcp/127.0.0.1/$PORT") 2>/dev/null && break
-    sleep 0.1
-done
+PIDS+=("$MTA")
+wait_port "$PORT"
 sleep 2 # the start settles (spare segments, first housekeeping)
 
 switches() { # tid name voluntary involuntary, one line per thread

@@ -1,7 +1,8 @@
-# leg-lib.sh — shared by the scripts that measure corepost's relay leg from the inside
-# (relay-profile.sh, spool-cost.sh): the loopback-only network namespace, the scratch directory
-# with the processes to stop on exit, and waiting for a listener. Source it after the options
-# are parsed, with NAME (the script's name, for messages) and ARGS (its arguments) set.
+# leg-lib.sh — shared by the scripts that measure corepost and its load tools from the inside
+# (relay-profile.sh, spool-cost.sh, tool-cost.sh, idle-wakeups.sh): the loopback-only network
+# namespace, the scratch directory with the processes to stop on exit, and waiting for a
+# listener. Source it after the options are parsed, with NAME (the script's name, for
+# messages) and ARGS (its arguments) set.
 
 # Run the script again inside a new network namespace with only loopback, once.
 enter_netns() {

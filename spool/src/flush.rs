@@ -610,26 +610,36 @@ mod tests {
         assert!("sometimes".parse::<FlushPolicy>().is_err());
     }
 
+    /// A fresh segment (records from offset 64) and an `always` flusher
+    /// that knows it, starting at its first record.
+    fn core_driven_segment() -> (tempfile::TempDir, crate::segment::SegmentWriter, Flusher) {
+        let dir = tempfile::tempdir().unwrap();
+        let seg = SegmentMap::create(dir.path(), 0, 1, 1 << 16).unwrap();
+        let w = seg.writer(64).unwrap();
+        let flusher =
+            Flusher::start(0, FlushPolicy::Always, SyncMethod::Msync, lsn(1, 64)).unwrap();
+        flusher.register(&seg);
+        (dir, w, flusher)
+    }
+
+    /// Append a 100-byte record of `n`s, tell the flusher, return its end.
+    fn append_admin(w: &mut crate::segment::SegmentWriter, flusher: &Flusher, n: u8) -> usize {
+        let (_, end) = w
+            .append(crate::record::RecordType::Admin, &[&[n; 100]])
+            .unwrap()
+            .unwrap();
+        flusher.appended(lsn(1, end));
+        end
+    }
+
     #[test]
     fn core_driven_group_commit_takes_what_arrived_during_the_last_sync() {
         use futures::FutureExt;
         use futures::executor::block_on;
-        let dir = tempfile::tempdir().unwrap();
-        let seg = SegmentMap::create(dir.path(), 0, 1, 1 << 16).unwrap();
-        let mut w = seg.writer(64).unwrap();
-        let mut flusher =
-            Flusher::start(0, FlushPolicy::Always, SyncMethod::Msync, lsn(1, 64)).unwrap();
-        flusher.register(&seg);
+        let (_dir, mut w, mut flusher) = core_driven_segment();
         let sync = flusher.drive_on_core().unwrap();
         assert!(flusher.thread.is_none(), "the thread is gone");
-        let mut append = |n: u8| {
-            let (_, end) = w
-                .append(crate::record::RecordType::Admin, &[&[n; 100]])
-                .unwrap()
-                .unwrap();
-            flusher.appended(lsn(1, end));
-            end
-        };
+        let mut append = |n: u8| append_admin(&mut w, &flusher, n);
         assert!(sync.next().now_or_never().is_none(), "nothing to sync yet");
         let a = append(1);
         let mut da = flusher.durable(lsn(1, a));
@@ -668,21 +678,9 @@ mod tests {
     fn an_extended_job_takes_in_what_was_appended_while_it_waited() {
         use futures::FutureExt;
         use futures::executor::block_on;
-        let dir = tempfile::tempdir().unwrap();
-        let seg = SegmentMap::create(dir.path(), 0, 1, 1 << 16).unwrap();
-        let mut w = seg.writer(64).unwrap();
-        let mut flusher =
-            Flusher::start(0, FlushPolicy::Always, SyncMethod::Msync, lsn(1, 64)).unwrap();
-        flusher.register(&seg);
+        let (_dir, mut w, mut flusher) = core_driven_segment();
         let sync = flusher.drive_on_core().unwrap();
-        let mut append = |n: u8| {
-            let (_, end) = w
-                .append(crate::record::RecordType::Admin, &[&[n; 100]])
-                .unwrap()
-                .unwrap();
-            flusher.appended(lsn(1, end));
-            end
-        };
+        let mut append = |n: u8| append_admin(&mut w, &flusher, n);
         let a = append(1);
         let job = block_on(sync.next()).unwrap();
         // The commit delay: two more records arrive before the sync starts.
@@ -705,12 +703,7 @@ mod tests {
 
     #[test]
     fn core_driven_shutdown_flushes_what_was_appended() {
-        let dir = tempfile::tempdir().unwrap();
-        let seg = SegmentMap::create(dir.path(), 0, 1, 1 << 16).unwrap();
-        let mut w = seg.writer(64).unwrap();
-        let mut flusher =
-            Flusher::start(0, FlushPolicy::Always, SyncMethod::Msync, lsn(1, 64)).unwrap();
-        flusher.register(&seg);
+        let (_dir, mut w, mut flusher) = core_driven_segment();
         let _sync = flusher.drive_on_core().unwrap();
         let (_, end) = w
             .append(crate::record::RecordType::Admin, &[b"last words"])

@@ -288,21 +288,16 @@ impl Raw {
         socket.bind(&src.into()).expect("bind source");
         let dst: std::net::SocketAddr = format!("127.0.0.1:{port}").parse().expect("dst");
         socket.connect(&dst.into()).expect("connect");
-        let stream: std::net::TcpStream = socket.into();
-        stream
-            .set_read_timeout(Some(std::time::Duration::from_secs(20)))
-            .expect("timeout");
-        let mut raw = Raw {
-            stream,
-            buf: Vec::new(),
-        };
-        let greeting = raw.reply();
-        (raw, greeting)
+        Raw::greeted(socket.into())
     }
 
     /// Connect to `addr` (IPv4 or IPv6) and return the greeting.
     pub fn open_to(addr: std::net::SocketAddr) -> (Raw, String) {
-        let stream = std::net::TcpStream::connect(addr).expect("connect");
+        Raw::greeted(std::net::TcpStream::connect(addr).expect("connect"))
+    }
+
+    /// A connected stream, with a read timeout, and its server's greeting.
+    fn greeted(stream: std::net::TcpStream) -> (Raw, String) {
         stream
             .set_read_timeout(Some(std::time::Duration::from_secs(20)))
             .expect("timeout");

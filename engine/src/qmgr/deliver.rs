@@ -395,15 +395,7 @@ async fn smtp_worker(
                     &e,
                     egress.as_ref().map(|e| e.source.name.as_str()),
                 );
-                let r = Result1 {
-                    kind: if e.is_permanent() {
-                        Kind::Bounced
-                    } else {
-                        Kind::Deferred
-                    },
-                    dsn: e.status(),
-                    text: e.dsn(),
-                };
+                let r = session_failure(&e);
                 let done = Done {
                     relay: &relay,
                     conn_use: uses,
@@ -587,6 +579,20 @@ async fn wait_for_job(
     job_waiting
 }
 
+/// A session's failure as every affected recipient's result: bounced if
+/// permanent, else deferred, with its status and text.
+fn session_failure(e: &crate::delivery::smtp::SessionError) -> Result1 {
+    Result1 {
+        kind: if e.is_permanent() {
+            Kind::Bounced
+        } else {
+            Kind::Deferred
+        },
+        dsn: e.status(),
+        text: e.dsn(),
+    }
+}
+
 /// No session could be opened: negative feedback (enough failed cohorts
 /// and the destination is left alone for a while), then every job is
 /// finished with the last error, or "no address to connect to".
@@ -626,15 +632,7 @@ fn connect_failed(
         *dest.dead.borrow_mut() = Some((Instant::now() + pause, e.dsn()));
     }
     let r = match &last_error {
-        Some(e) => Result1 {
-            kind: if e.is_permanent() {
-                Kind::Bounced
-            } else {
-                Kind::Deferred
-            },
-            dsn: e.status(),
-            text: e.dsn(),
-        },
+        Some(e) => session_failure(e),
         None => Result1 {
             kind: Kind::Deferred,
             dsn: "4.4.1".into(),
